@@ -1,0 +1,62 @@
+"""Binning primitives shared by the baseline fitter and the instrumentation.
+
+Bins are right-closed, ``(edge[i-1], edge[i]]``, with open outer bins, which is exactly what a
+Prometheus ``le`` bucket and an OTLP explicit-bounds bucket count. So a value's bin index is
+``searchsorted(edges, value, side="left")`` and the app's histogram buckets *are* the
+baseline's bins: no re-binning anywhere downstream.
+
+Categorical features map to ``vocabulary + [__other__, __unknown__]``: ``__other__`` holds the
+rare values the baseline saw, ``__unknown__`` values it never saw (a renamed category).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._frame import factorize
+from ._names import OTHER, UNKNOWN
+
+__all__ = ["bin_index", "CategoryEncoder", "MISSING_CODE"]
+
+IntArray = npt.NDArray[np.intp]
+MISSING_CODE = -1
+
+
+def bin_index(edges: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> IntArray:
+    """Bin of each value for right-closed bins with open outer bins (``len(edges) + 1`` bins)."""
+    return np.searchsorted(edges, values, side="left")
+
+
+class CategoryEncoder:
+    """Maps label values to bin codes: vocabulary index, then ``__other__``, then ``__unknown__``."""
+
+    __slots__ = ("vocabulary", "labels", "other_code", "unknown_code", "_lookup")
+
+    def __init__(self, vocabulary: Sequence[str], rare_values: Sequence[str] = ()) -> None:
+        self.vocabulary = tuple(vocabulary)
+        self.other_code = len(self.vocabulary)
+        self.unknown_code = self.other_code + 1
+        self.labels: tuple[str, ...] = (*self.vocabulary, OTHER, UNKNOWN)
+        lookup = {v: i for i, v in enumerate(self.vocabulary)}
+        for value in rare_values:
+            lookup.setdefault(value, self.other_code)
+        self._lookup = lookup
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+    def code(self, label: str | None) -> int:
+        if label is None:
+            return MISSING_CODE
+        return self._lookup.get(label, self.unknown_code)
+
+    def encode(self, values: Any) -> IntArray:
+        """Codes for a column; ``MISSING_CODE`` for None/NaN. One dict lookup per *distinct* value."""
+        codes, uniques = factorize(values)
+        table = np.fromiter((self.code(u) for u in uniques), dtype=np.intp, count=len(uniques))
+        return table[codes]

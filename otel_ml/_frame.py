@@ -1,0 +1,215 @@
+"""Turn what a predict function receives into named numpy columns.
+
+A model is called with one row (a mapping), a batch (a pandas DataFrame, a pyarrow table, a
+dict of columns, a list of mappings, a numpy array) or anything else a user passes. Both the
+baseline fitter and the instrumentation need the same thing from all of them: "give me
+feature ``x`` as a float array" and "give me feature ``c`` as strings". Columnar inputs are
+converted column by column with numpy; only the error path looks at single values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+try:  # pandas is optional: it only makes factorizing object columns faster.
+    import pandas as _pd
+except ImportError:  # pragma: no cover - exercised in installs without the pandas extra
+    _pd = None
+
+__all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize"]
+
+FloatArray = npt.NDArray[np.float64]
+_SEQUENCE_TYPES = (list, tuple, np.ndarray)
+
+
+def _safe_float(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    return out
+
+
+_safe_float_u = np.frompyfunc(_safe_float, 1, 1)
+
+
+def as_float(values: Any) -> FloatArray:
+    """Convert a column to float64; anything that is not a number becomes NaN (counted as missing)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False).reshape(-1)
+    try:
+        return np.asarray(arr, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        # Mixed garbage (e.g. "n/a" among numbers): the slow path only runs for bad input.
+        return np.asarray(_safe_float_u(arr.reshape(-1)), dtype=np.float64)
+
+
+def factorize(values: Any) -> tuple[npt.NDArray[np.intp], list[str | None]]:
+    """Codes into a list of distinct labels; missing values (None, NaN) get their own ``None`` label.
+
+    pandas' hash-based ``factorize`` does this in C when pandas is installed; without it numpy's
+    sort-based ``unique`` serves typed arrays and only object arrays fall back to a dict pass.
+    """
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    arr = arr.reshape(-1)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.intp), ["false", "true"]
+    if arr.dtype.kind in "iuUST" or (arr.dtype.kind == "f" and _pd is None):
+        uniq, codes = np.unique(arr, return_inverse=True)
+        return codes.reshape(-1), [_label_of(u) for u in uniq.tolist()]
+    if _pd is not None:
+        codes, uniq = _pd.factorize(arr, use_na_sentinel=False)
+        return np.asarray(codes, dtype=np.intp), [_label_of(u) for u in uniq]
+    seen: dict[Any, int] = {}
+    codes = np.fromiter((seen.setdefault(_key(v), len(seen)) for v in arr), dtype=np.intp, count=arr.size)
+    return codes, [_label_of(u) for u in seen]
+
+
+def as_labels(values: Any) -> npt.NDArray[np.object_]:
+    """Convert a column to label strings; None and NaN become None (counted as missing).
+
+    Booleans become ``"true"``/``"false"`` (the Prometheus/OTel convention), so a decision
+    computed as ``score > 0.7`` has the same label in the app, the baseline and the sidecar.
+    """
+    codes, labels = factorize(values)
+    return np.asarray(labels + [None], dtype=object)[codes]
+
+
+def _key(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _label_of(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return None
+        return repr(float(value)) if not float(value).is_integer() else str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class Columns:
+    """Named columns of one call's input; absent columns return ``None``."""
+
+    __slots__ = ("n_rows", "_get", "is_row", "names")
+
+    def __init__(self, n_rows: int, getter: Any, is_row: bool = False, names: Sequence[str] = ()) -> None:
+        self.n_rows = n_rows
+        self._get = getter
+        self.is_row = is_row
+        self.names = tuple(names)  # column names in input order, when the input has them
+
+    def raw(self, name: str) -> Any:
+        """The column as the input holds it, or ``None`` when the input has no such column."""
+        return self._get(name)
+
+    def floats(self, name: str) -> FloatArray | None:
+        raw = self._get(name)
+        return None if raw is None else as_float(raw)
+
+    def labels(self, name: str) -> npt.NDArray[np.object_] | None:
+        raw = self._get(name)
+        return None if raw is None else as_labels(raw)
+
+
+def _is_pandas(data: Any) -> bool:
+    return type(data).__module__.startswith("pandas") and hasattr(data, "columns")
+
+
+def _is_arrow(data: Any) -> bool:
+    return type(data).__module__.startswith("pyarrow") and hasattr(data, "column_names")
+
+
+def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> Columns:
+    """Wrap a row or batch as :class:`Columns`.
+
+    ``feature_names`` names the positions of a numpy array or a list of lists (by default the
+    baseline's feature order). Raises ``TypeError`` for inputs that carry no named features.
+    """
+    if _is_pandas(data):
+        cols = set(map(str, data.columns))
+        lookup = {str(c): c for c in data.columns}
+        return Columns(len(data), lambda n: data[lookup[n]].to_numpy() if n in cols else None, names=list(lookup))
+    if _is_arrow(data):
+        names = set(data.column_names)
+        return Columns(
+            data.num_rows,
+            lambda n: data.column(n).to_numpy(zero_copy_only=False) if n in names else None,
+            names=data.column_names,
+        )
+    if isinstance(data, Mapping):
+        return _from_mapping(data)
+    if isinstance(data, np.ndarray):
+        return _from_array(data, feature_names)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) == 0:
+            return Columns(0, lambda n: None)
+        if all(isinstance(r, Mapping) for r in data):
+            return _from_rows(data)
+        return _from_array(np.asarray(data, dtype=object), feature_names)
+    raise TypeError(f"cannot read features from {type(data).__name__}")
+
+
+def _from_mapping(data: Mapping[str, Any]) -> Columns:
+    first = next(iter(data.values()), None)
+    if isinstance(first, _SEQUENCE_TYPES) or hasattr(first, "to_numpy"):
+        lengths = {len(v) for v in data.values() if hasattr(v, "__len__")}
+        n = lengths.pop() if len(lengths) == 1 else 0
+        if lengths:
+            raise TypeError("columns of a dict batch have different lengths")
+        return Columns(n, lambda name: data.get(name), names=list(data))
+
+    def one(name: str) -> Any:
+        return [data[name]] if name in data else None
+
+    return Columns(1, one, is_row=True, names=list(data))
+
+
+def _from_rows(rows: Sequence[Mapping[str, Any]]) -> Columns:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+
+    def column(name: str) -> Any:
+        if name not in keys:
+            return None
+        # A list of dicts is Python objects already; building a column is one pass over them.
+        return [r.get(name) for r in rows]
+
+    return Columns(len(rows), column, names=list(keys))
+
+
+def _from_array(arr: npt.NDArray[Any], feature_names: Sequence[str] | None) -> Columns:
+    if arr.dtype.names:  # structured array
+        fields = set(arr.dtype.names)
+        return Columns(len(arr), lambda n: arr[n] if n in fields else None, names=arr.dtype.names)
+    if feature_names is None:
+        raise TypeError("a numpy array needs feature names (pass feature_names= or a baseline)")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+        is_row = True
+    else:
+        is_row = False
+    if arr.ndim != 2:
+        raise TypeError(f"expected a 2-D array of rows x features, got {arr.ndim} dimensions")
+    position = {n: i for i, n in enumerate(feature_names) if i < arr.shape[1]}
+    return Columns(arr.shape[0], lambda n: arr[:, position[n]] if n in position else None, is_row, list(position))

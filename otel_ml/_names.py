@@ -1,0 +1,223 @@
+"""Every metric name, unit and attribute key otel-ml emits, in one place.
+
+Each instrument is declared once with its OpenTelemetry name and unit (semantic-convention
+style: dotted, no ``_total``, unit as UCUM) and the exact Prometheus series name that name
+becomes after the standard OTel-to-Prometheus translation (dots to underscores, ``s`` to
+``_seconds``, counters gain ``_total``). The app's collector, the OTLP exporter, the sidecar
+and the operations kit all import these constants, so a rename happens here or nowhere.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, NamedTuple
+
+__all__ = [
+    "Instrument",
+    "INSTRUMENTS",
+]
+
+Kind = Literal["counter", "histogram", "gauge"]
+
+
+class Instrument(NamedTuple):
+    """One metric: its OTel identity and the Prometheus family it is exposed as."""
+
+    otel_name: str
+    unit: str
+    kind: Kind
+    prometheus: str  # family name, without _total/_bucket suffixes
+    description: str
+
+    @property
+    def series(self) -> str:
+        """The sample name a counter is scraped as (``<family>_total``), else the family name."""
+        return self.prometheus + "_total" if self.kind == "counter" else self.prometheus
+
+
+# --- attribute keys (OTel) and the Prometheus labels they become ------------------------------
+ATTR_MODEL_NAME: Final = "ml.model.name"
+ATTR_MODEL_VERSION: Final = "ml.model.version"
+ATTR_FEATURE: Final = "ml.feature"
+ATTR_CATEGORY: Final = "ml.category"
+ATTR_SEGMENT_KEY: Final = "ml.segment.key"
+ATTR_SEGMENT: Final = "ml.segment"
+ATTR_DECISION: Final = "ml.decision"
+ATTR_ERROR_TYPE: Final = "error.type"
+ATTR_FALLBACK_REASON: Final = "ml.fallback.reason"
+
+# span-only attributes
+ATTR_REQUEST_ID: Final = "ml.request.id"
+ATTR_SCORE: Final = "ml.prediction.score"
+ATTR_SCORE_MEAN: Final = "ml.prediction.score_mean"
+ATTR_PREDICTION_DECISION: Final = "ml.prediction.decision"
+ATTR_BATCH_SIZE: Final = "ml.batch.size"
+ATTR_FALLBACK: Final = "ml.prediction.fallback"
+ATTR_SEGMENT_PREFIX: Final = "ml.segment."  # + segment key, e.g. ml.segment.region
+ATTR_FEATURE_PREFIX: Final = "ml.feature."  # + feature name, only with record_features=True
+SPAN_NAME: Final = "ml.predict"
+
+
+def prometheus_label(attribute: str) -> str:
+    """The Prometheus label an OTel attribute key becomes (``ml.model.name`` -> ``ml_model_name``)."""
+    return attribute.replace(".", "_")
+
+
+LABEL_MODEL_NAME: Final = prometheus_label(ATTR_MODEL_NAME)
+LABEL_MODEL_VERSION: Final = prometheus_label(ATTR_MODEL_VERSION)
+LABEL_FEATURE: Final = prometheus_label(ATTR_FEATURE)
+LABEL_CATEGORY: Final = prometheus_label(ATTR_CATEGORY)
+LABEL_SEGMENT_KEY: Final = prometheus_label(ATTR_SEGMENT_KEY)
+LABEL_SEGMENT: Final = prometheus_label(ATTR_SEGMENT)
+LABEL_DECISION: Final = prometheus_label(ATTR_DECISION)
+LABEL_ERROR_TYPE: Final = prometheus_label(ATTR_ERROR_TYPE)
+LABEL_FALLBACK_REASON: Final = prometheus_label(ATTR_FALLBACK_REASON)
+LABEL_WINDOW: Final = "ml_window"
+LABEL_LE: Final = "le"
+
+# --- reserved label values --------------------------------------------------------------------
+OTHER: Final = "__other__"  # cardinality overflow, and the baseline's rare-category bucket
+UNKNOWN: Final = "__unknown__"  # a category the baseline never saw
+ALL: Final = "__all__"  # the segment key/value that counts every prediction once
+
+# --- app instruments (issue 2) ----------------------------------------------------------------
+FEATURE_VALUE: Final = Instrument(
+    "ml.feature.value", "{value}", "histogram", "ml_feature_value",
+    "Numeric feature values, bucketed by the baseline's bin edges.",
+)
+FEATURE_CATEGORY: Final = Instrument(
+    "ml.feature.category", "{observation}", "counter", "ml_feature_category",
+    "Categorical feature observations by vocabulary entry; unseen values count as __unknown__.",
+)
+FEATURE_MISSING: Final = Instrument(
+    "ml.feature.missing", "{observation}", "counter", "ml_feature_missing",
+    "Feature observations that were absent, None or NaN.",
+)
+PREDICTION_SCORE: Final = Instrument(
+    "ml.prediction.score", "{score}", "histogram", "ml_prediction_score",
+    "Model scores, bucketed by the baseline's score bin edges.",
+)
+PREDICTIONS: Final = Instrument(
+    "ml.predictions", "{prediction}", "counter", "ml_predictions",
+    "Predictions by segment and decision; every prediction is counted once per segment key.",
+)
+PREDICTION_DURATION: Final = Instrument(
+    "ml.prediction.duration", "s", "histogram", "ml_prediction_duration_seconds",
+    "Wall time of one call of the instrumented inference function.",
+)
+PREDICTION_ERRORS: Final = Instrument(
+    "ml.prediction.errors", "{error}", "counter", "ml_prediction_errors",
+    "Calls of the inference function that raised, by exception type.",
+)
+PREDICTION_FALLBACKS: Final = Instrument(
+    "ml.prediction.fallbacks", "{call}", "counter", "ml_prediction_fallbacks",
+    "Calls that answered with a fallback instead of the model, by reason.",
+)
+INSTRUMENTATION_ERRORS: Final = Instrument(
+    "ml.instrumentation.errors", "{error}", "counter", "ml_instrumentation_errors",
+    "Failures inside otel-ml itself; the inference result was passed through unchanged.",
+)
+CARDINALITY_OVERFLOW: Final = Instrument(
+    "ml.cardinality.overflow", "{observation}", "counter", "ml_cardinality_overflow",
+    "Observations whose label value was folded into __other__ by the cardinality budget.",
+)
+LABEL_ATTRIBUTE: Final = "ml_attribute"  # which segment key or feature overflowed
+
+APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
+    FEATURE_VALUE,
+    FEATURE_CATEGORY,
+    FEATURE_MISSING,
+    PREDICTION_SCORE,
+    PREDICTIONS,
+    PREDICTION_DURATION,
+    PREDICTION_ERRORS,
+    PREDICTION_FALLBACKS,
+    INSTRUMENTATION_ERRORS,
+    CARDINALITY_OVERFLOW,
+)
+
+INSTRUMENTS: Final[dict[str, Instrument]] = {i.otel_name: i for i in APP_INSTRUMENTS}
+
+# Latency buckets in seconds (the OTel SDK defaults are millisecond-sized, STYLE.md pitfall 4).
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+# --- sidecar outputs (issue 4): gauges per model, version and window ---------------------------
+# Labels: ml_model_name, ml_model_version, plus ml_window ("1h", "24h", "7d", ...) and:
+#   feature gauges: ml_feature;  segment gauges: ml_segment_key, ml_segment, ml_decision.
+LABEL_REFERENCE: Final = "ml_reference"  # what a change is relative to: previous_window | baseline
+LABEL_BIN_LOWER: Final = "ml_bin_lower"  # lower edge of a numeric reference bin ("-Inf" for the first)
+LABEL_REASON: Final = "reason"
+LABEL_SOURCE: Final = "ml_source"
+LABEL_OUTCOME: Final = "ml_outcome"
+
+DRIFT_STATUS_INSUFFICIENT: Final = -1
+DRIFT_STATUS_OK: Final = 0
+DRIFT_STATUS_WARN: Final = 1
+DRIFT_STATUS_DRIFT: Final = 2
+REFERENCE_PREVIOUS: Final = "previous_window"
+REFERENCE_BASELINE: Final = "baseline"
+
+
+def _gauge(prometheus: str, description: str) -> Instrument:
+    return Instrument(prometheus.replace("_", "."), "", "gauge", prometheus, description)
+
+
+FEATURE_PSI: Final = _gauge("ml_feature_psi", "Population stability index of the feature in the window vs the baseline.")
+FEATURE_PSI_CRITICAL: Final = _gauge(
+    "ml_feature_psi_critical",
+    "PSI a drift-free sample of this size exceeds with probability alpha (sample-size-aware threshold).")
+FEATURE_JS_DISTANCE: Final = _gauge("ml_feature_js_distance", "Jensen-Shannon distance (base 2) of the window vs the baseline.")
+FEATURE_DRIFT_PVALUE: Final = _gauge("ml_feature_drift_pvalue", "Chi-square test p-value of the window's bin counts vs the baseline.")
+FEATURE_DRIFT_STATUS: Final = _gauge(
+    "ml_feature_drift_status", "Drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
+FEATURE_WINDOW_COUNT: Final = _gauge("ml_feature_window_count", "Non-missing observations of the feature in the window.")
+FEATURE_MISSING_RATIO: Final = _gauge("ml_feature_missing_ratio", "Share of the window's observations that were missing.")
+FEATURE_UNKNOWN_RATIO: Final = _gauge(
+    "ml_feature_unknown_ratio", "Share of a categorical feature's observations the baseline never saw.")
+FEATURE_REFERENCE_RATIO: Final = _gauge(
+    "ml_feature_reference_ratio", "Baseline fraction per bin (numeric: le, ml_bin_lower) or category (ml_category).")
+SCORE_PSI: Final = _gauge("ml_score_psi", "PSI of the score distribution in the window vs the baseline.")
+SCORE_PSI_CRITICAL: Final = _gauge("ml_score_psi_critical", "Sample-size-aware PSI critical value for the score.")
+SCORE_JS_DISTANCE: Final = _gauge("ml_score_js_distance", "Jensen-Shannon distance of the score distribution.")
+SCORE_DRIFT_PVALUE: Final = _gauge("ml_score_drift_pvalue", "Chi-square test p-value of the score bins.")
+SCORE_DRIFT_STATUS: Final = _gauge("ml_score_drift_status", "Score drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
+SCORE_WINDOW_COUNT: Final = _gauge("ml_score_window_count", "Scores observed in the window.")
+SCORE_REFERENCE_RATIO: Final = _gauge("ml_score_reference_ratio", "Baseline fraction per score bin (le, ml_bin_lower).")
+SEGMENT_DECISION_RATE: Final = _gauge(
+    "ml_segment_decision_rate", "Share of the segment's predictions in the window with this decision.")
+SEGMENT_DECISION_RATE_CHANGE: Final = _gauge(
+    "ml_segment_decision_rate_change",
+    "Relative change of the decision rate: (now - reference) / reference; ml_reference says which.")
+SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_count", "Predictions of the segment in the window.")
+ONLINE_PRECISION: Final = _gauge("ml_online_precision", "Precision of the positive decision on labelled predictions in the window.")
+ONLINE_RECALL: Final = _gauge("ml_online_recall", "Recall of the positive decision on labelled predictions in the window.")
+ONLINE_ACCURACY: Final = _gauge("ml_online_accuracy", "Accuracy of decisions on labelled predictions in the window.")
+ONLINE_BRIER: Final = _gauge("ml_online_brier_score", "Mean squared error of the score against the 0/1 label (calibration).")
+ONLINE_LABEL_COUNT: Final = _gauge("ml_online_label_count", "Labelled predictions in the window.")
+OUTCOMES: Final = Instrument(
+    "ml.outcomes", "{prediction}", "counter", "ml_outcomes",
+    "Predictions joined with their delayed label, by decision and outcome (confusion matrix counts).")
+LABELS_UNMATCHED: Final = Instrument(
+    "ml.labels.unmatched", "{label}", "counter", "ml_labels_unmatched",
+    "Posted labels whose request id was unknown or had expired from the join store.")
+SIDECAR_INGEST_ERRORS: Final = Instrument(
+    "ml.sidecar.ingest.errors", "{error}", "counter", "ml_sidecar_ingest_errors",
+    "Rejected or failed inputs, by reason; state already held is never changed by them.")
+SIDECAR_INGESTED: Final = Instrument(
+    "ml.sidecar.ingested", "{payload}", "counter", "ml_sidecar_ingested",
+    "Accepted payloads, by source (otlp, scrape, labels, traces).")
+SIDECAR_LAST_INGEST: Final = Instrument(
+    "ml.sidecar.last_ingest", "s", "gauge", "ml_sidecar_last_ingest_timestamp_seconds",
+    "Unix time of the last accepted data for the model version.")
+SIDECAR_COMPUTE_DURATION: Final = Instrument(
+    "ml.sidecar.compute.duration", "s", "gauge", "ml_sidecar_compute_duration_seconds",
+    "Wall time of the last recomputation of every output.")
+
+SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
+    FEATURE_PSI, FEATURE_PSI_CRITICAL, FEATURE_JS_DISTANCE, FEATURE_DRIFT_PVALUE, FEATURE_DRIFT_STATUS,
+    FEATURE_WINDOW_COUNT, FEATURE_MISSING_RATIO, FEATURE_UNKNOWN_RATIO,
+    SCORE_PSI, SCORE_PSI_CRITICAL, SCORE_JS_DISTANCE, SCORE_DRIFT_PVALUE, SCORE_DRIFT_STATUS, SCORE_WINDOW_COUNT,
+    SEGMENT_DECISION_RATE, SEGMENT_DECISION_RATE_CHANGE, SEGMENT_WINDOW_COUNT,
+    ONLINE_PRECISION, ONLINE_RECALL, ONLINE_ACCURACY, ONLINE_BRIER, ONLINE_LABEL_COUNT,
+)

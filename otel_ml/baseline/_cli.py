@@ -1,0 +1,108 @@
+"""``otel-ml baseline``: fit a reference profile from a training file, or show one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._fit import DEFAULT_BINS, DEFAULT_TOP_K
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("baseline", help="fit or inspect a reference profile (baseline file)",
+                           description="Fit a reference profile from training data, or show one.")
+    cmds = group.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
+
+    fit = cmds.add_parser(
+        "fit",
+        help="fit a baseline from a CSV or Parquet file",
+        description=(
+            "Fit bin edges, reference fractions and category vocabularies from training data "
+            "(CSV, CSV.gz or Parquet) and write the versioned baseline JSON the app and the "
+            "sidecar load. Integer and float columns are numeric, others categorical."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fit.add_argument("data", help="training data file (.csv, .csv.gz, .parquet)")
+    fit.add_argument("--model", required=True, help="model name (label ml_model_name)")
+    fit.add_argument("--version", required=True, help="model version (label ml_model_version)")
+    fit.add_argument("-o", "--output", required=True, help="baseline JSON file to write")
+    fit.add_argument("--score-column", help="column with the model's score on the training data")
+    fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: all others)")
+    fit.add_argument("--categorical", nargs="+", default=[], metavar="COL",
+                     help="treat these numeric-looking columns as categorical")
+    fit.add_argument("--exclude", nargs="+", default=[], metavar="COL", help="columns that are not features")
+    fit.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins per numeric feature")
+    fit.add_argument("--score-bins", type=int, default=DEFAULT_BINS, help="quantile bins for the score")
+    fit.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary size per categorical feature")
+    fit.add_argument("--segments", nargs="+", default=[], metavar="COL",
+                     help="columns to store reference decision rates for")
+    decision = fit.add_mutually_exclusive_group()
+    decision.add_argument("--decision-column", help="column with the decision made on each training row")
+    decision.add_argument("--decision-threshold", type=float, help="decision is score > THRESHOLD")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.set_defaults(func=_fit)
+
+    show = cmds.add_parser("show", help="validate a baseline file and print a summary")
+    show.add_argument("baseline", help="baseline JSON file")
+    show.set_defaults(func=_show)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from ._files import read_table
+    from ._fit import fit_baseline
+    from ._profile import BaselineError
+
+    try:
+        table = read_table(args.data, progress=not args.no_progress and sys.stderr.isatty())
+        baseline = fit_baseline(
+            table,
+            model=args.model,
+            version=args.version,
+            score_column=args.score_column,
+            features=args.features,
+            categorical=args.categorical,
+            exclude=args.exclude,
+            bins=args.bins,
+            score_bins=args.score_bins,
+            top_k=args.top_k,
+            segments=args.segments,
+            decision_column=args.decision_column,
+            decision=args.decision_threshold,
+        )
+    except (BaselineError, FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"otel-ml baseline fit: {exc}", file=sys.stderr)
+        return 2
+    baseline.save(args.output)
+    print(f"wrote {args.output}: {len(baseline.numeric)} numeric and {len(baseline.categorical)} categorical "
+          f"features from {baseline.row_count:,} rows" + (", with score bins" if baseline.score else ""))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ._profile import Baseline, BaselineError, NumericProfile
+
+    try:
+        b = Baseline.load(args.baseline)
+    except BaselineError as exc:
+        print(f"otel-ml baseline show: {exc}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{b.model_name} {b.model_version} ({b.row_count:,} rows, created {b.created})")
+    for col in ("feature", "type", "bins", "missing", "detail"):
+        table.add_column(col)
+    for f in b.features:
+        if isinstance(f, NumericProfile):
+            detail = f"mean {f.mean:.4g}, std {f.std:.4g}" if f.mean is not None and f.std is not None else ""
+        else:
+            detail = ", ".join(f.vocabulary[:5]) + (" ..." if len(f.vocabulary) > 5 else "")
+        table.add_row(f.name, f.kind, str(f.bin_count), f"{f.missing_fraction:.2%}", detail)
+    if b.score:
+        table.add_row("(score)", "numeric", str(b.score.bin_count), "", f"{len(b.score.decision_rates)} segment keys")
+    Console().print(table)
+    return 0

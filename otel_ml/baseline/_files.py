@@ -1,0 +1,69 @@
+"""Read training or production data files (CSV, Parquet) into a pyarrow table, with progress.
+
+Files are streamed in record batches so a progress bar can follow large files; pyarrow is the
+``pandas`` extra's dependency and is imported only here, with an install hint when missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_table", "MissingExtraError"]
+
+_HINT = "reading CSV or Parquet needs pyarrow: pip install 'otel-ml[pandas]'"
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.csv  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtraError(_HINT) from exc
+    import pyarrow as pa
+
+    return pa
+
+
+def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
+    """Read ``.csv`` (optionally ``.gz``) or ``.parquet`` into a ``pyarrow.Table``.
+
+    With ``progress=True`` a progress bar on stderr follows the rows (Parquet) or bytes (CSV).
+    """
+    pa = _pyarrow()
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    suffixes = [s.lower() for s in p.suffixes]
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TimeRemainingColumn()]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        pf = pa.parquet.ParquetFile(p)
+        total = pf.metadata.num_rows
+        batches = []
+        with Progress(*columns, TextColumn("{task.completed:,}/{task.total:,} rows"), disable=not progress,
+                      transient=True) as bar:
+            task = bar.add_task(f"reading {p.name}", total=total)
+            for batch in pf.iter_batches(batch_size=65_536):
+                batches.append(batch)
+                bar.advance(task, batch.num_rows)
+        return pa.Table.from_batches(batches, schema=pf.schema_arrow)
+    if ".csv" in suffixes:
+        import rich.progress
+
+        with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True,
+                                disable=not progress) as fh:
+            if suffixes[-1] == ".gz":
+                import gzip
+
+                with gzip.open(fh) as gz:
+                    return pa.csv.read_csv(gz)
+            return pa.csv.read_csv(fh)
+    raise ValueError(f"{p}: unsupported file type (expected .csv, .csv.gz or .parquet)")

@@ -1,0 +1,243 @@
+"""Fit a :class:`Baseline` from training data.
+
+Numeric features get quantile bin edges (rounded to six significant digits so the ``le``
+labels stay readable, duplicates collapsed so heavy ties give one bin, not many empty ones);
+categorical features get their top-K values plus an ``__other__`` bucket; the score gets its
+own bins; reference decision rates per segment are stored when decisions are known. All
+counting is ``searchsorted``/``bincount`` over whole columns.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._binning import bin_index
+from .._frame import Columns, as_float, factorize, to_columns
+from .._names import ALL, OTHER
+from .._version import __version__
+from ._profile import Baseline, BaselineError, CategoricalProfile, NumericProfile, ScoreProfile
+
+__all__ = ["fit_baseline", "quantile_edges", "DEFAULT_BINS", "DEFAULT_TOP_K"]
+
+DEFAULT_BINS = 10
+DEFAULT_TOP_K = 50
+DEFAULT_RARE_LIMIT = 1000
+DEFAULT_SEGMENT_BUDGET = 50
+EDGE_DIGITS = 6
+
+
+def quantile_edges(values: npt.NDArray[np.float64], bins: int = DEFAULT_BINS) -> npt.NDArray[np.float64]:
+    """Interior edges at the 1/bins .. (bins-1)/bins quantiles of the finite values.
+
+    Edges are rounded to six significant digits and de-duplicated; a constant column gives one
+    edge (everything in the lower bin), an empty one gives none (a single open bin).
+    """
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or bins == 1:
+        return np.empty(0, dtype=np.float64)
+    qs = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    rounded = np.array([float(f"{q:.{EDGE_DIGITS}g}") for q in qs], dtype=np.float64)
+    return np.unique(rounded)
+
+
+def _fractions(counts: npt.NDArray[np.int64]) -> tuple[float, ...]:
+    total = int(counts.sum())
+    if total == 0:
+        return tuple(0.0 for _ in range(counts.size))
+    return tuple(float(c) / total for c in counts)
+
+
+def _fit_numeric(name: str, values: npt.NDArray[np.float64], bins: int) -> NumericProfile:
+    finite_mask = np.isfinite(values)
+    finite = values[finite_mask]
+    edges = quantile_edges(finite, bins)
+    counts = np.bincount(bin_index(edges, finite), minlength=edges.size + 1)
+    n = int(finite.size)
+    return NumericProfile(
+        name=name,
+        edges=tuple(edges.tolist()),
+        fractions=_fractions(counts),
+        count=n,
+        missing_fraction=float(1.0 - n / values.size) if values.size else 0.0,
+        mean=float(finite.mean()) if n else None,
+        std=float(finite.std()) if n else None,
+        min=float(finite.min()) if n else None,
+        max=float(finite.max()) if n else None,
+    )
+
+
+def _top_labels(raw: Any) -> tuple[list[str], npt.NDArray[np.int64], int]:
+    """Distinct non-missing labels sorted by count (desc, then label), their counts, missing count."""
+    codes, labels = factorize(raw)
+    counts = np.bincount(codes, minlength=len(labels))
+    missing = sum(int(counts[i]) for i, lab in enumerate(labels) if lab is None)
+    # Two distinct raw values can share a label (1 and "1"): merge by label.
+    merged: dict[str, int] = {}
+    for lab, c in zip(labels, counts.tolist()):
+        if lab is not None and c:
+            merged[lab] = merged.get(lab, 0) + c
+    order = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [k for k, _ in order], np.array([c for _, c in order], dtype=np.int64), missing
+
+
+def _fit_categorical(name: str, raw: Any, top_k: int, rare_limit: int) -> CategoricalProfile:
+    labels, counts, missing = _top_labels(raw)
+    reserved = {OTHER, "__unknown__"}
+    keep = [i for i, lab in enumerate(labels) if lab not in reserved]
+    labels = [labels[i] for i in keep]
+    counts = counts[keep]
+    vocab, vocab_counts = labels[:top_k], counts[:top_k]
+    rare_counts = counts[top_k:]
+    total = int(counts.sum())
+    return CategoricalProfile(
+        name=name,
+        vocabulary=tuple(vocab),
+        fractions=_fractions(np.append(vocab_counts, rare_counts.sum())),
+        count=total,
+        missing_fraction=float(missing / (total + missing)) if total + missing else 0.0,
+        rare_values=tuple(labels[top_k : top_k + rare_limit]),
+    )
+
+
+def _is_numeric(raw: Any) -> bool:
+    return np.asarray(raw).dtype.kind in "iuf"
+
+
+def _decision_rates(
+    columns: Columns,
+    decisions: npt.NDArray[np.object_],
+    segments: Sequence[str],
+    budget: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    dec_codes, dec_labels = factorize(decisions)
+    n_dec = len(dec_labels)
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    keys: list[tuple[str, Any]] = [(ALL, np.zeros(columns.n_rows, dtype=np.int8))]
+    for key in segments:
+        raw = columns.raw(key)
+        if raw is None:
+            raise BaselineError(f"segment column {key!r} is not in the data")
+        keys.append((key, raw))
+    for key, raw in keys:
+        seg_codes, seg_labels = factorize(raw)
+        if key == ALL:
+            seg_labels = [ALL]
+        grid = np.bincount(seg_codes * n_dec + dec_codes, minlength=len(seg_labels) * n_dec).reshape(-1, n_dec)
+        per_value: dict[str, npt.NDArray[np.int64]] = {}
+        order = np.argsort(-grid.sum(axis=1), kind="stable")
+        for rank, i in enumerate(order.tolist()):
+            lab = seg_labels[i] if seg_labels[i] is not None else OTHER
+            lab = lab if rank < budget else OTHER
+            per_value[lab] = per_value.get(lab, 0) + grid[i]
+        rates[key] = {
+            value: {d: c / int(row.sum()) for d, c in zip(dec_labels, row.tolist()) if d is not None}
+            for value, row in per_value.items()
+            if row.sum() > 0
+        }
+    return rates
+
+
+def fit_baseline(
+    data: Any,
+    *,
+    model: str,
+    version: str,
+    score_column: str | None = None,
+    scores: Iterable[float] | None = None,
+    features: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    bins: int = DEFAULT_BINS,
+    score_bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+    rare_limit: int = DEFAULT_RARE_LIMIT,
+    segments: Sequence[str] = (),
+    decision_column: str | None = None,
+    decision: Callable[[npt.NDArray[np.float64]], Any] | float | None = None,
+    segment_budget: int = DEFAULT_SEGMENT_BUDGET,
+    feature_names: Sequence[str] | None = None,
+) -> Baseline:
+    """Fit a reference profile from a DataFrame, pyarrow table, dict of columns or list of rows.
+
+    ``features`` picks the feature columns (default: every column except the score, decision
+    and ``exclude`` columns). Integer and float columns are numeric; strings, booleans and
+    objects are categorical, as is anything listed in ``categorical``. Reference decision rates
+    per segment are stored when ``decision_column`` names a column of decisions, or
+    ``decision`` is a threshold (``score > t``) or a vectorised function of the scores, the same
+    one the app passes to ``@monitor``.
+    """
+    if not model or not version:
+        raise BaselineError("model and version must be non-empty")
+    columns = to_columns(data, feature_names)
+    if columns.n_rows == 0:
+        raise BaselineError("cannot fit a baseline from zero rows")
+    skip = {score_column, decision_column, *exclude}
+    names = list(features) if features is not None else [n for n in columns.names if n not in skip]
+    if not names:
+        raise BaselineError("no feature columns found")
+    profiles: list[NumericProfile | CategoricalProfile] = []
+    for name in names:
+        raw = columns.raw(name)
+        if raw is None:
+            raise BaselineError(f"feature column {name!r} is not in the data")
+        if name not in categorical and _is_numeric(raw):
+            profiles.append(_fit_numeric(name, as_float(raw), bins))
+        else:
+            profiles.append(_fit_categorical(name, raw, top_k, rare_limit))
+
+    score_values: npt.NDArray[np.float64] | None = None
+    if scores is not None:
+        score_values = as_float(np.fromiter(scores, dtype=np.float64) if not hasattr(scores, "__array__") else scores)
+    elif score_column is not None:
+        raw_score = columns.raw(score_column)
+        if raw_score is None:
+            raise BaselineError(f"score column {score_column!r} is not in the data")
+        score_values = as_float(raw_score)
+    score = None
+    if score_values is not None:
+        if score_values.size != columns.n_rows:
+            raise BaselineError(f"scores: expected {columns.n_rows} values, got {score_values.size}")
+        s = _fit_numeric("score", score_values, score_bins)
+        decisions = _decisions(columns, score_values, decision_column, decision)
+        rates = {} if decisions is None else _decision_rates(columns, decisions, segments, segment_budget)
+        score = ScoreProfile(s.edges, s.fractions, s.count, rates)
+    elif decision_column is not None or decision is not None:
+        raise BaselineError("reference decision rates need the scores (score_column= or scores=)")
+
+    return Baseline(
+        model_name=model,
+        model_version=version,
+        features=tuple(profiles),
+        row_count=columns.n_rows,
+        score=score,
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        library_version=__version__,
+    )
+
+
+def _decisions(
+    columns: Columns,
+    scores: npt.NDArray[np.float64],
+    decision_column: str | None,
+    decision: Callable[[npt.NDArray[np.float64]], Any] | float | None,
+) -> npt.NDArray[np.object_] | None:
+    from .._frame import as_labels
+
+    if decision_column is not None:
+        raw = columns.raw(decision_column)
+        if raw is None:
+            raise BaselineError(f"decision column {decision_column!r} is not in the data")
+        return as_labels(raw)
+    if decision is None:
+        return None
+    if isinstance(decision, (int, float)):
+        threshold = float(decision)
+        return as_labels(scores > threshold)
+    return as_labels(np.asarray(decision(scores)))

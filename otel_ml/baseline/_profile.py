@@ -1,0 +1,413 @@
+"""The reference profile: frozen value types and their one JSON file format.
+
+A baseline is what production traffic is compared with: per numeric feature the bin edges and
+the training fraction in each bin, per categorical feature the vocabulary and its fractions,
+the score's bins, and optionally the decision rate per segment. The app bins live traffic with
+these edges and the sidecar compares the live counts with these fractions, so both load the
+same file. The format is versioned (``schema_version``) and validated on load; every error
+names the offending field, e.g. ``features[2].edges: must be strictly increasing``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .._names import ALL, OTHER, UNKNOWN
+
+__all__ = [
+    "Baseline",
+    "BaselineError",
+    "CategoricalProfile",
+    "NumericProfile",
+    "ScoreProfile",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+]
+
+SCHEMA = "otel-ml/baseline"
+SCHEMA_VERSION = 1
+FRACTION_TOLERANCE = 1e-6
+
+
+class BaselineError(ValueError):
+    """A baseline file or dict that does not follow the schema; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    """A numeric feature: ``len(edges) + 1`` right-closed bins, open at both ends."""
+
+    name: str
+    edges: tuple[float, ...]
+    fractions: tuple[float, ...]
+    count: int
+    missing_fraction: float = 0.0
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    kind: Literal["numeric"] = field(default="numeric", init=False)
+
+    @property
+    def bin_count(self) -> int:
+        return len(self.edges) + 1
+
+    def edges_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.edges, dtype=np.float64)
+
+    def fractions_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.fractions, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CategoricalProfile:
+    """A categorical feature: bins are the vocabulary, ``__other__`` and ``__unknown__``.
+
+    ``fractions`` has one entry per vocabulary value plus ``__other__`` (the rare values seen
+    in training, listed in ``rare_values`` up to a cap); ``__unknown__`` has reference zero.
+    """
+
+    name: str
+    vocabulary: tuple[str, ...]
+    fractions: tuple[float, ...]
+    count: int
+    missing_fraction: float = 0.0
+    rare_values: tuple[str, ...] = ()
+    kind: Literal["categorical"] = field(default="categorical", init=False)
+
+    @property
+    def bin_labels(self) -> tuple[str, ...]:
+        return (*self.vocabulary, OTHER, UNKNOWN)
+
+    @property
+    def bin_count(self) -> int:
+        return len(self.vocabulary) + 2
+
+    def fractions_array(self) -> npt.NDArray[np.float64]:
+        """Reference fraction per bin, including a zero for ``__unknown__``."""
+        return np.asarray((*self.fractions, 0.0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ScoreProfile:
+    """The model score's bins, and its reference decision rates per segment when known.
+
+    ``decision_rates[segment_key][segment_value][decision]`` is the training-time share of
+    each decision; the key and value ``__all__`` hold the overall rates.
+    """
+
+    edges: tuple[float, ...]
+    fractions: tuple[float, ...]
+    count: int
+    decision_rates: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+
+    @property
+    def bin_count(self) -> int:
+        return len(self.edges) + 1
+
+    def edges_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.edges, dtype=np.float64)
+
+    def fractions_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.fractions, dtype=np.float64)
+
+
+FeatureProfile = NumericProfile | CategoricalProfile
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A fitted reference profile for one model version. Load it with :meth:`Baseline.load`."""
+
+    model_name: str
+    model_version: str
+    features: tuple[FeatureProfile, ...]
+    row_count: int
+    score: ScoreProfile | None = None
+    created: str = ""
+    library_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise BaselineError(f"features: duplicate feature names {dup}")
+
+    # -- lookups -----------------------------------------------------------------------------
+    @property
+    def numeric(self) -> tuple[NumericProfile, ...]:
+        return tuple(f for f in self.features if isinstance(f, NumericProfile))
+
+    @property
+    def categorical(self) -> tuple[CategoricalProfile, ...]:
+        return tuple(f for f in self.features if isinstance(f, CategoricalProfile))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def feature(self, name: str) -> FeatureProfile:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    # -- file format ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": self.schema_version,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "created": self.created,
+            "library_version": self.library_version,
+            "row_count": self.row_count,
+            "features": [_feature_to_dict(f) for f in self.features],
+            "score": None if self.score is None else _score_to_dict(self.score),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Baseline:
+        """Build and validate; raises :class:`BaselineError` naming the first bad field."""
+        return _parse_baseline(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (temporary file in the same directory, then rename)."""
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.to_json())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Baseline:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BaselineError(f"{path}: cannot read baseline file: {exc.strerror}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BaselineError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+        try:
+            return cls.from_dict(data)
+        except BaselineError as exc:
+            raise BaselineError(f"{path}: {exc}") from None
+
+    @classmethod
+    def fit(cls, data: Any, **kwargs: Any) -> Baseline:
+        """Fit from training data; see :func:`otel_ml.baseline.fit_baseline` for the options."""
+        from ._fit import fit_baseline
+
+        return fit_baseline(data, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# serialisation helpers
+
+
+def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "name": f.name,
+        "type": f.kind,
+        "count": f.count,
+        "missing_fraction": f.missing_fraction,
+    }
+    if isinstance(f, NumericProfile):
+        common.update(
+            edges=list(f.edges),
+            fractions=list(f.fractions),
+            summary={"mean": f.mean, "std": f.std, "min": f.min, "max": f.max},
+        )
+    else:
+        common.update(vocabulary=list(f.vocabulary), fractions=list(f.fractions), rare_values=list(f.rare_values))
+    return common
+
+
+def _score_to_dict(s: ScoreProfile) -> dict[str, Any]:
+    return {
+        "edges": list(s.edges),
+        "fractions": list(s.fractions),
+        "count": s.count,
+        "decision_rates": {k: {v: dict(d) for v, d in vals.items()} for k, vals in s.decision_rates.items()},
+    }
+
+
+class _Field:
+    """Reads one JSON object and says which field is wrong, with its path."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise BaselineError(f"{path or 'baseline'}: expected an object, got {type(data).__name__}")
+        self.data = data
+        self.path = path
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kinds: type | tuple[type, ...], *, default: Any = ..., nullable: bool = False) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise BaselineError(f"{self.where(key)}: missing")
+            return default
+        value = self.data[key]
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            raise BaselineError(f"{self.where(key)}: expected {_kind_name(kinds)}, got a boolean")
+        if not isinstance(value, kinds):
+            raise BaselineError(f"{self.where(key)}: expected {_kind_name(kinds)}, got {type(value).__name__}")
+        return value
+
+    def string(self, key: str, *, default: Any = ...) -> str:
+        value = self.get(key, str, default=default)
+        if key in self.data and not value:
+            raise BaselineError(f"{self.where(key)}: must not be empty")
+        return str(value)
+
+    def count(self, key: str) -> int:
+        value = self.get(key, int)
+        if value < 0:
+            raise BaselineError(f"{self.where(key)}: must be >= 0, got {value}")
+        return int(value)
+
+    def fraction(self, key: str, *, default: Any = ...) -> float:
+        value = float(self.get(key, (int, float), default=default))
+        if not 0.0 <= value <= 1.0:
+            raise BaselineError(f"{self.where(key)}: must be a fraction in [0, 1], got {value}")
+        return value
+
+    def floats(self, key: str) -> tuple[float, ...]:
+        values = self.get(key, list)
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BaselineError(f"{self.where(key)}[{i}]: expected a finite number, got {v!r}")
+        return tuple(float(v) for v in values)
+
+    def strings(self, key: str, *, default: Any = ...) -> tuple[str, ...]:
+        values = self.get(key, list, default=default)
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise BaselineError(f"{self.where(key)}[{i}]: expected a string, got {v!r}")
+        return tuple(values)
+
+
+def _kind_name(kinds: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object", bool: "a boolean"}
+    if isinstance(kinds, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return names.get(kinds, kinds.__name__)
+
+
+def _check_edges(edges: tuple[float, ...], where: str) -> None:
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise BaselineError(f"{where}: must be strictly increasing")
+
+
+def _check_fractions(fractions: tuple[float, ...], expected: int, where: str, total: float = 1.0) -> None:
+    if len(fractions) != expected:
+        raise BaselineError(f"{where}: expected {expected} values (one per bin), got {len(fractions)}")
+    if any(not 0.0 <= f <= 1.0 for f in fractions):
+        raise BaselineError(f"{where}: every fraction must be in [0, 1]")
+    if fractions and abs(sum(fractions) - total) > FRACTION_TOLERANCE * max(1, len(fractions)):
+        raise BaselineError(f"{where}: fractions must sum to 1, got {sum(fractions):.8f}")
+
+
+def _parse_feature(data: Any, path: str) -> FeatureProfile:
+    f = _Field(data, path)
+    kind = f.get("type", str)
+    name = f.string("name")
+    count = f.count("count")
+    missing = f.fraction("missing_fraction", default=0.0)
+    if kind == "numeric":
+        edges = f.floats("edges")
+        _check_edges(edges, f.where("edges"))
+        fractions = f.floats("fractions")
+        _check_fractions(fractions, len(edges) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+        summary = _Field(f.get("summary", dict, default={}), f.where("summary"))
+        stats = {k: summary.get(k, (int, float), default=None, nullable=True) for k in ("mean", "std", "min", "max")}
+        return NumericProfile(name, edges, fractions, count, missing, **stats)
+    if kind == "categorical":
+        vocabulary = f.strings("vocabulary")
+        if len(set(vocabulary)) != len(vocabulary):
+            raise BaselineError(f"{f.where('vocabulary')}: values must be unique")
+        reserved = {OTHER, UNKNOWN} & set(vocabulary)
+        if reserved:
+            raise BaselineError(f"{f.where('vocabulary')}: {sorted(reserved)} are reserved labels")
+        fractions = f.floats("fractions")
+        _check_fractions(fractions, len(vocabulary) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+        rare = f.strings("rare_values", default=[])
+        return CategoricalProfile(name, vocabulary, fractions, count, missing, rare)
+    raise BaselineError(f"{f.where('type')}: must be 'numeric' or 'categorical', got {kind!r}")
+
+
+def _parse_score(data: Any, path: str) -> ScoreProfile:
+    f = _Field(data, path)
+    edges = f.floats("edges")
+    _check_edges(edges, f.where("edges"))
+    count = f.count("count")
+    fractions = f.floats("fractions")
+    _check_fractions(fractions, len(edges) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+    rates_raw = _Field(f.get("decision_rates", dict, default={}), f.where("decision_rates"))
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    for key, values in rates_raw.data.items():
+        per_key = _Field(values, rates_raw.where(key))
+        rates[key] = {}
+        for value, decisions in per_key.data.items():
+            per_value = _Field(decisions, per_key.where(value))
+            shares = {d: per_value.fraction(d) for d in per_value.data}
+            if shares and abs(sum(shares.values()) - 1.0) > FRACTION_TOLERANCE * len(shares):
+                raise BaselineError(f"{per_value.path}: decision rates must sum to 1")
+            rates[key][value] = shares
+    if rates and ALL not in rates:
+        raise BaselineError(f"{f.where('decision_rates')}: must include the overall rates under {ALL!r}")
+    return ScoreProfile(edges, fractions, count, rates)
+
+
+def _parse_baseline(data: Any) -> Baseline:
+    top = _Field(data, "")
+    schema = top.get("schema", str)
+    if schema != SCHEMA:
+        raise BaselineError(f"schema: expected {SCHEMA!r}, got {schema!r}")
+    version = top.get("schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise BaselineError(
+            f"schema_version: this otel-ml reads version {SCHEMA_VERSION}, the file has {version}; "
+            "refit the baseline or upgrade otel-ml"
+        )
+    model = _Field(top.get("model", dict), "model")
+    features_raw: Sequence[Any] = top.get("features", list)
+    features = tuple(_parse_feature(item, f"features[{i}]") for i, item in enumerate(features_raw))
+    names = [f.name for f in features]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise BaselineError(f"features[{i}].name: duplicate feature name {n!r}")
+    score_raw = top.get("score", dict, default=None, nullable=True)
+    return Baseline(
+        model_name=model.string("name"),
+        model_version=model.string("version"),
+        features=features,
+        row_count=top.count("row_count"),
+        score=None if score_raw is None else _parse_score(score_raw, "score"),
+        created=top.get("created", str, default=""),
+        library_version=top.get("library_version", str, default=""),
+        schema_version=version,
+    )
