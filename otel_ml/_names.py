@@ -177,6 +177,8 @@ FEATURE_UNKNOWN_RATIO: Final = _gauge(
     "ml_feature_unknown_ratio", "Share of a categorical feature's observations the baseline never saw.")
 FEATURE_REFERENCE_RATIO: Final = _gauge(
     "ml_feature_reference_ratio", "Baseline fraction per bin (numeric: le, ml_bin_lower) or category (ml_category).")
+FEATURE_REFERENCE_MISSING_RATIO: Final = _gauge(
+    "ml_feature_reference_missing_ratio", "Share of missing values of the feature in the baseline (training data).")
 SCORE_PSI: Final = _gauge("ml_score_psi", "PSI of the score distribution in the window vs the baseline.")
 SCORE_PSI_CRITICAL: Final = _gauge("ml_score_psi_critical", "Sample-size-aware PSI critical value for the score.")
 SCORE_JS_DISTANCE: Final = _gauge("ml_score_js_distance", "Jensen-Shannon distance of the score distribution.")

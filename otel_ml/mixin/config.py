@@ -1,0 +1,105 @@
+"""One configuration object for the operations kit: selectors, thresholds, windows, uids.
+
+Like the kubernetes-mixin ``_config``, every alert, recording rule and dashboard is a pure
+function of a :class:`MixinConfig`, so a team adapts selectors, thresholds or ``for:``
+durations by building another config instead of editing generated YAML and JSON. The shipped
+files under ``alert_rules/`` and ``dashboards/`` are generated from ``MixinConfig()``; the
+end-to-end test generates the same rules with short durations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = ["MixinConfig", "DEFAULT_CONFIG", "dashboard_uid"]
+
+
+def dashboard_uid(filename: str) -> str:
+    """A stable dashboard uid derived from its file name, so /d/<uid> links survive regeneration."""
+    return "otelml-" + hashlib.md5(filename.encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class MixinConfig:
+    """Everything the generated rules and dashboards depend on. All fields have documented defaults."""
+
+    # -- selectors ----------------------------------------------------------------------------
+    # Extra label matchers for series scraped from instrumented apps and from the sidecar
+    # (e.g. 'namespace="fraud"'); empty means "every job".
+    app_selector: str = ""
+    sidecar_selector: str = 'job="otel-ml-sidecar"'
+    # -- who gets paged ------------------------------------------------------------------------
+    team: str = "ml-platform"
+    severity_page: str = "critical"
+    severity_ticket: str = "warning"
+    runbook_url_pattern: str = "https://github.com/otel-ml/otel-ml/blob/main/runbooks/{alertname}.md"
+    # -- windows ---------------------------------------------------------------------------------
+    # The sidecar window the drift and segment alerts read (an ml_window label value).
+    alert_window: str = "1h"
+    sidecar_windows: tuple[str, ...] = ("1h", "24h", "7d")
+    # -- drift ------------------------------------------------------------------------------------
+    drift_for: str = "30m"  # drift_status must stay at 2 this long before paging
+    score_drift_for: str = "30m"
+    # -- segment decision rates ------------------------------------------------------------------
+    decision_rate_change_threshold: float = 0.30  # relative change, e.g. approvals 20% -> 14% is -0.30
+    decision_rate_min_count: int = 200  # predictions of the segment in the window before it can page
+    decision_rate_for: str = "30m"
+    # -- coverage -----------------------------------------------------------------------------------
+    missing_ratio_increase_threshold: float = 0.10  # absolute increase over the baseline's missing share
+    missing_min_count: int = 200
+    missing_for: str = "15m"
+    unknown_ratio_threshold: float = 0.05  # share of a categorical feature's values never seen in training
+    unknown_min_count: int = 200
+    unknown_for: str = "15m"
+    # -- latency SLO (multi-window multi-burn-rate, Google SRE workbook ch. 5) ---------------------
+    latency_slo_threshold_seconds: float = 0.25  # must be one of otel_ml._names.DURATION_BUCKETS
+    latency_slo_target: float = 0.99  # share of calls faster than the threshold
+    latency_page_burn_rate: float = 14.4  # 2% of a 30-day budget in 1h
+    latency_ticket_burn_rate: float = 6.0  # 5% of the budget in 6h
+    latency_page_windows: tuple[str, str] = ("1h", "5m")
+    latency_ticket_windows: tuple[str, str] = ("6h", "30m")
+    latency_page_for: str = "2m"
+    latency_ticket_for: str = "15m"
+    # -- errors -------------------------------------------------------------------------------------
+    error_ratio_threshold: float = 0.05
+    error_rate_window: str = "5m"
+    error_for: str = "10m"
+    instrumentation_error_window: str = "10m"
+    instrumentation_error_for: str = "15m"
+    # -- label-based performance -----------------------------------------------------------------------
+    performance_metric: str = "ml_online_recall"
+    performance_drop_threshold: float = 0.10  # relative drop of the short window vs the long one
+    performance_short_window: str = "1h"
+    performance_long_window: str = "7d"
+    performance_min_labels: int = 100
+    performance_for: str = "1h"
+    # -- the sidecar itself ------------------------------------------------------------------------------
+    sidecar_down_for: str = "5m"
+    ingest_stale_seconds: int = 600  # no data for a model version this long: not scraping / not receiving
+    ingest_stale_for: str = "5m"
+    ingest_error_for: str = "15m"
+    # -- dashboards ----------------------------------------------------------------------------------------
+    dashboard_tags: tuple[str, ...] = ("otel-ml", "ml")
+    dashboard_refresh: str = "1m"
+    dashboard_time_from: str = "now-6h"
+    dashboard_uids: dict[str, str] = field(
+        default_factory=lambda: {
+            "otel-ml-fleet.json": dashboard_uid("otel-ml-fleet.json"),
+            "otel-ml-model.json": dashboard_uid("otel-ml-model.json"),
+        }
+    )
+    grafana_folder: str = "otel-ml"
+    # Extra labels put on every alert (e.g. {"service": "fraud-api"}).
+    extra_alert_labels: dict[str, str] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: Any) -> MixinConfig:
+        """A copy with some fields changed (used by tests and by teams adapting the kit)."""
+        return replace(self, **changes)
+
+    def runbook_url(self, alertname: str) -> str:
+        return self.runbook_url_pattern.format(alertname=alertname)
+
+
+DEFAULT_CONFIG = MixinConfig()
