@@ -120,7 +120,8 @@ CARDINALITY_OVERFLOW: Final = Instrument(
     "ml.cardinality.overflow", "{observation}", "counter", "ml_cardinality_overflow",
     "Observations whose label value was folded into __other__ by the cardinality budget.",
 )
-LABEL_ATTRIBUTE: Final = "ml_attribute"  # which segment key or feature overflowed
+ATTR_ATTRIBUTE: Final = "ml.attribute"  # which segment key, feature or label overflowed
+LABEL_ATTRIBUTE: Final = prometheus_label(ATTR_ATTRIBUTE)
 
 APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     FEATURE_VALUE,

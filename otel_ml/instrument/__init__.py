@@ -2,6 +2,7 @@
 
 from ._counters import CountsSnapshot, ModelCounters
 from ._monitor import ModelMonitor, Observation, current_request_id, mark_fallback, monitor
+from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
 from ._prometheus import MonitorCollector, collector_for, counts_families, start_http_server
 
 __all__ = [
@@ -10,10 +11,13 @@ __all__ = [
     "ModelMonitor",
     "MonitorCollector",
     "Observation",
+    "OtlpMetricsPusher",
     "collector_for",
     "counts_families",
+    "counts_metrics_data",
     "current_request_id",
     "mark_fallback",
     "monitor",
     "start_http_server",
+    "start_otlp_exporter",
 ]

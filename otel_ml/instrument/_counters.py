@@ -284,6 +284,12 @@ class ModelCounters:
             self.duration_sum += seconds
 
 
+    def add_error(self, error_type: str) -> None:
+        self.errors.add(error_type)
+
+    def add_fallback(self, reason: str) -> None:
+        self.fallbacks.add(reason)
+
     # -- read side ----------------------------------------------------------------------------
     def snapshot(self) -> CountsSnapshot:
         with self._lock:

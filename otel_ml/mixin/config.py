@@ -93,6 +93,30 @@ class MixinConfig:
     grafana_folder: str = "otel-ml"
     # Extra labels put on every alert (e.g. {"service": "fraud-api"}).
     extra_alert_labels: dict[str, str] = field(default_factory=dict)
+    # -- alerting and recording rules (issue 5, added after the fields above) --------------------
+    # Labels kept in every aggregation and join besides model/version/feature/segment, so
+    # alerts stay apart per cluster or namespace (e.g. ("cluster",)); the sidecar's and the
+    # app's job/instance labels are always aggregated away (they differ between the two).
+    aggregation_labels: tuple[str, ...] = ()
+    # Per-alert label overrides applied last, e.g. {"MLFeatureDrift": {"severity": "critical",
+    # "team": "fraud-ds"}}; an override of severity applies to every rule of that alertname.
+    alert_label_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Which ml_reference values of ml_segment_decision_rate_change may page.
+    decision_rate_references: tuple[str, ...] = ("baseline", "previous_window")
+    # Calls in the short window before a latency or error-ratio alert can page (low traffic).
+    slo_min_calls: int = 100
+    instrumentation_error_ratio_threshold: float = 0.001  # otel-ml failures per inference call
+    ingest_error_ratio_threshold: float = 0.05  # rejected share of the sidecar's inputs
+    ingest_error_window: str = "10m"
+    # Window of the recorded rates, ratios and latency quantiles the dashboards read.
+    recording_window: str = "5m"
+    # Windows of the fleet-wide PSI recording rules (ml:feature_psi:<w>, ml:score_psi:<w>).
+    fleet_psi_windows: tuple[str, ...] = ("1h",)
+    # metadata of the PrometheusRule manifest (the labels must match the Prometheus ruleSelector).
+    prometheus_rule_name: str = "otel-ml"
+    prometheus_rule_labels: dict[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "otel-ml", "role": "alert-rules"}
+    )
 
     def with_overrides(self, **changes: Any) -> MixinConfig:
         """A copy with some fields changed (used by tests and by teams adapting the kit)."""

@@ -1,0 +1,201 @@
+"""OpenTelemetry metrics over OTLP: export the same numpy counts as OTel data points.
+
+The OTel SDK's synchronous instruments cost microseconds per ``record`` and silently drop
+negative values recorded into a Histogram (STACK.md), so feature values never go through them.
+Instead the counts the collector already holds are turned into the SDK's own data model
+(``MetricsData`` with cumulative ``Histogram``/``Sum`` points, bucket bounds = the baseline's
+edges) and handed to a standard ``MetricExporter`` (OTLP/HTTP by default) on a timer. Names,
+units and attributes come from ``_names``, so Prometheus-side translation gives exactly the
+series the prometheus_client path exposes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from .. import _names as n
+from .._version import __version__
+from ._counters import CountsSnapshot
+from ._prometheus import collector_for
+
+__all__ = ["OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"]
+
+_log = logging.getLogger("otel_ml.otlp")
+_CUMULATIVE = AggregationTemporality.CUMULATIVE
+SCOPE = InstrumentationScope("otel_ml", __version__)
+
+
+def _histogram_point(attrs: Mapping[str, str], start: int, now: int, edges: Sequence[float],
+                     bins: Sequence[int], total: float) -> HistogramDataPoint:
+    counts = [int(c) for c in bins]
+    return HistogramDataPoint(
+        attributes=dict(attrs), start_time_unix_nano=start, time_unix_nano=now, count=sum(counts),
+        sum=float(total), bucket_counts=counts, explicit_bounds=list(edges),
+        min=None, max=None,  # type: ignore[arg-type]  # optional in OTLP; not tracked per call
+    )
+
+
+def _metric(instrument: n.Instrument, data: Any) -> Metric:
+    return Metric(name=instrument.otel_name, description=instrument.description, unit=instrument.unit, data=data)
+
+
+def _sum(instrument: n.Instrument, points: list[NumberDataPoint]) -> Metric:
+    return _metric(instrument, Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=True))
+
+
+def _histogram(instrument: n.Instrument, points: list[HistogramDataPoint]) -> Metric:
+    return _metric(instrument, Histogram(data_points=points, aggregation_temporality=_CUMULATIVE))
+
+
+def counts_metrics_data(
+    snapshots: Iterable[CountsSnapshot], *, start_time_ns: int, resource: Resource | None = None,
+    now_ns: int | None = None,
+) -> MetricsData:
+    """The OTel data model for these snapshots: one scope ``otel_ml``, cumulative temporality."""
+    now = now_ns if now_ns is not None else time.time_ns()
+    start = start_time_ns
+    value, category, missing, score, preds, duration = [], [], [], [], [], []  # type: ignore[var-annotated]
+    labelled: dict[n.Instrument, list[NumberDataPoint]] = {
+        n.PREDICTION_ERRORS: [], n.PREDICTION_FALLBACKS: [], n.INSTRUMENTATION_ERRORS: [], n.CARDINALITY_OVERFLOW: [],
+    }
+    label_key = {
+        n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE, n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
+        n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE, n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
+    }
+
+    def point(attrs: dict[str, str], v: int | float) -> NumberDataPoint:
+        return NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, value=v)
+
+    for s in snapshots:
+        model = {n.ATTR_MODEL_NAME: s.model_name, n.ATTR_MODEL_VERSION: s.model_version}
+        for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):
+            value.append(_histogram_point({**model, n.ATTR_FEATURE: name}, start, now, edges, bins.tolist(), total))
+        for name, labels, bins in zip(s.categorical_names, s.categorical_labels, s.categorical_bins):
+            for label, count in zip(labels, bins.tolist()):
+                if count:
+                    category.append(point({**model, n.ATTR_FEATURE: name, n.ATTR_CATEGORY: label}, int(count)))
+        for name, count in s.missing.items():
+            missing.append(point({**model, n.ATTR_FEATURE: name}, int(count)))
+        score.append(_histogram_point(model, start, now, s.score_edges, s.score_bins.tolist(), s.score_sum))
+        for key, segment, decision, count in s.predictions:
+            preds.append(point({**model, n.ATTR_SEGMENT_KEY: key, n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision},
+                               count))
+        duration.append(_histogram_point(model, start, now, s.duration_edges, s.duration_bins.tolist(), s.duration_sum))
+        for instrument, counts in ((n.PREDICTION_ERRORS, s.errors), (n.PREDICTION_FALLBACKS, s.fallbacks),
+                                   (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
+                                   (n.CARDINALITY_OVERFLOW, s.overflow)):
+            for label, count in sorted(counts.items()):
+                labelled[instrument].append(point({**model, label_key[instrument]: label}, count))
+
+    metrics = [
+        _histogram(n.FEATURE_VALUE, value),
+        _sum(n.FEATURE_CATEGORY, category),
+        _sum(n.FEATURE_MISSING, missing),
+        _histogram(n.PREDICTION_SCORE, score),
+        _sum(n.PREDICTIONS, preds),
+        _histogram(n.PREDICTION_DURATION, duration),
+        *(_sum(instrument, points) for instrument, points in labelled.items()),
+    ]
+    metrics = [m for m in metrics if m.data.data_points]
+    scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
+    return MetricsData(resource_metrics=[ResourceMetrics(resource=resource or Resource.create(),
+                                                         scope_metrics=[scope], schema_url="")])
+
+
+class OtlpMetricsPusher:
+    """Pushes the monitors' counts to an OTLP endpoint every ``interval`` seconds, on a daemon thread.
+
+    ``monitors`` defaults to every monitor registered in ``registry``. ``exporter`` defaults to
+    ``OTLPMetricExporter(endpoint=...)`` over HTTP/protobuf (the standard ``OTEL_EXPORTER_OTLP_*``
+    environment variables apply). Export failures are logged and retried next interval; they
+    never reach the application.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        interval: float = 15.0,
+        registry: CollectorRegistry = REGISTRY,
+        monitors: Sequence[Any] | None = None,
+        exporter: MetricExporter | None = None,
+        headers: Mapping[str, str] | None = None,
+        resource: Resource | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout)
+        self.exporter = exporter
+        self.interval = interval
+        self._registry = registry
+        self._monitors = list(monitors) if monitors is not None else None
+        self._resource = resource or Resource.create()
+        self._start_ns = time.time_ns()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._export_lock = threading.Lock()
+        self.failures = 0
+
+    def _snapshots(self) -> list[CountsSnapshot]:
+        monitors = self._monitors if self._monitors is not None else collector_for(self._registry).monitors()
+        return [m.counters.snapshot() for m in monitors]
+
+    def export_once(self) -> bool:
+        """Export the current counts now; ``True`` on success."""
+        with self._export_lock:
+            try:
+                data = counts_metrics_data(self._snapshots(), start_time_ns=self._start_ns, resource=self._resource)
+                ok = self.exporter.export(data) is MetricExportResult.SUCCESS
+            except Exception:  # noqa: BLE001 - exporting must never take the app down
+                _log.exception("otel-ml: OTLP metrics export failed")
+                ok = False
+            if not ok:
+                self.failures += 1
+            return ok
+
+    def start(self) -> OtlpMetricsPusher:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="otel-ml-otlp", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.export_once()
+
+    def shutdown(self, flush: bool = True) -> None:
+        """Stop the timer; with ``flush`` export once more so the last counts are not lost."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 5)
+        if flush:
+            self.export_once()
+        self.exporter.shutdown()
+
+
+def start_otlp_exporter(endpoint: str | None = None, **kwargs: Any) -> OtlpMetricsPusher:
+    """Start pushing every monitor's metrics over OTLP/HTTP: ``start_otlp_exporter("http://127.0.0.1:9464/v1/metrics")``."""
+    return OtlpMetricsPusher(endpoint, **kwargs).start()

@@ -1,0 +1,58 @@
+"""Shared fixtures: fresh registries and in-memory OTel providers per test, never globals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from otel_ml import Baseline, fit_baseline
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def make_training_frame(n: int = 20_000, seed: int = 0) -> pd.DataFrame:
+    """A small fraud-like table: numeric features incl. negatives, a categorical, segments, a score."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.0, 1.0, n),
+            "balance_z": rng.normal(0.0, 1.0, n),  # negative values on purpose (OTel histogram trap)
+            "n_items": rng.poisson(2.0, n),
+            "country": rng.choice(["US", "DE", "FR", "BR", "JP"], n, p=[0.5, 0.2, 0.15, 0.1, 0.05]),
+            "device": rng.choice(["ios", "android", "web"], n),
+        }
+    )
+    frame["score"] = 1 / (1 + np.exp(-(frame["balance_z"] + rng.normal(0, 1, n))))
+    return frame
+
+
+@pytest.fixture(scope="session")
+def training_frame() -> pd.DataFrame:
+    return make_training_frame()
+
+
+@pytest.fixture(scope="session")
+def baseline(training_frame: pd.DataFrame) -> Baseline:
+    return fit_baseline(
+        training_frame, model="fraud", version="v3", score_column="score",
+        segments=["country", "device"], decision=0.7,
+    )

@@ -1,0 +1,140 @@
+"""The OTLP path: the same counts as OTel data points, pushed by the real OTLP/HTTP exporter.
+
+The receiving end here is a plain HTTP server that decodes the protobuf with opentelemetry-proto;
+the sidecar's own OTLP receiver is tested in the sidecar tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from prometheus_client import CollectorRegistry
+
+from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher
+from otel_ml import _names as n
+from otel_ml.instrument import counts_metrics_data
+
+
+def _attrs(point: Any) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in point.attributes}
+
+
+def _metrics(request: ExportMetricsServiceRequest) -> dict[str, Any]:
+    (rm,) = request.resource_metrics
+    (sm,) = rm.scope_metrics
+    assert sm.scope.name == "otel_ml"
+    return {m.name: m for m in sm.metrics}
+
+
+@pytest.fixture
+def fed_monitor(baseline: Baseline, training_frame: pd.DataFrame) -> ModelMonitor:
+    mon = ModelMonitor(baseline=baseline, segments=["country"], decision=0.7, registry=CollectorRegistry())
+    frame = training_frame.head(1000)
+    mon(lambda f: frame["score"].to_numpy())(frame.drop(columns="score"))
+    return mon
+
+
+def test_negative_feature_values_survive(fed_monitor: ModelMonitor, training_frame: pd.DataFrame) -> None:
+    data = counts_metrics_data([fed_monitor.counters.snapshot()], start_time_ns=1)
+    request = encode_metrics(data)
+    metrics = _metrics(ExportMetricsServiceRequest.FromString(request.SerializeToString()))
+    values = metrics[n.FEATURE_VALUE.otel_name]
+    assert values.unit == n.FEATURE_VALUE.unit
+    point = next(p for p in values.histogram.data_points if _attrs(p)[n.ATTR_FEATURE] == "balance_z")
+    column = training_frame["balance_z"].head(1000)
+    assert (column < 0).sum() > 400  # the feature really is half negative
+    assert point.count == 1000 and sum(point.bucket_counts) == 1000
+    edges = list(point.explicit_bounds)
+    assert point.bucket_counts[0] == (column <= edges[0]).sum()
+    assert point.sum == pytest.approx(column.sum())
+    assert values.histogram.aggregation_temporality == 2  # cumulative
+    assert _attrs(point)[n.ATTR_MODEL_NAME] == "fraud" and _attrs(point)[n.ATTR_MODEL_VERSION] == "v3"
+
+
+def test_every_app_instrument_is_exported(fed_monitor: ModelMonitor) -> None:
+    fed_monitor.counters.add_error("TimeoutError")
+    fed_monitor.counters.add_fallback("rules")
+    fed_monitor.counters.instrumentation_errors.add("ValueError")
+    metrics = _metrics(encode_metrics(counts_metrics_data([fed_monitor.counters.snapshot()], start_time_ns=1)))
+    overflow_free = {i.otel_name for i in n.APP_INSTRUMENTS} - {n.CARDINALITY_OVERFLOW.otel_name}
+    assert overflow_free <= set(metrics)
+    preds = metrics[n.PREDICTIONS.otel_name].sum
+    assert preds.is_monotonic
+    keys = {(_attrs(p)[n.ATTR_SEGMENT_KEY], _attrs(p)[n.ATTR_DECISION]) for p in preds.data_points}
+    assert ("__all__", "true") in keys and ("country", "false") in keys
+    duration = metrics[n.PREDICTION_DURATION.otel_name]
+    assert duration.unit == "s" and list(duration.histogram.data_points[0].explicit_bounds) == list(n.DURATION_BUCKETS)
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    requests: list[tuple[str, dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.requests.append((self.path, dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+        self.wfile.write(b"")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    _Receiver.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/metrics", _Receiver.requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_pusher_posts_protobuf_over_http(fed_monitor: ModelMonitor, receiver: Any) -> None:
+    url, requests = receiver
+    pusher = OtlpMetricsPusher(url, monitors=[fed_monitor], interval=3600)
+    assert pusher.export_once()
+    pusher.shutdown(flush=False)
+    ((path, headers, body),) = requests
+    assert path == "/v1/metrics" and headers["Content-Type"] == "application/x-protobuf"
+    metrics = _metrics(ExportMetricsServiceRequest.FromString(body))
+    total = sum(p.count for p in metrics[n.PREDICTION_SCORE.otel_name].histogram.data_points)
+    assert total == 1000
+
+
+def test_pusher_survives_an_unreachable_endpoint(fed_monitor: ModelMonitor) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pusher = OtlpMetricsPusher(f"http://127.0.0.1:{port}/v1/metrics", monitors=[fed_monitor], timeout=1)
+    assert pusher.export_once() is False
+    assert pusher.failures == 1
+    pusher.shutdown(flush=False)
+
+
+def test_default_monitors_come_from_the_registry(baseline: Baseline, receiver: Any) -> None:
+    url, requests = receiver
+    registry = CollectorRegistry()
+    mon = ModelMonitor(baseline=baseline, registry=registry)
+    mon(lambda f: 0.5)({"amount": -4.0})
+    pusher = OtlpMetricsPusher(url, registry=registry, interval=0.05).start()
+    pusher.shutdown()  # the flush on shutdown exports at least once
+    metrics = _metrics(ExportMetricsServiceRequest.FromString(requests[-1][2]))
+    amount = next(p for p in metrics[n.FEATURE_VALUE.otel_name].histogram.data_points
+                  if _attrs(p)[n.ATTR_FEATURE] == "amount")
+    assert amount.bucket_counts[0] == 1 and np.isclose(amount.sum, -4.0)
