@@ -148,6 +148,9 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
 #   feature gauges: ml_feature;  segment gauges: ml_segment_key, ml_segment, ml_decision.
 LABEL_REFERENCE: Final = "ml_reference"  # what a change is relative to: previous_window | baseline
 LABEL_BIN_LOWER: Final = "ml_bin_lower"  # lower edge of a numeric reference bin ("-Inf" for the first)
+# Upper edge of a numeric reference bin, spelled exactly like the app histogram's ``le`` value
+# ("+Inf" for the last); not called ``le`` because promtool reserves that for histograms.
+LABEL_BIN_UPPER: Final = "ml_bin_upper"
 LABEL_REASON: Final = "reason"
 LABEL_SOURCE: Final = "ml_source"
 LABEL_OUTCOME: Final = "ml_outcome"
@@ -172,12 +175,15 @@ FEATURE_JS_DISTANCE: Final = _gauge("ml_feature_js_distance", "Jensen-Shannon di
 FEATURE_DRIFT_PVALUE: Final = _gauge("ml_feature_drift_pvalue", "Chi-square test p-value of the window's bin counts vs the baseline.")
 FEATURE_DRIFT_STATUS: Final = _gauge(
     "ml_feature_drift_status", "Drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
-FEATURE_WINDOW_COUNT: Final = _gauge("ml_feature_window_count", "Non-missing observations of the feature in the window.")
+# promtool reserves the _count suffix for histograms and summaries, hence _observations.
+FEATURE_WINDOW_COUNT: Final = _gauge(
+    "ml_feature_window_observations", "Non-missing observations of the feature in the window.")
 FEATURE_MISSING_RATIO: Final = _gauge("ml_feature_missing_ratio", "Share of the window's observations that were missing.")
 FEATURE_UNKNOWN_RATIO: Final = _gauge(
     "ml_feature_unknown_ratio", "Share of a categorical feature's observations the baseline never saw.")
 FEATURE_REFERENCE_RATIO: Final = _gauge(
-    "ml_feature_reference_ratio", "Baseline fraction per bin (numeric: le, ml_bin_lower) or category (ml_category).")
+    "ml_feature_reference_ratio",
+    "Baseline fraction per bin (numeric: ml_bin_upper, ml_bin_lower) or category (ml_category).")
 FEATURE_REFERENCE_MISSING_RATIO: Final = _gauge(
     "ml_feature_reference_missing_ratio", "Share of missing values of the feature in the baseline (training data).")
 SCORE_PSI: Final = _gauge("ml_score_psi", "PSI of the score distribution in the window vs the baseline.")
@@ -185,22 +191,26 @@ SCORE_PSI_CRITICAL: Final = _gauge("ml_score_psi_critical", "Sample-size-aware P
 SCORE_JS_DISTANCE: Final = _gauge("ml_score_js_distance", "Jensen-Shannon distance of the score distribution.")
 SCORE_DRIFT_PVALUE: Final = _gauge("ml_score_drift_pvalue", "Chi-square test p-value of the score bins.")
 SCORE_DRIFT_STATUS: Final = _gauge("ml_score_drift_status", "Score drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
-SCORE_WINDOW_COUNT: Final = _gauge("ml_score_window_count", "Scores observed in the window.")
-SCORE_REFERENCE_RATIO: Final = _gauge("ml_score_reference_ratio", "Baseline fraction per score bin (le, ml_bin_lower).")
+SCORE_WINDOW_COUNT: Final = _gauge("ml_score_window_observations", "Scores observed in the window.")
+SCORE_REFERENCE_RATIO: Final = _gauge(
+    "ml_score_reference_ratio", "Baseline fraction per score bin (ml_bin_upper, ml_bin_lower).")
 SEGMENT_DECISION_RATE: Final = _gauge(
     "ml_segment_decision_rate", "Share of the segment's predictions in the window with this decision.")
 SEGMENT_DECISION_RATE_CHANGE: Final = _gauge(
     "ml_segment_decision_rate_change",
     "Relative change of the decision rate: (now - reference) / reference; ml_reference says which.")
-SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_count", "Predictions of the segment in the window.")
+SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_predictions", "Predictions of the segment in the window.")
 ONLINE_PRECISION: Final = _gauge("ml_online_precision", "Precision of the positive decision on labelled predictions in the window.")
 ONLINE_RECALL: Final = _gauge("ml_online_recall", "Recall of the positive decision on labelled predictions in the window.")
 ONLINE_ACCURACY: Final = _gauge("ml_online_accuracy", "Accuracy of decisions on labelled predictions in the window.")
 ONLINE_BRIER: Final = _gauge("ml_online_brier_score", "Mean squared error of the score against the 0/1 label (calibration).")
-ONLINE_LABEL_COUNT: Final = _gauge("ml_online_label_count", "Labelled predictions in the window.")
+ONLINE_LABEL_COUNT: Final = _gauge("ml_online_labels", "Labelled predictions in the window.")
 OUTCOMES: Final = Instrument(
     "ml.outcomes", "{prediction}", "counter", "ml_outcomes",
     "Predictions joined with their delayed label, by decision and outcome (confusion matrix counts).")
+OUTCOME_SQUARED_ERROR: Final = Instrument(
+    "ml.outcome.squared_error", "{score}", "counter", "ml_outcome_squared_error",
+    "Sum of (score - label)^2 over joined predictions: divided by the count it is the Brier score.")
 LABELS_UNMATCHED: Final = Instrument(
     "ml.labels.unmatched", "{label}", "counter", "ml_labels_unmatched",
     "Posted labels whose request id was unknown or had expired from the join store.")
@@ -216,6 +226,13 @@ SIDECAR_LAST_INGEST: Final = Instrument(
 SIDECAR_COMPUTE_DURATION: Final = Instrument(
     "ml.sidecar.compute.duration", "s", "gauge", "ml_sidecar_compute_duration_seconds",
     "Wall time of the last recomputation of every output.")
+
+SIDECAR_OVERFLOW: Final = Instrument(
+    "ml.sidecar.cardinality.overflow", "{observation}", "counter", "ml_sidecar_cardinality_overflow",
+    "Series folded into __other__ by the sidecar's own label budgets (e.g. a flood of segment values).")
+SIDECAR_JOIN_STORE: Final = Instrument(
+    "ml.sidecar.join_store.predictions", "{prediction}", "gauge", "ml_sidecar_join_store_predictions",
+    "Predictions waiting for their delayed label in the bounded join store.")
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     FEATURE_PSI, FEATURE_PSI_CRITICAL, FEATURE_JS_DISTANCE, FEATURE_DRIFT_PVALUE, FEATURE_DRIFT_STATUS,

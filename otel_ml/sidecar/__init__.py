@@ -1,0 +1,22 @@
+"""The sidecar exporter: rolling windows, drift and decision rates for Prometheus."""
+
+from ._app import Sidecar
+from ._config import ConfigError, ScrapeTarget, SidecarConfig
+from ._outputs import OutputSettings
+from ._persist import load_state, save_state
+from ._state import SidecarState, StateSettings
+from ._windows import WindowSpec, parse_duration
+
+__all__ = [
+    "ConfigError",
+    "OutputSettings",
+    "ScrapeTarget",
+    "Sidecar",
+    "SidecarConfig",
+    "SidecarState",
+    "StateSettings",
+    "WindowSpec",
+    "load_state",
+    "parse_duration",
+    "save_state",
+]

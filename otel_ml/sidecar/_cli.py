@@ -1,0 +1,92 @@
+"""``otel-ml sidecar``: run the exporter next to a model server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+Run the otel-ml sidecar next to a model server. It takes the app's telemetry (by scraping its
+/metrics, or as OTLP/HTTP pushed to /v1/metrics), keeps rolling windows, and exposes drift
+(PSI with sample-size-aware critical values, JS distance, chi-square p-values), per-segment
+decision rates and their change, coverage and, once labels are posted to /v1/labels, online
+precision/recall on /metrics for Prometheus. Binds 127.0.0.1 unless --listen says otherwise.
+
+examples:
+  otel-ml sidecar --baseline fraud-v3.baseline.json --scrape http://127.0.0.1:8000/metrics
+  otel-ml sidecar --baseline fraud-v3.baseline.json --listen 0.0.0.0:9464 --state-file /var/lib/otel-ml/state.npz
+  otel-ml sidecar --config /etc/otel-ml/sidecar.yaml
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sidecar", help="run the drift/decision-rate exporter next to a model server",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (models, scrape targets, windows, limits); flags override it")
+    p.add_argument("--baseline", action="append", default=[], metavar="FILE",
+                   help="baseline JSON of a model version to watch (repeat for several)")
+    p.add_argument("--scrape", action="append", default=[], metavar="URL",
+                   help="app /metrics URL to scrape (repeat for several); omit when the app pushes OTLP")
+    p.add_argument("--scrape-interval", default="15s", help="time between scrapes (default 15s)")
+    p.add_argument("--scrape-timeout", default="5s", help="scrape timeout (default 5s)")
+    p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9464)")
+    p.add_argument("--window", action="append", default=[], metavar="DURATION",
+                   help="rolling window, e.g. 1h (repeat; default 1h, 24h, 7d)")
+    p.add_argument("--state-file", help="where to snapshot state so windows survive restarts")
+    p.add_argument("--persist-interval", default=None, help="time between state snapshots (default 30s)")
+    p.add_argument("--token-file", help="file holding a bearer token required on ingest endpoints "
+                                        "(or set OTEL_ML_SIDECAR_TOKEN)")
+    p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..baseline import BaselineError
+    from ._app import Sidecar
+    from ._config import ConfigError, ScrapeTarget, SidecarConfig, _seconds, parse_listen
+
+    try:
+        config = SidecarConfig.from_yaml(args.config) if args.config else SidecarConfig(baselines=())
+        changes: dict[str, Any] = {}
+        if args.baseline:
+            changes["baselines"] = tuple(Path(b) for b in args.baseline)
+        if args.scrape:
+            interval = _seconds(args.scrape_interval, "--scrape-interval")
+            timeout = _seconds(args.scrape_timeout, "--scrape-timeout")
+            changes["scrape"] = tuple(ScrapeTarget(u, interval, timeout) for u in args.scrape)
+        if args.listen:
+            changes["listen"] = parse_listen(args.listen)
+        if args.window:
+            changes["windows"] = tuple(args.window)
+        if args.state_file:
+            changes["state_file"] = Path(args.state_file)
+        if args.persist_interval:
+            changes["persist_interval"] = _seconds(args.persist_interval, "--persist-interval")
+        if args.max_body_bytes:
+            changes["max_body_bytes"] = args.max_body_bytes
+        token = os.environ.get("OTEL_ML_SIDECAR_TOKEN")
+        if args.token_file:
+            token = Path(args.token_file).read_text().strip()
+        if token:
+            changes["token"] = token
+        config = replace(config, **changes)
+        if not config.baselines:
+            raise ConfigError("give at least one --baseline (or models: in --config)")
+        config.window_specs()
+        sidecar = Sidecar(config)
+    except (ConfigError, BaselineError, OSError) as exc:
+        print(f"otel-ml sidecar: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sidecar.run()
+    except OSError as exc:  # e.g. the port is taken
+        print(f"otel-ml sidecar: cannot listen on {config.listen[0]}:{config.listen[1]}: {exc}", file=sys.stderr)
+        return 1
+    return 0

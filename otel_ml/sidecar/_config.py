@@ -1,0 +1,191 @@
+"""Sidecar configuration: command-line flags or one YAML file, validated with clear errors.
+
+Example (``exporters/sidecar.yaml`` is the annotated version)::
+
+    listen: 127.0.0.1:9464
+    models:
+      - baseline: /etc/otel-ml/fraud-v3.baseline.json
+    scrape:
+      - url: http://127.0.0.1:8000/metrics
+        interval: 15s
+    windows: [1h, 24h, 7d]
+    state_file: /var/lib/otel-ml/sidecar.npz
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._outputs import OutputSettings
+from ._state import StateSettings
+from ._windows import WindowSpec, parse_duration
+
+__all__ = ["SidecarConfig", "ScrapeTarget", "ConfigError", "parse_listen"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    url: str
+    interval: float = 15.0
+    timeout: float = 5.0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"listen: expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """Everything the sidecar needs; defaults are the production defaults."""
+
+    baselines: tuple[Path, ...]
+    listen: tuple[str, int] = ("127.0.0.1", 9464)
+    scrape: tuple[ScrapeTarget, ...] = ()
+    windows: tuple[str, ...] = ("1h", "24h", "7d")
+    resolution: int = 60
+    state_file: Path | None = None
+    persist_interval: float = 30.0
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    segment_budget: int = 100
+    label_budget: int = 32
+    max_series_per_model: int = 20_000
+    source_ttl: float = 3600.0
+    join_capacity: int = 200_000
+    join_ttl: float = 3 * 86400.0
+    alpha: float = 0.01
+    warn: float = 0.1
+    drift: float = 0.25
+    positive_decision: str = "true"
+    positive_outcome: str = "true"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def window_specs(self) -> tuple[WindowSpec, ...]:
+        try:
+            specs = tuple(WindowSpec.parse(w, self.resolution) for w in self.windows)
+        except ValueError as exc:
+            raise ConfigError(f"windows: {exc}") from None
+        if len({s.name for s in specs}) != len(specs):
+            raise ConfigError("windows: duplicate window")
+        return specs
+
+    def state_settings(self) -> StateSettings:
+        return StateSettings(
+            windows=self.window_specs(),
+            segment_budget=self.segment_budget,
+            label_budget=self.label_budget,
+            max_series_per_model=self.max_series_per_model,
+            source_ttl=self.source_ttl,
+            join_capacity=self.join_capacity,
+            join_ttl=self.join_ttl,
+            outputs=OutputSettings(alpha=self.alpha, warn=self.warn, drift=self.drift,
+                                   positive_decision=self.positive_decision,
+                                   positive_outcome=self.positive_outcome),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> SidecarConfig:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_mapping(data, base=Path(path).parent)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], base: Path = Path(".")) -> SidecarConfig:
+        known = {"listen", "models", "scrape", "windows", "resolution", "state_file", "persist_interval",
+                 "ingest_token", "ingest_token_file", "limits", "drift", "labels", "source_ttl"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown}; expected some of {sorted(known)}")
+        models = data.get("models") or []
+        if not isinstance(models, list) or not models:
+            raise ConfigError("models: list at least one {baseline: PATH}")
+        baselines = []
+        for i, m in enumerate(models):
+            if not isinstance(m, dict) or "baseline" not in m:
+                raise ConfigError(f"models[{i}]: expected {{baseline: PATH}}")
+            baselines.append((base / str(m["baseline"])).resolve())
+        scrape = []
+        for i, s in enumerate(data.get("scrape") or []):
+            if isinstance(s, str):
+                s = {"url": s}
+            if not isinstance(s, dict) or "url" not in s:
+                raise ConfigError(f"scrape[{i}]: expected {{url: URL, interval: 15s, timeout: 5s}}")
+            scrape.append(ScrapeTarget(str(s["url"]), _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
+                                       _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout")))
+        token = data.get("ingest_token")
+        if data.get("ingest_token_file"):
+            try:
+                token = (base / str(data["ingest_token_file"])).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"ingest_token_file: {exc}") from None
+        limits = _section(data, "limits")
+        drift = _section(data, "drift")
+        labels = _section(data, "labels")
+        kwargs: dict[str, Any] = {
+            "baselines": tuple(baselines),
+            "scrape": tuple(scrape),
+            "token": token,
+        }
+        if "listen" in data:
+            kwargs["listen"] = parse_listen(str(data["listen"]))
+        if "windows" in data:
+            kwargs["windows"] = tuple(str(w) for w in data["windows"])
+        if "resolution" in data:
+            kwargs["resolution"] = int(data["resolution"])
+        if data.get("state_file"):
+            kwargs["state_file"] = (base / str(data["state_file"])).resolve()
+        if "persist_interval" in data:
+            kwargs["persist_interval"] = _seconds(data["persist_interval"], "persist_interval")
+        if "source_ttl" in data:
+            kwargs["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
+        for key in ("max_body_bytes", "segment_budget", "label_budget", "max_series_per_model", "join_capacity"):
+            if key in limits:
+                kwargs[key] = int(limits.pop(key))
+        if "join_ttl" in labels:
+            kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
+        if "join_capacity" in labels:
+            kwargs["join_capacity"] = int(labels.pop("join_capacity"))
+        for key in ("positive_decision", "positive_outcome"):
+            if key in labels:
+                kwargs[key] = str(labels.pop(key))
+        for key in ("alpha", "warn", "drift"):
+            if key in drift:
+                kwargs[key] = float(drift.pop(key))
+        for section, rest in (("limits", limits), ("drift", drift), ("labels", labels)):
+            if rest:
+                raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
+        config = cls(**kwargs)
+        config.window_specs()
+        return config
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a mapping")
+    return dict(value)
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

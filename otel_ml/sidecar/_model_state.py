@@ -1,0 +1,279 @@
+"""Per-model state: the app's counters summed over sources, reset-aware, bounded, windowed.
+
+Every series of a model (a Prometheus sample name plus labels) gets an index in one float
+vector of totals. The series the baseline implies (feature buckets, categories, missing,
+score buckets) are allocated up front in a known order, so a window's feature bins are a
+fancy index of a vector difference; series that appear later (segments, decisions, error
+types) are appended, within budgets. Each source (a scrape target, an OTLP resource) keeps
+its last cumulative values, so a counter that goes down is a restart, handled the way
+Prometheus' ``increase()`` handles it: the new value is the increase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import _names as n
+from .._cardinality import BoundedLabels
+from .._names import DURATION_BUCKETS, UNKNOWN
+from ..baseline import Baseline
+from ..instrument._prometheus import le_labels
+from ._series import ACCEPTED, Labels, SeriesKey, normalize_le
+from ._windows import SnapshotRing, WindowSpec
+
+__all__ = ["ModelState", "ApplyResult", "SourceState"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+_BOUNDED_LABELS = {
+    n.LABEL_SEGMENT, n.LABEL_DECISION, n.LABEL_ERROR_TYPE, n.LABEL_FALLBACK_REASON, n.LABEL_ATTRIBUTE, n.LABEL_OUTCOME,
+}
+
+
+@dataclass
+class SourceState:
+    """What one source reported last, to turn its cumulative values into increases."""
+
+    last: FloatArray
+    start_ns: int = 0
+    seen_at: float = 0.0
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+
+@dataclass(frozen=True)
+class NumericLayout:
+    name: str
+    buckets: IntArray  # indices of the cumulative _bucket series in le order, +Inf last
+    missing: int
+    reference: FloatArray
+    reference_count: int
+
+
+@dataclass(frozen=True)
+class CategoricalLayout:
+    name: str
+    labels: tuple[str, ...]
+    bins: IntArray
+    missing: int
+    reference: FloatArray
+    reference_count: int
+
+
+def _labels(**pairs: str) -> Labels:
+    return tuple(sorted(pairs.items()))
+
+
+class ModelState:
+    """All counts of one model version, with their windows."""
+
+    def __init__(
+        self,
+        baseline: Baseline,
+        windows: Sequence[WindowSpec],
+        *,
+        now: float,
+        segment_budget: int = 100,
+        label_budget: int = 32,
+        max_series: int = 20_000,
+    ) -> None:
+        self.baseline = baseline
+        self.model = baseline.model_name
+        self.version = baseline.model_version
+        self.max_series = max_series
+        self.index: dict[SeriesKey, int] = {}
+        self.keys: list[SeriesKey] = []
+        self.totals = np.zeros(256)
+        self.sources: dict[str, SourceState] = {}
+        self.last_ingest = 0.0
+        self.segment_budget = segment_budget
+        self.label_budget = label_budget
+        self.bounded: dict[tuple[str, str], BoundedLabels] = {}
+        self.non_monotonic: set[int] = set()
+        self._allowed_le: dict[str, frozenset[str]] = {}
+        self._categories: dict[str, frozenset[str]] = {}
+        self.numeric: list[NumericLayout] = []
+        self.categorical: list[CategoricalLayout] = []
+        self._build_layout()
+        self.rings = {w.name: SnapshotRing(w, now, self.size) for w in windows}
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def _add(self, key: SeriesKey) -> int:
+        i = len(self.keys)
+        self.index[key] = i
+        self.keys.append(key)
+        if i >= self.totals.size:
+            grown = np.zeros(self.totals.size * 2)
+            grown[: self.totals.size] = self.totals
+            self.totals = grown
+        if key.name.endswith("_sum"):
+            self.non_monotonic.add(i)
+        return i
+
+    def _build_layout(self) -> None:
+        value = n.FEATURE_VALUE.prometheus
+        for f in self.baseline.numeric:
+            les = le_labels(f.edges)
+            self._allowed_le[f.name] = frozenset(les)
+            buckets = [self._add(SeriesKey(value + "_bucket", _labels(le=le, ml_feature=f.name))) for le in les]
+            missing = self._add(SeriesKey(n.FEATURE_MISSING.series, _labels(ml_feature=f.name)))
+            self.numeric.append(NumericLayout(f.name, np.asarray(buckets, dtype=np.intp), missing,
+                                              f.fractions_array(), f.count))
+        for c in self.baseline.categorical:
+            self._categories[c.name] = frozenset(c.bin_labels)
+            bins = [self._add(SeriesKey(n.FEATURE_CATEGORY.series, _labels(ml_category=lab, ml_feature=c.name)))
+                    for lab in c.bin_labels]
+            missing = self._add(SeriesKey(n.FEATURE_MISSING.series, _labels(ml_feature=c.name)))
+            self.categorical.append(CategoricalLayout(c.name, c.bin_labels, np.asarray(bins, dtype=np.intp), missing,
+                                                      c.fractions_array(), c.count))
+        score = self.baseline.score
+        self.score_edges = score.edges if score else ()
+        les = le_labels(self.score_edges)
+        self._allowed_le["__score__"] = frozenset(les)
+        self.score_buckets = np.asarray(
+            [self._add(SeriesKey(n.PREDICTION_SCORE.prometheus + "_bucket", _labels(le=le))) for le in les],
+            dtype=np.intp,
+        ) if score else np.empty(0, dtype=np.intp)
+        self._allowed_le["__duration__"] = frozenset(le_labels(DURATION_BUCKETS))
+
+    # -- normalisation of incoming series -------------------------------------------------------
+    def _bound(self, label: str, scope: str, value: str) -> str:
+        key = (label, scope)
+        labels = self.bounded.get(key)
+        if labels is None:
+            labels = self.bounded[key] = BoundedLabels(
+                self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget)
+        return labels.label(labels.index(value))
+
+    def overflow(self) -> dict[str, int]:
+        """Observations folded into ``__other__`` per attribute (``ml.segment.<key>``, ``ml.decision`` ...)."""
+        out: dict[str, int] = {}
+        for (label, scope), labels in self.bounded.items():
+            if labels.overflow:
+                name = f"ml.segment.{scope}" if label == n.LABEL_SEGMENT else label.replace("_", ".")
+                out[name] = out.get(name, 0) + labels.overflow
+        return out
+
+    def normalize(self, name: str, labels: dict[str, str], result: ApplyResult) -> SeriesKey | None:
+        """The key a raw series maps to, or None (counted in ``result``) when it must be dropped."""
+        if name not in ACCEPTED:
+            return None  # process_*, python_gc_*, other apps' metrics: not ours, not an error
+        if "le" in labels:
+            labels["le"] = normalize_le(labels["le"])
+        feature = labels.get(n.LABEL_FEATURE)
+        if feature is not None:
+            if name.startswith(n.FEATURE_VALUE.prometheus):
+                allowed = self._allowed_le.get(feature)
+                if allowed is None:
+                    result.reject("unknown_feature")
+                    return None
+                if "le" in labels and labels["le"] not in allowed:
+                    result.reject("bucket_mismatch")
+                    return None
+            elif name == n.FEATURE_CATEGORY.series:
+                cats = self._categories.get(feature)
+                if cats is None:
+                    result.reject("unknown_feature")
+                    return None
+                if labels.get(n.LABEL_CATEGORY) not in cats:
+                    labels[n.LABEL_CATEGORY] = UNKNOWN
+        elif name == n.PREDICTION_SCORE.prometheus + "_bucket" and labels.get("le") not in self._allowed_le["__score__"]:
+            result.reject("bucket_mismatch")
+            return None
+        scope = labels.get(n.LABEL_SEGMENT_KEY, "")
+        for label in _BOUNDED_LABELS.intersection(labels):
+            labels[label] = self._bound(label, scope, labels[label])
+        key = SeriesKey(name, tuple(sorted(labels.items())))
+        if key not in self.index and len(self.keys) >= self.max_series:
+            result.reject("series_budget")
+            return None
+        return key
+
+    # -- ingest ------------------------------------------------------------------------------------
+    def apply(
+        self,
+        source: str,
+        samples: Iterable[tuple[str, dict[str, str], float]],
+        *,
+        now: float,
+        cumulative: bool = True,
+        start_ns: int = 0,
+    ) -> ApplyResult:
+        """Add one payload's samples. Cumulative values become increases against the source's last
+        report (a decrease is a restart); delta values are added as they are."""
+        result = ApplyResult()
+        idx: list[int] = []
+        values: list[float] = []
+        for name, labels, value in samples:
+            if not np.isfinite(value):
+                result.reject("non_finite_value")
+                continue
+            key = self.normalize(name, labels, result)
+            if key is None:
+                continue
+            i = self.index.get(key)
+            if i is None:
+                i = self._add(key)
+            idx.append(i)
+            values.append(value)
+        if not idx:
+            return result
+        positions = np.asarray(idx, dtype=np.intp)
+        uniq, inverse = np.unique(positions, return_inverse=True)
+        incoming = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64))  # folded series sum up
+        if cumulative:
+            state = self.sources.get(source)
+            if state is None:
+                state = self.sources[source] = SourceState(np.zeros(self.size), start_ns)
+            if state.last.size < self.size:
+                state.last = np.concatenate([state.last, np.zeros(self.size - state.last.size)])
+            if start_ns and state.start_ns and start_ns != state.start_ns:
+                state.last[:] = 0.0  # the source restarted (new process start time): everything is new
+            state.start_ns = start_ns or state.start_ns
+            state.seen_at = now
+            previous = state.last[uniq]
+            increase = incoming - previous
+            reset = increase < 0
+            if self.non_monotonic:
+                reset &= ~np.isin(uniq, np.fromiter(self.non_monotonic, dtype=np.intp))
+            increase[reset] = incoming[reset]
+            state.last[uniq] = incoming
+        else:
+            increase = incoming
+        self.totals[uniq] += increase
+        self.last_ingest = now
+        result.applied = len(idx)
+        return result
+
+    def take_snapshots(self, now: float) -> None:
+        current = self.totals[: self.size]
+        for ring in self.rings.values():
+            ring.maybe_take(now, current)
+
+    def expire_sources(self, now: float, ttl: float) -> int:
+        """Forget sources silent for ``ttl`` seconds (their counts stay in the totals)."""
+        stale = [s for s, state in self.sources.items() if now - state.seen_at > ttl]
+        for s in stale:
+            del self.sources[s]
+        return len(stale)
+
+    def current_totals(self) -> FloatArray:
+        return self.totals[: self.size]
+
+    def series_of(self, name: str) -> list[tuple[int, Labels]]:
+        return [(i, k.labels) for i, k in enumerate(self.keys) if k.name == name]

@@ -1,0 +1,203 @@
+"""OTLP/HTTP input: decode metrics and traces requests into sidecar samples and predictions.
+
+Bodies arrive as protobuf or JSON (the OTLP/HTTP encodings), optionally gzip-compressed.
+Decoding is all-or-nothing and happens before any state is touched: a malformed payload is
+an :class:`IngestError` with the HTTP status and the reason label it is counted under.
+Metric names are the OTel names from ``_names``; each is translated to the Prometheus sample
+names the app's own exposition uses (histograms to cumulative ``_bucket{le}``, ``_count``,
+``_sum``; monotonic sums to ``_total``), so OTLP and scraping feed one code path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .. import _names as n
+from ..instrument._prometheus import le_labels
+
+__all__ = ["IngestError", "decompress", "MetricBatch", "Prediction", "decode_body", "metric_batches", "predictions_from_traces"]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_DELTA = 1  # AggregationTemporality.DELTA in the OTLP proto
+
+
+class IngestError(Exception):
+    """A rejected input: ``status`` is the HTTP status to answer, ``reason`` the counter label."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise IngestError(415, "unsupported_encoding", f"unsupported Content-Encoding {encoding!r} (use gzip)")
+    try:
+        if encoding == "gzip":
+            with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:
+                out = gz.read(limit + 1)
+        else:
+            out = zlib.decompressobj().decompress(body, limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(400, "bad_compression", f"cannot decompress the body: {exc}") from None
+    if len(out) > limit:  # a small gzip bomb must not become a large allocation
+        raise IngestError(413, "too_large", f"decompressed body exceeds the {limit} byte limit")
+    return out
+
+
+def decode_body(body: bytes, content_type: str, content_encoding: str, message: type[Message],
+                limit: int) -> Message:
+    """Parse an OTLP/HTTP body into ``message``; raises :class:`IngestError` on anything malformed."""
+    raw = decompress(body, content_encoding, limit)
+    media = content_type.split(";")[0].strip().lower()
+    out = message()
+    if media == PROTOBUF:
+        try:
+            out.ParseFromString(raw)
+        except (DecodeError, RuntimeWarning, ValueError) as exc:
+            raise IngestError(400, "malformed_protobuf", f"cannot parse the protobuf body: {exc}") from None
+        return out
+    if media == JSON:
+        try:
+            json_format.Parse(raw.decode("utf-8"), out, ignore_unknown_fields=True)
+        except (json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise IngestError(400, "malformed_json", f"cannot parse the JSON body: {exc}") from None
+        return out
+    raise IngestError(415, "unsupported_media_type",
+                      f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'nothing'!r}")
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    return None if kind is None else getattr(any_value, kind)
+
+
+def _attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class MetricBatch:
+    """The samples one source sent for one model version in one request."""
+
+    source: str
+    model: str
+    version: str
+    cumulative: bool
+    start_ns: int
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+
+def _source_id(resource_attributes: dict[str, Any]) -> str:
+    items = sorted((k, _label_value(v)) for k, v in resource_attributes.items())
+    digest = hashlib.sha1(repr(items).encode(), usedforsecurity=False).hexdigest()[:16]
+    return "otlp:" + digest
+
+
+def _points(metric: Any) -> Iterator[tuple[str, Any, bool]]:
+    kind = metric.WhichOneof("data")
+    if kind == "histogram":
+        cumulative = metric.histogram.aggregation_temporality != _DELTA
+        for p in metric.histogram.data_points:
+            yield "histogram", p, cumulative
+    elif kind == "sum":
+        cumulative = metric.sum.aggregation_temporality != _DELTA
+        for p in metric.sum.data_points:
+            yield "sum", p, cumulative
+
+
+def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBatch], int]:
+    """Samples per (source, model, version, temporality); also the number of points skipped
+    because they carried no model labels (counted as ``missing_model_labels``)."""
+    batches: dict[tuple[str, str, str, bool, int], MetricBatch] = {}
+    unlabelled = 0
+    for rm in request.resource_metrics:
+        source = _source_id(_attributes(rm.resource.attributes))
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                instrument = n.INSTRUMENTS.get(metric.name)
+                if instrument is None:
+                    continue  # not an otel-ml metric: a collector may forward anything
+                for kind, point, cumulative in _points(metric):
+                    attrs = {n.prometheus_label(k): _label_value(v) for k, v in _attributes(point.attributes).items()}
+                    model = attrs.pop(n.LABEL_MODEL_NAME, None)
+                    version = attrs.pop(n.LABEL_MODEL_VERSION, None)
+                    if not model or not version:
+                        unlabelled += 1
+                        continue
+                    key = (source, model, version, cumulative, point.start_time_unix_nano)
+                    batch = batches.get(key)
+                    if batch is None:
+                        batch = batches[key] = MetricBatch(source, model, version, cumulative,
+                                                           point.start_time_unix_nano)
+                    if kind == "histogram":
+                        family = instrument.prometheus
+                        running = 0.0
+                        for le, count in zip(le_labels(tuple(point.explicit_bounds)), point.bucket_counts):
+                            running += count
+                            batch.samples.append((family + "_bucket", {**attrs, "le": le}, running))
+                        batch.samples.append((family + "_count", dict(attrs), float(point.count)))
+                        batch.samples.append((family + "_sum", dict(attrs), float(point.sum)))
+                    else:
+                        value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
+                        batch.samples.append((instrument.series, attrs, float(value)))
+    return list(batches.values()), unlabelled
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One single-row prediction from an ``ml.predict`` span, kept until its label arrives."""
+
+    request_id: str
+    model: str
+    version: str
+    score: float | None
+    decision: str | None
+    segments: tuple[tuple[str, str], ...]
+
+
+def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Prediction]:
+    """The ``ml.predict`` spans that carry a request id (single-row calls)."""
+    out = []
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if span.name != n.SPAN_NAME:
+                    continue
+                attrs = _attributes(span.attributes)
+                rid, model, version = attrs.get(n.ATTR_REQUEST_ID), attrs.get(n.ATTR_MODEL_NAME), attrs.get(
+                    n.ATTR_MODEL_VERSION)
+                if not rid or not model or not version or attrs.get(n.ATTR_BATCH_SIZE, 1) != 1:
+                    continue
+                score = attrs.get(n.ATTR_SCORE)
+                decision = attrs.get(n.ATTR_PREDICTION_DECISION)
+                segments = tuple(sorted(
+                    (k[len(n.ATTR_SEGMENT_PREFIX):], _label_value(v)) for k, v in attrs.items()
+                    if k.startswith(n.ATTR_SEGMENT_PREFIX) and k != n.ATTR_SEGMENT_KEY
+                ))
+                out.append(Prediction(str(rid), str(model), str(version),
+                                      float(score) if isinstance(score, (int, float)) else None,
+                                      None if decision is None else _label_value(decision), segments))
+    return out

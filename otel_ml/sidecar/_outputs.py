@@ -1,0 +1,219 @@
+"""Compute every sidecar output of one model for each window, from its totals and snapshots.
+
+For a window, the counts are ``totals - snapshot(now - W)``; numeric feature bins are the
+differences of the cumulative ``le`` buckets. All features of a model go through the drift
+statistics in one vectorised call (a features x bins matrix, padded bins contribute nothing).
+Segment decision rates compare with the previous window of the same length and with the
+baseline's reference rates; delayed labels give precision, recall, accuracy and Brier score.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client.utils import floatToGoString
+
+from .. import _names as n
+from ..drift import compare
+from ._model_state import ModelState
+from ._outcomes import SQUARED_ERROR
+
+__all__ = ["Gauge", "model_outputs", "reference_outputs", "OutputSettings"]
+
+FloatArray = npt.NDArray[np.float64]
+Gauge = tuple[n.Instrument, dict[str, str], float]
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    alpha: float = 0.01  # significance of the sample-size-aware PSI critical value
+    warn: float = 0.1  # PSI business thresholds (common practice)
+    drift: float = 0.25
+    positive_decision: str = "true"  # the decision whose precision/recall is reported
+    positive_outcome: str = "true"  # the label value that means "positive"
+
+
+def _padded(rows: list[FloatArray]) -> FloatArray:
+    width = max((r.size for r in rows), default=0)
+    out = np.zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        out[i, : r.size] = r
+    return out
+
+
+def _bins_from_cumulative(cumulative: FloatArray) -> FloatArray:
+    return np.clip(np.diff(cumulative, prepend=0.0), 0.0, None)
+
+
+def _drift_gauges(
+    names: list[str],
+    refs: list[FloatArray],
+    counts: list[FloatArray],
+    ref_counts: list[int],
+    base: dict[str, str],
+    label: str | None,
+    settings: OutputSettings,
+    instruments: tuple[n.Instrument, ...],
+) -> Iterator[Gauge]:
+    if not names:
+        return
+    result = compare(_padded(refs), _padded(counts), np.asarray(ref_counts, dtype=np.float64),
+                     alpha=settings.alpha, warn=settings.warn, drift=settings.drift)
+    psi, crit, js, pvalue, status, count = instruments
+    for i, name in enumerate(names):
+        labels = dict(base) if label is None else {**base, label: name}
+        yield count, labels, float(result.count[i])
+        yield status, labels, float(result.status[i])
+        for inst, values in ((psi, result.psi), (crit, result.psi_critical), (js, result.js_distance),
+                             (pvalue, result.pvalue)):
+            if np.isfinite(values[i]):
+                yield inst, labels, float(values[i])
+
+
+FEATURE_DRIFT = (n.FEATURE_PSI, n.FEATURE_PSI_CRITICAL, n.FEATURE_JS_DISTANCE, n.FEATURE_DRIFT_PVALUE,
+                 n.FEATURE_DRIFT_STATUS, n.FEATURE_WINDOW_COUNT)
+SCORE_DRIFT = (n.SCORE_PSI, n.SCORE_PSI_CRITICAL, n.SCORE_JS_DISTANCE, n.SCORE_DRIFT_PVALUE,
+               n.SCORE_DRIFT_STATUS, n.SCORE_WINDOW_COUNT)
+
+
+def _feature_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
+                     settings: OutputSettings) -> Iterator[Gauge]:
+    names, refs, counts, ref_counts = [], [], [], []
+    for f in state.numeric:
+        names.append(f.name)
+        refs.append(f.reference)
+        counts.append(_bins_from_cumulative(delta[f.buckets]))
+        ref_counts.append(f.reference_count)
+    for c in state.categorical:
+        names.append(c.name)
+        refs.append(c.reference)
+        counts.append(np.clip(delta[c.bins], 0.0, None))
+        ref_counts.append(c.reference_count)
+    yield from _drift_gauges(names, refs, counts, ref_counts, base, n.LABEL_FEATURE, settings, FEATURE_DRIFT)
+    for f, observed in zip([*state.numeric, *state.categorical], counts):
+        seen = float(observed.sum())
+        missing = max(float(delta[f.missing]), 0.0)
+        if seen + missing > 0:
+            yield n.FEATURE_MISSING_RATIO, {**base, n.LABEL_FEATURE: f.name}, missing / (seen + missing)
+    for c, observed in zip(state.categorical, counts[len(state.numeric):]):
+        total = float(observed.sum())
+        if total > 0:
+            yield n.FEATURE_UNKNOWN_RATIO, {**base, n.LABEL_FEATURE: c.name}, float(observed[-1]) / total
+    if state.score_buckets.size and state.baseline.score is not None:
+        score_counts = _bins_from_cumulative(delta[state.score_buckets])
+        yield from _drift_gauges(["score"], [state.baseline.score.fractions_array()], [score_counts],
+                                 [state.baseline.score.count], base, None, settings, SCORE_DRIFT)
+
+
+def _grouped(state: ModelState, name: str, delta: FloatArray | None,
+             group: tuple[str, ...], split: str) -> dict[tuple[str, ...], dict[str, float]]:
+    """Window counts of one counter family as {group label values: {split label value: count}}."""
+    out: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    if delta is None:
+        return out
+    for i, labels in state.series_of(name):
+        d = dict(labels)
+        key = tuple(d.get(g, "") for g in group)
+        value = float(delta[i]) if i < delta.size else 0.0
+        out[key][d.get(split, "")] = out[key].get(d.get(split, ""), 0.0) + max(value, 0.0)
+    return out
+
+
+def _segment_outputs(state: ModelState, delta: FloatArray, previous: FloatArray | None,
+                     base: dict[str, str]) -> Iterator[Gauge]:
+    group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
+    now = _grouped(state, n.PREDICTIONS.series, delta, group, n.LABEL_DECISION)
+    before = _grouped(state, n.PREDICTIONS.series, previous, group, n.LABEL_DECISION)
+    reference = state.baseline.score.decision_rates if state.baseline.score else {}
+    for (key, segment), decisions in sorted(now.items()):
+        total = sum(decisions.values())
+        labels = {**base, n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment}
+        yield n.SEGMENT_WINDOW_COUNT, labels, total
+        if total <= 0:
+            continue
+        prev = before.get((key, segment), {})
+        prev_total = sum(prev.values())
+        ref = reference.get(key, {}).get(segment, {})
+        for decision, count in sorted(decisions.items()):
+            rate = count / total
+            d_labels = {**labels, n.LABEL_DECISION: decision}
+            yield n.SEGMENT_DECISION_RATE, d_labels, rate
+            if prev_total > 0 and prev.get(decision, 0.0) > 0:
+                old = prev[decision] / prev_total
+                yield n.SEGMENT_DECISION_RATE_CHANGE, {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_PREVIOUS}, \
+                    (rate - old) / old
+            if ref.get(decision, 0.0) > 0:
+                yield n.SEGMENT_DECISION_RATE_CHANGE, {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_BASELINE}, \
+                    (rate - ref[decision]) / ref[decision]
+
+
+def _performance_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
+                         settings: OutputSettings) -> Iterator[Gauge]:
+    group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
+    cells: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    for i, labels in state.series_of(n.OUTCOMES.series):
+        d = dict(labels)
+        key = (d.get(n.LABEL_SEGMENT_KEY, ""), d.get(n.LABEL_SEGMENT, ""))
+        predicted = d.get(n.LABEL_DECISION) == settings.positive_decision
+        actual = d.get(n.LABEL_OUTCOME) == settings.positive_outcome
+        cell = {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[(predicted, actual)]
+        cells[key][cell] = cells[key].get(cell, 0.0) + max(float(delta[i]), 0.0)
+    squared = _grouped(state, SQUARED_ERROR, delta, group, "")
+    for key, c in sorted(cells.items()):
+        tp, fp, fn, tn = (c.get(k, 0.0) for k in ("tp", "fp", "fn", "tn"))
+        total = tp + fp + fn + tn
+        labels = {**base, n.LABEL_SEGMENT_KEY: key[0], n.LABEL_SEGMENT: key[1]}
+        yield n.ONLINE_LABEL_COUNT, labels, total
+        if total <= 0:
+            continue
+        yield n.ONLINE_ACCURACY, labels, (tp + tn) / total
+        if tp + fp > 0:
+            yield n.ONLINE_PRECISION, labels, tp / (tp + fp)
+        if tp + fn > 0:
+            yield n.ONLINE_RECALL, labels, tp / (tp + fn)
+        sq = squared.get(key, {}).get("", None)
+        if sq is not None:
+            yield n.ONLINE_BRIER, labels, sq / total
+
+
+def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> list[Gauge]:
+    """Every windowed gauge of one model version."""
+    out: list[Gauge] = []
+    totals = state.current_totals()
+    for window, ring in state.rings.items():
+        delta, previous = ring.window(now, totals)
+        base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version, n.LABEL_WINDOW: window}
+        out.extend(_feature_outputs(state, delta, base, settings))
+        out.extend(_segment_outputs(state, delta, previous, base))
+        out.extend(_performance_outputs(state, delta, base, settings))
+    return out
+
+
+def _bin_labels(edges: tuple[float, ...]) -> list[dict[str, str]]:
+    uppers = [*(floatToGoString(e) for e in edges), "+Inf"]
+    lowers = ["-Inf", *(floatToGoString(e) for e in edges)]
+    return [{n.LABEL_BIN_UPPER: u, n.LABEL_BIN_LOWER: lo} for u, lo in zip(uppers, lowers)]
+
+
+def reference_outputs(state: ModelState) -> list[Gauge]:
+    """The baseline as gauges: bin fractions (for PromQL PSI) and missing shares. No window."""
+    base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version}
+    out: list[Gauge] = []
+    for f in state.baseline.numeric:
+        for labels, fraction in zip(_bin_labels(f.edges), f.fractions):
+            out.append((n.FEATURE_REFERENCE_RATIO, {**base, n.LABEL_FEATURE: f.name, **labels}, fraction))
+    for c in state.baseline.categorical:
+        for label, fraction in zip(c.bin_labels, c.fractions_array().tolist()):
+            out.append((n.FEATURE_REFERENCE_RATIO, {**base, n.LABEL_FEATURE: c.name, n.LABEL_CATEGORY: label},
+                        fraction))
+    for f in state.baseline.features:
+        out.append((n.FEATURE_REFERENCE_MISSING_RATIO, {**base, n.LABEL_FEATURE: f.name}, f.missing_fraction))
+    score = state.baseline.score
+    if score is not None:
+        for labels, fraction in zip(_bin_labels(score.edges), score.fractions):
+            out.append((n.SCORE_REFERENCE_RATIO, {**base, **labels}, fraction))
+    return out

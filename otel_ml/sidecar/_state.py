@@ -1,0 +1,167 @@
+"""The sidecar's whole state and the operations on it, behind one lock.
+
+Inputs arrive on HTTP threads and scrape threads; outputs are computed on a Prometheus scrape.
+Every mutation goes through :class:`SidecarState` under its lock, after the payload was fully
+decoded, so a bad payload can never leave half of itself behind. Outputs are cached for
+``compute_ttl`` seconds so several scrapers do not multiply the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .. import _names as n
+from ..baseline import Baseline
+from ._model_state import ApplyResult, ModelState
+from ._otlp_input import MetricBatch, Prediction
+from ._outcomes import JoinStore, Outcome, outcome_samples
+from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
+from ._windows import WindowSpec
+
+__all__ = ["SidecarState", "StateSettings"]
+
+_log = logging.getLogger("otel_ml.sidecar")
+LABELS_SOURCE = "labels"
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    windows: tuple[WindowSpec, ...] = (WindowSpec.parse("1h"), WindowSpec.parse("24h"), WindowSpec.parse("7d"))
+    segment_budget: int = 100
+    label_budget: int = 32
+    max_series_per_model: int = 20_000
+    source_ttl: float = 3600.0
+    join_capacity: int = 200_000
+    join_ttl: float = 3 * 86400.0
+    compute_ttl: float = 1.0
+    outputs: OutputSettings = field(default_factory=OutputSettings)
+
+
+class SidecarState:
+    """Models (one per baseline), the label join store and the sidecar's own counters."""
+
+    def __init__(self, baselines: Sequence[Baseline], settings: StateSettings | None = None,
+                 now: float | None = None) -> None:
+        self.settings = settings or StateSettings()
+        start = time.time() if now is None else now
+        self.lock = threading.RLock()
+        self.models: dict[tuple[str, str], ModelState] = {}
+        for b in baselines:
+            key = (b.model_name, b.model_version)
+            if key in self.models:
+                raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
+            self.models[key] = self._new_model(b, start)
+        self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl)
+        self.ingest_errors: dict[str, int] = {}
+        self.ingested: dict[str, int] = {}
+        self.unmatched_labels: dict[str, int] = {}
+        self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
+        self.compute_seconds = 0.0
+        self._cache: tuple[float, list[Gauge]] | None = None
+        self.ready = False
+
+    def _new_model(self, baseline: Baseline, now: float) -> ModelState:
+        s = self.settings
+        return ModelState(baseline, s.windows, now=now, segment_budget=s.segment_budget,
+                          label_budget=s.label_budget, max_series=s.max_series_per_model)
+
+    # -- counters of the sidecar itself --------------------------------------------------------
+    def count_error(self, reason: str, amount: int = 1) -> None:
+        with self.lock:
+            self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + amount
+
+    def _count_ingested(self, source: str) -> None:
+        self.ingested[source] = self.ingested.get(source, 0) + 1
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def apply_metrics(self, batches: Iterable[MetricBatch], source_kind: str, now: float | None = None) -> ApplyResult:
+        """Apply decoded metric batches; unknown models and rejected series are counted, never fatal."""
+        now = time.time() if now is None else now
+        total = ApplyResult()
+        with self.lock:
+            for batch in batches:
+                model = self.models.get((batch.model, batch.version))
+                if model is None:
+                    total.reject("unknown_model")
+                    continue
+                result = model.apply(batch.source, batch.samples, now=now, cumulative=batch.cumulative,
+                                     start_ns=batch.start_ns)
+                total.applied += result.applied
+                for reason, count in result.rejected.items():
+                    total.reject(reason, count)
+                if source_kind == "otlp" and result.applied:
+                    self.reexport.add((batch.model, batch.version))
+            for reason, count in total.rejected.items():
+                self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
+            self._count_ingested(source_kind)
+            self._cache = None
+        return total
+
+    def add_predictions(self, predictions: Iterable[Prediction], now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self.lock:
+            known = [p for p in predictions if (p.model, p.version) in self.models]
+            added = self.join.add(known, now)
+            self._count_ingested("traces")
+            return added
+
+    def apply_labels(self, events: Sequence[tuple[str | None, Prediction | None, str]],
+                     now: float | None = None) -> tuple[int, int]:
+        """Join labels to predictions; returns (joined, unmatched)."""
+        now = time.time() if now is None else now
+        joined = unmatched = 0
+        positive = self.settings.outputs.positive_outcome
+        with self.lock:
+            for rid, inline, outcome in events:
+                prediction = inline
+                if prediction is None and rid is not None:
+                    prediction, why = self.join.pop(rid, now)
+                    if prediction is None:
+                        self.unmatched_labels[why] = self.unmatched_labels.get(why, 0) + 1
+                        unmatched += 1
+                        continue
+                assert prediction is not None
+                model = self.models.get((prediction.model, prediction.version))
+                if model is None:
+                    self.ingest_errors["unknown_model"] = self.ingest_errors.get("unknown_model", 0) + 1
+                    unmatched += 1
+                    continue
+                model.apply(LABELS_SOURCE, outcome_samples(Outcome(prediction, outcome), positive), now=now,
+                            cumulative=False)
+                joined += 1
+            self._count_ingested("labels")
+            self._cache = None
+        return joined, unmatched
+
+    # -- time ------------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """Take due snapshots, forget silent sources, expire old predictions."""
+        now = time.time() if now is None else now
+        with self.lock:
+            for model in self.models.values():
+                model.take_snapshots(now)
+                model.expire_sources(now, self.settings.source_ttl)
+            self.join.expire(now)
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def outputs(self, now: float | None = None) -> list[Gauge]:
+        """Every gauge for every model and window (cached for ``compute_ttl`` seconds)."""
+        now = time.time() if now is None else now
+        with self.lock:
+            if self._cache is not None and now - self._cache[0] < self.settings.compute_ttl:
+                return self._cache[1]
+            started = time.perf_counter()
+            gauges: list[Gauge] = []
+            for model in self.models.values():
+                gauges.extend(reference_outputs(model))
+                gauges.extend(model_outputs(model, now, self.settings.outputs))
+                if model.last_ingest:
+                    gauges.append((n.SIDECAR_LAST_INGEST, {n.LABEL_MODEL_NAME: model.model,
+                                                          n.LABEL_MODEL_VERSION: model.version}, model.last_ingest))
+            self.compute_seconds = time.perf_counter() - started
+            self._cache = (now, gauges)
+            return gauges

@@ -1,0 +1,108 @@
+"""Rolling windows from snapshots of cumulative counts.
+
+A window of length W is "totals now minus totals at now - W". Each window keeps a ring of
+snapshots of the model's totals vector taken every W / resolution seconds and reaching back
+2W (the previous window of the same length is needed for rate changes). Memory is
+windows x snapshots x series: it depends on the model's shape, never on request volume.
+A sidecar younger than W compares with its first (all-zero) snapshot: a partial window.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["WindowSpec", "SnapshotRing", "parse_duration", "format_duration"]
+
+FloatArray = npt.NDArray[np.float64]
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus-style duration (``90s``, ``15m``, ``1h``, ``7d``); raises ValueError."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 7d)")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A window's label value (``ml_window``), its length and its snapshot spacing."""
+
+    name: str
+    seconds: float
+    resolution: int = 60  # snapshots per window length
+
+    @classmethod
+    def parse(cls, text: str, resolution: int = 60) -> WindowSpec:
+        return cls(text.strip(), parse_duration(text), resolution)
+
+    @property
+    def step(self) -> float:
+        return self.seconds / self.resolution
+
+
+class SnapshotRing:
+    """Snapshots of one model's totals for one window, oldest first."""
+
+    __slots__ = ("spec", "times", "vectors")
+
+    def __init__(self, spec: WindowSpec, start: float, size: int) -> None:
+        self.spec = spec
+        self.times: list[float] = [start]
+        self.vectors: list[FloatArray] = [np.zeros(size)]
+
+    def maybe_take(self, now: float, totals: FloatArray) -> bool:
+        """Take a snapshot if one is due; drop those no window computation can need any more."""
+        if now - self.times[-1] < self.spec.step:
+            return False
+        self.times.append(now)
+        self.vectors.append(totals.copy())
+        horizon = now - 2 * self.spec.seconds
+        # keep the newest snapshot at or before the horizon as the anchor of the previous window
+        drop = 0
+        while drop + 1 < len(self.times) and self.times[drop + 1] <= horizon:
+            drop += 1
+        if drop:
+            del self.times[:drop]
+            del self.vectors[:drop]
+        return True
+
+    def at(self, t: float) -> tuple[float, FloatArray]:
+        """The newest snapshot taken at or before ``t`` (the oldest one if none is that old)."""
+        i = int(np.searchsorted(np.asarray(self.times), t, side="right")) - 1
+        i = max(i, 0)
+        return self.times[i], self.vectors[i]
+
+    def window(self, now: float, totals: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        """Counts in [now - W, now] and in the previous window [now - 2W, now - W] (None if unknown)."""
+        t1, v1 = self.at(now - self.spec.seconds)
+        current = totals - _pad(v1, totals.size)
+        t2, v2 = self.at(now - 2 * self.spec.seconds)
+        previous = None if t2 == t1 else _pad(v1, totals.size) - _pad(v2, totals.size)
+        return current, previous
+
+
+def _pad(vector: FloatArray, size: int) -> FloatArray:
+    """Series only ever get appended, so an older snapshot is a prefix: pad it with zeros."""
+    if vector.size == size:
+        return vector
+    out = np.zeros(size)
+    out[: vector.size] = vector
+    return out
