@@ -55,7 +55,7 @@ class Sidecar:
                 _log.info("restored state from %s", self.config.state_file)
         self.server = SidecarServer(self.config.listen, self.state, self.registry, token=self.config.token,
                                     max_body_bytes=self.config.max_body_bytes)
-        self._spawn("otel-ml-http", self.server.serve_forever)
+        self._spawn("otel-ml-http", self.server.serve_forever, 0.1)
         self._spawn("otel-ml-ticker", self._tick_loop)
         for target in self.config.scrape:
             self._spawn(f"otel-ml-scrape-{target.url}", self._scrape_loop, target)

@@ -101,6 +101,8 @@ class ModelState:
         self.label_budget = label_budget
         self.bounded: dict[tuple[str, str], BoundedLabels] = {}
         self.non_monotonic: set[int] = set()
+        self._series_cache: dict[str, tuple[int, list[tuple[int, Labels]]]] = {}
+        self.reference_gauges: list[tuple[object, dict[str, str], float]] | None = None  # filled by outputs
         self._allowed_le: dict[str, frozenset[str]] = {}
         self._categories: dict[str, frozenset[str]] = {}
         self.numeric: list[NumericLayout] = []
@@ -150,6 +152,31 @@ class ModelState:
             dtype=np.intp,
         ) if score else np.empty(0, dtype=np.intp)
         self._allowed_le["__duration__"] = frozenset(le_labels(DURATION_BUCKETS))
+        self._build_matrices()
+
+    def _build_matrices(self) -> None:
+        """Index matrices so one fancy index gives every feature's window counts at once.
+
+        Numeric rows repeat their ``+Inf`` bucket as padding (its difference is 0); categorical
+        rows pad with -1, which points at a zero appended to the delta vector.
+        """
+        rows = [f.buckets for f in self.numeric] + [c.bins for c in self.categorical]
+        width = max((r.size for r in rows), default=1)
+        self.feature_names = tuple(f.name for f in self.numeric) + tuple(c.name for c in self.categorical)
+        self.n_numeric = len(self.numeric)
+        index = np.full((len(rows), width), -1, dtype=np.intp)
+        reference = np.zeros((len(rows), width))
+        for i, (r, layout) in enumerate(zip(rows, [*self.numeric, *self.categorical])):
+            index[i, : r.size] = r
+            if i < self.n_numeric:
+                index[i, r.size:] = r[-1]
+            reference[i, : layout.reference.size] = layout.reference
+        self.feature_index = index
+        self.reference_matrix = reference
+        self.reference_counts = np.asarray([f.reference_count for f in [*self.numeric, *self.categorical]],
+                                           dtype=np.float64)
+        self.missing_index = np.asarray([f.missing for f in [*self.numeric, *self.categorical]], dtype=np.intp)
+        self.unknown_column = np.asarray([c.bins.size - 1 for c in self.categorical], dtype=np.intp)
 
     # -- normalisation of incoming series -------------------------------------------------------
     def _bound(self, label: str, scope: str, value: str) -> str:
@@ -275,5 +302,19 @@ class ModelState:
     def current_totals(self) -> FloatArray:
         return self.totals[: self.size]
 
+    def feature_counts(self, delta: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Window counts as a features x bins matrix (numeric rows first) and missing per feature."""
+        extended = np.append(delta, 0.0)
+        counts = extended[self.feature_index]
+        if self.n_numeric:
+            counts[: self.n_numeric] = np.diff(counts[: self.n_numeric], axis=1, prepend=0.0)
+        return np.clip(counts, 0.0, None), np.clip(extended[self.missing_index], 0.0, None)
+
     def series_of(self, name: str) -> list[tuple[int, Labels]]:
-        return [(i, k.labels) for i, k in enumerate(self.keys) if k.name == name]
+        """(index, labels) of every series of one sample name; cached until a series is added."""
+        cached = self._series_cache.get(name)
+        if cached is not None and cached[0] == len(self.keys):
+            return cached[1]
+        found = [(i, k.labels) for i, k in enumerate(self.keys) if k.name == name]
+        self._series_cache[name] = (len(self.keys), found)
+        return found

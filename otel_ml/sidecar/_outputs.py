@@ -37,41 +37,28 @@ class OutputSettings:
     positive_outcome: str = "true"  # the label value that means "positive"
 
 
-def _padded(rows: list[FloatArray]) -> FloatArray:
-    width = max((r.size for r in rows), default=0)
-    out = np.zeros((len(rows), width))
-    for i, r in enumerate(rows):
-        out[i, : r.size] = r
-    return out
-
-
-def _bins_from_cumulative(cumulative: FloatArray) -> FloatArray:
-    return np.clip(np.diff(cumulative, prepend=0.0), 0.0, None)
-
-
 def _drift_gauges(
-    names: list[str],
-    refs: list[FloatArray],
-    counts: list[FloatArray],
-    ref_counts: list[int],
-    base: dict[str, str],
-    label: str | None,
+    names: tuple[str, ...],
+    reference: FloatArray,
+    counts: FloatArray,
+    reference_counts: FloatArray,
+    labels: list[dict[str, str]],
     settings: OutputSettings,
     instruments: tuple[n.Instrument, ...],
 ) -> Iterator[Gauge]:
     if not names:
         return
-    result = compare(_padded(refs), _padded(counts), np.asarray(ref_counts, dtype=np.float64),
-                     alpha=settings.alpha, warn=settings.warn, drift=settings.drift)
+    result = compare(reference, counts, reference_counts, alpha=settings.alpha, warn=settings.warn,
+                     drift=settings.drift)
     psi, crit, js, pvalue, status, count = instruments
-    for i, name in enumerate(names):
-        labels = dict(base) if label is None else {**base, label: name}
-        yield count, labels, float(result.count[i])
-        yield status, labels, float(result.status[i])
-        for inst, values in ((psi, result.psi), (crit, result.psi_critical), (js, result.js_distance),
-                             (pvalue, result.pvalue)):
-            if np.isfinite(values[i]):
-                yield inst, labels, float(values[i])
+    columns = [(inst, values.tolist()) for inst, values in
+               ((psi, result.psi), (crit, result.psi_critical), (js, result.js_distance), (pvalue, result.pvalue))]
+    for i, (c, st) in enumerate(zip(result.count.tolist(), result.status.tolist())):
+        yield count, labels[i], float(c)
+        yield status, labels[i], float(st)
+        for inst, values in columns:
+            if values[i] == values[i]:  # not NaN: "no data" has no statistic
+                yield inst, labels[i], values[i]
 
 
 FEATURE_DRIFT = (n.FEATURE_PSI, n.FEATURE_PSI_CRITICAL, n.FEATURE_JS_DISTANCE, n.FEATURE_DRIFT_PVALUE,
@@ -82,31 +69,23 @@ SCORE_DRIFT = (n.SCORE_PSI, n.SCORE_PSI_CRITICAL, n.SCORE_JS_DISTANCE, n.SCORE_D
 
 def _feature_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
                      settings: OutputSettings) -> Iterator[Gauge]:
-    names, refs, counts, ref_counts = [], [], [], []
-    for f in state.numeric:
-        names.append(f.name)
-        refs.append(f.reference)
-        counts.append(_bins_from_cumulative(delta[f.buckets]))
-        ref_counts.append(f.reference_count)
-    for c in state.categorical:
-        names.append(c.name)
-        refs.append(c.reference)
-        counts.append(np.clip(delta[c.bins], 0.0, None))
-        ref_counts.append(c.reference_count)
-    yield from _drift_gauges(names, refs, counts, ref_counts, base, n.LABEL_FEATURE, settings, FEATURE_DRIFT)
-    for f, observed in zip([*state.numeric, *state.categorical], counts):
-        seen = float(observed.sum())
-        missing = max(float(delta[f.missing]), 0.0)
-        if seen + missing > 0:
-            yield n.FEATURE_MISSING_RATIO, {**base, n.LABEL_FEATURE: f.name}, missing / (seen + missing)
-    for c, observed in zip(state.categorical, counts[len(state.numeric):]):
-        total = float(observed.sum())
-        if total > 0:
-            yield n.FEATURE_UNKNOWN_RATIO, {**base, n.LABEL_FEATURE: c.name}, float(observed[-1]) / total
+    counts, missing = state.feature_counts(delta)
+    labels = [{**base, n.LABEL_FEATURE: name} for name in state.feature_names]
+    yield from _drift_gauges(state.feature_names, state.reference_matrix, counts, state.reference_counts, labels,
+                             settings, FEATURE_DRIFT)
+    seen = counts.sum(axis=1)
+    total = seen + missing
+    for i, ratio in enumerate(np.divide(missing, total, out=np.full_like(total, np.nan), where=total > 0).tolist()):
+        if ratio == ratio:
+            yield n.FEATURE_MISSING_RATIO, labels[i], ratio
+    first = state.n_numeric
+    for j, column in enumerate(state.unknown_column.tolist()):
+        if seen[first + j] > 0:
+            yield n.FEATURE_UNKNOWN_RATIO, labels[first + j], float(counts[first + j, column] / seen[first + j])
     if state.score_buckets.size and state.baseline.score is not None:
-        score_counts = _bins_from_cumulative(delta[state.score_buckets])
-        yield from _drift_gauges(["score"], [state.baseline.score.fractions_array()], [score_counts],
-                                 [state.baseline.score.count], base, None, settings, SCORE_DRIFT)
+        score_counts = np.clip(np.diff(np.append(delta, 0.0)[state.score_buckets], prepend=0.0), 0.0, None)
+        yield from _drift_gauges(("score",), state.baseline.score.fractions_array()[None, :], score_counts[None, :],
+                                 np.asarray([float(state.baseline.score.count)]), [base], settings, SCORE_DRIFT)
 
 
 def _grouped(state: ModelState, name: str, delta: FloatArray | None,
@@ -201,6 +180,12 @@ def _bin_labels(edges: tuple[float, ...]) -> list[dict[str, str]]:
 
 def reference_outputs(state: ModelState) -> list[Gauge]:
     """The baseline as gauges: bin fractions (for PromQL PSI) and missing shares. No window."""
+    if state.reference_gauges is None:
+        state.reference_gauges = _reference_gauges(state)  # type: ignore[assignment]
+    return state.reference_gauges  # type: ignore[return-value]
+
+
+def _reference_gauges(state: ModelState) -> list[Gauge]:
     base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version}
     out: list[Gauge] = []
     for f in state.baseline.numeric:

@@ -124,7 +124,7 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
     if not target.exists():
         return False
     try:
-        with np.load(target, allow_pickle=False) as data:
+        with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             if meta.get("format") != STATE_FORMAT:
                 _log.warning("state file %s has format %s, expected %s: starting fresh",
@@ -147,7 +147,7 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
                     state.join.restore([(rid, float(expires), Prediction(
                         rid, model_name, version, score, decision, tuple(tuple(s) for s in segments)))])
                 state.reexport.update(tuple(x) for x in meta.get("reexport", []))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         _log.warning("cannot read state file %s (%s): starting fresh", target, exc)
         return False
     return True
