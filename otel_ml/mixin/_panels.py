@@ -16,6 +16,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import heatmap, prometheus, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import heatmap as hm
 from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -24,23 +25,31 @@ from .. import _names as n
 __all__ = [
     "DATASOURCE",
     "DATASOURCE_VARIABLE",
+    "PanelBuilder",
     "Query",
+    "colored_cell",
+    "datasource_variable",
+    "decimals",
     "drift_status_mappings",
     "heatmap_panel",
+    "query_variable",
     "row",
     "stat_panel",
     "state_timeline_panel",
+    "status_cell",
     "table_panel",
     "thresholds",
     "timeseries_panel",
-    "datasource_variable",
-    "query_variable",
+    "unit",
 ]
 
 DATASOURCE_VARIABLE = "datasource"
 # Every panel and variable reads from the datasource the viewer picked, never a fixed uid, so the
 # same JSON works in any Grafana that has a Prometheus datasource.
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${" + DATASOURCE_VARIABLE + "}")
+
+
+PanelBuilder = timeseries.Panel | stat.Panel | statetimeline.Panel | table.Panel | heatmap.Panel
 
 
 class Query(NamedTuple):
@@ -88,6 +97,34 @@ def drift_status_mappings() -> list[dm.ValueMapping]:
         for i, (value, (text, color)) in enumerate(sorted(names.items()))
     }
     return [dm.ValueMap(options=options)]
+
+
+def unit(value: str) -> dm.DynamicConfigValue:
+    """Field-override property: the unit of one table column."""
+    return dm.DynamicConfigValue(id_val="unit", value=value)
+
+
+def decimals(value: int) -> dm.DynamicConfigValue:
+    return dm.DynamicConfigValue(id_val="decimals", value=value)
+
+
+def colored_cell(steps: Sequence[tuple[float | None, str]]) -> list[dm.DynamicConfigValue]:
+    """Field-override properties: colour a table column's cells by absolute thresholds."""
+    return [
+        dm.DynamicConfigValue(id_val="thresholds", value=thresholds(*steps).build()),
+        dm.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+        dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+    ]
+
+
+def status_cell() -> list[dm.DynamicConfigValue]:
+    """Field-override properties: show a drift verdict column as coloured words."""
+    return [
+        dm.DynamicConfigValue(id_val="mappings", value=drift_status_mappings()),
+        dm.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+        dm.DynamicConfigValue(id_val="thresholds", value=thresholds((None, "text")).build()),
+        dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+    ]
 
 
 def _common(panel: Any, panel_id: int, title: str, description: str, queries: Sequence[Query],
@@ -197,6 +234,7 @@ def table_panel(
     queries: Sequence[Query],
     *,
     columns: Mapping[str, str],
+    labels: Mapping[str, str],
     hidden: Sequence[str] = (),
     sort_by: str | None = None,
     overrides: Mapping[str, list[dm.DynamicConfigValue]] | None = None,
@@ -205,16 +243,20 @@ def table_panel(
 ) -> table.Panel:
     """Instant queries merged into one row per label set.
 
-    ``columns`` names each query's value column by refId (``{"A": "PSI"}``); label columns not
-    in ``hidden`` stay visible. Rows are sorted by the ``sort_by`` column, largest first.
+    Every query must aggregate to exactly the ``labels`` (label -> column title), so the merge
+    joins on them. ``columns`` titles each query's value column by refId (``{"A": "PSI"}``);
+    columns appear labels first, then values in refId order. Rows are sorted by ``sort_by``,
+    largest first, and overrides address columns by their new titles.
     """
     queries = [q._replace(instant=True) for q in queries]
     panel = _common(table.Panel(), panel_id, title, description, queries, span, height)
-    rename = {f"Value #{ref}": name for ref, name in columns.items()}
+    values = {f"Value #{ref}": name for ref, name in sorted(columns.items())}
+    rename = {**labels, **values}
+    order = {field: index for index, field in enumerate([*labels, *values])}
     exclude = {"Time": True, **{label: True for label in hidden}}
     panel = panel.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
     panel = panel.with_transformation(dm.DataTransformerConfig(
-        id_val="organize", options={"excludeByName": exclude, "renameByName": rename, "indexByName": {}}))
+        id_val="organize", options={"excludeByName": exclude, "renameByName": rename, "indexByName": order}))
     if sort_by is not None:
         panel = panel.with_transformation(dm.DataTransformerConfig(
             id_val="sortBy", options={"fields": {}, "sort": [{"field": sort_by, "desc": True}]}))
@@ -238,8 +280,8 @@ def heatmap_panel(
                     fmt=PromQueryFormat.HEATMAP)
     panel = (
         panel.calculate(False)
-        .color(heatmap.HeatmapColorOptions().mode(heatmap.heatmap.HeatmapColorMode.SCHEME)
-               .scheme("Oranges").scale(heatmap.heatmap.HeatmapColorScale.EXPONENTIAL).exponent(0.5)
+        .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
+               .scheme("Oranges").scale(hm.HeatmapColorScale.EXPONENTIAL).exponent(0.5)
                .steps(64).fill("dark-orange").reverse(False))
         .rows_frame(heatmap.RowsHeatmapOptions().layout(cm.HeatmapCellLayout.LE))
         .y_axis(heatmap.YAxisConfig().unit(units.Short).axis_placement(cm.AxisPlacement.LEFT))

@@ -1,0 +1,80 @@
+"""Small PromQL builders shared by the alert and recording rules.
+
+They exist so that selectors, label lists and numbers are spelled one way everywhere: a
+selector merges the user's matcher (``MixinConfig.app_selector`` / ``sidecar_selector``) with
+the rule's own, and every ``by``/``on`` list carries ``MixinConfig.aggregation_labels``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .. import _names as n
+from .config import MixinConfig
+
+__all__ = [
+    "DECISION",
+    "FEATURE",
+    "MODEL",
+    "PSI_EPSILON",
+    "SEGMENT",
+    "app",
+    "labels",
+    "le_value",
+    "num",
+    "seconds",
+    "selector",
+    "sidecar",
+]
+
+MODEL: tuple[str, ...] = (n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION)
+FEATURE: tuple[str, ...] = (*MODEL, n.LABEL_FEATURE)
+SEGMENT: tuple[str, ...] = (*MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
+DECISION: tuple[str, ...] = (*SEGMENT, n.LABEL_DECISION)
+
+# Smoothing of empty bins in PSI; the sidecar's numpy PSI uses the same floor (STACK.md).
+PSI_EPSILON = "1e-4"
+
+_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNIT_SECONDS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration ("90s", "1h30m", "7d"); raises ValueError on anything else."""
+    match = _DURATION.match(duration)
+    if not duration or not match:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return sum(int(v) * u for v, u in zip(match.groups(), _UNIT_SECONDS) if v)
+
+
+def selector(base: str, *matchers: str) -> str:
+    """``{base, matchers...}``, or the empty string when there is nothing to match."""
+    parts = [m for m in (base.strip(), *matchers) if m]
+    return "{" + ", ".join(parts) + "}" if parts else ""
+
+
+def app(config: MixinConfig, *matchers: str) -> str:
+    """Selector for series the instrumented apps export (scraped directly or via the sidecar)."""
+    return selector(config.app_selector, *matchers)
+
+
+def sidecar(config: MixinConfig, *matchers: str) -> str:
+    """Selector for the sidecar's own outputs."""
+    return selector(config.sidecar_selector, *matchers)
+
+
+def labels(config: MixinConfig, *names: str) -> str:
+    """A ``by``/``on`` label list, with the configured aggregation labels appended."""
+    return ", ".join(dict.fromkeys((*names, *config.aggregation_labels)))
+
+
+def num(value: float) -> str:
+    """A number as PromQL and annotations should show it: 0.01, not 0.010000000000000009."""
+    return format(value, ".10g")
+
+
+def le_value(bound: float) -> str:
+    """The ``le`` label of a bucket bound exactly as the app exposes it (prometheus_client)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]

@@ -1,0 +1,268 @@
+"""The generated rule files: fresh, valid for promtool, unit-tested, complete and configurable."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _rule_vocabulary import NO_PROMTOOL, PROMTOOL, ROOT, unknown_tokens
+
+from otel_ml.mixin.alerts import alert_groups, alert_names
+from otel_ml.mixin.config import DEFAULT_CONFIG
+from otel_ml.mixin.rules import (
+    ALERTS_FILE,
+    PROMETHEUS_RULE_FILE,
+    RECORDING_FILE,
+    recording_groups,
+    rule_file_texts,
+    rule_groups,
+    write_rule_files,
+)
+
+RULES_DIR = ROOT / "alert_rules"
+TESTS_DIR = ROOT / "tests" / "rules"
+FILES = (ALERTS_FILE, RECORDING_FILE, PROMETHEUS_RULE_FILE)
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT)
+
+
+# (a) ------------------------------------------------------------------------------------------
+def test_committed_files_are_fresh(tmp_path: Path) -> None:
+    paths = write_rule_files(DEFAULT_CONFIG, tmp_path)
+    assert [p.name for p in paths] == list(FILES)
+    for path in paths:
+        committed = RULES_DIR / path.name
+        assert committed.exists(), f"{committed} missing: run `otel-ml mixin generate`"
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed} is stale: regenerate with `otel-ml mixin generate` "
+            "(or otel_ml.mixin.rules.write_rule_files(DEFAULT_CONFIG, 'alert_rules'))")
+
+
+def test_output_is_deterministic() -> None:
+    first, second = rule_file_texts(DEFAULT_CONFIG), rule_file_texts(DEFAULT_CONFIG)
+    assert first == second
+    assert all(text.endswith("\n") and not text.endswith("\n\n") for text in first.values())
+
+
+# (b) (c) --------------------------------------------------------------------------------------
+@needs_promtool
+def test_promtool_check_rules_is_clean() -> None:
+    result = _promtool("check", "rules", str(RULES_DIR / ALERTS_FILE), str(RULES_DIR / RECORDING_FILE))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "FAILED" not in out and "lint" not in out.lower() and "warn" not in out.lower(), out
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass() -> None:
+    tests = sorted(str(p.relative_to(ROOT)) for p in TESTS_DIR.glob("*.yaml"))
+    assert tests
+    result = _promtool("test", "rules", *tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# (d) ------------------------------------------------------------------------------------------
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    rule_files: set[str] = set()
+    for path in TESTS_DIR.glob("*.yaml"):
+        doc = _load(path)
+        rule_files.update(str((path.parent / f).resolve()) for f in doc["rule_files"])
+        for group in doc["tests"]:
+            for case in group.get("alert_rule_test", []):
+                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    names = set(alert_names(DEFAULT_CONFIG))
+    assert str(RULES_DIR / ALERTS_FILE) in rule_files
+    assert names - firing == set(), "alerts without a firing test case"
+    assert names - silent == set(), "alerts without a test case that must stay silent"
+    assert (firing | silent) - names == set(), "test cases for alerts that do not exist"
+
+
+def test_test_files_stay_out_of_the_rule_directory() -> None:
+    # Prometheus refuses to start when a glob like alert_rules/*.yaml picks up a test file.
+    assert sorted(p.name for p in RULES_DIR.iterdir()) == sorted(FILES)
+
+
+# (e) ------------------------------------------------------------------------------------------
+def test_every_alert_has_labels_annotations_and_runbook() -> None:
+    alerts = _alerts(_load(RULES_DIR / ALERTS_FILE)["groups"])
+    assert len(alerts) >= 12
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {DEFAULT_CONFIG.severity_page, DEFAULT_CONFIG.severity_ticket}, name
+        assert rule["labels"]["team"] == DEFAULT_CONFIG.team, name
+        for key in ("summary", "description", "runbook_url"):
+            assert rule["annotations"].get(key), (name, key)
+        assert rule["annotations"]["runbook_url"] == DEFAULT_CONFIG.runbook_url(name)
+        assert "{{ $labels." in rule["annotations"]["description"], name
+        assert rule["for"], name
+
+
+def test_rules_use_only_real_names() -> None:
+    exprs = [r["expr"] for g in rule_groups(DEFAULT_CONFIG) for r in g["rules"]]
+    assert unknown_tokens(exprs) == set()
+
+
+def test_alert_names_are_unique_per_severity() -> None:
+    seen = [(r["alert"], r["labels"]["severity"]) for r in _alerts(alert_groups(DEFAULT_CONFIG))]
+    assert len(seen) == len(set(seen))
+    assert alert_names(DEFAULT_CONFIG) == list(dict.fromkeys(name for name, _ in seen))
+
+
+# (f) ------------------------------------------------------------------------------------------
+def test_prometheusrule_has_the_same_groups() -> None:
+    manifest = _load(RULES_DIR / PROMETHEUS_RULE_FILE)
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+    assert manifest["kind"] == "PrometheusRule"
+    assert manifest["metadata"]["name"] == DEFAULT_CONFIG.prometheus_rule_name
+    assert manifest["metadata"]["labels"] == DEFAULT_CONFIG.prometheus_rule_labels
+    plain = _load(RULES_DIR / RECORDING_FILE)["groups"] + _load(RULES_DIR / ALERTS_FILE)["groups"]
+    assert manifest["spec"]["groups"] == plain
+    assert plain == rule_groups(DEFAULT_CONFIG)
+
+
+# (g) ------------------------------------------------------------------------------------------
+def _by_name(config: Any) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for r in _alerts(alert_groups(config))}
+
+
+def test_config_overrides_change_the_output() -> None:
+    config = DEFAULT_CONFIG.with_overrides(
+        team="fraud-ds",
+        severity_page="page",
+        drift_for="10s",
+        alert_window="5m",
+        decision_rate_change_threshold=0.5,
+        sidecar_selector='job="ml-sidecar", namespace="fraud"',
+        app_selector='namespace="fraud"',
+        aggregation_labels=("cluster",),
+        extra_alert_labels={"service": "fraud-api"},
+        alert_label_overrides={"MLFeatureDrift": {"severity": "critical", "team": "drift-squad"}},
+        runbook_url_pattern="https://runbooks.example.com/ml/{alertname}",
+    )
+    alerts = _by_name(config)
+    drift = alerts["MLFeatureDrift"]
+    assert drift["for"] == "10s"
+    assert 'ml_window="5m"' in drift["expr"] and 'job="ml-sidecar", namespace="fraud"' in drift["expr"]
+    assert drift["labels"] == {"severity": "critical", "team": "drift-squad", "service": "fraud-api"}
+    assert drift["annotations"]["runbook_url"] == "https://runbooks.example.com/ml/MLFeatureDrift"
+    assert "> 0.5" in alerts["MLSegmentDecisionRateChange"]["expr"]
+    assert alerts["MLPredictionErrorRate"]["labels"]["severity"] == "page"
+    assert alerts["MLSidecarDown"]["labels"]["team"] == "fraud-ds"
+    assert "ml_model_name, ml_model_version, ml_feature, cluster" in drift["expr"]
+    recording = "\n".join(r["expr"] for g in recording_groups(config) for r in g["rules"])
+    assert 'ml_feature_value_bucket{namespace="fraud"}' in recording
+    assert "ml_model_name, ml_model_version, cluster" in recording
+
+
+@needs_promtool
+def test_overridden_config_is_still_valid_promql(tmp_path: Path) -> None:
+    config = DEFAULT_CONFIG.with_overrides(
+        app_selector='namespace="fraud"', aggregation_labels=("cluster", "namespace"),
+        fleet_psi_windows=("1h", "24h"), error_rate_window="10m", performance_metric="ml_online_brier_score")
+    paths = write_rule_files(config, tmp_path)
+    result = _promtool("check", "rules", *(str(p) for p in paths[:2]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ml:feature_psi:24h" in paths[1].read_text()
+    assert "ml:prediction_errors:ratio_rate10m" in paths[0].read_text()
+
+
+def _rendered(annotations: dict[str, str], labels: dict[str, str], value: str) -> dict[str, str]:
+    """The annotations as Prometheus renders them for simple templates (labels and one $value pipe)."""
+    out = {}
+    for key, text in annotations.items():
+        for label, label_value in labels.items():
+            text = text.replace("{{ $labels." + label + " }}", label_value)
+        out[key] = re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
+    return out
+
+
+@needs_promtool
+def test_short_durations_fire_fast(tmp_path: Path) -> None:
+    """How an end-to-end test gets rules that fire in seconds: same generator, shorter config."""
+    config = DEFAULT_CONFIG.with_overrides(drift_for="10s", alert_window="1m")
+    write_rule_files(config, tmp_path / "rules")
+    test = {
+        "rule_files": ["rules/" + ALERTS_FILE, "rules/" + RECORDING_FILE],
+        "evaluation_interval": "5s",
+        "tests": [{
+            "interval": "5s",
+            "input_series": [
+                {"series": 'ml_feature_drift_status{job="otel-ml-sidecar", ml_model_name="m", '
+                           'ml_model_version="1", ml_feature="f", ml_window="1m"}', "values": "2x10"},
+                {"series": 'ml_feature_psi{job="otel-ml-sidecar", ml_model_name="m", '
+                           'ml_model_version="1", ml_feature="f", ml_window="1m"}', "values": "0.5x10"},
+            ],
+            "alert_rule_test": [
+                {"alertname": "MLFeatureDrift", "eval_time": "5s"},
+                {"alertname": "MLFeatureDrift", "eval_time": "10s", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "ml-platform", "ml_model_name": "m",
+                                   "ml_model_version": "1", "ml_feature": "f"},
+                    "exp_annotations": _rendered(_by_name(config)["MLFeatureDrift"]["annotations"], {
+                        "ml_model_name": "m", "ml_model_version": "1", "ml_feature": "f"}, "0.500"),
+                }]},
+            ],
+        }],
+    }
+    (tmp_path / "short_test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run([PROMTOOL or "promtool", "test", "rules", "short_test.yaml"],
+                            capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"latency_slo_threshold_seconds": 0.3}, "not a bucket bound"),
+    ({"drift_for": "half an hour"}, "not a Prometheus duration"),
+    ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
+    ({"latency_slo_target": 1.0}, "between 0 and 1"),
+    ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),
+])
+def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rule_groups(DEFAULT_CONFIG.with_overrides(**changes))
+
+
+def test_fleet_psi_example_agrees_with_the_sidecars_numpy_psi() -> None:
+    """The hand-worked values in tests/rules/fleet_psi_test.yaml are what the sidecar computes too."""
+    try:
+        from otel_ml.drift import psi
+    except ImportError:
+        stats = pytest.importorskip("otel_ml.drift._stats", reason="otel_ml.drift not available yet")
+        psi = stats.psi
+    doc = _load(TESTS_DIR / "fleet_psi_test.yaml")
+    expected = {
+        sample["labels"]: sample["value"]
+        for case in doc["tests"][0]["promql_expr_test"] if "psi:1h" in case["expr"]
+        for sample in case["exp_samples"]
+    }
+    by_feature = {}
+    for labels, value in expected.items():
+        feature = re.search(r'ml_feature="(\w+)"', labels)
+        by_feature[feature.group(1) if feature else "score"] = value
+    # window counts and reference fractions of the example, as the YAML's input series define them
+    cases = {
+        "amount": ([0.1, 0.4, 0.4, 0.1], [0, 1200, 1200, 1200]),
+        "country": ([0.6, 0.3, 0.1, 0.0], [3000, 0, 600, 2400]),  # US, DE, __other__, __unknown__
+        "device": ([0.6, 0.3, 0.1, 0.0], [3000, 0, 600, 2400]),
+        "score": ([0.8, 0.2], [3000, 3000]),
+    }
+    assert set(by_feature) == set(cases)
+    for feature, (reference, counts) in cases.items():
+        assert round(float(psi(reference, counts)), 4) == by_feature[feature], feature
