@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 
 # Modules that add sub-commands, in the order --help lists them.
 _COMMAND_MODULES = (
+    "otel_ml.demo._cli",
     "otel_ml.baseline._cli",
     "otel_ml.sidecar._cli",
     "otel_ml.mixin._cli",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -319,7 +320,7 @@ class ModelMonitor:
         if error is None:
             score = self._row_score(result)
             rule = self._decision
-            if rule is not None and score is not None:
+            if rule is not None and score is not None and math.isfinite(score):
                 verdict = score > rule if isinstance(rule, (int, float)) else rule(score)
                 decision = _scalar_label(verdict)
         segments = [_scalar_label(row.get(k)) for k in self.segments]
@@ -425,6 +426,8 @@ def _score_array(raw: Any, n: int) -> npt.NDArray[np.float64]:
     if arr.ndim == 2 and arr.shape[1] == 2:  # predict_proba of a binary classifier
         arr = arr[:, 1]
     scores = as_float(arr)
+    if arr.dtype.kind == "O" and scores.size and np.isnan(scores).all():
+        raise ValueError(f"cannot read a score from a {type(raw).__name__} result: pass score=lambda result: ...")
     if scores.size != n:
         raise ValueError(f"expected {n} scores for {n} rows, got {scores.size}")
     return scores

@@ -1,0 +1,226 @@
+"""``otel-ml demo``: the whole loop on one machine, live in the terminal.
+
+A real model behind ``@monitor`` in a small HTTP model server, the sidecar scraping it, traffic
+with delayed labels, then three production faults injected one after another. With Debian's
+``prometheus`` and ``prometheus-alertmanager`` installed, the real servers run on loopback with
+the shipped alert rules (generated with demo-length durations) and the pages Alertmanager
+delivers are shown as they arrive; without them the sidecar's verdicts are the show.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from .. import _names as n
+from ..mixin import DEFAULT_CONFIG, MixinConfig
+from ..sidecar import ScrapeTarget, Sidecar, SidecarConfig
+from ..sidecar._config import parse_listen
+from ._faults import FAULTS, Fault
+from ._model import SEGMENT, train_demo_model
+from ._server import ModelServer
+from ._stack import PrometheusStack, free_port, stack_binaries
+from ._traffic import Traffic
+from ._webhook import WebhookReceiver
+
+__all__ = ["DemoOptions", "run_demo", "demo_mixin_config"]
+
+STATUS = {n.DRIFT_STATUS_INSUFFICIENT: "[dim]no data[/]", n.DRIFT_STATUS_OK: "[green]ok[/]",
+          n.DRIFT_STATUS_WARN: "[yellow]warn[/]", n.DRIFT_STATUS_DRIFT: "[bold red]DRIFT[/]"}
+
+
+@dataclass
+class DemoOptions:
+    phase_seconds: float = 40.0
+    rate: float = 120.0  # requests per second
+    window: str = "1m"
+    use_prometheus: bool = True
+    workdir: Path | None = None
+    console: Console = field(default_factory=Console)
+
+
+def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
+    """The shipped rules with demo-length ``for:`` durations and the demo's sidecar window."""
+    short = "10s"
+    return DEFAULT_CONFIG.with_overrides(
+        alert_window=window, sidecar_windows=(window,),
+        drift_for=short, score_drift_for=short, decision_rate_for=short, missing_for=short, unknown_for=short,
+        decision_rate_min_count=50, missing_min_count=50, unknown_min_count=50,
+        performance_short_window=window, performance_long_window=window, performance_min_labels=20,
+        sidecar_down_for=short, ingest_stale_seconds=60, ingest_stale_for=short, ingest_error_for=short,
+        runbook_url_pattern="file://" + str(Path.cwd() / "runbooks" / "{alertname}.md"),
+    )
+
+
+class Demo:
+    def __init__(self, options: DemoOptions) -> None:
+        self.o = options
+        self.phase = "starting"
+        self.started = time.monotonic()
+        self.stack: PrometheusStack | None = None
+        self.webhook: WebhookReceiver | None = None
+
+    # -- views ------------------------------------------------------------------------------------
+    def _outputs(self, sidecar: Sidecar) -> dict[str, list[tuple[dict[str, str], float]]]:
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for inst, labels, value in sidecar.state.outputs():
+            if labels.get(n.LABEL_WINDOW, self.o.window) == self.o.window:
+                out.setdefault(inst.prometheus, []).append((labels, value))
+        return out
+
+    def view(self, sidecar: Sidecar, traffic: Traffic) -> Group:
+        out = self._outputs(sidecar)
+        by_feature: dict[str, dict[str, float]] = {}
+        for name in ("ml_feature_psi", "ml_feature_psi_critical", "ml_feature_js_distance", "ml_feature_drift_status",
+                     "ml_feature_window_observations", "ml_feature_unknown_ratio"):
+            for labels, value in out.get(name, []):
+                by_feature.setdefault(labels[n.LABEL_FEATURE], {})[name] = value
+        features = Table(title=f"feature drift, window {self.o.window} (sidecar)", expand=True)
+        for col in ("feature", "PSI", "critical", "JS", "unknown", "n", "status"):
+            features.add_column(col, justify="right" if col not in ("feature", "status") else "left")
+        for name, v in sorted(by_feature.items(), key=lambda kv: -kv[1].get("ml_feature_psi", -1)):
+            features.add_row(
+                name, _fmt(v.get("ml_feature_psi")), _fmt(v.get("ml_feature_psi_critical")),
+                _fmt(v.get("ml_feature_js_distance")), _fmt(v.get("ml_feature_unknown_ratio"), "{:.0%}"),
+                f"{int(v.get('ml_feature_window_observations', 0)):,}",
+                STATUS.get(int(v.get("ml_feature_drift_status", -1)), "?"))
+        segments = Table(title=f"flag rate by {SEGMENT} (decision=true)", expand=True)
+        for col in ("segment", "flag rate", "vs previous window", "vs baseline", "predictions"):
+            segments.add_column(col, justify="right" if col != "segment" else "left")
+        counts = {lab[n.LABEL_SEGMENT]: v for lab, v in out.get("ml_segment_window_predictions", [])
+                  if lab[n.LABEL_SEGMENT_KEY] == SEGMENT}
+        changes: dict[tuple[str, str], float] = {
+            (lab[n.LABEL_SEGMENT], lab[n.LABEL_REFERENCE]): v for lab, v in out.get("ml_segment_decision_rate_change", [])
+            if lab[n.LABEL_SEGMENT_KEY] == SEGMENT and lab[n.LABEL_DECISION] == "true"}
+        for lab, rate in sorted(out.get("ml_segment_decision_rate", []), key=lambda x: x[0][n.LABEL_SEGMENT]):
+            if lab[n.LABEL_SEGMENT_KEY] != SEGMENT or lab[n.LABEL_DECISION] != "true":
+                continue
+            seg = lab[n.LABEL_SEGMENT]
+            segments.add_row(seg, f"{rate:.0%}", _fmt(changes.get((seg, n.REFERENCE_PREVIOUS)), "{:+.0%}"),
+                             _fmt(changes.get((seg, n.REFERENCE_BASELINE)), "{:+.0%}"), f"{int(counts.get(seg, 0)):,}")
+        parts: list[Any] = [
+            Panel(f"[bold]{self.phase}[/]   t={time.monotonic() - self.started:4.0f}s   requests {traffic.sent:,}"
+                  f"   labels {traffic.labelled:,}   errors {traffic.failed}", title="otel-ml demo"),
+            features, segments,
+        ]
+        perf = {lab[n.LABEL_SEGMENT]: v for lab, v in out.get("ml_online_recall", [])
+                if lab[n.LABEL_SEGMENT_KEY] == n.ALL}
+        if perf:
+            parts.append(f"online recall (delayed labels, window {self.o.window}): {perf.get(n.ALL, float('nan')):.0%}")
+        parts.append(self._pages_table())
+        return Group(*parts)
+
+    def _pages_table(self) -> Any:
+        if self.webhook is None:
+            return "[dim]Prometheus/Alertmanager not running: apt-get install prometheus prometheus-alertmanager " \
+                   "to see the pages too[/]"
+        pages = Table(title="pages delivered by Alertmanager (webhook)", expand=True)
+        for col in ("status", "alert", "severity", "where", "summary"):
+            pages.add_column(col)
+        seen = set()
+        for alert in self.webhook.alerts():
+            labels = alert["labels"]
+            where = ", ".join(f"{k}={labels[k]}" for k in ("ml_feature", "ml_segment") if k in labels)
+            key = (alert["status"], labels["alertname"], where)
+            if key in seen:
+                continue
+            seen.add(key)
+            pages.add_row(alert["status"], labels["alertname"], labels.get("severity", ""), where,
+                          alert["annotations"].get("summary", ""))
+        return pages
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        o = self.o
+        console = o.console
+        workdir = o.workdir or Path(tempfile.mkdtemp(prefix="otel-ml-demo-"))
+        console.print(f"[bold]otel-ml demo[/]: training a scikit-learn model (breast cancer data, "
+                      f"shipped with scikit-learn); working directory {workdir}")
+        model = train_demo_model()
+        baseline_path = model.baseline.save(workdir / "risk-v1.baseline.json")
+        sidecar_url = f"http://127.0.0.1:{free_port()}"
+        tracer_provider = TracerProvider(resource=Resource.create({"service.name": "risk-model"}))
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"),
+                                                              schedule_delay_millis=500))
+        app = ModelServer(model, tracer_provider=tracer_provider).start()
+        sidecar = Sidecar(SidecarConfig(
+            baselines=(baseline_path,), listen=parse_listen(sidecar_url.removeprefix("http://")),
+            scrape=(ScrapeTarget(app.url + "/metrics", 1.0, 1.0),), windows=(o.window,),
+            persist_interval=5.0, state_file=workdir / "sidecar-state.npz",
+        )).start()
+        traffic = Traffic(model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels").start()
+        try:
+            if o.use_prometheus and stack_binaries():
+                self._start_stack(workdir, app.url, sidecar.url)
+            elif o.use_prometheus:
+                console.print("[yellow]prometheus/prometheus-alertmanager not found: running without them[/]")
+            schedule: list[tuple[str, Fault | None]] = [("clean traffic", None)]
+            schedule += [(f"fault {i + 1}/{len(FAULTS)}: {f.title}", f) for i, f in enumerate(FAULTS)]
+            with Live(self.view(sidecar, traffic), console=console, refresh_per_second=2,
+                      transient=False, auto_refresh=False) as live:
+                for title, fault in schedule:
+                    self.phase = title
+                    if fault is not None:
+                        traffic.inject(fault)
+                    end = time.monotonic() + o.phase_seconds
+                    while time.monotonic() < end:
+                        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+                        live.update(self.view(sidecar, traffic), refresh=True)
+                self.phase = "done"
+                live.update(self.view(sidecar, traffic), refresh=True)
+            self._summary(sidecar)
+        finally:
+            traffic.stop()
+            app.stop()
+            tracer_provider.shutdown()
+            if self.stack is not None:
+                self.stack.stop()
+            if self.webhook is not None:
+                self.webhook.stop()
+            sidecar.stop()
+        return 0
+
+    def _start_stack(self, workdir: Path, app_url: str, sidecar_url: str) -> None:
+        from ..mixin.rules import write_rule_files
+
+        config = demo_mixin_config(self.o.window)
+        rules = [p for p in write_rule_files(config, workdir / "rules") if "prometheusrule" not in p.name]
+        self.webhook = WebhookReceiver().start()
+        self.stack = PrometheusStack(
+            workdir / "stack",
+            targets={"risk-model": [app_url.removeprefix("http://")],
+                     "otel-ml-sidecar": [sidecar_url.removeprefix("http://")]},
+            rule_files=rules, webhook_url=self.webhook.url,
+        ).start()
+        self.o.console.print(f"Prometheus {self.stack.prometheus_url}   Alertmanager {self.stack.alertmanager_url}")
+
+    def _summary(self, sidecar: Sidecar) -> None:
+        console = self.o.console
+        console.print("\n[bold]what on-call saw:[/]")
+        for fault in FAULTS:
+            console.print(f"  - {fault.title}: expected {fault.expect}")
+        if self.webhook is not None:
+            firing = {a["labels"]["alertname"] for a in self.webhook.alerts("firing")}
+            console.print(f"  pages received: {', '.join(sorted(firing)) or 'none'}")
+            for alert in self.webhook.alerts("firing")[:1]:
+                console.print(f"  e.g. runbook: {alert['annotations'].get('runbook_url')}")
+
+
+def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None or value != value else pattern.format(value)
+
+
+def run_demo(options: DemoOptions | None = None) -> int:
+    return Demo(options or DemoOptions()).run()

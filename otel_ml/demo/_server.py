@@ -1,0 +1,93 @@
+"""A small model server for the demo and the end-to-end test: ``POST /predict`` and ``GET /metrics``.
+
+It is what a user's service looks like with otel-ml: the predict function is wrapped with
+``@monitor``, Prometheus (or the sidecar) scrapes ``/metrics`` from the app's own registry, and
+spans go to whatever tracer provider the app configured.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pandas as pd
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from ..instrument import ModelMonitor, current_request_id
+from ._model import SEGMENT, THRESHOLD, DemoModel
+
+__all__ = ["ModelServer"]
+
+
+class ModelServer:
+    """Serves one model on 127.0.0.1; ``start()`` returns self, ``url`` is its base URL."""
+
+    def __init__(self, model: DemoModel, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None,
+                 port: int = 0) -> None:
+        self.model = model
+        self.registry = registry or CollectorRegistry()
+        self.monitor = ModelMonitor(baseline=model.baseline, segments=[SEGMENT], decision=THRESHOLD,
+                                    score=lambda result: result["score"], tracer_provider=tracer_provider,
+                                    registry=self.registry)
+        self.predict = self.monitor(self._predict)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    def _predict(self, features: dict[str, Any]) -> dict[str, Any]:
+        score = float(self.model.score(pd.DataFrame([features]))[0])
+        return {"score": score, "flagged": score > THRESHOLD, "request_id": current_request_id()}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> ModelServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True,
+                                        name="demo-model-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(app: ModelServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.split("?")[0] != "/metrics":
+                self._send(404, b"not found\n", "text/plain")
+                return
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, encoder(app.registry), content_type)
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path != "/predict":
+                self._send(404, b"not found\n", "text/plain")
+                return
+            try:
+                row = json.loads(body)
+                result = app.predict(row)
+            except Exception as exc:  # noqa: BLE001 - a demo server answers 500 like any service
+                self._send(500, json.dumps({"error": type(exc).__name__}).encode(), "application/json")
+                return
+            self._send(200, json.dumps(result).encode(), "application/json")
+
+    return Handler
