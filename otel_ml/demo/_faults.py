@@ -2,8 +2,8 @@
 
 They are the failures otel-ml exists to catch, in the order the demo injects them:
 an upstream unit change shifts a numeric feature, an upstream team renames a category the
-model one-hot encodes, and a broken feature pipeline for one region zeroes two inputs so that
-segment's flag rate collapses while the overall rate barely moves.
+model one-hot encodes, and a broken feature pipeline for one region zeroes three inputs so that
+segment's flag rate collapses while the overall rate moves far less.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _rename(row: Row) -> Row:
 def _collapse(row: Row) -> Row:
     if row.get("region") != "EU":
         return row
-    return {**row, "worst_concavity": 0.0, "mean_concave_points": 0.0}
+    return {**row, "worst_area": 0.0, "worst_concavity": 0.0, "mean_concave_points": 0.0}
 
 
 FAULTS: tuple[Fault, ...] = (

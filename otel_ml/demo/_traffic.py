@@ -55,7 +55,10 @@ class Traffic:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        session = requests.Session()
+        with requests.Session() as session:
+            self._loop(session)
+
+    def _loop(self, session: requests.Session) -> None:
         interval = 1.0 / self.rate
         next_at = time.monotonic()
         while not self._stop.is_set():

@@ -95,6 +95,7 @@ class SidecarServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: SidecarServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
     server_version = f"otel-ml-sidecar/{__version__}"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature

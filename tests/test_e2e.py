@@ -1,0 +1,172 @@
+"""The whole loop, for real: a live model behind ``@monitor``, the sidecar, a real Prometheus
+evaluating the shipped rules, a real Alertmanager paging a webhook run by this test.
+
+Everything runs on 127.0.0.1 with free ports and temporary directories, and is torn down even
+when an assertion fails. The rules are the shipped generator's output with short ``for:``
+durations and a one-minute sidecar window, so a run takes a few minutes. Two paths: the
+sidecar and Prometheus scrape the app, or the app pushes OTLP/HTTP to the sidecar.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from otel_ml import OtlpMetricsPusher
+from otel_ml.demo._faults import FAULTS
+from otel_ml.demo._model import DemoModel, train_demo_model
+from otel_ml.demo._run import demo_mixin_config
+from otel_ml.demo._server import ModelServer
+from otel_ml.demo._stack import PrometheusStack, free_port, stack_binaries
+from otel_ml.demo._traffic import Traffic
+from otel_ml.demo._webhook import WebhookReceiver
+from otel_ml.mixin import DEFAULT_CONFIG
+from otel_ml.mixin.dashboards import concrete_queries
+from otel_ml.mixin.rules import write_rule_files
+from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
+from otel_ml.sidecar._config import parse_listen
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(stack_binaries() is None, reason="apt-get install prometheus prometheus-alertmanager"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = "1m"
+RATE = 150.0
+CLEAN_SECONDS = 80.0  # a full window plus the rules' for: (10 s) plus margin
+FAULT = {f.name: f for f in FAULTS}
+
+
+def e2e_config() -> Any:
+    """The shipped rules, shortened: the shipped runbook URL pattern is kept on purpose."""
+    return demo_mixin_config(WINDOW).with_overrides(
+        runbook_url_pattern=DEFAULT_CONFIG.runbook_url_pattern,
+        decision_rate_change_threshold=0.5,
+        decision_rate_min_count=200,
+        sidecar_down_for="30s",
+    )
+
+
+class Loop:
+    """App + sidecar + traffic + Prometheus + Alertmanager + webhook, in either input mode."""
+
+    def __init__(self, tmp: Path, model: DemoModel, mode: str) -> None:
+        self.mode = mode
+        self.parts: list[Any] = []
+        sidecar_url = f"http://127.0.0.1:{free_port()}"
+        self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": "risk-model"}))
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500))
+        self.app = ModelServer(model, tracer_provider=self.tracer_provider).start()
+        self.parts.append(self.app.stop)
+        self.parts.append(self.tracer_provider.shutdown)
+        scrape = (ScrapeTarget(self.app.url + "/metrics", 1.0, 1.0),) if mode == "scrape" else ()
+        self.sidecar = Sidecar(SidecarConfig(
+            baselines=(model.baseline.save(tmp / "risk-v1.baseline.json"),),
+            listen=parse_listen(sidecar_url.removeprefix("http://")), scrape=scrape, windows=(WINDOW,),
+        )).start()
+        self.parts.append(self.sidecar.stop)
+        if mode == "otlp":
+            pusher = OtlpMetricsPusher(sidecar_url + "/v1/metrics", registry=self.app.registry, interval=1.0).start()
+            self.parts.append(pusher.shutdown)
+        self.webhook = WebhookReceiver().start()
+        self.parts.append(self.webhook.stop)
+        rules = [p for p in write_rule_files(e2e_config(), tmp / "rules") if "prometheusrule" not in p.name]
+        targets = {"otel-ml-sidecar": [sidecar_url.removeprefix("http://")]}
+        if mode == "scrape":
+            targets["risk-model"] = [self.app.url.removeprefix("http://")]
+        self.stack = PrometheusStack(tmp / "stack", targets=targets, rule_files=rules, webhook_url=self.webhook.url)
+        self.parts.append(self.stack.stop)
+        self.stack.start()
+        self.traffic = Traffic(model, self.app.url, rate=RATE, labels_url=sidecar_url + "/v1/labels").start()
+        self.parts.append(self.traffic.stop)
+
+    def close(self) -> None:
+        for stop in reversed(self.parts):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - tear down everything even if one part fails
+                pass
+
+    def firing(self, alertname: str, **labels: str) -> list[dict[str, Any]]:
+        return [a for a in self.webhook.alerts("firing") if a["labels"]["alertname"] == alertname
+                and all(a["labels"].get(k) == v for k, v in labels.items())]
+
+    def wait_for_page(self, alertname: str, timeout: float = 120.0, **labels: str) -> dict[str, Any]:
+        pages = self.stack.wait_for(lambda: self.firing(alertname, **labels), timeout,
+                                    f"a page {alertname} {labels}", interval=1.0)
+        return pages[0]
+
+
+@pytest.fixture(scope="module")
+def model() -> DemoModel:
+    return train_demo_model()
+
+
+@pytest.fixture(params=["scrape", "otlp"])
+def loop(request: pytest.FixtureRequest, tmp_path: Path, model: DemoModel) -> Iterator[Loop]:
+    running = Loop(tmp_path, model, request.param)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def runbook_file(url: str) -> Path:
+    prefix, _, suffix = DEFAULT_CONFIG.runbook_url_pattern.partition("{alertname}")
+    assert url.startswith(prefix) and url.endswith(suffix), url
+    return ROOT / "runbooks" / (url[len(prefix): len(url) - len(suffix)] + suffix)
+
+
+def check_page(page: dict[str, Any], alertname: str, feature: str) -> None:
+    labels, annotations = page["labels"], page["annotations"]
+    assert labels["alertname"] == alertname
+    assert labels["ml_model_name"] == "risk" and labels["ml_model_version"] == "v1"
+    assert labels["ml_feature"] == feature
+    assert labels["severity"] in ("warning", "critical") and labels["team"] == DEFAULT_CONFIG.team
+    assert feature in annotations["description"] and "risk" in annotations["summary"] + annotations["description"]
+    path = runbook_file(annotations["runbook_url"])
+    assert path.is_file(), annotations["runbook_url"]
+    assert path.stem == alertname
+
+
+def test_drift_and_unknown_categories_page_on_call(loop: Loop) -> None:
+    stack = loop.stack
+    stack.wait_for(lambda: set(stack.target_health().values()) == {"up"}, 60, "every target up")
+    # -- clean phase: traffic from the training population, nothing may fire --------------------
+    time.sleep(CLEAN_SECONDS)
+    assert loop.traffic.sent > RATE * CLEAN_SECONDS * 0.5, loop.traffic.sent
+    assert loop.webhook.alerts() == [], [a["labels"] for a in loop.webhook.alerts()]
+    assert [a for a in stack.alerts() if a["state"] == "firing"] == []
+    assert stack.query('ml_feature_drift_status{ml_feature="mean_radius"}')[0]["value"][1] == "0"
+    # -- a numeric feature shifts upstream ------------------------------------------------------
+    loop.traffic.inject(FAULT["shift"])
+    check_page(loop.wait_for_page("MLFeatureDrift", ml_feature="mean_radius"), "MLFeatureDrift", "mean_radius")
+    # -- an upstream team renames a category ----------------------------------------------------
+    loop.traffic.inject(FAULT["rename"])
+    check_page(loop.wait_for_page("MLUnknownCategorySurge", ml_feature="region"), "MLUnknownCategorySurge", "region")
+    # -- one region's decisions collapse ----------------------------------------------------------
+    loop.traffic.inject(FAULT["collapse"])
+    page = loop.wait_for_page("MLSegmentDecisionRateChange", ml_segment="EU")
+    assert page["labels"]["ml_segment_key"] == "region"
+    assert runbook_file(page["annotations"]["runbook_url"]).is_file()
+    assert loop.traffic.failed == 0
+    # -- every dashboard panel shows data from this Prometheus --------------------------------------
+    empty = []
+    for file, title, expr in concrete_queries(DEFAULT_CONFIG, model=re.escape("risk"), window=WINDOW,
+                                              rate_interval="15s"):
+        if not stack.query(expr):
+            empty.append((file, title, expr))
+    assert empty == []
+    # -- and otel-ml never failed internally on the way ------------------------------------------
+    assert stack.query("sum(ml_instrumentation_errors_total) > 0") == []
