@@ -179,12 +179,13 @@ def http_rate(baseline: Baseline, bodies: list[bytes]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         side = SidecarProcess(baseline, Path(tmp))
         try:
-            session = requests.Session()
             headers = {"Content-Type": "application/x-protobuf"}
             start, sent = time.perf_counter(), 0
-            while time.perf_counter() - start < 3.0:
-                session.post(side.url + "/v1/metrics", data=bodies[sent % len(bodies)], headers=headers).raise_for_status()
-                sent += 1
+            with requests.Session() as session:
+                while time.perf_counter() - start < 3.0:
+                    session.post(side.url + "/v1/metrics", data=bodies[sent % len(bodies)],
+                                 headers=headers).raise_for_status()
+                    sent += 1
             return sent / (time.perf_counter() - start)
         finally:
             side.stop()

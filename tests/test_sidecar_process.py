@@ -134,7 +134,10 @@ def test_load_from_another_process(baseline: Baseline, tmp_path: Path, processes
     rss: list[int] = []
 
     def client(c: int) -> None:
-        session = requests.Session()
+        with requests.Session() as session:
+            send(c, session)
+
+    def send(c: int, session: requests.Session) -> None:
         k = 0
         while not stop.is_set():
             body = payloads[c][min(k // 40, 5)]
