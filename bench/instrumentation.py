@@ -57,15 +57,22 @@ def _model(features: dict[str, float]) -> float:
 def naive_wrapper(baseline: Any, tracer_provider: Any) -> Callable[[dict[str, float]], float]:
     """The hand-written version: cached children, 20 observe + 1 inc + latency, one span."""
     reg = CollectorRegistry()
-    hist = Histogram("ml_feature_value", "v", ["ml_model_name", "ml_model_version", "ml_feature"],
-                     buckets=list(baseline.numeric[0].edges), registry=reg)
+    hist = Histogram(
+        "ml_feature_value",
+        "v",
+        ["ml_model_name", "ml_model_version", "ml_feature"],
+        buckets=list(baseline.numeric[0].edges),
+        registry=reg,
+    )
     children = [(f.name, hist.labels("bench", "v1", f.name)) for f in baseline.numeric]
     preds = Counter("ml_predictions", "p", ["ml_model_name", "ml_model_version", "ml_decision"], registry=reg)
     pos, neg = preds.labels("bench", "v1", "true"), preds.labels("bench", "v1", "false")
-    latency = Histogram("ml_prediction_duration_seconds", "d", ["ml_model_name", "ml_model_version"],
-                        registry=reg).labels("bench", "v1")
-    score_h = Histogram("ml_prediction_score", "s", ["ml_model_name", "ml_model_version"],
-                        registry=reg).labels("bench", "v1")
+    latency = Histogram(
+        "ml_prediction_duration_seconds", "d", ["ml_model_name", "ml_model_version"], registry=reg
+    ).labels("bench", "v1")
+    score_h = Histogram("ml_prediction_score", "s", ["ml_model_name", "ml_model_version"], registry=reg).labels(
+        "bench", "v1"
+    )
     tracer = trace.get_tracer("naive", tracer_provider=tracer_provider)
 
     def predict(features: dict[str, float]) -> float:
@@ -82,18 +89,23 @@ def naive_wrapper(baseline: Any, tracer_provider: Any) -> Callable[[dict[str, fl
             (pos if decision else neg).inc()
             latency.observe(elapsed)
             if span.is_recording():
-                span.set_attributes({
-                    "ml.request.id": uuid.uuid4().hex, "ml.prediction.score": score,
-                    "ml.prediction.decision": "true" if decision else "false", "ml.batch.size": 1,
-                })
+                span.set_attributes(
+                    {
+                        "ml.request.id": uuid.uuid4().hex,
+                        "ml.prediction.score": score,
+                        "ml.prediction.decision": "true" if decision else "false",
+                        "ml.batch.size": 1,
+                    }
+                )
             return score
 
     return predict
 
 
 def otel_ml_wrapper(baseline: Any, tracer_provider: Any) -> Callable[[dict[str, float]], float]:
-    mon = ModelMonitor("bench", "v1", baseline=baseline, decision=0.7, tracer_provider=tracer_provider,
-                       registry=CollectorRegistry())
+    mon = ModelMonitor(
+        "bench", "v1", baseline=baseline, decision=0.7, tracer_provider=tracer_provider, registry=CollectorRegistry()
+    )
     return mon(_model)
 
 
@@ -121,8 +133,9 @@ def bench_single_row(baseline: Any, repeats: int, calls: int) -> list[tuple[str,
         for _ in range(repeats):  # interleaved so drift in machine load hits both
             t_ours.append(time_per_call(ours, row, calls))
             t_naive.append(time_per_call(naive, row, calls))
-        rows.append((f"single row, tracing {'on' if tracing else 'off'}",
-                     statistics.median(t_ours), statistics.median(t_naive)))
+        rows.append(
+            (f"single row, tracing {'on' if tracing else 'off'}", statistics.median(t_ours), statistics.median(t_naive))
+        )
         if tracing:
             provider.shutdown()
     return rows
@@ -176,8 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     share = raw / ours
     ok &= share >= 0.5
     print(f"| {'batch 100k rows x 20':<28} | {ours * 1e3:9.1f} ms | {raw * 1e3:9.1f} ms | {share:6.2f} | >= 0.5 |")
-    print(f"\nbatch throughput: otel-ml {n_rows / ours / 1e6:.2f} M rows/s, raw numpy {n_rows / raw / 1e6:.2f} M rows/s"
-          " (ratio column for the batch = share of raw numpy throughput)")
+    print(
+        f"\nbatch throughput: otel-ml {n_rows / ours / 1e6:.2f} M rows/s, raw numpy {n_rows / raw / 1e6:.2f} M rows/s"
+        " (ratio column for the batch = share of raw numpy throughput)"
+    )
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

@@ -4,7 +4,7 @@ The public API is re-exported here from private implementation modules; each re-
 object's ``__module__`` is rewritten so reprs and docs show ``otel_ml.X``.
 """
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .baseline import Baseline, BaselineError, fit_baseline
 from .instrument import (
     ModelMonitor,
@@ -30,5 +30,5 @@ __all__ = [
 ]
 
 for _name in __all__:
-    setattr(globals()[_name], "__module__", "otel_ml")
+    globals()[_name].__module__ = "otel_ml"
 del _name

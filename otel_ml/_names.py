@@ -81,43 +81,73 @@ ALL: Final = "__all__"  # the segment key/value that counts every prediction onc
 
 # --- app instruments (issue 2) ----------------------------------------------------------------
 FEATURE_VALUE: Final = Instrument(
-    "ml.feature.value", "{value}", "histogram", "ml_feature_value",
+    "ml.feature.value",
+    "{value}",
+    "histogram",
+    "ml_feature_value",
     "Numeric feature values, bucketed by the baseline's bin edges.",
 )
 FEATURE_CATEGORY: Final = Instrument(
-    "ml.feature.category", "{observation}", "counter", "ml_feature_category",
+    "ml.feature.category",
+    "{observation}",
+    "counter",
+    "ml_feature_category",
     "Categorical feature observations by vocabulary entry; unseen values count as __unknown__.",
 )
 FEATURE_MISSING: Final = Instrument(
-    "ml.feature.missing", "{observation}", "counter", "ml_feature_missing",
+    "ml.feature.missing",
+    "{observation}",
+    "counter",
+    "ml_feature_missing",
     "Feature observations that were absent, None or NaN.",
 )
 PREDICTION_SCORE: Final = Instrument(
-    "ml.prediction.score", "{score}", "histogram", "ml_prediction_score",
+    "ml.prediction.score",
+    "{score}",
+    "histogram",
+    "ml_prediction_score",
     "Model scores, bucketed by the baseline's score bin edges.",
 )
 PREDICTIONS: Final = Instrument(
-    "ml.predictions", "{prediction}", "counter", "ml_predictions",
+    "ml.predictions",
+    "{prediction}",
+    "counter",
+    "ml_predictions",
     "Predictions by segment and decision; every prediction is counted once per segment key.",
 )
 PREDICTION_DURATION: Final = Instrument(
-    "ml.prediction.duration", "s", "histogram", "ml_prediction_duration_seconds",
+    "ml.prediction.duration",
+    "s",
+    "histogram",
+    "ml_prediction_duration_seconds",
     "Wall time of one call of the instrumented inference function.",
 )
 PREDICTION_ERRORS: Final = Instrument(
-    "ml.prediction.errors", "{error}", "counter", "ml_prediction_errors",
+    "ml.prediction.errors",
+    "{error}",
+    "counter",
+    "ml_prediction_errors",
     "Calls of the inference function that raised, by exception type.",
 )
 PREDICTION_FALLBACKS: Final = Instrument(
-    "ml.prediction.fallbacks", "{call}", "counter", "ml_prediction_fallbacks",
+    "ml.prediction.fallbacks",
+    "{call}",
+    "counter",
+    "ml_prediction_fallbacks",
     "Calls that answered with a fallback instead of the model, by reason.",
 )
 INSTRUMENTATION_ERRORS: Final = Instrument(
-    "ml.instrumentation.errors", "{error}", "counter", "ml_instrumentation_errors",
+    "ml.instrumentation.errors",
+    "{error}",
+    "counter",
+    "ml_instrumentation_errors",
     "Failures inside otel-ml itself; the inference result was passed through unchanged.",
 )
 CARDINALITY_OVERFLOW: Final = Instrument(
-    "ml.cardinality.overflow", "{observation}", "counter", "ml_cardinality_overflow",
+    "ml.cardinality.overflow",
+    "{observation}",
+    "counter",
+    "ml_cardinality_overflow",
     "Observations whose label value was folded into __other__ by the cardinality budget.",
 )
 ATTR_ATTRIBUTE: Final = "ml.attribute"  # which segment key, feature or label overflowed
@@ -140,7 +170,20 @@ INSTRUMENTS: Final[dict[str, Instrument]] = {i.otel_name: i for i in APP_INSTRUM
 
 # Latency buckets in seconds (the OTel SDK defaults are millisecond-sized, STYLE.md pitfall 4).
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 # --- sidecar outputs (issue 4): gauges per model, version and window ---------------------------
@@ -167,77 +210,155 @@ def _gauge(prometheus: str, description: str) -> Instrument:
     return Instrument(prometheus.replace("_", "."), "", "gauge", prometheus, description)
 
 
-FEATURE_PSI: Final = _gauge("ml_feature_psi", "Population stability index of the feature in the window vs the baseline.")
+FEATURE_PSI: Final = _gauge(
+    "ml_feature_psi", "Population stability index of the feature in the window vs the baseline."
+)
 FEATURE_PSI_CRITICAL: Final = _gauge(
     "ml_feature_psi_critical",
-    "PSI a drift-free sample of this size exceeds with probability alpha (sample-size-aware threshold).")
-FEATURE_JS_DISTANCE: Final = _gauge("ml_feature_js_distance", "Jensen-Shannon distance (base 2) of the window vs the baseline.")
-FEATURE_DRIFT_PVALUE: Final = _gauge("ml_feature_drift_pvalue", "Chi-square test p-value of the window's bin counts vs the baseline.")
+    "PSI a drift-free sample of this size exceeds with probability alpha (sample-size-aware threshold).",
+)
+FEATURE_JS_DISTANCE: Final = _gauge(
+    "ml_feature_js_distance", "Jensen-Shannon distance (base 2) of the window vs the baseline."
+)
+FEATURE_DRIFT_PVALUE: Final = _gauge(
+    "ml_feature_drift_pvalue", "Chi-square test p-value of the window's bin counts vs the baseline."
+)
 FEATURE_DRIFT_STATUS: Final = _gauge(
-    "ml_feature_drift_status", "Drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
+    "ml_feature_drift_status", "Drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data."
+)
 # promtool reserves the _count suffix for histograms and summaries, hence _observations.
 FEATURE_WINDOW_COUNT: Final = _gauge(
-    "ml_feature_window_observations", "Non-missing observations of the feature in the window.")
-FEATURE_MISSING_RATIO: Final = _gauge("ml_feature_missing_ratio", "Share of the window's observations that were missing.")
+    "ml_feature_window_observations", "Non-missing observations of the feature in the window."
+)
+FEATURE_MISSING_RATIO: Final = _gauge(
+    "ml_feature_missing_ratio", "Share of the window's observations that were missing."
+)
 FEATURE_UNKNOWN_RATIO: Final = _gauge(
-    "ml_feature_unknown_ratio", "Share of a categorical feature's observations the baseline never saw.")
+    "ml_feature_unknown_ratio", "Share of a categorical feature's observations the baseline never saw."
+)
 FEATURE_REFERENCE_RATIO: Final = _gauge(
     "ml_feature_reference_ratio",
-    "Baseline fraction per bin (numeric: ml_bin_upper, ml_bin_lower) or category (ml_category).")
+    "Baseline fraction per bin (numeric: ml_bin_upper, ml_bin_lower) or category (ml_category).",
+)
 FEATURE_REFERENCE_MISSING_RATIO: Final = _gauge(
-    "ml_feature_reference_missing_ratio", "Share of missing values of the feature in the baseline (training data).")
+    "ml_feature_reference_missing_ratio", "Share of missing values of the feature in the baseline (training data)."
+)
 SCORE_PSI: Final = _gauge("ml_score_psi", "PSI of the score distribution in the window vs the baseline.")
 SCORE_PSI_CRITICAL: Final = _gauge("ml_score_psi_critical", "Sample-size-aware PSI critical value for the score.")
 SCORE_JS_DISTANCE: Final = _gauge("ml_score_js_distance", "Jensen-Shannon distance of the score distribution.")
 SCORE_DRIFT_PVALUE: Final = _gauge("ml_score_drift_pvalue", "Chi-square test p-value of the score bins.")
-SCORE_DRIFT_STATUS: Final = _gauge("ml_score_drift_status", "Score drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data.")
+SCORE_DRIFT_STATUS: Final = _gauge(
+    "ml_score_drift_status", "Score drift verdict: 0 ok, 1 warn, 2 drift, -1 insufficient data."
+)
 SCORE_WINDOW_COUNT: Final = _gauge("ml_score_window_observations", "Scores observed in the window.")
 SCORE_REFERENCE_RATIO: Final = _gauge(
-    "ml_score_reference_ratio", "Baseline fraction per score bin (ml_bin_upper, ml_bin_lower).")
+    "ml_score_reference_ratio", "Baseline fraction per score bin (ml_bin_upper, ml_bin_lower)."
+)
 SEGMENT_DECISION_RATE: Final = _gauge(
-    "ml_segment_decision_rate", "Share of the segment's predictions in the window with this decision.")
+    "ml_segment_decision_rate", "Share of the segment's predictions in the window with this decision."
+)
 SEGMENT_DECISION_RATE_CHANGE: Final = _gauge(
     "ml_segment_decision_rate_change",
-    "Relative change of the decision rate: (now - reference) / reference; ml_reference says which.")
+    "Relative change of the decision rate: (now - reference) / reference; ml_reference says which.",
+)
 SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_predictions", "Predictions of the segment in the window.")
-ONLINE_PRECISION: Final = _gauge("ml_online_precision", "Precision of the positive decision on labelled predictions in the window.")
-ONLINE_RECALL: Final = _gauge("ml_online_recall", "Recall of the positive decision on labelled predictions in the window.")
+ONLINE_PRECISION: Final = _gauge(
+    "ml_online_precision", "Precision of the positive decision on labelled predictions in the window."
+)
+ONLINE_RECALL: Final = _gauge(
+    "ml_online_recall", "Recall of the positive decision on labelled predictions in the window."
+)
 ONLINE_ACCURACY: Final = _gauge("ml_online_accuracy", "Accuracy of decisions on labelled predictions in the window.")
-ONLINE_BRIER: Final = _gauge("ml_online_brier_score", "Mean squared error of the score against the 0/1 label (calibration).")
+ONLINE_BRIER: Final = _gauge(
+    "ml_online_brier_score", "Mean squared error of the score against the 0/1 label (calibration)."
+)
 ONLINE_LABEL_COUNT: Final = _gauge("ml_online_labels", "Labelled predictions in the window.")
 OUTCOMES: Final = Instrument(
-    "ml.outcomes", "{prediction}", "counter", "ml_outcomes",
-    "Predictions joined with their delayed label, by decision and outcome (confusion matrix counts).")
+    "ml.outcomes",
+    "{prediction}",
+    "counter",
+    "ml_outcomes",
+    "Predictions joined with their delayed label, by decision and outcome (confusion matrix counts).",
+)
 OUTCOME_SQUARED_ERROR: Final = Instrument(
-    "ml.outcome.squared_error", "{score}", "counter", "ml_outcome_squared_error",
-    "Sum of (score - label)^2 over joined predictions: divided by the count it is the Brier score.")
+    "ml.outcome.squared_error",
+    "{score}",
+    "counter",
+    "ml_outcome_squared_error",
+    "Sum of (score - label)^2 over joined predictions: divided by the count it is the Brier score.",
+)
 LABELS_UNMATCHED: Final = Instrument(
-    "ml.labels.unmatched", "{label}", "counter", "ml_labels_unmatched",
-    "Posted labels whose request id was unknown or had expired from the join store.")
+    "ml.labels.unmatched",
+    "{label}",
+    "counter",
+    "ml_labels_unmatched",
+    "Posted labels whose request id was unknown or had expired from the join store.",
+)
 SIDECAR_INGEST_ERRORS: Final = Instrument(
-    "ml.sidecar.ingest.errors", "{error}", "counter", "ml_sidecar_ingest_errors",
-    "Rejected or failed inputs, by reason; state already held is never changed by them.")
+    "ml.sidecar.ingest.errors",
+    "{error}",
+    "counter",
+    "ml_sidecar_ingest_errors",
+    "Rejected or failed inputs, by reason; state already held is never changed by them.",
+)
 SIDECAR_INGESTED: Final = Instrument(
-    "ml.sidecar.ingested", "{payload}", "counter", "ml_sidecar_ingested",
-    "Accepted payloads, by source (otlp, scrape, labels, traces).")
+    "ml.sidecar.ingested",
+    "{payload}",
+    "counter",
+    "ml_sidecar_ingested",
+    "Accepted payloads, by source (otlp, scrape, labels, traces).",
+)
 SIDECAR_LAST_INGEST: Final = Instrument(
-    "ml.sidecar.last_ingest", "s", "gauge", "ml_sidecar_last_ingest_timestamp_seconds",
-    "Unix time of the last accepted data for the model version.")
+    "ml.sidecar.last_ingest",
+    "s",
+    "gauge",
+    "ml_sidecar_last_ingest_timestamp_seconds",
+    "Unix time of the last accepted data for the model version.",
+)
 SIDECAR_COMPUTE_DURATION: Final = Instrument(
-    "ml.sidecar.compute.duration", "s", "gauge", "ml_sidecar_compute_duration_seconds",
-    "Wall time of the last recomputation of every output.")
+    "ml.sidecar.compute.duration",
+    "s",
+    "gauge",
+    "ml_sidecar_compute_duration_seconds",
+    "Wall time of the last recomputation of every output.",
+)
 
 SIDECAR_OVERFLOW: Final = Instrument(
-    "ml.sidecar.cardinality.overflow", "{observation}", "counter", "ml_sidecar_cardinality_overflow",
-    "Series folded into __other__ by the sidecar's own label budgets (e.g. a flood of segment values).")
+    "ml.sidecar.cardinality.overflow",
+    "{observation}",
+    "counter",
+    "ml_sidecar_cardinality_overflow",
+    "Series folded into __other__ by the sidecar's own label budgets (e.g. a flood of segment values).",
+)
 SIDECAR_JOIN_STORE: Final = Instrument(
-    "ml.sidecar.join_store.predictions", "{prediction}", "gauge", "ml_sidecar_join_store_predictions",
-    "Predictions waiting for their delayed label in the bounded join store.")
+    "ml.sidecar.join_store.predictions",
+    "{prediction}",
+    "gauge",
+    "ml_sidecar_join_store_predictions",
+    "Predictions waiting for their delayed label in the bounded join store.",
+)
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
-    FEATURE_PSI, FEATURE_PSI_CRITICAL, FEATURE_JS_DISTANCE, FEATURE_DRIFT_PVALUE, FEATURE_DRIFT_STATUS,
-    FEATURE_WINDOW_COUNT, FEATURE_MISSING_RATIO, FEATURE_UNKNOWN_RATIO,
-    SCORE_PSI, SCORE_PSI_CRITICAL, SCORE_JS_DISTANCE, SCORE_DRIFT_PVALUE, SCORE_DRIFT_STATUS, SCORE_WINDOW_COUNT,
-    SEGMENT_DECISION_RATE, SEGMENT_DECISION_RATE_CHANGE, SEGMENT_WINDOW_COUNT,
-    ONLINE_PRECISION, ONLINE_RECALL, ONLINE_ACCURACY, ONLINE_BRIER, ONLINE_LABEL_COUNT,
+    FEATURE_PSI,
+    FEATURE_PSI_CRITICAL,
+    FEATURE_JS_DISTANCE,
+    FEATURE_DRIFT_PVALUE,
+    FEATURE_DRIFT_STATUS,
+    FEATURE_WINDOW_COUNT,
+    FEATURE_MISSING_RATIO,
+    FEATURE_UNKNOWN_RATIO,
+    SCORE_PSI,
+    SCORE_PSI_CRITICAL,
+    SCORE_JS_DISTANCE,
+    SCORE_DRIFT_PVALUE,
+    SCORE_DRIFT_STATUS,
+    SCORE_WINDOW_COUNT,
+    SEGMENT_DECISION_RATE,
+    SEGMENT_DECISION_RATE_CHANGE,
+    SEGMENT_WINDOW_COUNT,
+    ONLINE_PRECISION,
+    ONLINE_RECALL,
+    ONLINE_ACCURACY,
+    ONLINE_BRIER,
+    ONLINE_LABEL_COUNT,
 )

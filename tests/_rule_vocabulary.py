@@ -52,4 +52,6 @@ def promtool_check(exprs: dict[str, str], tmp: Path) -> subprocess.CompletedProc
     path = tmp / "exprs.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "check", "rules": rules}]}))
     assert PROMTOOL
-    return subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60)
+    return subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
+    )

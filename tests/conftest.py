@@ -53,6 +53,10 @@ def training_frame() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def baseline(training_frame: pd.DataFrame) -> Baseline:
     return fit_baseline(
-        training_frame, model="fraud", version="v3", score_column="score",
-        segments=["country", "device"], decision=0.7,
+        training_frame,
+        model="fraud",
+        version="v3",
+        score_column="score",
+        segments=["country", "device"],
+        decision=0.7,
     )

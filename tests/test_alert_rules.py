@@ -51,7 +51,8 @@ def test_committed_files_are_fresh(tmp_path: Path) -> None:
         assert committed.exists(), f"{committed} missing: run `otel-ml mixin generate`"
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed} is stale: regenerate with `otel-ml mixin generate` "
-            "(or otel_ml.mixin.rules.write_rule_files(DEFAULT_CONFIG, 'alert_rules'))")
+            "(or otel_ml.mixin.rules.write_rule_files(DEFAULT_CONFIG, 'alert_rules'))"
+        )
 
 
 def test_output_is_deterministic() -> None:
@@ -175,8 +176,12 @@ def test_config_overrides_change_the_output() -> None:
 @needs_promtool
 def test_overridden_config_is_still_valid_promql(tmp_path: Path) -> None:
     config = DEFAULT_CONFIG.with_overrides(
-        app_selector='namespace="fraud"', aggregation_labels=("cluster", "namespace"),
-        fleet_psi_windows=("1h", "24h"), error_rate_window="10m", performance_metric="ml_online_brier_score")
+        app_selector='namespace="fraud"',
+        aggregation_labels=("cluster", "namespace"),
+        fleet_psi_windows=("1h", "24h"),
+        error_rate_window="10m",
+        performance_metric="ml_online_brier_score",
+    )
     paths = write_rule_files(config, tmp_path)
     result = _promtool("check", "rules", *(str(p) for p in paths[:2]))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -202,38 +207,69 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
     test = {
         "rule_files": ["rules/" + ALERTS_FILE, "rules/" + RECORDING_FILE],
         "evaluation_interval": "5s",
-        "tests": [{
-            "interval": "5s",
-            "input_series": [
-                {"series": 'ml_feature_drift_status{job="otel-ml-sidecar", ml_model_name="m", '
-                           'ml_model_version="1", ml_feature="f", ml_window="1m"}', "values": "2x10"},
-                {"series": 'ml_feature_psi{job="otel-ml-sidecar", ml_model_name="m", '
-                           'ml_model_version="1", ml_feature="f", ml_window="1m"}', "values": "0.5x10"},
-            ],
-            "alert_rule_test": [
-                {"alertname": "MLFeatureDrift", "eval_time": "5s"},
-                {"alertname": "MLFeatureDrift", "eval_time": "10s", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "team": "ml-platform", "ml_model_name": "m",
-                                   "ml_model_version": "1", "ml_feature": "f"},
-                    "exp_annotations": _rendered(_by_name(config)["MLFeatureDrift"]["annotations"], {
-                        "ml_model_name": "m", "ml_model_version": "1", "ml_feature": "f"}, "0.500"),
-                }]},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": "5s",
+                "input_series": [
+                    {
+                        "series": 'ml_feature_drift_status{job="otel-ml-sidecar", ml_model_name="m", '
+                        'ml_model_version="1", ml_feature="f", ml_window="1m"}',
+                        "values": "2x10",
+                    },
+                    {
+                        "series": 'ml_feature_psi{job="otel-ml-sidecar", ml_model_name="m", '
+                        'ml_model_version="1", ml_feature="f", ml_window="1m"}',
+                        "values": "0.5x10",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"alertname": "MLFeatureDrift", "eval_time": "5s"},
+                    {
+                        "alertname": "MLFeatureDrift",
+                        "eval_time": "10s",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "team": "ml-platform",
+                                    "ml_model_name": "m",
+                                    "ml_model_version": "1",
+                                    "ml_feature": "f",
+                                },
+                                "exp_annotations": _rendered(
+                                    _by_name(config)["MLFeatureDrift"]["annotations"],
+                                    {"ml_model_name": "m", "ml_model_version": "1", "ml_feature": "f"},
+                                    "0.500",
+                                ),
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
     }
     (tmp_path / "short_test.yaml").write_text(yaml.safe_dump(test))
-    result = subprocess.run([PROMTOOL or "promtool", "test", "rules", "short_test.yaml"],
-                            capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [PROMTOOL or "promtool", "test", "rules", "short_test.yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"latency_slo_threshold_seconds": 0.3}, "not a bucket bound"),
-    ({"drift_for": "half an hour"}, "not a Prometheus duration"),
-    ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
-    ({"latency_slo_target": 1.0}, "between 0 and 1"),
-    ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"latency_slo_threshold_seconds": 0.3}, "not a bucket bound"),
+        ({"drift_for": "half an hour"}, "not a Prometheus duration"),
+        ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
+        ({"latency_slo_target": 1.0}, "between 0 and 1"),
+        ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),
+    ],
+)
 def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         rule_groups(DEFAULT_CONFIG.with_overrides(**changes))
@@ -249,7 +285,8 @@ def test_fleet_psi_example_agrees_with_the_sidecars_numpy_psi() -> None:
     doc = _load(TESTS_DIR / "fleet_psi_test.yaml")
     expected = {
         sample["labels"]: sample["value"]
-        for case in doc["tests"][0]["promql_expr_test"] if "psi:1h" in case["expr"]
+        for case in doc["tests"][0]["promql_expr_test"]
+        if "psi:1h" in case["expr"]
         for sample in case["exp_samples"]
     }
     by_feature = {}

@@ -146,12 +146,23 @@ class TestFileFormat:
             (lambda d: d.update(schema_version=99), r"^schema_version: this otel-ml reads version 1"),
             (lambda d: d["features"][0].update(edges=[1.0, 0.5]), r"features\[0\]\.edges: must be strictly increasing"),
             (lambda d: d["features"][1].update(fractions=[0.5, 0.5]), r"features\[1\]\.fractions: expected \d+ values"),
-            (lambda d: d["features"][0].update(edges=[1.0, "x"]), r"features\[0\]\.edges\[1\]: expected a finite number"),
-            (lambda d: d["features"][3].update(type="text"), r"features\[3\]\.type: must be 'numeric' or 'categorical'"),
-            (lambda d: d["features"][3].update(vocabulary=["US", "US", "DE", "FR", "BR"]),
-             r"features\[3\]\.vocabulary: values must be unique"),
+            (
+                lambda d: d["features"][0].update(edges=[1.0, "x"]),
+                r"features\[0\]\.edges\[1\]: expected a finite number",
+            ),
+            (
+                lambda d: d["features"][3].update(type="text"),
+                r"features\[3\]\.type: must be 'numeric' or 'categorical'",
+            ),
+            (
+                lambda d: d["features"][3].update(vocabulary=["US", "US", "DE", "FR", "BR"]),
+                r"features\[3\]\.vocabulary: values must be unique",
+            ),
             (lambda d: d["features"][2].update(count=-1), r"features\[2\]\.count: must be >= 0"),
-            (lambda d: d["features"][2].update(missing_fraction=1.5), r"features\[2\]\.missing_fraction: must be a fraction"),
+            (
+                lambda d: d["features"][2].update(missing_fraction=1.5),
+                r"features\[2\]\.missing_fraction: must be a fraction",
+            ),
             (lambda d: d.update(row_count="many"), r"^row_count: expected an integer, got str"),
             (lambda d: d["score"]["decision_rates"].pop("__all__"), r"score\.decision_rates: must include the overall"),
             (lambda d: d["features"].append(copy.deepcopy(d["features"][0])), r"features\[5\]\.name: duplicate"),
@@ -183,13 +194,31 @@ class TestCli:
         else:
             training_frame.to_parquet(data)
         out = tmp_path / "b.json"
-        code = cli(["baseline", "fit", str(data), "--model", "fraud", "--version", "v3", "--score-column", "score",
-                    "--segments", "country", "--decision-threshold", "0.7", "-o", str(out)])
+        code = cli(
+            [
+                "baseline",
+                "fit",
+                str(data),
+                "--model",
+                "fraud",
+                "--version",
+                "v3",
+                "--score-column",
+                "score",
+                "--segments",
+                "country",
+                "--decision-threshold",
+                "0.7",
+                "-o",
+                str(out),
+            ]
+        )
         assert code == 0
         assert "wrote" in capsys.readouterr().out
         from_file = Baseline.load(out)
-        direct = fit_baseline(training_frame, model="fraud", version="v3", score_column="score",
-                              segments=["country"], decision=0.7)
+        direct = fit_baseline(
+            training_frame, model="fraud", version="v3", score_column="score", segments=["country"], decision=0.7
+        )
         for a, b in zip(from_file.features, direct.features):
             assert a.name == b.name and a.fractions == pytest.approx(b.fractions)
         assert from_file.score is not None and direct.score is not None

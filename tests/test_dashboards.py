@@ -66,6 +66,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 # -- (a) the committed files are what the generator writes -------------------------------------------
 
+
 def test_committed_dashboards_are_current(tmp_path: Path) -> None:
     write_dashboards(DEFAULT_CONFIG, tmp_path)
     generated = _files(tmp_path)
@@ -86,6 +87,7 @@ def test_generation_is_deterministic_and_text_is_canonical(tmp_path: Path) -> No
 
 
 # -- (b) every panel is wired to the datasource variable, with ids, refIds and queries ------------------
+
 
 @pytest.mark.parametrize("name", [FLEET, MODEL])
 def test_every_panel_has_datasource_id_and_targets(boards: dict[str, dict[str, Any]], name: str) -> None:
@@ -158,6 +160,7 @@ def test_score_heatmap_reads_the_histogram_buckets(boards: dict[str, dict[str, A
 
 # -- (c) every metric and label name exists in otel_ml._names ----------------------------------------
 
+
 @functools.cache
 def _known_labels() -> set[str]:
     labels = {value for name, value in vars(n).items() if name.startswith("LABEL_") and isinstance(value, str)}
@@ -215,6 +218,7 @@ def test_legends_use_labels_the_series_carry(boards: dict[str, dict[str, Any]], 
 
 # -- (d) uids come from the config and are stable ------------------------------------------------------
 
+
 def test_uids_come_from_config_and_are_stable(boards: dict[str, dict[str, Any]]) -> None:
     for name, board in boards.items():
         assert board["uid"] == DEFAULT_CONFIG.dashboard_uids[name] == dashboard_uid(name)
@@ -226,8 +230,13 @@ def test_uids_come_from_config_and_are_stable(boards: dict[str, dict[str, Any]])
 
 
 def test_dashboards_are_a_function_of_the_config() -> None:
-    config = DEFAULT_CONFIG.with_overrides(app_selector='namespace="fraud"', sidecar_selector='job="ml-sc"',
-                                           dashboard_tags=("x",), dashboard_refresh="30s", alert_window="24h")
+    config = DEFAULT_CONFIG.with_overrides(
+        app_selector='namespace="fraud"',
+        sidecar_selector='job="ml-sc"',
+        dashboard_tags=("x",),
+        dashboard_refresh="30s",
+        alert_window="24h",
+    )
     boards = build_dashboards(config)
     app_series = {s for i in n.APP_INSTRUMENTS for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
     for board in boards.values():
@@ -242,6 +251,7 @@ def test_dashboards_are_a_function_of_the_config() -> None:
 
 
 # -- concrete PromQL for the end-to-end test ---------------------------------------------------------------
+
 
 def test_concrete_queries_substitute_every_variable() -> None:
     queries = concrete_queries(DEFAULT_CONFIG, model="fraud", window="1h", rate_interval="30s")
@@ -261,6 +271,7 @@ def test_substitute_rejects_unknown_variables() -> None:
 
 # -- provisioning ----------------------------------------------------------------------------------------
 
+
 def test_provisioning_files_are_valid_grafana_provisioning() -> None:
     ds = yaml.safe_load((COMMITTED / "provisioning" / "datasource.yaml").read_text())
     (source,) = ds["datasources"]
@@ -273,6 +284,7 @@ def test_provisioning_files_are_valid_grafana_provisioning() -> None:
 
 
 # -- (e) otel-ml dashboards export ---------------------------------------------------------------------------
+
 
 def test_commands_are_registered_in_the_cli() -> None:
     assert "otel_ml.mixin._cli" in cli._COMMAND_MODULES
@@ -344,8 +356,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif (method, self.path) == ("POST", "/api/dashboards/db"):
             uid = body["dashboard"]["uid"]
             self.server.versions[uid] = self.server.versions.get(uid, 0) + 1
-            self._reply(200, {"id": 1, "uid": uid, "url": f"/d/{uid}/x", "status": "success",
-                              "version": self.server.versions[uid], "slug": "x"})
+            self._reply(
+                200,
+                {
+                    "id": 1,
+                    "uid": uid,
+                    "url": f"/d/{uid}/x",
+                    "status": "success",
+                    "version": self.server.versions[uid],
+                    "slug": "x",
+                },
+            )
         else:
             self._reply(404, {"message": "not found"})
 
@@ -368,26 +389,38 @@ def grafana(request: pytest.FixtureRequest) -> Iterator[FakeGrafana]:
 
 
 def test_import_creates_the_folder_and_overwrites_dashboards(
-        grafana: FakeGrafana, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    grafana: FakeGrafana, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GRAFANA_TOKEN", GOOD_TOKEN)  # the token from the environment, not argv
     assert main(["dashboards", "import", "--grafana-url", grafana.url]) == 0
     methods = [(m, p) for m, p, _, _ in grafana.requests]
-    assert methods == [("GET", "/api/folders"), ("POST", "/api/folders"),
-                       ("POST", "/api/dashboards/db"), ("POST", "/api/dashboards/db")]
+    assert methods == [
+        ("GET", "/api/folders"),
+        ("POST", "/api/folders"),
+        ("POST", "/api/dashboards/db"),
+        ("POST", "/api/dashboards/db"),
+    ]
     assert grafana.requests[1][3] == {"title": DEFAULT_CONFIG.grafana_folder}
     posted = grafana.posted()
     assert {b["dashboard"]["uid"] for b in posted} == set(DEFAULT_CONFIG.dashboard_uids.values())
     for body in posted:
         assert body["overwrite"] is True and body["folderUid"] == "folder-uid-7"
         assert body["dashboard"]["id"] is None
-        assert body["dashboard"]["panels"] == build_dashboards()[
-            next(k for k, v in DEFAULT_CONFIG.dashboard_uids.items() if v == body["dashboard"]["uid"])]["panels"]
+        assert (
+            body["dashboard"]["panels"]
+            == build_dashboards()[
+                next(k for k, v in DEFAULT_CONFIG.dashboard_uids.items() if v == body["dashboard"]["uid"])
+            ]["panels"]
+        )
     assert "imported otel-ml-fleet.json" in capsys.readouterr().out
 
     # a second import reuses the folder and replaces the dashboards (version 2), adding no copies
     assert main(["dashboards", "import", "--grafana-url", grafana.url + "/", "--token", GOOD_TOKEN]) == 0
     assert [(m, p) for m, p, _, _ in grafana.requests[4:]] == [
-        ("GET", "/api/folders"), ("POST", "/api/dashboards/db"), ("POST", "/api/dashboards/db")]
+        ("GET", "/api/folders"),
+        ("POST", "/api/dashboards/db"),
+        ("POST", "/api/dashboards/db"),
+    ]
     assert set(grafana.versions.values()) == {2}
     assert all(a == f"Bearer {GOOD_TOKEN}" for _, _, a, _ in grafana.requests)
 
@@ -401,7 +434,8 @@ def test_import_into_an_existing_folder_named_on_the_command_line(grafana: FakeG
 
 @pytest.mark.parametrize("grafana, status", [({}, 401), ({"reject_with": 403}, 403)], indirect=["grafana"])
 def test_import_with_a_rejected_token_fails_clearly(
-        grafana: FakeGrafana, status: int, capsys: pytest.CaptureFixture[str]) -> None:
+    grafana: FakeGrafana, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     token = "wrong" if status == 401 else GOOD_TOKEN
     assert main(["dashboards", "import", "--grafana-url", grafana.url, "--token", token]) == 1
     err = capsys.readouterr().err
@@ -423,14 +457,16 @@ def test_import_to_an_unreachable_grafana_fails_clearly(capsys: pytest.CaptureFi
     assert f"cannot reach Grafana at {url}" in err and "Traceback" not in err, err
 
 
-def test_import_without_a_url_is_a_usage_error(capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_without_a_url_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GRAFANA_URL", raising=False)
     assert main(["dashboards", "import", "--token", GOOD_TOKEN]) == 2
     assert "--grafana-url" in capsys.readouterr().err
 
 
 # -- every panel's PromQL against a real Prometheus (app metrics from a real @monitor) -----------------
+
 
 def _free_port() -> int:
     return _closed_port()
@@ -482,8 +518,10 @@ class _SidecarStandIn:
         seg = [{n.LABEL_SEGMENT_KEY: k, n.LABEL_SEGMENT: s} for k, s in segments]
         dec = [{**s, n.LABEL_DECISION: d} for s in seg for d in ("True", "False")]
         yield family(n.SEGMENT_DECISION_RATE, [(d, 0.5) for d in dec])
-        yield family(n.SEGMENT_DECISION_RATE_CHANGE, [({**d, n.LABEL_REFERENCE: r}, 0.1)
-                                                      for d in dec for r in (n.REFERENCE_PREVIOUS, n.REFERENCE_BASELINE)])
+        yield family(
+            n.SEGMENT_DECISION_RATE_CHANGE,
+            [({**d, n.LABEL_REFERENCE: r}, 0.1) for d in dec for r in (n.REFERENCE_PREVIOUS, n.REFERENCE_BASELINE)],
+        )
         yield family(n.SEGMENT_WINDOW_COUNT, [(s, 500.0) for s in seg])
         for inst in (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_ACCURACY, n.ONLINE_BRIER, n.ONLINE_LABEL_COUNT):
             yield family(inst, [(s, 0.8) for s in seg])
@@ -506,8 +544,9 @@ def _prometheus_query(port: int, expr: str) -> list[Any]:
 
 
 @pytest.mark.e2e
-def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path: Path, baseline: Any,
-                                                               training_frame: Any) -> None:
+def test_every_panel_query_returns_data_from_a_real_prometheus(
+    tmp_path: Path, baseline: Any, training_frame: Any
+) -> None:
     import shutil
     import subprocess
     import time
@@ -536,25 +575,36 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path: Path, b
     def traffic() -> None:
         offset = 0
         while not stop.wait(0.05):
-            predict(rows.iloc[offset:offset + 50])
+            predict(rows.iloc[offset : offset + 50])
             offset = (offset + 50) % (len(rows) - 50)
 
     load = threading.Thread(target=traffic, daemon=True)
     load.start()
     port = _free_port()
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "otel-ml-app", "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]},
-            {"job_name": "otel-ml-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]},
-        ],
-    }))
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "otel-ml-app", "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]},
+                    {"job_name": "otel-ml-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]},
+                ],
+            }
+        )
+    )
     proc = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        probe = f'rate({n.PREDICTION_DURATION.prometheus}_count[10s]) > 0'
+        probe = f"rate({n.PREDICTION_DURATION.prometheus}_count[10s]) > 0"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -565,16 +615,19 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path: Path, b
             time.sleep(0.5)
         else:
             pytest.fail("Prometheus never scraped the app and the stand-in sidecar")
-        empty = [(name, title, expr)
-                 for name, title, expr in concrete_queries(DEFAULT_CONFIG, model=baseline.model_name,
-                                                           window="1h", rate_interval="10s")
-                 if not _prometheus_query(port, expr)]
+        empty = [
+            (name, title, expr)
+            for name, title, expr in concrete_queries(
+                DEFAULT_CONFIG, model=baseline.model_name, window="1h", rate_interval="10s"
+            )
+            if not _prometheus_query(port, expr)
+        ]
         assert not empty, "panels without data:\n" + "\n".join(f"{a} {b!r}: {c}" for a, b, c in empty)
     finally:
         stop.set()
         load.join(5)
         proc.terminate()
         proc.wait(10)
-        for server, thread in servers:
+        for server, _thread in servers:
             server.shutdown()
             server.server_close()

@@ -65,16 +65,21 @@ class Loop:
         self.parts: list[Any] = []
         sidecar_url = f"http://127.0.0.1:{free_port()}"
         self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": "risk-model"}))
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500))
+        self.tracer_provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
+        )
         self.app = ModelServer(model, tracer_provider=self.tracer_provider).start()
         self.parts.append(self.app.stop)
         self.parts.append(self.tracer_provider.shutdown)
         scrape = (ScrapeTarget(self.app.url + "/metrics", 1.0, 1.0),) if mode == "scrape" else ()
-        self.sidecar = Sidecar(SidecarConfig(
-            baselines=(model.baseline.save(tmp / "risk-v1.baseline.json"),),
-            listen=parse_listen(sidecar_url.removeprefix("http://")), scrape=scrape, windows=(WINDOW,),
-        )).start()
+        self.sidecar = Sidecar(
+            SidecarConfig(
+                baselines=(model.baseline.save(tmp / "risk-v1.baseline.json"),),
+                listen=parse_listen(sidecar_url.removeprefix("http://")),
+                scrape=scrape,
+                windows=(WINDOW,),
+            )
+        ).start()
         self.parts.append(self.sidecar.stop)
         if mode == "otlp":
             pusher = OtlpMetricsPusher(sidecar_url + "/v1/metrics", registry=self.app.registry, interval=1.0).start()
@@ -95,16 +100,20 @@ class Loop:
         for stop in reversed(self.parts):
             try:
                 stop()
-            except Exception:  # noqa: BLE001 - tear down everything even if one part fails
+            except Exception:
                 pass
 
     def firing(self, alertname: str, **labels: str) -> list[dict[str, Any]]:
-        return [a for a in self.webhook.alerts("firing") if a["labels"]["alertname"] == alertname
-                and all(a["labels"].get(k) == v for k, v in labels.items())]
+        return [
+            a
+            for a in self.webhook.alerts("firing")
+            if a["labels"]["alertname"] == alertname and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
 
     def wait_for_page(self, alertname: str, timeout: float = 120.0, **labels: str) -> dict[str, Any]:
-        pages = self.stack.wait_for(lambda: self.firing(alertname, **labels), timeout,
-                                    f"a page {alertname} {labels}", interval=1.0)
+        pages = self.stack.wait_for(
+            lambda: self.firing(alertname, **labels), timeout, f"a page {alertname} {labels}", interval=1.0
+        )
         return pages[0]
 
 
@@ -125,7 +134,7 @@ def loop(request: pytest.FixtureRequest, tmp_path: Path, model: DemoModel) -> It
 def runbook_file(url: str) -> Path:
     prefix, _, suffix = DEFAULT_CONFIG.runbook_url_pattern.partition("{alertname}")
     assert url.startswith(prefix) and url.endswith(suffix), url
-    return ROOT / "runbooks" / (url[len(prefix): len(url) - len(suffix)] + suffix)
+    return ROOT / "runbooks" / (url[len(prefix) : len(url) - len(suffix)] + suffix)
 
 
 def check_page(page: dict[str, Any], alertname: str, feature: str) -> None:
@@ -163,8 +172,9 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop) -> None:
     assert loop.traffic.failed == 0
     # -- every dashboard panel shows data from this Prometheus --------------------------------------
     empty = []
-    for file, title, expr in concrete_queries(DEFAULT_CONFIG, model=re.escape("risk"), window=WINDOW,
-                                              rate_interval="15s"):
+    for file, title, expr in concrete_queries(
+        DEFAULT_CONFIG, model=re.escape("risk"), window=WINDOW, rate_interval="15s"
+    ):
         if not stack.query(expr):
             empty.append((file, title, expr))
     assert empty == []

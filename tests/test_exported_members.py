@@ -7,7 +7,8 @@ import otel_ml
 
 def test_all_is_sorted_and_complete() -> None:
     public = sorted(
-        name for name, value in vars(otel_ml).items()
+        name
+        for name, value in vars(otel_ml).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)  # subpackages
     )
     assert otel_ml.__all__ == sorted(otel_ml.__all__)

@@ -50,8 +50,9 @@ def constant_model(score: float = 0.9) -> Any:
 
 
 class TestBatch:
-    def test_numeric_buckets_match_pandas(self, baseline: Baseline, training_frame: pd.DataFrame,
-                                          registry: CollectorRegistry) -> None:
+    def test_numeric_buckets_match_pandas(
+        self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry
+    ) -> None:
         frame = features_of(training_frame.head(3000)).copy()
         frame.loc[:9, "balance_z"] = np.nan  # ten missing values
         predict = monitor(baseline=baseline, registry=registry)(constant_model())
@@ -72,8 +73,9 @@ class TestBatch:
             assert sample(registry, "ml_feature_missing_total", ml_feature=f.name) == col.isna().sum()
         assert sample(registry, "ml_feature_missing_total", ml_feature="balance_z") == 10
 
-    def test_categories_and_unknown_values(self, baseline: Baseline, training_frame: pd.DataFrame,
-                                           registry: CollectorRegistry) -> None:
+    def test_categories_and_unknown_values(
+        self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry
+    ) -> None:
         frame = features_of(training_frame.head(1000)).copy()
         frame.loc[:99, "country"] = "United States"  # the upstream rename
         frame.loc[100:104, "country"] = None
@@ -81,25 +83,40 @@ class TestBatch:
         predict(frame)
         counts = frame["country"].value_counts()
         for country in ("US", "DE", "FR", "BR", "JP"):
-            assert sample(registry, "ml_feature_category_total", ml_feature="country", ml_category=country) == counts[country]
+            assert (
+                sample(registry, "ml_feature_category_total", ml_feature="country", ml_category=country)
+                == counts[country]
+            )
         assert sample(registry, "ml_feature_category_total", ml_feature="country", ml_category="__unknown__") == 100
         assert sample(registry, "ml_feature_missing_total", ml_feature="country") == 5
 
-    def test_predictions_per_segment_and_decision(self, baseline: Baseline, training_frame: pd.DataFrame,
-                                                  registry: CollectorRegistry) -> None:
+    def test_predictions_per_segment_and_decision(
+        self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry
+    ) -> None:
         frame = training_frame.head(2000)
-        predict = monitor(baseline=baseline, segments=["country", "device"], decision=lambda s: s > 0.7,
-                          registry=registry)(lambda f: frame["score"].to_numpy())
+        predict = monitor(
+            baseline=baseline, segments=["country", "device"], decision=lambda s: s > 0.7, registry=registry
+        )(lambda f: frame["score"].to_numpy())
         predict(features_of(frame))
         approved = (frame["score"] > 0.7).map({True: "true", False: "false"})
         for key in ("country", "device"):
             table = pd.crosstab(frame[key], approved)
             for segment, row in table.iterrows():
                 for decision, count in row.items():
-                    assert sample(registry, "ml_predictions_total", ml_segment_key=key, ml_segment=segment,
-                                  ml_decision=decision) == count
-        assert sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__",
-                      ml_decision="true") == (frame["score"] > 0.7).sum()
+                    assert (
+                        sample(
+                            registry,
+                            "ml_predictions_total",
+                            ml_segment_key=key,
+                            ml_segment=segment,
+                            ml_decision=decision,
+                        )
+                        == count
+                    )
+        assert (
+            sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="true")
+            == (frame["score"] > 0.7).sum()
+        )
         # the score histogram, bucketed by the baseline's score edges
         assert baseline.score is not None
         first = baseline.score.edges[0]
@@ -119,8 +136,9 @@ class TestBatch:
         snapshots = {}
         for label, data in shapes.items():
             registry = CollectorRegistry()
-            mon = ModelMonitor(baseline=baseline, registry=registry,
-                               feature_names=numeric_names if label == "array" else None)
+            mon = ModelMonitor(
+                baseline=baseline, registry=registry, feature_names=numeric_names if label == "array" else None
+            )
             predict = mon(constant_model())
             if data is None:
                 for row in frame.to_dict("records"):
@@ -137,16 +155,24 @@ class TestBatch:
 
 class TestSingleRow:
     def test_row_counts(self, baseline: Baseline, registry: CollectorRegistry) -> None:
-        predict = monitor(baseline=baseline, segments=["country"], decision=0.7, registry=registry)(constant_model(0.95))
+        predict = monitor(baseline=baseline, segments=["country"], decision=0.7, registry=registry)(
+            constant_model(0.95)
+        )
         row = {"amount": 12.5, "balance_z": -3.0, "n_items": None, "country": "Atlantis", "device": "ios"}
         assert predict(row) == 0.95
         edges = baseline.feature("balance_z").edges  # type: ignore[union-attr]
-        assert sample(registry, "ml_feature_value_bucket", ml_feature="balance_z", le=repr(edges[0])) == 1  # -3 <= first
+        assert (
+            sample(registry, "ml_feature_value_bucket", ml_feature="balance_z", le=repr(edges[0])) == 1
+        )  # -3 <= first
         assert sample(registry, "ml_feature_value_bucket", ml_feature="balance_z", le="+Inf") == 1
         assert sample(registry, "ml_feature_missing_total", ml_feature="n_items") == 1
         assert sample(registry, "ml_feature_category_total", ml_feature="country", ml_category="__unknown__") == 1
-        assert sample(registry, "ml_predictions_total", ml_segment_key="country", ml_segment="Atlantis",
-                      ml_decision="true") == 1
+        assert (
+            sample(
+                registry, "ml_predictions_total", ml_segment_key="country", ml_segment="Atlantis", ml_decision="true"
+            )
+            == 1
+        )
         assert sample(registry, "ml_prediction_duration_seconds_count") == 1
 
     def test_row_with_garbage_values(self, baseline: Baseline, registry: CollectorRegistry) -> None:
@@ -180,21 +206,24 @@ class TestSpans:
 
     def test_record_features_opt_in(self, baseline: Baseline, registry: CollectorRegistry, spans: Any) -> None:
         provider, exporter = spans
-        predict = monitor(baseline=baseline, record_features=True, tracer_provider=provider,
-                          registry=registry)(constant_model())
+        predict = monitor(baseline=baseline, record_features=True, tracer_provider=provider, registry=registry)(
+            constant_model()
+        )
         predict({"amount": 3.0, "country": "DE"})
         attrs = dict(exporter.get_finished_spans()[0].attributes)
         assert attrs["ml.feature.amount"] == 3.0 and attrs["ml.feature.country"] == "DE"
 
     def test_request_id_from_the_input(self, baseline: Baseline, registry: CollectorRegistry, spans: Any) -> None:
         provider, exporter = spans
-        predict = monitor(baseline=baseline, request_id=lambda f: f["txn"], tracer_provider=provider,
-                          registry=registry)(constant_model())
+        predict = monitor(
+            baseline=baseline, request_id=lambda f: f["txn"], tracer_provider=provider, registry=registry
+        )(constant_model())
         predict({"txn": "abc-1", "amount": 1.0})
         assert exporter.get_finished_spans()[0].attributes[n.ATTR_REQUEST_ID] == "abc-1"
 
-    def test_batch_span(self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry,
-                        spans: Any) -> None:
+    def test_batch_span(
+        self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry, spans: Any
+    ) -> None:
         provider, exporter = spans
         predict = monitor(baseline=baseline, tracer_provider=provider, registry=registry)(constant_model(0.25))
         predict(features_of(training_frame.head(64)))
@@ -217,8 +246,9 @@ class TestSpans:
 
 
 class TestErrorsAndFallbacks:
-    def test_model_exception_passes_through_unchanged(self, baseline: Baseline, registry: CollectorRegistry,
-                                                      spans: Any) -> None:
+    def test_model_exception_passes_through_unchanged(
+        self, baseline: Baseline, registry: CollectorRegistry, spans: Any
+    ) -> None:
         provider, exporter = spans
         boom = KeyError("feature store down")
 
@@ -233,8 +263,10 @@ class TestErrorsAndFallbacks:
         assert sample(registry, "ml_prediction_errors_total", error_type="KeyError") == 1
         assert sample(registry, "ml_prediction_duration_seconds_count") == 1
         assert sample(registry, "ml_feature_value_count", ml_feature="amount") == 1  # features were seen
-        assert sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__",
-                      ml_decision="none") == 0  # no prediction was made
+        assert (
+            sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="none")
+            == 0
+        )  # no prediction was made
         span = exporter.get_finished_spans()[0]
         assert span.attributes[n.ATTR_ERROR_TYPE] == "KeyError"
         assert span.status.status_code.name == "ERROR"
@@ -256,8 +288,10 @@ class TestErrorsAndFallbacks:
             return 0.75
 
         assert asyncio.run(predict({"amount": 2.0})) == 0.75
-        assert sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__",
-                      ml_decision="true") == 1
+        assert (
+            sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="true")
+            == 1
+        )
 
     def test_method_and_keyword_features(self, baseline: Baseline, registry: CollectorRegistry) -> None:
         class Model:
@@ -268,16 +302,23 @@ class TestErrorsAndFallbacks:
         Model().predict(features={"amount": 1.0})
         assert sample(registry, "ml_feature_value_count", ml_feature="amount") == 1
 
-    def test_observe_and_record_without_decorator(self, baseline: Baseline, training_frame: pd.DataFrame,
-                                                  registry: CollectorRegistry) -> None:
+    def test_observe_and_record_without_decorator(
+        self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry
+    ) -> None:
         mon = ModelMonitor(baseline=baseline, decision=0.7, registry=registry)
         with mon.observe({"amount": 1.0}) as obs:
             obs.result = 0.9
         mon.record(features_of(training_frame.head(10)), np.zeros(10))
-        assert sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__",
-                      ml_decision="true") == 1
-        assert sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__",
-                      ml_decision="false") == 10
+        assert (
+            sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="true")
+            == 1
+        )
+        assert (
+            sample(
+                registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="false"
+            )
+            == 10
+        )
         assert sample(registry, "ml_prediction_duration_seconds_count") == 1  # record() without duration
 
 
@@ -287,24 +328,39 @@ class TestCardinality:
         predict = mon(lambda f: np.zeros(len(f["user"])))
         users = [f"user-{i}" for i in range(10)] * 2
         predict({"user": users})
-        seen = {s.labels["ml_segment"] for s in _samples(registry, "ml_predictions_total")
-                if s.labels["ml_segment_key"] == "user"}
+        seen = {
+            s.labels["ml_segment"]
+            for s in _samples(registry, "ml_predictions_total")
+            if s.labels["ml_segment_key"] == "user"
+        }
         assert seen == {"user-0", "user-1", "user-2", "__other__"}
-        assert registry.get_sample_value("ml_cardinality_overflow_total", {
-            "ml_model_name": "m", "ml_model_version": "1", "ml_attribute": "ml.segment.user"}) == 14
+        assert (
+            registry.get_sample_value(
+                "ml_cardinality_overflow_total",
+                {"ml_model_name": "m", "ml_model_version": "1", "ml_attribute": "ml.segment.user"},
+            )
+            == 14
+        )
 
-    def test_rare_training_categories_count_as_overflow(self, training_frame: pd.DataFrame,
-                                                        registry: CollectorRegistry) -> None:
+    def test_rare_training_categories_count_as_overflow(
+        self, training_frame: pd.DataFrame, registry: CollectorRegistry
+    ) -> None:
         from otel_ml import fit_baseline
 
         b = fit_baseline(training_frame[["country"]], model="m", version="1", top_k=2)
         predict = monitor(baseline=b, registry=registry)(lambda f: None)
         predict({"country": ["FR", "FR", "US", "Mars"]})
         labels = {"ml_model_name": "m", "ml_model_version": "1"}
-        assert registry.get_sample_value("ml_feature_category_total",
-                                         {**labels, "ml_feature": "country", "ml_category": "__other__"}) == 2
-        assert registry.get_sample_value("ml_cardinality_overflow_total",
-                                         {**labels, "ml_attribute": "ml.feature.country"}) == 2
+        assert (
+            registry.get_sample_value(
+                "ml_feature_category_total", {**labels, "ml_feature": "country", "ml_category": "__other__"}
+            )
+            == 2
+        )
+        assert (
+            registry.get_sample_value("ml_cardinality_overflow_total", {**labels, "ml_attribute": "ml.feature.country"})
+            == 2
+        )
 
     def test_two_monitors_for_one_model_version_clash(self, baseline: Baseline, registry: CollectorRegistry) -> None:
         ModelMonitor(baseline=baseline, registry=registry)
@@ -320,7 +376,8 @@ class TestExposition:
     @pytest.fixture
     def exposition(self, baseline: Baseline, training_frame: pd.DataFrame, registry: CollectorRegistry) -> str:
         predict = monitor(baseline=baseline, segments=["country"], decision=0.7, registry=registry)(
-            lambda f: np.linspace(0, 1, len(f)) if not isinstance(f, dict) else 0.5)
+            lambda f: np.linspace(0, 1, len(f)) if not isinstance(f, dict) else 0.5
+        )
         predict(features_of(training_frame.head(500)))
         predict({"amount": 1.0})
 

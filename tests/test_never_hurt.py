@@ -55,10 +55,12 @@ def test_decorated_function_behaves_exactly_like_the_original(
     baseline: Baseline, features: Any, result: Any, raise_it: bool, rule: str
 ) -> None:
     registry = CollectorRegistry()
-    decision: Any = {"threshold": 0.5, "fn": lambda s: np.where(s > 0.5, "approve", "decline"),
-                     "bad": lambda s: 1 / 0}[rule]
-    mon = ModelMonitor(baseline=baseline, segments=["country", "missing-key"], decision=decision,
-                       segment_budget=2, registry=registry)
+    decision: Any = {"threshold": 0.5, "fn": lambda s: np.where(s > 0.5, "approve", "decline"), "bad": lambda s: 1 / 0}[
+        rule
+    ]
+    mon = ModelMonitor(
+        baseline=baseline, segments=["country", "missing-key"], decision=decision, segment_budget=2, registry=registry
+    )
     error = Sentinel("model failed")
 
     def original(x: Any) -> Any:
@@ -77,10 +79,12 @@ def test_decorated_function_behaves_exactly_like_the_original(
     text = generate_latest(registry).decode()
     assert "ml_prediction_duration_seconds_count" in text
     calls = registry.get_sample_value(
-        "ml_prediction_duration_seconds_count", {"ml_model_name": "fraud", "ml_model_version": "v3"})
+        "ml_prediction_duration_seconds_count", {"ml_model_name": "fraud", "ml_model_version": "v3"}
+    )
     assert calls == 1
     errors = registry.get_sample_value(
-        "ml_prediction_errors_total", {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "Sentinel"})
+        "ml_prediction_errors_total", {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "Sentinel"}
+    )
     assert errors == (1 if raise_it else None)
 
 
@@ -88,9 +92,13 @@ def test_instrumentation_failures_are_counted_not_raised(baseline: Baseline) -> 
     registry = CollectorRegistry()
     mon = ModelMonitor(baseline=baseline, decision=lambda s: 1 / 0, registry=registry)
     assert mon(lambda x: np.ones(3))(pd.DataFrame({"amount": [1.0, 2.0, 3.0]})).tolist() == [1.0, 1.0, 1.0]
-    assert registry.get_sample_value(
-        "ml_instrumentation_errors_total",
-        {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "ZeroDivisionError"}) == 1
+    assert (
+        registry.get_sample_value(
+            "ml_instrumentation_errors_total",
+            {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "ZeroDivisionError"},
+        )
+        == 1
+    )
 
 
 def test_score_shape_mismatch_is_an_instrumentation_error(baseline: Baseline) -> None:
@@ -98,6 +106,10 @@ def test_score_shape_mismatch_is_an_instrumentation_error(baseline: Baseline) ->
     mon = ModelMonitor(baseline=baseline, registry=registry)
     out = mon(lambda x: [0.1, 0.2])(pd.DataFrame({"amount": [1.0, 2.0, 3.0]}))  # 2 scores for 3 rows
     assert out == [0.1, 0.2]
-    assert registry.get_sample_value(
-        "ml_instrumentation_errors_total",
-        {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "ValueError"}) == 1
+    assert (
+        registry.get_sample_value(
+            "ml_instrumentation_errors_total",
+            {"ml_model_name": "fraud", "ml_model_version": "v3", "error_type": "ValueError"},
+        )
+        == 1
+    )

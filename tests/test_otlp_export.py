@@ -78,7 +78,7 @@ def test_every_app_instrument_is_exported(fed_monitor: ModelMonitor) -> None:
 class _Receiver(BaseHTTPRequestHandler):
     requests: list[tuple[str, dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
@@ -135,6 +135,7 @@ def test_default_monitors_come_from_the_registry(baseline: Baseline, receiver: A
     pusher = OtlpMetricsPusher(url, registry=registry, interval=0.05).start()
     pusher.shutdown()  # the flush on shutdown exports at least once
     metrics = _metrics(ExportMetricsServiceRequest.FromString(requests[-1][2]))
-    amount = next(p for p in metrics[n.FEATURE_VALUE.otel_name].histogram.data_points
-                  if _attrs(p)[n.ATTR_FEATURE] == "amount")
+    amount = next(
+        p for p in metrics[n.FEATURE_VALUE.otel_name].histogram.data_points if _attrs(p)[n.ATTR_FEATURE] == "amount"
+    )
     assert amount.bucket_counts[0] == 1 and np.isclose(amount.sum, -4.0)

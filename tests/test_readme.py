@@ -24,8 +24,11 @@ def test_every_label_of_the_table_exists() -> None:
     labels = {v for k, v in vars(n).items() if k.startswith("LABEL_") and isinstance(v, str)}
     mentioned = set(re.findall(r"`(ml_[a-z_]+|error_type|reason|le)`", README))
     metric_names = {i.series for i in _instruments()} | {i.prometheus for i in _instruments()}
-    unknown = {m for m in mentioned if m not in labels and m not in metric_names
-               and not any(m.startswith(name) for name in metric_names)}
+    unknown = {
+        m
+        for m in mentioned
+        if m not in labels and m not in metric_names and not any(m.startswith(name) for name in metric_names)
+    }
     assert unknown == set()
 
 

@@ -33,7 +33,7 @@ def _sections(text: str) -> dict[str, str]:
 def _runbook_name(url: str, config: MixinConfig) -> str:
     prefix, _, suffix = config.runbook_url_pattern.partition("{alertname}")
     assert url.startswith(prefix) and url.endswith(suffix), url
-    return url[len(prefix): len(url) - len(suffix)]
+    return url[len(prefix) : len(url) - len(suffix)]
 
 
 def test_every_runbook_url_resolves_to_a_page() -> None:

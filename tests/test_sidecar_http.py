@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from conftest import make_training_frame
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -30,18 +31,22 @@ from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, current_request_i
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
 
-from conftest import make_training_frame
-
 
 def metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = requests.get(url + "/metrics", timeout=5).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def value(url: str, name: str, **labels: str) -> float | None:
-    found = [v for (nm, lab), v in metrics(url).items() if nm == name and all(dict(lab).get(k) == x
-                                                                                for k, x in labels.items())]
+    found = [
+        v
+        for (nm, lab), v in metrics(url).items()
+        if nm == name and all(dict(lab).get(k) == x for k, x in labels.items())
+    ]
     assert len(found) <= 1, (name, labels, found)
     return found[0] if found else None
 
@@ -58,8 +63,9 @@ def baseline_file(baseline: Baseline, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def sidecar(baseline_file: Path, tmp_path: Path) -> Iterator[Sidecar]:
-    config = SidecarConfig(baselines=(baseline_file,), listen=("127.0.0.1", 0), windows=("10m", "1h"),
-                           max_body_bytes=256 * 1024)
+    config = SidecarConfig(
+        baselines=(baseline_file,), listen=("127.0.0.1", 0), windows=("10m", "1h"), max_body_bytes=256 * 1024
+    )
     side = Sidecar(config).start()
     yield side
     side.stop()
@@ -98,13 +104,15 @@ class TestOtlpIngest:
         r = requests.post(sidecar.url + "/v1/metrics", data=as_json, headers={"Content-Type": "application/json"})
         assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
         first = model_outputs(sidecar.url)
-        r = requests.post(sidecar.url + "/v1/metrics", data=gzip.compress(body),
-                          headers={**PB, "Content-Encoding": "gzip"})
+        r = requests.post(
+            sidecar.url + "/v1/metrics", data=gzip.compress(body), headers={**PB, "Content-Encoding": "gzip"}
+        )
         assert r.status_code == 200
         assert model_outputs(sidecar.url) == first  # same cumulative counts again: nothing added
 
-    def test_unknown_model_is_counted_and_answered_with_partial_success(self, sidecar: Sidecar,
-                                                                        training_frame: Any) -> None:
+    def test_unknown_model_is_counted_and_answered_with_partial_success(
+        self, sidecar: Sidecar, training_frame: Any
+    ) -> None:
         from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
         from otel_ml import fit_baseline
@@ -150,8 +158,9 @@ class TestBadInput:
         ],
         ids=["protobuf", "json-syntax", "json-shape", "text", "no-type", "gzip", "encoding", "size", "gzip-bomb"],
     )
-    def test_rejected_without_touching_state(self, sidecar: Sidecar, loaded: dict[Any, float], body: bytes,
-                                             headers: dict[str, str], status: int, reason: str) -> None:
+    def test_rejected_without_touching_state(
+        self, sidecar: Sidecar, loaded: dict[Any, float], body: bytes, headers: dict[str, str], status: int, reason: str
+    ) -> None:
         r = requests.post(sidecar.url + "/v1/metrics", data=body, headers=headers)
         assert r.status_code == status
         assert reason in _error_message(r)
@@ -191,18 +200,23 @@ class TestSecurity:
         finally:
             side.stop()
 
-    def test_no_feature_values_in_logs(self, sidecar: Sidecar, baseline: Baseline,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+    def test_no_feature_values_in_logs(
+        self, sidecar: Sidecar, baseline: Baseline, caplog: pytest.LogCaptureFixture
+    ) -> None:
         caplog.set_level(logging.DEBUG)
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sidecar.url + "/v1/traces")))
-        mon = ModelMonitor(baseline=baseline, record_features=True, tracer_provider=provider,
-                           registry=CollectorRegistry())
+        mon = ModelMonitor(
+            baseline=baseline, record_features=True, tracer_provider=provider, registry=CollectorRegistry()
+        )
         mon(lambda f: 0.5)({"amount": 1234.5678, "country": "SECRET-COUNTRY"})
         provider.shutdown()
         requests.post(sidecar.url + "/v1/traces", data=b"SECRET-COUNTRY garbage", headers=PB)
-        requests.post(sidecar.url + "/v1/labels", data=b'[{"request_id": "SECRET-COUNTRY"}]',
-                      headers={"Content-Type": "application/json"})
+        requests.post(
+            sidecar.url + "/v1/labels",
+            data=b'[{"request_id": "SECRET-COUNTRY"}]',
+            headers={"Content-Type": "application/json"},
+        )
         assert "SECRET-COUNTRY" not in caplog.text and "1234.5678" not in caplog.text
 
 
@@ -212,8 +226,13 @@ class TestLabels:
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sidecar.url + "/v1/traces")))
         ids: list[tuple[str, float]] = []
 
-        @ModelMonitor(baseline=baseline, segments=["country"], decision=0.7, tracer_provider=provider,
-                      registry=CollectorRegistry())
+        @ModelMonitor(
+            baseline=baseline,
+            segments=["country"],
+            decision=0.7,
+            tracer_provider=provider,
+            registry=CollectorRegistry(),
+        )
         def predict(row: dict[str, Any]) -> float:
             ids.append((current_request_id() or "", row["s"]))
             return row["s"]
@@ -234,23 +253,31 @@ class TestLabels:
         assert value(sidecar.url, "ml_online_precision", **labels) == pytest.approx(tp / (tp + fp))
         assert value(sidecar.url, "ml_online_recall", **labels) == pytest.approx(tp / (tp + fn))
         assert value(sidecar.url, "ml_online_brier_score", **labels) == pytest.approx(np.mean((scores - truth) ** 2))
-        assert value(sidecar.url, "ml_online_labels", **{**labels, "ml_segment_key": "country",
-                                                         "ml_segment": "DE"}) == 20
+        assert (
+            value(sidecar.url, "ml_online_labels", **{**labels, "ml_segment_key": "country", "ml_segment": "DE"}) == 20
+        )
         assert value(sidecar.url, "ml_labels_unmatched_total", reason="unknown_request_id") == 1
 
     def test_inline_prediction_needs_no_join(self, sidecar: Sidecar) -> None:
-        event = {"model": "fraud", "version": "v3", "score": 0.9, "decision": True, "label": 0,
-                 "segments": {"country": "US"}}
+        event = {
+            "model": "fraud",
+            "version": "v3",
+            "score": 0.9,
+            "decision": True,
+            "label": 0,
+            "segments": {"country": "US"},
+        }
         assert requests.post(sidecar.url + "/v1/labels", json=event).json() == {"joined": 1, "unmatched": 0}
-        assert value(sidecar.url, "ml_online_precision", ml_segment_key="country", ml_segment="US",
-                     ml_window="1h") == 0.0
+        assert (
+            value(sidecar.url, "ml_online_precision", ml_segment_key="country", ml_segment="US", ml_window="1h") == 0.0
+        )
 
 
 class _Target(BaseHTTPRequestHandler):
     body = b""
     delay = 0.0
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         time.sleep(self.delay)
         try:
             self.send_response(200)
@@ -286,7 +313,7 @@ class TestScrape:
         sidecar.scrape_once(ScrapeTarget(url, 1, 2))
         assert value(sidecar.url, "ml_feature_window_observations", ml_feature="amount", ml_window="1h") == 700
         held = model_outputs(sidecar.url)
-        handler.body = b"ml_feature_value_bucket{le=\"0.5\" garbage\n"
+        handler.body = b'ml_feature_value_bucket{le="0.5" garbage\n'
         sidecar.scrape_once(ScrapeTarget(url, 1, 2))
         handler.body, handler.delay = generate_latest(registry), 1.5
         sidecar.scrape_once(ScrapeTarget(url, 1, 0.3))

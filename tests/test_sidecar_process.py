@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from conftest import make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline, ModelMonitor
 from otel_ml.instrument import counts_metrics_data
-
-from conftest import make_training_frame
 
 PB = {"Content-Type": "application/x-protobuf"}
 
@@ -41,7 +39,8 @@ class SidecarProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otel_ml.cli", "sidecar", "--listen", f"127.0.0.1:{self.port}", *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -80,16 +79,31 @@ def drift_view(url: str) -> dict[tuple[str, str], float]:
     text = requests.get(url + "/metrics", timeout=5).text
     return {
         (s.name, s.labels.get("ml_feature", "")): s.value
-        for fam in text_string_to_metric_families(text) for s in fam.samples
-        if s.name in ("ml_feature_drift_status", "ml_feature_psi", "ml_feature_window_observations",
-                      "ml_score_psi", "ml_segment_decision_rate")
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name
+        in (
+            "ml_feature_drift_status",
+            "ml_feature_psi",
+            "ml_feature_window_observations",
+            "ml_score_psi",
+            "ml_segment_decision_rate",
+        )
     }
 
 
 def test_state_survives_kill_9(baseline: Baseline, tmp_path: Path, processes: list[SidecarProcess]) -> None:
     path = baseline.save(tmp_path / "b.json")
-    args = ["--baseline", str(path), "--window", "10m", "--state-file", str(tmp_path / "state.npz"),
-            "--persist-interval", "0.2s"]
+    args = [
+        "--baseline",
+        str(path),
+        "--window",
+        "10m",
+        "--state-file",
+        str(tmp_path / "state.npz"),
+        "--persist-interval",
+        "0.2s",
+    ]
     first = SidecarProcess(*args)
     processes.append(first)
     mon = ModelMonitor(baseline=baseline, segments=["country"], decision=0.7, registry=CollectorRegistry())
@@ -116,8 +130,9 @@ def _request(baseline: Baseline, source: int, rows: int, seed: int) -> bytes:
     for i in range(seed + 1):
         predict(make_training_frame(rows, seed=i).drop(columns="score"))
     resource = Resource.create({"service.instance.id": f"replica-{source}"})
-    return encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=source + 1,
-                                              resource=resource)).SerializeToString()
+    return encode_metrics(
+        counts_metrics_data([mon.counters.snapshot()], start_time_ns=source + 1, resource=resource)
+    ).SerializeToString()
 
 
 @pytest.mark.slow

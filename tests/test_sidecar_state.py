@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_training_frame
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from prometheus_client import CollectorRegistry, generate_latest
 
 from otel_ml import Baseline, ModelMonitor
@@ -20,9 +21,6 @@ from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._otlp_input import metric_batches
 from otel_ml.sidecar._scrape import parse_exposition
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-
-from conftest import make_training_frame
 
 T0 = 1_700_000_000.0
 WINDOW = WindowSpec("10m", 600.0, resolution=10)
@@ -123,8 +121,9 @@ class TestWindows:
         # only the last 300 rows are inside [now - 10m, now]
         assert one(state, T0 + 731, "ml_feature_window_observations", ml_feature="amount") == 300
 
-    def test_decision_rate_change_vs_previous_window_and_baseline(self, state: SidecarState,
-                                                                  baseline: Baseline) -> None:
+    def test_decision_rate_change_vs_previous_window_and_baseline(
+        self, state: SidecarState, baseline: Baseline
+    ) -> None:
         app = App(baseline)
         first = make_training_frame(2000, seed=11).drop(columns="score")
         app.predict(first)
@@ -142,20 +141,34 @@ class TestWindows:
             score = np.clip(0.5 + 0.3 * frame["balance_z"], 0, 1)
             return float((score[frame["country"] == country] > 0.7).mean())
 
-        rate = one(state, now, "ml_segment_decision_rate", ml_segment_key="country", ml_segment="DE",
-                   ml_decision="false")
+        rate = one(
+            state, now, "ml_segment_decision_rate", ml_segment_key="country", ml_segment="DE", ml_decision="false"
+        )
         assert rate == 1.0
         before, after = approval(first, "US"), approval(second, "US")
-        change = one(state, now, "ml_segment_decision_rate_change", ml_segment_key="country", ml_segment="US",
-                     ml_decision="true", ml_reference="previous_window")
+        change = one(
+            state,
+            now,
+            "ml_segment_decision_rate_change",
+            ml_segment_key="country",
+            ml_segment="US",
+            ml_decision="true",
+            ml_reference="previous_window",
+        )
         assert change == pytest.approx((after - before) / before)
         assert baseline.score is not None
         ref = baseline.score.decision_rates["country"]["US"]["true"]
-        vs_baseline = one(state, now, "ml_segment_decision_rate_change", ml_segment_key="country",
-                          ml_segment="US", ml_decision="true", ml_reference="baseline")
+        vs_baseline = one(
+            state,
+            now,
+            "ml_segment_decision_rate_change",
+            ml_segment_key="country",
+            ml_segment="US",
+            ml_decision="true",
+            ml_reference="baseline",
+        )
         assert vs_baseline == pytest.approx((after - ref) / ref)
-        assert one(state, now, "ml_segment_window_predictions", ml_segment_key="country",
-                   ml_segment="DE") == de.sum()
+        assert one(state, now, "ml_segment_window_predictions", ml_segment_key="country", ml_segment="DE") == de.sum()
 
     def test_memory_does_not_grow_with_volume(self, baseline: Baseline) -> None:
         sizes = []
@@ -220,8 +233,14 @@ class TestOtlpEqualsScrape:
 class TestBounds:
     def test_a_flood_of_segment_values_stays_within_budget(self, baseline: Baseline) -> None:
         state = SidecarState([baseline], StateSettings(windows=(WINDOW,), segment_budget=20, compute_ttl=0), now=T0)
-        samples = [(n.PREDICTIONS.series, {n.LABEL_SEGMENT_KEY: "user", n.LABEL_SEGMENT: f"u{i}",
-                                           n.LABEL_DECISION: "true"}, 1.0) for i in range(10_000)]
+        samples = [
+            (
+                n.PREDICTIONS.series,
+                {n.LABEL_SEGMENT_KEY: "user", n.LABEL_SEGMENT: f"u{i}", n.LABEL_DECISION: "true"},
+                1.0,
+            )
+            for i in range(10_000)
+        ]
         from otel_ml.sidecar._otlp_input import MetricBatch
 
         state.apply_metrics([MetricBatch("x", "fraud", "v3", True, 0, samples)], "otlp", now=T0 + 1)
@@ -229,8 +248,10 @@ class TestBounds:
         segments = {dict(k.labels)[n.LABEL_SEGMENT] for k in model.keys if k.name == n.PREDICTIONS.series}
         assert len(segments) == 21 and "__other__" in segments
         assert model.overflow()["ml.segment.user"] == 10_000 - 20
-        assert one(state, T0 + 2, "ml_segment_window_predictions", ml_segment_key="user", ml_segment="__other__") \
+        assert (
+            one(state, T0 + 2, "ml_segment_window_predictions", ml_segment_key="user", ml_segment="__other__")
             == 10_000 - 20
+        )
 
     def test_unknown_models_are_counted(self, state: SidecarState, training_frame: pd.DataFrame) -> None:
         from otel_ml import fit_baseline
@@ -240,12 +261,14 @@ class TestBounds:
         state.apply_metrics(parse_exposition(other.exposition(), "x"), "scrape", now=T0 + 1)
         assert state.ingest_errors == {"unknown_model": 1}
 
-    def test_buckets_that_do_not_match_the_baseline_are_rejected(self, state: SidecarState,
-                                                                 training_frame: pd.DataFrame) -> None:
+    def test_buckets_that_do_not_match_the_baseline_are_rejected(
+        self, state: SidecarState, training_frame: pd.DataFrame
+    ) -> None:
         from otel_ml import fit_baseline
 
-        refit = fit_baseline(training_frame.sample(5000, random_state=1), model="fraud", version="v3",
-                             score_column="score")
+        refit = fit_baseline(
+            training_frame.sample(5000, random_state=1), model="fraud", version="v3", score_column="score"
+        )
         stale = App(refit)
         stale.predict(training_frame.drop(columns="score").head(10))
         state.apply_metrics(parse_exposition(stale.exposition(), "x"), "scrape", now=T0 + 1)
@@ -268,8 +291,9 @@ class TestPersistence:
         feed(restored, app, T0 + 120)
         assert one(restored, T0 + 121, "ml_feature_window_observations", ml_feature="amount") == 3000
 
-    def test_a_changed_baseline_starts_fresh(self, state: SidecarState, baseline: Baseline,
-                                             training_frame: pd.DataFrame, tmp_path: Path) -> None:
+    def test_a_changed_baseline_starts_fresh(
+        self, state: SidecarState, baseline: Baseline, training_frame: pd.DataFrame, tmp_path: Path
+    ) -> None:
         from otel_ml import fit_baseline
 
         app = App(baseline)
@@ -298,8 +322,12 @@ def test_outputs_cover_every_window(baseline: Baseline) -> None:
     for inst, labels, _ in state.outputs(T0 + 2):
         if n.LABEL_WINDOW in labels:
             seen.setdefault(inst.prometheus, set()).add(labels[n.LABEL_WINDOW])
-    for name in ("ml_feature_psi", "ml_feature_drift_status", "ml_score_psi", "ml_segment_decision_rate",
-                 "ml_feature_missing_ratio", "ml_feature_unknown_ratio"):
+    for name in (
+        "ml_feature_psi",
+        "ml_feature_drift_status",
+        "ml_score_psi",
+        "ml_segment_decision_rate",
+        "ml_feature_missing_ratio",
+        "ml_feature_unknown_ratio",
+    ):
         assert seen[name] == {"1h", "24h", "7d"}, name
-
-

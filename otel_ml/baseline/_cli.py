@@ -12,8 +12,11 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("baseline", help="fit or inspect a reference profile (baseline file)",
-                           description="Fit a reference profile from training data, or show one.")
+    group = sub.add_parser(
+        "baseline",
+        help="fit or inspect a reference profile (baseline file)",
+        description="Fit a reference profile from training data, or show one.",
+    )
     cmds = group.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
 
     fit = cmds.add_parser(
@@ -32,14 +35,16 @@ def register(sub: Any) -> None:
     fit.add_argument("-o", "--output", required=True, help="baseline JSON file to write")
     fit.add_argument("--score-column", help="column with the model's score on the training data")
     fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: all others)")
-    fit.add_argument("--categorical", nargs="+", default=[], metavar="COL",
-                     help="treat these numeric-looking columns as categorical")
+    fit.add_argument(
+        "--categorical", nargs="+", default=[], metavar="COL", help="treat these numeric-looking columns as categorical"
+    )
     fit.add_argument("--exclude", nargs="+", default=[], metavar="COL", help="columns that are not features")
     fit.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins per numeric feature")
     fit.add_argument("--score-bins", type=int, default=DEFAULT_BINS, help="quantile bins for the score")
     fit.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary size per categorical feature")
-    fit.add_argument("--segments", nargs="+", default=[], metavar="COL",
-                     help="columns to store reference decision rates for")
+    fit.add_argument(
+        "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
+    )
     decision = fit.add_mutually_exclusive_group()
     decision.add_argument("--decision-column", help="column with the decision made on each training row")
     decision.add_argument("--decision-threshold", type=float, help="decision is score > THRESHOLD")
@@ -77,8 +82,10 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"otel-ml baseline fit: {exc}", file=sys.stderr)
         return 2
     baseline.save(args.output)
-    print(f"wrote {args.output}: {len(baseline.numeric)} numeric and {len(baseline.categorical)} categorical "
-          f"features from {baseline.row_count:,} rows" + (", with score bins" if baseline.score else ""))
+    print(
+        f"wrote {args.output}: {len(baseline.numeric)} numeric and {len(baseline.categorical)} categorical "
+        f"features from {baseline.row_count:,} rows" + (", with score bins" if baseline.score else "")
+    )
     return 0
 
 

@@ -21,9 +21,9 @@ class MissingExtraError(ImportError):
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow  # noqa: F401
-        import pyarrow.csv  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow
+        import pyarrow.csv
+        import pyarrow.parquet
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingExtraError(_HINT) from exc
     import pyarrow as pa
@@ -41,15 +41,16 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     suffixes = [s.lower() for s in p.suffixes]
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TimeRemainingColumn()]
     if ".parquet" in suffixes or ".pq" in suffixes:
         pf = pa.parquet.ParquetFile(p)
         total = pf.metadata.num_rows
         batches = []
-        with Progress(*columns, TextColumn("{task.completed:,}/{task.total:,} rows"), disable=not progress,
-                      transient=True) as bar:
+        with Progress(
+            *columns, TextColumn("{task.completed:,}/{task.total:,} rows"), disable=not progress, transient=True
+        ) as bar:
             task = bar.add_task(f"reading {p.name}", total=total)
             for batch in pf.iter_batches(batch_size=65_536):
                 batches.append(batch)
@@ -58,8 +59,7 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
     if ".csv" in suffixes:
         import rich.progress
 
-        with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True,
-                                disable=not progress) as fh:
+        with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True, disable=not progress) as fh:
             if suffixes[-1] == ".gz":
                 import gzip
 

@@ -217,7 +217,7 @@ def fit_baseline(
         features=tuple(profiles),
         row_count=columns.n_rows,
         score=score,
-        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         library_version=__version__,
     )
 

@@ -311,7 +311,14 @@ class _Field:
 
 
 def _kind_name(kinds: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object", bool: "a boolean"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        bool: "a boolean",
+    }
     if isinstance(kinds, tuple):
         return " or ".join(names.get(k, k.__name__) for k in kinds)
     return names.get(kinds, kinds.__name__)

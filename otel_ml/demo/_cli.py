@@ -20,13 +20,23 @@ Everything binds 127.0.0.1 and stops when the demo ends (about 3 minutes by defa
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole loop locally: model, sidecar, faults, alerts",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase-seconds", type=float, default=40.0,
-                   help="length of the clean phase and of each fault phase (default 40)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole loop locally: model, sidecar, faults, alerts",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--phase-seconds",
+        type=float,
+        default=40.0,
+        help="length of the clean phase and of each fault phase (default 40)",
+    )
     p.add_argument("--rate", type=float, default=120.0, help="requests per second sent to the model (default 120)")
     p.add_argument("--window", default="1m", help="the sidecar window shown and alerted on (default 1m)")
-    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager even if installed")
+    p.add_argument(
+        "--no-prometheus", action="store_true", help="do not start Prometheus/Alertmanager even if installed"
+    )
     p.add_argument("--workdir", type=Path, help="keep the baseline, rules, configs and logs here (default: a temp dir)")
     p.set_defaults(func=_run)
 
@@ -37,5 +47,12 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # scikit-learn / pandas come with the demo extra
         print(f"otel-ml demo needs the demo extra: pip install 'otel-ml[demo]' ({exc})")
         return 2
-    return run_demo(DemoOptions(phase_seconds=args.phase_seconds, rate=args.rate, window=args.window,
-                                use_prometheus=not args.no_prometheus, workdir=args.workdir))
+    return run_demo(
+        DemoOptions(
+            phase_seconds=args.phase_seconds,
+            rate=args.rate,
+            window=args.window,
+            use_prometheus=not args.no_prometheus,
+            workdir=args.workdir,
+        )
+    )

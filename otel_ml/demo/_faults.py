@@ -40,10 +40,22 @@ def _collapse(row: Row) -> Row:
 
 
 FAULTS: tuple[Fault, ...] = (
-    Fault("shift", "upstream unit change: mean_radius x1.35", _shift,
-          "MLFeatureDrift on mean_radius, score distribution shift"),
-    Fault("rename", "upstream encoding change: region 'US' -> 'United States'", _rename,
-          "MLUnknownCategorySurge on region, MLFeatureDrift on region"),
-    Fault("collapse", "EU feature pipeline sends zeros: EU flag rate collapses", _collapse,
-          "MLSegmentDecisionRateChange for region=EU"),
+    Fault(
+        "shift",
+        "upstream unit change: mean_radius x1.35",
+        _shift,
+        "MLFeatureDrift on mean_radius, score distribution shift",
+    ),
+    Fault(
+        "rename",
+        "upstream encoding change: region 'US' -> 'United States'",
+        _rename,
+        "MLUnknownCategorySurge on region, MLFeatureDrift on region",
+    ),
+    Fault(
+        "collapse",
+        "EU feature pipeline sends zeros: EU flag rate collapses",
+        _collapse,
+        "MLSegmentDecisionRateChange for region=EU",
+    ),
 )

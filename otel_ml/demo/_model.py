@@ -72,15 +72,30 @@ def train_demo_model(seed: int = 7) -> DemoModel:
 
     frame, labels = _frame(seed)
     train, _, y_train, _ = train_test_split(frame, labels, test_size=0.3, random_state=seed, stratify=labels)
-    pipeline = Pipeline([
-        ("encode", ColumnTransformer([
-            ("numeric", StandardScaler(), list(NUMERIC.values())),
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
-        ])),
-        ("classify", LogisticRegression(max_iter=1000)),
-    ])
+    pipeline = Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [
+                        ("numeric", StandardScaler(), list(NUMERIC.values())),
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression(max_iter=1000)),
+        ]
+    )
     pipeline.fit(train, y_train)
     scores = pipeline.predict_proba(frame)[:, 1]
-    baseline = fit_baseline(frame, model=MODEL_NAME, version=MODEL_VERSION, scores=scores, segments=[SEGMENT],
-                            decision=THRESHOLD, bins=8, score_bins=8)
+    baseline = fit_baseline(
+        frame,
+        model=MODEL_NAME,
+        version=MODEL_VERSION,
+        scores=scores,
+        segments=[SEGMENT],
+        decision=THRESHOLD,
+        bins=8,
+        score_bins=8,
+    )
     return DemoModel(pipeline, frame, labels, baseline)

@@ -37,8 +37,12 @@ from ._webhook import WebhookReceiver
 
 __all__ = ["DemoOptions", "run_demo", "demo_mixin_config"]
 
-STATUS = {n.DRIFT_STATUS_INSUFFICIENT: "[dim]no data[/]", n.DRIFT_STATUS_OK: "[green]ok[/]",
-          n.DRIFT_STATUS_WARN: "[yellow]warn[/]", n.DRIFT_STATUS_DRIFT: "[bold red]DRIFT[/]"}
+STATUS = {
+    n.DRIFT_STATUS_INSUFFICIENT: "[dim]no data[/]",
+    n.DRIFT_STATUS_OK: "[green]ok[/]",
+    n.DRIFT_STATUS_WARN: "[yellow]warn[/]",
+    n.DRIFT_STATUS_DRIFT: "[bold red]DRIFT[/]",
+}
 
 
 @dataclass
@@ -55,11 +59,23 @@ def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
     """The shipped rules with demo-length ``for:`` durations and the demo's sidecar window."""
     short = "10s"
     return DEFAULT_CONFIG.with_overrides(
-        alert_window=window, sidecar_windows=(window,),
-        drift_for=short, score_drift_for=short, decision_rate_for=short, missing_for=short, unknown_for=short,
-        decision_rate_min_count=50, missing_min_count=50, unknown_min_count=50,
-        performance_short_window=window, performance_long_window=window, performance_min_labels=20,
-        sidecar_down_for=short, ingest_stale_seconds=60, ingest_stale_for=short, ingest_error_for=short,
+        alert_window=window,
+        sidecar_windows=(window,),
+        drift_for=short,
+        score_drift_for=short,
+        decision_rate_for=short,
+        missing_for=short,
+        unknown_for=short,
+        decision_rate_min_count=50,
+        missing_min_count=50,
+        unknown_min_count=50,
+        performance_short_window=window,
+        performance_long_window=window,
+        performance_min_labels=20,
+        sidecar_down_for=short,
+        ingest_stale_seconds=60,
+        ingest_stale_for=short,
+        ingest_error_for=short,
         runbook_url_pattern="file://" + str(Path.cwd() / "runbooks" / "{alertname}.md"),
     )
 
@@ -83,8 +99,14 @@ class Demo:
     def view(self, sidecar: Sidecar, traffic: Traffic) -> Group:
         out = self._outputs(sidecar)
         by_feature: dict[str, dict[str, float]] = {}
-        for name in ("ml_feature_psi", "ml_feature_psi_critical", "ml_feature_js_distance", "ml_feature_drift_status",
-                     "ml_feature_window_observations", "ml_feature_unknown_ratio"):
+        for name in (
+            "ml_feature_psi",
+            "ml_feature_psi_critical",
+            "ml_feature_js_distance",
+            "ml_feature_drift_status",
+            "ml_feature_window_observations",
+            "ml_feature_unknown_ratio",
+        ):
             for labels, value in out.get(name, []):
                 by_feature.setdefault(labels[n.LABEL_FEATURE], {})[name] = value
         features = Table(title=f"feature drift, window {self.o.window} (sidecar)", expand=True)
@@ -92,31 +114,50 @@ class Demo:
             features.add_column(col, justify="right" if col not in ("feature", "status") else "left")
         for name, v in sorted(by_feature.items(), key=lambda kv: -kv[1].get("ml_feature_psi", -1)):
             features.add_row(
-                name, _fmt(v.get("ml_feature_psi")), _fmt(v.get("ml_feature_psi_critical")),
-                _fmt(v.get("ml_feature_js_distance")), _fmt(v.get("ml_feature_unknown_ratio"), "{:.0%}"),
+                name,
+                _fmt(v.get("ml_feature_psi")),
+                _fmt(v.get("ml_feature_psi_critical")),
+                _fmt(v.get("ml_feature_js_distance")),
+                _fmt(v.get("ml_feature_unknown_ratio"), "{:.0%}"),
                 f"{int(v.get('ml_feature_window_observations', 0)):,}",
-                STATUS.get(int(v.get("ml_feature_drift_status", -1)), "?"))
+                STATUS.get(int(v.get("ml_feature_drift_status", -1)), "?"),
+            )
         segments = Table(title=f"flag rate by {SEGMENT} (decision=true)", expand=True)
         for col in ("segment", "flag rate", "vs previous window", "vs baseline", "predictions"):
             segments.add_column(col, justify="right" if col != "segment" else "left")
-        counts = {lab[n.LABEL_SEGMENT]: v for lab, v in out.get("ml_segment_window_predictions", [])
-                  if lab[n.LABEL_SEGMENT_KEY] == SEGMENT}
+        counts = {
+            lab[n.LABEL_SEGMENT]: v
+            for lab, v in out.get("ml_segment_window_predictions", [])
+            if lab[n.LABEL_SEGMENT_KEY] == SEGMENT
+        }
         changes: dict[tuple[str, str], float] = {
-            (lab[n.LABEL_SEGMENT], lab[n.LABEL_REFERENCE]): v for lab, v in out.get("ml_segment_decision_rate_change", [])
-            if lab[n.LABEL_SEGMENT_KEY] == SEGMENT and lab[n.LABEL_DECISION] == "true"}
+            (lab[n.LABEL_SEGMENT], lab[n.LABEL_REFERENCE]): v
+            for lab, v in out.get("ml_segment_decision_rate_change", [])
+            if lab[n.LABEL_SEGMENT_KEY] == SEGMENT and lab[n.LABEL_DECISION] == "true"
+        }
         for lab, rate in sorted(out.get("ml_segment_decision_rate", []), key=lambda x: x[0][n.LABEL_SEGMENT]):
             if lab[n.LABEL_SEGMENT_KEY] != SEGMENT or lab[n.LABEL_DECISION] != "true":
                 continue
             seg = lab[n.LABEL_SEGMENT]
-            segments.add_row(seg, f"{rate:.0%}", _fmt(changes.get((seg, n.REFERENCE_PREVIOUS)), "{:+.0%}"),
-                             _fmt(changes.get((seg, n.REFERENCE_BASELINE)), "{:+.0%}"), f"{int(counts.get(seg, 0)):,}")
+            segments.add_row(
+                seg,
+                f"{rate:.0%}",
+                _fmt(changes.get((seg, n.REFERENCE_PREVIOUS)), "{:+.0%}"),
+                _fmt(changes.get((seg, n.REFERENCE_BASELINE)), "{:+.0%}"),
+                f"{int(counts.get(seg, 0)):,}",
+            )
         parts: list[Any] = [
-            Panel(f"[bold]{self.phase}[/]   t={time.monotonic() - self.started:4.0f}s   requests {traffic.sent:,}"
-                  f"   labels {traffic.labelled:,}   errors {traffic.failed}", title="otel-ml demo"),
-            features, segments,
+            Panel(
+                f"[bold]{self.phase}[/]   t={time.monotonic() - self.started:4.0f}s   requests {traffic.sent:,}"
+                f"   labels {traffic.labelled:,}   errors {traffic.failed}",
+                title="otel-ml demo",
+            ),
+            features,
+            segments,
         ]
-        perf = {lab[n.LABEL_SEGMENT]: v for lab, v in out.get("ml_online_recall", [])
-                if lab[n.LABEL_SEGMENT_KEY] == n.ALL}
+        perf = {
+            lab[n.LABEL_SEGMENT]: v for lab, v in out.get("ml_online_recall", []) if lab[n.LABEL_SEGMENT_KEY] == n.ALL
+        }
         if perf:
             parts.append(f"online recall (delayed labels, window {self.o.window}): {perf.get(n.ALL, float('nan')):.0%}")
         parts.append(self._pages_table())
@@ -124,8 +165,10 @@ class Demo:
 
     def _pages_table(self) -> Any:
         if self.webhook is None:
-            return "[dim]Prometheus/Alertmanager not running: apt-get install prometheus prometheus-alertmanager " \
-                   "to see the pages too[/]"
+            return (
+                "[dim]Prometheus/Alertmanager not running: apt-get install prometheus prometheus-alertmanager "
+                "to see the pages too[/]"
+            )
         pages = Table(title="pages delivered by Alertmanager (webhook)", expand=True)
         for col in ("status", "alert", "severity", "where", "summary"):
             pages.add_column(col)
@@ -137,8 +180,13 @@ class Demo:
             if key in seen:
                 continue
             seen.add(key)
-            pages.add_row(alert["status"], labels["alertname"], labels.get("severity", ""), where,
-                          alert["annotations"].get("summary", ""))
+            pages.add_row(
+                alert["status"],
+                labels["alertname"],
+                labels.get("severity", ""),
+                where,
+                alert["annotations"].get("summary", ""),
+            )
         return pages
 
     # -- the run ----------------------------------------------------------------------------------
@@ -146,20 +194,28 @@ class Demo:
         o = self.o
         console = o.console
         workdir = o.workdir or Path(tempfile.mkdtemp(prefix="otel-ml-demo-"))
-        console.print(f"[bold]otel-ml demo[/]: training a scikit-learn model (breast cancer data, "
-                      f"shipped with scikit-learn); working directory {workdir}")
+        console.print(
+            f"[bold]otel-ml demo[/]: training a scikit-learn model (breast cancer data, "
+            f"shipped with scikit-learn); working directory {workdir}"
+        )
         model = train_demo_model()
         baseline_path = model.baseline.save(workdir / "risk-v1.baseline.json")
         sidecar_url = f"http://127.0.0.1:{free_port()}"
         tracer_provider = TracerProvider(resource=Resource.create({"service.name": "risk-model"}))
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"),
-                                                              schedule_delay_millis=500))
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
+        )
         app = ModelServer(model, tracer_provider=tracer_provider).start()
-        sidecar = Sidecar(SidecarConfig(
-            baselines=(baseline_path,), listen=parse_listen(sidecar_url.removeprefix("http://")),
-            scrape=(ScrapeTarget(app.url + "/metrics", 1.0, 1.0),), windows=(o.window,),
-            persist_interval=5.0, state_file=workdir / "sidecar-state.npz",
-        )).start()
+        sidecar = Sidecar(
+            SidecarConfig(
+                baselines=(baseline_path,),
+                listen=parse_listen(sidecar_url.removeprefix("http://")),
+                scrape=(ScrapeTarget(app.url + "/metrics", 1.0, 1.0),),
+                windows=(o.window,),
+                persist_interval=5.0,
+                state_file=workdir / "sidecar-state.npz",
+            )
+        ).start()
         traffic = Traffic(model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels").start()
         try:
             if o.use_prometheus and stack_binaries():
@@ -168,8 +224,9 @@ class Demo:
                 console.print("[yellow]prometheus/prometheus-alertmanager not found: running without them[/]")
             schedule: list[tuple[str, Fault | None]] = [("clean traffic", None)]
             schedule += [(f"fault {i + 1}/{len(FAULTS)}: {f.title}", f) for i, f in enumerate(FAULTS)]
-            with Live(self.view(sidecar, traffic), console=console, refresh_per_second=2,
-                      transient=False, auto_refresh=False) as live:
+            with Live(
+                self.view(sidecar, traffic), console=console, refresh_per_second=2, transient=False, auto_refresh=False
+            ) as live:
                 for title, fault in schedule:
                     self.phase = title
                     if fault is not None:
@@ -200,9 +257,12 @@ class Demo:
         self.webhook = WebhookReceiver().start()
         self.stack = PrometheusStack(
             workdir / "stack",
-            targets={"risk-model": [app_url.removeprefix("http://")],
-                     "otel-ml-sidecar": [sidecar_url.removeprefix("http://")]},
-            rule_files=rules, webhook_url=self.webhook.url,
+            targets={
+                "risk-model": [app_url.removeprefix("http://")],
+                "otel-ml-sidecar": [sidecar_url.removeprefix("http://")],
+            },
+            rule_files=rules,
+            webhook_url=self.webhook.url,
         ).start()
         self.o.console.print(f"Prometheus {self.stack.prometheus_url}   Alertmanager {self.stack.alertmanager_url}")
 

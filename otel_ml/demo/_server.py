@@ -25,13 +25,19 @@ __all__ = ["ModelServer"]
 class ModelServer:
     """Serves one model on 127.0.0.1; ``start()`` returns self, ``url`` is its base URL."""
 
-    def __init__(self, model: DemoModel, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None,
-                 port: int = 0) -> None:
+    def __init__(
+        self, model: DemoModel, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None, port: int = 0
+    ) -> None:
         self.model = model
         self.registry = registry or CollectorRegistry()
-        self.monitor = ModelMonitor(baseline=model.baseline, segments=[SEGMENT], decision=THRESHOLD,
-                                    score=lambda result: result["score"], tracer_provider=tracer_provider,
-                                    registry=self.registry)
+        self.monitor = ModelMonitor(
+            baseline=model.baseline,
+            segments=[SEGMENT],
+            decision=THRESHOLD,
+            score=lambda result: result["score"],
+            tracer_provider=tracer_provider,
+            registry=self.registry,
+        )
         self.predict = self.monitor(self._predict)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
@@ -46,8 +52,9 @@ class ModelServer:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> ModelServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True,
-                                        name="demo-model-server")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), daemon=True, name="demo-model-server"
+        )
         self._thread.start()
         return self
 
@@ -71,14 +78,14 @@ def _handler(app: ModelServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self._send(404, b"not found\n", "text/plain")
                 return
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, encoder(app.registry), content_type)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.path != "/predict":
                 self._send(404, b"not found\n", "text/plain")
@@ -86,7 +93,7 @@ def _handler(app: ModelServer) -> type[BaseHTTPRequestHandler]:
             try:
                 row = json.loads(body)
                 result = app.predict(row)
-            except Exception as exc:  # noqa: BLE001 - a demo server answers 500 like any service
+            except Exception as exc:
                 self._send(500, json.dumps({"error": type(exc).__name__}).encode(), "application/json")
                 return
             self._send(200, json.dumps(result).encode(), "application/json")

@@ -8,6 +8,7 @@ gossip port is disabled. :meth:`PrometheusStack.stop` terminates both and is saf
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import subprocess
@@ -52,8 +53,10 @@ class PrometheusStack:
     ) -> None:
         binaries = stack_binaries()
         if binaries is None:
-            raise FileNotFoundError("prometheus and prometheus-alertmanager are not installed "
-                                    "(apt-get install prometheus prometheus-alertmanager)")
+            raise FileNotFoundError(
+                "prometheus and prometheus-alertmanager are not installed "
+                "(apt-get install prometheus prometheus-alertmanager)"
+            )
         self.prometheus_bin, self.alertmanager_bin = binaries
         self.workdir = workdir
         self.targets = targets
@@ -76,8 +79,11 @@ class PrometheusStack:
     def _write_configs(self) -> tuple[Path, Path]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         prom = {
-            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval,
-                       "scrape_timeout": self.interval},
+            "global": {
+                "scrape_interval": self.interval,
+                "evaluation_interval": self.interval,
+                "scrape_timeout": self.interval,
+            },
             "rule_files": [str(p) for p in self.rule_files],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]},
             "scrape_configs": [
@@ -85,8 +91,13 @@ class PrometheusStack:
             ],
         }
         am = {
-            "route": {"receiver": "pager", "group_by": self.group_by, "group_wait": "1s",
-                      "group_interval": "1s", "repeat_interval": "1h"},
+            "route": {
+                "receiver": "pager",
+                "group_by": self.group_by,
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
             "receivers": [{"name": "pager", "webhook_configs": [{"url": self.webhook_url, "send_resolved": True}]}],
         }
         prom_file, am_file = self.workdir / "prometheus.yml", self.workdir / "alertmanager.yml"
@@ -95,7 +106,7 @@ class PrometheusStack:
         return prom_file, am_file
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / f"{name}.log", "wb")
         try:
             self._procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir))
         finally:
@@ -104,17 +115,29 @@ class PrometheusStack:
     def start(self, timeout: float = 30.0) -> PrometheusStack:
         prom_file, am_file = self._write_configs()
         try:
-            self._spawn("alertmanager", [
-                self.alertmanager_bin, f"--config.file={am_file}", f"--storage.path={self.workdir / 'am'}",
-                f"--web.listen-address=127.0.0.1:{self.am_port}", "--cluster.listen-address=",
-                f"--web.external-url={self.alertmanager_url}/",
-            ])
-            self._spawn("prometheus", [
-                self.prometheus_bin, f"--config.file={prom_file}", f"--storage.tsdb.path={self.workdir / 'prom'}",
-                f"--web.listen-address=127.0.0.1:{self.prom_port}", f"--web.external-url={self.prometheus_url}/",
-            ])
+            self._spawn(
+                "alertmanager",
+                [
+                    self.alertmanager_bin,
+                    f"--config.file={am_file}",
+                    f"--storage.path={self.workdir / 'am'}",
+                    f"--web.listen-address=127.0.0.1:{self.am_port}",
+                    "--cluster.listen-address=",
+                    f"--web.external-url={self.alertmanager_url}/",
+                ],
+            )
+            self._spawn(
+                "prometheus",
+                [
+                    self.prometheus_bin,
+                    f"--config.file={prom_file}",
+                    f"--storage.tsdb.path={self.workdir / 'prom'}",
+                    f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                    f"--web.external-url={self.prometheus_url}/",
+                ],
+            )
             for url in (self.alertmanager_url, self.prometheus_url):
-                self.wait_for(lambda u=url: _ready(u), timeout, f"{url}/-/ready")
+                self.wait_for(functools.partial(_ready, url), timeout, f"{url}/-/ready")
         except BaseException:
             self.stop()
             raise
@@ -126,7 +149,7 @@ class PrometheusStack:
         while True:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}/*.log")
+                    raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {self.workdir}/*.log")
             result = check()
             if result:
                 return result

@@ -23,8 +23,17 @@ __all__ = ["Traffic"]
 
 
 class Traffic:
-    def __init__(self, model: DemoModel, app_url: str, *, rate: float = 100.0, labels_url: str | None = None,
-                 label_share: float = 0.5, label_delay: float = 2.0, seed: int = 1) -> None:
+    def __init__(
+        self,
+        model: DemoModel,
+        app_url: str,
+        *,
+        rate: float = 100.0,
+        labels_url: str | None = None,
+        label_share: float = 0.5,
+        label_delay: float = 2.0,
+        seed: int = 1,
+    ) -> None:
         self.rows: list[dict[str, Any]] = model.frame.to_dict("records")
         self.truth = np.asarray(model.labels).tolist()
         self.app_url = app_url
@@ -83,7 +92,7 @@ class Traffic:
 
     def _post_due_labels(self, session: requests.Session) -> None:
         now = time.monotonic()
-        due = []
+        due: list[Any] = []
         while self._pending and self._pending[0][0] <= now:
             _, rid, label = self._pending.popleft()
             due.append({"request_id": rid, "label": label})

@@ -18,8 +18,9 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True,
-                                        name="demo-webhook")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), daemon=True, name="demo-webhook"
+        )
 
     @property
     def url(self) -> str:
@@ -46,7 +47,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 try:
                     payload = json.loads(body)

@@ -129,9 +129,7 @@ class ModelCounters:
         self.segment_labels = [BoundedLabels(1)] + [BoundedLabels(segment_budget) for _ in segments]
         self.segment_labels[0].index(ALL)
         self.decision_labels = BoundedLabels(decision_budget)
-        self.predictions = np.zeros(
-            (len(self.segment_keys), segment_budget + 1, decision_budget + 1), dtype=np.int64
-        )
+        self.predictions = np.zeros((len(self.segment_keys), segment_budget + 1, decision_budget + 1), dtype=np.int64)
 
         self.duration_bins = np.zeros(len(DURATION_BUCKETS) + 1, dtype=np.int64)
         self.duration_sum = 0.0
@@ -283,7 +281,6 @@ class ModelCounters:
             self.duration_bins[i] += 1
             self.duration_sum += seconds
 
-
     def add_error(self, error_type: str) -> None:
         self.errors.add(error_type)
 
@@ -314,8 +311,7 @@ class ModelCounters:
                 )
             )
         overflow = {
-            ATTR_SEGMENT_PREFIX + key: lab.overflow
-            for key, lab in zip(self.segment_keys[1:], self.segment_labels[1:])
+            ATTR_SEGMENT_PREFIX + key: lab.overflow for key, lab in zip(self.segment_keys[1:], self.segment_labels[1:])
         }
         overflow[ATTR_DECISION] = self.decision_labels.overflow
         overflow[ATTR_ERROR_TYPE] = self.errors.labels.overflow

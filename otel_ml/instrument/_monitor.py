@@ -260,7 +260,7 @@ class ModelMonitor:
             ctx = otel_context.attach(trace.set_span_in_context(span))
             if self._request_id is not None and span.is_recording():
                 call._request_id = str(self._request_id(features_of(args, kwargs)))
-        except Exception as exc:  # noqa: BLE001 - telemetry must never reach the caller
+        except Exception as exc:
             self._instrumentation_error("span", exc)
         return call, token, span, ctx
 
@@ -269,7 +269,7 @@ class ModelMonitor:
         if ctx is not None:
             try:
                 otel_context.detach(ctx)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._instrumentation_error("span", exc)
 
     def _finish(
@@ -289,7 +289,7 @@ class ModelMonitor:
             try:
                 scores, decisions = self._record_row(features, result, duration, error)
                 duration = None  # counted with the row
-            except Exception as exc:  # noqa: BLE001 - telemetry must never reach the caller
+            except Exception as exc:
                 self._instrumentation_error("row", exc)
         else:
             try:
@@ -298,7 +298,7 @@ class ModelMonitor:
                 counters.add_columns(columns)
                 if error is None:
                     scores, decisions = self._count_predictions(columns, result, n)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._instrumentation_error("batch", exc)
         try:
             if duration is not None:
@@ -309,19 +309,19 @@ class ModelMonitor:
                 counters.add_fallback(call.fallback)
             if span is not None:
                 self._end_span(span, call, features, n, scores, decisions, error)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._instrumentation_error("span", exc)
 
     def _record_row(
         self, row: Mapping[str, Any], result: Any, duration: float | None, error: BaseException | None
     ) -> tuple[Any, Any]:
         score: float | None = None
-        decision = NO_DECISION
+        decision: str | None = NO_DECISION
         if error is None:
             score = self._row_score(result)
             rule = self._decision
             if rule is not None and score is not None and math.isfinite(score):
-                verdict = score > rule if isinstance(rule, (int, float)) else rule(score)
+                verdict = score > rule if isinstance(rule, (int, float)) else rule(score)  # type: ignore[arg-type]
                 decision = _scalar_label(verdict)
         segments = [_scalar_label(row.get(k)) for k in self.segments]
         # A failed call still saw its features, but made no prediction (decision None).
@@ -367,7 +367,7 @@ class ModelMonitor:
         call: _Call,
         features: Any,
         n: int | None,
-        scores: npt.NDArray[np.float64] | None,
+        scores: Any,  # a float for one row, an array for a batch, or None
         decisions: Any,
         error: BaseException | None,
     ) -> None:
@@ -408,7 +408,7 @@ class ModelMonitor:
             if key not in self._warned:
                 self._warned.add(key)
                 _log.warning("otel-ml %s: %s failed (%s); the prediction is unaffected", self, stage, kind)
-        except Exception:  # noqa: BLE001 - the last line of defence
+        except Exception:
             pass
 
 

@@ -46,13 +46,20 @@ _CUMULATIVE = AggregationTemporality.CUMULATIVE
 SCOPE = InstrumentationScope("otel_ml", __version__)
 
 
-def _histogram_point(attrs: Mapping[str, str], start: int, now: int, edges: Sequence[float],
-                     bins: Sequence[int], total: float) -> HistogramDataPoint:
+def _histogram_point(
+    attrs: Mapping[str, str], start: int, now: int, edges: Sequence[float], bins: Sequence[int], total: float
+) -> HistogramDataPoint:
     counts = [int(c) for c in bins]
     return HistogramDataPoint(
-        attributes=dict(attrs), start_time_unix_nano=start, time_unix_nano=now, count=sum(counts),
-        sum=float(total), bucket_counts=counts, explicit_bounds=list(edges),
-        min=None, max=None,  # type: ignore[arg-type]  # optional in OTLP; not tracked per call
+        attributes=dict(attrs),
+        start_time_unix_nano=start,
+        time_unix_nano=now,
+        count=sum(counts),
+        sum=float(total),
+        bucket_counts=counts,
+        explicit_bounds=list(edges),
+        min=None,
+        max=None,  # type: ignore[arg-type]  # optional in OTLP; not tracked per call
     )
 
 
@@ -69,19 +76,32 @@ def _histogram(instrument: n.Instrument, points: list[HistogramDataPoint]) -> Me
 
 
 def counts_metrics_data(
-    snapshots: Iterable[CountsSnapshot], *, start_time_ns: int, resource: Resource | None = None,
+    snapshots: Iterable[CountsSnapshot],
+    *,
+    start_time_ns: int,
+    resource: Resource | None = None,
     now_ns: int | None = None,
 ) -> MetricsData:
     """The OTel data model for these snapshots: one scope ``otel_ml``, cumulative temporality."""
     now = now_ns if now_ns is not None else time.time_ns()
     start = start_time_ns
-    value, category, missing, score, preds, duration = [], [], [], [], [], []  # type: ignore[var-annotated]
+    value: list[HistogramDataPoint] = []
+    score: list[HistogramDataPoint] = []
+    duration: list[HistogramDataPoint] = []
+    category: list[NumberDataPoint] = []
+    missing: list[NumberDataPoint] = []
+    preds: list[NumberDataPoint] = []
     labelled: dict[n.Instrument, list[NumberDataPoint]] = {
-        n.PREDICTION_ERRORS: [], n.PREDICTION_FALLBACKS: [], n.INSTRUMENTATION_ERRORS: [], n.CARDINALITY_OVERFLOW: [],
+        n.PREDICTION_ERRORS: [],
+        n.PREDICTION_FALLBACKS: [],
+        n.INSTRUMENTATION_ERRORS: [],
+        n.CARDINALITY_OVERFLOW: [],
     }
     label_key = {
-        n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE, n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
-        n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE, n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
+        n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE,
+        n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
+        n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE,
+        n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
     }
 
     def point(attrs: dict[str, str], v: int | float) -> NumberDataPoint:
@@ -99,12 +119,16 @@ def counts_metrics_data(
             missing.append(point({**model, n.ATTR_FEATURE: name}, int(count)))
         score.append(_histogram_point(model, start, now, s.score_edges, s.score_bins.tolist(), s.score_sum))
         for key, segment, decision, count in s.predictions:
-            preds.append(point({**model, n.ATTR_SEGMENT_KEY: key, n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision},
-                               count))
+            preds.append(
+                point({**model, n.ATTR_SEGMENT_KEY: key, n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision}, count)
+            )
         duration.append(_histogram_point(model, start, now, s.duration_edges, s.duration_bins.tolist(), s.duration_sum))
-        for instrument, counts in ((n.PREDICTION_ERRORS, s.errors), (n.PREDICTION_FALLBACKS, s.fallbacks),
-                                   (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
-                                   (n.CARDINALITY_OVERFLOW, s.overflow)):
+        for instrument, counts in (
+            (n.PREDICTION_ERRORS, s.errors),
+            (n.PREDICTION_FALLBACKS, s.fallbacks),
+            (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
+            (n.CARDINALITY_OVERFLOW, s.overflow),
+        ):
             for label, count in sorted(counts.items()):
                 labelled[instrument].append(point({**model, label_key[instrument]: label}, count))
 
@@ -119,8 +143,9 @@ def counts_metrics_data(
     ]
     metrics = [m for m in metrics if m.data.data_points]
     scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
-    return MetricsData(resource_metrics=[ResourceMetrics(resource=resource or Resource.create(),
-                                                         scope_metrics=[scope], schema_url="")])
+    return MetricsData(
+        resource_metrics=[ResourceMetrics(resource=resource or Resource.create(), scope_metrics=[scope], schema_url="")]
+    )
 
 
 class OtlpMetricsPusher:
@@ -169,7 +194,7 @@ class OtlpMetricsPusher:
             try:
                 data = counts_metrics_data(self._snapshots(), start_time_ns=self._start_ns, resource=self._resource)
                 ok = self.exporter.export(data) is MetricExportResult.SUCCESS
-            except Exception:  # noqa: BLE001 - exporting must never take the app down
+            except Exception:
                 _log.exception("otel-ml: OTLP metrics export failed")
                 ok = False
             if not ok:

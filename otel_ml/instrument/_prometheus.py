@@ -27,15 +27,20 @@ from ._counters import CountsSnapshot
 if TYPE_CHECKING:
     from ._monitor import ModelMonitor
 
-__all__ = ["MonitorCollector", "collector_for", "counts_families", "start_http_server", "le_labels"]
+__all__ = ["MonitorCollector", "collector_for", "counts_families", "format_le", "le_labels", "start_http_server"]
 
 _MODEL = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
+
+
+def format_le(value: float) -> str:
+    """A bucket bound spelled the way prometheus_client spells ``le`` (Go's float formatting)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
 @lru_cache(maxsize=4096)
 def le_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
     """The ``le`` label values of a histogram with these finite edges, ``+Inf`` last."""
-    return (*(floatToGoString(e) for e in edges), "+Inf")
+    return (*(format_le(e) for e in edges), "+Inf")
 
 
 def _buckets(edges: tuple[float, ...], per_bin: Any) -> list[tuple[str, float]]:
@@ -43,29 +48,44 @@ def _buckets(edges: tuple[float, ...], per_bin: Any) -> list[tuple[str, float]]:
     return list(zip(le_labels(edges), cumulative))
 
 
-def _families() -> dict[str, Metric]:
+def _families() -> dict[str, Any]:
     return {
-        "value": HistogramMetricFamily(n.FEATURE_VALUE.prometheus, n.FEATURE_VALUE.description,
-                                       labels=[*_MODEL, n.LABEL_FEATURE]),
-        "category": CounterMetricFamily(n.FEATURE_CATEGORY.prometheus, n.FEATURE_CATEGORY.description,
-                                        labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_CATEGORY]),
-        "missing": CounterMetricFamily(n.FEATURE_MISSING.prometheus, n.FEATURE_MISSING.description,
-                                       labels=[*_MODEL, n.LABEL_FEATURE]),
-        "score": HistogramMetricFamily(n.PREDICTION_SCORE.prometheus, n.PREDICTION_SCORE.description,
-                                       labels=_MODEL),
-        "predictions": CounterMetricFamily(n.PREDICTIONS.prometheus, n.PREDICTIONS.description,
-                                           labels=[*_MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT, n.LABEL_DECISION]),
-        "duration": HistogramMetricFamily(n.PREDICTION_DURATION.prometheus, n.PREDICTION_DURATION.description,
-                                          labels=_MODEL),
-        "errors": CounterMetricFamily(n.PREDICTION_ERRORS.prometheus, n.PREDICTION_ERRORS.description,
-                                      labels=[*_MODEL, n.LABEL_ERROR_TYPE]),
-        "fallbacks": CounterMetricFamily(n.PREDICTION_FALLBACKS.prometheus, n.PREDICTION_FALLBACKS.description,
-                                         labels=[*_MODEL, n.LABEL_FALLBACK_REASON]),
+        "value": HistogramMetricFamily(
+            n.FEATURE_VALUE.prometheus, n.FEATURE_VALUE.description, labels=[*_MODEL, n.LABEL_FEATURE]
+        ),
+        "category": CounterMetricFamily(
+            n.FEATURE_CATEGORY.prometheus,
+            n.FEATURE_CATEGORY.description,
+            labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_CATEGORY],
+        ),
+        "missing": CounterMetricFamily(
+            n.FEATURE_MISSING.prometheus, n.FEATURE_MISSING.description, labels=[*_MODEL, n.LABEL_FEATURE]
+        ),
+        "score": HistogramMetricFamily(n.PREDICTION_SCORE.prometheus, n.PREDICTION_SCORE.description, labels=_MODEL),
+        "predictions": CounterMetricFamily(
+            n.PREDICTIONS.prometheus,
+            n.PREDICTIONS.description,
+            labels=[*_MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT, n.LABEL_DECISION],
+        ),
+        "duration": HistogramMetricFamily(
+            n.PREDICTION_DURATION.prometheus, n.PREDICTION_DURATION.description, labels=_MODEL
+        ),
+        "errors": CounterMetricFamily(
+            n.PREDICTION_ERRORS.prometheus, n.PREDICTION_ERRORS.description, labels=[*_MODEL, n.LABEL_ERROR_TYPE]
+        ),
+        "fallbacks": CounterMetricFamily(
+            n.PREDICTION_FALLBACKS.prometheus,
+            n.PREDICTION_FALLBACKS.description,
+            labels=[*_MODEL, n.LABEL_FALLBACK_REASON],
+        ),
         "instrumentation": CounterMetricFamily(
-            n.INSTRUMENTATION_ERRORS.prometheus, n.INSTRUMENTATION_ERRORS.description,
-            labels=[*_MODEL, n.LABEL_ERROR_TYPE]),
-        "overflow": CounterMetricFamily(n.CARDINALITY_OVERFLOW.prometheus, n.CARDINALITY_OVERFLOW.description,
-                                        labels=[*_MODEL, n.LABEL_ATTRIBUTE]),
+            n.INSTRUMENTATION_ERRORS.prometheus,
+            n.INSTRUMENTATION_ERRORS.description,
+            labels=[*_MODEL, n.LABEL_ERROR_TYPE],
+        ),
+        "overflow": CounterMetricFamily(
+            n.CARDINALITY_OVERFLOW.prometheus, n.CARDINALITY_OVERFLOW.description, labels=[*_MODEL, n.LABEL_ATTRIBUTE]
+        ),
     }
 
 
@@ -86,8 +106,12 @@ def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
         for key, segment, decision, value in s.predictions:
             fam["predictions"].add_metric([*model, key, segment, decision], value)
         fam["duration"].add_metric(model, _buckets(s.duration_edges, s.duration_bins), s.duration_sum)
-        for family, counts in (("errors", s.errors), ("fallbacks", s.fallbacks),
-                               ("instrumentation", s.instrumentation_errors), ("overflow", s.overflow)):
+        for family, counts in (
+            ("errors", s.errors),
+            ("fallbacks", s.fallbacks),
+            ("instrumentation", s.instrumentation_errors),
+            ("overflow", s.overflow),
+        ):
             for label, value in sorted(counts.items()):
                 fam[family].add_metric([*model, label], value)
     return list(fam.values())
@@ -152,4 +176,4 @@ def start_http_server(
     Bind ``addr="0.0.0.0"`` (or the pod IP) only when Prometheus must reach the app directly.
     Returns prometheus_client's ``(server, thread)``; call ``server.shutdown()`` to stop.
     """
-    return _start_http_server(port, addr=addr, registry=registry)  # type: ignore[no-any-return]
+    return _start_http_server(port, addr=addr, registry=registry)

@@ -79,8 +79,10 @@ def _target(q: Query, index: int, fmt: PromQueryFormat | None = None) -> prometh
 
 def thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
     """Absolute thresholds; the first step's value is None (-Inf), as Grafana expects."""
-    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
-        [dm.Threshold(value=value, color=color) for value, color in steps]
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=value, color=color) for value, color in steps])
     )
 
 
@@ -127,8 +129,16 @@ def status_cell() -> list[dm.DynamicConfigValue]:
     ]
 
 
-def _common(panel: Any, panel_id: int, title: str, description: str, queries: Sequence[Query],
-            span: int, height: int, fmt: PromQueryFormat | None = None) -> Any:
+def _common(
+    panel: Any,
+    panel_id: int,
+    title: str,
+    description: str,
+    queries: Sequence[Query],
+    span: int,
+    height: int,
+    fmt: PromQueryFormat | None = None,
+) -> Any:
     if not queries:
         raise ValueError(f"panel {title!r} has no queries")
     panel = panel.id(panel_id).title(title).description(description).datasource(DATASOURCE)
@@ -163,9 +173,15 @@ def timeseries_panel(
         panel.unit(unit)
         .line_width(1)
         .fill_opacity(10)
-        .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
-                .placement(cm.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"])
-                .sort_by("Last *").sort_desc(True))
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+            .sort_by("Last *")
+            .sort_desc(True)
+        )
         .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
     )
     if min_val is not None:
@@ -174,7 +190,8 @@ def timeseries_panel(
         panel = panel.max(max_val)
     if threshold_steps:
         panel = panel.thresholds(thresholds(*threshold_steps)).thresholds_style(
-            cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
+            cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED)
+        )
     if mappings:
         panel = panel.mappings(mappings)
     return panel  # type: ignore[no-any-return]
@@ -222,8 +239,12 @@ def state_timeline_panel(
 ) -> statetimeline.Panel:
     """Coloured bands over time: when did each model version enter and leave a state."""
     panel = _common(statetimeline.Panel(), panel_id, title, description, queries, span, height)
-    panel = panel.mappings(mappings).thresholds(thresholds((None, "text"))).color_scheme(
-        db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)).show_value(cm.VisibilityMode.NEVER)
+    panel = (
+        panel.mappings(mappings)
+        .thresholds(thresholds((None, "text")))
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .show_value(cm.VisibilityMode.NEVER)
+    )
     return panel  # type: ignore[no-any-return]
 
 
@@ -255,11 +276,17 @@ def table_panel(
     order = {field: index for index, field in enumerate([*labels, *values])}
     exclude = {"Time": True, **{label: True for label in hidden}}
     panel = panel.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
-    panel = panel.with_transformation(dm.DataTransformerConfig(
-        id_val="organize", options={"excludeByName": exclude, "renameByName": rename, "indexByName": order}))
+    panel = panel.with_transformation(
+        dm.DataTransformerConfig(
+            id_val="organize", options={"excludeByName": exclude, "renameByName": rename, "indexByName": order}
+        )
+    )
     if sort_by is not None:
-        panel = panel.with_transformation(dm.DataTransformerConfig(
-            id_val="sortBy", options={"fields": {}, "sort": [{"field": sort_by, "desc": True}]}))
+        panel = panel.with_transformation(
+            dm.DataTransformerConfig(
+                id_val="sortBy", options={"fields": {}, "sort": [{"field": sort_by, "desc": True}]}
+            )
+        )
         panel = panel.sort_by([cb.TableSortByFieldState().display_name(sort_by).desc(True)])
     for name, properties in sorted((overrides or {}).items()):
         panel = panel.override_by_name(name, properties)
@@ -276,13 +303,19 @@ def heatmap_panel(
     height: int = 8,
 ) -> heatmap.Panel:
     """A heatmap straight from Prometheus histogram buckets (no client-side re-bucketing)."""
-    panel = _common(heatmap.Panel(), panel_id, title, description, [query], span, height,
-                    fmt=PromQueryFormat.HEATMAP)
+    panel = _common(heatmap.Panel(), panel_id, title, description, [query], span, height, fmt=PromQueryFormat.HEATMAP)
     panel = (
         panel.calculate(False)
-        .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
-               .scheme("Oranges").scale(hm.HeatmapColorScale.EXPONENTIAL).exponent(0.5)
-               .steps(64).fill("dark-orange").reverse(False))
+        .color(
+            heatmap.HeatmapColorOptions()
+            .mode(hm.HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .scale(hm.HeatmapColorScale.EXPONENTIAL)
+            .exponent(0.5)
+            .steps(64)
+            .fill("dark-orange")
+            .reverse(False)
+        )
         .rows_frame(heatmap.RowsHeatmapOptions().layout(cm.HeatmapCellLayout.LE))
         .y_axis(heatmap.YAxisConfig().unit(units.Short).axis_placement(cm.AxisPlacement.LEFT))
         .cell_gap(1)

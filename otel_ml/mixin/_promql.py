@@ -55,8 +55,13 @@ class Exprs:
 
     def side(self, *extra: str, window: bool = True) -> str:
         """Series the sidecar computes; most are per window."""
-        return matchers(self.config.sidecar_selector, self.model_matcher, self.version_matcher,
-                        self.window_matcher if window else "", *extra)
+        return matchers(
+            self.config.sidecar_selector,
+            self.model_matcher,
+            self.version_matcher,
+            self.window_matcher if window else "",
+            *extra,
+        )
 
     # -- app counters ------------------------------------------------------------------------------
     def rate(self, series: str, by: str, *extra: str) -> str:
@@ -91,8 +96,7 @@ class Exprs:
         return f"sum by ({n.LABEL_LE}) (increase({SCORE_BUCKET}{self.app()}[{RATE_INTERVAL}]))"
 
     # -- sidecar gauges ----------------------------------------------------------------------------
-    def gauge(self, inst: n.Instrument, by: str = MV, *extra: str, agg: str = "max",
-              window: bool = True) -> str:
+    def gauge(self, inst: n.Instrument, by: str = MV, *extra: str, agg: str = "max", window: bool = True) -> str:
         """One sidecar gauge, aggregated away from job/instance so tables merge on our labels only."""
         grouping = f" by ({by})" if by else ""
         return f"{agg}{grouping} ({inst.series}{self.side(*extra, window=window)})"
@@ -101,8 +105,7 @@ class Exprs:
         """Features whose verdict is drift; 0 (not "no data") while the sidecar reports none."""
         status = f"{n.FEATURE_DRIFT_STATUS.series}{self.side()}"
         grouping = f" by ({by})" if by else ""
-        return (f"count{grouping} ({status} == {n.DRIFT_STATUS_DRIFT}) "
-                f"or on({by}) (count{grouping} ({status}) * 0)")
+        return f"count{grouping} ({status} == {n.DRIFT_STATUS_DRIFT}) or on({by}) (count{grouping} ({status}) * 0)"
 
     def decision_rate_change_top(self, k: int) -> str:
         """The k segment decision-rate changes largest in absolute value, sign kept."""
@@ -120,8 +123,10 @@ class Exprs:
     def ingest_errors(self) -> str:
         """Sidecar ingest errors by reason; 0 while the sidecar is scraped and has had none."""
         sel = matchers(self.config.sidecar_selector)
-        return (f"sum by ({n.LABEL_REASON}) (rate({n.SIDECAR_INGEST_ERRORS.series}{sel}[{RATE_INTERVAL}])) "
-                f"or on() (sum(up{sel}) * 0)")
+        return (
+            f"sum by ({n.LABEL_REASON}) (rate({n.SIDECAR_INGEST_ERRORS.series}{sel}[{RATE_INTERVAL}])) "
+            f"or on() (sum(up{sel}) * 0)"
+        )
 
     def sidecar_up(self) -> str:
         return f"sum(up{matchers(self.config.sidecar_selector)})"

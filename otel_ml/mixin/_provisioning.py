@@ -57,8 +57,9 @@ def provisioning_files(config: MixinConfig) -> dict[str, str]:
     """Relative path -> YAML text of the datasource and dashboard provider files."""
     return {
         "provisioning/datasource.yaml": _DATASOURCE.format(uid=DATASOURCE_UID),
-        "provisioning/dashboards.yaml": _DASHBOARDS.format(folder=_yaml_string(config.grafana_folder),
-                                                           path=DASHBOARDS_PATH),
+        "provisioning/dashboards.yaml": _DASHBOARDS.format(
+            folder=_yaml_string(config.grafana_folder), path=DASHBOARDS_PATH
+        ),
     }
 
 

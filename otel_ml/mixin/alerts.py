@@ -42,8 +42,7 @@ FEATURE_TEXT = f"feature {_l(F)} of {MODEL_TEXT}"
 SEGMENT_TEXT = f"segment {_l(SK)}={_l(S)} of {MODEL_TEXT}"
 
 
-def _alert(name: str, expr: str, for_: str, level: str, summary: str, description: str,
-           **labels: str) -> Rule:
+def _alert(name: str, expr: str, for_: str, level: str, summary: str, description: str, **labels: str) -> Rule:
     q.seconds(for_)  # a typo in a for: duration fails at generation, not in Prometheus
     return {
         "alert": name,
@@ -70,7 +69,8 @@ and on ({by})
         _alert(
             "MLFeatureDrift",
             verdict(n.FEATURE_PSI.prometheus, n.FEATURE_DRIFT_STATUS.prometheus, f_on),
-            c.drift_for, TICKET,
+            c.drift_for,
+            TICKET,
             f"Feature {_l(F)} of model {MODEL_TEXT} has drifted from its training baseline.",
             f"The sidecar's drift verdict for {FEATURE_TEXT} over the last {c.alert_window} has been "
             f"'drift' for {c.drift_for}: PSI is {{{{ $value | printf \"%.3f\" }}}}, above the drift threshold "
@@ -80,11 +80,12 @@ and on ({by})
         _alert(
             "MLScoreDistributionShift",
             verdict(n.SCORE_PSI.prometheus, n.SCORE_DRIFT_STATUS.prometheus, m_on),
-            c.score_drift_for, TICKET,
+            c.score_drift_for,
+            TICKET,
             f"Score distribution of model {MODEL_TEXT} has shifted from its training baseline.",
             f"The sidecar's drift verdict for the prediction scores of {MODEL_TEXT} over the last "
             f"{c.alert_window} has been 'drift' for {c.score_drift_for}: PSI is "
-            "{{ $value | printf \"%.3f\" }}. Decisions made on thresholds of this score change with it.",
+            '{{ $value | printf "%.3f" }}. Decisions made on thresholds of this score change with it.',
         ),
     ]
 
@@ -116,7 +117,10 @@ max by ({f_on}) ({n.FEATURE_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.u
 """
     return [
         _alert(
-            "MLFeatureMissingRatioHigh", missing, c.missing_for, TICKET,
+            "MLFeatureMissingRatioHigh",
+            missing,
+            c.missing_for,
+            TICKET,
             f"Feature {_l(F)} of model {MODEL_TEXT} is missing far more often than in training.",
             f"Over the last {c.alert_window}, the missing share of {FEATURE_TEXT} is "
             "{{ $value | humanizePercentage }} above its share in the training data (alert above "
@@ -124,7 +128,10 @@ max by ({f_on}) ({n.FEATURE_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.u
             "missing values). The model imputes these values, so its predictions degrade silently.",
         ),
         _alert(
-            "MLUnknownCategorySurge", unknown, c.unknown_for, TICKET,
+            "MLUnknownCategorySurge",
+            unknown,
+            c.unknown_for,
+            TICKET,
             f"Feature {_l(F)} of model {MODEL_TEXT} receives categories never seen in training.",
             f"Over the last {c.alert_window}, {{{{ $value | humanizePercentage }}}} of the values of "
             f"{FEATURE_TEXT} were not in the training vocabulary (alert above "
@@ -160,8 +167,7 @@ max by ({s_on}) ({n.SEGMENT_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.d
     now = f"max by ({s_on}) ({metric}{q.sidecar(c, short)})"
     before = f"max by ({s_on}) ({metric}{q.sidecar(c, long)})"
     # A drop is a fall for precision/recall/accuracy and a rise for the Brier score.
-    worse = f"{now} - on ({s_on}) {before}" if metric == n.ONLINE_BRIER.prometheus else \
-        f"{before} - on ({s_on}) {now}"
+    worse = f"{now} - on ({s_on}) {before}" if metric == n.ONLINE_BRIER.prometheus else f"{before} - on ({s_on}) {now}"
     performance = f"""
 (
   {worse}
@@ -171,7 +177,10 @@ max by ({s_on}) ({n.ONLINE_LABEL_COUNT.prometheus}{q.sidecar(c, short)}) >= {c.p
 """
     return [
         _alert(
-            "MLSegmentDecisionRateChange", decision_rate, c.decision_rate_for, PAGE,
+            "MLSegmentDecisionRateChange",
+            decision_rate,
+            c.decision_rate_for,
+            PAGE,
             f"Rate of decision {_l(D)} changed for {SEGMENT_TEXT}.",
             f"Over the last {c.alert_window}, the share of predictions with decision {_l(D)} in "
             f"{SEGMENT_TEXT} changed by {{{{ $value | humanizePercentage }}}} relative to the "
@@ -181,7 +190,10 @@ max by ({s_on}) ({n.ONLINE_LABEL_COUNT.prometheus}{q.sidecar(c, short)}) >= {c.p
             "treated differently than before.",
         ),
         _alert(
-            "MLOnlinePerformanceDrop", performance, c.performance_for, TICKET,
+            "MLOnlinePerformanceDrop",
+            performance,
+            c.performance_for,
+            TICKET,
             f"Online {metric_name} of {SEGMENT_TEXT} dropped.",
             f"On labelled predictions, the {metric_name} of {SEGMENT_TEXT} over the last "
             f"{c.performance_short_window} is {{{{ $value | humanizePercentage }}}} worse than over "
@@ -208,10 +220,13 @@ sum by ({m_on}) (increase({calls}{q.app(c)}[{short}])) >= {c.slo_min_calls}
 """
         days = 30 / rate
         return _alert(
-            "MLLatencySLOBurn", expr, for_, level,
-            f"Model {MODEL_TEXT} is burning its latency error budget {{{{ $value | printf \"%.1f\" }}}}x too fast.",
+            "MLLatencySLOBurn",
+            expr,
+            for_,
+            level,
+            f'Model {MODEL_TEXT} is burning its latency error budget {{{{ $value | printf "%.1f" }}}}x too fast.',
             f"Over the last {long} (and {short}), the share of predictions of {MODEL_TEXT} slower than "
-            f"{threshold}s used up the error budget of the {target}% SLO {{{{ $value | printf \"%.1f\" }}}} "
+            f'{threshold}s used up the error budget of the {target}% SLO {{{{ $value | printf "%.1f" }}}} '
             f"times faster than sustainable (alert above {q.num(rate)}x, so a 30-day budget would last "
             f"{days:.1f} days).",
             long_window=long,
@@ -223,7 +238,8 @@ and on ({m_on})
 sum by ({m_on}) (increase({calls}{q.app(c)}[{c.error_rate_window}])) >= {c.slo_min_calls}
 """
     instrumentation = f"""
-sum by ({q.labels(c, *q.MODEL, n.LABEL_ERROR_TYPE)}) (rate({n.INSTRUMENTATION_ERRORS.series}{q.app(c)}[{c.instrumentation_error_window}]))
+sum by ({q.labels(c, *q.MODEL, n.LABEL_ERROR_TYPE)})
+  (rate({n.INSTRUMENTATION_ERRORS.series}{q.app(c)}[{c.instrumentation_error_window}]))
 / on ({m_on}) group_left ()
 sum by ({m_on}) (rate({calls}{q.app(c)}[{c.instrumentation_error_window}]))
 > {q.num(c.instrumentation_error_ratio_threshold)}
@@ -234,7 +250,10 @@ sum by ({m_on}) (rate({calls}{q.app(c)}[{c.instrumentation_error_window}]))
         burn(page_long, page_short, c.latency_page_burn_rate, c.latency_page_for, PAGE),
         burn(ticket_long, ticket_short, c.latency_ticket_burn_rate, c.latency_ticket_for, TICKET),
         _alert(
-            "MLPredictionErrorRate", errors, c.error_for, PAGE,
+            "MLPredictionErrorRate",
+            errors,
+            c.error_for,
+            PAGE,
             f"Model {MODEL_TEXT} fails {{{{ $value | humanizePercentage }}}} of its predictions.",
             f"Over the last {c.error_rate_window}, {{{{ $value | humanizePercentage }}}} of the calls of the "
             f"inference function of {MODEL_TEXT} raised an exception (alert above "
@@ -242,7 +261,10 @@ sum by ({m_on}) (rate({calls}{q.app(c)}[{c.instrumentation_error_window}]))
             "errors or fallbacks instead of predictions.",
         ),
         _alert(
-            "MLInstrumentationErrors", instrumentation, c.instrumentation_error_for, TICKET,
+            "MLInstrumentationErrors",
+            instrumentation,
+            c.instrumentation_error_for,
+            TICKET,
             f"otel-ml instrumentation of {MODEL_TEXT} is failing ({_l(n.LABEL_ERROR_TYPE)}).",
             f"otel-ml failed {{{{ $value | humanizePercentage }}}} of the time per inference call of "
             f"{MODEL_TEXT} over the last {c.instrumentation_error_window} with {_l(n.LABEL_ERROR_TYPE)} "
@@ -272,7 +294,10 @@ time() - max by ({model_on}) ({n.SIDECAR_LAST_INGEST.prometheus}{q.sidecar(c)}) 
 """
     return [
         _alert(
-            "MLSidecarDown", f"{up} == 0\nor\nabsent({up})\n", c.sidecar_down_for, TICKET,
+            "MLSidecarDown",
+            f"{up} == 0\nor\nabsent({up})\n",
+            c.sidecar_down_for,
+            TICKET,
             "otel-ml sidecar {{ if $labels.instance }}{{ $labels.instance }} is down"
             "{{ else }}is not scraped at all{{ end }}.",
             "{{ if $labels.instance }}Prometheus has failed to scrape the otel-ml sidecar "
@@ -281,14 +306,20 @@ time() - max by ({model_on}) ({n.SIDECAR_LAST_INGEST.prometheus}{q.sidecar(c)}) 
             f"service discovery lost it{{{{ end }}}}, for {c.sidecar_down_for}. {blind}",
         ),
         _alert(
-            "MLSidecarNotIngesting", stale, c.ingest_stale_for, TICKET,
+            "MLSidecarNotIngesting",
+            stale,
+            c.ingest_stale_for,
+            TICKET,
             f"otel-ml sidecar receives no data for model {_l(M)}.",
             f"The sidecar last accepted data for any version of model {_l(M)} "
             f"{{{{ $value | humanizeDuration }}}} ago (alert after {c.ingest_stale_seconds}s): its scrape "
             f"of the app or the app's OTLP push is broken, or the model was retired. {blind}",
         ),
         _alert(
-            "MLSidecarIngestErrors", ingest_errors, c.ingest_error_for, TICKET,
+            "MLSidecarIngestErrors",
+            ingest_errors,
+            c.ingest_error_for,
+            TICKET,
             "otel-ml sidecar {{ $labels.instance }} rejects its inputs ({{ $labels.reason }}).",
             f"Over the last {c.ingest_error_window}, {{{{ $value | humanizePercentage }}}} of the inputs of the "
             "otel-ml sidecar {{ $labels.instance }} failed with reason {{ $labels.reason }} (alert above "
@@ -317,8 +348,13 @@ def _finish(rule: Rule, c: MixinConfig) -> Rule:
     level = labels.pop("severity")
     if level not in levels:
         raise ValueError(f"{name}: severity must be PAGE or TICKET, got {level!r}")
-    labels = {"severity": levels[level], "team": c.team, **c.extra_alert_labels, **labels,
-              **c.alert_label_overrides.get(name, {})}
+    labels = {
+        "severity": levels[level],
+        "team": c.team,
+        **c.extra_alert_labels,
+        **labels,
+        **c.alert_label_overrides.get(name, {}),
+    }
     missing = [a for a in _REQUIRED_ANNOTATIONS if not rule["annotations"].get(a)]
     if missing:
         raise ValueError(f"{name}: missing annotations {missing}")

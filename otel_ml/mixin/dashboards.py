@@ -51,33 +51,63 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
     return [
         p.datasource_variable(),
         p.query_variable(
-            "model", "Model", f"label_values({PREDICTIONS}{matchers(app)}, {M})",
-            multi=not single_model, include_all=not single_model,
-            description="Model name (label ml_model_name)."),
+            "model",
+            "Model",
+            f"label_values({PREDICTIONS}{matchers(app)}, {M})",
+            multi=not single_model,
+            include_all=not single_model,
+            description="Model name (label ml_model_name).",
+        ),
         p.query_variable(
-            "version", "Version", f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_MODEL_VERSION})",
-            multi=True, include_all=True, description="Model version; pick several to compare a canary."),
+            "version",
+            "Version",
+            f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_MODEL_VERSION})",
+            multi=True,
+            include_all=True,
+            description="Model version; pick several to compare a canary.",
+        ),
         p.query_variable(
-            "window", "Window",
+            "window",
+            "Window",
             f"label_values({n.FEATURE_PSI.series}{matchers(config.sidecar_selector)}, {n.LABEL_WINDOW})",
-            multi=False, include_all=False, current=config.alert_window,
-            description=f"Sidecar comparison window; alerts read {config.alert_window}."),
+            multi=False,
+            include_all=False,
+            current=config.alert_window,
+            description=f"Sidecar comparison window; alerts read {config.alert_window}.",
+        ),
         p.query_variable(
-            "segment", "Segment key",
+            "segment",
+            "Segment key",
             f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_SEGMENT_KEY})",
-            multi=True, include_all=True,
-            description=f"Segment key; {n.ALL} counts every prediction once."),
+            multi=True,
+            include_all=True,
+            description=f"Segment key; {n.ALL} counts every prediction once.",
+        ),
     ]
 
 
 def _link(title: str, uid: str) -> db.DashboardLink:
-    return (db.DashboardLink(title).type(dm.DashboardLinkType.LINK).url(f"/d/{uid}")
-            .include_vars(True).keep_time(True).icon("dashboard").target_blank(False))
+    return (
+        db.DashboardLink(title)
+        .type(dm.DashboardLinkType.LINK)
+        .url(f"/d/{uid}")
+        .include_vars(True)
+        .keep_time(True)
+        .icon("dashboard")
+        .target_blank(False)
+    )
 
 
-def _dashboard(config: MixinConfig, filename: str, title: str, description: str,
-               panels: Sequence[db.Row | p.PanelBuilder], *, single_model: bool,
-               links: Sequence[db.DashboardLink]) -> db.Dashboard:
+def _dashboard(
+    config: MixinConfig,
+    filename: str,
+    title: str,
+    description: str,
+    panels: Sequence[db.Row | p.PanelBuilder],
+    *,
+    single_model: bool,
+    links: Sequence[db.DashboardLink],
+) -> db.Dashboard:
     board = (
         db.Dashboard(title)
         .uid(config.dashboard_uids[filename])
@@ -108,14 +138,24 @@ def build_dashboards(config: MixinConfig = DEFAULT_CONFIG) -> dict[str, dict[str
     e = Exprs(config)
     fleet_uid, model_uid = config.dashboard_uids[FLEET], config.dashboard_uids[MODEL]
     fleet = _dashboard(
-        config, FLEET, "otel-ml / Fleet overview",
+        config,
+        FLEET,
+        "otel-ml / Fleet overview",
         "Every monitored model version: drift verdicts, traffic, decisions, latency, errors, data freshness.",
-        fleet_panels(config, e), single_model=False, links=[_link("Model view", model_uid)])
+        fleet_panels(config, e),
+        single_model=False,
+        links=[_link("Model view", model_uid)],
+    )
     model = _dashboard(
-        config, MODEL, "otel-ml / Model",
+        config,
+        MODEL,
+        "otel-ml / Model",
         "One model: serving health, feature drift by PSI, score distribution, segment decision rates, "
         "input coverage and label-based performance.",
-        model_panels(config, e), single_model=True, links=[_link("Fleet overview", fleet_uid)])
+        model_panels(config, e),
+        single_model=True,
+        links=[_link("Fleet overview", fleet_uid)],
+    )
     return {FLEET: dashboard_json(fleet), MODEL: dashboard_json(model)}
 
 

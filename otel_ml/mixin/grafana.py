@@ -77,7 +77,8 @@ def _explain(exc: Exception, url: str, action: str) -> GrafanaError:
             return GrafanaError(
                 f"Grafana rejected the token (HTTP {exc.status_code} while {action}: {detail or exc.message}); "
                 "use a service account token with the Editor role on the folder (Admin to create it), "
-                "passed as --token or GRAFANA_TOKEN")
+                "passed as --token or GRAFANA_TOKEN"
+            )
         return GrafanaError(f"Grafana at {url} failed while {action}: HTTP {exc.status_code}: {detail or exc.message}")
     if isinstance(exc, (niquests.exceptions.RequestException, OSError)):
         return GrafanaError(f"cannot reach Grafana at {url}: {_reason(exc)}")
@@ -140,8 +141,14 @@ def upload_dashboards(
                 "message": f"otel-ml {__version__}: otel-ml dashboards import",
             }
             answer = api.dashboard.update_dashboard(body)
-            uploaded.append(Uploaded(filename, str(answer.get("uid", board.get("uid"))), str(answer.get("url", "")),
-                                     int(answer.get("version", 0))))
+            uploaded.append(
+                Uploaded(
+                    filename,
+                    str(answer.get("uid", board.get("uid"))),
+                    str(answer.get("url", "")),
+                    int(answer.get("version", 0)),
+                )
+            )
     except GrafanaError:
         raise
     except Exception as exc:

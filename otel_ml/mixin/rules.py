@@ -78,30 +78,44 @@ def serving_rules(c: MixinConfig) -> list[Rule]:
         rules.append(_record(calls_rate, f"sum by ({m_on}) (rate({calls}{q.app(c)}[{w}]))"))
         for counter in (n.PREDICTION_ERRORS, n.PREDICTION_FALLBACKS):
             # "or 0 *": a model without errors has no error series; record 0, not nothing.
-            rules.append(_record(ratio_record(counter.prometheus, w), f"""
+            rules.append(
+                _record(
+                    ratio_record(counter.prometheus, w),
+                    f"""
 (
   sum by ({m_on}) (rate({counter.series}{q.app(c)}[{w}]))
   or
   0 * {calls_rate}
 )
 / ({calls_rate} > 0)
-"""))
+""",
+                )
+            )
     w = c.recording_window
     decisions = f"ml:segment_decisions:rate{w}"
     buckets = f"ml:{_short(n.PREDICTION_DURATION.prometheus)}_bucket:rate{w}"
     all_segments = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
     rules += [
-        _record(f"ml:predictions:rate{w}",
-                f"sum by ({m_on}) (rate({n.PREDICTIONS.series}{q.app(c, all_segments)}[{w}]))"),
+        _record(
+            f"ml:predictions:rate{w}", f"sum by ({m_on}) (rate({n.PREDICTIONS.series}{q.app(c, all_segments)}[{w}]))"
+        ),
         _record(decisions, f"sum by ({d_on}) (rate({n.PREDICTIONS.series}{q.app(c)}[{w}]))"),
-        _record(f"ml:segment_decisions:ratio_rate{w}",
-                f"{decisions}\n/ on ({s_on}) group_left ()\n(sum by ({s_on}) ({decisions}) > 0)"),
-        _record(buckets, f"sum by ({q.labels(c, *q.MODEL, n.LABEL_LE)}) "
-                         f"(rate({n.PREDICTION_DURATION.prometheus}_bucket{q.app(c)}[{w}]))"),
+        _record(
+            f"ml:segment_decisions:ratio_rate{w}",
+            f"{decisions}\n/ on ({s_on}) group_left ()\n(sum by ({s_on}) ({decisions}) > 0)",
+        ),
+        _record(
+            buckets,
+            f"sum by ({q.labels(c, *q.MODEL, n.LABEL_LE)}) "
+            f"(rate({n.PREDICTION_DURATION.prometheus}_bucket{q.app(c)}[{w}]))",
+        ),
     ]
     rules += [
-        _record(f"ml:{_short(n.PREDICTION_DURATION.prometheus)}:quantile_rate{w}",
-                f"histogram_quantile({q.num(quantile)}, {buckets})", quantile=q.num(quantile))
+        _record(
+            f"ml:{_short(n.PREDICTION_DURATION.prometheus)}:quantile_rate{w}",
+            f"histogram_quantile({q.num(quantile)}, {buckets})",
+            quantile=q.num(quantile),
+        )
         for quantile in LATENCY_QUANTILES
     ]
     return rules
@@ -123,18 +137,24 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
     rules: list[Rule] = []
     for w in _sorted_windows(*c.latency_page_windows, *c.latency_ticket_windows):
         slow_share = f"ml:prediction_latency_slo_errors:ratio_rate{w}"
-        rules.append(_record(slow_share, f"""
+        rules.append(
+            _record(
+                slow_share,
+                f"""
 1 - (
   sum by ({m_on}) (rate({family}_bucket{fast}[{w}]))
   / (sum by ({m_on}) (rate({family}_count{q.app(c)}[{w}])) > 0)
 )
-"""))
+""",
+            )
+        )
         rules.append(_record(latency_burn_rate_record(w), f"{slow_share} / {budget}"))
     return rules
 
 
-def _numeric_psi_rules(c: MixinConfig, w: str, family: str, reference: str, keys: tuple[str, ...],
-                       psi: str, **psi_labels: str) -> list[Rule]:
+def _numeric_psi_rules(
+    c: MixinConfig, w: str, family: str, reference: str, keys: tuple[str, ...], psi: str, **psi_labels: str
+) -> list[Rule]:
     """Per-bin counts from cumulative buckets, their shares and PSI against the reference gauge.
 
     The reference gauge labels each bin with ``ml_bin_upper`` (spelt like the bucket's ``le``)
@@ -157,7 +177,9 @@ def _numeric_psi_rules(c: MixinConfig, w: str, family: str, reference: str, keys
 
     return [
         _record(bucket, f"sum by ({k_le}) (increase({family}_bucket{q.app(c)}[{w}]))"),
-        _record(bins, f"""
+        _record(
+            bins,
+            f"""
 (
   {bucket_as(upper)}
   + on ({k_upper}) group_left ({lower})
@@ -169,14 +191,19 @@ def _numeric_psi_rules(c: MixinConfig, w: str, family: str, reference: str, keys
   or
   0 * max by ({k_lower}) ({first})
 )
-"""),
+""",
+        ),
         _record(share, f"{bins}\n/ on ({k}) group_left ()\n(sum by ({k}) ({bins}) > 0)"),
-        _record(psi, f"""
+        _record(
+            psi,
+            f"""
 sum by ({k}) (
     ({own_share} - on ({k_upper}) group_left () {ref_share})
   * ln({own_share} / on ({k_upper}) group_left () {ref_share})
 )
-""", **psi_labels),
+""",
+            **psi_labels,
+        ),
     ]
 
 
@@ -197,17 +224,24 @@ def _categorical_psi_rules(c: MixinConfig, w: str) -> list[Rule]:
     seen = f"(sum by ({k}) ({counts}) > 0)"
     return [
         _record(counts, f"sum by ({k_cat}) (increase({n.FEATURE_CATEGORY.series}{q.app(c)}[{w}]))"),
-        _record(share, f"""
+        _record(
+            share,
+            f"""
 {counts} / on ({k}) group_left () {seen}
 or on ({k_cat})
 (0 * {ref} and on ({k}) {seen})
-"""),
-        _record(f"ml:feature_psi:{w}", f"""
+""",
+        ),
+        _record(
+            f"ml:feature_psi:{w}",
+            f"""
 sum by ({k}) (
     ({own_share} - on ({k_cat}) group_left () {ref_share})
   * ln({own_share} / on ({k_cat}) group_left () {ref_share})
 )
-""", ml_feature_kind="categorical"),
+""",
+            ml_feature_kind="categorical",
+        ),
     ]
 
 
@@ -215,11 +249,19 @@ def fleet_psi_rules(c: MixinConfig) -> list[Rule]:
     """Fleet-wide PSI of every feature and of the score, per model version and window."""
     rules: list[Rule] = []
     for w in _sorted_windows(*c.fleet_psi_windows):
-        rules += _numeric_psi_rules(c, w, n.FEATURE_VALUE.prometheus, n.FEATURE_REFERENCE_RATIO.prometheus,
-                                    q.FEATURE, f"ml:feature_psi:{w}", ml_feature_kind="numeric")
+        rules += _numeric_psi_rules(
+            c,
+            w,
+            n.FEATURE_VALUE.prometheus,
+            n.FEATURE_REFERENCE_RATIO.prometheus,
+            q.FEATURE,
+            f"ml:feature_psi:{w}",
+            ml_feature_kind="numeric",
+        )
         rules += _categorical_psi_rules(c, w)
-        rules += _numeric_psi_rules(c, w, n.PREDICTION_SCORE.prometheus, n.SCORE_REFERENCE_RATIO.prometheus,
-                                    q.MODEL, f"ml:score_psi:{w}")
+        rules += _numeric_psi_rules(
+            c, w, n.PREDICTION_SCORE.prometheus, n.SCORE_REFERENCE_RATIO.prometheus, q.MODEL, f"ml:score_psi:{w}"
+        )
     return rules
 
 
@@ -258,8 +300,9 @@ _HEADER = (
 
 
 def _dump(document: Any) -> str:
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     width=4096, allow_unicode=True)
+    body = yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True
+    )
     return _HEADER + str(body)
 
 

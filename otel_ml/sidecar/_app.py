@@ -53,8 +53,13 @@ class Sidecar:
             self.restored = load_state(self.state, self.config.state_file)
             if self.restored:
                 _log.info("restored state from %s", self.config.state_file)
-        self.server = SidecarServer(self.config.listen, self.state, self.registry, token=self.config.token,
-                                    max_body_bytes=self.config.max_body_bytes)
+        self.server = SidecarServer(
+            self.config.listen,
+            self.state,
+            self.registry,
+            token=self.config.token,
+            max_body_bytes=self.config.max_body_bytes,
+        )
         self._spawn("otel-ml-http", self.server.serve_forever, 0.1)
         self._spawn("otel-ml-ticker", self._tick_loop)
         for target in self.config.scrape:
@@ -98,7 +103,7 @@ class Sidecar:
                 if self.config.state_file and time.monotonic() - last_persist >= self.config.persist_interval:
                     save_state(self.state, self.config.state_file, time.time())
                     last_persist = time.monotonic()
-            except Exception:  # noqa: BLE001 - keep ticking; the next save may succeed
+            except Exception:
                 _log.exception("sidecar tick failed")
 
     def persist(self) -> None:

@@ -25,22 +25,42 @@ examples:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("sidecar", help="run the drift/decision-rate exporter next to a model server",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sidecar",
+        help="run the drift/decision-rate exporter next to a model server",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="YAML config (models, scrape targets, windows, limits); flags override it")
-    p.add_argument("--baseline", action="append", default=[], metavar="FILE",
-                   help="baseline JSON of a model version to watch (repeat for several)")
-    p.add_argument("--scrape", action="append", default=[], metavar="URL",
-                   help="app /metrics URL to scrape (repeat for several); omit when the app pushes OTLP")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="baseline JSON of a model version to watch (repeat for several)",
+    )
+    p.add_argument(
+        "--scrape",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="app /metrics URL to scrape (repeat for several); omit when the app pushes OTLP",
+    )
     p.add_argument("--scrape-interval", default="15s", help="time between scrapes (default 15s)")
     p.add_argument("--scrape-timeout", default="5s", help="scrape timeout (default 5s)")
     p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9464)")
-    p.add_argument("--window", action="append", default=[], metavar="DURATION",
-                   help="rolling window, e.g. 1h (repeat; default 1h, 24h, 7d)")
+    p.add_argument(
+        "--window",
+        action="append",
+        default=[],
+        metavar="DURATION",
+        help="rolling window, e.g. 1h (repeat; default 1h, 24h, 7d)",
+    )
     p.add_argument("--state-file", help="where to snapshot state so windows survive restarts")
     p.add_argument("--persist-interval", default=None, help="time between state snapshots (default 30s)")
-    p.add_argument("--token-file", help="file holding a bearer token required on ingest endpoints "
-                                        "(or set OTEL_ML_SIDECAR_TOKEN)")
+    p.add_argument(
+        "--token-file", help="file holding a bearer token required on ingest endpoints (or set OTEL_ML_SIDECAR_TOKEN)"
+    )
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
     p.set_defaults(func=_run)
 

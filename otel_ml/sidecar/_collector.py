@@ -45,31 +45,39 @@ class SidecarCollector:
             yield from self._model_counters(state)
 
     def _own_counters(self, state: SidecarState) -> Iterator[Metric]:
-        errors = CounterMetricFamily(n.SIDECAR_INGEST_ERRORS.prometheus, n.SIDECAR_INGEST_ERRORS.description,
-                                     labels=[n.LABEL_REASON])
+        errors = CounterMetricFamily(
+            n.SIDECAR_INGEST_ERRORS.prometheus, n.SIDECAR_INGEST_ERRORS.description, labels=[n.LABEL_REASON]
+        )
         for reason, count in sorted(state.ingest_errors.items()):
             errors.add_metric([reason], count)
         yield errors
-        ingested = CounterMetricFamily(n.SIDECAR_INGESTED.prometheus, n.SIDECAR_INGESTED.description,
-                                       labels=[n.LABEL_SOURCE])
+        ingested = CounterMetricFamily(
+            n.SIDECAR_INGESTED.prometheus, n.SIDECAR_INGESTED.description, labels=[n.LABEL_SOURCE]
+        )
         for source, count in sorted(state.ingested.items()):
             ingested.add_metric([source], count)
         yield ingested
-        unmatched = CounterMetricFamily(n.LABELS_UNMATCHED.prometheus, n.LABELS_UNMATCHED.description,
-                                        labels=[n.LABEL_REASON])
+        unmatched = CounterMetricFamily(
+            n.LABELS_UNMATCHED.prometheus, n.LABELS_UNMATCHED.description, labels=[n.LABEL_REASON]
+        )
         for reason, count in sorted(state.unmatched_labels.items()):
             unmatched.add_metric([reason], count)
         yield unmatched
-        overflow = CounterMetricFamily(n.SIDECAR_OVERFLOW.prometheus, n.SIDECAR_OVERFLOW.description,
-                                       labels=[n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION, n.LABEL_ATTRIBUTE])
+        overflow = CounterMetricFamily(
+            n.SIDECAR_OVERFLOW.prometheus,
+            n.SIDECAR_OVERFLOW.description,
+            labels=[n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION, n.LABEL_ATTRIBUTE],
+        )
         for model in state.models.values():
             for attribute, count in sorted(model.overflow().items()):
                 overflow.add_metric([model.model, model.version, attribute], count)
         yield overflow
-        yield GaugeMetricFamily(n.SIDECAR_JOIN_STORE.prometheus, n.SIDECAR_JOIN_STORE.description,
-                                value=len(state.join))
-        yield GaugeMetricFamily(n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description,
-                                value=state.compute_seconds)
+        yield GaugeMetricFamily(
+            n.SIDECAR_JOIN_STORE.prometheus, n.SIDECAR_JOIN_STORE.description, value=len(state.join)
+        )
+        yield GaugeMetricFamily(
+            n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
+        )
 
     def _model_counters(self, state: SidecarState) -> Iterator[Metric]:
         families: dict[str, Metric] = {}

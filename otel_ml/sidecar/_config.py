@@ -88,9 +88,13 @@ class SidecarConfig:
             source_ttl=self.source_ttl,
             join_capacity=self.join_capacity,
             join_ttl=self.join_ttl,
-            outputs=OutputSettings(alpha=self.alpha, warn=self.warn, drift=self.drift,
-                                   positive_decision=self.positive_decision,
-                                   positive_outcome=self.positive_outcome),
+            outputs=OutputSettings(
+                alpha=self.alpha,
+                warn=self.warn,
+                drift=self.drift,
+                positive_decision=self.positive_decision,
+                positive_outcome=self.positive_outcome,
+            ),
         )
 
     @classmethod
@@ -107,8 +111,21 @@ class SidecarConfig:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], base: Path = Path(".")) -> SidecarConfig:
-        known = {"listen", "models", "scrape", "windows", "resolution", "state_file", "persist_interval",
-                 "ingest_token", "ingest_token_file", "limits", "drift", "labels", "source_ttl"}
+        known = {
+            "listen",
+            "models",
+            "scrape",
+            "windows",
+            "resolution",
+            "state_file",
+            "persist_interval",
+            "ingest_token",
+            "ingest_token_file",
+            "limits",
+            "drift",
+            "labels",
+            "source_ttl",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown settings {unknown}; expected some of {sorted(known)}")
@@ -126,8 +143,13 @@ class SidecarConfig:
                 s = {"url": s}
             if not isinstance(s, dict) or "url" not in s:
                 raise ConfigError(f"scrape[{i}]: expected {{url: URL, interval: 15s, timeout: 5s}}")
-            scrape.append(ScrapeTarget(str(s["url"]), _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
-                                       _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout")))
+            scrape.append(
+                ScrapeTarget(
+                    str(s["url"]),
+                    _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
+                    _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout"),
+                )
+            )
         token = data.get("ingest_token")
         if data.get("ingest_token_file"):
             try:

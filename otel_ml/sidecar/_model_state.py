@@ -30,7 +30,12 @@ __all__ = ["ModelState", "ApplyResult", "SourceState"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 _BOUNDED_LABELS = {
-    n.LABEL_SEGMENT, n.LABEL_DECISION, n.LABEL_ERROR_TYPE, n.LABEL_FALLBACK_REASON, n.LABEL_ATTRIBUTE, n.LABEL_OUTCOME,
+    n.LABEL_SEGMENT,
+    n.LABEL_DECISION,
+    n.LABEL_ERROR_TYPE,
+    n.LABEL_FALLBACK_REASON,
+    n.LABEL_ATTRIBUTE,
+    n.LABEL_OUTCOME,
 }
 
 
@@ -134,23 +139,33 @@ class ModelState:
             self._allowed_le[f.name] = frozenset(les)
             buckets = [self._add(SeriesKey(value + "_bucket", _labels(le=le, ml_feature=f.name))) for le in les]
             missing = self._add(SeriesKey(n.FEATURE_MISSING.series, _labels(ml_feature=f.name)))
-            self.numeric.append(NumericLayout(f.name, np.asarray(buckets, dtype=np.intp), missing,
-                                              f.fractions_array(), f.count))
+            self.numeric.append(
+                NumericLayout(f.name, np.asarray(buckets, dtype=np.intp), missing, f.fractions_array(), f.count)
+            )
         for c in self.baseline.categorical:
             self._categories[c.name] = frozenset(c.bin_labels)
-            bins = [self._add(SeriesKey(n.FEATURE_CATEGORY.series, _labels(ml_category=lab, ml_feature=c.name)))
-                    for lab in c.bin_labels]
+            bins = [
+                self._add(SeriesKey(n.FEATURE_CATEGORY.series, _labels(ml_category=lab, ml_feature=c.name)))
+                for lab in c.bin_labels
+            ]
             missing = self._add(SeriesKey(n.FEATURE_MISSING.series, _labels(ml_feature=c.name)))
-            self.categorical.append(CategoricalLayout(c.name, c.bin_labels, np.asarray(bins, dtype=np.intp), missing,
-                                                      c.fractions_array(), c.count))
+            self.categorical.append(
+                CategoricalLayout(
+                    c.name, c.bin_labels, np.asarray(bins, dtype=np.intp), missing, c.fractions_array(), c.count
+                )
+            )
         score = self.baseline.score
         self.score_edges = score.edges if score else ()
         les = le_labels(self.score_edges)
         self._allowed_le["__score__"] = frozenset(les)
-        self.score_buckets = np.asarray(
-            [self._add(SeriesKey(n.PREDICTION_SCORE.prometheus + "_bucket", _labels(le=le))) for le in les],
-            dtype=np.intp,
-        ) if score else np.empty(0, dtype=np.intp)
+        self.score_buckets = (
+            np.asarray(
+                [self._add(SeriesKey(n.PREDICTION_SCORE.prometheus + "_bucket", _labels(le=le))) for le in les],
+                dtype=np.intp,
+            )
+            if score
+            else np.empty(0, dtype=np.intp)
+        )
         self._allowed_le["__duration__"] = frozenset(le_labels(DURATION_BUCKETS))
         self._build_matrices()
 
@@ -166,16 +181,16 @@ class ModelState:
         self.n_numeric = len(self.numeric)
         index = np.full((len(rows), width), -1, dtype=np.intp)
         reference = np.zeros((len(rows), width))
-        for i, (r, layout) in enumerate(zip(rows, [*self.numeric, *self.categorical])):
+        layouts: list[NumericLayout | CategoricalLayout] = [*self.numeric, *self.categorical]
+        for i, (r, layout) in enumerate(zip(rows, layouts)):
             index[i, : r.size] = r
             if i < self.n_numeric:
-                index[i, r.size:] = r[-1]
+                index[i, r.size :] = r[-1]
             reference[i, : layout.reference.size] = layout.reference
         self.feature_index = index
         self.reference_matrix = reference
-        self.reference_counts = np.asarray([f.reference_count for f in [*self.numeric, *self.categorical]],
-                                           dtype=np.float64)
-        self.missing_index = np.asarray([f.missing for f in [*self.numeric, *self.categorical]], dtype=np.intp)
+        self.reference_counts = np.asarray([f.reference_count for f in layouts], dtype=np.float64)
+        self.missing_index = np.asarray([f.missing for f in layouts], dtype=np.intp)
         self.unknown_column = np.asarray([c.bins.size - 1 for c in self.categorical], dtype=np.intp)
 
     # -- normalisation of incoming series -------------------------------------------------------
@@ -184,7 +199,8 @@ class ModelState:
         labels = self.bounded.get(key)
         if labels is None:
             labels = self.bounded[key] = BoundedLabels(
-                self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget)
+                self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget
+            )
         return labels.label(labels.index(value))
 
     def overflow(self) -> dict[str, int]:
@@ -219,7 +235,9 @@ class ModelState:
                     return None
                 if labels.get(n.LABEL_CATEGORY) not in cats:
                     labels[n.LABEL_CATEGORY] = UNKNOWN
-        elif name == n.PREDICTION_SCORE.prometheus + "_bucket" and labels.get("le") not in self._allowed_le["__score__"]:
+        elif (
+            name == n.PREDICTION_SCORE.prometheus + "_bucket" and labels.get("le") not in self._allowed_le["__score__"]
+        ):
             result.reject("bucket_mismatch")
             return None
         scope = labels.get(n.LABEL_SEGMENT_KEY, "")
@@ -262,7 +280,8 @@ class ModelState:
             return result
         positions = np.asarray(idx, dtype=np.intp)
         uniq, inverse = np.unique(positions, return_inverse=True)
-        incoming = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64))  # folded series sum up
+        incoming = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64)).astype(np.float64)  # folded
+        increase: FloatArray
         if cumulative:
             state = self.sources.get(source)
             if state is None:

@@ -26,7 +26,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from .. import _names as n
 from ..instrument._prometheus import le_labels
 
-__all__ = ["IngestError", "decompress", "MetricBatch", "Prediction", "decode_body", "metric_batches", "predictions_from_traces"]
+__all__ = [
+    "IngestError",
+    "decompress",
+    "MetricBatch",
+    "Prediction",
+    "decode_body",
+    "metric_batches",
+    "predictions_from_traces",
+]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -61,8 +69,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def decode_body(body: bytes, content_type: str, content_encoding: str, message: type[Message],
-                limit: int) -> Message:
+def decode_body(body: bytes, content_type: str, content_encoding: str, message: type[Message], limit: int) -> Message:
     """Parse an OTLP/HTTP body into ``message``; raises :class:`IngestError` on anything malformed."""
     raw = decompress(body, content_encoding, limit)
     media = content_type.split(";")[0].strip().lower()
@@ -79,8 +86,9 @@ def decode_body(body: bytes, content_type: str, content_encoding: str, message: 
         except (json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise IngestError(400, "malformed_json", f"cannot parse the JSON body: {exc}") from None
         return out
-    raise IngestError(415, "unsupported_media_type",
-                      f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'nothing'!r}")
+    raise IngestError(
+        415, "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'nothing'!r}"
+    )
 
 
 def _value(any_value: Any) -> Any:
@@ -150,8 +158,9 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                     key = (source, model, version, cumulative, point.start_time_unix_nano)
                     batch = batches.get(key)
                     if batch is None:
-                        batch = batches[key] = MetricBatch(source, model, version, cumulative,
-                                                           point.start_time_unix_nano)
+                        batch = batches[key] = MetricBatch(
+                            source, model, version, cumulative, point.start_time_unix_nano
+                        )
                     if kind == "histogram":
                         family = instrument.prometheus
                         running = 0.0
@@ -187,17 +196,30 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                 if span.name != n.SPAN_NAME:
                     continue
                 attrs = _attributes(span.attributes)
-                rid, model, version = attrs.get(n.ATTR_REQUEST_ID), attrs.get(n.ATTR_MODEL_NAME), attrs.get(
-                    n.ATTR_MODEL_VERSION)
+                rid, model, version = (
+                    attrs.get(n.ATTR_REQUEST_ID),
+                    attrs.get(n.ATTR_MODEL_NAME),
+                    attrs.get(n.ATTR_MODEL_VERSION),
+                )
                 if not rid or not model or not version or attrs.get(n.ATTR_BATCH_SIZE, 1) != 1:
                     continue
                 score = attrs.get(n.ATTR_SCORE)
                 decision = attrs.get(n.ATTR_PREDICTION_DECISION)
-                segments = tuple(sorted(
-                    (k[len(n.ATTR_SEGMENT_PREFIX):], _label_value(v)) for k, v in attrs.items()
-                    if k.startswith(n.ATTR_SEGMENT_PREFIX) and k != n.ATTR_SEGMENT_KEY
-                ))
-                out.append(Prediction(str(rid), str(model), str(version),
-                                      float(score) if isinstance(score, (int, float)) else None,
-                                      None if decision is None else _label_value(decision), segments))
+                segments = tuple(
+                    sorted(
+                        (k[len(n.ATTR_SEGMENT_PREFIX) :], _label_value(v))
+                        for k, v in attrs.items()
+                        if k.startswith(n.ATTR_SEGMENT_PREFIX) and k != n.ATTR_SEGMENT_KEY
+                    )
+                )
+                out.append(
+                    Prediction(
+                        str(rid),
+                        str(model),
+                        str(version),
+                        float(score) if isinstance(score, (int, float)) else None,
+                        None if decision is None else _label_value(decision),
+                        segments,
+                    )
+                )
     return out

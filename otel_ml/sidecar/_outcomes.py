@@ -110,7 +110,7 @@ def _events(body: bytes) -> list[Any]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise IngestError(400, "bad_label_event", "expected a label object, a list of them or {\"labels\": [...]}")
+        raise IngestError(400, "bad_label_event", 'expected a label object, a list of them or {"labels": [...]}')
     return data
 
 
@@ -132,15 +132,20 @@ def parse_label_events(body: bytes) -> list[tuple[str | None, Prediction | None,
             segments = event.get("segments") or {}
             score = event.get("score")
             if not isinstance(segments, dict) or not event.get("version"):
-                raise IngestError(400, "bad_label_event", f"labels[{i}]: an inline prediction needs version and "
-                                                          "segments as an object")
+                raise IngestError(
+                    400, "bad_label_event", f"labels[{i}]: an inline prediction needs version and segments as an object"
+                )
             if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
                 raise IngestError(400, "bad_label_event", f"labels[{i}].score: expected a number")
             decision = event.get("decision")
-            inline = Prediction(str(rid or ""), str(event["model"]), str(event["version"]),
-                                None if score is None else float(score),
-                                None if decision is None else normalize_outcome(decision),
-                                tuple(sorted((str(k), str(v)) for k, v in segments.items())))
+            inline = Prediction(
+                str(rid or ""),
+                str(event["model"]),
+                str(event["version"]),
+                None if score is None else float(score),
+                None if decision is None else normalize_outcome(decision),
+                tuple(sorted((str(k), str(v)) for k, v in segments.items())),
+            )
         elif not rid:
             raise IngestError(400, "bad_label_event", f"labels[{i}]: needs 'request_id' (or an inline prediction)")
         out.append((None if rid is None else str(rid), inline, outcome))
@@ -154,9 +159,18 @@ def outcome_samples(outcome: Outcome, positive_outcome: str = "true") -> list[tu
     y = 1.0 if outcome.outcome == positive_outcome else 0.0
     samples: list[tuple[str, dict[str, str], float]] = []
     for key, segment in ((n.ALL, n.ALL), *p.segments):
-        samples.append((n.OUTCOMES.series, {n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment,
-                                            n.LABEL_DECISION: decision, n.LABEL_OUTCOME: outcome.outcome}, 1.0))
+        samples.append(
+            (
+                n.OUTCOMES.series,
+                {
+                    n.LABEL_SEGMENT_KEY: key,
+                    n.LABEL_SEGMENT: segment,
+                    n.LABEL_DECISION: decision,
+                    n.LABEL_OUTCOME: outcome.outcome,
+                },
+                1.0,
+            )
+        )
         if p.score is not None and math.isfinite(p.score):
-            samples.append((SQUARED_ERROR, {n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment},
-                            (p.score - y) ** 2))
+            samples.append((SQUARED_ERROR, {n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment}, (p.score - y) ** 2))
     return samples

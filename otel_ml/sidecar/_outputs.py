@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client.utils import floatToGoString
 
 from .. import _names as n
 from ..drift import compare
+from ..instrument._prometheus import le_labels
 from ._model_state import ModelState
 from ._outcomes import SQUARED_ERROR
 
@@ -48,11 +48,19 @@ def _drift_gauges(
 ) -> Iterator[Gauge]:
     if not names:
         return
-    result = compare(reference, counts, reference_counts, alpha=settings.alpha, warn=settings.warn,
-                     drift=settings.drift)
+    result = compare(
+        reference, counts, reference_counts, alpha=settings.alpha, warn=settings.warn, drift=settings.drift
+    )
     psi, crit, js, pvalue, status, count = instruments
-    columns = [(inst, values.tolist()) for inst, values in
-               ((psi, result.psi), (crit, result.psi_critical), (js, result.js_distance), (pvalue, result.pvalue))]
+    columns = [
+        (inst, values.tolist())
+        for inst, values in (
+            (psi, result.psi),
+            (crit, result.psi_critical),
+            (js, result.js_distance),
+            (pvalue, result.pvalue),
+        )
+    ]
     for i, (c, st) in enumerate(zip(result.count.tolist(), result.status.tolist())):
         yield count, labels[i], float(c)
         yield status, labels[i], float(st)
@@ -61,18 +69,32 @@ def _drift_gauges(
                 yield inst, labels[i], values[i]
 
 
-FEATURE_DRIFT = (n.FEATURE_PSI, n.FEATURE_PSI_CRITICAL, n.FEATURE_JS_DISTANCE, n.FEATURE_DRIFT_PVALUE,
-                 n.FEATURE_DRIFT_STATUS, n.FEATURE_WINDOW_COUNT)
-SCORE_DRIFT = (n.SCORE_PSI, n.SCORE_PSI_CRITICAL, n.SCORE_JS_DISTANCE, n.SCORE_DRIFT_PVALUE,
-               n.SCORE_DRIFT_STATUS, n.SCORE_WINDOW_COUNT)
+FEATURE_DRIFT = (
+    n.FEATURE_PSI,
+    n.FEATURE_PSI_CRITICAL,
+    n.FEATURE_JS_DISTANCE,
+    n.FEATURE_DRIFT_PVALUE,
+    n.FEATURE_DRIFT_STATUS,
+    n.FEATURE_WINDOW_COUNT,
+)
+SCORE_DRIFT = (
+    n.SCORE_PSI,
+    n.SCORE_PSI_CRITICAL,
+    n.SCORE_JS_DISTANCE,
+    n.SCORE_DRIFT_PVALUE,
+    n.SCORE_DRIFT_STATUS,
+    n.SCORE_WINDOW_COUNT,
+)
 
 
-def _feature_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
-                     settings: OutputSettings) -> Iterator[Gauge]:
+def _feature_outputs(
+    state: ModelState, delta: FloatArray, base: dict[str, str], settings: OutputSettings
+) -> Iterator[Gauge]:
     counts, missing = state.feature_counts(delta)
     labels = [{**base, n.LABEL_FEATURE: name} for name in state.feature_names]
-    yield from _drift_gauges(state.feature_names, state.reference_matrix, counts, state.reference_counts, labels,
-                             settings, FEATURE_DRIFT)
+    yield from _drift_gauges(
+        state.feature_names, state.reference_matrix, counts, state.reference_counts, labels, settings, FEATURE_DRIFT
+    )
     seen = counts.sum(axis=1)
     total = seen + missing
     for i, ratio in enumerate(np.divide(missing, total, out=np.full_like(total, np.nan), where=total > 0).tolist()):
@@ -84,12 +106,20 @@ def _feature_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
             yield n.FEATURE_UNKNOWN_RATIO, labels[first + j], float(counts[first + j, column] / seen[first + j])
     if state.score_buckets.size and state.baseline.score is not None:
         score_counts = np.clip(np.diff(np.append(delta, 0.0)[state.score_buckets], prepend=0.0), 0.0, None)
-        yield from _drift_gauges(("score",), state.baseline.score.fractions_array()[None, :], score_counts[None, :],
-                                 np.asarray([float(state.baseline.score.count)]), [base], settings, SCORE_DRIFT)
+        yield from _drift_gauges(
+            ("score",),
+            state.baseline.score.fractions_array()[None, :],
+            score_counts[None, :],
+            np.asarray([float(state.baseline.score.count)]),
+            [base],
+            settings,
+            SCORE_DRIFT,
+        )
 
 
-def _grouped(state: ModelState, name: str, delta: FloatArray | None,
-             group: tuple[str, ...], split: str) -> dict[tuple[str, ...], dict[str, float]]:
+def _grouped(
+    state: ModelState, name: str, delta: FloatArray | None, group: tuple[str, ...], split: str
+) -> dict[tuple[str, ...], dict[str, float]]:
     """Window counts of one counter family as {group label values: {split label value: count}}."""
     out: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
     if delta is None:
@@ -102,8 +132,9 @@ def _grouped(state: ModelState, name: str, delta: FloatArray | None,
     return out
 
 
-def _segment_outputs(state: ModelState, delta: FloatArray, previous: FloatArray | None,
-                     base: dict[str, str]) -> Iterator[Gauge]:
+def _segment_outputs(
+    state: ModelState, delta: FloatArray, previous: FloatArray | None, base: dict[str, str]
+) -> Iterator[Gauge]:
     group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
     now = _grouped(state, n.PREDICTIONS.series, delta, group, n.LABEL_DECISION)
     before = _grouped(state, n.PREDICTIONS.series, previous, group, n.LABEL_DECISION)
@@ -123,29 +154,36 @@ def _segment_outputs(state: ModelState, delta: FloatArray, previous: FloatArray 
             yield n.SEGMENT_DECISION_RATE, d_labels, rate
             if prev_total > 0 and prev.get(decision, 0.0) > 0:
                 old = prev[decision] / prev_total
-                yield n.SEGMENT_DECISION_RATE_CHANGE, {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_PREVIOUS}, \
-                    (rate - old) / old
+                yield (
+                    n.SEGMENT_DECISION_RATE_CHANGE,
+                    {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_PREVIOUS},
+                    (rate - old) / old,
+                )
             if ref.get(decision, 0.0) > 0:
-                yield n.SEGMENT_DECISION_RATE_CHANGE, {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_BASELINE}, \
-                    (rate - ref[decision]) / ref[decision]
+                yield (
+                    n.SEGMENT_DECISION_RATE_CHANGE,
+                    {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_BASELINE},
+                    (rate - ref[decision]) / ref[decision],
+                )
 
 
-def _performance_outputs(state: ModelState, delta: FloatArray, base: dict[str, str],
-                         settings: OutputSettings) -> Iterator[Gauge]:
+def _performance_outputs(
+    state: ModelState, delta: FloatArray, base: dict[str, str], settings: OutputSettings
+) -> Iterator[Gauge]:
     group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
     cells: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
-    for i, labels in state.series_of(n.OUTCOMES.series):
-        d = dict(labels)
+    for i, series_labels in state.series_of(n.OUTCOMES.series):
+        d = dict(series_labels)
         key = (d.get(n.LABEL_SEGMENT_KEY, ""), d.get(n.LABEL_SEGMENT, ""))
         predicted = d.get(n.LABEL_DECISION) == settings.positive_decision
         actual = d.get(n.LABEL_OUTCOME) == settings.positive_outcome
         cell = {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[(predicted, actual)]
         cells[key][cell] = cells[key].get(cell, 0.0) + max(float(delta[i]), 0.0)
     squared = _grouped(state, SQUARED_ERROR, delta, group, "")
-    for key, c in sorted(cells.items()):
+    for segment, c in sorted(cells.items()):
         tp, fp, fn, tn = (c.get(k, 0.0) for k in ("tp", "fp", "fn", "tn"))
         total = tp + fp + fn + tn
-        labels = {**base, n.LABEL_SEGMENT_KEY: key[0], n.LABEL_SEGMENT: key[1]}
+        labels = {**base, n.LABEL_SEGMENT_KEY: segment[0], n.LABEL_SEGMENT: segment[1]}
         yield n.ONLINE_LABEL_COUNT, labels, total
         if total <= 0:
             continue
@@ -154,7 +192,7 @@ def _performance_outputs(state: ModelState, delta: FloatArray, base: dict[str, s
             yield n.ONLINE_PRECISION, labels, tp / (tp + fp)
         if tp + fn > 0:
             yield n.ONLINE_RECALL, labels, tp / (tp + fn)
-        sq = squared.get(key, {}).get("", None)
+        sq = squared.get(segment, {}).get("", None)
         if sq is not None:
             yield n.ONLINE_BRIER, labels, sq / total
 
@@ -173,8 +211,8 @@ def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> li
 
 
 def _bin_labels(edges: tuple[float, ...]) -> list[dict[str, str]]:
-    uppers = [*(floatToGoString(e) for e in edges), "+Inf"]
-    lowers = ["-Inf", *(floatToGoString(e) for e in edges)]
+    uppers = list(le_labels(edges))
+    lowers = ["-Inf", *uppers[:-1]]
     return [{n.LABEL_BIN_UPPER: u, n.LABEL_BIN_LOWER: lo} for u, lo in zip(uppers, lowers)]
 
 
@@ -193,10 +231,13 @@ def _reference_gauges(state: ModelState) -> list[Gauge]:
             out.append((n.FEATURE_REFERENCE_RATIO, {**base, n.LABEL_FEATURE: f.name, **labels}, fraction))
     for c in state.baseline.categorical:
         for label, fraction in zip(c.bin_labels, c.fractions_array().tolist()):
-            out.append((n.FEATURE_REFERENCE_RATIO, {**base, n.LABEL_FEATURE: c.name, n.LABEL_CATEGORY: label},
-                        fraction))
-    for f in state.baseline.features:
-        out.append((n.FEATURE_REFERENCE_MISSING_RATIO, {**base, n.LABEL_FEATURE: f.name}, f.missing_fraction))
+            out.append(
+                (n.FEATURE_REFERENCE_RATIO, {**base, n.LABEL_FEATURE: c.name, n.LABEL_CATEGORY: label}, fraction)
+            )
+    for feature in state.baseline.features:
+        out.append(
+            (n.FEATURE_REFERENCE_MISSING_RATIO, {**base, n.LABEL_FEATURE: feature.name}, feature.missing_fraction)
+        )
     score = state.baseline.score
     if score is not None:
         for labels, fraction in zip(_bin_labels(score.edges), score.fractions):

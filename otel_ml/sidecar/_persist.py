@@ -74,8 +74,10 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
             "format": STATE_FORMAT,
             "saved_at": now,
             "models": [_model_meta(i, m, arrays) for i, m in enumerate(state.models.values())],
-            "join": [[rid, expires, p.model, p.version, p.score, p.decision, [list(s) for s in p.segments]]
-                     for rid, expires, p in state.join.items()],
+            "join": [
+                [rid, expires, p.model, p.version, p.score, p.decision, [list(s) for s in p.segments]]
+                for rid, expires, p in state.join.items()
+            ],
             "reexport": sorted(state.reexport),
         }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -96,7 +98,7 @@ def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
     keys = [SeriesKey(name, tuple(tuple(p) for p in labels)) for name, labels in meta["keys"]]
     if keys[: model.size] != model.keys:
         raise ValueError("series layout differs from the baseline's")
-    for key in keys[model.size:]:
+    for key in keys[model.size :]:
         model._add(key)
     saved = data[f"{meta['prefix']}_totals"]
     model.totals[: saved.size] = saved
@@ -127,8 +129,9 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
         with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             if meta.get("format") != STATE_FORMAT:
-                _log.warning("state file %s has format %s, expected %s: starting fresh",
-                             target, meta.get("format"), STATE_FORMAT)
+                _log.warning(
+                    "state file %s has format %s, expected %s: starting fresh", target, meta.get("format"), STATE_FORMAT
+                )
                 return False
             with state.lock:
                 for i, m in enumerate(meta["models"]):
@@ -136,16 +139,28 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
                     if model is None:
                         continue
                     if m["fingerprint"] != baseline_fingerprint(model):
-                        _log.warning("baseline of %s %s changed since the last snapshot: its windows start fresh",
-                                     m["model"], m["version"])
+                        _log.warning(
+                            "baseline of %s %s changed since the last snapshot: its windows start fresh",
+                            m["model"],
+                            m["version"],
+                        )
                         continue
                     m["prefix"] = f"m{i}"
                     fresh = state._new_model(model.baseline, float(meta["saved_at"]))
                     _restore_model(fresh, m, data)  # into a fresh model: a failure leaves the old one intact
                     state.models[(m["model"], m["version"])] = fresh
                 for rid, expires, model_name, version, score, decision, segments in meta["join"]:
-                    state.join.restore([(rid, float(expires), Prediction(
-                        rid, model_name, version, score, decision, tuple(tuple(s) for s in segments)))])
+                    state.join.restore(
+                        [
+                            (
+                                rid,
+                                float(expires),
+                                Prediction(
+                                    rid, model_name, version, score, decision, tuple(tuple(s) for s in segments)
+                                ),
+                            )
+                        ]
+                    )
                 state.reexport.update(tuple(x) for x in meta.get("reexport", []))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         _log.warning("cannot read state file %s (%s): starting fresh", target, exc)

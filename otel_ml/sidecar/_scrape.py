@@ -28,7 +28,7 @@ def fetch_exposition(url: str, timeout: float, headers: Mapping[str, str] | None
     """GET the target's exposition text; raises :class:`IngestError` with a ``scrape_*`` reason."""
     request = urllib.request.Request(url, headers={"Accept": ACCEPT, **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - operator-given URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read(MAX_EXPOSITION_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise IngestError(502, "scrape_http_status", f"scrape of {url} answered HTTP {exc.code}") from None
@@ -43,7 +43,7 @@ def fetch_exposition(url: str, timeout: float, headers: Mapping[str, str] | None
     if len(body) > MAX_EXPOSITION_BYTES:
         raise IngestError(413, "too_large", f"exposition of {url} exceeds {MAX_EXPOSITION_BYTES} bytes")
     try:
-        return body.decode("utf-8")
+        return bytes(body).decode("utf-8")
     except UnicodeDecodeError:
         raise IngestError(502, "scrape_parse", f"exposition of {url} is not UTF-8 text") from None
 

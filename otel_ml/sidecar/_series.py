@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from typing import Final, NamedTuple
 
-from prometheus_client.utils import floatToGoString
-
 from .. import _names as n
+from ..instrument._prometheus import format_le
 
 __all__ = ["Sample", "SeriesKey", "Labels", "ACCEPTED", "normalize_le", "HISTOGRAM_FAMILIES"]
 
@@ -35,9 +34,7 @@ class Sample(NamedTuple):
     value: float
 
 
-HISTOGRAM_FAMILIES: Final = frozenset(
-    i.prometheus for i in n.APP_INSTRUMENTS if i.kind == "histogram"
-)
+HISTOGRAM_FAMILIES: Final = frozenset(i.prometheus for i in n.APP_INSTRUMENTS if i.kind == "histogram")
 SIDECAR_COUNTERS: Final = (n.OUTCOMES.series, n.OUTCOME_SQUARED_ERROR.series)
 
 
@@ -60,4 +57,4 @@ def normalize_le(le: str) -> str:
         value = float(le)
     except ValueError:
         return le
-    return "+Inf" if math.isinf(value) and value > 0 else floatToGoString(value)
+    return "+Inf" if math.isinf(value) and value > 0 else format_le(value)

@@ -52,7 +52,7 @@ _INDEX = (
     "GET  /readyz       readiness (baselines loaded, state restored)\n"
     "POST /v1/metrics   OTLP/HTTP metrics (protobuf or JSON, gzip)\n"
     "POST /v1/traces    OTLP/HTTP traces (ml.predict spans, for joining labels)\n"
-    "POST /v1/labels    delayed labels: {{\"request_id\": ..., \"label\": ...}} or a list\n"
+    'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} or a list\n'
 )
 
 
@@ -77,8 +77,15 @@ class SidecarServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: SidecarState, registry: CollectorRegistry, *,
-                 token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: SidecarState,
+        registry: CollectorRegistry,
+        *,
+        token: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         super().__init__(address, _Handler)
         self.state = state
         self.registry = registry
@@ -89,7 +96,7 @@ class SidecarServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,12 +105,17 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
     server_version = f"otel-ml-sidecar/{__version__}"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
+    def log_message(self, format: str, *args: Any) -> None:
         _log.debug("%s %s", self.address_string(), format % args)
 
     # -- responses --------------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -129,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(error.status, body, ctype, headers)
 
     # -- GET --------------------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -147,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     # -- POST -------------------------------------------------------------------------------------
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?")[0]
         handlers = {"/v1/metrics": self._metrics, "/v1/traces": self._traces, "/v1/labels": self._labels}
         handler = handlers.get(path)
@@ -165,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the unread body must not be parsed as the next request
                 extra = {**(extra or {}), "Connection": "close"}
             self._reject(exc, extra)
-        except Exception:  # noqa: BLE001 - a bug must answer 500, not kill the thread silently
+        except Exception:
             _log.exception("internal error on %s", path)
             self.server.state.count_error("internal_error")
             self._send(500, b"internal error\n")
@@ -197,8 +209,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(size)
 
     def _decode(self, body: bytes, message: type[Message]) -> Message:
-        return decode_body(body, self.headers.get("Content-Type", ""), self.headers.get("Content-Encoding", ""),
-                           message, self.server.max_body_bytes)
+        return decode_body(
+            body,
+            self.headers.get("Content-Type", ""),
+            self.headers.get("Content-Encoding", ""),
+            message,
+            self.server.max_body_bytes,
+        )
 
     def _ok(self, response: Message) -> None:
         media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -211,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self, body: bytes) -> None:
         request = self._decode(body, ExportMetricsServiceRequest)
-        batches, unlabelled = metric_batches(request)  # type: ignore[arg-type]
+        batches, unlabelled = metric_batches(request)
         if unlabelled:
             self.server.state.count_error("missing_model_labels", unlabelled)
         result = self.server.state.apply_metrics(batches, "otlp")
@@ -219,13 +236,12 @@ class _Handler(BaseHTTPRequestHandler):
         rejected = sum(result.rejected.values()) + unlabelled
         if rejected:
             response.partial_success.rejected_data_points = rejected
-            response.partial_success.error_message = ", ".join(
-                f"{k}={v}" for k, v in sorted(result.rejected.items()))
+            response.partial_success.error_message = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items()))
         self._ok(response)
 
     def _traces(self, body: bytes) -> None:
         request = self._decode(body, ExportTraceServiceRequest)
-        self.server.state.add_predictions(predictions_from_traces(request))  # type: ignore[arg-type]
+        self.server.state.add_predictions(predictions_from_traces(request))
         self._ok(ExportTraceServiceResponse())
 
     def _labels(self, body: bytes) -> None:
@@ -236,4 +252,3 @@ class _Handler(BaseHTTPRequestHandler):
         events = parse_label_events(raw)
         joined, unmatched = self.server.state.apply_labels(events)
         self._send(200, json.dumps({"joined": joined, "unmatched": unmatched}).encode(), JSON)
-

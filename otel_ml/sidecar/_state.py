@@ -44,8 +44,9 @@ class StateSettings:
 class SidecarState:
     """Models (one per baseline), the label join store and the sidecar's own counters."""
 
-    def __init__(self, baselines: Sequence[Baseline], settings: StateSettings | None = None,
-                 now: float | None = None) -> None:
+    def __init__(
+        self, baselines: Sequence[Baseline], settings: StateSettings | None = None, now: float | None = None
+    ) -> None:
         self.settings = settings or StateSettings()
         start = time.time() if now is None else now
         self.lock = threading.RLock()
@@ -66,8 +67,14 @@ class SidecarState:
 
     def _new_model(self, baseline: Baseline, now: float) -> ModelState:
         s = self.settings
-        return ModelState(baseline, s.windows, now=now, segment_budget=s.segment_budget,
-                          label_budget=s.label_budget, max_series=s.max_series_per_model)
+        return ModelState(
+            baseline,
+            s.windows,
+            now=now,
+            segment_budget=s.segment_budget,
+            label_budget=s.label_budget,
+            max_series=s.max_series_per_model,
+        )
 
     # -- counters of the sidecar itself --------------------------------------------------------
     def count_error(self, reason: str, amount: int = 1) -> None:
@@ -88,8 +95,9 @@ class SidecarState:
                 if model is None:
                     total.reject("unknown_model")
                     continue
-                result = model.apply(batch.source, batch.samples, now=now, cumulative=batch.cumulative,
-                                     start_ns=batch.start_ns)
+                result = model.apply(
+                    batch.source, batch.samples, now=now, cumulative=batch.cumulative, start_ns=batch.start_ns
+                )
                 total.applied += result.applied
                 for reason, count in result.rejected.items():
                     total.reject(reason, count)
@@ -109,8 +117,9 @@ class SidecarState:
             self._count_ingested("traces")
             return added
 
-    def apply_labels(self, events: Sequence[tuple[str | None, Prediction | None, str]],
-                     now: float | None = None) -> tuple[int, int]:
+    def apply_labels(
+        self, events: Sequence[tuple[str | None, Prediction | None, str]], now: float | None = None
+    ) -> tuple[int, int]:
         """Join labels to predictions; returns (joined, unmatched)."""
         now = time.time() if now is None else now
         joined = unmatched = 0
@@ -130,8 +139,9 @@ class SidecarState:
                     self.ingest_errors["unknown_model"] = self.ingest_errors.get("unknown_model", 0) + 1
                     unmatched += 1
                     continue
-                model.apply(LABELS_SOURCE, outcome_samples(Outcome(prediction, outcome), positive), now=now,
-                            cumulative=False)
+                model.apply(
+                    LABELS_SOURCE, outcome_samples(Outcome(prediction, outcome), positive), now=now, cumulative=False
+                )
                 joined += 1
             self._count_ingested("labels")
             self._cache = None
@@ -160,8 +170,13 @@ class SidecarState:
                 gauges.extend(reference_outputs(model))
                 gauges.extend(model_outputs(model, now, self.settings.outputs))
                 if model.last_ingest:
-                    gauges.append((n.SIDECAR_LAST_INGEST, {n.LABEL_MODEL_NAME: model.model,
-                                                          n.LABEL_MODEL_VERSION: model.version}, model.last_ingest))
+                    gauges.append(
+                        (
+                            n.SIDECAR_LAST_INGEST,
+                            {n.LABEL_MODEL_NAME: model.model, n.LABEL_MODEL_VERSION: model.version},
+                            model.last_ingest,
+                        )
+                    )
             self.compute_seconds = time.perf_counter() - started
             self._cache = (now, gauges)
             return gauges
