@@ -236,7 +236,7 @@ class TestBounds:
         samples = [
             (
                 n.PREDICTIONS.series,
-                {n.LABEL_SEGMENT_KEY: "user", n.LABEL_SEGMENT: f"u{i}", n.LABEL_DECISION: "true"},
+                ((n.LABEL_SEGMENT_KEY, "user"), (n.LABEL_SEGMENT, f"u{i}"), (n.LABEL_DECISION, "true")),
                 1.0,
             )
             for i in range(10_000)

@@ -22,13 +22,14 @@ from .._cardinality import BoundedLabels
 from .._names import DURATION_BUCKETS, UNKNOWN
 from ..baseline import Baseline
 from ..instrument._prometheus import le_labels
-from ._series import ACCEPTED, Labels, SeriesKey, normalize_le
+from ._series import ACCEPTED, Labels, RawSample, SeriesKey, normalize_le
 from ._windows import SnapshotRing, WindowSpec
 
 __all__ = ["ModelState", "ApplyResult", "SourceState"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+_INF = float("inf")
 _BOUNDED_LABELS = {
     n.LABEL_SEGMENT,
     n.LABEL_DECISION,
@@ -107,6 +108,7 @@ class ModelState:
         self.bounded: dict[tuple[str, str], BoundedLabels] = {}
         self.non_monotonic: set[int] = set()
         self._series_cache: dict[str, tuple[int, list[tuple[int, Labels]]]] = {}
+        self._resolved: dict[tuple[str, Labels], int | str] = {}
         self.reference_gauges: list[tuple[object, dict[str, str], float]] | None = None  # filled by outputs
         self._allowed_le: dict[str, frozenset[str]] = {}
         self._categories: dict[str, frozenset[str]] = {}
@@ -249,11 +251,29 @@ class ModelState:
             return None
         return key
 
+    def _resolve(self, name: str, labels: Labels, result: ApplyResult) -> int | str:
+        """Series index of a raw series (-1: not ours, str: rejection reason), cached per raw series.
+
+        The cache is what makes ingest cheap: a source sends the same raw series every time, so
+        normalisation (le spelling, vocabulary and budget checks) runs once per series, not per push.
+        """
+        rejected = ApplyResult()
+        key = self.normalize(name, dict(labels), rejected)
+        outcome: int | str
+        if key is None:
+            outcome = next(iter(rejected.rejected), "") or -1
+        else:
+            found = self.index.get(key)
+            outcome = found if found is not None else self._add(key)
+        if len(self._resolved) < self.max_series * 4:
+            self._resolved[(name, labels)] = outcome
+        return outcome
+
     # -- ingest ------------------------------------------------------------------------------------
     def apply(
         self,
         source: str,
-        samples: Iterable[tuple[str, dict[str, str], float]],
+        samples: Iterable[RawSample],
         *,
         now: float,
         cumulative: bool = True,
@@ -264,16 +284,19 @@ class ModelState:
         result = ApplyResult()
         idx: list[int] = []
         values: list[float] = []
+        resolved = self._resolved
         for name, labels, value in samples:
-            if not np.isfinite(value):
+            if value != value or value in (_INF, -_INF):
                 result.reject("non_finite_value")
                 continue
-            key = self.normalize(name, labels, result)
-            if key is None:
-                continue
-            i = self.index.get(key)
+            i = resolved.get((name, labels))
             if i is None:
-                i = self._add(key)
+                i = self._resolve(name, labels, result)
+            if isinstance(i, str):
+                result.reject(i)
+                continue
+            if i < 0:
+                continue
             idx.append(i)
             values.append(value)
         if not idx:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+from itertools import accumulate
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .. import _names as n
 from ..instrument._prometheus import le_labels
+from ._series import Labels, RawSample
 
 __all__ = [
     "IngestError",
@@ -106,6 +108,45 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
+_LABEL_OF: dict[str, str] = {}  # OTel attribute key -> Prometheus label, memoised
+_BUCKET_LABELS: dict[tuple[Labels, tuple[float, ...]], tuple[Labels, ...]] = {}
+_CACHE_LIMIT = 100_000
+
+
+def _point_labels(kvs: Any) -> tuple[str | None, str | None, Labels]:
+    """(model, version, other labels in arrival order) of one data point, in one pass."""
+    model = version = None
+    pairs = []
+    for kv in kvs:
+        value = kv.value
+        text = value.string_value if value.WhichOneof("value") == "string_value" else _label_value(_value(value))
+        key = kv.key
+        if key == n.ATTR_MODEL_NAME:
+            model = text
+        elif key == n.ATTR_MODEL_VERSION:
+            version = text
+        else:
+            label = _LABEL_OF.get(key)
+            if label is None:
+                label = (
+                    _LABEL_OF.setdefault(key, n.prometheus_label(key))
+                    if len(_LABEL_OF) < _CACHE_LIMIT
+                    else n.prometheus_label(key)
+                )
+            pairs.append((label, text))
+    return model, version, tuple(pairs)
+
+
+def _bucket_labels(attrs: Labels, bounds: tuple[float, ...]) -> tuple[Labels, ...]:
+    """The label tuples of every bucket of one histogram series (memoised: they repeat every push)."""
+    found = _BUCKET_LABELS.get((attrs, bounds))
+    if found is None:
+        found = tuple((*attrs, ("le", le)) for le in le_labels(bounds))
+        if len(_BUCKET_LABELS) < _CACHE_LIMIT:
+            _BUCKET_LABELS[(attrs, bounds)] = found
+    return found
+
+
 @dataclass
 class MetricBatch:
     """The samples one source sent for one model version in one request."""
@@ -115,7 +156,7 @@ class MetricBatch:
     version: str
     cumulative: bool
     start_ns: int
-    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    samples: list[RawSample] = field(default_factory=list)
 
 
 def _source_id(resource_attributes: dict[str, Any]) -> str:
@@ -149,9 +190,7 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                 if instrument is None:
                     continue  # not an otel-ml metric: a collector may forward anything
                 for kind, point, cumulative in _points(metric):
-                    attrs = {n.prometheus_label(k): _label_value(v) for k, v in _attributes(point.attributes).items()}
-                    model = attrs.pop(n.LABEL_MODEL_NAME, None)
-                    version = attrs.pop(n.LABEL_MODEL_VERSION, None)
+                    model, version, attrs = _point_labels(point.attributes)
                     if not model or not version:
                         unlabelled += 1
                         continue
@@ -163,12 +202,12 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                         )
                     if kind == "histogram":
                         family = instrument.prometheus
-                        running = 0.0
-                        for le, count in zip(le_labels(tuple(point.explicit_bounds)), point.bucket_counts):
-                            running += count
-                            batch.samples.append((family + "_bucket", {**attrs, "le": le}, running))
-                        batch.samples.append((family + "_count", dict(attrs), float(point.count)))
-                        batch.samples.append((family + "_sum", dict(attrs), float(point.sum)))
+                        bucket = family + "_bucket"
+                        labels = _bucket_labels(attrs, tuple(point.explicit_bounds))
+                        cumulative_counts = accumulate(point.bucket_counts)
+                        batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, cumulative_counts))
+                        batch.samples.append((family + "_count", attrs, float(point.count)))
+                        batch.samples.append((family + "_sum", attrs, float(point.sum)))
                     else:
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
                         batch.samples.append((instrument.series, attrs, float(value)))

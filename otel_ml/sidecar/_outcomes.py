@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _names as n
 from ._otlp_input import IngestError, Prediction
+from ._series import RawSample
 
 __all__ = ["JoinStore", "Outcome", "parse_label_events", "outcome_samples", "normalize_outcome"]
 
@@ -152,25 +153,26 @@ def parse_label_events(body: bytes) -> list[tuple[str | None, Prediction | None,
     return out
 
 
-def outcome_samples(outcome: Outcome, positive_outcome: str = "true") -> list[tuple[str, dict[str, str], float]]:
+def outcome_samples(outcome: Outcome, positive_outcome: str = "true") -> list[RawSample]:
     """Delta samples for one joined outcome: one per segment key plus the overall ``__all__``."""
     p = outcome.prediction
     decision = p.decision or "none"
     y = 1.0 if outcome.outcome == positive_outcome else 0.0
-    samples: list[tuple[str, dict[str, str], float]] = []
+    samples: list[RawSample] = []
     for key, segment in ((n.ALL, n.ALL), *p.segments):
         samples.append(
             (
                 n.OUTCOMES.series,
-                {
-                    n.LABEL_SEGMENT_KEY: key,
-                    n.LABEL_SEGMENT: segment,
-                    n.LABEL_DECISION: decision,
-                    n.LABEL_OUTCOME: outcome.outcome,
-                },
+                (
+                    (n.LABEL_SEGMENT_KEY, key),
+                    (n.LABEL_SEGMENT, segment),
+                    (n.LABEL_DECISION, decision),
+                    (n.LABEL_OUTCOME, outcome.outcome),
+                ),
                 1.0,
             )
         )
         if p.score is not None and math.isfinite(p.score):
-            samples.append((SQUARED_ERROR, {n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment}, (p.score - y) ** 2))
+            labels = ((n.LABEL_SEGMENT_KEY, key), (n.LABEL_SEGMENT, segment))
+            samples.append((SQUARED_ERROR, labels, (p.score - y) ** 2))
     return samples

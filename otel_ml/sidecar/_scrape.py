@@ -67,5 +67,5 @@ def parse_exposition(text: str, source: str) -> list[MetricBatch]:
             batch = batches.get((model, version))
             if batch is None:
                 batch = batches[(model, version)] = MetricBatch(source, model, version, True, 0)
-            batch.samples.append((sample.name, labels, float(sample.value)))
+            batch.samples.append((sample.name, tuple(labels.items()), float(sample.value)))
     return list(batches.values())

@@ -14,7 +14,7 @@ from typing import Final, NamedTuple
 from .. import _names as n
 from ..instrument._prometheus import format_le
 
-__all__ = ["Sample", "SeriesKey", "Labels", "ACCEPTED", "normalize_le", "HISTOGRAM_FAMILIES"]
+__all__ = ["RawSample", "SeriesKey", "Labels", "ACCEPTED", "normalize_le", "HISTOGRAM_FAMILIES"]
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs without the model labels
 
@@ -24,14 +24,9 @@ class SeriesKey(NamedTuple):
     labels: Labels
 
 
-class Sample(NamedTuple):
-    """One cumulative value of one series of one model version."""
-
-    model: str
-    version: str
-    name: str
-    labels: Labels
-    value: float
+# One value of one series as it arrived: sample name, labels in arrival order (without the
+# model labels), value. Arrival order is stable per source, so it is a cheap cache key.
+RawSample = tuple[str, Labels, float]
 
 
 HISTOGRAM_FAMILIES: Final = frozenset(i.prometheus for i in n.APP_INSTRUMENTS if i.kind == "histogram")
