@@ -13,10 +13,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-from itertools import accumulate
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from google.protobuf import json_format
