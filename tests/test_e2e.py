@@ -54,6 +54,7 @@ def e2e_config() -> Any:
         decision_rate_change_threshold=0.5,
         decision_rate_min_count=200,
         sidecar_down_for="30s",
+        fleet_psi_windows=(WINDOW,),
     )
 
 
@@ -178,5 +179,12 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop) -> None:
         if not stack.query(expr):
             empty.append((file, title, expr))
     assert empty == []
+    # -- the sidecar's per-pod PSI and the fleet-wide PromQL PSI (recording rules) agree ------------
+    # mean_radius has been shifted for more than a window by now, so both windows hold the same
+    # data up to their edges (snapshot steps vs increase() extrapolation).
+    sidecar_psi = float(stack.query(f'ml_feature_psi{{ml_feature="mean_radius",ml_window="{WINDOW}"}}')[0]["value"][1])
+    fleet = stack.query(f'ml:feature_psi:{WINDOW}{{ml_feature="mean_radius"}}')
+    assert len(fleet) == 1, fleet
+    assert float(fleet[0]["value"][1]) == pytest.approx(sidecar_psi, rel=0.15)
     # -- and otel-ml never failed internally on the way ------------------------------------------
     assert stack.query("sum(ml_instrumentation_errors_total) > 0") == []
