@@ -1,0 +1,68 @@
+"""Drift statistics: pure numpy functions over bin counts, shared by the sidecar and the CLI.
+
+:func:`compare` turns reference fractions and current bin counts (features x bins) into PSI,
+its sample-size-aware critical value, JS distance, Hellinger, chi-square p-value and a verdict
+per feature; :func:`drift_report` does the binning from a baseline and a data table first.
+The single statistics, the critical values and the verdict rule are public too. No I/O and no
+metric objects here: the sidecar turns :class:`DriftResult` into gauges, the CLI into a table.
+"""
+
+from ._compare import DriftResult, compare
+from ._report import DriftReport, FeatureDrift, drift_report
+from ._stats import (
+    PSI_EPSILON,
+    bin_counts,
+    chi_square_pvalue,
+    hellinger,
+    js_distance,
+    kl_divergence,
+    ks_test,
+    pad_bins,
+    psi,
+    wasserstein,
+)
+from ._verdict import (
+    ASYMPTOTIC_MIN_EXPECTED,
+    DEFAULT_ALPHA,
+    DEFAULT_DRIFT_THRESHOLD,
+    DEFAULT_WARN_THRESHOLD,
+    STATUS_NAMES,
+    default_min_count,
+    drift_status,
+    psi_critical_value,
+    simulated_psi_critical_value,
+    status_name,
+)
+
+__all__ = [
+    "ASYMPTOTIC_MIN_EXPECTED",
+    "DEFAULT_ALPHA",
+    "DEFAULT_DRIFT_THRESHOLD",
+    "DEFAULT_WARN_THRESHOLD",
+    "DriftReport",
+    "DriftResult",
+    "FeatureDrift",
+    "PSI_EPSILON",
+    "STATUS_NAMES",
+    "bin_counts",
+    "chi_square_pvalue",
+    "compare",
+    "default_min_count",
+    "drift_report",
+    "drift_status",
+    "hellinger",
+    "js_distance",
+    "kl_divergence",
+    "ks_test",
+    "pad_bins",
+    "psi",
+    "psi_critical_value",
+    "simulated_psi_critical_value",
+    "status_name",
+    "wasserstein",
+]
+
+for _name in __all__:  # reprs and docs show the public path, as for httpx
+    if callable(globals()[_name]):
+        globals()[_name].__module__ = __name__
+del _name
