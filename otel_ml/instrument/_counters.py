@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import MISSING_CODE, CategoryEncoder, bin_index
+from .._binning import MISSING_CODE, CategoryEncoder, finite_bin_counts
 from .._cardinality import BoundedCounter, BoundedLabels
 from .._frame import Columns, as_float, as_labels
 from .._names import (
@@ -199,7 +199,7 @@ class ModelCounters:
                 self.duration_sum += duration
 
     def add_columns(self, columns: Columns) -> None:
-        """Count a batch: ``searchsorted`` + ``bincount`` per feature column, one locked add."""
+        """Count a batch: one sort-based binning per feature column, then one locked add."""
         n = columns.n_rows
         if n == 0:
             return
@@ -211,12 +211,8 @@ class ModelCounters:
             if x is None:
                 missing[j] = n
                 continue
-            finite = np.isfinite(x)
-            n_finite = int(np.count_nonzero(finite))
-            values = x if n_finite == x.size else x[finite]
             lo, hi = self._num_offsets[j], self._num_offsets[j + 1]
-            bins[lo:hi] = np.bincount(bin_index(edges, values), minlength=hi - lo)
-            sums[j] = values.sum()
+            bins[lo:hi], sums[j], n_finite = finite_bin_counts(edges, x)
             missing[j] = x.size - n_finite
         cats = np.zeros_like(self.categories)
         base = len(self.numeric_names)
@@ -246,9 +242,7 @@ class ModelCounters:
     ) -> None:
         """Count scores and decisions; ``segment_values[k]`` is the column of segment key k (or None)."""
         if scores is not None and scores.size:
-            finite = scores[np.isfinite(scores)]
-            score_counts = np.bincount(bin_index(self._score_edges, finite), minlength=self.score_bins.size)
-            score_sum = float(finite.sum())
+            score_counts, score_sum, _ = finite_bin_counts(self._score_edges, scores)
         else:
             score_counts, score_sum = None, 0.0
         if n == 0:

@@ -44,6 +44,7 @@ __all__ = ["OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"]
 _log = logging.getLogger("otel_ml.otlp")
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 SCOPE = InstrumentationScope("otel_ml", __version__)
+_NOT_TRACKED: Any = None  # min and max are optional in OTLP and not tracked per call
 
 
 def _histogram_point(
@@ -58,8 +59,8 @@ def _histogram_point(
         sum=float(total),
         bucket_counts=counts,
         explicit_bounds=list(edges),
-        min=None,
-        max=None,  # type: ignore[arg-type]  # optional in OTLP; not tracked per call
+        min=_NOT_TRACKED,
+        max=_NOT_TRACKED,
     )
 
 
