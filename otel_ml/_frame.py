@@ -10,16 +10,18 @@ converted column by column with numpy; only the error path looks at single value
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-try:  # pandas is optional: it only makes factorizing object columns faster.
-    import pandas as _pd
-except ImportError:  # pragma: no cover - exercised in installs without the pandas extra
-    _pd = None
+
+def _pandas() -> Any:
+    """pandas, if installed and already in use by the app: it only makes factorizing object
+    columns faster, so it is never imported just for that (the sidecar stays small)."""
+    return sys.modules.get("pandas")
 
 __all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize"]
 
@@ -62,11 +64,12 @@ def factorize(values: Any) -> tuple[npt.NDArray[np.intp], list[str | None]]:
     arr = arr.reshape(-1)
     if arr.dtype.kind == "b":
         return arr.astype(np.intp), ["false", "true"]
-    if arr.dtype.kind in "iuUST" or (arr.dtype.kind == "f" and _pd is None):
+    pd = _pandas()
+    if arr.dtype.kind in "iuUST" or (arr.dtype.kind == "f" and pd is None):
         uniq, codes = np.unique(arr, return_inverse=True)
         return codes.reshape(-1), [_label_of(u) for u in uniq.tolist()]
-    if _pd is not None:
-        codes, uniq = _pd.factorize(arr, use_na_sentinel=False)
+    if pd is not None:
+        codes, uniq = pd.factorize(arr, use_na_sentinel=False)
         return np.asarray(codes, dtype=np.intp), [_label_of(u) for u in uniq]
     seen: dict[Any, int] = {}
     codes = np.fromiter((seen.setdefault(_key(v), len(seen)) for v in arr), dtype=np.intp, count=arr.size)

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as _st
+from scipy.special import chdtri
 
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from ._stats import PSI_EPSILON, psi
@@ -109,7 +109,7 @@ def psi_critical_value(n: Any, reference_count: Any = None, bins: Any = 10, alph
     """
     _check_alpha(alpha)
     dof = np.asarray(bins, dtype=np.float64) - 1.0
-    q = np.where(dof >= 1, _st.chi2.ppf(1.0 - alpha, np.maximum(dof, 1.0)), 0.0)
+    q = np.where(dof >= 1, chdtri(np.maximum(dof, 1.0), alpha), 0.0)  # chi-square 1 - alpha quantile
     out = _inverse_sum(n, reference_count) * q
     return float(out) if np.ndim(out) == 0 else out
 
