@@ -23,6 +23,7 @@ def _pandas() -> Any:
     columns faster, so it is never imported just for that (the sidecar stays small)."""
     return sys.modules.get("pandas")
 
+
 __all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize"]
 
 FloatArray = npt.NDArray[np.float64]
