@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from .._atomic import atomic_write
 from .._names import ALL, OTHER, UNKNOWN
 
 __all__ = [
@@ -186,16 +186,8 @@ class Baseline:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (temporary file in the same directory, then rename)."""
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        data = self.to_json().encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Baseline:

@@ -41,6 +41,11 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
     feature = _legend(F, V)
     segment = f"{{{{{K}}}}}={{{{{S}}}}} {_legend(V)}"
 
+    def rate_by_label(pid: int, title: str, description: str, inst: n.Instrument, label: str) -> p.PanelBuilder:
+        """Per-second rate of a counter by one label; 0, not "no data", before its first increment."""
+        query = p.Query(e.rate_or_zero(inst.series, f"{MV}, {label}"), _legend(label, V))
+        return p.timeseries_panel(pid, title, description, [query], unit=units.OpsPerSecond, min_val=0)
+
     return [
         p.row(100, "Overview"),
         p.stat_panel(
@@ -112,31 +117,15 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
             span=8,
             threshold_steps=((None, "green"), (config.latency_slo_threshold_seconds, "red")),
         ),
-        p.timeseries_panel(
-            108,
-            "Errors / s by type",
-            "Calls that raised, by exception type.",
-            [
-                p.Query(
-                    e.rate_or_zero(n.PREDICTION_ERRORS.series, f"{MV}, {n.LABEL_ERROR_TYPE}"),
-                    _legend(n.LABEL_ERROR_TYPE, V),
-                )
-            ],
-            unit=units.OpsPerSecond,
-            min_val=0,
+        rate_by_label(
+            108, "Errors / s by type", "Calls that raised, by exception type.", n.PREDICTION_ERRORS, n.LABEL_ERROR_TYPE
         ),
-        p.timeseries_panel(
+        rate_by_label(
             109,
             "Fallbacks / s by reason",
             "Calls answered by a fallback instead of the model.",
-            [
-                p.Query(
-                    e.rate_or_zero(n.PREDICTION_FALLBACKS.series, f"{MV}, {n.LABEL_FALLBACK_REASON}"),
-                    _legend(n.LABEL_FALLBACK_REASON, V),
-                )
-            ],
-            unit=units.OpsPerSecond,
-            min_val=0,
+            n.PREDICTION_FALLBACKS,
+            n.LABEL_FALLBACK_REASON,
         ),
         p.row(200, "Feature drift"),
         p.table_panel(
@@ -294,31 +283,19 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
             max_val=1,
             threshold_steps=((None, "green"), (config.unknown_ratio_threshold, "red")),
         ),
-        p.timeseries_panel(
+        rate_by_label(
             503,
             "Cardinality overflow / s",
             "Observations folded into __other__ by the cardinality budget, by attribute.",
-            [
-                p.Query(
-                    e.rate_or_zero(n.CARDINALITY_OVERFLOW.series, f"{MV}, {n.LABEL_ATTRIBUTE}"),
-                    _legend(n.LABEL_ATTRIBUTE, V),
-                )
-            ],
-            unit=units.OpsPerSecond,
-            min_val=0,
+            n.CARDINALITY_OVERFLOW,
+            n.LABEL_ATTRIBUTE,
         ),
-        p.timeseries_panel(
+        rate_by_label(
             504,
             "Instrumentation errors / s",
             "Failures inside otel-ml (the prediction was passed through unchanged), by type.",
-            [
-                p.Query(
-                    e.rate_or_zero(n.INSTRUMENTATION_ERRORS.series, f"{MV}, {n.LABEL_ERROR_TYPE}"),
-                    _legend(n.LABEL_ERROR_TYPE, V),
-                )
-            ],
-            unit=units.OpsPerSecond,
-            min_val=0,
+            n.INSTRUMENTATION_ERRORS,
+            n.LABEL_ERROR_TYPE,
         ),
         p.row(600, "Online performance"),
         p.timeseries_panel(

@@ -45,24 +45,15 @@ class SidecarCollector:
             yield from self._model_counters(state)
 
     def _own_counters(self, state: SidecarState) -> Iterator[Metric]:
-        errors = CounterMetricFamily(
-            n.SIDECAR_INGEST_ERRORS.prometheus, n.SIDECAR_INGEST_ERRORS.description, labels=[n.LABEL_REASON]
-        )
-        for reason, count in sorted(state.ingest_errors.items()):
-            errors.add_metric([reason], count)
-        yield errors
-        ingested = CounterMetricFamily(
-            n.SIDECAR_INGESTED.prometheus, n.SIDECAR_INGESTED.description, labels=[n.LABEL_SOURCE]
-        )
-        for source, count in sorted(state.ingested.items()):
-            ingested.add_metric([source], count)
-        yield ingested
-        unmatched = CounterMetricFamily(
-            n.LABELS_UNMATCHED.prometheus, n.LABELS_UNMATCHED.description, labels=[n.LABEL_REASON]
-        )
-        for reason, count in sorted(state.unmatched_labels.items()):
-            unmatched.add_metric([reason], count)
-        yield unmatched
+        for inst, label, counts in (
+            (n.SIDECAR_INGEST_ERRORS, n.LABEL_REASON, state.ingest_errors),
+            (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
+            (n.LABELS_UNMATCHED, n.LABEL_REASON, state.unmatched_labels),
+        ):
+            family = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
+            for value, count in sorted(counts.items()):
+                family.add_metric([value], count)
+            yield family
         overflow = CounterMetricFamily(
             n.SIDECAR_OVERFLOW.prometheus,
             n.SIDECAR_OVERFLOW.description,

@@ -12,13 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._cardinality import BoundedLabels
 from ._model_state import ModelState, SourceState
 from ._otlp_input import Prediction
@@ -81,17 +81,7 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
             "reexport": sorted(state.reexport),
         }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, lambda fh: np.savez(fh, **arrays))
 
 
 def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
