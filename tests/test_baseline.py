@@ -234,3 +234,14 @@ class TestCli:
         assert cli(["baseline", "show", str(path)]) == 0
         out = capsys.readouterr().out
         assert "balance_z" in out and "country" in out
+
+
+def test_empty_csv_fields_are_missing_not_a_category(tmp_path: Path) -> None:
+    data = tmp_path / "t.csv"
+    data.write_text("amount,country\n1.5,US\n2.5,\n3.5,DE\n,US\n")
+    out = tmp_path / "b.json"
+    assert cli(["baseline", "fit", str(data), "--model", "m", "--version", "1", "-o", str(out), "--no-progress"]) == 0
+    b = Baseline.load(out)
+    country, amount = b.feature("country"), b.feature("amount")
+    assert isinstance(country, CategoricalProfile) and country.vocabulary == ("US", "DE")
+    assert country.missing_fraction == pytest.approx(1 / 4) and amount.missing_fraction == pytest.approx(1 / 4)

@@ -59,11 +59,13 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
     if ".csv" in suffixes:
         import rich.progress
 
+        # Empty CSV fields are missing values, not the category "" (which would count as __unknown__).
+        options = pa.csv.ConvertOptions(strings_can_be_null=True)
         with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True, disable=not progress) as fh:
             if suffixes[-1] == ".gz":
                 import gzip
 
                 with gzip.open(fh) as gz:
-                    return pa.csv.read_csv(gz)
-            return pa.csv.read_csv(fh)
+                    return pa.csv.read_csv(gz, convert_options=options)
+            return pa.csv.read_csv(fh, convert_options=options)
     raise ValueError(f"{p}: unsupported file type (expected .csv, .csv.gz or .parquet)")
