@@ -76,8 +76,14 @@ def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
         ingest_stale_seconds=60,
         ingest_stale_for=short,
         ingest_error_for=short,
-        runbook_url_pattern="file://" + str(Path.cwd() / "runbooks" / "{alertname}.md"),
+        runbook_url_pattern=_runbook_pattern(),
     )
+
+
+def _runbook_pattern() -> str:
+    """Local runbook files when run from a checkout, else the published ones."""
+    local = Path.cwd() / "runbooks"
+    return f"file://{local}/{{alertname}}.md" if local.is_dir() else DEFAULT_CONFIG.runbook_url_pattern
 
 
 class Demo:
