@@ -24,7 +24,7 @@ def _pandas() -> Any:
     return sys.modules.get("pandas")
 
 
-__all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize"]
+__all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize", "is_single_row"]
 
 FloatArray = npt.NDArray[np.float64]
 _SEQUENCE_TYPES = (list, tuple, np.ndarray)
@@ -173,9 +173,16 @@ def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> Columns
     raise TypeError(f"cannot read features from {type(data).__name__}")
 
 
-def _from_mapping(data: Mapping[str, Any]) -> Columns:
+def is_single_row(data: Any) -> bool:
+    """True for one row given as a mapping of scalars; a mapping of sequences is a batch of columns."""
+    if not isinstance(data, Mapping):
+        return False
     first = next(iter(data.values()), None)
-    if isinstance(first, _SEQUENCE_TYPES) or hasattr(first, "to_numpy"):
+    return not (isinstance(first, _SEQUENCE_TYPES) or hasattr(first, "to_numpy"))
+
+
+def _from_mapping(data: Mapping[str, Any]) -> Columns:
+    if not is_single_row(data):
         lengths = {len(v) for v in data.values() if hasattr(v, "__len__")}
         n = lengths.pop() if len(lengths) == 1 else 0
         if lengths:

@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .._frame import Columns, as_float, as_labels, to_columns
+from .._frame import Columns, as_float, as_labels, is_single_row, to_columns
 from .._names import (
     ATTR_BATCH_SIZE,
     ATTR_ERROR_TYPE,
@@ -284,7 +284,7 @@ class ModelMonitor:
         counters = self.counters
         n: int | None = None
         scores = decisions = None
-        if isinstance(features, Mapping) and not _is_columnar(features):
+        if is_single_row(features):
             n = 1
             try:
                 scores, decisions = self._record_row(features, result, duration, error)
@@ -443,11 +443,6 @@ def _scalar_label(value: Any) -> str | None:
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size == 1 else value.tolist()
     return as_labels([value])[0]  # type: ignore[no-any-return]
-
-
-def _is_columnar(mapping: Mapping[str, Any]) -> bool:
-    first = next(iter(mapping.values()), None)
-    return isinstance(first, (list, tuple, np.ndarray)) or hasattr(first, "to_numpy")
 
 
 def monitor(model: str | None = None, version: str | None = None, **kwargs: Any) -> ModelMonitor:
