@@ -1,13 +1,17 @@
 """The running sidecar: HTTP server, scrapers, the snapshot ticker and persistence.
 
 :class:`Sidecar` wires :class:`SidecarState` to its inputs and outputs. Threads: one for the
-HTTP server (plus one per connection), one per scrape target, one ticker that takes window
-snapshots and saves the state atomically every ``persist_interval`` seconds and on stop.
+HTTP event loop (plus a small worker pool for decoding and rendering), one per scrape target,
+one ticker that takes window snapshots and saves the state atomically every
+``persist_interval`` seconds and on stop. A state file that cannot be written (disk full,
+read-only) makes ``/readyz`` answer 503 with the reason and logs one line a minute; the
+sidecar keeps serving from memory and exits cleanly on SIGTERM even then.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import threading
 import time
@@ -15,8 +19,9 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
+from .._atomic import clean_orphans
 from ..baseline import Baseline
-from ._collector import SidecarCollector
+from ._collector import Exposition, SidecarCollector
 from ._config import ScrapeTarget, SidecarConfig
 from ._otlp_input import IngestError
 from ._persist import load_state, save_state
@@ -42,25 +47,37 @@ class Sidecar:
         self._threads: list[threading.Thread] = []
         self.server: SidecarServer | None = None
         self.restored = False
+        self.persist_error: str | None = None
+        self._persist_logged = -60.0
 
     @property
     def url(self) -> str:
         assert self.server is not None, "start() first"
         return self.server.url
 
+    @property
+    def metrics_url(self) -> str:
+        assert self.server is not None, "start() first"
+        return self.server.metrics_url
+
     def start(self) -> Sidecar:
         if self.config.state_file is not None:
+            for orphan in clean_orphans(self.config.state_file):
+                _log.info("removed %s, left by an interrupted state write", orphan)
             self.restored = load_state(self.state, self.config.state_file)
             if self.restored:
                 _log.info("restored state from %s", self.config.state_file)
+        _raise_file_limit()
         self.server = SidecarServer(
             self.config.listen,
             self.state,
-            self.registry,
+            Exposition(self.registry, self.state),
             token=self.config.token,
             max_body_bytes=self.config.max_body_bytes,
-        )
-        self._spawn("otel-ml-http", self.server.serve_forever, 0.1)
+            metrics_address=self.config.metrics_listen,
+            read_timeout=self.config.read_timeout,
+            readiness=self.readiness,
+        ).start()
         self._spawn("otel-ml-ticker", self._tick_loop)
         for target in self.config.scrape:
             self._spawn(f"otel-ml-scrape-{target.url}", self._scrape_loop, target)
@@ -100,27 +117,61 @@ class Sidecar:
         while not self._stop.wait(interval):
             try:
                 self.state.tick()
-                if self.config.state_file and time.monotonic() - last_persist >= self.config.persist_interval:
-                    save_state(self.state, self.config.state_file, time.time())
-                    last_persist = time.monotonic()
             except Exception:
                 _log.exception("sidecar tick failed")
+            if self.config.state_file and time.monotonic() - last_persist >= self.config.persist_interval:
+                self.persist()
+                last_persist = time.monotonic()
 
-    def persist(self) -> None:
-        if self.config.state_file:
-            save_state(self.state, self.config.state_file, time.time())
+    def persist(self) -> bool:
+        """Save the state; a failure is kept for ``/readyz`` and logged at most once a minute."""
+        if not self.config.state_file:
+            return True
+        try:
+            save_state(self.state, self.config.state_file, self.state.clock())
+        except Exception as exc:
+            self.persist_error = f"cannot write the state file {self.config.state_file}: {exc}"
+            if time.monotonic() - self._persist_logged >= 60.0:
+                self._persist_logged = time.monotonic()
+                _log.error(
+                    "%s (windows are kept in memory; retrying every %gs)",
+                    self.persist_error,
+                    self.config.persist_interval,
+                )
+            return False
+        if self.persist_error is not None:
+            _log.info("state file %s is writable again", self.config.state_file)
+            self.persist_error = None
+        return True
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """(ready, notes) for ``/readyz``: not ready while starting or when the state cannot be saved;
+        data for model versions no baseline describes is reported but does not fail readiness."""
+        notes = []
+        ready = self.state.ready
+        if self.persist_error is not None:
+            ready = False
+            notes.append(f"error: {self.persist_error}")
+        with self.state.lock:
+            unmatched = sorted(self.state.unmatched_models.items())
+            known = sorted(self.state.models)
+        if unmatched:
+            names = ", ".join(f"{m!r} version {v!r} ({count} batches)" for (m, v), count in unmatched[:10])
+            loaded = ", ".join(f"{m!r} version {v!r}" for m, v in known)
+            notes.append(f"warning: no baseline matches incoming {names}; baselines loaded: {loaded}")
+        return ready, notes
 
     def stop(self) -> None:
-        """Stop threads and save the state one last time."""
+        """Stop threads and save the state one last time (a failure is logged, not raised)."""
         self._stop.set()
         self.state.ready = False
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
         for thread in self._threads:
             thread.join(timeout=10)
         self.state.tick()
-        self.persist()
+        if not self.persist():
+            _log.error("exiting without saving the state: %s", self.persist_error)
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; save the state on the way out."""
@@ -136,3 +187,14 @@ class Sidecar:
         while not stop.wait(1.0):
             pass
         self.stop()
+
+
+def _raise_file_limit() -> None:
+    """Allow as many open connections as the hard limit does (the soft limit is often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass

@@ -20,6 +20,7 @@ precision/recall on /metrics for Prometheus. Binds 127.0.0.1 unless --listen say
 examples:
   otel-ml sidecar --baseline fraud-v3.baseline.json --scrape http://127.0.0.1:8000/metrics
   otel-ml sidecar --baseline fraud-v3.baseline.json --listen 0.0.0.0:9464 --state-file /var/lib/otel-ml/state.npz
+  otel-ml sidecar --baseline fraud-v3.baseline.json --metrics-listen 0.0.0.0:9465   # ingest stays on loopback
   otel-ml sidecar --config /etc/otel-ml/sidecar.yaml
 """
 
@@ -48,7 +49,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--scrape-interval", default="15s", help="time between scrapes (default 15s)")
     p.add_argument("--scrape-timeout", default="5s", help="scrape timeout (default 5s)")
-    p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9464)")
+    p.add_argument("--listen", help="HOST:PORT to serve everything on, ingest included (default 127.0.0.1:9464)")
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="optional second listener serving only GET /metrics, /healthz and /readyz (e.g. the pod IP)",
+    )
     p.add_argument(
         "--window",
         action="append",
@@ -83,6 +89,8 @@ def _run(args: argparse.Namespace) -> int:
             changes["scrape"] = tuple(ScrapeTarget(u, interval, timeout) for u in args.scrape)
         if args.listen:
             changes["listen"] = parse_listen(args.listen)
+        if args.metrics_listen:
+            changes["metrics_listen"] = parse_listen(args.metrics_listen)
         if args.window:
             changes["windows"] = tuple(args.window)
         if args.state_file:
@@ -107,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         sidecar.run()
     except OSError as exc:  # e.g. the port is taken
-        print(f"otel-ml sidecar: cannot listen on {config.listen[0]}:{config.listen[1]}: {exc}", file=sys.stderr)
+        listeners = [a for a in (config.listen, config.metrics_listen) if a is not None]
+        where = " or ".join(f"{host}:{port}" for host, port in listeners)
+        print(f"otel-ml sidecar: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0

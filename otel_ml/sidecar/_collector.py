@@ -1,22 +1,33 @@
-"""The sidecar's ``/metrics``: a custom collector over :class:`SidecarState`.
+"""The sidecar's ``/metrics``: a custom collector over :class:`SidecarState`, and its cache.
 
 It yields the windowed gauges, the baseline reference gauges, the sidecar's own counters and,
 for models whose app pushes OTLP (Prometheus 2.42 has no OTLP receiver), the app's counters
 re-exposed under the names the app would have used, so dashboards and rules work unchanged.
+The lock is held only to copy counts; families are built from the copies. :class:`Exposition`
+renders the text once per state change (at most once per ``ttl`` seconds otherwise) into a
+cached blob, gzipped on demand, so many scrapers cost one rendering.
 """
 
 from __future__ import annotations
 
+import gzip
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
 from .. import _names as n
 from ._outputs import Gauge
-from ._series import HISTOGRAM_FAMILIES
+from ._series import HISTOGRAM_FAMILIES, SeriesKey
 from ._state import SidecarState
 
-__all__ = ["SidecarCollector"]
+__all__ = ["SidecarCollector", "Exposition"]
 
 _APP_TYPES = {i.prometheus: i for i in n.APP_INSTRUMENTS}
 _SIDECAR_OWNED = {n.OUTCOMES.prometheus: n.OUTCOMES, n.OUTCOME_SQUARED_ERROR.prometheus: n.OUTCOME_SQUARED_ERROR}
@@ -30,6 +41,21 @@ def _family_of(sample_name: str) -> str:
     return sample_name.removesuffix("_total")
 
 
+_ModelCounts = tuple[str, str, bool, list[SeriesKey], npt.NDArray[np.float64]]
+
+
+@dataclass(frozen=True)
+class _OwnCounts:
+    """The sidecar's own counters, copied under the lock."""
+
+    ingest_errors: dict[str, int]
+    ingested: dict[str, int]
+    unmatched_labels: dict[str, int]
+    overflow: list[tuple[str, str, dict[str, int]]]
+    join: int
+    compute_seconds: float
+
+
 class SidecarCollector:
     def __init__(self, state: SidecarState) -> None:
         self.state = state
@@ -41,10 +67,22 @@ class SidecarCollector:
         state = self.state
         yield from _gauge_families(state.outputs())
         with state.lock:
-            yield from self._own_counters(state)
-            yield from self._model_counters(state)
+            own = _OwnCounts(
+                dict(state.ingest_errors),
+                dict(state.ingested),
+                dict(state.unmatched_labels),
+                [(m.model, m.version, m.overflow()) for m in state.models.values()],
+                len(state.join),
+                state.compute_seconds,
+            )
+            models = [
+                (name, version, (name, version) in state.reexport, list(m.keys), m.current_totals().copy())
+                for (name, version), m in state.models.items()
+            ]
+        yield from self._own_counters(own)
+        yield from self._model_counters(models)
 
-    def _own_counters(self, state: SidecarState) -> Iterator[Metric]:
+    def _own_counters(self, state: _OwnCounts) -> Iterator[Metric]:
         for inst, label, counts in (
             (n.SIDECAR_INGEST_ERRORS, n.LABEL_REASON, state.ingest_errors),
             (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
@@ -59,24 +97,20 @@ class SidecarCollector:
             n.SIDECAR_OVERFLOW.description,
             labels=[n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION, n.LABEL_ATTRIBUTE],
         )
-        for model in state.models.values():
-            for attribute, count in sorted(model.overflow().items()):
-                overflow.add_metric([model.model, model.version, attribute], count)
+        for model_name, version, counts in state.overflow:
+            for attribute, count in sorted(counts.items()):
+                overflow.add_metric([model_name, version, attribute], count)
         yield overflow
-        yield GaugeMetricFamily(
-            n.SIDECAR_JOIN_STORE.prometheus, n.SIDECAR_JOIN_STORE.description, value=len(state.join)
-        )
+        yield GaugeMetricFamily(n.SIDECAR_JOIN_STORE.prometheus, n.SIDECAR_JOIN_STORE.description, value=state.join)
         yield GaugeMetricFamily(
             n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
         )
 
-    def _model_counters(self, state: SidecarState) -> Iterator[Metric]:
+    def _model_counters(self, models: list[_ModelCounts]) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        for (model_name, version), model in state.models.items():
-            reexport = (model_name, version) in state.reexport
-            totals = model.current_totals()
+        for model_name, version, reexport, keys, totals in models:
             base = {n.LABEL_MODEL_NAME: model_name, n.LABEL_MODEL_VERSION: version}
-            for i, key in enumerate(model.keys):
+            for i, key in enumerate(keys):
                 family = _family_of(key.name)
                 inst = _SIDECAR_OWNED.get(family) or (_APP_TYPES.get(family) if reexport else None)
                 if inst is None:
@@ -96,3 +130,36 @@ def _gauge_families(gauges: list[Gauge]) -> Iterator[Metric]:
             metric = families[inst.prometheus] = Metric(inst.prometheus, inst.description, "gauge")
         metric.add_sample(inst.prometheus, labels, value)
     yield from families.values()
+
+
+@dataclass
+class _Rendered:
+    generation: int
+    at: float
+    body: bytes
+    gzipped: bytes | None = None
+
+
+class Exposition:
+    """``/metrics`` bodies, rendered once per state change or ``ttl`` seconds and shared by scrapers."""
+
+    def __init__(self, registry: CollectorRegistry, state: SidecarState, ttl: float = 1.0) -> None:
+        self.registry = registry
+        self.state = state
+        self.ttl = ttl
+        self._lock = threading.Lock()  # one rendering at a time; never the state's lock
+        self._cache: dict[str, _Rendered] = {}
+
+    def render(self, accept: str = "", gzip_ok: bool = False) -> tuple[bytes, str, bool]:
+        """(body, content type, gzipped) for one scrape."""
+        encoder, content_type = choose_encoder(accept)
+        with self._lock:
+            hit = self._cache.get(content_type)
+            generation = self.state.generation
+            if hit is None or hit.generation != generation or time.monotonic() - hit.at >= self.ttl:
+                hit = self._cache[content_type] = _Rendered(generation, time.monotonic(), encoder(self.registry))
+            if not gzip_ok:
+                return hit.body, content_type, False
+            if hit.gzipped is None:
+                hit.gzipped = gzip.compress(hit.body, compresslevel=6)
+            return hit.gzipped, content_type, True

@@ -3,6 +3,7 @@
 Example (``exporters/sidecar.yaml`` is the annotated version)::
 
     listen: 127.0.0.1:9464
+    metrics_listen: 0.0.0.0:9465   # optional: GET /metrics, /healthz, /readyz only
     models:
       - baseline: /etc/otel-ml/fraud-v3.baseline.json
     scrape:
@@ -50,6 +51,7 @@ class SidecarConfig:
 
     baselines: tuple[Path, ...]
     listen: tuple[str, int] = ("127.0.0.1", 9464)
+    metrics_listen: tuple[str, int] | None = None  # a second, read-only listener (e.g. the pod IP)
     scrape: tuple[ScrapeTarget, ...] = ()
     windows: tuple[str, ...] = ("1h", "24h", "7d")
     resolution: int = 60
@@ -57,6 +59,7 @@ class SidecarConfig:
     persist_interval: float = 30.0
     token: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    read_timeout: float = 10.0  # to deliver a request's headers, and again its body
     segment_budget: int = 100
     label_budget: int = 32
     max_series_per_model: int = 20_000
@@ -113,6 +116,7 @@ class SidecarConfig:
     def from_mapping(cls, data: dict[str, Any], base: Path = Path(".")) -> SidecarConfig:
         known = {
             "listen",
+            "metrics_listen",
             "models",
             "scrape",
             "windows",
@@ -166,6 +170,8 @@ class SidecarConfig:
         }
         if "listen" in data:
             kwargs["listen"] = parse_listen(str(data["listen"]))
+        if data.get("metrics_listen"):
+            kwargs["metrics_listen"] = parse_listen(str(data["metrics_listen"]))
         if "windows" in data:
             kwargs["windows"] = tuple(str(w) for w in data["windows"])
         if "resolution" in data:
@@ -179,6 +185,8 @@ class SidecarConfig:
         for key in ("max_body_bytes", "segment_budget", "label_budget", "max_series_per_model", "join_capacity"):
             if key in limits:
                 kwargs[key] = int(limits.pop(key))
+        if "read_timeout" in limits:
+            kwargs["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
         if "join_ttl" in labels:
             kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
         if "join_capacity" in labels:

@@ -11,6 +11,7 @@ Prometheus' ``increase()`` handles it: the new value is the increase.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from ..instrument._prometheus import le_labels
 from ._series import ACCEPTED, Labels, RawSample, SeriesKey, normalize_le
 from ._windows import SnapshotRing, WindowSpec
 
-__all__ = ["ModelState", "ApplyResult", "SourceState"]
+__all__ = ["ModelState", "ApplyResult", "SourceState", "detached"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -360,3 +361,14 @@ class ModelState:
         found = [(i, k.labels) for i, k in enumerate(self.keys) if k.name == name]
         self._series_cache[name] = (len(self.keys), found)
         return found
+
+
+def detached(model: ModelState) -> ModelState:
+    """A copy to compute outputs from off the ingest lock: it shares the fixed layout and owns
+    its totals, series keys and snapshot lists, which ingest and ticks go on changing."""
+    view = copy.copy(model)
+    view.totals = model.current_totals().copy()
+    view.keys = list(model.keys)
+    view._series_cache = {}
+    view.rings = {name: ring.copy() for name, ring in model.rings.items()}
+    return view

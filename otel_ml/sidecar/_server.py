@@ -1,59 +1,57 @@
 """HTTP endpoints of the sidecar: OTLP/HTTP ingest, labels, /metrics, /healthz, /readyz.
 
-Standard library ``ThreadingHTTPServer``: one thread per connection, no framework. Every
-ingest request is checked in order (auth, length, size limit, media type, decoding) before
-the state is touched, and every rejection is a 4xx with a one-line reason, a log line without
-payload content, and a count in ``ml_sidecar_ingest_errors_total{reason}``.
+A starlette application served by uvicorn (:mod:`._listener`). The event loop only moves
+bytes: decoding, applying and rendering the exposition run in worker threads, so a large
+payload or a scrape never stops ``/healthz`` from answering. Every ingest request is checked
+in order (auth, length, size limit, complete body, media type, decoding) before the state is
+touched, and every rejection is a 4xx with a one-line reason, a log line without payload
+content, and a count in ``ml_sidecar_ingest_errors_total{reason}``.
+
+With ``metrics_address`` a second listener serves only ``GET /metrics``, ``/healthz`` and
+``/readyz`` (for the pod IP), while the main one (loopback) also takes ingest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.message import Message
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from .._version import __version__
-from ._otlp_input import (
-    JSON,
-    PROTOBUF,
-    IngestError,
-    decode_body,
-    decompress,
-    metric_batches,
-    predictions_from_traces,
-)
-from ._outcomes import parse_label_events
+from ._collector import Exposition
+from ._ingest import handle_labels, handle_metrics, handle_traces
+from ._listener import Listeners, bind
+from ._otlp_input import JSON, PROTOBUF, IngestError
 from ._state import SidecarState
 
-__all__ = ["SidecarServer", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["SidecarServer", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_READ_TIMEOUT"]
 
 _log = logging.getLogger("otel_ml.sidecar")
+_errors = logging.getLogger("otel_ml.sidecar.http")  # rate-limited (see _listener)
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 10.0
+_TEXT = "text/plain; charset=utf-8"
 _INDEX = (
     "otel-ml sidecar {version}\n\n"
-    "GET  /metrics      drift, decision rates and coverage for Prometheus\n"
+    "GET  /metrics      drift, decision rates and coverage for Prometheus (gzip if accepted)\n"
     "GET  /healthz      liveness\n"
-    "GET  /readyz       readiness (baselines loaded, state restored)\n"
+    "GET  /readyz       readiness (baselines loaded, state restored and writable), with warnings\n"
     "POST /v1/metrics   OTLP/HTTP metrics (protobuf or JSON, gzip)\n"
     "POST /v1/traces    OTLP/HTTP traces (ml.predict spans, for joining labels)\n"
     'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} or a list\n'
 )
+Readiness = Callable[[], tuple[bool, list[str]]]
 
 
 class _RateLimitedLog:
@@ -73,182 +71,185 @@ class _RateLimitedLog:
         _log.warning("rejected input (%s): %s", reason, message)
 
 
-class SidecarServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def _media(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+class SidecarServer:
+    """The listeners and the ASGI applications behind them; ``start()``, then ``stop()``."""
 
     def __init__(
         self,
         address: tuple[str, int],
         state: SidecarState,
-        registry: CollectorRegistry,
+        exposition: Exposition,
         *,
         token: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics_address: tuple[str, int] | None = None,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        readiness: Readiness | None = None,
     ) -> None:
-        super().__init__(address, _Handler)
         self.state = state
-        self.registry = registry
+        self.exposition = exposition
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+        self.readiness: Readiness = readiness or (lambda: (state.ready, []))
         self.rejections = _RateLimitedLog()
+        self._inflight = 0  # body bytes being read or decoded; only touched on the event loop
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        sockets = [bind(address)]
+        if metrics_address is not None:
+            sockets.append(bind(metrics_address))
+        self.addresses = [s.getsockname()[:2] for s in sockets]
+        apps = [(sockets[0], self._app(ingest=True))]
+        if metrics_address is not None:
+            apps.append((sockets[1], self._app(ingest=False)))
+        self._listeners = Listeners(apps, read_timeout=read_timeout, on_error=state.count_error)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._url(0)
 
+    @property
+    def metrics_url(self) -> str:
+        """The metrics-only listener's URL (the main one when there is none)."""
+        return self._url(len(self.addresses) - 1)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: SidecarServer
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
-    server_version = f"otel-ml-sidecar/{__version__}"
+    def _url(self, i: int) -> str:
+        host, port = self.addresses[i]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("%s %s", self.address_string(), format % args)
+    def start(self) -> SidecarServer:
+        self._listeners.start()
+        return self
 
-    # -- responses --------------------------------------------------------------------------------
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = "text/plain; charset=utf-8",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def stop(self) -> None:
+        self._listeners.stop()
 
-    def _reject(self, error: IngestError, headers: dict[str, str] | None = None) -> None:
-        self.server.state.count_error(error.reason)
-        self.server.rejections.warning(error.reason, f"{self.command} {self.path}: {error}")
-        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        message = f"{error.reason}: {error}"
-        if media == PROTOBUF:
-            from google.rpc import status_pb2
+    # -- applications -------------------------------------------------------------------------
+    def _app(self, *, ingest: bool) -> Starlette:
+        routes = [
+            Route("/metrics", self._metrics_endpoint, methods=["GET"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/readyz", self._readyz, methods=["GET"]),
+        ]
+        if ingest:
+            routes += [
+                Route("/", self._index, methods=["GET"]),
+                Route("/v1/metrics", self._ingest(handle_metrics), methods=["POST"]),
+                Route("/v1/traces", self._ingest(handle_traces), methods=["POST"]),
+                Route("/v1/labels", self._ingest(handle_labels), methods=["POST"]),
+            ]
+        return Starlette(routes=routes, exception_handlers={404: self._not_found})
 
-            body, ctype = status_pb2.Status(code=3, message=message).SerializeToString(), PROTOBUF
-        elif media == JSON:
-            body, ctype = json.dumps({"code": 3, "message": message}).encode(), JSON
-        else:
-            body, ctype = (message + "\n").encode(), "text/plain; charset=utf-8"
-        self._send(error.status, body, ctype, headers)
+    def _limiter(self, name: str, tokens: int) -> anyio.CapacityLimiter:
+        limiter = self._limiters.get(name)
+        if limiter is None:  # created on the event loop, on first use
+            limiter = self._limiters[name] = anyio.CapacityLimiter(tokens)
+        return limiter
 
-    # -- GET --------------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, encoder(self.server.registry), content_type)
-        elif path == "/healthz":
-            self._send(200, b"ok\n")
-        elif path == "/readyz":
-            ready = self.server.state.ready
-            self._send(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
-        elif path == "/":
-            self._send(200, _INDEX.format(version=__version__).encode())
-        else:
-            self._send(404, b"not found\n")
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        if request.method == "POST":
+            return Response("not found: POST /v1/metrics, /v1/traces or /v1/labels\n", 404, media_type=_TEXT)
+        return Response("not found\n", 404, media_type=_TEXT)
 
-    do_HEAD = do_GET
+    async def _index(self, request: Request) -> Response:
+        return Response(_INDEX.format(version=__version__), media_type=_TEXT)
 
-    # -- POST -------------------------------------------------------------------------------------
-    def do_POST(self) -> None:
-        path = self.path.split("?")[0]
-        handlers = {"/v1/metrics": self._metrics, "/v1/traces": self._traces, "/v1/labels": self._labels}
-        handler = handlers.get(path)
-        if handler is None:
-            self._drain()
-            self._send(404, b"not found: POST /v1/metrics, /v1/traces or /v1/labels\n")
+    async def _healthz(self, request: Request) -> Response:
+        return Response("ok\n", media_type=_TEXT)
+
+    async def _readyz(self, request: Request) -> Response:
+        ready, notes = self.readiness()
+        text = "ready\n" if ready else "not ready\n"
+        return Response(text + "".join(f"{line}\n" for line in notes), 200 if ready else 503, media_type=_TEXT)
+
+    async def _metrics_endpoint(self, request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        gzip_ok = "gzip" in request.headers.get("accept-encoding", "").lower()
+        body, content_type, gzipped = await anyio.to_thread.run_sync(
+            self.exposition.render, accept, gzip_ok, limiter=self._limiter("scrape", 2)
+        )
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzipped else {"Vary": "Accept-Encoding"}
+        return Response(body, media_type=content_type, headers=headers)
+
+    # -- ingest -------------------------------------------------------------------------------
+    def _ingest(self, handler: Callable[..., tuple[int, bytes, str]]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                body = await self._body(request)
+                try:
+                    status, payload, content_type = await anyio.to_thread.run_sync(
+                        handler, self, body, dict(request.headers), limiter=self._limiter("ingest", 4)
+                    )
+                finally:
+                    self._inflight -= len(body)
+                return Response(payload, status, media_type=content_type)
+            except IngestError as exc:
+                return self._reject(request, exc)
+            except Exception:
+                _errors.exception("internal error on %s", request.url.path)
+                self.state.count_error("internal_error")
+                return Response("internal error\n", 500, media_type=_TEXT)
+
+        return endpoint
+
+    def _authorize(self, request: Request) -> None:
+        if not self.token:
             return
-        try:
-            self._authorize()
-            body = self._body()
-            handler(body)
-        except IngestError as exc:
-            extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            if exc.status in (401, 411, 413):
-                self.close_connection = True  # the unread body must not be parsed as the next request
-                extra = {**(extra or {}), "Connection": "close"}
-            self._reject(exc, extra)
-        except Exception:
-            _log.exception("internal error on %s", path)
-            self.server.state.count_error("internal_error")
-            self._send(500, b"internal error\n")
-
-    def _drain(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= self.server.max_body_bytes:
-            self.rfile.read(int(length))
-        else:
-            self.close_connection = True
-
-    def _authorize(self) -> None:
-        token = self.server.token
-        if not token:
-            return
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
             raise IngestError(401, "unauthorized", "missing or wrong bearer token")
 
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
+    async def _body(self, request: Request) -> bytes:
+        """The whole body, within the size limit, the in-flight budget and the read deadline."""
+        length = request.headers.get("content-length")
         if length is None:
             raise IngestError(411, "length_required", "Content-Length is required")
         if not length.isdigit():
             raise IngestError(400, "bad_request", "Content-Length is not a number")
         size = int(length)
-        if size > self.server.max_body_bytes:
-            raise IngestError(413, "too_large", f"body of {size} bytes exceeds the {self.server.max_body_bytes} limit")
-        return self.rfile.read(size)
+        if size > self.max_body_bytes:
+            raise IngestError(413, "too_large", f"body of {size} bytes exceeds the {self.max_body_bytes} limit")
+        if self._inflight + size > 4 * self.max_body_bytes:
+            raise IngestError(503, "overloaded", "too many request bodies in flight: retry later")
+        self._inflight += size
+        received = bytearray()
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                async for chunk in request.stream():
+                    received += chunk
+        except (TimeoutError, ClientDisconnect):
+            pass
+        if len(received) < size:
+            self._inflight -= size
+            raise IngestError(
+                400, "incomplete_body", f"body ended after {len(received)} of {size} bytes (Content-Length)"
+            )
+        self._inflight += len(received) - size
+        return bytes(received)
 
-    def _decode(self, body: bytes, message: type[Message]) -> Message:
-        return decode_body(
-            body,
-            self.headers.get("Content-Type", ""),
-            self.headers.get("Content-Encoding", ""),
-            message,
-            self.server.max_body_bytes,
-        )
+    def _reject(self, request: Request, error: IngestError) -> Response:
+        self.state.count_error(error.reason)
+        self.rejections.warning(error.reason, f"{request.method} {request.url.path}: {error}")
+        message = f"{error.reason}: {error}"
+        media = _media(request)
+        if media == PROTOBUF:
+            from google.rpc import status_pb2
 
-    def _ok(self, response: Message) -> None:
-        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if media == JSON:
-            from google.protobuf import json_format
-
-            self._send(200, json_format.MessageToJson(response).encode(), JSON)
+            body, content_type = status_pb2.Status(code=3, message=message).SerializeToString(), PROTOBUF
+        elif media == JSON:
+            body, content_type = json.dumps({"code": 3, "message": message}).encode(), JSON
         else:
-            self._send(200, response.SerializeToString(), PROTOBUF)
-
-    def _metrics(self, body: bytes) -> None:
-        request = self._decode(body, ExportMetricsServiceRequest)
-        batches, unlabelled = metric_batches(request)
-        if unlabelled:
-            self.server.state.count_error("missing_model_labels", unlabelled)
-        result = self.server.state.apply_metrics(batches, "otlp")
-        response = ExportMetricsServiceResponse()
-        rejected = sum(result.rejected.values()) + unlabelled
-        if rejected:
-            response.partial_success.rejected_data_points = rejected
-            response.partial_success.error_message = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items()))
-        self._ok(response)
-
-    def _traces(self, body: bytes) -> None:
-        request = self._decode(body, ExportTraceServiceRequest)
-        self.server.state.add_predictions(predictions_from_traces(request))
-        self._ok(ExportTraceServiceResponse())
-
-    def _labels(self, body: bytes) -> None:
-        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if media != JSON:
-            raise IngestError(415, "unsupported_media_type", f"labels must be {JSON}")
-        raw = decompress(body, self.headers.get("Content-Encoding", ""), self.server.max_body_bytes)
-        events = parse_label_events(raw)
-        joined, unmatched = self.server.state.apply_labels(events)
-        self._send(200, json.dumps({"joined": joined, "unmatched": unmatched}).encode(), JSON)
+            body, content_type = (message + "\n").encode(), _TEXT
+        headers: dict[str, str] = {}
+        if error.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if error.status == 503:
+            headers["Retry-After"] = "1"
+        if error.status in (401, 411, 413, 503) or error.reason == "incomplete_body":
+            headers["Connection"] = "close"  # the unread body must not be parsed as the next request
+        return Response(body, error.status, media_type=content_type, headers=headers)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import _names as n
 from ..baseline import Baseline
-from ._model_state import ApplyResult, ModelState
+from ._model_state import ApplyResult, ModelState, detached
 from ._otlp_input import MetricBatch, Prediction
 from ._outcomes import JoinStore, Outcome, outcome_samples
 from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
@@ -26,6 +26,13 @@ __all__ = ["SidecarState", "StateSettings"]
 
 _log = logging.getLogger("otel_ml.sidecar")
 LABELS_SOURCE = "labels"
+_MAX_UNMATCHED = 100
+
+
+def window_clock() -> Callable[[], float]:
+    """Monotonic seconds that read as the wall clock at start: a wall-clock jump cannot stretch a window."""
+    offset = time.time() - time.monotonic()
+    return lambda: time.monotonic() + offset
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,15 @@ class SidecarState:
     """Models (one per baseline), the label join store and the sidecar's own counters."""
 
     def __init__(
-        self, baselines: Sequence[Baseline], settings: StateSettings | None = None, now: float | None = None
+        self,
+        baselines: Sequence[Baseline],
+        settings: StateSettings | None = None,
+        now: float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or StateSettings()
-        start = time.time() if now is None else now
+        self.clock = clock or window_clock()  # windows; the wall clock only for timestamps shown or saved
+        start = self.clock() if now is None else now
         self.lock = threading.RLock()
         self.models: dict[tuple[str, str], ModelState] = {}
         for b in baselines:
@@ -63,6 +75,9 @@ class SidecarState:
         self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
         self.compute_seconds = 0.0
         self._cache: tuple[float, list[Gauge]] | None = None
+        self.generation = 0  # bumped by every input, so cached expositions know they are stale
+        self.unmatched_models: dict[tuple[str, str], int] = {}  # incoming (model, version) without a baseline
+        self._unmatched_logged = -60.0
         self.ready = False
 
     def _new_model(self, baseline: Baseline, now: float) -> ModelState:
@@ -80,6 +95,7 @@ class SidecarState:
     def count_error(self, reason: str, amount: int = 1) -> None:
         with self.lock:
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + amount
+            self.generation += 1
 
     def _count_ingested(self, source: str) -> None:
         self.ingested[source] = self.ingested.get(source, 0) + 1
@@ -94,6 +110,7 @@ class SidecarState:
                 model = self.models.get((batch.model, batch.version))
                 if model is None:
                     total.reject("unknown_model")
+                    self._note_unmatched(batch.model, batch.version)
                     continue
                 result = model.apply(
                     batch.source, batch.samples, now=now, cumulative=batch.cumulative, start_ns=batch.start_ns
@@ -107,7 +124,23 @@ class SidecarState:
                 self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
             self._count_ingested(source_kind)
             self._cache = None
+            self.generation += 1
         return total
+
+    def _note_unmatched(self, model: str, version: str) -> None:
+        """Count data for a model version no baseline describes; warn once a minute, naming both sides."""
+        key = (model, version)
+        if key in self.unmatched_models or len(self.unmatched_models) < _MAX_UNMATCHED:
+            self.unmatched_models[key] = self.unmatched_models.get(key, 0) + 1
+        if time.monotonic() - self._unmatched_logged >= 60.0:
+            self._unmatched_logged = time.monotonic()
+            known = ", ".join(f"{m!r} version {v!r}" for m, v in sorted(self.models)) or "none"
+            _log.warning(
+                "no baseline matches incoming model %r version %r (baselines loaded: %s): its data is dropped",
+                model,
+                version,
+                known,
+            )
 
     def add_predictions(self, predictions: Iterable[Prediction], now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -115,6 +148,7 @@ class SidecarState:
             known = [p for p in predictions if (p.model, p.version) in self.models]
             added = self.join.add(known, now)
             self._count_ingested("traces")
+            self.generation += 1
             return added
 
     def apply_labels(
@@ -145,38 +179,49 @@ class SidecarState:
                 joined += 1
             self._count_ingested("labels")
             self._cache = None
+            self.generation += 1
         return joined, unmatched
 
     # -- time ------------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
         """Take due snapshots, forget silent sources, expire old predictions."""
-        now = time.time() if now is None else now
+        window_now = self.clock() if now is None else now
+        wall = time.time() if now is None else now
         with self.lock:
             for model in self.models.values():
-                model.take_snapshots(now)
-                model.expire_sources(now, self.settings.source_ttl)
-            self.join.expire(now)
+                model.take_snapshots(window_now)
+                model.expire_sources(wall, self.settings.source_ttl)
+            self.join.expire(wall)
+            self.generation += 1
 
     # -- outputs ---------------------------------------------------------------------------------
     def outputs(self, now: float | None = None) -> list[Gauge]:
-        """Every gauge for every model and window (cached for ``compute_ttl`` seconds)."""
-        now = time.time() if now is None else now
+        """Every gauge for every model and window (cached for ``compute_ttl`` seconds).
+
+        Computed from detached copies of the models, off the lock: ingest never waits for it."""
+        now = self.clock() if now is None else now
         with self.lock:
             if self._cache is not None and now - self._cache[0] < self.settings.compute_ttl:
                 return self._cache[1]
-            started = time.perf_counter()
-            gauges: list[Gauge] = []
-            for model in self.models.values():
-                gauges.extend(reference_outputs(model))
-                gauges.extend(model_outputs(model, now, self.settings.outputs))
-                if model.last_ingest:
-                    gauges.append(
-                        (
-                            n.SIDECAR_LAST_INGEST,
-                            {n.LABEL_MODEL_NAME: model.model, n.LABEL_MODEL_VERSION: model.version},
-                            model.last_ingest,
-                        )
+            for m in self.models.values():
+                reference_outputs(m)  # computed once per model, then shared by every copy
+            models = [detached(m) for m in self.models.values()]
+            generation = self.generation
+        started = time.perf_counter()
+        gauges: list[Gauge] = []
+        for model in models:
+            gauges.extend(reference_outputs(model))
+            gauges.extend(model_outputs(model, now, self.settings.outputs))
+            if model.last_ingest:
+                gauges.append(
+                    (
+                        n.SIDECAR_LAST_INGEST,
+                        {n.LABEL_MODEL_NAME: model.model, n.LABEL_MODEL_VERSION: model.version},
+                        model.last_ingest,
                     )
+                )
+        with self.lock:
             self.compute_seconds = time.perf_counter() - started
-            self._cache = (now, gauges)
-            return gauges
+            if self.generation == generation:
+                self._cache = (now, gauges)
+        return gauges

@@ -68,6 +68,12 @@ class SnapshotRing:
         self.times: list[float] = [start]
         self.vectors: list[FloatArray] = [np.zeros(size)]
 
+    def copy(self) -> SnapshotRing:
+        """The same snapshots in new lists (the arrays are never modified once taken)."""
+        other = SnapshotRing.__new__(SnapshotRing)
+        other.spec, other.times, other.vectors = self.spec, list(self.times), list(self.vectors)
+        return other
+
     def maybe_take(self, now: float, totals: FloatArray) -> bool:
         """Take a snapshot if one is due; drop those no window computation can need any more."""
         if now - self.times[-1] < self.spec.step:

@@ -1,0 +1,90 @@
+"""What the ingest endpoints do with a complete body, in a worker thread off the event loop.
+
+Each handler decodes the whole body first (raising :class:`IngestError` on anything wrong),
+then applies it to the state in one step, and returns ``(status, body, content type)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from ._otlp_input import (
+    JSON,
+    PROTOBUF,
+    IngestError,
+    decode_body,
+    decompress,
+    metric_batches,
+    predictions_from_traces,
+)
+from ._outcomes import parse_label_events
+
+if TYPE_CHECKING:
+    from ._server import SidecarServer
+
+__all__ = ["handle_metrics", "handle_traces", "handle_labels"]
+
+Reply = tuple[int, bytes, str]
+
+
+def _media(headers: Mapping[str, str]) -> str:
+    return (headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def _decode(server: SidecarServer, body: bytes, headers: Mapping[str, str], message: type[Message]) -> Message:
+    return decode_body(
+        body,
+        headers.get("content-type", ""),
+        headers.get("content-encoding", ""),
+        message,
+        server.max_body_bytes,
+    )
+
+
+def _ok(headers: Mapping[str, str], response: Message) -> Reply:
+    if _media(headers) == JSON:
+        from google.protobuf import json_format
+
+        return 200, json_format.MessageToJson(response).encode(), JSON
+    return 200, response.SerializeToString(), PROTOBUF
+
+
+def handle_metrics(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
+    request = _decode(server, body, headers, ExportMetricsServiceRequest)
+    batches, unlabelled = metric_batches(request)
+    if unlabelled:
+        server.state.count_error("missing_model_labels", unlabelled)
+    result = server.state.apply_metrics(batches, "otlp")
+    response = ExportMetricsServiceResponse()
+    rejected = sum(result.rejected.values()) + unlabelled
+    if rejected:
+        response.partial_success.rejected_data_points = rejected
+        response.partial_success.error_message = ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items()))
+    return _ok(headers, response)
+
+
+def handle_traces(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
+    request = _decode(server, body, headers, ExportTraceServiceRequest)
+    server.state.add_predictions(predictions_from_traces(request))
+    return _ok(headers, ExportTraceServiceResponse())
+
+
+def handle_labels(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
+    if _media(headers) != JSON:
+        raise IngestError(415, "unsupported_media_type", f"labels must be {JSON}")
+    raw = decompress(body, headers.get("content-encoding", ""), server.max_body_bytes)
+    events = parse_label_events(raw)
+    joined, unmatched = server.state.apply_labels(events)
+    return 200, json.dumps({"joined": joined, "unmatched": unmatched}).encode(), JSON
