@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._frame import factorize
+from ._frame import canonical_label, factorize
 from ._names import OTHER, UNKNOWN
 
 __all__ = ["bin_index", "finite_bin_counts", "CategoryEncoder", "MISSING_CODE"]
@@ -50,7 +50,12 @@ def finite_bin_counts(
 
 
 class CategoryEncoder:
-    """Maps label values to bin codes: vocabulary index, then ``__other__``, then ``__unknown__``."""
+    """Maps label values to bin codes: vocabulary index, then ``__other__``, then ``__unknown__``.
+
+    Labels are compared by their canonical identity (:func:`~otel_ml._frame.canonical_label`):
+    ``"True"`` finds a vocabulary entry ``"true"``, and a baseline fitted before labels were
+    canonical (vocabulary ``"True"``) still finds ``True``.
+    """
 
     __slots__ = ("vocabulary", "labels", "other_code", "unknown_code", "_lookup")
 
@@ -59,9 +64,15 @@ class CategoryEncoder:
         self.other_code = len(self.vocabulary)
         self.unknown_code = self.other_code + 1
         self.labels: tuple[str, ...] = (*self.vocabulary, OTHER, UNKNOWN)
-        lookup = {v: i for i, v in enumerate(self.vocabulary)}
+        lookup: dict[str, int] = {}
+        for i, v in enumerate(self.vocabulary):
+            lookup.setdefault(v, i)
         for value in rare_values:
             lookup.setdefault(value, self.other_code)
+        for key, code in list(lookup.items()):
+            canonical = canonical_label(key)
+            if canonical is not None:
+                lookup.setdefault(canonical, code)
         self._lookup = lookup
 
     @property
@@ -71,7 +82,13 @@ class CategoryEncoder:
     def code(self, label: str | None) -> int:
         if label is None:
             return MISSING_CODE
-        return self._lookup.get(label, self.unknown_code)
+        code = self._lookup.get(label)
+        if code is None:
+            canonical = canonical_label(label)
+            if canonical is None:
+                return MISSING_CODE
+            code = self._lookup.get(canonical, self.unknown_code)
+        return code
 
     def encode(self, values: Any) -> IntArray:
         """Codes for a column; ``MISSING_CODE`` for None/NaN. One dict lookup per *distinct* value."""

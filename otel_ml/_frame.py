@@ -10,9 +10,10 @@ converted column by column with numpy; only the error path looks at single value
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,38 @@ def _pandas() -> Any:
     return sys.modules.get("pandas")
 
 
-__all__ = ["Columns", "to_columns", "as_float", "as_labels", "factorize", "is_single_row"]
+__all__ = [
+    "Columns",
+    "InputMismatch",
+    "REASON_FEATURE_COUNT",
+    "REASON_MISSING_FEATURE",
+    "to_columns",
+    "as_float",
+    "as_labels",
+    "canonical_label",
+    "factorize",
+    "is_single_row",
+    "missing_columns",
+]
+
+# Why an input could not be matched to the baseline's features (the ``error_type`` value of
+# ``ml_instrumentation_errors_total``, next to exception class names).
+REASON_FEATURE_COUNT: Final = "feature_count_mismatch"
+REASON_MISSING_FEATURE: Final = "missing_feature"
+
+
+class InputMismatch(TypeError):
+    """The input's columns cannot be matched to the expected features by name.
+
+    ``reason`` is one of the ``REASON_*`` labels; ``n_rows`` is how many rows the input has
+    (so predictions can still be counted when features cannot be attributed).
+    """
+
+    def __init__(self, reason: str, message: str, n_rows: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.n_rows = n_rows
+
 
 FloatArray = npt.NDArray[np.float64]
 _SEQUENCE_TYPES = (list, tuple, np.ndarray)
@@ -33,7 +65,7 @@ _SEQUENCE_TYPES = (list, tuple, np.ndarray)
 def _safe_float(value: Any) -> float:
     try:
         out = float(value)
-    except (TypeError, ValueError, OverflowError):
+    except Exception:  # any user object's __float__ may raise anything: not a number
         return math.nan
     return out
 
@@ -68,13 +100,22 @@ def factorize(values: Any) -> tuple[npt.NDArray[np.intp], list[str | None]]:
     pd = _pandas()
     if arr.dtype.kind in "iuUST" or (arr.dtype.kind == "f" and pd is None):
         uniq, codes = np.unique(arr, return_inverse=True)
-        return codes.reshape(-1), [_label_of(u) for u in uniq.tolist()]
+        return _merged(codes.reshape(-1), [_label_of(u) for u in uniq.tolist()])
     if pd is not None:
         codes, uniq = pd.factorize(arr, use_na_sentinel=False)
-        return np.asarray(codes, dtype=np.intp), [_label_of(u) for u in uniq]
+        return _merged(np.asarray(codes, dtype=np.intp), [_label_of(u) for u in uniq])
     seen: dict[Any, int] = {}
     codes = np.fromiter((seen.setdefault(_key(v), len(seen)) for v in arr), dtype=np.intp, count=arr.size)
-    return codes, [_label_of(u) for u in seen]
+    return _merged(codes, [_label_of(u) for u in seen])
+
+
+def _merged(codes: npt.NDArray[np.intp], labels: list[str | None]) -> tuple[npt.NDArray[np.intp], list[str | None]]:
+    """One code per distinct *label*: ``True`` and ``"true"``, or ``1`` and ``"1"``, are one category."""
+    first: dict[str | None, int] = {}
+    table = np.fromiter((first.setdefault(lab, len(first)) for lab in labels), dtype=np.intp, count=len(labels))
+    if len(first) == len(labels):
+        return codes, labels
+    return table[codes], list(first)
 
 
 def as_labels(values: Any) -> npt.NDArray[np.object_]:
@@ -97,30 +138,70 @@ def _key(value: Any) -> Any:
     return value
 
 
-def _label_of(value: Any) -> str | None:
+_BOOL_SPELLINGS: Final = {"true": "true", "false": "false"}
+_INTEGRAL_DECIMAL = re.compile(r"[+-]?[0-9]+\.0*")
+
+
+def canonical_label(value: Any) -> str | None:
+    """The one category identity of a value, the same at fit, in the app and in the CLI.
+
+    Booleans and their spellings (``True``, ``"TRUE"``, ``"false"``, numpy and pandas
+    booleans) are ``"true"``/``"false"``; numbers are their shortest decimal form with integral
+    values as integers (``1``, ``1.0``, ``"1.0"`` and ``"1"`` are all ``"1"``); other strings
+    are kept as they are (``"01234"`` stays a zip code). None, NaN, inf and pandas NA are
+    missing (``None``).
+    """
+    if isinstance(value, str):
+        return _canonical_str(value)
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             return None
         return repr(float(value)) if not float(value).is_integer() else str(int(value))
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return _canonical_str(value.decode("utf-8", "replace"))
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas.NA / NaT, without importing pandas
+        return None
     return str(value)
 
 
+def _canonical_str(value: str) -> str:
+    lowered = _BOOL_SPELLINGS.get(value.lower()) if len(value) in (4, 5) else None
+    if lowered is not None:
+        return lowered
+    if _INTEGRAL_DECIMAL.fullmatch(value) and len(value) < 400:  # "1.0", "-3.00": the integer
+        whole = value.split(".", 1)[0]
+        digits = whole.lstrip("+-")
+        if digits == digits.lstrip("0") or digits.strip("0") == "":  # keep "01.0" as written
+            return str(int(whole))
+    return value
+
+
+_label_of = canonical_label
+
+
 class Columns:
-    """Named columns of one call's input; absent columns return ``None``."""
+    """Named columns of one call's input; absent columns return ``None``.
 
-    __slots__ = ("n_rows", "_get", "is_row", "names")
+    ``declared`` is true when ``names`` is the input's own schema (a DataFrame's columns, a
+    dict of columns, a named array): a feature missing from it is a mismatch, not a missing value.
+    """
 
-    def __init__(self, n_rows: int, getter: Any, is_row: bool = False, names: Sequence[str] = ()) -> None:
+    __slots__ = ("n_rows", "_get", "is_row", "names", "declared")
+
+    def __init__(
+        self, n_rows: int, getter: Any, is_row: bool = False, names: Sequence[str] = (), declared: bool = False
+    ) -> None:
         self.n_rows = n_rows
         self._get = getter
         self.is_row = is_row
         self.names = tuple(names)  # column names in input order, when the input has them
+        self.declared = declared
 
     def raw(self, name: str) -> Any:
         """The column as the input holds it, or ``None`` when the input has no such column."""
@@ -150,15 +231,20 @@ def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> Columns
     baseline's feature order). Raises ``TypeError`` for inputs that carry no named features.
     """
     if _is_pandas(data):
-        cols = set(map(str, data.columns))
         lookup = {str(c): c for c in data.columns}
-        return Columns(len(data), lambda n: data[lookup[n]].to_numpy() if n in cols else None, names=list(lookup))
+        return Columns(
+            len(data),
+            lambda n: _pandas_column(data[lookup[n]]) if n in lookup else None,
+            names=list(lookup),
+            declared=True,
+        )
     if _is_arrow(data):
         names = set(data.column_names)
         return Columns(
             data.num_rows,
             lambda n: data.column(n).to_numpy(zero_copy_only=False) if n in names else None,
             names=data.column_names,
+            declared=True,
         )
     if isinstance(data, Mapping):
         return _from_mapping(data)
@@ -171,6 +257,28 @@ def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> Columns
             return _from_rows(data)
         return _from_array(np.asarray(data, dtype=object), feature_names)
     raise TypeError(f"cannot read features from {type(data).__name__}")
+
+
+def _pandas_column(series: Any) -> Any:
+    """A pandas column as numpy; nullable numeric (``Int64``, ``Float64``) columns stay numeric
+    with NaN for NA, nullable booleans become True/False/None (not ``pd.NA`` objects)."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype):
+        return series.to_numpy()
+    kind = getattr(dtype, "kind", "O")
+    if kind in "iuf":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if kind == "b":
+        return series.to_numpy(dtype=object, na_value=None)
+    return series.to_numpy()
+
+
+def missing_columns(columns: Columns, expected: Sequence[str]) -> list[str]:
+    """Expected features absent from an input that declares its columns (none for rows)."""
+    if not columns.declared or columns.n_rows == 0:
+        return []
+    have = set(columns.names)
+    return [name for name in expected if name not in have]
 
 
 def is_single_row(data: Any) -> bool:
@@ -187,7 +295,7 @@ def _from_mapping(data: Mapping[str, Any]) -> Columns:
         n = lengths.pop() if len(lengths) == 1 else 0
         if lengths:
             raise TypeError("columns of a dict batch have different lengths")
-        return Columns(n, lambda name: data.get(name), names=list(data))
+        return Columns(n, lambda name: data.get(name), names=list(data), declared=True)
 
     def one(name: str) -> Any:
         return [data[name]] if name in data else None
@@ -212,7 +320,7 @@ def _from_rows(rows: Sequence[Mapping[str, Any]]) -> Columns:
 def _from_array(arr: npt.NDArray[Any], feature_names: Sequence[str] | None) -> Columns:
     if arr.dtype.names:  # structured array
         fields = set(arr.dtype.names)
-        return Columns(len(arr), lambda n: arr[n] if n in fields else None, names=arr.dtype.names)
+        return Columns(len(arr), lambda n: arr[n] if n in fields else None, names=arr.dtype.names, declared=True)
     if feature_names is None:
         raise TypeError("a numpy array needs feature names (pass feature_names= or a baseline)")
     if arr.ndim == 1:
@@ -222,5 +330,15 @@ def _from_array(arr: npt.NDArray[Any], feature_names: Sequence[str] | None) -> C
         is_row = False
     if arr.ndim != 2:
         raise TypeError(f"expected a 2-D array of rows x features, got {arr.ndim} dimensions")
-    position = {n: i for i, n in enumerate(feature_names) if i < arr.shape[1]}
-    return Columns(arr.shape[0], lambda n: arr[:, position[n]] if n in position else None, is_row, list(position))
+    if arr.shape[1] != len(feature_names):
+        # Never bin by position into the wrong features: without a name per column nothing is attributable.
+        raise InputMismatch(
+            REASON_FEATURE_COUNT,
+            f"an array of {arr.shape[1]} columns for {len(feature_names)} feature names; "
+            "pass feature_names= naming every column",
+            arr.shape[0],
+        )
+    position = {n: i for i, n in enumerate(feature_names)}
+    return Columns(
+        arr.shape[0], lambda n: arr[:, position[n]] if n in position else None, is_row, list(position), declared=True
+    )

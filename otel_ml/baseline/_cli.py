@@ -21,15 +21,16 @@ def register(sub: Any) -> None:
 
     fit = cmds.add_parser(
         "fit",
-        help="fit a baseline from a CSV or Parquet file",
+        help="fit a baseline from a CSV, Parquet or JSON file",
         description=(
             "Fit bin edges, reference fractions and category vocabularies from training data "
-            "(CSV, CSV.gz or Parquet) and write the versioned baseline JSON the app and the "
-            "sidecar load. Integer and float columns are numeric, others categorical."
+            "(CSV, CSV.gz, Parquet or JSON Lines) and write the versioned baseline JSON the app and "
+            "the sidecar load. Integer and float columns are numeric, others categorical; --categorical "
+            "columns are read from CSV as text, and booleans, 1/1.0/'1' and 'True'/'true' are one category."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    fit.add_argument("data", help="training data file (.csv, .csv.gz, .parquet)")
+    fit.add_argument("data", help="training data file (.csv, .csv.gz, .parquet, .json, .jsonl)")
     fit.add_argument("--model", required=True, help="model name (label ml_model_name)")
     fit.add_argument("--version", required=True, help="model version (label ml_model_version)")
     fit.add_argument("-o", "--output", required=True, help="baseline JSON file to write")
@@ -62,7 +63,8 @@ def _fit(args: argparse.Namespace) -> int:
     from ._profile import BaselineError
 
     try:
-        table = read_table(args.data, progress=not args.no_progress and sys.stderr.isatty())
+        text_columns = [*args.categorical, *args.segments, *([args.decision_column] if args.decision_column else [])]
+        table = read_table(args.data, progress=not args.no_progress and sys.stderr.isatty(), strings=text_columns)
         baseline = fit_baseline(
             table,
             model=args.model,

@@ -1,12 +1,18 @@
-"""Read training or production data files (CSV, Parquet) into a pyarrow table, with progress.
+"""Read training or production data files (CSV, Parquet, JSON) into a pyarrow table, with progress.
 
 Files are streamed in record batches so a progress bar can follow large files; pyarrow is the
 ``pandas`` extra's dependency and is imported only here, with an install hint when missing.
+Parquet and JSON carry their own types. CSV has none, so type inference could turn a zip code
+``01234`` into the number 1234: columns named in ``strings=`` (categorical features, segments)
+are read as text, and category labels are canonical downstream (``_frame.canonical_label``),
+so a CSV-fitted baseline and Parquet or JSON data agree on every category.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +37,12 @@ def _pyarrow() -> Any:
     return pa
 
 
-def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
-    """Read ``.csv`` (optionally ``.gz``) or ``.parquet`` into a ``pyarrow.Table``.
+def read_table(path: str | os.PathLike[str], *, progress: bool = False, strings: Sequence[str] = ()) -> Any:
+    """Read ``.csv`` (optionally ``.gz``), ``.parquet`` or JSON into a ``pyarrow.Table``.
 
-    With ``progress=True`` a progress bar on stderr follows the rows (Parquet) or bytes (CSV).
+    JSON is JSON Lines (``.jsonl``, ``.ndjson``, or ``.json`` with one object per line) or a
+    ``.json`` array of row objects. CSV columns named in ``strings`` are read as text. With
+    ``progress=True`` a progress bar on stderr follows the rows (Parquet) or bytes (CSV).
     """
     pa = _pyarrow()
     p = Path(path)
@@ -56,11 +64,13 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
                 batches.append(batch)
                 bar.advance(task, batch.num_rows)
         return pa.Table.from_batches(batches, schema=pf.schema_arrow)
+    if {".json", ".jsonl", ".ndjson"} & set(suffixes):
+        return _read_json(pa, p)
     if ".csv" in suffixes:
         import rich.progress
 
         # Empty CSV fields are missing values, not the category "" (which would count as __unknown__).
-        options = pa.csv.ConvertOptions(strings_can_be_null=True)
+        options = pa.csv.ConvertOptions(strings_can_be_null=True, column_types={name: pa.string() for name in strings})
         with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True, disable=not progress) as fh:
             if suffixes[-1] == ".gz":
                 import gzip
@@ -68,4 +78,18 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False) -> Any:
                 with gzip.open(fh) as gz:
                     return pa.csv.read_csv(gz, convert_options=options)
             return pa.csv.read_csv(fh, convert_options=options)
-    raise ValueError(f"{p}: unsupported file type (expected .csv, .csv.gz or .parquet)")
+    raise ValueError(f"{p}: unsupported file type (expected .csv, .csv.gz, .parquet, .json or .jsonl)")
+
+
+def _read_json(pa: Any, path: Path) -> Any:
+    """JSON Lines through pyarrow's reader; a top-level array of row objects through ``json``."""
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip()
+    if head.startswith(b"["):
+        rows = json.loads(path.read_bytes())
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: a JSON array must hold one object per row")
+        return pa.Table.from_pylist(rows)
+    import pyarrow.json
+
+    return pyarrow.json.read_json(path)

@@ -1,7 +1,9 @@
 """Fit a :class:`Baseline` from training data.
 
 Numeric features get quantile bin edges (rounded to six significant digits so the ``le``
-labels stay readable, duplicates collapsed so heavy ties give one bin, not many empty ones);
+labels stay readable, but only where no training value lies between the exact and the rounded
+edge, so rounding never moves a row to another bin; duplicates collapsed so heavy ties give one
+bin, not many empty ones);
 categorical features get their top-K values plus an ``__other__`` bucket; the score gets its
 own bins; reference decision rates per segment are stored when decisions are known. All
 counting is ``searchsorted``/``bincount`` over whole columns.
@@ -34,17 +36,31 @@ EDGE_DIGITS = 6
 def quantile_edges(values: npt.NDArray[np.float64], bins: int = DEFAULT_BINS) -> npt.NDArray[np.float64]:
     """Interior edges at the 1/bins .. (bins-1)/bins quantiles of the finite values.
 
-    Edges are rounded to six significant digits and de-duplicated; a constant column gives one
-    edge (everything in the lower bin), an empty one gives none (a single open bin).
+    Each edge is the shortest rounding (six significant digits or more) that puts every value
+    on the same side of it as the exact quantile, then edges are de-duplicated; a constant
+    column gives one edge (everything in the lower bin), an empty one gives none (one open bin).
     """
     if bins < 1:
         raise ValueError("bins must be >= 1")
-    finite = values[np.isfinite(values)]
+    finite = np.sort(values[np.isfinite(values)])
     if finite.size == 0 or bins == 1:
         return np.empty(0, dtype=np.float64)
     qs = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    rounded = np.array([float(f"{q:.{EDGE_DIGITS}g}") for q in qs], dtype=np.float64)
-    return np.unique(rounded)
+    return np.unique(np.array([_readable_edge(float(q), finite) for q in qs], dtype=np.float64))
+
+
+def _readable_edge(edge: float, ordered: npt.NDArray[np.float64]) -> float:
+    """``edge`` rounded to as few significant digits (>= six) as keep the same values at or below it.
+
+    Bins are right-closed, so a value's bin only depends on ``value <= edge``: a rounding is
+    safe exactly when the count of values ``<=`` it is unchanged.
+    """
+    below = int(np.searchsorted(ordered, edge, side="right"))
+    for digits in range(EDGE_DIGITS, 18):
+        rounded = float(f"{edge:.{digits}g}")
+        if int(np.searchsorted(ordered, rounded, side="right")) == below:
+            return rounded
+    return edge
 
 
 def _fractions(counts: npt.NDArray[np.int64]) -> tuple[float, ...]:

@@ -112,8 +112,11 @@ def _drift(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         baseline = Baseline.load(args.baseline)
-        table = read_table(args.data, progress=progress)
-        reference = None if args.reference_data is None else read_table(args.reference_data, progress=progress)
+        text = [f.name for f in baseline.categorical]  # CSV: categories read as text, never re-typed
+        table = read_table(args.data, progress=progress, strings=text)
+        reference = (
+            None if args.reference_data is None else read_table(args.reference_data, progress=progress, strings=text)
+        )
         report = drift_report(
             baseline,
             table,
