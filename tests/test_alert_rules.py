@@ -303,3 +303,47 @@ def test_fleet_psi_example_agrees_with_the_sidecars_numpy_psi() -> None:
     assert set(by_feature) == set(cases)
     for feature, (reference, counts) in cases.items():
         assert round(float(psi(reference, counts)), 4) == by_feature[feature], feature
+
+
+# (h) restarts and starts (issue 10) ----------------------------------------------------------
+WINDOWED_ALERTS = {
+    "MLFeatureDrift",
+    "MLScoreDistributionShift",
+    "MLFeatureMissingRatioHigh",
+    "MLUnknownCategorySurge",
+    "MLSegmentDecisionRateChange",
+    "MLOnlinePerformanceDrop",
+}
+
+
+def test_sidecar_window_alerts_keep_firing_across_a_restart() -> None:
+    shipped = {r["alert"]: r for r in _alerts(_load(RULES_DIR / ALERTS_FILE)["groups"])}
+    assert {name for name, r in shipped.items() if "keep_firing_for" in r} == WINDOWED_ALERTS
+    assert all(shipped[name]["keep_firing_for"] == "10m" for name in WINDOWED_ALERTS)
+    assert list(shipped["MLFeatureDrift"])[:4] == ["alert", "expr", "for", "keep_firing_for"]
+    longer = _by_name(DEFAULT_CONFIG.with_overrides(keep_firing_for="20m"))
+    assert longer["MLUnknownCategorySurge"]["keep_firing_for"] == "20m"
+    off = _by_name(DEFAULT_CONFIG.with_overrides(keep_firing_for="0s"))
+    assert not any("keep_firing_for" in r for r in off.values())
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        alert_groups(DEFAULT_CONFIG.with_overrides(keep_firing_for="ten minutes"))
+
+
+def test_previous_window_comparison_needs_counts_in_the_previous_window() -> None:
+    expr = _by_name(DEFAULT_CONFIG)["MLSegmentDecisionRateChange"]["expr"]
+    assert 'ml_window="1h"} offset 1h) >= 200' in expr
+    baseline_only = _by_name(DEFAULT_CONFIG.with_overrides(decision_rate_references=("baseline",)))
+    assert "offset" not in baseline_only["MLSegmentDecisionRateChange"]["expr"]
+    with pytest.raises(ValueError, match="at least one ml_reference"):
+        alert_groups(DEFAULT_CONFIG.with_overrides(decision_rate_references=()))
+
+
+def test_unanswered_scrapes_are_not_ingest_errors() -> None:
+    alerts = _by_name(DEFAULT_CONFIG)
+    assert 'reason!~"scrape_unreachable|scrape_timeout"' in alerts["MLSidecarIngestErrors"]["expr"]
+    assert 'reason=~"scrape_unreachable|scrape_timeout"' in alerts["MLSidecarScrapeTargetDown"]["expr"]
+    assert alerts["MLSidecarScrapeTargetDown"]["for"] == "10m"
+    # the sidecar raises exactly these reasons when a target does not answer
+    from otel_ml.sidecar._scrape import UNREACHABLE_REASONS
+
+    assert set(DEFAULT_CONFIG.scrape_unreachable_reasons) == set(UNREACHABLE_REASONS)

@@ -66,7 +66,13 @@ def test_page_has_every_section_and_the_basics(name: str) -> None:
 
 def test_model_alerts_cover_the_standard_mitigations() -> None:
     serving = {"MLLatencySLOBurn", "MLPredictionErrorRate"}  # retraining does not fix latency or crashes
-    monitoring = {"MLSidecarDown", "MLSidecarNotIngesting", "MLSidecarIngestErrors", "MLInstrumentationErrors"}
+    monitoring = {
+        "MLSidecarDown",
+        "MLSidecarNotIngesting",
+        "MLSidecarIngestErrors",
+        "MLSidecarScrapeTargetDown",
+        "MLInstrumentationErrors",
+    }
     for name, text in _pages().items():
         mitigation = _sections(text)["Mitigation"].lower()
         expected = () if name in monitoring else MITIGATIONS[:2] if name in serving else MITIGATIONS

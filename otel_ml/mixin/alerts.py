@@ -8,9 +8,11 @@ kubernetes-mixin ``add-runbook-links`` idea).
 
 Every drift, coverage and segment alert reads the sidecar's verdicts for one window
 (``alert_window``) and refuses to page on low traffic: the sidecar's drift status is already
-sample-size-aware, and the others carry an explicit minimum count. Serving alerts read the
-app's counters through the recording rules of :mod:`otel_ml.mixin.rules`, so both rule files
-must be loaded.
+sample-size-aware, and the others carry an explicit minimum count (in both windows when
+they compare two). They also carry ``keep_firing_for``, so a sidecar restart (a gap of a few
+scrapes in their series) neither resolves them nor restarts their ``for:``. Serving alerts read
+the app's counters through the recording rules of :mod:`otel_ml.mixin.rules`, so both rule
+files must be loaded.
 """
 
 from __future__ import annotations
@@ -53,6 +55,21 @@ def _alert(name: str, expr: str, for_: str, level: str, summary: str, descriptio
     }
 
 
+def _across_restarts(c: MixinConfig, rules: list[Rule]) -> list[Rule]:
+    """Add ``keep_firing_for`` to alerts that read the sidecar's windows (see MixinConfig)."""
+    if q.seconds(c.keep_firing_for) == 0:
+        return rules
+    out = []
+    for rule in rules:
+        copy: Rule = {}
+        for key, value in rule.items():
+            copy[key] = value
+            if key == "for":
+                copy["keep_firing_for"] = c.keep_firing_for
+        out.append(copy)
+    return out
+
+
 def drift_alerts(c: MixinConfig) -> list[Rule]:
     """Feature and score distribution drift, from the sidecar's sample-size-aware verdicts."""
     win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
@@ -65,29 +82,32 @@ and on ({by})
 (max by ({by}) ({status}{q.sidecar(c, win)}) == {n.DRIFT_STATUS_DRIFT})
 """
 
-    return [
-        _alert(
-            "MLFeatureDrift",
-            verdict(n.FEATURE_PSI.prometheus, n.FEATURE_DRIFT_STATUS.prometheus, f_on),
-            c.drift_for,
-            TICKET,
-            f"Feature {_l(F)} of model {MODEL_TEXT} has drifted from its training baseline.",
-            f"The sidecar's drift verdict for {FEATURE_TEXT} over the last {c.alert_window} has been "
-            f"'drift' for {c.drift_for}: PSI is {{{{ $value | printf \"%.3f\" }}}}, above the drift threshold "
-            "and above the critical value for this sample size. Inputs no longer look like the training data, "
-            "so predictions on them are less trustworthy.",
-        ),
-        _alert(
-            "MLScoreDistributionShift",
-            verdict(n.SCORE_PSI.prometheus, n.SCORE_DRIFT_STATUS.prometheus, m_on),
-            c.score_drift_for,
-            TICKET,
-            f"Score distribution of model {MODEL_TEXT} has shifted from its training baseline.",
-            f"The sidecar's drift verdict for the prediction scores of {MODEL_TEXT} over the last "
-            f"{c.alert_window} has been 'drift' for {c.score_drift_for}: PSI is "
-            '{{ $value | printf "%.3f" }}. Decisions made on thresholds of this score change with it.',
-        ),
-    ]
+    return _across_restarts(
+        c,
+        [
+            _alert(
+                "MLFeatureDrift",
+                verdict(n.FEATURE_PSI.prometheus, n.FEATURE_DRIFT_STATUS.prometheus, f_on),
+                c.drift_for,
+                TICKET,
+                f"Feature {_l(F)} of model {MODEL_TEXT} has drifted from its training baseline.",
+                f"The sidecar's drift verdict for {FEATURE_TEXT} over the last {c.alert_window} has been "
+                f"'drift' for {c.drift_for}: PSI is {{{{ $value | printf \"%.3f\" }}}}, above the drift threshold "
+                "and above the critical value for this sample size. Inputs no longer look like the training data, "
+                "so predictions on them are less trustworthy.",
+            ),
+            _alert(
+                "MLScoreDistributionShift",
+                verdict(n.SCORE_PSI.prometheus, n.SCORE_DRIFT_STATUS.prometheus, m_on),
+                c.score_drift_for,
+                TICKET,
+                f"Score distribution of model {MODEL_TEXT} has shifted from its training baseline.",
+                f"The sidecar's drift verdict for the prediction scores of {MODEL_TEXT} over the last "
+                f"{c.alert_window} has been 'drift' for {c.score_drift_for}: PSI is "
+                '{{ $value | printf "%.3f" }}. Decisions made on thresholds of this score change with it.',
+            ),
+        ],
+    )
 
 
 def coverage_alerts(c: MixinConfig) -> list[Rule]:
@@ -115,123 +135,163 @@ max by ({f_on}) ({n.FEATURE_UNKNOWN_RATIO.prometheus}{q.sidecar(c, win)}) > {q.n
 and on ({f_on})
 max by ({f_on}) ({n.FEATURE_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.unknown_min_count}
 """
-    return [
-        _alert(
-            "MLFeatureMissingRatioHigh",
-            missing,
-            c.missing_for,
-            TICKET,
-            f"Feature {_l(F)} of model {MODEL_TEXT} is missing far more often than in training.",
-            f"Over the last {c.alert_window}, the missing share of {FEATURE_TEXT} is "
-            "{{ $value | humanizePercentage }} above its share in the training data (alert above "
-            f"{q.num(c.missing_ratio_increase_threshold * 100)} points, with at least {c.missing_min_count} "
-            "missing values). The model imputes these values, so its predictions degrade silently.",
-        ),
-        _alert(
-            "MLUnknownCategorySurge",
-            unknown,
-            c.unknown_for,
-            TICKET,
-            f"Feature {_l(F)} of model {MODEL_TEXT} receives categories never seen in training.",
-            f"Over the last {c.alert_window}, {{{{ $value | humanizePercentage }}}} of the values of "
-            f"{FEATURE_TEXT} were not in the training vocabulary (alert above "
-            f"{q.num(c.unknown_ratio_threshold * 100)}%). Typical cause: an upstream encoding change "
-            "such as 'US' becoming 'United States'.",
-        ),
-    ]
+    return _across_restarts(
+        c,
+        [
+            _alert(
+                "MLFeatureMissingRatioHigh",
+                missing,
+                c.missing_for,
+                TICKET,
+                f"Feature {_l(F)} of model {MODEL_TEXT} is missing far more often than in training.",
+                f"Over the last {c.alert_window}, the missing share of {FEATURE_TEXT} is "
+                "{{ $value | humanizePercentage }} above its share in the training data (alert above "
+                f"{q.num(c.missing_ratio_increase_threshold * 100)} points, with at least {c.missing_min_count} "
+                "missing values). The model imputes these values, so its predictions degrade silently.",
+            ),
+            _alert(
+                "MLUnknownCategorySurge",
+                unknown,
+                c.unknown_for,
+                TICKET,
+                f"Feature {_l(F)} of model {MODEL_TEXT} receives categories never seen in training.",
+                f"Over the last {c.alert_window}, {{{{ $value | humanizePercentage }}}} of the values of "
+                f"{FEATURE_TEXT} were not in the training vocabulary (alert above "
+                f"{q.num(c.unknown_ratio_threshold * 100)}%). Typical cause: an upstream encoding change "
+                "such as 'US' becoming 'United States'.",
+            ),
+        ],
+    )
 
 
-def decision_alerts(c: MixinConfig) -> list[Rule]:
-    """Decision rates per segment, and label-based performance once outcomes arrive."""
+def _decision_rate_expr(c: MixinConfig) -> str:
+    """A large relative change, with enough predictions in the window and in the reference.
+
+    A baseline reference always had enough rows (it is the training data). The previous window
+    is the alert window one window ago, so its count is the window count ``offset`` by it.
+    """
     win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
-    refs = "|".join(c.decision_rate_references)
     d_on = q.labels(c, *q.DECISION, n.LABEL_REFERENCE)
     s_on = q.labels(c, *q.SEGMENT)
-    ref_match = f'{n.LABEL_REFERENCE}=~"{refs}"'
-    change = f"max by ({d_on}) ({n.SEGMENT_DECISION_RATE_CHANGE.prometheus}{q.sidecar(c, win, ref_match)})"
-    decision_rate = f"""
-{change}
+    counts = f"{n.SEGMENT_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}"
+
+    def change(refs: list[str]) -> str:
+        ref_match = f'{n.LABEL_REFERENCE}=~"{"|".join(refs)}"'
+        return f"max by ({d_on}) ({n.SEGMENT_DECISION_RATE_CHANGE.prometheus}{q.sidecar(c, win, ref_match)})"
+
+    refs = list(c.decision_rate_references)
+    others = [r for r in refs if r != n.REFERENCE_PREVIOUS]
+    branches = [change(others)] if others else []
+    if n.REFERENCE_PREVIOUS in refs:
+        previous_count = f"max by ({s_on}) ({counts} offset {c.alert_window}) >= {c.decision_rate_min_count}"
+        branches.insert(0, f"{change([n.REFERENCE_PREVIOUS])}\n  and on ({s_on})\n  {previous_count}")
+    if not branches:
+        raise ValueError("decision_rate_references must name at least one ml_reference value")
+    either = "\n  or\n  ".join(branches)
+    return f"""
+(
+  {either}
+)
 and
-abs({change}) > {q.num(c.decision_rate_change_threshold)}
+abs({change(refs)}) > {q.num(c.decision_rate_change_threshold)}
 and on ({s_on})
-max by ({s_on}) ({n.SEGMENT_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.decision_rate_min_count}
+max by ({s_on}) ({counts}) >= {c.decision_rate_min_count}
 """
 
+
+def _performance_expr(c: MixinConfig) -> str:
+    """The short window's metric is worse than the long window's by a relative threshold.
+
+    The long window contains the short one, so the short window's label count bounds both.
+    """
+    s_on = q.labels(c, *q.SEGMENT)
     metric = c.performance_metric
     online = (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_ACCURACY, n.ONLINE_BRIER)
     if metric not in {i.prometheus for i in online}:
         raise ValueError(f"performance_metric must be one of {[i.prometheus for i in online]}, got {metric!r}")
-    metric_name = metric.removeprefix("ml_online_").replace("_", " ")
     short = f'{n.LABEL_WINDOW}="{c.performance_short_window}"'
     long = f'{n.LABEL_WINDOW}="{c.performance_long_window}"'
     now = f"max by ({s_on}) ({metric}{q.sidecar(c, short)})"
     before = f"max by ({s_on}) ({metric}{q.sidecar(c, long)})"
     # A drop is a fall for precision/recall/accuracy and a rise for the Brier score.
     worse = f"{now} - on ({s_on}) {before}" if metric == n.ONLINE_BRIER.prometheus else f"{before} - on ({s_on}) {now}"
-    performance = f"""
+    return f"""
 (
   {worse}
 ) / on ({s_on}) {before} > {q.num(c.performance_drop_threshold)}
 and on ({s_on})
 max by ({s_on}) ({n.ONLINE_LABEL_COUNT.prometheus}{q.sidecar(c, short)}) >= {c.performance_min_labels}
 """
-    return [
-        _alert(
-            "MLSegmentDecisionRateChange",
-            decision_rate,
-            c.decision_rate_for,
-            PAGE,
-            f"Rate of decision {_l(D)} changed for {SEGMENT_TEXT}.",
-            f"Over the last {c.alert_window}, the share of predictions with decision {_l(D)} in "
-            f"{SEGMENT_TEXT} changed by {{{{ $value | humanizePercentage }}}} relative to the "
-            f"{_l(n.LABEL_REFERENCE)} (alert beyond "
-            f"±{q.num(c.decision_rate_change_threshold * 100)}%, segments with at least "
-            f"{c.decision_rate_min_count} predictions). Customers in this segment are being "
-            "treated differently than before.",
-        ),
-        _alert(
-            "MLOnlinePerformanceDrop",
-            performance,
-            c.performance_for,
-            TICKET,
-            f"Online {metric_name} of {SEGMENT_TEXT} dropped.",
-            f"On labelled predictions, the {metric_name} of {SEGMENT_TEXT} over the last "
-            f"{c.performance_short_window} is {{{{ $value | humanizePercentage }}}} worse than over "
-            f"the last {c.performance_long_window} (alert beyond {q.num(c.performance_drop_threshold * 100)}%, "
-            f"with at least {c.performance_min_labels} labels). The model is making more mistakes.",
-        ),
-    ]
 
 
-def serving_alerts(c: MixinConfig) -> list[Rule]:
-    """Latency SLO burn (multi-window, multi-burn-rate), inference errors, otel-ml's own errors."""
+def decision_alerts(c: MixinConfig) -> list[Rule]:
+    """Decision rates per segment, and label-based performance once outcomes arrive."""
+    decision_rate, performance = _decision_rate_expr(c), _performance_expr(c)
+    metric_name = c.performance_metric.removeprefix("ml_online_").replace("_", " ")
+    return _across_restarts(
+        c,
+        [
+            _alert(
+                "MLSegmentDecisionRateChange",
+                decision_rate,
+                c.decision_rate_for,
+                PAGE,
+                f"Rate of decision {_l(D)} changed for {SEGMENT_TEXT}.",
+                f"Over the last {c.alert_window}, the share of predictions with decision {_l(D)} in "
+                f"{SEGMENT_TEXT} changed by {{{{ $value | humanizePercentage }}}} relative to the "
+                f"{_l(n.LABEL_REFERENCE)} (alert beyond "
+                f"±{q.num(c.decision_rate_change_threshold * 100)}%, segments with at least "
+                f"{c.decision_rate_min_count} predictions in the window, and in the previous one when "
+                "compared with it). Customers in this segment are being "
+                "treated differently than before.",
+            ),
+            _alert(
+                "MLOnlinePerformanceDrop",
+                performance,
+                c.performance_for,
+                TICKET,
+                f"Online {metric_name} of {SEGMENT_TEXT} dropped.",
+                f"On labelled predictions, the {metric_name} of {SEGMENT_TEXT} over the last "
+                f"{c.performance_short_window} is {{{{ $value | humanizePercentage }}}} worse than over "
+                f"the last {c.performance_long_window} (alert beyond {q.num(c.performance_drop_threshold * 100)}%, "
+                f"with at least {c.performance_min_labels} labels). The model is making more mistakes.",
+            ),
+        ],
+    )
+
+
+def _burn(c: MixinConfig, long: str, short: str, rate: float, for_: str, level: str) -> Rule:
+    """One multi-window burn-rate alert (Google SRE workbook ch. 5)."""
     m_on = q.labels(c, *q.MODEL)
     calls = n.PREDICTION_DURATION.prometheus + "_count"
     threshold = q.num(c.latency_slo_threshold_seconds)
     target = q.num(c.latency_slo_target * 100)
-
-    def burn(long: str, short: str, rate: float, for_: str, level: str) -> Rule:
-        expr = f"""
+    expr = f"""
 {latency_burn_rate_record(long)} > {q.num(rate)}
 and on ({m_on})
 {latency_burn_rate_record(short)} > {q.num(rate)}
 and on ({m_on})
 sum by ({m_on}) (increase({calls}{q.app(c)}[{short}])) >= {c.slo_min_calls}
 """
-        days = 30 / rate
-        return _alert(
-            "MLLatencySLOBurn",
-            expr,
-            for_,
-            level,
-            f'Model {MODEL_TEXT} is burning its latency error budget {{{{ $value | printf "%.1f" }}}}x too fast.',
-            f"Over the last {long} (and {short}), the share of predictions of {MODEL_TEXT} slower than "
-            f'{threshold}s used up the error budget of the {target}% SLO {{{{ $value | printf "%.1f" }}}} '
-            f"times faster than sustainable (alert above {q.num(rate)}x, so a 30-day budget would last "
-            f"{days:.1f} days).",
-            long_window=long,
-        )
+    days = 30 / rate
+    return _alert(
+        "MLLatencySLOBurn",
+        expr,
+        for_,
+        level,
+        f'Model {MODEL_TEXT} is burning its latency error budget {{{{ $value | printf "%.1f" }}}}x too fast.',
+        f"Over the last {long} (and {short}), the share of predictions of {MODEL_TEXT} slower than "
+        f'{threshold}s used up the error budget of the {target}% SLO {{{{ $value | printf "%.1f" }}}} '
+        f"times faster than sustainable (alert above {q.num(rate)}x, so a 30-day budget would last "
+        f"{days:.1f} days).",
+        long_window=long,
+    )
 
+
+def serving_alerts(c: MixinConfig) -> list[Rule]:
+    """Latency SLO burn (multi-window, multi-burn-rate), inference errors, otel-ml's own errors."""
+    m_on = q.labels(c, *q.MODEL)
+    calls = n.PREDICTION_DURATION.prometheus + "_count"
     errors = f"""
 {ratio_record(n.PREDICTION_ERRORS.prometheus, c.error_rate_window)} > {q.num(c.error_ratio_threshold)}
 and on ({m_on})
@@ -247,8 +307,8 @@ sum by ({m_on}) (rate({calls}{q.app(c)}[{c.instrumentation_error_window}]))
     page_long, page_short = c.latency_page_windows
     ticket_long, ticket_short = c.latency_ticket_windows
     return [
-        burn(page_long, page_short, c.latency_page_burn_rate, c.latency_page_for, PAGE),
-        burn(ticket_long, ticket_short, c.latency_ticket_burn_rate, c.latency_ticket_for, TICKET),
+        _burn(c, page_long, page_short, c.latency_page_burn_rate, c.latency_page_for, PAGE),
+        _burn(c, ticket_long, ticket_short, c.latency_ticket_burn_rate, c.latency_ticket_for, TICKET),
         _alert(
             "MLPredictionErrorRate",
             errors,
@@ -274,20 +334,63 @@ sum by ({m_on}) (rate({calls}{q.app(c)}[{c.instrumentation_error_window}]))
     ]
 
 
+BLIND = "Drift, coverage, segment and label-based alerts cannot fire while it lasts."
+
+
+def _input_alerts(c: MixinConfig) -> list[Rule]:
+    """Rejected inputs, and scrape targets that do not answer (their own, slower alert)."""
+    inst_on = q.labels(c, "job", "instance")
+    inst_reason = q.labels(c, "job", "instance", n.LABEL_REASON)
+    inputs = f'__name__=~"{n.SIDECAR_INGEST_ERRORS.series}|{n.SIDECAR_INGESTED.series}"'
+    # An unanswered scrape (the app not started yet) is not a rejected input.
+    unreachable = "|".join(c.scrape_unreachable_reasons)
+    answered = f'{n.LABEL_REASON}!~"{unreachable}"'
+    errors = n.SIDECAR_INGEST_ERRORS.series
+    ingest_errors = f"""
+sum by ({inst_reason}) (rate({errors}{q.sidecar(c, answered)}[{c.ingest_error_window}]))
+/ on ({inst_on}) group_left ()
+sum by ({inst_on}) (rate({q.sidecar(c, inputs, answered)}[{c.ingest_error_window}]))
+> {q.num(c.ingest_error_ratio_threshold)}
+"""
+    # Failed connections and not one successful scrape in the window (a whole target down).
+    not_answered = f'{n.LABEL_REASON}=~"{unreachable}"'
+    scraped = f'{n.LABEL_SOURCE}="scrape"'
+    w = c.scrape_down_window
+    target_down = f"""
+sum by ({inst_on}) (increase({errors}{q.sidecar(c, not_answered)}[{w}])) > 0
+unless on ({inst_on})
+sum by ({inst_on}) (increase({n.SIDECAR_INGESTED.series}{q.sidecar(c, scraped)}[{w}])) > 0
+"""
+    return [
+        _alert(
+            "MLSidecarIngestErrors",
+            ingest_errors,
+            c.ingest_error_for,
+            TICKET,
+            "otel-ml sidecar {{ $labels.instance }} rejects its inputs ({{ $labels.reason }}).",
+            f"Over the last {c.ingest_error_window}, {{{{ $value | humanizePercentage }}}} of the inputs of the "
+            "otel-ml sidecar {{ $labels.instance }} failed with reason {{ $labels.reason }} (alert above "
+            f"{q.num(c.ingest_error_ratio_threshold * 100)}%). Windows miss that data, so drift and "
+            "decision rates are computed on part of the traffic.",
+        ),
+        _alert(
+            "MLSidecarScrapeTargetDown",
+            target_down,
+            c.scrape_down_for,
+            TICKET,
+            "otel-ml sidecar {{ $labels.instance }} cannot reach its scrape target.",
+            "The otel-ml sidecar {{ $labels.instance }} failed to connect to the app it scrapes "
+            f'{{{{ $value | printf "%.0f" }}}} times in the last {w} without one successful scrape, and '
+            f"this has lasted {c.scrape_down_for} ({unreachable}): the app is down or not started, or the "
+            f"scrape URL is wrong. {BLIND}",
+        ),
+    ]
+
+
 def sidecar_alerts(c: MixinConfig) -> list[Rule]:
     """The sidecar itself: down, not receiving data, rejecting inputs. Without it drift is blind."""
     up = f"up{q.sidecar(c)}"
     model_on = q.labels(c, n.LABEL_MODEL_NAME)
-    inst_on = q.labels(c, "job", "instance")
-    inst_reason = q.labels(c, "job", "instance", n.LABEL_REASON)
-    inputs = f'__name__=~"{n.SIDECAR_INGEST_ERRORS.series}|{n.SIDECAR_INGESTED.series}"'
-    ingest_errors = f"""
-sum by ({inst_reason}) (rate({n.SIDECAR_INGEST_ERRORS.series}{q.sidecar(c)}[{c.ingest_error_window}]))
-/ on ({inst_on}) group_left ()
-sum by ({inst_on}) (rate({q.sidecar(c, inputs)}[{c.ingest_error_window}]))
-> {q.num(c.ingest_error_ratio_threshold)}
-"""
-    blind = "Drift, coverage, segment and label-based alerts cannot fire while it lasts."
     # Per model name, not version: after a rollout the old version stops receiving data on purpose.
     stale = f"""
 time() - max by ({model_on}) ({n.SIDECAR_LAST_INGEST.prometheus}{q.sidecar(c)}) > {c.ingest_stale_seconds}
@@ -303,7 +406,7 @@ time() - max by ({model_on}) ({n.SIDECAR_LAST_INGEST.prometheus}{q.sidecar(c)}) 
             "{{ if $labels.instance }}Prometheus has failed to scrape the otel-ml sidecar "
             "{{ $labels.instance }} (job {{ $labels.job }})"
             f"{{{{ else }}}}Prometheus has no scrape target matching {up}: the sidecar is not deployed or "
-            f"service discovery lost it{{{{ end }}}}, for {c.sidecar_down_for}. {blind}",
+            f"service discovery lost it{{{{ end }}}}, for {c.sidecar_down_for}. {BLIND}",
         ),
         _alert(
             "MLSidecarNotIngesting",
@@ -313,19 +416,9 @@ time() - max by ({model_on}) ({n.SIDECAR_LAST_INGEST.prometheus}{q.sidecar(c)}) 
             f"otel-ml sidecar receives no data for model {_l(M)}.",
             f"The sidecar last accepted data for any version of model {_l(M)} "
             f"{{{{ $value | humanizeDuration }}}} ago (alert after {c.ingest_stale_seconds}s): its scrape "
-            f"of the app or the app's OTLP push is broken, or the model was retired. {blind}",
+            f"of the app or the app's OTLP push is broken, or the model was retired. {BLIND}",
         ),
-        _alert(
-            "MLSidecarIngestErrors",
-            ingest_errors,
-            c.ingest_error_for,
-            TICKET,
-            "otel-ml sidecar {{ $labels.instance }} rejects its inputs ({{ $labels.reason }}).",
-            f"Over the last {c.ingest_error_window}, {{{{ $value | humanizePercentage }}}} of the inputs of the "
-            "otel-ml sidecar {{ $labels.instance }} failed with reason {{ $labels.reason }} (alert above "
-            f"{q.num(c.ingest_error_ratio_threshold * 100)}%). Windows miss that data, so drift and "
-            "decision rates are computed on part of the traffic.",
-        ),
+        *_input_alerts(c),
     ]
 
 

@@ -117,6 +117,21 @@ class MixinConfig:
     prometheus_rule_labels: dict[str, str] = field(
         default_factory=lambda: {"app.kubernetes.io/name": "otel-ml", "role": "alert-rules"}
     )
+    # -- restarts and starts (issue 10) ------------------------------------------------------------
+    # Drift, coverage, segment and performance alerts keep firing this long after their
+    # expression stops matching (Prometheus keep_firing_for, 2.42+). A sidecar restart leaves
+    # their series stale for a scrape or two; without this a firing alert resolves, re-arms its
+    # 30m ``for:`` and pages again. The cost: a real recovery resolves this much later. "0s" = off.
+    keep_firing_for: str = "10m"
+    # Ingest-error reasons that mean "the scrape target did not answer" (the app is not started
+    # yet, or restarting): they page as MLSidecarScrapeTargetDown after scrape_down_for, never
+    # as MLSidecarIngestErrors. Must match the reasons of otel_ml/sidecar/_scrape.py.
+    scrape_unreachable_reasons: tuple[str, ...] = ("scrape_unreachable", "scrape_timeout")
+    # "Down" = failed connections and no successful scrape within scrape_down_window, for
+    # scrape_down_for: a slow start or a rollout stays silent. With several scrape targets, one
+    # target down among answering ones shows as MLSidecarNotIngesting for its model instead.
+    scrape_down_window: str = "5m"
+    scrape_down_for: str = "10m"
 
     def with_overrides(self, **changes: Any) -> MixinConfig:
         """A copy with some fields changed (used by tests and by teams adapting the kit)."""

@@ -2,8 +2,10 @@
 
 The text is fetched with a timeout and parsed completely before anything is applied, so a
 target that times out or answers garbage leaves the state untouched and is counted under an
-``ml_sidecar_ingest_errors_total`` reason. Samples are grouped per model version; the target
-URL is the source identity for reset detection.
+``ml_sidecar_ingest_errors_total`` reason. A target that does not answer at all (connection
+refused, timeout: typically the app not started yet) gets one of :data:`UNREACHABLE_REASONS`,
+which the alerts treat as "target down" rather than as rejected input. Samples are grouped per
+model version; the target URL is the source identity for reset detection.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,7 +21,11 @@ from .. import _names as n
 from ._otlp_input import IngestError, MetricBatch
 from ._series import ACCEPTED
 
-__all__ = ["fetch_exposition", "parse_exposition"]
+__all__ = ["UNREACHABLE_REASONS", "fetch_exposition", "parse_exposition"]
+
+UNREACHABLE = "scrape_unreachable"
+TIMEOUT = "scrape_timeout"
+UNREACHABLE_REASONS: Final = (UNREACHABLE, TIMEOUT)  # MixinConfig.scrape_unreachable_reasons
 
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 MAX_EXPOSITION_BYTES = 64 * 1024 * 1024
@@ -33,13 +40,13 @@ def fetch_exposition(url: str, timeout: float, headers: Mapping[str, str] | None
     except urllib.error.HTTPError as exc:
         raise IngestError(502, "scrape_http_status", f"scrape of {url} answered HTTP {exc.code}") from None
     except TimeoutError:
-        raise IngestError(504, "scrape_timeout", f"scrape of {url} timed out after {timeout:g}s") from None
+        raise IngestError(504, TIMEOUT, f"scrape of {url} timed out after {timeout:g}s") from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
-            raise IngestError(504, "scrape_timeout", f"scrape of {url} timed out after {timeout:g}s") from None
-        raise IngestError(502, "scrape_unreachable", f"cannot reach {url}: {exc.reason}") from None
+            raise IngestError(504, TIMEOUT, f"scrape of {url} timed out after {timeout:g}s") from None
+        raise IngestError(502, UNREACHABLE, f"cannot reach {url}: {exc.reason}") from None
     except OSError as exc:
-        raise IngestError(502, "scrape_unreachable", f"cannot read {url}: {exc}") from None
+        raise IngestError(502, UNREACHABLE, f"cannot read {url}: {exc}") from None
     if len(body) > MAX_EXPOSITION_BYTES:
         raise IngestError(413, "too_large", f"exposition of {url} exceeds {MAX_EXPOSITION_BYTES} bytes")
     try:
