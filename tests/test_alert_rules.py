@@ -347,3 +347,46 @@ def test_unanswered_scrapes_are_not_ingest_errors() -> None:
     from otel_ml.sidecar._scrape import UNREACHABLE_REASONS
 
     assert set(DEFAULT_CONFIG.scrape_unreachable_reasons) == set(UNREACHABLE_REASONS)
+
+
+# (i) the README's customisation route: a YAML file of MixinConfig overrides -----------------
+def test_mixin_generate_applies_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from otel_ml.cli import main
+
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(
+        "team: fraud-ds\ndrift_for: 1h\nkeep_firing_for: 20m\ndecision_rate_min_count: 500\n"
+        "extra_alert_labels: {service: fraud-api}\nsidecar_windows: [1h, 6h]\n"
+    )
+    assert main(["mixin", "generate", "--output-dir", str(tmp_path / "out"), "--config", str(overrides)]) == 0
+    assert "otel-ml-alerts.yaml" in capsys.readouterr().out
+    alerts = {r["alert"]: r for r in _alerts(_load(tmp_path / "out" / "alert_rules" / ALERTS_FILE)["groups"])}
+    drift = alerts["MLFeatureDrift"]
+    assert (drift["for"], drift["keep_firing_for"]) == ("1h", "20m")
+    assert drift["labels"] == {"severity": "warning", "team": "fraud-ds", "service": "fraud-api"}
+    assert ">= 500" in alerts["MLSegmentDecisionRateChange"]["expr"]
+    assert (tmp_path / "out" / "dashboards" / "otel-ml-model.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("team: x\ndrfit_for: 1h\n", "unknown MixinConfig field(s): drfit_for"),
+        ("decision_rate_min_count: lots\n", "decision_rate_min_count: expected int, got str"),
+        ("extra_alert_labels: {service: 3}\n", "extra_alert_labels.service: expected str, got int"),
+        ("latency_page_windows: [1h]\n", "latency_page_windows: expected a list of 2 items"),
+        ("drift_for: half an hour\n", "not a Prometheus duration"),
+        ("- team\n", "expected a mapping of MixinConfig fields"),
+    ],
+)
+def test_a_bad_config_file_is_an_error_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    from otel_ml.cli import main
+
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(text)
+    assert main(["mixin", "generate", "--output-dir", str(tmp_path / "out"), "--config", str(overrides)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "out" / "alert_rules").exists()

@@ -302,6 +302,23 @@ def test_cli_mixin_generate_writes_dashboards(tmp_path: Path) -> None:
     assert _files(tmp_path / "dashboards") == _files(COMMITTED)
 
 
+def test_cli_export_applies_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(
+        "dashboard_tags: [fraud, ml]\ndashboard_refresh: 5m\n"
+        "dashboard_uids: {otel-ml-fleet.json: fraud-fleet, otel-ml-model.json: fraud-model}\n"
+    )
+    assert main(["dashboards", "export", str(tmp_path / "out"), "--config", str(overrides)]) == 0
+    fleet = json.loads((tmp_path / "out" / "otel-ml-fleet.json").read_text())
+    model = json.loads((tmp_path / "out" / "otel-ml-model.json").read_text())
+    assert (fleet["uid"], fleet["tags"], fleet["refresh"]) == ("fraud-fleet", ["fraud", "ml"], "5m")
+    assert model["uid"] == "fraud-model"
+    overrides.write_text("dashboard_refresh: 5m\ndashbaord_tags: [x]\n")
+    assert main(["dashboards", "export", str(tmp_path / "bad"), "--config", str(overrides)]) == 2
+    assert "unknown MixinConfig field(s): dashbaord_tags" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 # -- (f) otel-ml dashboards import, against a tiny fake Grafana --------------------------------------------
 
 GOOD_TOKEN = "glsa_good-token"

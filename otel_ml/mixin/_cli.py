@@ -2,19 +2,48 @@
 
 The installed wheel carries no ``dashboards/`` folder (STYLE.md pitfall 2), so every command
 generates the files from :data:`DEFAULT_CONFIG` instead of copying committed ones; the
-committed tree is the same output, kept in sync by a test.
+committed tree is the same output, kept in sync by a test. ``--config overrides.yaml`` sets
+:class:`MixinConfig` fields from a file first (how a team adapts the kit without editing code).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import MixinConfig
 
 __all__ = ["register"]
+
+_CONFIG_HELP = "YAML file of MixinConfig fields to override (team, thresholds, for: durations, selectors, ...)"
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+
+
+def _config(args: argparse.Namespace) -> MixinConfig:
+    """The defaults, with the overrides of ``--config`` (ValueError names the file and key)."""
+    from .config import DEFAULT_CONFIG, load_config
+
+    return load_config(args.config) if args.config else DEFAULT_CONFIG
+
+
+def _run(func: Any) -> Any:
+    """A command that reports a bad config or file as one line and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except (ValueError, OSError) as exc:
+            print(f"otel-ml: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def register(sub: Any) -> None:
@@ -32,7 +61,8 @@ def register(sub: Any) -> None:
         "(for Grafana file provisioning or a manual import).",
     )
     export.add_argument("directory", metavar="DIR", help="output directory (created if missing)")
-    export.set_defaults(func=_export)
+    _add_config(export)
+    export.set_defaults(func=_run(_export))
 
     upload = cmds.add_parser(
         "import",
@@ -51,7 +81,8 @@ def register(sub: Any) -> None:
     )
     upload.add_argument("--folder", help="Grafana folder title (default: the config's grafana_folder)")
     upload.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default: 10)")
-    upload.set_defaults(func=_import)
+    _add_config(upload)
+    upload.set_defaults(func=_run(_import))
 
     mixin = sub.add_parser(
         "mixin",
@@ -65,20 +96,19 @@ def register(sub: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     generate.add_argument("--output-dir", default=".", metavar="DIR", help="repository root to write into")
-    generate.set_defaults(func=_generate)
+    _add_config(generate)
+    generate.set_defaults(func=_run(_generate))
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .config import DEFAULT_CONFIG
     from .dashboards import write_dashboards
 
-    for path in write_dashboards(DEFAULT_CONFIG, args.directory):
+    for path in write_dashboards(_config(args), args.directory):
         print(f"wrote {path}")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .config import DEFAULT_CONFIG
     from .dashboards import build_dashboards
     from .grafana import GrafanaError, upload_dashboards
 
@@ -87,10 +117,11 @@ def _import(args: argparse.Namespace) -> int:
         print("otel-ml dashboards import: pass --grafana-url or set GRAFANA_URL", file=sys.stderr)
         return 2
     token = args.token or os.environ.get("GRAFANA_TOKEN") or None
-    folder = args.folder or DEFAULT_CONFIG.grafana_folder
+    config = _config(args)
+    folder = args.folder or config.grafana_folder
     try:
         uploaded = upload_dashboards(
-            build_dashboards(DEFAULT_CONFIG), url=url, token=token, folder=folder, timeout=args.timeout
+            build_dashboards(config), url=url, token=token, folder=folder, timeout=args.timeout
         )
     except GrafanaError as exc:
         print(f"otel-ml dashboards import: {exc}", file=sys.stderr)
@@ -104,21 +135,14 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .config import DEFAULT_CONFIG
     from .dashboards import write_dashboards
+    from .rules import rule_file_texts, write_rule_files
 
+    config = _config(args)
+    rule_file_texts(config)  # a config the rules reject fails before anything is written
     root = Path(args.output_dir)
-    written = write_dashboards(DEFAULT_CONFIG, root / "dashboards")
-    # The rules half of the kit is optional here so each half can land on its own.
-    try:
-        rules = importlib.import_module("otel_ml.mixin.rules")
-    except ImportError:
-        rules = None
-    write_rule_files = getattr(rules, "write_rule_files", None)
-    if write_rule_files is not None:
-        written.extend(Path(p) for p in write_rule_files(DEFAULT_CONFIG, root / "alert_rules"))
-    else:
-        print("note: otel_ml.mixin.rules.write_rule_files not available; alert_rules/ not generated", file=sys.stderr)
+    written = write_dashboards(config, root / "dashboards")
+    written.extend(write_rule_files(config, root / "alert_rules"))
     for path in written:
         print(f"wrote {path}")
     return 0

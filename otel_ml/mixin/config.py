@@ -9,11 +9,15 @@ end-to-end test generates the same rules with short durations.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import types
+import typing
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ["MixinConfig", "DEFAULT_CONFIG", "dashboard_uid"]
+__all__ = ["MixinConfig", "DEFAULT_CONFIG", "dashboard_uid", "load_config"]
 
 
 def dashboard_uid(filename: str) -> str:
@@ -142,3 +146,40 @@ class MixinConfig:
 
 
 DEFAULT_CONFIG = MixinConfig()
+
+
+def _coerce(where: str, hint: Any, value: Any) -> Any:
+    """``value`` from YAML as the field's declared type, or a ValueError naming ``where``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int) and isinstance(value, hint) and not isinstance(value, bool):
+        return value
+    if origin is tuple and isinstance(value, list):
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise ValueError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
+        return tuple(_coerce(f"{where}[{i}]", args[0], v) for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        return {_coerce(f"{where} key", args[0], k): _coerce(f"{where}.{k}", args[1], v) for k, v in value.items()}
+    expected = hint.__name__ if isinstance(hint, type) and not isinstance(hint, types.GenericAlias) else str(hint)
+    raise ValueError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def load_config(path: str | Path, base: MixinConfig | None = None) -> MixinConfig:
+    """``base`` (the defaults) with the fields a YAML file sets; unknown keys and wrong types fail.
+
+    The file is a mapping of :class:`MixinConfig` field names to values, e.g.
+    ``{team: fraud-ds, drift_for: 1h, extra_alert_labels: {service: fraud-api}}``.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of MixinConfig fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(MixinConfig)
+    known = {f.name for f in dataclasses.fields(MixinConfig)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ValueError(f"{path}: unknown MixinConfig field(s): {', '.join(unknown)}")
+    changes = {key: _coerce(f"{path}: {key}", hints[key], value) for key, value in data.items()}
+    return (base or DEFAULT_CONFIG).with_overrides(**changes)
