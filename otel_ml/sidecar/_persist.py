@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = ["save_state", "load_state", "baseline_fingerprint", "STATE_FORMAT"]
 
 _log = logging.getLogger("otel_ml.sidecar")
 STATE_FORMAT = 1
+_MAX_STATE_BYTES = 4 * 2**30
 
 
 def baseline_fingerprint(model: ModelState) -> str:
@@ -88,19 +90,28 @@ def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
     keys = [SeriesKey(name, tuple(tuple(p) for p in labels)) for name, labels in meta["keys"]]
     if keys[: model.size] != model.keys:
         raise ValueError("series layout differs from the baseline's")
-    for key in keys[model.size :]:
-        model._add(key)
-    saved = data[f"{meta['prefix']}_totals"]
+    model.restore_series(keys[model.size :])  # label values made exposition-safe again
+    saved = np.asarray(data[f"{meta['prefix']}_totals"], dtype=np.float64)
+    if saved.shape != (model.size,):
+        raise ValueError("totals do not match the series list")
     model.totals[: saved.size] = saved
     for name, src in meta["sources"].items():
-        model.sources[name] = SourceState(np.array(data[src["array"]]), int(src["start_ns"]), float(src["seen_at"]))
+        last = np.asarray(data[src["array"]], dtype=np.float64)
+        if last.ndim != 1 or last.size > model.size:
+            raise ValueError(f"source {name}: more values than series")
+        model.sources[str(name)] = SourceState(last.copy(), int(src["start_ns"]), float(src["seen_at"]))
     for window, ring_meta in meta["rings"].items():
         ring = model.rings.get(window)
         if ring is None:
             continue  # a window that is no longer configured
-        stacked = data[ring_meta["array"]]
+        stacked = np.asarray(data[ring_meta["array"]], dtype=np.float64)
+        sizes = [int(size) for size in ring_meta["sizes"]]
+        if len(sizes) != len(ring_meta["times"]) or stacked.ndim != 2 or stacked.shape[0] != len(sizes):
+            raise ValueError(f"window {window}: snapshots and their times differ")
+        if any(not 0 <= size <= min(model.size, stacked.shape[1]) for size in sizes):
+            raise ValueError(f"window {window}: a snapshot is longer than the series list")
         ring.times = [float(t) for t in ring_meta["times"]]
-        ring.vectors = [np.array(stacked[r, :size]) for r, size in enumerate(ring_meta["sizes"])]
+        ring.vectors = [np.array(stacked[r, :size]) for r, size in enumerate(sizes)]
     model.last_ingest = float(meta["last_ingest"])
     for label, scope, labels, overflow in meta["bounded"]:
         bounded = BoundedLabels(model.segment_budget if label == "ml_segment" else model.label_budget)
@@ -110,49 +121,95 @@ def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
         model.bounded[(label, scope)] = bounded
 
 
+def _check_size(target: Path) -> None:
+    """Refuse archives whose members claim far more than the file holds (``np.savez`` stores, never deflates)."""
+    size = target.stat().st_size
+    with zipfile.ZipFile(target) as archive:
+        claimed = sum(info.file_size for info in archive.infolist())
+    if claimed > 2 * size + 2**20 or claimed > _MAX_STATE_BYTES:
+        raise ValueError(f"members claim {claimed} bytes in a {size} byte file")
+
+
+def _restored_times(times: Any, shift: float) -> list[float]:
+    out = [float(t) + shift for t in times]
+    if not out or any(t != t or abs(t) == float("inf") for t in out) or out != sorted(out):
+        raise ValueError("snapshot times are not a finite ascending list")
+    return out
+
+
+def _read(
+    state: SidecarState, target: Path
+) -> tuple[dict[tuple[str, str], ModelState], list[tuple[str, float, Prediction]], list[Any]] | None:
+    """Everything the file holds, fully parsed and checked; None for another format (logged)."""
+    _check_size(target)
+    models: dict[tuple[str, str], ModelState] = {}
+    join: list[tuple[str, float, Prediction]] = []
+    with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        if meta.get("format") != STATE_FORMAT:
+            _log.warning(
+                "state file %s has format %s, expected %s: starting fresh", target, meta.get("format"), STATE_FORMAT
+            )
+            return None
+        saved_at = float(meta["saved_at"])
+        # re-anchor: a file saved "in the future" of this process' window clock (the wall clock went
+        # back across the restart) is moved so that it was saved now; windows never stretch
+        shift = min(0.0, state.clock() - saved_at)
+        for i, m in enumerate(meta["models"]):
+            model = state.models.get((str(m["model"]), str(m["version"])))
+            if model is None:
+                continue
+            if m["fingerprint"] != baseline_fingerprint(model):
+                _log.warning(
+                    "baseline of %s %s changed since the last snapshot: its windows start fresh",
+                    m["model"],
+                    m["version"],
+                )
+                continue
+            m["prefix"] = f"m{i}"
+            for ring in m["rings"].values():
+                ring["times"] = _restored_times(ring["times"], shift)
+            fresh = state._new_model(model.baseline, saved_at + shift)
+            _restore_model(fresh, m, data)
+            models[(model.model, model.version)] = fresh
+        for rid, expires, model_name, version, score, decision, segments in meta["join"]:
+            prediction = Prediction(
+                str(rid), str(model_name), str(version), score, decision, tuple(tuple(s) for s in segments)
+            )
+            join.append((str(rid), float(expires), prediction))
+        reexport = [tuple(x) for x in meta.get("reexport", [])]
+    return models, join, reexport
+
+
+def _move_aside(target: Path) -> Path | None:
+    aside = target.with_name(f"{target.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        os.replace(target, aside)
+    except OSError:
+        return None
+    return aside
+
+
 def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
-    """Restore what a previous run saved; ``False`` if there was nothing usable (logged)."""
+    """Restore what a previous run saved; ``False`` if there was nothing usable (logged).
+
+    A corrupt or crafted file never stops the start: it is renamed ``*.corrupt-<time>`` (kept
+    for a post-mortem, out of the next save's way) and the sidecar starts fresh."""
     target = Path(path)
     if not target.exists():
         return False
     try:
-        with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            if meta.get("format") != STATE_FORMAT:
-                _log.warning(
-                    "state file %s has format %s, expected %s: starting fresh", target, meta.get("format"), STATE_FORMAT
-                )
-                return False
-            with state.lock:
-                for i, m in enumerate(meta["models"]):
-                    model = state.models.get((m["model"], m["version"]))
-                    if model is None:
-                        continue
-                    if m["fingerprint"] != baseline_fingerprint(model):
-                        _log.warning(
-                            "baseline of %s %s changed since the last snapshot: its windows start fresh",
-                            m["model"],
-                            m["version"],
-                        )
-                        continue
-                    m["prefix"] = f"m{i}"
-                    fresh = state._new_model(model.baseline, float(meta["saved_at"]))
-                    _restore_model(fresh, m, data)  # into a fresh model: a failure leaves the old one intact
-                    state.models[(m["model"], m["version"])] = fresh
-                for rid, expires, model_name, version, score, decision, segments in meta["join"]:
-                    state.join.restore(
-                        [
-                            (
-                                rid,
-                                float(expires),
-                                Prediction(
-                                    rid, model_name, version, score, decision, tuple(tuple(s) for s in segments)
-                                ),
-                            )
-                        ]
-                    )
-                state.reexport.update(tuple(x) for x in meta.get("reexport", []))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        _log.warning("cannot read state file %s (%s): starting fresh", target, exc)
+        staged = _read(state, target)
+    except Exception as exc:  # anything a damaged or hostile file can raise, MemoryError included
+        aside = _move_aside(target)
+        where = f"moved it to {aside}" if aside else "could not move it aside"
+        _log.error("state file %s is unreadable (%s: %s): %s; starting fresh", target, type(exc).__name__, exc, where)
         return False
+    if staged is None:
+        return False
+    models, join, reexport = staged
+    with state.lock:
+        state.models.update(models)
+        state.join.restore(join)
+        state.reexport.update(reexport)
     return True

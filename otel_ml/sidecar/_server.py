@@ -214,22 +214,24 @@ class SidecarServer:
         size = int(length)
         if size > self.max_body_bytes:
             raise IngestError(413, "too_large", f"body of {size} bytes exceeds the {self.max_body_bytes} limit")
-        if self._inflight + size > 4 * self.max_body_bytes:
-            raise IngestError(503, "overloaded", "too many request bodies in flight: retry later")
-        self._inflight += size
         received = bytearray()
         try:
             async with asyncio.timeout(self.read_timeout):
                 async for chunk in request.stream():
                     received += chunk
+                    self._inflight += len(chunk)
+                    if self._inflight > 4 * self.max_body_bytes:  # bytes held, not bytes announced
+                        raise IngestError(503, "overloaded", "too many request bodies in flight: retry later")
         except (TimeoutError, ClientDisconnect):
             pass
+        except BaseException:
+            self._inflight -= len(received)
+            raise
         if len(received) < size:
-            self._inflight -= size
+            self._inflight -= len(received)
             raise IngestError(
                 400, "incomplete_body", f"body ended after {len(received)} of {size} bytes (Content-Length)"
             )
-        self._inflight += len(received) - size
         return bytes(received)
 
     def _reject(self, request: Request, error: IngestError) -> Response:
