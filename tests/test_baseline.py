@@ -245,3 +245,144 @@ def test_empty_csv_fields_are_missing_not_a_category(tmp_path: Path) -> None:
     country, amount = b.feature("country"), b.feature("amount")
     assert isinstance(country, CategoricalProfile) and country.vocabulary == ("US", "DE")
     assert country.missing_fraction == pytest.approx(1 / 4) and amount.missing_fraction == pytest.approx(1 / 4)
+
+
+class TestTiedEdges:
+    """Rounding an edge must never move a training value across it (issue 10, item 3)."""
+
+    @staticmethod
+    def tied(seed: int = 3) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        # 30 % of the rows share one value with seven significant digits; the rest sit close by.
+        return np.concatenate([np.full(3000, 0.1234567), 0.1234567 + rng.normal(0.0, 2e-7, 7000)])
+
+    @staticmethod
+    def cumulative(values: np.ndarray, edges: Any) -> list[int]:
+        return [int((values <= e).sum()) for e in edges]  # right-closed: values <= edge
+
+    def test_bin_counts_equal_the_counts_of_the_exact_quantiles(self) -> None:
+        values = self.tied()
+        exact = np.quantile(values, np.linspace(0.0, 1.0, 11)[1:-1])
+        f = fit_baseline({"x": values}, model="m", version="1").feature("x")
+        assert isinstance(f, NumericProfile)
+        fitted_counts = np.diff([0, *self.cumulative(values, f.edges), values.size])
+        np.testing.assert_allclose(np.asarray(f.fractions) * f.count, fitted_counts, atol=1e-6)
+        # the same rows below each edge as below the unrounded quantile (empty bins aside)
+        assert set(self.cumulative(values, f.edges)) == set(self.cumulative(values, exact))
+        # the data is the hard case: six significant digits would move the tied 30 %
+        six = [float(f"{q:.6g}") for q in exact]
+        moved = max(abs(a - b) for a, b in zip(self.cumulative(values, six), self.cumulative(values, exact)))
+        assert moved >= 0.3 * values.size
+
+    def test_the_app_counts_tied_rows_in_the_baselines_bins(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from otel_ml import ModelMonitor
+
+        values = self.tied(seed=4)
+        b = fit_baseline({"x": values}, model="m", version="1")
+        registry = CollectorRegistry()
+        ModelMonitor(baseline=b, registry=registry)(lambda x: np.zeros(len(x["x"])))({"x": values})
+        f = b.feature("x")
+        assert isinstance(f, NumericProfile)
+        buckets = set()
+        for edge in f.edges:
+            labels = {"ml_model_name": "m", "ml_model_version": "1", "ml_feature": "x", "le": repr(edge)}
+            buckets.add(registry.get_sample_value("ml_feature_value_bucket", labels))
+        exact = np.quantile(values, np.linspace(0.0, 1.0, 11)[1:-1])
+        assert buckets == set(self.cumulative(values, exact))  # the app's le buckets hold the exact quantiles' rows
+
+    def test_edges_nobody_crosses_stay_short(self) -> None:
+        values = np.random.default_rng(5).normal(100.0, 15.0, 5000)
+        for edge in quantile_edges(values):
+            assert float(f"{edge:.6g}") == edge
+
+
+class TestCategoryIdentityAtFit:
+    def test_boolean_spellings_are_one_category(self) -> None:
+        col = np.empty(11, dtype=object)
+        col[:] = [True, "True", "true", "TRUE", np.True_, False, "False", "false", "FALSE", np.False_, None]
+        f = fit_baseline({"flag": col}, model="m", version="1").feature("flag")
+        assert isinstance(f, CategoricalProfile)
+        assert f.vocabulary == ("false", "true") and f.fractions == (0.5, 0.5, 0.0)
+        assert f.missing_fraction == pytest.approx(1 / 11)
+
+    def test_pandas_nullable_booleans(self) -> None:
+        frame = pd.DataFrame({"flag": pd.array([True, False, None, True], dtype="boolean")})
+        f = fit_baseline(frame, model="m", version="1").feature("flag")
+        assert isinstance(f, CategoricalProfile)
+        assert f.vocabulary == ("true", "false") and f.missing_fraction == pytest.approx(0.25)
+
+    def test_integral_numbers_are_one_category(self) -> None:
+        col = np.empty(8, dtype=object)
+        col[:] = [1, 1.0, "1", "1.0", np.int64(1), 2, "2", "01"]
+        f = fit_baseline({"code": col}, model="m", version="1", categorical=["code"]).feature("code")
+        assert isinstance(f, CategoricalProfile)
+        assert f.vocabulary == ("1", "2", "01")  # a leading zero is a different code (a zip code)
+        assert f.fractions[:3] == pytest.approx((5 / 8, 2 / 8, 1 / 8))
+
+
+def _categorical_frame(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    tier = rng.choice([1.0, 2.0, 3.0], n)
+    tier[::17] = np.nan  # pandas writes a float column: "1.0" in CSV
+    return pd.DataFrame(
+        {
+            "zip": rng.choice(["01234", "02139", "94105", "00501"], n),  # CSV inference would make these ints
+            "flag": rng.random(n) < 0.4,  # CSV: True/False
+            "plan": rng.choice([1, 2, 3], n),  # a numeric code declared categorical
+            "tier": tier,
+            "x": rng.normal(size=n),
+        }
+    )
+
+
+class TestFilesAgreeOnCategories:
+    """A CSV-fitted baseline and Parquet / JSON data see the same categories (issue 10, item 3)."""
+
+    @pytest.fixture
+    def files(self, tmp_path: Path) -> dict[str, Path]:
+        frame = _categorical_frame()
+        paths = {s: tmp_path / f"data{s}" for s in (".csv", ".parquet", ".jsonl", ".json")}
+        frame.to_csv(paths[".csv"], index=False)
+        frame.to_parquet(paths[".parquet"])
+        frame.to_json(paths[".jsonl"], orient="records", lines=True)
+        frame.to_json(paths[".json"], orient="records")
+        return paths
+
+    def _fit(self, data: Path, out: Path) -> Baseline:
+        args = ["baseline", "fit", str(data), "--model", "m", "--version", "1", "-o", str(out), "--no-progress"]
+        assert cli([*args, "--categorical", "zip", "plan", "tier"]) == 0
+        return Baseline.load(out)
+
+    def test_every_format_fits_the_same_vocabularies(
+        self, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        fitted = {s: self._fit(p, tmp_path / f"b{s}.json") for s, p in files.items()}
+        expected = _categorical_frame()
+        csv = fitted[".csv"]
+        zip_profile = csv.feature("zip")
+        assert isinstance(zip_profile, CategoricalProfile)
+        assert set(zip_profile.vocabulary) == set(expected["zip"])  # leading zeros kept
+        assert set(csv.feature("flag").vocabulary) == {"true", "false"}  # type: ignore[union-attr]
+        assert set(csv.feature("tier").vocabulary) == {"1", "2", "3"}  # type: ignore[union-attr]
+        for suffix, b in fitted.items():
+            for f in csv.categorical:
+                other = b.feature(f.name)
+                assert isinstance(other, CategoricalProfile), (suffix, f.name)
+                assert other.vocabulary == f.vocabulary, (suffix, f.name)
+                assert other.fractions == pytest.approx(f.fractions), (suffix, f.name)
+
+    @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl", ".json"])
+    def test_drift_of_the_same_data_is_zero_against_a_csv_baseline(
+        self, files: dict[str, Path], tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        baseline = tmp_path / "b.json"
+        self._fit(files[".csv"], baseline)
+        capsys.readouterr()
+        assert cli(["drift", str(baseline), str(files[suffix]), "--json", "-", "--no-progress"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        for f in report["features"]:
+            if f["kind"] == "categorical":
+                assert f["unknown_ratio"] == 0.0, f
+            assert f["psi"] == pytest.approx(0.0, abs=1e-12), f
