@@ -3,7 +3,9 @@
 Segment values, decisions and error types become Prometheus label values. Each dimension gets
 a budget; the first ``budget`` distinct values keep their own series, every later one is
 folded into ``__other__`` and counted, so a flood of distinct values costs one series, not
-thousands. First come, first served keeps existing series stable across scrapes.
+thousands. First come, first served keeps existing series stable across scrapes. Values are
+stored in their exposition-safe spelling (:func:`otel_ml._names.label_value`), so a lone
+surrogate in user data can never break ``/metrics`` or an OTLP export.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ._frame import factorize
-from ._names import OTHER
+from ._names import OTHER, label_value
 
 __all__ = ["BoundedCounter", "BoundedLabels"]
+
+_ALIAS_LIMIT = 4  # raw spellings remembered per budget slot, so the index dict stays bounded
 
 
 class BoundedLabels:
@@ -58,12 +62,21 @@ class BoundedLabels:
             found = self._index.get(key)
             if found is not None:
                 return found
-            if key == OTHER or len(self.labels) >= self.budget:
+            return self._assign(key, count)
+
+    def _assign(self, key: str, count: int) -> int:
+        """A new raw value (under the lock): its safe spelling gets the index, the raw one an alias."""
+        safe = label_value(key) if isinstance(key, str) else label_value(str(key))
+        found = self._index.get(safe)
+        if found is None:
+            if safe == OTHER or len(self.labels) >= self.budget:
                 self.overflow += count
                 return self.budget
-            self._index[key] = len(self.labels)
-            self.labels.append(key)
-            return len(self.labels) - 1
+            found = self._index[safe] = len(self.labels)
+            self.labels.append(safe)
+        if len(self._index) < _ALIAS_LIMIT * self.budget:
+            self._index[key] = found  # two raw spellings of one safe label share its series
+        return found
 
     def encode(self, values: Any) -> npt.NDArray[np.intp]:
         """Indices for a whole column: one dict lookup per distinct value, not per value."""

@@ -66,6 +66,9 @@ class SidecarConfig:
     source_ttl: float = 3600.0
     join_capacity: int = 200_000
     join_ttl: float = 3 * 86400.0
+    join_max_bytes: int = 64 * 1024 * 1024
+    max_count: float = 2.0**53
+    negative_outcome: str = "false"
     alpha: float = 0.01
     warn: float = 0.1
     drift: float = 0.25
@@ -91,6 +94,9 @@ class SidecarConfig:
             source_ttl=self.source_ttl,
             join_capacity=self.join_capacity,
             join_ttl=self.join_ttl,
+            join_max_bytes=self.join_max_bytes,
+            max_count=self.max_count,
+            negative_outcome=self.negative_outcome,
             outputs=OutputSettings(
                 alpha=self.alpha,
                 warn=self.warn,
@@ -185,13 +191,16 @@ class SidecarConfig:
         for key in ("max_body_bytes", "segment_budget", "label_budget", "max_series_per_model", "join_capacity"):
             if key in limits:
                 kwargs[key] = int(limits.pop(key))
+        if "max_count" in limits:
+            kwargs["max_count"] = float(limits.pop("max_count"))
         if "read_timeout" in limits:
             kwargs["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
         if "join_ttl" in labels:
             kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
-        if "join_capacity" in labels:
-            kwargs["join_capacity"] = int(labels.pop("join_capacity"))
-        for key in ("positive_decision", "positive_outcome"):
+        for key in ("join_capacity", "join_max_bytes"):
+            if key in labels:
+                kwargs[key] = int(labels.pop(key))
+        for key in ("positive_decision", "positive_outcome", "negative_outcome"):
             if key in labels:
                 kwargs[key] = str(labels.pop(key))
         for key in ("alpha", "warn", "drift"):

@@ -20,10 +20,10 @@ import numpy.typing as npt
 
 from .. import _names as n
 from .._cardinality import BoundedLabels
-from .._names import DURATION_BUCKETS, UNKNOWN
+from .._names import DURATION_BUCKETS, UNKNOWN, label_value
 from ..baseline import Baseline
 from ..instrument._prometheus import le_labels
-from ._series import ACCEPTED, Labels, RawSample, SeriesKey, normalize_le
+from ._series import ACCEPTED, HISTOGRAM_FAMILIES, Labels, RawSample, SeriesKey, normalize_le
 from ._windows import SnapshotRing, WindowSpec
 
 __all__ = ["ModelState", "ApplyResult", "SourceState", "detached"]
@@ -31,6 +31,12 @@ __all__ = ["ModelState", "ApplyResult", "SourceState", "detached"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 _INF = float("inf")
+_RESOLVE_KEY_CHARS = 4096  # raw series with more label text than this are resolved, not remembered
+_SUFFIXES = ("_bucket", "_count", "_sum")
+_SCOPED_BUCKETS = {
+    n.PREDICTION_SCORE.prometheus + "_bucket": "__score__",
+    n.PREDICTION_DURATION.prometheus + "_bucket": "__duration__",
+}
 _BOUNDED_LABELS = {
     n.LABEL_SEGMENT,
     n.LABEL_DECISION,
@@ -110,6 +116,12 @@ class ModelState:
         self.non_monotonic: set[int] = set()
         self._series_cache: dict[str, tuple[int, list[tuple[int, Labels]]]] = {}
         self._resolved: dict[tuple[str, Labels], int | str] = {}
+        # Histogram groups (one family and labels without le): a histogram is applied whole or not at all.
+        self._group_ids: dict[tuple[str, Labels], int] = {}
+        self._group_expected: list[int] = []  # bucket series a complete histogram of the group has
+        self._group_of: list[int] = []  # per series: its group, -1 if not a histogram series
+        self._is_bucket: list[bool] = []
+        self._group_arrays: tuple[IntArray, npt.NDArray[np.bool_], IntArray] | None = None
         self.reference_gauges: list[tuple[object, dict[str, str], float]] | None = None  # filled by outputs
         self._allowed_le: dict[str, frozenset[str]] = {}
         self._categories: dict[str, frozenset[str]] = {}
@@ -133,7 +145,80 @@ class ModelState:
             self.totals = grown
         if key.name.endswith("_sum"):
             self.non_monotonic.add(i)
+        self._group_of.append(self._group(key))
+        self._is_bucket.append(key.name.endswith("_bucket"))
+        self._group_arrays = None
         return i
+
+    def _group(self, key: SeriesKey) -> int:
+        """The histogram group of a series (registered on first sight), or -1."""
+        family = next((key.name[: -len(s)] for s in _SUFFIXES if key.name.endswith(s)), None)
+        if family is None or family not in HISTOGRAM_FAMILIES:
+            return -1
+        labels = dict(key.labels)
+        labels.pop("le", None)
+        group = (family, tuple(sorted(labels.items())))
+        found = self._group_ids.get(group)
+        if found is None:
+            found = self._group_ids[group] = len(self._group_expected)
+            self._group_expected.append(len(self._allowed_le.get(self._le_scope(group[0], labels), ())))
+        return found
+
+    @staticmethod
+    def _le_scope(family: str, labels: dict[str, str]) -> str:
+        if family == n.PREDICTION_SCORE.prometheus:
+            return "__score__"
+        if family == n.PREDICTION_DURATION.prometheus:
+            return "__duration__"
+        return labels.get(n.LABEL_FEATURE, "")
+
+    def _groups(self) -> tuple[IntArray, npt.NDArray[np.bool_], IntArray]:
+        if self._group_arrays is None or self._group_arrays[0].size != len(self.keys):
+            self._group_arrays = (
+                np.asarray(self._group_of, dtype=np.intp),
+                np.asarray(self._is_bucket, dtype=np.bool_),
+                np.asarray(self._group_expected, dtype=np.intp),
+            )
+        return self._group_arrays
+
+    def _mismatched_group(self, name: str, labels: Labels) -> int:
+        """The group of a bucket series rejected for its ``le`` (-1 if the group was never seen)."""
+        found = {k: label_value(v) for k, v in labels if k != "le"}
+        scope = found.get(n.LABEL_SEGMENT_KEY, "")
+        for label in _BOUNDED_LABELS.intersection(found):
+            found[label] = self._bound(label, scope, found[label])
+        return self._group_ids.get((name[: -len("_bucket")], tuple(sorted(found.items()))), -1)
+
+    def _incomplete(self, uniq: IntArray, mismatched: list[tuple[str, Labels]]) -> IntArray:
+        """Histogram groups of this payload that are not exactly the baseline's buckets."""
+        group_of, is_bucket, expected = self._groups()
+        groups = group_of[uniq]
+        hist = groups >= 0
+        bad = np.empty(0, dtype=np.intp)
+        if hist.any():
+            present = np.bincount(groups[hist & is_bucket[uniq]], minlength=expected.size)
+            touched = np.unique(groups[hist])
+            bad = touched[present[touched] != expected[touched]]
+        if mismatched:
+            extra = [g for g in (self._mismatched_group(*m) for m in mismatched) if g >= 0]
+            bad = np.union1d(bad, np.asarray(extra, dtype=np.intp))
+        return bad
+
+    def restore_series(self, keys: Iterable[SeriesKey]) -> None:
+        """Add series read back from a saved state, in order, with label values made safe again.
+
+        A crafted state file may hold values no exposition can encode, or names no input would
+        produce: such a file is refused as a whole (``ValueError``) rather than half restored."""
+        for key in keys:
+            try:
+                safe = SeriesKey(str(key.name), tuple((str(k), label_value(str(v))) for k, v in key.labels))
+            except (TypeError, ValueError):
+                raise ValueError("a saved series is not a name and label pairs") from None
+            if key.name not in ACCEPTED or safe in self.index or len(dict(safe.labels)) != len(safe.labels):
+                raise ValueError("saved series are not a valid series set")
+            if len(self.keys) >= self.max_series:
+                raise ValueError("saved series exceed the series budget")
+            self._add(safe)
 
     def _build_layout(self) -> None:
         value = n.FEATURE_VALUE.prometheus
@@ -219,6 +304,8 @@ class ModelState:
         """The key a raw series maps to, or None (counted in ``result``) when it must be dropped."""
         if name not in ACCEPTED:
             return None  # process_*, python_gc_*, other apps' metrics: not ours, not an error
+        for label, value in labels.items():
+            labels[label] = label_value(value)
         if "le" in labels:
             labels["le"] = normalize_le(labels["le"])
         feature = labels.get(n.LABEL_FEATURE)
@@ -238,9 +325,7 @@ class ModelState:
                     return None
                 if labels.get(n.LABEL_CATEGORY) not in cats:
                     labels[n.LABEL_CATEGORY] = UNKNOWN
-        elif (
-            name == n.PREDICTION_SCORE.prometheus + "_bucket" and labels.get("le") not in self._allowed_le["__score__"]
-        ):
+        elif name in _SCOPED_BUCKETS and labels.get("le") not in self._allowed_le[_SCOPED_BUCKETS[name]]:
             result.reject("bucket_mismatch")
             return None
         scope = labels.get(n.LABEL_SEGMENT_KEY, "")
@@ -259,14 +344,19 @@ class ModelState:
         normalisation (le spelling, vocabulary and budget checks) runs once per series, not per push.
         """
         rejected = ApplyResult()
-        key = self.normalize(name, dict(labels), rejected)
+        unique = dict(labels)
+        key = self.normalize(name, unique, rejected) if len(unique) == len(labels) else None
         outcome: int | str
-        if key is None:
+        if len(unique) != len(labels):
+            outcome = "duplicate_label"  # two attributes that became one label name
+        elif key is None:
             outcome = next(iter(rejected.rejected), "") or -1
         else:
             found = self.index.get(key)
             outcome = found if found is not None else self._add(key)
-        if len(self._resolved) < self.max_series * 4:
+        if sum(len(v) for _, v in labels) <= _RESOLVE_KEY_CHARS:
+            if len(self._resolved) >= self.max_series * 4:
+                self._resolved.clear()  # a cache, bounded whatever arrives; series indices stay
             self._resolved[(name, labels)] = outcome
         return outcome
 
@@ -285,6 +375,7 @@ class ModelState:
         result = ApplyResult()
         idx: list[int] = []
         values: list[float] = []
+        mismatched: list[tuple[str, Labels]] = []
         resolved = self._resolved
         for name, labels, value in samples:
             if value != value or value in (_INF, -_INF):
@@ -295,6 +386,8 @@ class ModelState:
                 i = self._resolve(name, labels, result)
             if isinstance(i, str):
                 result.reject(i)
+                if i == "bucket_mismatch":
+                    mismatched.append((name, labels))
                 continue
             if i < 0:
                 continue
@@ -305,6 +398,17 @@ class ModelState:
         positions = np.asarray(idx, dtype=np.intp)
         uniq, inverse = np.unique(positions, return_inverse=True)
         incoming = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64)).astype(np.float64)  # folded
+        applied = len(idx)
+        bad = self._incomplete(uniq, mismatched)
+        if bad.size:  # a histogram is applied whole or not at all
+            group_of = self._groups()[0]
+            dropped = int(np.isin(group_of[positions], bad).sum())
+            result.reject("bucket_mismatch", dropped)
+            applied -= dropped
+            keep = ~np.isin(group_of[uniq], bad)
+            uniq, incoming = uniq[keep], incoming[keep]
+            if not uniq.size:
+                return result
         increase: FloatArray
         if cumulative:
             state = self.sources.get(source)
@@ -327,7 +431,7 @@ class ModelState:
             increase = incoming
         self.totals[uniq] += increase
         self.last_ingest = now
-        result.applied = len(idx)
+        result.applied = applied
         return result
 
     def take_snapshots(self, now: float) -> None:

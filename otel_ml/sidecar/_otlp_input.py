@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
-        raise IngestError(415, "unsupported_encoding", f"unsupported Content-Encoding {encoding!r} (use gzip)")
+        raise IngestError(415, "unsupported_encoding", "unsupported Content-Encoding (use gzip or identity)")
     try:
         if encoding == "gzip":
             with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:
@@ -65,7 +66,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         else:
             out = zlib.decompressobj().decompress(body, limit + 1)
     except (OSError, EOFError, zlib.error) as exc:
-        raise IngestError(400, "bad_compression", f"cannot decompress the body: {exc}") from None
+        raise IngestError(400, "bad_compression", f"cannot decompress the body ({type(exc).__name__})") from None
     if len(out) > limit:  # a small gzip bomb must not become a large allocation
         raise IngestError(413, "too_large", f"decompressed body exceeds the {limit} byte limit")
     return out
@@ -79,18 +80,16 @@ def decode_body(body: bytes, content_type: str, content_encoding: str, message: 
     if media == PROTOBUF:
         try:
             out.ParseFromString(raw)
-        except (DecodeError, RuntimeWarning, ValueError) as exc:
-            raise IngestError(400, "malformed_protobuf", f"cannot parse the protobuf body: {exc}") from None
+        except (DecodeError, RuntimeWarning, ValueError):
+            raise IngestError(400, "malformed_protobuf", f"the body is not a valid {message.__name__}") from None
         return out
     if media == JSON:
         try:
             json_format.Parse(raw.decode("utf-8"), out, ignore_unknown_fields=True)
-        except (json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise IngestError(400, "malformed_json", f"cannot parse the JSON body: {exc}") from None
+        except (json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError, TypeError):
+            raise IngestError(400, "malformed_json", f"the body is not a valid OTLP JSON {message.__name__}") from None
         return out
-    raise IngestError(
-        415, "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'nothing'!r}"
-    )
+    raise IngestError(415, "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}")
 
 
 def _value(any_value: Any) -> Any:
@@ -108,42 +107,93 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
-_LABEL_OF: dict[str, str] = {}  # OTel attribute key -> Prometheus label, memoised
-_BUCKET_LABELS: dict[tuple[Labels, tuple[float, ...]], tuple[Labels, ...]] = {}
-_CACHE_LIMIT = 100_000
+MAX_SEGMENTS = 64  # segment keys kept per prediction (sorted by key)
+MAX_BOUNDS = 1000  # explicit bounds per histogram point: more is a hostile payload, not a histogram
+_SCALAR = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 
 
-def _point_labels(kvs: Any) -> tuple[str | None, str | None, Labels]:
-    """(model, version, other labels in arrival order) of one data point, in one pass."""
+class _Cache:
+    """A memo with a fixed weight budget that starts over when full: bounded memory whatever arrives."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.weight = 0
+        self.items: dict[Any, Any] = {}
+
+    def put(self, key: Any, value: Any, weight: int = 1) -> None:
+        if self.weight + weight > self.budget:
+            self.items.clear()
+            self.weight = 0
+        self.items[key] = value
+        self.weight += weight
+
+
+_LABEL_OF = _Cache(10_000)  # OTel attribute key -> (Prometheus label or None, what was done to it)
+_BUCKET_LABELS = _Cache(200_000)  # (labels, bounds) -> bucket label tuples, weighed by bucket count
+
+
+def _label_of(key: str) -> tuple[str | None, str]:
+    found: tuple[str | None, str] | None = _LABEL_OF.items.get(key)
+    if found is None:
+        found = n.label_name(key)
+        if len(key) <= n.MAX_LABEL_NAME_CHARS:  # an over-long key is not worth remembering
+            _LABEL_OF.put(key, found)
+    return found
+
+
+def _point_labels(kvs: Any, fixes: dict[str, int]) -> tuple[str | None, str | None, Labels]:
+    """(model, version, other labels in arrival order) of one data point, in one pass.
+
+    Keys that are reserved or invalid label names are dropped or renamed, values that are not
+    scalars dropped, over-long values truncated; each such fix is counted in ``fixes``.
+    """
     model = version = None
     pairs = []
     for kv in kvs:
         value = kv.value
-        text = value.string_value if value.WhichOneof("value") == "string_value" else _label_value(_value(value))
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            text = value.string_value
+            if len(text) > n.MAX_LABEL_VALUE_CHARS:
+                text = text[: n.MAX_LABEL_VALUE_CHARS]
+        elif kind in _SCALAR:
+            text = _label_value(getattr(value, kind))
+        else:
+            fixes["invalid_label"] = fixes.get("invalid_label", 0) + 1
+            continue
         key = kv.key
         if key == n.ATTR_MODEL_NAME:
             model = text
         elif key == n.ATTR_MODEL_VERSION:
             version = text
         else:
-            label = _LABEL_OF.get(key)
-            if label is None:
-                label = (
-                    _LABEL_OF.setdefault(key, n.prometheus_label(key))
-                    if len(_LABEL_OF) < _CACHE_LIMIT
-                    else n.prometheus_label(key)
-                )
-            pairs.append((label, text))
+            label, how = _label_of(key)
+            if how != "ok":
+                fixes[how] = fixes.get(how, 0) + 1
+            if label is not None:
+                pairs.append((label, text))
     return model, version, tuple(pairs)
 
 
+def _histogram_bounds(point: Any) -> tuple[float, ...]:
+    """The point's bounds; a point too large or inconsistent to be a histogram rejects the request."""
+    bounds = tuple(point.explicit_bounds)
+    if len(bounds) > MAX_BOUNDS:
+        raise IngestError(400, "too_many_buckets", f"a histogram point has more than {MAX_BOUNDS} bounds")
+    if len(point.bucket_counts) != (len(bounds) + 1 if point.bucket_counts or bounds else 0):
+        raise IngestError(400, "bad_histogram", "a histogram point needs one more bucket count than bounds")
+    return bounds
+
+
 def _bucket_labels(attrs: Labels, bounds: tuple[float, ...]) -> tuple[Labels, ...]:
-    """The label tuples of every bucket of one histogram series (memoised: they repeat every push)."""
-    found = _BUCKET_LABELS.get((attrs, bounds))
+    """The label tuples of every bucket of one histogram series (memoised: they repeat every push,
+    so the bounds are checked once per distinct histogram, not per point)."""
+    found: tuple[Labels, ...] | None = _BUCKET_LABELS.items.get((attrs, bounds))
     if found is None:
+        if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+            raise IngestError(400, "bad_histogram", "histogram bounds must be finite and strictly increasing")
         found = tuple((*attrs, ("le", le)) for le in le_labels(bounds))
-        if len(_BUCKET_LABELS) < _CACHE_LIMIT:
-            _BUCKET_LABELS[(attrs, bounds)] = found
+        _BUCKET_LABELS.put((attrs, bounds), found, len(found))
     return found
 
 
@@ -157,6 +207,7 @@ class MetricBatch:
     cumulative: bool
     start_ns: int
     samples: list[RawSample] = field(default_factory=list)
+    fixes: dict[str, int] = field(default_factory=dict)  # attributes dropped or renamed, per reason
 
 
 def _source_id(resource_attributes: dict[str, Any]) -> str:
@@ -177,6 +228,14 @@ def _points(metric: Any) -> Iterator[tuple[str, Any, bool]]:
             yield "sum", p, cumulative
 
 
+def _add_histogram(batch: MetricBatch, family: str, attrs: Labels, point: Any) -> None:
+    labels = _bucket_labels(attrs, _histogram_bounds(point))
+    bucket = family + "_bucket"
+    batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, accumulate(point.bucket_counts)))
+    batch.samples.append((family + "_count", attrs, float(point.count)))
+    batch.samples.append((family + "_sum", attrs, float(point.sum)))
+
+
 def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBatch], int]:
     """Samples per (source, model, version, temporality); also the number of points skipped
     because they carried no model labels (counted as ``missing_model_labels``)."""
@@ -190,7 +249,8 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                 if instrument is None:
                     continue  # not an otel-ml metric: a collector may forward anything
                 for kind, point, cumulative in _points(metric):
-                    model, version, attrs = _point_labels(point.attributes)
+                    fixes: dict[str, int] = {}
+                    model, version, attrs = _point_labels(point.attributes, fixes)
                     if not model or not version:
                         unlabelled += 1
                         continue
@@ -200,14 +260,10 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                         batch = batches[key] = MetricBatch(
                             source, model, version, cumulative, point.start_time_unix_nano
                         )
+                    for reason, count in fixes.items():
+                        batch.fixes[reason] = batch.fixes.get(reason, 0) + count
                     if kind == "histogram":
-                        family = instrument.prometheus
-                        bucket = family + "_bucket"
-                        labels = _bucket_labels(attrs, tuple(point.explicit_bounds))
-                        cumulative_counts = accumulate(point.bucket_counts)
-                        batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, cumulative_counts))
-                        batch.samples.append((family + "_count", attrs, float(point.count)))
-                        batch.samples.append((family + "_sum", attrs, float(point.sum)))
+                        _add_histogram(batch, instrument.prometheus, attrs, point)
                     else:
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
                         batch.samples.append((instrument.series, attrs, float(value)))
@@ -246,11 +302,11 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                 decision = attrs.get(n.ATTR_PREDICTION_DECISION)
                 segments = tuple(
                     sorted(
-                        (k[len(n.ATTR_SEGMENT_PREFIX) :], _label_value(v))
+                        (n.label_value(k[len(n.ATTR_SEGMENT_PREFIX) :]), n.label_value(_label_value(v)))
                         for k, v in attrs.items()
                         if k.startswith(n.ATTR_SEGMENT_PREFIX) and k != n.ATTR_SEGMENT_KEY
                     )
-                )
+                )[:MAX_SEGMENTS]
                 out.append(
                     Prediction(
                         str(rid),

@@ -9,6 +9,7 @@ decoded, so a bad payload can never leave half of itself behind. Outputs are cac
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from .. import _names as n
 from ..baseline import Baseline
 from ._model_state import ApplyResult, ModelState, detached
-from ._otlp_input import MetricBatch, Prediction
-from ._outcomes import JoinStore, Outcome, outcome_samples
+from ._otlp_input import IngestError, MetricBatch, Prediction
+from ._outcomes import DEFAULT_JOIN_MAX_BYTES, JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
 from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
 from ._windows import WindowSpec
 
@@ -44,8 +45,21 @@ class StateSettings:
     source_ttl: float = 3600.0
     join_capacity: int = 200_000
     join_ttl: float = 3 * 86400.0
+    join_max_bytes: int = DEFAULT_JOIN_MAX_BYTES
+    max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied
+    negative_outcome: str = "false"
     compute_ttl: float = 1.0
     outputs: OutputSettings = field(default_factory=OutputSettings)
+
+
+def check_values(batches: Sequence[MetricBatch], max_count: float) -> None:
+    """Counts must be finite, non-negative and at most ``max_count``; sums finite. All or nothing."""
+    for batch in batches:
+        for name, _, value in batch.samples:
+            if not 0.0 <= value <= max_count and not (name.endswith("_sum") and math.isfinite(value)):
+                raise IngestError(
+                    400, "invalid_value", f"{name}: a count must be finite, >= 0 and <= {max_count:g}; sums finite"
+                )
 
 
 class SidecarState:
@@ -68,7 +82,8 @@ class SidecarState:
             if key in self.models:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
             self.models[key] = self._new_model(b, start)
-        self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl)
+        self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl, self.settings.join_max_bytes)
+        self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
         self.ingest_errors: dict[str, int] = {}
         self.ingested: dict[str, int] = {}
         self.unmatched_labels: dict[str, int] = {}
@@ -102,11 +117,17 @@ class SidecarState:
 
     # -- inputs ----------------------------------------------------------------------------------
     def apply_metrics(self, batches: Iterable[MetricBatch], source_kind: str, now: float | None = None) -> ApplyResult:
-        """Apply decoded metric batches; unknown models and rejected series are counted, never fatal."""
+        """Apply decoded metric batches; unknown models and rejected series are counted, never fatal.
+
+        A value no counter can have rejects the whole payload first (:class:`IngestError`)."""
         now = time.time() if now is None else now
+        batches = list(batches)
+        check_values(batches, self.settings.max_count)
         total = ApplyResult()
         with self.lock:
             for batch in batches:
+                for reason, count in batch.fixes.items():
+                    self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
                 model = self.models.get((batch.model, batch.version))
                 if model is None:
                     total.reject("unknown_model")
@@ -144,8 +165,14 @@ class SidecarState:
 
     def add_predictions(self, predictions: Iterable[Prediction], now: float | None = None) -> int:
         now = time.time() if now is None else now
+        predictions = list(predictions)
+        kept = [p for p in predictions if request_id_ok(p.request_id)]
         with self.lock:
-            known = [p for p in predictions if (p.model, p.version) in self.models]
+            if len(kept) < len(predictions):
+                self.ingest_errors["request_id_too_long"] = (
+                    self.ingest_errors.get("request_id_too_long", 0) + len(predictions) - len(kept)
+                )
+            known = [p for p in kept if (p.model, p.version) in self.models]
             added = self.join.add(known, now)
             self._count_ingested("traces")
             self.generation += 1
@@ -158,6 +185,7 @@ class SidecarState:
         now = time.time() if now is None else now
         joined = unmatched = 0
         positive = self.settings.outputs.positive_outcome
+        events = self._in_vocabulary(events)
         with self.lock:
             for rid, inline, outcome in events:
                 prediction = inline
@@ -181,6 +209,22 @@ class SidecarState:
             self._cache = None
             self.generation += 1
         return joined, unmatched
+
+    def _in_vocabulary(
+        self, events: Sequence[tuple[str | None, Prediction | None, str]]
+    ) -> list[tuple[str | None, Prediction | None, str]]:
+        """Every outcome in its configured spelling, or the whole request is a 400 (nothing applied)."""
+        out = []
+        for i, (rid, inline, outcome) in enumerate(events):
+            canonical = self.vocabulary.canonical(outcome)
+            if canonical is None:
+                raise IngestError(
+                    400,
+                    "bad_label",
+                    f"labels[{i}].label: not one of the configured outcomes (positive_outcome, negative_outcome)",
+                )
+            out.append((rid, inline, canonical))
+        return out
 
     # -- time ------------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:

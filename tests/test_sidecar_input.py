@@ -1,0 +1,486 @@
+"""Sidecar input semantics under hostile input: what is rejected, what is renamed, what is kept.
+
+Every rejection is checked three ways: the status the HTTP layer answers (``IngestError.status``,
+and the real server for the same cases at the end), the reason counter going up by one, and the
+sidecar's whole ``/metrics`` text staying exactly as it was. Label hygiene is checked on the
+exposition itself: it must encode as UTF-8, parse with prometheus_client and pass ``promtool``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_ml import Baseline, ModelMonitor
+from otel_ml import _names as n
+from otel_ml._cardinality import BoundedLabels
+from otel_ml.instrument import counts_metrics_data
+from otel_ml.instrument._prometheus import le_labels
+from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
+from otel_ml.sidecar._collector import SidecarCollector
+from otel_ml.sidecar._otlp_input import (
+    PROTOBUF,
+    IngestError,
+    Prediction,
+    decode_body,
+    decompress,
+    metric_batches,
+    predictions_from_traces,
+)
+from otel_ml.sidecar._outcomes import parse_label_events
+from otel_ml.sidecar._series import SeriesKey
+
+T0 = 1_700_000_000.0
+WINDOW = WindowSpec("10m", 600.0, resolution=10)
+JSON = "application/json"
+MAX_BODY = 1024 * 1024
+
+
+# -- the decode + ingest path, exactly as the HTTP handlers run it --------------------------------
+def ingest(state: SidecarState, path: str, body: bytes, content_type: str = PROTOBUF, encoding: str = "") -> int:
+    """Decode then apply one body; returns the HTTP status (an IngestError is counted, as the server does)."""
+    try:
+        if path == "/v1/metrics":
+            request = decode_body(body, content_type, encoding, ExportMetricsServiceRequest, MAX_BODY)
+            batches, unlabelled = metric_batches(request)  # type: ignore[arg-type]
+            if unlabelled:
+                state.count_error("missing_model_labels", unlabelled)
+            state.apply_metrics(batches, "otlp", now=T0 + 10)
+        elif path == "/v1/traces":
+            request = decode_body(body, content_type, encoding, ExportTraceServiceRequest, MAX_BODY)
+            state.add_predictions(predictions_from_traces(request), now=T0 + 10)  # type: ignore[arg-type]
+        else:
+            state.apply_labels(parse_label_events(decompress(body, encoding, MAX_BODY)), now=T0 + 11)
+    except IngestError as exc:
+        state.count_error(exc.reason)
+        return exc.status
+    return 200
+
+
+def exposition(state: SidecarState) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SidecarCollector(state))
+    return generate_latest(registry).decode("utf-8")  # raises if any label cannot be encoded
+
+
+def without_error_counts(text: str) -> list[str]:
+    """The exposition less the reason counters (checked on their own) and the sidecar's own timing."""
+    skip = (n.SIDECAR_INGEST_ERRORS.prometheus, "ml_sidecar_compute")
+    return [line for line in text.splitlines() if not line.startswith(skip)]
+
+
+def error_count(state: SidecarState, reason: str) -> int:
+    return state.ingest_errors.get(reason, 0)
+
+
+def check_exposition(text: str, tmp_path: Path) -> None:
+    """Parses with the Python client, and with promtool where it is installed."""
+    families = list(text_string_to_metric_families(text))
+    assert families
+    for line in text.splitlines():
+        assert all(ch == "\t" or ord(ch) >= 0x20 for ch in line)
+    promtool = shutil.which("promtool")
+    if promtool:
+        done = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
+        problems = [ln for ln in done.stdout.decode().splitlines() + done.stderr.decode().splitlines() if "error" in ln]
+        assert not problems, problems
+
+
+@pytest.fixture
+def state(baseline: Baseline) -> SidecarState:
+    return SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+
+
+# -- OTLP requests built by hand, so each field can be made wrong on its own ------------------------
+def _kv(key: str, value: Any) -> KeyValue:
+    kv = KeyValue(key=key)
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    else:
+        kv.value.string_value = value
+    return kv
+
+
+def _request(*metrics: Metric) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.append(_kv("service.instance.id", "test-1"))
+    rm.scope_metrics.add().metrics.extend(metrics)
+    return request
+
+
+def model_attrs(**extra: Any) -> list[KeyValue]:
+    return [_kv(n.ATTR_MODEL_NAME, "fraud"), _kv(n.ATTR_MODEL_VERSION, "v3"), *(_kv(k, v) for k, v in extra.items())]
+
+
+def counter(value: float | int, name: str = n.PREDICTIONS.otel_name, **attrs: Any) -> Metric:
+    metric = Metric(name=name)
+    metric.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    metric.sum.is_monotonic = True
+    point = metric.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2)
+    point.attributes.extend(model_attrs(**({n.ATTR_SEGMENT_KEY: "__all__", n.ATTR_SEGMENT: "__all__"} | attrs)))
+    if isinstance(value, int):
+        point.as_int = value
+    else:
+        point.as_double = value
+    return metric
+
+
+def histogram(
+    bounds: tuple[float, ...], counts: list[int] | None = None, feature: str = "amount", total: float = 10.0
+) -> Metric:
+    metric = Metric(name=n.FEATURE_VALUE.otel_name)
+    metric.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    point = metric.histogram.data_points.add(start_time_unix_nano=1, time_unix_nano=2)
+    point.attributes.extend(model_attrs(**{n.ATTR_FEATURE: feature}))
+    point.explicit_bounds.extend(bounds)
+    point.bucket_counts.extend([1] * (len(bounds) + 1) if counts is None else counts)
+    point.count = sum(point.bucket_counts)
+    point.sum = total
+    return metric
+
+
+def app_body(baseline: Baseline, rows: int = 500, segments: tuple[str, ...] = ("country",)) -> bytes:
+    mon = ModelMonitor(baseline=baseline, segments=list(segments), decision=0.7, registry=CollectorRegistry())
+    rng = np.random.default_rng(1)
+    frame = {
+        "amount": rng.lognormal(3.0, 1.0, rows),
+        "balance_z": rng.normal(0.0, 1.0, rows),
+        "n_items": rng.poisson(2.0, rows),
+        "country": rng.choice(["US", "DE"], rows),
+        "device": rng.choice(["ios", "web"], rows),
+    }
+    import pandas as pd
+
+    mon(lambda f: np.clip(0.5 + 0.3 * f["balance_z"].to_numpy(), 0, 1))(pd.DataFrame(frame))
+    return encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=7)).SerializeToString()
+
+
+@pytest.fixture
+def loaded(state: SidecarState, baseline: Baseline) -> SidecarState:
+    assert ingest(state, "/v1/metrics", app_body(baseline)) == 200
+    assert state.ingest_errors == {}
+    return state
+
+
+# -- item 6: values, histograms and labels that must be rejected whole ------------------------------
+def _amount_edges(baseline: Baseline) -> tuple[float, ...]:
+    return tuple(baseline.feature("amount").edges)  # type: ignore[union-attr]
+
+
+REJECTED_METRICS: dict[str, tuple[Callable[[Baseline], bytes], int, str]] = {
+    "negative": (lambda b: _request(counter(-5)).SerializeToString(), 400, "invalid_value"),
+    "nan": (lambda b: _request(counter(math.nan)).SerializeToString(), 400, "invalid_value"),
+    "inf": (lambda b: _request(counter(math.inf)).SerializeToString(), 400, "invalid_value"),
+    "above-2^53": (lambda b: _request(counter(2**53 + 2)).SerializeToString(), 400, "invalid_value"),
+    "huge-bucket": (
+        lambda b: _request(histogram(_amount_edges(b), [2**62] + [0] * len(_amount_edges(b)))).SerializeToString(),
+        400,
+        "invalid_value",
+    ),
+    "nan-sum": (
+        lambda b: _request(histogram(_amount_edges(b), total=math.nan)).SerializeToString(),
+        400,
+        "invalid_value",
+    ),
+    "counts-vs-bounds": (
+        lambda b: _request(histogram(_amount_edges(b), [1, 2])).SerializeToString(),
+        400,
+        "bad_histogram",
+    ),
+    "unsorted-bounds": (
+        lambda b: _request(histogram(tuple(reversed(_amount_edges(b))))).SerializeToString(),
+        400,
+        "bad_histogram",
+    ),
+    "nan-bound": (lambda b: _request(histogram((1.0, math.nan, 3.0))).SerializeToString(), 400, "bad_histogram"),
+    "1001-bounds": (
+        lambda b: _request(histogram(tuple(float(i) for i in range(1001)))).SerializeToString(),
+        400,
+        "too_many_buckets",
+    ),
+    # one bad point spoils the request: the good counter before it is not applied either
+    "good-then-bad": (lambda b: _request(counter(3), counter(-1)).SerializeToString(), 400, "invalid_value"),
+}
+
+
+class TestMetricValues:
+    @pytest.mark.parametrize("case", sorted(REJECTED_METRICS))
+    def test_rejected_whole_and_counted(self, loaded: SidecarState, baseline: Baseline, case: str) -> None:
+        build, status, reason = REJECTED_METRICS[case]
+        before = without_error_counts(exposition(loaded))
+        assert ingest(loaded, "/v1/metrics", build(baseline)) == status
+        assert loaded.ingest_errors == {reason: 1}
+        assert without_error_counts(exposition(loaded)) == before
+
+    def test_a_configurable_cap(self, baseline: Baseline) -> None:
+        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0, max_count=1000), now=T0)
+        assert ingest(state, "/v1/metrics", _request(counter(1000)).SerializeToString()) == 200
+        assert ingest(state, "/v1/metrics", _request(counter(1001)).SerializeToString()) == 400
+        assert state.ingest_errors == {"invalid_value": 1}
+
+    def test_negative_sums_are_values_not_counts(self, state: SidecarState, baseline: Baseline) -> None:
+        body = _request(histogram(tuple(baseline.feature("balance_z").edges), feature="balance_z", total=-42.5))  # type: ignore[union-attr]
+        assert ingest(state, "/v1/metrics", body.SerializeToString()) == 200
+        assert state.ingest_errors == {}
+        assert 'ml_feature_value_sum{ml_feature="balance_z",ml_model_name="fraud",ml_model_version="v3"} -42.5' in (
+            exposition(state)
+        )
+
+
+class TestHistogramBounds:
+    @pytest.mark.parametrize("change", ["fewer", "more", "shifted", "none"])
+    def test_other_bounds_reject_the_whole_histogram(
+        self, loaded: SidecarState, baseline: Baseline, change: str
+    ) -> None:
+        edges = _amount_edges(baseline)
+        bounds = {
+            "fewer": edges[:-1],  # every remaining le is a baseline le: must still not be half applied
+            "more": (*edges, edges[-1] * 2),
+            "shifted": tuple(e + 1e-3 for e in edges),
+            "none": (),
+        }[change]
+        before = without_error_counts(exposition(loaded))
+        good = counter(10**6, name=n.FEATURE_MISSING.otel_name, **{n.ATTR_FEATURE: "amount"})
+        request = _request(histogram(bounds, total=5.0), good)
+        assert ingest(loaded, "/v1/metrics", request.SerializeToString()) == 200  # OTLP partial success
+        after = without_error_counts(exposition(loaded))
+        changed = sorted(set(after) - set(before))
+        # only the good counter (and what the windows derive from it) changed: no bucket, _count or _sum
+        assert changed and not any(line.startswith(n.FEATURE_VALUE.prometheus) for line in changed)
+        assert any(line.startswith(n.FEATURE_MISSING.series) for line in changed)
+        assert loaded.ingest_errors["bucket_mismatch"] == len(bounds) + 3  # every bucket, the count and the sum
+
+    def test_the_baseline_bounds_are_applied(self, state: SidecarState, baseline: Baseline) -> None:
+        edges = _amount_edges(baseline)
+        assert ingest(state, "/v1/metrics", _request(histogram(edges)).SerializeToString()) == 200
+        assert state.ingest_errors == {}
+        text = exposition(state)
+        for le in le_labels(edges):
+            assert f'ml_feature_value_bucket{{le="{le}",ml_feature="amount"' in text
+
+
+HOSTILE_LABELS: dict[str, tuple[bytes, int, str]] = {
+    "null": (b'{"request_id": "r1", "label": null}', 400, "bad_label"),
+    "object": (b'{"request_id": "r1", "label": {"a": 1}}', 400, "bad_label"),
+    "list": (b'{"request_id": "r1", "label": [true]}', 400, "bad_label"),
+    "nan": (b'{"request_id": "r1", "label": NaN}', 400, "bad_label"),
+    "infinity": (b'{"request_id": "r1", "label": -Infinity}', 400, "bad_label"),
+    "two": (b'{"request_id": "r1", "label": 2}', 400, "bad_label"),
+    "outside-vocabulary": (b'{"request_id": "r1", "label": "maybe"}', 400, "bad_label"),
+    "surrogate": (b'{"request_id": "r1", "label": "\\ud800"}', 400, "bad_label"),
+    "long-request-id": (b'{"request_id": "' + b"r" * 257 + b'", "label": true}', 400, "request_id_too_long"),
+    "object-request-id": (b'{"request_id": {"x": 1}, "label": true}', 400, "bad_label_event"),
+    "nan-score": (b'{"model": "fraud", "version": "v3", "score": NaN, "label": true}', 400, "bad_label_event"),
+    "huge-score": (
+        b'{"model": "fraud", "version": "v3", "score": 1' + b"0" * 400 + b', "label": 1}',
+        400,
+        "bad_label_event",
+    ),
+    "object-segment": (
+        b'{"model": "fraud", "version": "v3", "segments": {"country": {"a": 1}}, "label": true}',
+        400,
+        "bad_label_event",
+    ),
+    "deep": (b"[" * 100_000 + b"]" * 100_000, 400, "malformed_json"),
+    "invalid-utf8": (b'{"request_id": "\xff\xfe", "label": true}', 400, "malformed_json"),
+    "big-int": (b'{"request_id": "r1", "label": ' + b"1" * 5000 + b"}", 400, "malformed_json"),
+    # a good event first: nothing of the request is applied
+    "good-then-bad": (
+        b'[{"model": "fraud", "version": "v3", "label": true}, {"request_id": "r1", "label": "maybe"}]',
+        400,
+        "bad_label",
+    ),
+}
+
+
+class TestLabelEvents:
+    @pytest.mark.parametrize("case", sorted(HOSTILE_LABELS))
+    def test_rejected_whole_and_counted(self, loaded: SidecarState, case: str) -> None:
+        body, status, reason = HOSTILE_LABELS[case]
+        loaded.add_predictions([Prediction("r1", "fraud", "v3", 0.9, "true", (("country", "US"),))], now=T0 + 5)
+        before = without_error_counts(exposition(loaded))
+        assert ingest(loaded, "/v1/labels", body) == status
+        assert loaded.ingest_errors == {reason: 1}
+        assert without_error_counts(exposition(loaded)) == before
+        assert len(loaded.join) == 1  # the waiting prediction was not consumed
+
+    def test_the_configured_vocabulary(self, baseline: Baseline) -> None:
+        from otel_ml.sidecar._outputs import OutputSettings
+
+        config = StateSettings(
+            windows=(WINDOW,),
+            compute_ttl=0,
+            outputs=OutputSettings(positive_outcome="fraud"),
+            negative_outcome="legit",
+        )
+        state = SidecarState([baseline], config, now=T0)
+        inline = b'{"model": "fraud", "version": "v3", "decision": true, "label": %s}'
+        for label in (b'"fraud"', b"true", b"1", b'"legit"', b"false", b"0"):
+            assert ingest(state, "/v1/labels", inline % label) == 200, label
+        assert ingest(state, "/v1/labels", inline % b'"true-ish"') == 400
+        outcomes = {
+            labels[n.LABEL_OUTCOME]: value
+            for key, labels, value in _series(state, n.OUTCOMES.series)
+            if labels[n.LABEL_SEGMENT_KEY] == n.ALL
+        }
+        assert outcomes == {"fraud": 3.0, "legit": 3.0}  # true/1 mean the positive outcome, false/0 the negative
+
+    def test_messages_never_echo_the_payload(self, state: SidecarState) -> None:
+        bodies = [
+            b'{"request_id": "SECRET-1", "label": "SECRET-2"}',
+            b'{"request_id": "SECRET-1", "label": {"SECRET-2": 1}}',
+            b'{"resourceMetrics": [{"resource": {"attributes": [{"key": "a", "value": {"intValue": "SECRET-3"}}]}}]}',
+            b'{"SECRET-4": [',
+        ]
+        for body in bodies:
+            for path in ("/v1/labels", "/v1/metrics"):
+                try:
+                    if path == "/v1/labels":
+                        parse_label_events(body)
+                    else:
+                        decode_body(body, JSON, "", ExportMetricsServiceRequest, MAX_BODY)
+                except IngestError as exc:
+                    assert "SECRET" not in str(exc), (body, str(exc))
+
+
+def _series(state: SidecarState, name: str) -> Iterator[tuple[SeriesKey, dict[str, str], float]]:
+    model = state.models[("fraud", "v3")]
+    for i, labels in model.series_of(name):
+        yield model.keys[i], dict(labels), float(model.totals[i])
+
+
+# -- item 5: nothing a client sends can poison the exposition ---------------------------------------
+SURROGATE = "x\ud800y"
+CONTROL = "a\x00b\x1b[31mc\nd"
+
+
+class TestExposition:
+    def test_label_events_with_surrogates_and_control_characters(
+        self, loaded: SidecarState, baseline: Baseline, tmp_path: Path
+    ) -> None:
+        event = {
+            "model": "fraud",
+            "version": "v3",
+            "score": 0.9,
+            "decision": CONTROL,
+            "label": True,
+            "segments": {"country": SURROGATE, "dev\udcffice": CONTROL, "long": "v" * 10_000},
+        }
+        assert ingest(loaded, "/v1/labels", json.dumps(event).encode()) == 200
+        text = exposition(loaded)
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="x\ufffdy"' in text and 'ml_segment_key="dev\ufffdice"' in text
+        assert "v" * (n.MAX_LABEL_VALUE_CHARS + 1) not in text
+
+    def test_spans_with_control_characters(self, loaded: SidecarState, tmp_path: Path) -> None:
+        request = ExportTraceServiceRequest()
+        span = request.resource_spans.add().scope_spans.add().spans.add(name=n.SPAN_NAME)
+        span.attributes.extend(
+            [
+                *model_attrs(),
+                _kv(n.ATTR_REQUEST_ID, "r-9"),
+                _kv(n.ATTR_SCORE, 0.2),
+                _kv(n.ATTR_PREDICTION_DECISION, "false"),
+                _kv(n.ATTR_SEGMENT_PREFIX + "country", CONTROL),
+            ]
+        )
+        assert ingest(loaded, "/v1/traces", request.SerializeToString()) == 200
+        assert ingest(loaded, "/v1/labels", b'{"request_id": "r-9", "label": 0}') == 200
+        text = exposition(loaded)
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="a\ufffdb\ufffd[31mc\ufffdd"' in text
+
+    def test_otlp_attribute_names(self, state: SidecarState, tmp_path: Path) -> None:
+        hostile = {
+            "le": "1",
+            "__name__": "x",
+            "__meta": "x",
+            "ml.window": "1h",
+            "ml_bin_upper": "2",
+            "job": "evil",
+            "ml_model_name": "other",
+            "bad-name": CONTROL,
+            "1st": "v",
+            "": "empty",
+            "k" * 200: "long",
+        }
+        metric = counter(5, **hostile)
+        assert ingest(state, "/v1/metrics", _request(metric).SerializeToString()) == 200
+        assert state.ingest_errors == {"reserved_label": 7, "renamed_label": 2, "invalid_label": 2}
+        (key, labels, value), *rest = _series(state, n.PREDICTIONS.series)
+        assert not rest and value == 5
+        assert labels == {
+            n.LABEL_SEGMENT_KEY: n.ALL,
+            n.LABEL_SEGMENT: n.ALL,
+            "bad_name": "a\ufffdb\ufffd[31mc\ufffdd",
+            "key_1st": "v",
+        }
+        state.reexport.add(("fraud", "v3"))
+        check_exposition(exposition(state), tmp_path)
+
+    def test_two_attributes_that_become_one_label(self, state: SidecarState) -> None:
+        metric = counter(5, **{"a.b": "1", "a_b": "2"})
+        assert ingest(state, "/v1/metrics", _request(metric).SerializeToString()) == 200
+        assert state.ingest_errors == {"duplicate_label": 1}
+        assert list(_series(state, n.PREDICTIONS.series)) == []
+
+    def test_a_saved_state_with_poisoned_labels_restores_clean(
+        self, state: SidecarState, baseline: Baseline, tmp_path: Path
+    ) -> None:
+        """A state written before sanitising (or crafted) holds raw surrogates; loading cleans them."""
+        model = state.models[("fraud", "v3")]
+        key = SeriesKey(n.PREDICTIONS.series, ((n.LABEL_SEGMENT, SURROGATE), (n.LABEL_SEGMENT_KEY, "country")))
+        model.totals[model._add(key)] = 7.0
+        poisoned = BoundedLabels(5)
+        poisoned.labels.append(CONTROL)  # as an old version stored it, unsanitised
+        model.bounded[(n.LABEL_SEGMENT, "country")] = poisoned
+        path = save_state(state, tmp_path / "state.npz", T0 + 1)
+        restored = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0 + 2)
+        assert load_state(restored, path)
+        restored.reexport.add(("fraud", "v3"))
+        text = exposition(restored)
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="x\ufffdy"' in text
+        assert list(restored.models[("fraud", "v3")].bounded[(n.LABEL_SEGMENT, "country")].labels) == [
+            "a\ufffdb\ufffd[31mc\ufffdd"
+        ]
+
+    def test_the_app_exposition_and_otlp_export(self, baseline: Baseline, tmp_path: Path) -> None:
+        registry = CollectorRegistry()
+        mon = ModelMonitor(baseline=baseline, segments=["country"], decision=lambda s: SURROGATE, registry=registry)
+        predict = mon(lambda row: 0.5)
+        for country in (SURROGATE, CONTROL, "z" * 5000, "ok"):
+            predict({"amount": 1.0, "balance_z": 0.0, "n_items": 1, "country": country, "device": "ios"})
+        text = generate_latest(registry).decode("utf-8")
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="x\ufffdy"' in text and 'ml_decision="x\ufffdy"' in text
+        body = encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=1)).SerializeToString()
+        assert b"x\xef\xbf\xbdy" in body  # U+FFFD, encoded
+
+
+def test_bounded_labels_fold_raw_spellings_into_one_safe_label() -> None:
+    labels = BoundedLabels(3)
+    first, second = labels.index("a\ud800"), labels.index("a\udfff")
+    assert first == second == 0 and labels.labels == ["a\ufffd"]
+    assert labels.index("b" * 1000) == labels.index("b" * 300) == 1
+    assert [labels.label(i) for i in range(2)] == ["a\ufffd", "b" * n.MAX_LABEL_VALUE_CHARS]
