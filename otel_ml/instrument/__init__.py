@@ -2,10 +2,19 @@
 
 from ._counters import CountsSnapshot, ModelCounters
 from ._monitor import ModelMonitor, Observation, current_request_id, mark_fallback, monitor
+from ._multiproc import MULTIPROC_DIR_ENV, multiproc_dir, set_multiproc_dir
 from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
-from ._prometheus import MonitorCollector, collector_for, counts_families, start_http_server
+from ._prometheus import (
+    MonitorCollector,
+    collector_for,
+    counts_families,
+    make_asgi_app,
+    make_wsgi_app,
+    start_http_server,
+)
 
 __all__ = [
+    "MULTIPROC_DIR_ENV",
     "CountsSnapshot",
     "ModelCounters",
     "ModelMonitor",
@@ -16,8 +25,12 @@ __all__ = [
     "counts_families",
     "counts_metrics_data",
     "current_request_id",
+    "make_asgi_app",
+    "make_wsgi_app",
     "mark_fallback",
     "monitor",
+    "multiproc_dir",
+    "set_multiproc_dir",
     "start_http_server",
     "start_otlp_exporter",
 ]

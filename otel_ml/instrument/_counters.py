@@ -10,19 +10,26 @@ families are built at scrape/export time, never on the request path.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import multiprocessing
+import os
+import sys
 import threading
+import weakref
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .._binning import MISSING_CODE, CategoryEncoder, finite_bin_counts
-from .._cardinality import BoundedCounter, BoundedLabels
+from .._cardinality import BoundedLabels
 from .._frame import Columns, as_float, as_labels
 from .._names import (
     ALL,
@@ -32,15 +39,29 @@ from .._names import (
     ATTR_FEATURE_PREFIX,
     ATTR_SEGMENT_PREFIX,
     DURATION_BUCKETS,
+    OTHER,
 )
 from ..baseline import Baseline, CategoricalProfile, NumericProfile
+from . import _multiproc
+from ._multiproc import CounterFile, Spec
 
-__all__ = ["ModelCounters", "CountsSnapshot", "DEFAULT_SCORE_EDGES", "NO_DECISION"]
+__all__ = [
+    "DEFAULT_SCORE_EDGES",
+    "NO_DECISION",
+    "CounterLayout",
+    "CountsSnapshot",
+    "ModelCounters",
+    "merge_snapshots",
+    "snapshot_of",
+    "specs_of",
+]
 
 DEFAULT_SCORE_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 NO_DECISION = "none"
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+_log = logging.getLogger("otel_ml")
+_DEFAULT: Any = object()  # multiproc_dir= not given: follow OTEL_ML_MULTIPROC_DIR
 
 
 @dataclass(frozen=True)
@@ -74,8 +95,138 @@ def _split(flat: IntArray, offsets: Sequence[int]) -> tuple[IntArray, ...]:
     return tuple(flat[a:b].copy() for a, b in zip(offsets[:-1], offsets[1:]))
 
 
+def _offsets(sizes: Sequence[int]) -> npt.NDArray[np.intp]:
+    return np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).astype(np.intp)
+
+
+@dataclass(frozen=True)
+class CounterLayout:
+    """What the counter arrays of one model mean: everything a reader in another process needs.
+
+    Written as JSON in each multiprocess counter file; its digest decides which files may be summed.
+    """
+
+    model_name: str
+    model_version: str
+    numeric_names: tuple[str, ...]
+    numeric_edges: tuple[tuple[float, ...], ...]
+    categorical_names: tuple[str, ...]
+    categorical_labels: tuple[tuple[str, ...], ...]  # the encoders' labels (vocabulary, other, unknown)
+    categorical_other: tuple[int, ...]  # index of ``__other__`` within each feature's labels
+    categorical_rare: tuple[tuple[str, ...], ...]  # values the baseline folds into ``__other__``
+    score_edges: tuple[float, ...]
+    duration_edges: tuple[float, ...]
+    segment_keys: tuple[str, ...]  # ``__all__`` first
+    segment_budget: int
+    decision_budget: int
+    error_budget: int
+
+    def specs(self) -> list[Spec]:
+        """The arrays, in file order: name, dtype code, shape."""
+        bins = sum(len(e) + 1 for e in self.numeric_edges)
+        cats = sum(len(c) for c in self.categorical_labels)
+        slots = (self.error_budget + 1,)
+        return [
+            ("bins", "i8", (bins,)),
+            ("sums", "f8", (len(self.numeric_names),)),
+            ("categories", "i8", (cats,)),
+            ("missing", "i8", (len(self.numeric_names) + len(self.categorical_names),)),
+            ("score_bins", "i8", (len(self.score_edges) + 1,)),
+            ("scalars", "f8", (2,)),  # score sum, duration sum
+            ("predictions", "i8", (len(self.segment_keys), self.segment_budget + 1, self.decision_budget + 1)),
+            ("duration_bins", "i8", (len(self.duration_edges) + 1,)),
+            ("errors", "i8", slots),
+            ("fallbacks", "i8", slots),
+            ("instrumentation", "i8", slots),
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CounterLayout:
+        """Rebuild a layout written by :meth:`to_json`; ``ValueError`` when it is not one."""
+        if not isinstance(data, Mapping) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError("not a counter layout of this otel-ml version")
+        layout = cls(**{f.name: _frozen(data[f.name]) for f in fields(cls)})
+        if layout.to_json() != dict(data):
+            raise ValueError("counter layout has values of the wrong type")
+        return layout
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def specs_of(layout: Mapping[str, Any]) -> list[Spec]:
+    """Array specs of a JSON layout (the reader's entry point); ``ValueError`` if it is not one."""
+    return CounterLayout.from_json(layout).specs()
+
+
+class _SlotCounts:
+    """Counts per label value in a fixed array slot per label (``budget`` is ``__other__``)."""
+
+    __slots__ = ("labels", "slots", "_lock")
+
+    def __init__(self, labels: BoundedLabels, slots: IntArray) -> None:
+        self.labels = labels
+        self.slots = slots
+        self._lock = threading.Lock()
+
+    def add(self, value: str, amount: int = 1) -> None:
+        i = self.labels.index(value, amount)
+        with self._lock:
+            self.slots[i] += amount
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            slots = self.slots.copy()
+        return _by_label(slots, list(self.labels.labels), self.labels.budget)
+
+
+def _by_label(slots: IntArray, labels: Sequence[str], budget: int) -> dict[str, int]:
+    """Nonzero slots keyed by label; a slot whose label is not published yet waits for the next read."""
+    out: dict[str, int] = {}
+    for i in np.flatnonzero(slots).tolist():
+        if i == budget:
+            out[OTHER] = out.get(OTHER, 0) + int(slots[i])
+        elif i < len(labels):
+            out[labels[i]] = out.get(labels[i], 0) + int(slots[i])
+    return out
+
+
+class _PublishedLabels(BoundedLabels):
+    """Bounded labels that publish the vocabulary before a new index is first used (multiprocess)."""
+
+    __slots__ = ("published", "_publish")
+
+    def __init__(self, budget: int, publish: Callable[[], None]) -> None:
+        super().__init__(budget)
+        self.published = 0
+        self._publish = publish
+
+    def index(self, value: str | None, count: int = 1) -> int:
+        i = BoundedLabels.index(self, value, count)
+        if self.published <= i < self.budget:
+            self._publish()
+        return i
+
+
+_live: weakref.WeakSet[ModelCounters] = weakref.WeakSet()
+_warned_unshared = False
+
+
 class ModelCounters:
-    """All counts for one model version. ``add_*`` methods are thread-safe and never allocate per value."""
+    """All counts for one model version. ``add_*`` methods are thread-safe and never allocate per value.
+
+    With a multiprocess directory (``OTEL_ML_MULTIPROC_DIR``) the arrays are views into this
+    process's memory-mapped counter file; otherwise they are plain arrays. The code that counts
+    is the same either way.
+    """
 
     def __init__(
         self,
@@ -87,6 +238,7 @@ class ModelCounters:
         segment_budget: int = 50,
         decision_budget: int = 16,
         error_budget: int = 32,
+        multiproc_dir: str | os.PathLike[str] | None | Any = _DEFAULT,
     ) -> None:
         self.model_name = model_name
         self.model_version = model_version
@@ -98,8 +250,7 @@ class ModelCounters:
         self.numeric_names = tuple(f.name for f in numeric)
         self.numeric_edges = tuple(f.edges for f in numeric)
         self._edges = [f.edges_array() for f in numeric]
-        sizes = [f.bin_count for f in numeric]
-        self._num_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)
+        self._num_offsets = _offsets([f.bin_count for f in numeric])
         width = max((len(e) for e in self.numeric_edges), default=0)
         # For one row all features are binned at once: the first edge >= value is its bin
         # (right-closed bins); padding with +inf makes the open top bin the answer for large values.
@@ -107,36 +258,107 @@ class ModelCounters:
         for j, e in enumerate(self._edges):
             self._padded_edges[j, : e.size] = e
         self._row_getter = itemgetter(*self.numeric_names) if len(self.numeric_names) > 1 else None
-        self.bins = np.zeros(int(self._num_offsets[-1]), dtype=np.int64)
-        self.sums = np.zeros(len(numeric), dtype=np.float64)
 
         self.categorical_names = tuple(f.name for f in categorical)
         self._encoders = [CategoryEncoder(f.vocabulary, f.rare_values) for f in categorical]
-        cat_sizes = [e.size for e in self._encoders]
-        self._cat_offsets = np.concatenate(([0], np.cumsum(cat_sizes))).astype(np.intp)
-        self.categories = np.zeros(int(self._cat_offsets[-1]), dtype=np.int64)
-
+        self._cat_offsets = _offsets([e.size for e in self._encoders])
         self.feature_names = self.numeric_names + self.categorical_names
-        self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
 
         score = baseline.score if baseline else None
         self.score_edges = score.edges if score else DEFAULT_SCORE_EDGES
         self._score_edges = np.asarray(self.score_edges, dtype=np.float64)
-        self.score_bins = np.zeros(len(self.score_edges) + 1, dtype=np.int64)
-        self.score_sum = 0.0
-
         self.segment_keys = (ALL, *segments)
-        self.segment_labels = [BoundedLabels(1)] + [BoundedLabels(segment_budget) for _ in segments]
+        self.layout = CounterLayout(
+            model_name,
+            model_version,
+            self.numeric_names,
+            self.numeric_edges,
+            self.categorical_names,
+            tuple(e.labels for e in self._encoders),
+            tuple(e.other_code for e in self._encoders),
+            tuple(tuple(f.rare_values) for f in categorical),
+            tuple(self.score_edges),
+            tuple(DURATION_BUCKETS),
+            self.segment_keys,
+            segment_budget,
+            decision_budget,
+            error_budget,
+        )
+        directory = _multiproc.multiproc_dir() if multiproc_dir is _DEFAULT else multiproc_dir
+        self._directory = None if directory is None else Path(directory)
+        self.file: CounterFile | None = None
+        self._make_labels()
+        self._bind(self._allocate())
+        _live.add(self)
+        if self._directory is None:
+            _warn_if_unshared()
+
+    # -- storage ------------------------------------------------------------------------------
+    def _make_labels(self) -> None:
+        lay = self.layout
+        make: Callable[[int], BoundedLabels]
+        if self._directory is None:
+            make = BoundedLabels
+        else:
+            make = functools.partial(_PublishedLabels, publish=self._publish_labels)
+        self.segment_labels = [BoundedLabels(1)] + [make(lay.segment_budget) for _ in lay.segment_keys[1:]]
         self.segment_labels[0].index(ALL)
-        self.decision_labels = BoundedLabels(decision_budget)
-        self.predictions = np.zeros((len(self.segment_keys), segment_budget + 1, decision_budget + 1), dtype=np.int64)
+        self.decision_labels = make(lay.decision_budget)
+        self._error_labels = [make(lay.error_budget) for _ in range(3)]
 
-        self.duration_bins = np.zeros(len(DURATION_BUCKETS) + 1, dtype=np.int64)
-        self.duration_sum = 0.0
+    def _allocate(self) -> dict[str, npt.NDArray[Any]]:
+        specs = self.layout.specs()
+        if self._directory is None:
+            return {
+                name: np.zeros(shape, dtype=np.int64 if code == "i8" else np.float64) for name, code, shape in specs
+            }
+        self.file = CounterFile.create(self._directory, self.layout.to_json(), specs, self._vocab())
+        for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
+            if isinstance(lab, _PublishedLabels):
+                lab.published = len(lab.labels)
+        return self.file.arrays
 
-        self.errors = BoundedCounter(error_budget)
-        self.fallbacks = BoundedCounter(error_budget)
-        self.instrumentation_errors = BoundedCounter(error_budget)
+    def _bind(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        self.bins: IntArray = arrays["bins"]
+        self.sums: FloatArray = arrays["sums"]
+        self.categories: IntArray = arrays["categories"]
+        self.missing: IntArray = arrays["missing"]
+        self.score_bins: IntArray = arrays["score_bins"]
+        self._scalars: FloatArray = arrays["scalars"]
+        self.predictions: IntArray = arrays["predictions"]
+        self.duration_bins: IntArray = arrays["duration_bins"]
+        self.errors = _SlotCounts(self._error_labels[0], arrays["errors"])
+        self.fallbacks = _SlotCounts(self._error_labels[1], arrays["fallbacks"])
+        self.instrumentation_errors = _SlotCounts(self._error_labels[2], arrays["instrumentation"])
+
+    def _vocab(self) -> dict[str, Any]:
+        return {
+            "segments": [list(lab.labels) for lab in self.segment_labels],
+            "decisions": list(self.decision_labels.labels),
+            "errors": list(self._error_labels[0].labels),
+            "fallbacks": list(self._error_labels[1].labels),
+            "instrumentation": list(self._error_labels[2].labels),
+        }
+
+    def _publish_labels(self) -> None:
+        """Write the label sidecar (a new label appeared); marks what readers can now resolve."""
+        if self.file is None:
+            return
+        labels = [*self.segment_labels[1:], self.decision_labels, *self._error_labels]
+        sizes = [len(lab.labels) for lab in labels]
+        self.file.write_labels(self._vocab())
+        for lab, size in zip(labels, sizes):
+            if isinstance(lab, _PublishedLabels):
+                lab.published = max(lab.published, size)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks, and counts of its own (the parent's stay the parent's)."""
+        self._lock = threading.Lock()
+        for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
+            lab._lock = threading.Lock()
+            lab._index = {label: i for i, label in enumerate(lab.labels)}
+        self.file = None
+        self._bind(self._allocate())
 
     # -- features ---------------------------------------------------------------------------
     def row_values(self, row: Mapping[str, Any]) -> FloatArray:
@@ -189,14 +411,14 @@ class ModelCounters:
                     self.categories[self._cat_offsets[j] + code] += 1
             if score_bin >= 0:
                 self.score_bins[score_bin] += 1
-                self.score_sum += score  # type: ignore[operator]
+                self._scalars[0] += score
             if dec >= 0:
                 self.predictions[0, 0, dec] += 1
                 for k, s in enumerate(seg, start=1):
                     self.predictions[k, s, dec] += 1
             if duration is not None:
                 self.duration_bins[bisect_left(DURATION_BUCKETS, duration)] += 1
-                self.duration_sum += duration
+                self._scalars[1] += duration
 
     def add_columns(self, columns: Columns) -> None:
         """Count a batch: one sort-based binning per feature column, then one locked add."""
@@ -265,7 +487,7 @@ class ModelCounters:
         with self._lock:
             if score_counts is not None:
                 self.score_bins += score_counts
-                self.score_sum += score_sum
+                self._scalars[0] += score_sum
             for k, grid in enumerate(grids):
                 self.predictions[k] += grid
 
@@ -273,7 +495,7 @@ class ModelCounters:
         i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
             self.duration_bins[i] += 1
-            self.duration_sum += seconds
+            self._scalars[1] += seconds
 
     def add_error(self, error_type: str) -> None:
         self.errors.add(error_type)
@@ -284,58 +506,153 @@ class ModelCounters:
     # -- read side ----------------------------------------------------------------------------
     def snapshot(self) -> CountsSnapshot:
         with self._lock:
-            bins = self.bins.copy()
-            sums = self.sums.copy()
-            cats = self.categories.copy()
-            missing = self.missing.copy()
-            score_bins = self.score_bins.copy()
-            score_sum = self.score_sum
-            predictions = self.predictions.copy()
-            duration_bins = self.duration_bins.copy()
-            duration_sum = self.duration_sum
-        rows = []
-        nonzero = np.argwhere(predictions > 0)
-        for k, s, d in nonzero.tolist():
-            rows.append(
-                (
-                    self.segment_keys[k],
-                    self.segment_labels[k].label(s),
-                    self.decision_labels.label(d),
-                    int(predictions[k, s, d]),
-                )
-            )
-        overflow = {
-            ATTR_SEGMENT_PREFIX + key: lab.overflow for key, lab in zip(self.segment_keys[1:], self.segment_labels[1:])
-        }
-        overflow[ATTR_DECISION] = self.decision_labels.overflow
-        overflow[ATTR_ERROR_TYPE] = self.errors.labels.overflow
-        overflow[ATTR_FALLBACK_REASON] = self.fallbacks.labels.overflow
-        for j, (name, enc) in enumerate(zip(self.categorical_names, self._encoders)):
-            overflow[ATTR_FEATURE_PREFIX + name] = int(cats[self._cat_offsets[j] + enc.other_code])
-        overflow = {k: v for k, v in overflow.items() if v}
-        return CountsSnapshot(
-            model_name=self.model_name,
-            model_version=self.model_version,
-            numeric_names=self.numeric_names,
-            numeric_edges=self.numeric_edges,
-            numeric_bins=_split(bins, self._num_offsets.tolist()),
-            numeric_sums=sums,
-            categorical_names=self.categorical_names,
-            categorical_labels=tuple(enc.labels for enc in self._encoders),
-            categorical_bins=_split(cats, self._cat_offsets.tolist()),
-            missing=dict(zip(self.feature_names, missing.tolist())),
-            score_edges=self.score_edges,
-            score_bins=score_bins,
-            score_sum=score_sum,
-            predictions=tuple(rows),
-            duration_edges=DURATION_BUCKETS,
-            duration_bins=duration_bins,
-            duration_sum=duration_sum,
-            errors=self.errors.counts(),
-            fallbacks=self.fallbacks.counts(),
-            instrumentation_errors=self.instrumentation_errors.counts(),
-            overflow=overflow,
-        )
+            arrays = {name: getattr(self, attr).copy() for name, attr in _ARRAY_ATTRS.items()}
+        for name, counter in (("errors", self.errors), ("fallbacks", self.fallbacks)):
+            with counter._lock:
+                arrays[name] = counter.slots.copy()
+        with self.instrumentation_errors._lock:
+            arrays["instrumentation"] = self.instrumentation_errors.slots.copy()
+        return snapshot_of(self.layout, arrays, self._vocab())
+
+
+_ARRAY_ATTRS = {
+    "bins": "bins",
+    "sums": "sums",
+    "categories": "categories",
+    "missing": "missing",
+    "score_bins": "score_bins",
+    "scalars": "_scalars",
+    "predictions": "predictions",
+    "duration_bins": "duration_bins",
+}
+
+
+def _label_of(labels: Sequence[str], budget: int, i: int) -> str | None:
+    if i == budget:
+        return OTHER
+    return labels[i] if i < len(labels) else None
+
+
+def _prediction_rows(
+    layout: CounterLayout, predictions: IntArray, segments: Sequence[Sequence[str]], decisions: Sequence[str]
+) -> tuple[tuple[str, str, str, int], ...]:
+    rows = []
+    for k, s, d in np.argwhere(predictions > 0).tolist():
+        budget = 1 if k == 0 else layout.segment_budget
+        segment = _label_of(segments[k] if k < len(segments) else (), budget, s)
+        decision = _label_of(decisions, layout.decision_budget, d)
+        if segment is not None and decision is not None:  # else: label not published yet, next read
+            rows.append((layout.segment_keys[k], segment, decision, int(predictions[k, s, d])))
+    return tuple(rows)
+
+
+def snapshot_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[str, Any]) -> CountsSnapshot:
+    """The snapshot of one set of counter arrays (copies) and its label vocabulary."""
+    predictions = arrays["predictions"]
+    cats = arrays["categories"]
+    cat_offsets = _offsets([len(c) for c in layout.categorical_labels])
+    overflow = {
+        ATTR_SEGMENT_PREFIX + key: int(predictions[k, layout.segment_budget, :].sum())
+        for k, key in enumerate(layout.segment_keys[1:], start=1)
+    }
+    overflow[ATTR_DECISION] = int(predictions[0, 0, layout.decision_budget])
+    overflow[ATTR_ERROR_TYPE] = int(arrays["errors"][layout.error_budget])
+    overflow[ATTR_FALLBACK_REASON] = int(arrays["fallbacks"][layout.error_budget])
+    for j, name in enumerate(layout.categorical_names):
+        overflow[ATTR_FEATURE_PREFIX + name] = int(cats[cat_offsets[j] + layout.categorical_other[j]])
+    scalars = arrays["scalars"].tolist()
+    feature_names = layout.numeric_names + layout.categorical_names
+    return CountsSnapshot(
+        model_name=layout.model_name,
+        model_version=layout.model_version,
+        numeric_names=layout.numeric_names,
+        numeric_edges=layout.numeric_edges,
+        numeric_bins=_split(arrays["bins"], _offsets([len(e) + 1 for e in layout.numeric_edges]).tolist()),
+        numeric_sums=arrays["sums"],
+        categorical_names=layout.categorical_names,
+        categorical_labels=layout.categorical_labels,
+        categorical_bins=_split(cats, cat_offsets.tolist()),
+        missing=dict(zip(feature_names, arrays["missing"].tolist())),
+        score_edges=layout.score_edges,
+        score_bins=arrays["score_bins"],
+        score_sum=scalars[0],
+        predictions=_prediction_rows(layout, predictions, vocab.get("segments", ()), vocab.get("decisions", ())),
+        duration_edges=layout.duration_edges,
+        duration_bins=arrays["duration_bins"],
+        duration_sum=scalars[1],
+        errors=_by_label(arrays["errors"], vocab.get("errors", ()), layout.error_budget),
+        fallbacks=_by_label(arrays["fallbacks"], vocab.get("fallbacks", ()), layout.error_budget),
+        instrumentation_errors=_by_label(
+            arrays["instrumentation"], vocab.get("instrumentation", ()), layout.error_budget
+        ),
+        overflow={k: v for k, v in overflow.items() if v},
+    )
+
+
+def _sum_maps(maps: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in maps:
+        for k, v in m.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
+    """Sum snapshots of one layout (one per process): arrays add, labelled counts join by label string."""
+    first = snapshots[0]
+    if len(snapshots) == 1:
+        return first
+    rows: dict[tuple[str, str, str], int] = {}
+    for s in snapshots:
+        for key, segment, decision, count in s.predictions:
+            rows[(key, segment, decision)] = rows.get((key, segment, decision), 0) + count
+    return replace(
+        first,
+        numeric_bins=tuple(np.sum(b, axis=0) for b in zip(*(s.numeric_bins for s in snapshots))),
+        numeric_sums=np.sum([s.numeric_sums for s in snapshots], axis=0),
+        categorical_bins=tuple(np.sum(b, axis=0) for b in zip(*(s.categorical_bins for s in snapshots))),
+        missing=_sum_maps([s.missing for s in snapshots]),
+        score_bins=np.sum([s.score_bins for s in snapshots], axis=0),
+        score_sum=math.fsum(s.score_sum for s in snapshots),
+        predictions=tuple((*k, v) for k, v in sorted(rows.items())),
+        duration_bins=np.sum([s.duration_bins for s in snapshots], axis=0),
+        duration_sum=math.fsum(s.duration_sum for s in snapshots),
+        errors=_sum_maps([s.errors for s in snapshots]),
+        fallbacks=_sum_maps([s.fallbacks for s in snapshots]),
+        instrumentation_errors=_sum_maps([s.instrumentation_errors for s in snapshots]),
+        overflow=_sum_maps([s.overflow for s in snapshots]),
+    )
+
+
+def _warn_if_unshared(forked: bool = False) -> None:
+    """Never silent partial counts: say once when this process is one of several without a shared dir."""
+    global _warned_unshared
+    if _warned_unshared:
+        return
+    if not forked and multiprocessing.parent_process() is None and "gunicorn.arbiter" not in sys.modules:
+        return
+    _warned_unshared = True
+    _log.warning(
+        "otel-ml: this process is one of several worker processes (pid %d) and %s is not set: "
+        "its /metrics shows only its own counts. Set %s to a shared directory (README, 'Multiple workers'), "
+        "or push over OTLP, where each process is its own instance.",
+        os.getpid(),
+        _multiproc.MULTIPROC_DIR_ENV,
+        _multiproc.MULTIPROC_DIR_ENV,
+    )
+
+
+def _reinit_after_fork() -> None:
+    global _warned_unshared
+    counters = list(_live)
+    _warned_unshared = False
+    for c in counters:
+        c._after_fork_in_child()
+    if any(c._directory is None for c in counters):
+        _warn_if_unshared(forked=True)
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def _row_label(value: Any) -> str | None:

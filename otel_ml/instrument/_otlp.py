@@ -12,8 +12,11 @@ series the prometheus_client path exposes.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +48,12 @@ _log = logging.getLogger("otel_ml.otlp")
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 SCOPE = InstrumentationScope("otel_ml", __version__)
 _NOT_TRACKED: Any = None  # min and max are optional in OTLP and not tracked per call
+INSTANCE_ID = "service.instance.id"
+
+
+def _with_instance(resource: Resource, base: str) -> Resource:
+    """``resource`` with ``service.instance.id`` = base-pid: N workers are N sources to the sidecar."""
+    return resource.merge(Resource({INSTANCE_ID: f"{base}-{os.getpid()}"}))
 
 
 def _histogram_point(
@@ -155,7 +164,9 @@ class OtlpMetricsPusher:
     ``monitors`` defaults to every monitor registered in ``registry``. ``exporter`` defaults to
     ``OTLPMetricExporter(endpoint=...)`` over HTTP/protobuf (the standard ``OTEL_EXPORTER_OTLP_*``
     environment variables apply). Export failures are logged and retried next interval; they
-    never reach the application.
+    never reach the application. Each process is its own source: ``service.instance.id`` is
+    ``<host or given id>-<pid>``, and a forked child gets a new id, a fresh start time (its
+    counts start at zero) and, like the SDK's periodic reader, its own timer thread.
     """
 
     def __init__(
@@ -170,20 +181,45 @@ class OtlpMetricsPusher:
         resource: Resource | None = None,
         timeout: float = 10.0,
     ) -> None:
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-            exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout)
-        self.exporter = exporter
+        self._endpoint, self._headers, self._timeout = endpoint, dict(headers or {}), timeout
+        self._own_exporter = exporter is None
+        self.exporter = exporter if exporter is not None else self._new_exporter()
         self.interval = interval
         self._registry = registry
         self._monitors = list(monitors) if monitors is not None else None
-        self._resource = resource or Resource.create()
+        resource = resource or Resource.create()
+        given = resource.attributes.get(INSTANCE_ID)
+        self._instance_base = str(given) if given is not None else socket.gethostname()
+        self._resource = resource if given is not None else _with_instance(resource, self._instance_base)
         self._start_ns = time.time_ns()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._export_lock = threading.Lock()
         self.failures = 0
+        _pushers.add(self)
+
+    def _new_exporter(self) -> MetricExporter:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(endpoint=self._endpoint, headers=self._headers, timeout=self._timeout)
+
+    @property
+    def resource(self) -> Resource:
+        """The resource sent with every export; ``service.instance.id`` is distinct per process."""
+        return self._resource
+
+    def _after_fork_in_child(self) -> None:
+        """Like the SDK's periodic reader: new locks, a new timer thread, and a new identity."""
+        running = self._thread is not None and not self._stop.is_set()
+        self._stop = threading.Event()
+        self._export_lock = threading.Lock()
+        self._thread = None
+        self._start_ns = time.time_ns()  # the child's counts start at zero: a new cumulative series
+        self._resource = _with_instance(self._resource, self._instance_base)
+        if self._own_exporter:  # the parent's HTTP connection pool is the parent's
+            self.exporter = self._new_exporter()
+        if running:
+            self.start()
 
     def _snapshots(self) -> list[CountsSnapshot]:
         monitors = self._monitors if self._monitors is not None else collector_for(self._registry).monitors()
@@ -220,6 +256,17 @@ class OtlpMetricsPusher:
         if flush:
             self.export_once()
         self.exporter.shutdown()
+
+
+_pushers: weakref.WeakSet[OtlpMetricsPusher] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for pusher in list(_pushers):
+        pusher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def start_otlp_exporter(endpoint: str | None = None, **kwargs: Any) -> OtlpMetricsPusher:

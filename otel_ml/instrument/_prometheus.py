@@ -9,10 +9,16 @@ share one collector (two collectors yielding the same family names would clash),
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,13 +28,24 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 
 from .. import _names as n
-from ._counters import CountsSnapshot
+from ._counters import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
+from ._multiproc import FileSkipped, RawCounts, counter_files, multiproc_dir, read_counter_file
 
 if TYPE_CHECKING:
     from ._monitor import ModelMonitor
 
-__all__ = ["MonitorCollector", "collector_for", "counts_families", "format_le", "le_labels", "start_http_server"]
+__all__ = [
+    "MonitorCollector",
+    "collector_for",
+    "counts_families",
+    "format_le",
+    "le_labels",
+    "make_asgi_app",
+    "make_wsgi_app",
+    "start_http_server",
+]
 
+_log = logging.getLogger("otel_ml")
 _MODEL = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
 
 
@@ -117,12 +134,69 @@ def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
     return list(fam.values())
 
 
+class _DirSummer:
+    """Sums the counter files of a multiprocess directory; skipped files are logged and counted once."""
+
+    def __init__(self) -> None:
+        self._skipped: dict[Path, tuple[tuple[str, str] | None, str]] = {}
+        self._lock = threading.Lock()
+
+    def _skip(self, path: Path, model: tuple[str, str] | None, reason: str, detail: str) -> None:
+        with self._lock:
+            if path in self._skipped:
+                return
+            self._skipped[path] = (model, reason)
+        _log.warning("otel-ml: multiprocess counter file skipped (%s): %s", reason, detail)
+
+    def snapshots(self, directory: Path, prefer: Mapping[tuple[str, str], str]) -> list[CountsSnapshot]:
+        """One merged snapshot per model version; ``prefer`` names the layout digest this process uses."""
+        groups: dict[tuple[str, str], dict[str, list[RawCounts]]] = {}
+        for path in counter_files(directory):
+            try:
+                raw = read_counter_file(path, specs_of)
+            except FileSkipped as exc:
+                self._skip(path, exc.model, exc.reason, str(exc))
+                continue
+            model = (str(raw.layout["model_name"]), str(raw.layout["model_version"]))
+            groups.setdefault(model, {}).setdefault(raw.digest, []).append(raw)
+        out = []
+        for model, by_digest in groups.items():
+            chosen = prefer.get(model)
+            if chosen not in by_digest:  # no local monitor: the layout written most recently wins
+                chosen = max(by_digest, key=lambda d: max(r.mtime for r in by_digest[d]))
+            for digest, files in by_digest.items():
+                for raw in files if digest != chosen else ():
+                    self._skip(raw.path, model, "incompatible_layout", f"{raw.path.name}: layout {digest[:12]}")
+            layout = CounterLayout.from_json(by_digest[chosen][0].layout)
+            merged = merge_snapshots([snapshot_of(layout, r.arrays, r.vocab) for r in by_digest[chosen]])
+            out.append(self._with_skips(merged))
+        return out
+
+    def _with_skips(self, snapshot: CountsSnapshot) -> CountsSnapshot:
+        model = (snapshot.model_name, snapshot.model_version)
+        with self._lock:
+            reasons = [reason for m, reason in self._skipped.values() if m == model]
+        if not reasons:
+            return snapshot
+        errors = dict(snapshot.instrumentation_errors)
+        for reason in reasons:
+            key = f"multiproc_{reason}"
+            errors[key] = errors.get(key, 0) + 1
+        return replace(snapshot, instrumentation_errors=errors)
+
+
 class MonitorCollector:
-    """The prometheus_client collector for every :class:`ModelMonitor` in one registry."""
+    """The prometheus_client collector for every :class:`ModelMonitor` in one registry.
+
+    In multiprocess mode it sums every counter file in the directory instead (the files of
+    this process's monitors among them), so any process, a gunicorn master with no monitor of
+    its own included, serves the totals of all workers.
+    """
 
     def __init__(self) -> None:
         self._monitors: dict[tuple[str, str], ModelMonitor] = {}
         self._lock = threading.Lock()
+        self._summer = _DirSummer()
 
     def add(self, monitor: ModelMonitor) -> None:
         key = (monitor.model_name, monitor.model_version)
@@ -143,7 +217,18 @@ class MonitorCollector:
             return list(self._monitors.values())
 
     def snapshots(self) -> list[CountsSnapshot]:
-        return [m.counters.snapshot() for m in self.monitors()]
+        counters = [m.counters for m in self.monitors()]
+        directory = multiproc_dir()
+        if directory is None:
+            return [c.snapshot() for c in counters]
+        prefer = {(c.model_name, c.model_version): c.file.digest for c in counters if c.file is not None}
+        merged = {(s.model_name, s.model_version): s for s in self._summer.snapshots(directory, prefer)}
+        for c in counters:  # a monitor created before the directory was set counts in memory
+            if c.file is None:
+                key = (c.model_name, c.model_version)
+                own = c.snapshot()
+                merged[key] = merge_snapshots([merged[key], own]) if key in merged else own
+        return list(merged.values())
 
     def describe(self) -> Iterator[Metric]:
         # Names only: lets the registry catch a clash with another collector at registration.
@@ -152,9 +237,23 @@ class MonitorCollector:
     def collect(self) -> Iterator[Metric]:
         yield from counts_families(self.snapshots())
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._summer = _DirSummer()
+
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, MonitorCollector] = weakref.WeakKeyDictionary()
 _collectors_lock = threading.Lock()
+
+
+def _reinit_after_fork() -> None:
+    global _collectors_lock
+    _collectors_lock = threading.Lock()
+    for collector in list(_collectors.values()):
+        collector._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def collector_for(registry: CollectorRegistry) -> MonitorCollector:
@@ -169,11 +268,66 @@ def collector_for(registry: CollectorRegistry) -> MonitorCollector:
 
 
 def start_http_server(
-    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
-) -> tuple[Any, threading.Thread]:
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY, *, standby_interval: float = 5.0
+) -> tuple[Any, threading.Thread] | None:
     """Serve ``/metrics`` for Prometheus (or the sidecar) to scrape, on loopback by default.
 
     Bind ``addr="0.0.0.0"`` (or the pod IP) only when Prometheus must reach the app directly.
     Returns prometheus_client's ``(server, thread)``; call ``server.shutdown()`` to stop.
+
+    Never raises for a port in use: when N workers each call it, the first binds and the
+    others log it once and return ``None``. In multiprocess mode (any process serves the sums
+    of all) those others stand by and retry every ``standby_interval`` seconds, so another
+    worker takes over the port when the serving one dies.
     """
-    return _start_http_server(port, addr=addr, registry=registry)
+    if multiproc_dir() is not None:
+        collector_for(registry)  # a process without monitors (a gunicorn master) serves the files
+    try:
+        return _start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            _log.warning("otel-ml: cannot serve /metrics on %s:%d (%s); the application carries on", addr, port, exc)
+            return None
+    if multiproc_dir() is None:
+        _log.warning(
+            "otel-ml: port %s:%d is taken (another worker?); this process's metrics are not served. "
+            "Set OTEL_ML_MULTIPROC_DIR so whichever process serves /metrics sums all of them.",
+            addr,
+            port,
+        )
+        return None
+    _log.info("otel-ml: %s:%d is served by another process (pid %d stands by)", addr, port, os.getpid())
+    threading.Thread(
+        target=_standby, args=(port, addr, registry, standby_interval), name="otel-ml-metrics-standby", daemon=True
+    ).start()
+    return None
+
+
+def _standby(port: int, addr: str, registry: CollectorRegistry, interval: float) -> None:
+    """Take over the port when the process serving it goes away (multiprocess mode only)."""
+    while True:
+        time.sleep(interval)
+        try:
+            _start_http_server(port, addr=addr, registry=registry)
+        except OSError:
+            continue
+        _log.info("otel-ml: pid %d now serves /metrics on %s:%d", os.getpid(), addr, port)
+        return
+
+
+def make_wsgi_app(registry: CollectorRegistry = REGISTRY) -> Callable[..., Any]:
+    """A WSGI ``/metrics`` app to mount in a Flask/Django/gunicorn app (sums all workers in multiprocess mode)."""
+    from prometheus_client import make_wsgi_app as _make
+
+    if multiproc_dir() is not None:
+        collector_for(registry)
+    return _make(registry)
+
+
+def make_asgi_app(registry: CollectorRegistry = REGISTRY) -> Callable[..., Any]:
+    """An ASGI ``/metrics`` app: ``app.mount("/metrics", make_asgi_app())`` in FastAPI/Starlette."""
+    from prometheus_client import make_asgi_app as _make
+
+    if multiproc_dir() is not None:
+        collector_for(registry)
+    return _make(registry)
