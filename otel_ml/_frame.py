@@ -102,11 +102,32 @@ def factorize(values: Any) -> tuple[npt.NDArray[np.intp], list[str | None]]:
         uniq, codes = np.unique(arr, return_inverse=True)
         return _merged(codes.reshape(-1), [_label_of(u) for u in uniq.tolist()])
     if pd is not None:
-        codes, uniq = pd.factorize(arr, use_na_sentinel=False)
-        return _merged(np.asarray(codes, dtype=np.intp), [_label_of(u) for u in uniq])
+        raw_codes, raw_uniq = pd.factorize(arr, use_na_sentinel=False)
+        codes, uniq = _split_bools(arr, np.asarray(raw_codes, dtype=np.intp), list(raw_uniq))
+        return _merged(codes, [_label_of(u) for u in uniq])
     seen: dict[Any, int] = {}
     codes = np.fromiter((seen.setdefault(_key(v), len(seen)) for v in arr), dtype=np.intp, count=arr.size)
     return _merged(codes, [_label_of(u) for u in seen])
+
+
+def _split_bools(arr: npt.NDArray[Any], codes: npt.NDArray[np.intp], uniq: list[Any]) -> tuple[Any, list[Any]]:
+    """Hashing says ``True == 1``: give the booleans of an object column their own codes again."""
+    suspicious = [i for i, u in enumerate(uniq) if _is_number(u) and u in (0, 1)]
+    if not suspicious:
+        return codes, uniq
+    at = np.flatnonzero(np.isin(codes, suspicious))
+    is_bool = np.frompyfunc(lambda v: isinstance(v, (bool, np.bool_)), 1, 1)(arr[at]).astype(bool)
+    if is_bool.all() or not is_bool.any():
+        return codes, uniq  # all booleans, or no booleans: nothing was merged
+    codes = codes.copy()
+    codes[at[is_bool]] = len(uniq) + arr[at[is_bool]].astype(bool).astype(np.intp)
+    # what is left under a boolean's code are the numbers 0/1 it swallowed
+    uniq = [int(u) if i in suspicious else u for i, u in enumerate(uniq)] + [False, True]
+    return codes, uniq
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number, np.bool_))
 
 
 def _merged(codes: npt.NDArray[np.intp], labels: list[str | None]) -> tuple[npt.NDArray[np.intp], list[str | None]]:
@@ -129,6 +150,8 @@ def as_labels(values: Any) -> npt.NDArray[np.object_]:
 
 
 def _key(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):  # True == 1 for a dict: key booleans by their label
+        return "true" if value else "false"
     try:
         hash(value)
     except TypeError:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from otel_ml import _frame
 from otel_ml._binning import CategoryEncoder, bin_index, finite_bin_counts
 
 finite_floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
@@ -38,3 +40,30 @@ def test_category_codes() -> None:
     enc = CategoryEncoder(["US", "DE"], rare_values=["FR"])
     codes = enc.encode(np.array(["US", "FR", "United States", None, "DE"], dtype=object))
     assert [enc.labels[c] if c >= 0 else None for c in codes] == ["US", "__other__", "__unknown__", None, "DE"]
+
+
+def test_category_codes_use_one_identity_per_value() -> None:
+    enc = CategoryEncoder(["true", "false", "1"])
+    column = np.empty(9, dtype=object)
+    column[:] = [True, "True", "TRUE", np.True_, False, "false", 1, 1.0, "1.0"]
+    codes = enc.encode(column)
+    assert [enc.labels[c] for c in codes] == ["true"] * 4 + ["false"] * 2 + ["1"] * 3
+    # the single-row path hands the encoder raw strings
+    assert [enc.labels[enc.code(s)] for s in ("True", "FALSE", "1.0", "1.5")] == ["true", "false", "1", "__unknown__"]
+
+
+def test_a_baseline_fitted_before_canonical_labels_still_matches() -> None:
+    enc = CategoryEncoder(["True", "False", "3.0"])  # vocabulary spelled as an old fit stored it
+    column = np.empty(4, dtype=object)
+    column[:] = [True, "true", False, 3]
+    assert [enc.labels[c] for c in enc.encode(column)] == ["True", "True", "False", "3.0"]
+
+
+@pytest.mark.parametrize("with_pandas", [True, False])
+def test_booleans_and_the_numbers_one_and_zero_stay_apart(with_pandas: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas
+
+    monkeypatch.setattr(_frame, "_pandas", (lambda: pandas) if with_pandas else (lambda: None))
+    column = np.empty(8, dtype=object)
+    column[:] = [True, 1, 1.0, False, 0, "x", np.True_, None]  # True == 1 for any hash table
+    assert _frame.as_labels(column).tolist() == ["true", "1", "1", "false", "0", "x", "true", None]
