@@ -103,8 +103,8 @@ def factorize(values: Any) -> tuple[npt.NDArray[np.intp], list[str | None]]:
         return _merged(codes.reshape(-1), [_label_of(u) for u in uniq.tolist()])
     if pd is not None:
         raw_codes, raw_uniq = pd.factorize(arr, use_na_sentinel=False)
-        codes, uniq = _split_bools(arr, np.asarray(raw_codes, dtype=np.intp), list(raw_uniq))
-        return _merged(codes, [_label_of(u) for u in uniq])
+        split_codes, split_uniq = _split_bools(arr, np.asarray(raw_codes, dtype=np.intp), list(raw_uniq))
+        return _merged(split_codes, [_label_of(u) for u in split_uniq])
     seen: dict[Any, int] = {}
     codes = np.fromiter((seen.setdefault(_key(v), len(seen)) for v in arr), dtype=np.intp, count=arr.size)
     return _merged(codes, [_label_of(u) for u in seen])
