@@ -7,9 +7,15 @@ the sidecar's own OTLP receiver is tested in the sidecar tests.
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import os
+import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +23,19 @@ import pandas as pd
 import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from requests import get as http_get
+from requests import post as http_post
 
 from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
+from otel_ml.sidecar import Sidecar, SidecarConfig
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 def _attrs(point: Any) -> dict[str, str]:
@@ -139,3 +153,80 @@ def test_default_monitors_come_from_the_registry(baseline: Baseline, receiver: A
         p for p in metrics[n.FEATURE_VALUE.otel_name].histogram.data_points if _attrs(p)[n.ATTR_FEATURE] == "amount"
     )
     assert amount.bucket_counts[0] == 1 and np.isclose(amount.sum, -4.0)
+
+
+def _child_pushes(predict: Any, pusher: OtlpMetricsPusher) -> None:
+    for _ in range(3):
+        predict({"amount": 2.0})
+    time.sleep(0.6)  # several intervals: only the child's own timer can have pushed by now
+    alive = pusher._thread is not None and pusher._thread.is_alive()
+    pusher.shutdown(flush=False)
+    sys.exit(0 if alive else 3)
+
+
+def _latest_by_instance(requests: list[tuple[str, dict[str, str], bytes]]) -> dict[str, tuple[int, bytes]]:
+    """Per ``service.instance.id``: predictions in its last push, and that push's body."""
+    latest: dict[str, tuple[int, bytes]] = {}
+    for _, _, body in requests:
+        (rm,) = ExportMetricsServiceRequest.FromString(body).resource_metrics
+        instance = {kv.key: kv.value.string_value for kv in rm.resource.attributes}["service.instance.id"]
+        metrics = {m.name: m for m in rm.scope_metrics[0].metrics}
+        points = metrics[n.PREDICTIONS.otel_name].sum.data_points
+        latest[instance] = (sum(int(p.as_int) for p in points if _attrs(p)[n.ATTR_SEGMENT_KEY] == "__all__"), body)
+    return latest
+
+
+def test_a_forked_worker_pushes_as_its_own_instance_from_zero(
+    baseline: Baseline, receiver: Any, tmp_path: Path
+) -> None:
+    """Each worker is a distinct source (host-pid), so the sidecar sums them; no parent counts reused."""
+    url, requests = receiver
+    registry = CollectorRegistry()
+    mon = ModelMonitor(baseline=baseline, registry=registry)
+    predict = mon(lambda f: 0.5)
+    for _ in range(5):
+        predict({"amount": 1.0})
+    pusher = OtlpMetricsPusher(url, registry=registry, interval=0.1).start()
+    child = multiprocessing.get_context("fork").Process(target=_child_pushes, args=(predict, pusher))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0, "the child's export timer was not restarted after fork"
+    pusher.shutdown()
+    latest = _latest_by_instance(requests)
+    host = socket.gethostname()
+    assert {k: v[0] for k, v in latest.items()} == {f"{host}-{os.getpid()}": 5, f"{host}-{child.pid}": 3}
+    config = SidecarConfig(baselines=(baseline.save(tmp_path / "b.json"),), listen=("127.0.0.1", 0), windows=("10m",))
+    side = Sidecar(config).start()
+    try:
+        for _, body in latest.values():
+            assert http_post(side.url + "/v1/metrics", data=body, headers=PROTOBUF, timeout=10).status_code == 200
+        text = http_get(side.url + "/metrics", timeout=10).text
+    finally:
+        side.stop()
+    observed = [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "ml_feature_window_observations" and s.labels.get(n.LABEL_FEATURE) == "amount"
+    ]
+    assert observed == [8]  # the sidecar sums the two sources
+
+
+class _Drop(MetricExporter):
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_given_instance_id_is_kept_and_made_distinct_in_a_fork(baseline: Baseline) -> None:
+    resource = Resource.create({"service.instance.id": "pod-7"})
+    pusher = OtlpMetricsPusher(monitors=[], exporter=_Drop(), resource=resource)
+    assert pusher.resource.attributes["service.instance.id"] == "pod-7"
+    pusher._after_fork_in_child()  # what os.register_at_fork runs in a child
+    assert pusher.resource.attributes["service.instance.id"] == f"pod-7-{os.getpid()}"
+    pusher.shutdown(flush=False)

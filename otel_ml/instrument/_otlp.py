@@ -51,6 +51,15 @@ _NOT_TRACKED: Any = None  # min and max are optional in OTLP and not tracked per
 INSTANCE_ID = "service.instance.id"
 
 
+def _given_instance_id(resource: Resource | None) -> Any:
+    """The user's own ``service.instance.id`` (the SDK's default random one does not count)."""
+    if resource is not None:
+        return resource.attributes.get(INSTANCE_ID)
+    if INSTANCE_ID in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        return Resource.create().attributes.get(INSTANCE_ID)
+    return None
+
+
 def _with_instance(resource: Resource, base: str) -> Resource:
     """``resource`` with ``service.instance.id`` = base-pid: N workers are N sources to the sidecar."""
     return resource.merge(Resource({INSTANCE_ID: f"{base}-{os.getpid()}"}))
@@ -187,8 +196,8 @@ class OtlpMetricsPusher:
         self.interval = interval
         self._registry = registry
         self._monitors = list(monitors) if monitors is not None else None
+        given = _given_instance_id(resource)
         resource = resource or Resource.create()
-        given = resource.attributes.get(INSTANCE_ID)
         self._instance_base = str(given) if given is not None else socket.gethostname()
         self._resource = resource if given is not None else _with_instance(resource, self._instance_base)
         self._start_ns = time.time_ns()
