@@ -197,7 +197,7 @@ def _canonical_str(value: str) -> str:
     lowered = _BOOL_SPELLINGS.get(value.lower()) if len(value) in (4, 5) else None
     if lowered is not None:
         return lowered
-    if _INTEGRAL_DECIMAL.fullmatch(value) and len(value) < 400:  # "1.0", "-3.00": the integer
+    if "." in value and len(value) < 400 and _INTEGRAL_DECIMAL.fullmatch(value):  # "1.0", "-3.00": the integer
         whole = value.split(".", 1)[0]
         digits = whole.lstrip("+-")
         if digits == digits.lstrip("0") or digits.strip("0") == "":  # keep "01.0" as written

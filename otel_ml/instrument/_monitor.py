@@ -189,6 +189,7 @@ class ModelMonitor:
             tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
         )
         self._key = (name, ver)
+        self._alone = frozenset((self._key,))
         self._record_features = record_features
         self.counters = ModelCounters(
             name, ver, baseline, self.segments, segment_budget=segment_budget, decision_budget=decision_budget
@@ -302,7 +303,8 @@ class ModelMonitor:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], features_of: Callable[..., Any]
     ) -> tuple[_Call, Any, Span | None, Any]:
         call = _Call()
-        tokens = (_CURRENT.set(call), _ACTIVE.set(_ACTIVE.get() | {self._key}))
+        active = _ACTIVE.get()
+        tokens = (_CURRENT.set(call), _ACTIVE.set(active | self._alone if active else self._alone))
         span = ctx = None
         try:
             span = self._tracer.start_span(SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._base_attributes)
