@@ -268,22 +268,8 @@ class ModelCounters:
         self.score_edges = score.edges if score else DEFAULT_SCORE_EDGES
         self._score_edges = np.asarray(self.score_edges, dtype=np.float64)
         self.segment_keys = (ALL, *segments)
-        self.layout = CounterLayout(
-            model_name,
-            model_version,
-            self.numeric_names,
-            self.numeric_edges,
-            self.categorical_names,
-            tuple(e.labels for e in self._encoders),
-            tuple(e.other_code for e in self._encoders),
-            tuple(tuple(f.rare_values) for f in categorical),
-            tuple(self.score_edges),
-            tuple(DURATION_BUCKETS),
-            self.segment_keys,
-            segment_budget,
-            decision_budget,
-            error_budget,
-        )
+        rare = tuple(tuple(f.rare_values) for f in categorical)
+        self.layout = self._layout(rare, segment_budget, decision_budget, error_budget)
         directory = _multiproc.multiproc_dir() if multiproc_dir is _DEFAULT else multiproc_dir
         self._directory = None if directory is None else Path(directory)
         self.file: CounterFile | None = None
@@ -294,6 +280,24 @@ class ModelCounters:
             _warn_if_unshared()
 
     # -- storage ------------------------------------------------------------------------------
+    def _layout(self, rare: tuple[tuple[str, ...], ...], segments: int, decisions: int, errors: int) -> CounterLayout:
+        return CounterLayout(
+            self.model_name,
+            self.model_version,
+            self.numeric_names,
+            self.numeric_edges,
+            self.categorical_names,
+            tuple(e.labels for e in self._encoders),
+            tuple(e.other_code for e in self._encoders),
+            rare,
+            tuple(self.score_edges),
+            tuple(DURATION_BUCKETS),
+            self.segment_keys,
+            segments,
+            decisions,
+            errors,
+        )
+
     def _make_labels(self) -> None:
         lay = self.layout
         make: Callable[[int], BoundedLabels]
