@@ -89,7 +89,10 @@ def _read_json(pa: Any, path: Path) -> Any:
         rows = json.loads(path.read_bytes())
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{path}: a JSON array must hold one object per row")
-        return pa.Table.from_pylist(rows)
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowException, TypeError) as exc:  # e.g. 1 and "1" in one column
+            raise ValueError(f"{path}: {exc}") from None
     import pyarrow.json
 
     return pyarrow.json.read_json(path)

@@ -208,18 +208,9 @@ def fit_baseline(
         else:
             profiles.append(_fit_categorical(name, raw, top_k, rare_limit))
 
-    score_values: npt.NDArray[np.float64] | None = None
-    if scores is not None:
-        score_values = as_float(np.fromiter(scores, dtype=np.float64) if not hasattr(scores, "__array__") else scores)
-    elif score_column is not None:
-        raw_score = columns.raw(score_column)
-        if raw_score is None:
-            raise BaselineError(f"score column {score_column!r} is not in the data")
-        score_values = as_float(raw_score)
+    score_values = _score_values(columns, score_column, scores)
     score = None
     if score_values is not None:
-        if score_values.size != columns.n_rows:
-            raise BaselineError(f"scores: expected {columns.n_rows} values, got {score_values.size}")
         s = _fit_numeric("score", score_values, score_bins)
         decisions = _decisions(columns, score_values, decision_column, decision)
         rates = {} if decisions is None else _decision_rates(columns, decisions, segments, segment_budget)
@@ -236,6 +227,23 @@ def fit_baseline(
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         library_version=__version__,
     )
+
+
+def _score_values(
+    columns: Columns, score_column: str | None, scores: Iterable[float] | None
+) -> npt.NDArray[np.float64] | None:
+    """The training scores, given as ``scores=`` or as a column of the data; one per row."""
+    values: npt.NDArray[np.float64] | None = None
+    if scores is not None:
+        values = as_float(np.fromiter(scores, dtype=np.float64) if not hasattr(scores, "__array__") else scores)
+    elif score_column is not None:
+        raw_score = columns.raw(score_column)
+        if raw_score is None:
+            raise BaselineError(f"score column {score_column!r} is not in the data")
+        values = as_float(raw_score)
+    if values is not None and values.size != columns.n_rows:
+        raise BaselineError(f"scores: expected {columns.n_rows} values, got {values.size}")
+    return values
 
 
 def _decisions(
