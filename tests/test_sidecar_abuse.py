@@ -351,3 +351,49 @@ def test_a_wall_clock_jump_cannot_stretch_a_window(baseline: Baseline, monkeypat
         mono[0] += 60
         state.tick()
     assert window_count() == 200
+
+
+def test_metrics_output_stays_within_the_series_budget(baseline: Baseline) -> None:
+    """20,000 segment keys (each with its own segment budget) cannot grow /metrics past the series budget."""
+    from otel_ml import _names as n
+    from otel_ml.sidecar._collector import Exposition, SidecarCollector
+    from otel_ml.sidecar._otlp_input import MetricBatch
+
+    budget, windows = 500, (WindowSpec.parse("10m"), WindowSpec.parse("1h"))
+    state = SidecarState([baseline], StateSettings(windows=windows, max_series_per_model=budget, compute_ttl=0))
+    flood = [
+        (
+            n.PREDICTIONS.series,
+            ((n.LABEL_DECISION, "true"), (n.LABEL_SEGMENT, "a"), (n.LABEL_SEGMENT_KEY, f"k{i}")),
+            1.0,
+        )
+        for i in range(20_000)
+    ]
+    state.apply_metrics([MetricBatch("x", "fraud", "v3", True, 0, flood)], "otlp")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SidecarCollector(state))
+    body, _, _ = Exposition(registry, state).render()
+    lines = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+    features = len(baseline.features)
+    reference = (
+        sum(len(f.edges) + 1 for f in baseline.numeric)
+        + sum(len(c.bin_labels) for c in baseline.categorical)
+        + features
+        + (len(baseline.score.edges) + 1 if baseline.score else 0)
+    )
+    per_window = budget + 8 * features + 6  # grouped gauges + per-feature and score drift gauges
+    assert budget <= len(lines) <= budget + len(windows) * per_window + reference + 60, len(lines)
+
+
+def test_an_endless_header_block_is_refused(sidecar: Sidecar) -> None:
+    port = int(sidecar.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(64):  # 1 MiB of headers: refused long before, without buffering it all
+                s.sendall(b"X-Pad: " + b"a" * 16_000 + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = read_all(s, 5)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert errors(sidecar.url, "malformed_http") == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 
 import numpy as np
 import numpy.typing as npt
@@ -198,15 +199,20 @@ def _performance_outputs(
 
 
 def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> list[Gauge]:
-    """Every windowed gauge of one model version."""
+    """Every windowed gauge of one model version.
+
+    The series budget bounds the output too: per window, segment and performance gauges stop at
+    ``max_series`` (in segment order), so a flood of segment keys cannot blow up ``/metrics``."""
     out: list[Gauge] = []
     totals = state.current_totals()
     for window, ring in state.rings.items():
         delta, previous = ring.window(now, totals)
         base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version, n.LABEL_WINDOW: window}
         out.extend(_feature_outputs(state, delta, base, settings))
-        out.extend(_segment_outputs(state, delta, previous, base))
-        out.extend(_performance_outputs(state, delta, base, settings))
+        grouped = chain(
+            _segment_outputs(state, delta, previous, base), _performance_outputs(state, delta, base, settings)
+        )
+        out.extend(islice(grouped, state.max_series))
     return out
 
 
