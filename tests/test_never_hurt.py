@@ -141,6 +141,13 @@ def _raise(*args: Any) -> Any:
     raise Hostile("callback")
 
 
+def _call(fn: Any, features: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return fn(features), None
+    except BaseException as exc:
+        return None, exc
+
+
 failures = st.sampled_from(
     [None, Sentinel("model failed"), Fatal("fatal"), KeyboardInterrupt(), asyncio.CancelledError(), SystemExit(3)]
 )
@@ -154,9 +161,16 @@ callbacks = st.sampled_from(["none", "inputs", "score", "decision", "all"])
     error=failures,
     rule=st.sampled_from(["threshold", "fn", "bad"]),
     raising=callbacks,
+    is_async=st.booleans(),
 )
 def test_decorated_function_behaves_exactly_like_the_original(
-    baseline: Baseline, features: Any, result: Any, error: BaseException | None, rule: str, raising: str
+    baseline: Baseline,
+    features: Any,
+    result: Any,
+    error: BaseException | None,
+    rule: str,
+    raising: str,
+    is_async: bool,
 ) -> None:
     registry = CollectorRegistry()
     decision: Any = {"threshold": 0.5, "fn": lambda s: np.where(s > 0.5, "approve", "decline"), "bad": lambda s: 1 / 0}[
@@ -177,16 +191,29 @@ def test_decorated_function_behaves_exactly_like_the_original(
             raise error
         return result
 
-    wrapped = mon(original)
+    async def original_async(x: Any) -> Any:
+        return original(x)
+
     if error is not None:
-        error.__traceback__ = None
-        with pytest.raises(type(error)) as info:
-            wrapped(features)
-        assert info.value is error
-        assert info.value.__context__ is None and info.value.__cause__ is None  # nothing of ours chained on
-        assert traceback.extract_tb(info.value.__traceback__)[-1].name == "original"
+        error.__traceback__ = error.__context__ = None  # the same objects are drawn again
+    if is_async:
+        wrapped_async = mon(original_async)
+
+        async def awaited() -> tuple[Any, BaseException | None]:
+            try:  # awaited in this coroutine, not a task: asyncio would replace a CancelledError
+                return await wrapped_async(features), None
+            except BaseException as exc:
+                return None, exc
+
+        returned, raised = asyncio.run(awaited())
     else:
-        assert wrapped(features) is result
+        returned, raised = _call(mon(original), features)
+    if error is not None:
+        assert raised is error
+        assert error.__context__ is None and error.__cause__ is None  # nothing of ours chained on
+        assert traceback.extract_tb(error.__traceback__)[-1].name == "original"
+    else:
+        assert raised is None and returned is result
     # the exposition still renders, and the call was counted exactly once
     text = generate_latest(registry).decode()
     assert "ml_prediction_duration_seconds_count" in text
