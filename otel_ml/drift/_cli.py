@@ -13,7 +13,7 @@ from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRES
 __all__ = ["register"]
 
 DESCRIPTION = """\
-Compare a data file (CSV, CSV.gz or Parquet; e.g. last week's production features) with a
+Compare a data file (CSV, CSV.gz, Parquet or JSON Lines; e.g. last week's production features) with a
 baseline, feature by feature: PSI, its sample-size-aware critical value, Jensen-Shannon
 distance, chi-square p-value and a verdict.
 
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("baseline", help="baseline JSON file (from 'otel-ml baseline fit')")
-    cmd.add_argument("data", help="current data file (.csv, .csv.gz, .parquet) with the feature columns")
+    cmd.add_argument("data", help="current data file (.csv, .csv.gz, .parquet, .json, .jsonl) with the feature columns")
     cmd.add_argument(
         "--score-column", metavar="COL", help="also compare this score column with the baseline's score bins"
     )
