@@ -13,9 +13,9 @@ from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRES
 __all__ = ["register"]
 
 DESCRIPTION = """\
-Compare a data file (CSV, CSV.gz, Parquet or JSON Lines; e.g. last week's production features) with a
-baseline, feature by feature: PSI, its sample-size-aware critical value, Jensen-Shannon
-distance, chi-square p-value and a verdict.
+Compare a data file (CSV, CSV.gz, Parquet or JSON Lines; e.g. last week's production
+features) with a baseline, feature by feature: PSI, its sample-size-aware critical value,
+Jensen-Shannon distance, chi-square p-value and a verdict.
 
 verdicts:
   drift              PSI >= --drift (0.25) and PSI > critical value
