@@ -181,16 +181,33 @@ def test_truncated_and_foreign_files_are_skipped(
     assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 3
 
 
+def test_an_unusable_directory_falls_back_to_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_baseline: Baseline, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(blocker / "mp"))  # cannot be created under a file
+    registry = CollectorRegistry()
+    with caplog.at_level(logging.ERROR, logger="otel_ml"):
+        mon, predict = _monitor(small_baseline, registry)
+    assert mon.counters.file is None and "cannot create a counter file" in caplog.text
+    predict({"x": 3.0, "region": "north"})
+    assert _predictions(_scrape(registry), ml_segment_key="__all__") == 1
+
+
 # -- fork -------------------------------------------------------------------------------------------
-def _child_predicts(predict: Callable[..., Any], rows: list[dict[str, Any]], done: Any) -> None:
+def _child_predicts(
+    predict: Callable[..., Any], rows: list[dict[str, Any]], registry: CollectorRegistry, done: Any
+) -> None:
     for row in rows:
         predict(row)
+    generate_latest(registry)  # a scrape in the child, while the parent's scrape lock was held at fork
     done.send("ok")
 
 
-def _hold_locks(mon: ModelMonitor, held: threading.Event, release: threading.Event) -> None:
+def _hold_locks(mon: ModelMonitor, registry: Any, held: threading.Event, release: threading.Event) -> None:
     counters = mon.counters
-    with counters._lock, counters.segment_labels[1]._lock, counters.decision_labels._lock:
+    with counters._lock, counters.segment_labels[1]._lock, counters.decision_labels._lock, registry._lock:
         held.set()
         release.wait(30)
 
@@ -204,12 +221,12 @@ def test_fork_while_another_thread_holds_the_locks(mpdir: Path, small_baseline: 
     for row in before:
         predict(row)
     held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_locks, args=(mon, held, release))
+    holder = threading.Thread(target=_hold_locks, args=(mon, registry, held, release))
     holder.start()
     assert held.wait(10)
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
-    child = ctx.Process(target=_child_predicts, args=(predict, child_rows, child_end))
+    child = ctx.Process(target=_child_predicts, args=(predict, child_rows, registry, child_end))
     child.start()
     child.join(30)
     alive = child.is_alive()

@@ -312,11 +312,21 @@ class ModelCounters:
 
     def _allocate(self) -> dict[str, npt.NDArray[Any]]:
         specs = self.layout.specs()
-        if self._directory is None:
+        if self._directory is not None:
+            try:
+                self.file = CounterFile.create(self._directory, self.layout.to_json(), specs, self._vocab())
+            except (OSError, ValueError) as exc:  # never hurt: count in memory, and say why
+                _log.error(
+                    "otel-ml: cannot create a counter file in %s (%s); %s counts in this process's memory only",
+                    self._directory,
+                    exc,
+                    self.model_name,
+                )
+                self._directory = None
+        if self.file is None:
             return {
                 name: np.zeros(shape, dtype=np.int64 if code == "i8" else np.float64) for name, code, shape in specs
             }
-        self.file = CounterFile.create(self._directory, self.layout.to_json(), specs, self._vocab())
         for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
             if isinstance(lab, _PublishedLabels):
                 lab.published = len(lab.labels)
@@ -651,7 +661,12 @@ def _reinit_after_fork() -> None:
     counters = list(_live)
     _warned_unshared = False
     for c in counters:
-        c._after_fork_in_child()
+        try:
+            c._after_fork_in_child()
+        except Exception:  # at-fork hooks must not raise; never keep writing into the parent's file
+            _log.exception("otel-ml: resetting %s counters after fork failed", c.model_name)
+            c.file, c._directory = None, None
+            c._bind(c._allocate())
     if any(c._directory is None for c in counters):
         _warn_if_unshared(forked=True)
 

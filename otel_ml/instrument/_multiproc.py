@@ -57,6 +57,7 @@ _DTYPES = {"i8": np.dtype("<i8"), "f8": np.dtype("<f8")}
 _log = logging.getLogger("otel_ml.multiproc")
 _UNSET: Any = object()
 _override: Any = _UNSET
+_unlistable: set[Path] = set()
 Spec = tuple[str, str, tuple[int, ...]]  # array name, dtype code ("i8"/"f8"), shape
 
 
@@ -187,7 +188,10 @@ def counter_files(directory: Path) -> list[Path]:
     """Every counter file in the directory (temp files start with a dot and are never listed)."""
     try:
         return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
-    except FileNotFoundError:
+    except OSError as exc:
+        if directory not in _unlistable:
+            _unlistable.add(directory)
+            _log.warning("otel-ml: cannot list the multiprocess directory %s (%s)", directory, exc)
         return []
 
 

@@ -221,10 +221,11 @@ class MonitorCollector:
         directory = multiproc_dir()
         if directory is None:
             return [c.snapshot() for c in counters]
-        prefer = {(c.model_name, c.model_version): c.file.digest for c in counters if c.file is not None}
+        shared = [c for c in counters if c.file is not None and c.file.path.parent == directory]
+        prefer = {(c.model_name, c.model_version): c.file.digest for c in shared if c.file is not None}
         merged = {(s.model_name, s.model_version): s for s in self._summer.snapshots(directory, prefer)}
-        for c in counters:  # a monitor created before the directory was set counts in memory
-            if c.file is None:
+        for c in counters:  # e.g. a monitor created before the directory was set counts in memory
+            if c not in shared:
                 key = (c.model_name, c.model_version)
                 own = c.snapshot()
                 merged[key] = merge_snapshots([merged[key], own]) if key in merged else own
@@ -247,10 +248,13 @@ _collectors_lock = threading.Lock()
 
 
 def _reinit_after_fork() -> None:
+    """A scrape in flight at fork time must not leave the child's registries locked forever."""
     global _collectors_lock
     _collectors_lock = threading.Lock()
-    for collector in list(_collectors.values()):
+    for registry, collector in list(_collectors.items()):
         collector._after_fork_in_child()
+        if isinstance(getattr(registry, "_lock", None), type(_collectors_lock)):
+            registry._lock = threading.Lock()  # prometheus_client's own lock, recreated like ours
 
 
 os.register_at_fork(after_in_child=_reinit_after_fork)
