@@ -8,16 +8,23 @@ exposition itself: it must encode as UTF-8, parse with prometheus_client and pas
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import random
 import shutil
 import subprocess
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -42,7 +49,7 @@ from otel_ml.sidecar._otlp_input import (
     metric_batches,
     predictions_from_traces,
 )
-from otel_ml.sidecar._outcomes import parse_label_events
+from otel_ml.sidecar._outcomes import JoinStore, entry_bytes, parse_label_events
 from otel_ml.sidecar._series import SeriesKey
 
 T0 = 1_700_000_000.0
@@ -484,3 +491,298 @@ def test_bounded_labels_fold_raw_spellings_into_one_safe_label() -> None:
     assert first == second == 0 and labels.labels == ["a\ufffd"]
     assert labels.index("b" * 1000) == labels.index("b" * 300) == 1
     assert [labels.label(i) for i in range(2)] == ["a\ufffd", "b" * n.MAX_LABEL_VALUE_CHARS]
+
+
+# -- items 7 and 8: memory bounded whatever arrives -----------------------------------------------
+def _prediction(i: int, rid_len: int = 200, segments: int = 4) -> Prediction:
+    rid = f"{i:08d}".ljust(rid_len, "r")
+    return Prediction(rid, "fraud", "v3", 0.5, "true", tuple((f"key{s}", f"value-{i}-{s}") for s in range(segments)))
+
+
+class TestJoinStore:
+    def test_bounded_in_bytes_as_well_as_entries(self) -> None:
+        budget = 4_000_000
+        store = JoinStore(capacity=10**6, ttl=60.0, max_bytes=budget)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for start in range(0, 12_000, 1000):  # ~1.5 kB each: about 18 MB offered
+                store.add([_prediction(i) for i in range(start, start + 1000)], now=T0)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert store.bytes <= budget and store.evicted > 0
+        assert 1000 < len(store) < 12_000
+        assert held <= budget  # the estimate is from above: the memory really held stays within the budget
+        assert store.bytes == sum(entry_bytes(p) for _, _, p in store.items())
+        oldest_kept = int(next(store.items())[0][:8])
+        assert oldest_kept == 12_000 - len(store)  # the oldest went first
+
+    def test_pop_and_expire_give_the_bytes_back(self) -> None:
+        store = JoinStore(capacity=100, ttl=10.0, max_bytes=10**6)
+        store.add([_prediction(i) for i in range(10)], now=T0)
+        assert store.pop(_prediction(3).request_id, T0 + 1)[1] == "ok"
+        store.expire(T0 + 11)
+        assert len(store) == 0 and store.bytes == 0
+
+    def test_long_request_ids_in_spans_are_dropped_and_counted(self, state: SidecarState) -> None:
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for rid in ("ok-id", "x" * 257, "\u00e9" * 129):  # 258 bytes in UTF-8, 129 characters
+            span = spans.add(name=n.SPAN_NAME)
+            span.attributes.extend([*model_attrs(), _kv(n.ATTR_REQUEST_ID, rid)])
+        assert ingest(state, "/v1/traces", request.SerializeToString()) == 200
+        assert state.ingest_errors == {"request_id_too_long": 2}
+        assert [rid for rid, _, _ in state.join.items()] == ["ok-id"]
+
+    def test_configured_from_yaml(self, tmp_path: Path) -> None:
+        from otel_ml.sidecar import SidecarConfig
+
+        config = SidecarConfig.from_mapping(
+            {
+                "models": [{"baseline": "b.json"}],
+                "limits": {"max_count": 1e9},
+                "labels": {"join_max_bytes": 1234, "negative_outcome": "legit"},
+            },
+            base=tmp_path,
+        )
+        settings = config.state_settings()
+        assert (settings.join_max_bytes, settings.max_count, settings.negative_outcome) == (1234, 1e9, "legit")
+
+
+def test_hostile_series_names_do_not_grow_memory(baseline: Baseline) -> None:
+    """10^5 distinct attribute keys and values: the ingest caches and the series set stay bounded.
+
+    With a series budget of 2,000 the caches' bounds are a few MB; the last 20,000 hostile series
+    (traced) would cost over 10 MB if any cache kept them all, and cost no more than those bounds."""
+    from otel_ml.sidecar import _otlp_input
+
+    state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0, max_series_per_model=2000), now=T0)
+
+    def body(start: int) -> bytes:
+        metric = counter(1)
+        points = metric.sum.data_points
+        for _ in range(999):
+            points.add().CopyFrom(points[0])
+        for i, point in enumerate(points, start):
+            point.attributes.append(_kv(f"k{i}", "v" * 200 + str(i)))  # a new label name and value each
+        return _request(metric).SerializeToString()
+
+    bodies = [body(start) for start in range(0, 100_000, 1000)]  # built before memory is traced
+    for payload in bodies[:80]:
+        assert ingest(state, "/v1/metrics", payload) == 200
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for payload in bodies[80:]:
+            assert ingest(state, "/v1/metrics", payload) == 200
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    model = state.models[("fraud", "v3")]
+    assert model.size <= 2000 and state.ingest_errors["series_budget"] > 90_000
+    assert len(_otlp_input._LABEL_OF.items) <= 10_000 and len(model._resolved) <= 8000
+    assert grown < 6 * 1024 * 1024, grown
+
+
+# -- no 500 for any body: hypothesis against the decode + ingest functions -------------------------
+@pytest.fixture(scope="module")
+def valid_bodies(baseline: Baseline) -> dict[str, bytes]:
+    metrics = app_body(baseline, rows=200)
+    traces = ExportTraceServiceRequest()
+    span = traces.resource_spans.add().scope_spans.add().spans.add(name=n.SPAN_NAME)
+    span.attributes.extend(
+        [*model_attrs(), _kv(n.ATTR_REQUEST_ID, "r1"), _kv(n.ATTR_SCORE, 0.3), _kv("ml.segment.country", "US")]
+    )
+    labels = b'[{"request_id": "r1", "label": true}, {"model": "fraud", "version": "v3", "label": 0}]'
+    return {"/v1/metrics": metrics, "/v1/traces": traces.SerializeToString(), "/v1/labels": labels}
+
+
+def _mutate(body: bytes, data: st.DataObject) -> bytes:
+    out = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 8), label="edits")):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "splice", "delete"]))
+        at = data.draw(st.integers(0, max(0, len(out) - 1)))
+        if kind == "flip" and out:
+            out[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "cut":
+            del out[at:]
+        elif kind == "insert":
+            out[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        elif kind == "splice":
+            end = data.draw(st.integers(at, len(out)))
+            out[at:at] = out[at:end]
+        elif out:
+            del out[at : at + data.draw(st.integers(1, 32))]
+    return bytes(out)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(codec=None), max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+LABEL_EVENT = st.dictionaries(
+    st.sampled_from(["request_id", "label", "model", "version", "score", "decision", "segments"]),
+    JSON_VALUES | st.sampled_from(["fraud", "v3", "r1", True, 0, 1, "yes"]),
+    max_size=7,
+)
+
+
+def _still_fine(state: SidecarState, status: int) -> None:
+    assert status == 200 or 400 <= status < 500, status
+    text = exposition(state)
+    assert text.encode("utf-8")
+    list(text_string_to_metric_families(text))
+
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+class TestFuzz:
+    @FUZZ
+    @given(data=st.data())
+    def test_mutated_protobuf(self, valid_bodies: dict[str, bytes], baseline: Baseline, data: st.DataObject) -> None:
+        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+        path = data.draw(st.sampled_from(["/v1/metrics", "/v1/traces"]))
+        body = _mutate(valid_bodies[path], data)
+        encoding = data.draw(st.sampled_from(["", "gzip"]))
+        _still_fine(state, ingest(state, path, gzip.compress(body) if encoding else body, PROTOBUF, encoding))
+
+    @FUZZ
+    @given(data=st.data())
+    def test_mutated_otlp_json(self, valid_bodies: dict[str, bytes], baseline: Baseline, data: st.DataObject) -> None:
+        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+        path = data.draw(st.sampled_from(["/v1/metrics", "/v1/traces"]))
+        message = ExportMetricsServiceRequest if path == "/v1/metrics" else ExportTraceServiceRequest
+        document = json.loads(json_format.MessageToJson(message.FromString(valid_bodies[path])))
+        _replace_somewhere(document, data)
+        body = (
+            json.dumps(document).encode() if data.draw(st.booleans()) else _mutate(json.dumps(document).encode(), data)
+        )
+        _still_fine(state, ingest(state, path, body, JSON))
+
+    @FUZZ
+    @given(events=st.lists(LABEL_EVENT, max_size=5) | JSON_VALUES, data=st.data())
+    def test_label_events(self, baseline: Baseline, events: Any, data: st.DataObject) -> None:
+        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+        state.add_predictions([Prediction("r1", "fraud", "v3", 0.4, "true", (("country", "US"),))], now=T0)
+        body = json.dumps(events).encode()
+        if data.draw(st.booleans()):
+            body = _mutate(body, data)
+        _still_fine(state, ingest(state, "/v1/labels", body, JSON))
+
+
+def _replace_somewhere(document: Any, data: st.DataObject) -> None:
+    """Swap one value deep inside an OTLP JSON document for an arbitrary JSON value."""
+    node = document
+    for _ in range(data.draw(st.integers(1, 12))):
+        children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if not children:
+            return
+        key, child = data.draw(st.sampled_from(children))
+        if not isinstance(child, (dict, list)) or data.draw(st.booleans()):
+            node[key] = data.draw(JSON_VALUES)
+            return
+        node = child
+
+
+# -- the same contract through the real HTTP server ----------------------------------------------
+@pytest.fixture(scope="module")
+def server(baseline: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from otel_ml.sidecar import Sidecar, SidecarConfig
+
+    path = baseline.save(tmp_path_factory.mktemp("input") / "fraud-v3.baseline.json")
+    config = SidecarConfig(baselines=(path,), listen=("127.0.0.1", 0), windows=("10m",), max_body_bytes=MAX_BODY)
+    side = Sidecar(config).start()
+    try:
+        r = requests.post(side.url + "/v1/metrics", data=app_body(baseline), headers={"Content-Type": PROTOBUF})
+        assert r.status_code == 200
+        yield side
+    finally:
+        side.stop()
+
+
+def scraped(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(url + "/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _split(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> tuple[dict[str, float], dict[Any, float]]:
+    """(ingest errors per reason, everything that is state) of one scrape."""
+    errors = {dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == n.SIDECAR_INGEST_ERRORS.series}
+    state = {
+        k: v for k, v in samples.items() if k[0].startswith(("ml_feature", "ml_prediction", "ml_online", "ml_segment"))
+    }
+    return errors, state
+
+
+def _post(url: str, path: str, body: bytes, content_type: str) -> requests.Response:
+    return requests.post(url + path, data=body, headers={"Content-Type": content_type}, timeout=10)
+
+
+class TestOverHttp:
+    @pytest.mark.parametrize("case", sorted(REJECTED_METRICS) + sorted(f"label:{c}" for c in HOSTILE_LABELS))
+    def test_rejections(self, server: Any, baseline: Baseline, case: str) -> None:
+        if case.startswith("label:"):
+            body, status, reason = HOSTILE_LABELS[case[len("label:") :]]
+            path, content_type = "/v1/labels", JSON
+        else:
+            build, status, reason = REJECTED_METRICS[case]
+            body, path, content_type = build(baseline), "/v1/metrics", PROTOBUF
+        errors, before = _split(scraped(server.url))
+        r = _post(server.url, path, body, content_type)
+        assert r.status_code == status
+        assert reason in r.text or reason.encode() in r.content
+        errors_after, after = _split(scraped(server.url))
+        assert errors_after.get(reason, 0) == errors.get(reason, 0) + 1
+        assert after == before
+
+    def test_responses_and_logs_never_echo_the_payload(self, server: Any, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level("DEBUG")
+        bodies = [
+            ("/v1/labels", b'{"request_id": "SECRETMARK", "label": "SECRETMARK"}', JSON),
+            ("/v1/labels", b'{"request_id": "SECRETMARK", "label": {"SECRETMARK": 1}}', JSON),
+            ("/v1/labels", b'{"SECRETMARK": [', JSON),
+            ("/v1/metrics", b'{"resourceMetrics": [{"SECRETMARK": {"intValue": "SECRETMARK"}}]}', JSON),
+            (
+                "/v1/metrics",
+                b'{"resourceMetrics": [{"resource": {"attributes": [{"key": "a", "value": '
+                b'{"intValue": "SECRETMARK"}}]}}]}',
+                JSON,
+            ),
+            ("/v1/metrics", b"\x0a\x0aSECRETMARK", PROTOBUF),
+            ("/v1/traces", b"\x0a\x0aSECRETMARK", PROTOBUF),
+        ]
+        for path, body, content_type in bodies:
+            r = _post(server.url, path, body, content_type)
+            assert r.status_code < 500 and b"SECRETMARK" not in r.content, (path, body, r.content)
+        assert "SECRETMARK" not in caplog.text
+
+    def test_mutated_bodies_never_give_a_500(self, server: Any, valid_bodies: dict[str, bytes]) -> None:
+        rng = random.Random(10)
+        statuses = set()
+        for i in range(90):
+            path = ("/v1/metrics", "/v1/traces", "/v1/labels")[i % 3]
+            body = bytearray(valid_bodies[path])
+            for _ in range(rng.randint(1, 6)):
+                at = rng.randrange(len(body))
+                choice = rng.random()
+                if choice < 0.4:
+                    body[at] ^= 1 << rng.randrange(8)
+                elif choice < 0.7:
+                    body[at:at] = rng.randbytes(rng.randint(1, 8))
+                else:
+                    del body[at : at + rng.randint(1, 16)]
+            content_type = JSON if path == "/v1/labels" else rng.choice([PROTOBUF, JSON])
+            r = _post(server.url, path, bytes(body), content_type)
+            statuses.add(r.status_code)
+            assert r.status_code == 200 or 400 <= r.status_code < 500, (path, bytes(body))
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        errors, _ = _split(scraped(server.url))
+        assert "internal_error" not in errors
+        assert len(statuses) > 1  # the mutations did reach both the accept and the reject paths

@@ -32,6 +32,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 _INF = float("inf")
 _RESOLVE_KEY_CHARS = 4096  # raw series with more label text than this are resolved, not remembered
+_RESOLVE_CACHE_CHARS = 8_000_000  # label text the resolve cache may hold before it starts over
 _SUFFIXES = ("_bucket", "_count", "_sum")
 _SCOPED_BUCKETS = {
     n.PREDICTION_SCORE.prometheus + "_bucket": "__score__",
@@ -116,6 +117,7 @@ class ModelState:
         self.non_monotonic: set[int] = set()
         self._series_cache: dict[str, tuple[int, list[tuple[int, Labels]]]] = {}
         self._resolved: dict[tuple[str, Labels], int | str] = {}
+        self._resolved_chars = 0
         # Histogram groups (one family and labels without le): a histogram is applied whole or not at all.
         self._group_ids: dict[tuple[str, Labels], int] = {}
         self._group_expected: list[int] = []  # bucket series a complete histogram of the group has
@@ -354,10 +356,13 @@ class ModelState:
         else:
             found = self.index.get(key)
             outcome = found if found is not None else self._add(key)
-        if sum(len(v) for _, v in labels) <= _RESOLVE_KEY_CHARS:
-            if len(self._resolved) >= self.max_series * 4:
+        chars = sum(len(k) + len(v) for k, v in labels) + len(name)
+        if chars <= _RESOLVE_KEY_CHARS:
+            if len(self._resolved) >= self.max_series * 4 or self._resolved_chars + chars > _RESOLVE_CACHE_CHARS:
                 self._resolved.clear()  # a cache, bounded whatever arrives; series indices stay
+                self._resolved_chars = 0
             self._resolved[(name, labels)] = outcome
+            self._resolved_chars += chars
         return outcome
 
     # -- ingest ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ _TRUE = {"true", "1", "yes", "y", "positive", "pos", "fraud"}
 _FALSE = {"false", "0", "no", "n", "negative", "neg", "legit"}
 MAX_REQUEST_ID_BYTES = 256  # longer ids are refused: each waiting prediction costs memory per byte
 DEFAULT_JOIN_MAX_BYTES = 64 * 1024 * 1024
-_ENTRY_BYTES = 240  # dict slot, order links, tuple, float, Prediction and its __dict__ (measured ~230)
+_ENTRY_BYTES = 500  # dict and order-link slots with their slack, tuple, float, int, Prediction, its __dict__ (measured)
 _SEGMENT_BYTES = 64  # the pair tuple and its slot in the segments tuple
 
 
@@ -144,8 +144,8 @@ class JoinStore:
         added = 0
         for p in predictions:
             self._put(now + self.ttl, p)
+            self._evict()  # as it goes: a large batch never holds more than the bounds
             added += 1
-        self._evict()
         return added
 
     def pop(self, request_id: str, now: float) -> tuple[Prediction | None, str]:
