@@ -386,15 +386,13 @@ def serve(tmp_path: Path, small_baseline: Baseline) -> Iterator[Callable[..., tu
     for name, source in (("wsgi_app.py", _WSGI_APP), ("asgi_app.py", _ASGI_APP), ("gunicorn_conf.py", _GUNICORN_CONF)):
         (tmp_path / name).write_text(textwrap.dedent(source))
 
-    def start(kind: str, *extra: str) -> tuple[Server, dict[str, Any]]:
+    def start(kind: str, *extra: str, shared: bool = True) -> tuple[Server, dict[str, Any]]:
         port, metrics_port, mp = _free_port(), _free_port(), tmp_path / f"mp-{len(servers)}"
         mp.mkdir()
-        env = {
-            **os.environ,
-            MULTIPROC_DIR_ENV: str(mp),
-            "MP_BASELINE": str(tmp_path / "baseline.json"),
-            "MP_METRICS_PORT": str(metrics_port),
-        }
+        env = {**os.environ, "MP_BASELINE": str(tmp_path / "baseline.json"), "MP_METRICS_PORT": str(metrics_port)}
+        env.pop(MULTIPROC_DIR_ENV, None)
+        if shared:
+            env[MULTIPROC_DIR_ENV] = str(mp)
         bind = f"127.0.0.1:{port}"
         bin_dir = Path(sys.executable).parent
         if kind == "gunicorn":
@@ -491,3 +489,18 @@ def test_uvicorn_four_workers_exact_totals_on_one_metrics_port(serve: Any, small
     _assert_totals(requests.get(info["metrics"], timeout=10).text, rows, small_baseline.numeric[0].edges)
     assert server.proc.poll() is None  # three workers found the port taken and carried on
     assert "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_workers_without_a_directory_are_never_silent(serve: Any) -> None:
+    server, info = serve("uvicorn", shared=False)
+    _get(info["metrics"], time.monotonic() + 40)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = server.log.read_text()
+        if log.count("is one of several worker processes") >= 4 and "is taken (another worker?)" in log:
+            break
+        time.sleep(0.2)
+    assert log.count("is one of several worker processes") == 4  # once per worker
+    assert log.count("is taken (another worker?)") == 3  # the three that could not bind carry on
+    assert server.proc.poll() is None and "Traceback" not in log
