@@ -471,6 +471,7 @@ def test_gunicorn_four_workers_exact_totals_and_a_killed_worker_keeps_its_counts
 def test_gunicorn_preload_four_workers_exact_totals(serve: Any, small_baseline: Baseline) -> None:
     _, info = serve("gunicorn", "--preload")
     _get(info["metrics"], time.monotonic() + 40)
+    _wait_files(info["dir"], 5, time.monotonic() + 20)  # the master's (imported the app) and 4 workers'
     rows = _rows(100, offset=3)
     pids = _send(info["url"] + "/predict", rows)
     assert len(set(pids)) >= 2

@@ -5,7 +5,10 @@ bins, missing values, score bins, predictions per segment and decision, latency 
 live in a few preallocated numpy arrays laid out by the baseline. One call costs one binning
 step over all features (a broadcast comparison for one row, ``searchsorted``/``bincount`` per
 column for a batch) and one locked in-place add; cumulative buckets, label strings and metric
-families are built at scrape/export time, never on the request path.
+families are built at scrape/export time, never on the request path. The arrays are views into
+one block laid out by :class:`CounterLayout`: process memory, or this process's memory-mapped
+file in multiprocess mode, where :func:`snapshot_of` and :func:`merge_snapshots` let a scrape
+rebuild and sum the counts of every worker.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Following client_python's custom-collector pattern, the collector holds no metri
 families, so the request path never touches prometheus_client. All monitors in a registry
 share one collector (two collectors yielding the same family names would clash), and
 :func:`counts_families` is reused by the sidecar to re-expose app counts it received over OTLP.
+In multiprocess mode (``_multiproc``) the collector sums every worker's counter file instead.
 """
 
 from __future__ import annotations
