@@ -390,3 +390,19 @@ def test_a_bad_config_file_is_an_error_naming_the_key(
     err = capsys.readouterr().err
     assert message in err, err
     assert not (tmp_path / "out" / "alert_rules").exists()
+
+
+def test_the_readme_overrides_example_generates(tmp_path: Path) -> None:
+    from otel_ml.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(# overrides\.yaml\n.*?)```", readme, re.DOTALL)
+    assert block, "README: no overrides.yaml example"
+    (tmp_path / "overrides.yaml").write_text(block.group(1))
+    assert main(["mixin", "generate", "--config", str(tmp_path / "overrides.yaml"), "--output-dir", str(tmp_path)]) == 0
+    drift = _by_name_in(tmp_path / "alert_rules" / ALERTS_FILE)["MLFeatureDrift"]
+    assert drift["labels"]["team"] == "fraud-ds" and 'namespace="fraud"' in drift["expr"]
+
+
+def _by_name_in(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for r in _alerts(_load(path)["groups"])}
