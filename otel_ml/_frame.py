@@ -18,6 +18,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from ._names import label_value
+
 
 def _pandas() -> Any:
     """pandas, if installed and already in use by the app: it only makes factorizing object
@@ -190,7 +192,7 @@ def canonical_label(value: Any) -> str | None:
         return _canonical_str(value.decode("utf-8", "replace"))
     if type(value).__name__ in ("NAType", "NaTType"):  # pandas.NA / NaT, without importing pandas
         return None
-    return str(value)
+    return label_value(str(value))
 
 
 def _canonical_str(value: str) -> str:
@@ -202,7 +204,7 @@ def _canonical_str(value: str) -> str:
         digits = whole.lstrip("+-")
         if digits == digits.lstrip("0") or digits.strip("0") == "":  # keep "01.0" as written
             return str(int(whole))
-    return value
+    return label_value(value)  # exposition-safe: a lone surrogate must not break /metrics
 
 
 _label_of = canonical_label

@@ -485,6 +485,38 @@ class TestExposition:
         assert b"x\xef\xbf\xbdy" in body  # U+FFFD, encoded
 
 
+def test_a_vocabulary_fitted_on_hostile_values(training_frame: Any, tmp_path: Path) -> None:
+    """Category values become labels at fit: they are made safe there, and raw inputs still find them."""
+    import pandas as pd
+
+    from otel_ml import fit_baseline
+
+    frame = training_frame.head(3000).copy()
+    device = frame["device"].to_numpy(dtype=object).copy()
+    device[:800], device[800:1200] = SURROGATE, CONTROL
+    frame["device"] = pd.Series(device, index=frame.index, dtype=object)
+    fitted = fit_baseline(frame, model="fraud", version="v3", score_column="score", segments=["country"])
+    saved = json.loads(Path(fitted.save(tmp_path / "b.json")).read_text())
+    vocabulary = next(f["vocabulary"] for f in saved["features"] if f["name"] == "device")
+    assert "x\ufffdy" in vocabulary and "a\ufffdb\ufffd[31mc\ufffdd" in vocabulary
+    vocabulary.append("crafted\ud800")  # a hand-edited file: loading makes it safe too
+    fractions = next(f for f in saved["features"] if f["name"] == "device")["fractions"]
+    fractions.insert(len(vocabulary) - 1, 0.0)
+    (tmp_path / "crafted.json").write_text(json.dumps(saved))
+    loaded = Baseline.load(tmp_path / "crafted.json")
+    assert "crafted\ufffd" in loaded.feature("device").vocabulary  # type: ignore[union-attr]
+
+    registry = CollectorRegistry()
+    mon = ModelMonitor(baseline=loaded, registry=registry)
+    mon(lambda f: np.full(len(f), 0.5))(frame.drop(columns="score"))
+    text = generate_latest(registry).decode("utf-8")
+    check_exposition(text, tmp_path)
+    line = next(ln for ln in text.splitlines() if 'ml_category="x\ufffdy"' in ln and "ml_feature_category" in ln)
+    assert line.endswith(" 800.0")  # the raw values were counted in their (safe) category, not as unknown
+    state = SidecarState([loaded], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+    check_exposition(exposition(state), tmp_path)  # reference gauges carry the vocabulary too
+
+
 def test_bounded_labels_fold_raw_spellings_into_one_safe_label() -> None:
     labels = BoundedLabels(3)
     first, second = labels.index("a\ud800"), labels.index("a\udfff")

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._atomic import atomic_write
-from .._names import ALL, OTHER, UNKNOWN
+from .._names import ALL, OTHER, UNKNOWN, label_value
 
 __all__ = [
     "Baseline",
@@ -299,7 +299,7 @@ class _Field:
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise BaselineError(f"{self.where(key)}[{i}]: expected a string, got {v!r}")
-        return tuple(values)
+        return tuple(label_value(v) for v in values)  # labels: exposition-safe, as fit makes them
 
 
 def _kind_name(kinds: type | tuple[type, ...]) -> str:
