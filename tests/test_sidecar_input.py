@@ -485,6 +485,53 @@ class TestExposition:
         assert b"x\xef\xbf\xbdy" in body  # U+FFFD, encoded
 
 
+SCRAPED = (
+    "# TYPE ml_predictions_total counter\n"
+    'ml_predictions_total{ml_model_name="fraud",ml_model_version="v3",ml_segment_key="country",'
+    'ml_segment="a\\nb\x1bc\\"q",ml_decision="true"} %s\n'
+)
+
+
+class TestScrapeInput:
+    def test_control_characters_are_made_safe(self, state: SidecarState, tmp_path: Path) -> None:
+        from otel_ml.sidecar._scrape import parse_exposition
+
+        state.apply_metrics(parse_exposition(SCRAPED % "3", "http://app/metrics"), "scrape", now=T0 + 1)
+        state.reexport.add(("fraud", "v3"))
+        text = exposition(state)
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="a\ufffdb\ufffdc\\"q"' in text  # newline and ESC replaced, the quote escaped
+
+    def test_impossible_counts_are_a_counted_scrape_error(self, baseline: Baseline, tmp_path: Path) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
+
+        class Target(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = (SCRAPED % "-7").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        target = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+        Thread(target=target.serve_forever, daemon=True).start()
+        try:
+            config = SidecarConfig(baselines=(baseline.save(tmp_path / "b.json"),), listen=("127.0.0.1", 0))
+            side = Sidecar(config)
+            side.scrape_once(ScrapeTarget(f"http://127.0.0.1:{target.server_address[1]}/metrics", timeout=5.0))
+        finally:
+            target.shutdown()
+            target.server_close()
+        assert side.state.ingest_errors == {"invalid_value": 1}
+        assert not any(k.name == n.PREDICTIONS.series for k in side.state.models[("fraud", "v3")].keys)
+
+
 def test_a_vocabulary_fitted_on_hostile_values(training_frame: Any, tmp_path: Path) -> None:
     """Category values become labels at fit: they are made safe there, and raw inputs still find them."""
     import pandas as pd

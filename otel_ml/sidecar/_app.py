@@ -95,11 +95,10 @@ class Sidecar:
         try:
             text = fetch_exposition(target.url, target.timeout)
             batches = parse_exposition(text, target.url)
+            self.state.apply_metrics(batches, "scrape")  # raises, changing nothing, on impossible counts
         except IngestError as exc:
             self.state.count_error(exc.reason)
             _log.warning("scrape failed (%s): %s", exc.reason, exc)
-            return
-        self.state.apply_metrics(batches, "scrape")
 
     def _scrape_loop(self, target: ScrapeTarget) -> None:
         while not self._stop.is_set():

@@ -150,6 +150,7 @@ class SidecarState:
 
     def _note_unmatched(self, model: str, version: str) -> None:
         """Count data for a model version no baseline describes; warn once a minute, naming both sides."""
+        model, version = n.label_value(model)[:64], n.label_value(version)[:64]  # bounded, printable
         key = (model, version)
         if key in self.unmatched_models or len(self.unmatched_models) < _MAX_UNMATCHED:
             self.unmatched_models[key] = self.unmatched_models.get(key, 0) + 1
