@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -31,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline, ModelMonitor, fit_baseline
 from otel_ml import _names as n
-from otel_ml.instrument import MULTIPROC_DIR_ENV, ModelCounters, start_http_server
+from otel_ml.instrument import MULTIPROC_DIR_ENV, ModelCounters, counts_families, start_http_server
+from otel_ml.instrument._dirsum import DirSummer
 from otel_ml.instrument._multiproc import MAGIC, counter_files
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -193,6 +195,66 @@ def test_an_unusable_directory_falls_back_to_memory(
     assert mon.counters.file is None and "cannot create a counter file" in caplog.text
     predict({"x": 3.0, "region": "north"})
     assert _predictions(_scrape(registry), ml_segment_key="__all__") == 1
+
+
+def _dead_worker(predict: Callable[..., Any], rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        predict(row)
+
+
+def _text(directory: Path) -> str:
+    return generate_latest(_Families(DirSummer(fold_interval=None).snapshots(directory, {}))).decode()
+
+
+class _Families(CollectorRegistry):
+    def __init__(self, snapshots: list[Any]) -> None:
+        super().__init__()
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Any]:
+        yield from counts_families(self._snapshots)
+
+
+def test_dead_workers_fold_into_one_archive_and_the_totals_stay_bit_for_bit(
+    mpdir: Path, small_baseline: Baseline
+) -> None:
+    registry = CollectorRegistry()
+    _, predict = _monitor(small_baseline, registry)
+    ctx = multiprocessing.get_context("fork")
+    rng = np.random.default_rng(4)
+    sent: list[dict[str, Any]] = []
+    for k in range(3):  # three workers that counted and died
+        rows = [{"x": float(x), "region": f"r{k}-{i % 2}"} for i, x in enumerate(rng.uniform(0, 10, 7))]
+        child = ctx.Process(target=_dead_worker, args=(predict, rows))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        sent += rows
+    mine = [{"x": 0.1 * i, "region": "north"} for i in range(5)]
+    for row in mine:
+        predict(row)
+    sent += mine
+    before = _text(mpdir)
+    assert len(counter_files(mpdir)) == 4
+    assert DirSummer().fold(mpdir) == 3
+    assert len(counter_files(mpdir)) == 1 and len(list(mpdir.glob("*.archive.json"))) == 1
+    assert _text(mpdir) == before  # identical exposition, float sums included
+    samples = _scrape(registry)
+    edges = small_baseline.numeric[0].edges
+    assert _buckets(samples, "x", edges) == _expected_buckets(edges, [r["x"] for r in sent])
+    assert _value(samples, n.FEATURE_VALUE.prometheus + "_sum", ml_feature="x") == math.fsum(r["x"] for r in sent)
+    assert _predictions(samples, ml_segment_key="region", ml_segment="r1-0") == 4
+    # a crash after the archive was written but before a folded file was deleted: never counted twice
+    archive = json.loads(next(mpdir.glob("*.archive.json")).read_text())
+    ghost = mpdir / archive["absorbed"][0]
+    shutil.copy(counter_files(mpdir)[0], ghost)
+    shutil.copy(
+        counter_files(mpdir)[0].with_name(counter_files(mpdir)[0].name.replace(".counts", ".labels.json")),
+        ghost.with_name(ghost.name.replace(".counts", ".labels.json")),
+    )
+    assert _text(mpdir) == before
+    DirSummer().fold(mpdir)
+    assert not ghost.exists() and _text(mpdir) == before
 
 
 # -- fork -------------------------------------------------------------------------------------------

@@ -615,7 +615,11 @@ def _sum_maps(maps: Sequence[Mapping[str, int]]) -> dict[str, int]:
 
 
 def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
-    """Sum snapshots of one layout (one per process): arrays add, labelled counts join by label string."""
+    """Sum snapshots of one layout (one per process): arrays add, labelled counts join by label string.
+
+    Float sums use ``math.fsum`` (correctly rounded), so a sum of non-negative values never goes
+    down when another process's file joins the sum.
+    """
     first = snapshots[0]
     if len(snapshots) == 1:
         return first
@@ -626,7 +630,7 @@ def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
     return replace(
         first,
         numeric_bins=tuple(np.sum(b, axis=0) for b in zip(*(s.numeric_bins for s in snapshots))),
-        numeric_sums=np.sum([s.numeric_sums for s in snapshots], axis=0),
+        numeric_sums=np.array([math.fsum(col) for col in zip(*(s.numeric_sums.tolist() for s in snapshots))]),
         categorical_bins=tuple(np.sum(b, axis=0) for b in zip(*(s.categorical_bins for s in snapshots))),
         missing=_sum_maps([s.missing for s in snapshots]),
         score_bins=np.sum([s.score_bins for s in snapshots], axis=0),

@@ -12,7 +12,8 @@ length of a JSON description), the JSON description (the layout: feature names, 
 vocabularies, budgets, array shapes, and its SHA-256), then the arrays, 8-byte aligned. Label
 values that grow at runtime (segments, decisions, error types) get their index per process, so
 each process also writes ``<same stem>.labels.json`` (atomically, before the first count at a
-new index) and the reader joins counts to labels by string, never by index.
+new index) and the reader joins counts to labels by string, never by index. Files of dead
+workers are folded into archives by ``_dirsum``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import mmap
 import os
+import socket
 import struct
 import threading
 from collections.abc import Mapping, Sequence
@@ -85,7 +87,8 @@ def layout_digest(layout: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _name_part(value: str) -> str:
+def name_part(value: str) -> str:
+    """A model name or version as it appears in file names (quoted; hashed when very long)."""
     quoted = quote(value, safe="")
     return quoted if len(quoted) <= _NAME_LIMIT else "h" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
@@ -126,9 +129,9 @@ class CounterFile:
         """A new zeroed file for this process (unique name: a reused pid never reopens a dead file)."""
         digest = layout_digest(layout)
         pid = os.getpid()
-        meta = {"layout": layout, "digest": digest, "pid": pid}
+        meta = {"layout": layout, "digest": digest, "pid": pid, "host": socket.gethostname()}
         stem = "@".join(
-            (_name_part(layout["model_name"]), _name_part(layout["model_version"]), str(pid), os.urandom(4).hex())
+            (name_part(layout["model_name"]), name_part(layout["model_version"]), str(pid), os.urandom(4).hex())
         )
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / (stem + SUFFIX)
@@ -182,6 +185,8 @@ class RawCounts:
     arrays: Mapping[str, npt.NDArray[Any]]
     vocab: Mapping[str, Any]
     mtime: float
+    pid: int
+    host: str
 
 
 def counter_files(directory: Path) -> list[Path]:
@@ -193,6 +198,10 @@ def counter_files(directory: Path) -> list[Path]:
             _unlistable.add(directory)
             _log.warning("otel-ml: cannot list the multiprocess directory %s (%s)", directory, exc)
         return []
+
+
+def labels_path_of(path: Path) -> Path:
+    return path.with_name(path.name[: -len(SUFFIX)] + LABELS_SUFFIX)
 
 
 def model_of_name(path: Path) -> tuple[str, str] | None:
@@ -235,11 +244,12 @@ def read_counter_file(path: Path, specs_of: Any) -> RawCounts:
             "truncated", model, f"{path.name}: {len(data)} bytes, layout needs {offset + _data_bytes(specs)}"
         )
     arrays = {k: v.copy() for k, v in _views(data, offset, specs).items()}
-    labels_path = path.with_name(path.name[: -len(SUFFIX)] + LABELS_SUFFIX)
+    labels_path = labels_path_of(path)
     try:
         vocab = json.loads(labels_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise FileSkipped("missing_labels", model, f"{labels_path.name}: {exc}") from exc
     if not isinstance(vocab, dict):
         raise FileSkipped("missing_labels", model, f"{labels_path.name}: not a JSON object")
-    return RawCounts(path, layout, meta["digest"], arrays, vocab, mtime)
+    pid, host = meta.get("pid"), meta.get("host")
+    return RawCounts(path, layout, meta["digest"], arrays, vocab, mtime, pid if isinstance(pid, int) else -1, str(host))

@@ -16,10 +16,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,8 +27,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 
 from .. import _names as n
-from ._counters import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
-from ._multiproc import FileSkipped, RawCounts, counter_files, multiproc_dir, read_counter_file
+from ._counters import CountsSnapshot, merge_snapshots
+from ._dirsum import DirSummer
+from ._multiproc import multiproc_dir
 
 if TYPE_CHECKING:
     from ._monitor import ModelMonitor
@@ -135,57 +134,6 @@ def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
     return list(fam.values())
 
 
-class _DirSummer:
-    """Sums the counter files of a multiprocess directory; skipped files are logged and counted once."""
-
-    def __init__(self) -> None:
-        self._skipped: dict[Path, tuple[tuple[str, str] | None, str]] = {}
-        self._lock = threading.Lock()
-
-    def _skip(self, path: Path, model: tuple[str, str] | None, reason: str, detail: str) -> None:
-        with self._lock:
-            if path in self._skipped:
-                return
-            self._skipped[path] = (model, reason)
-        _log.warning("otel-ml: multiprocess counter file skipped (%s): %s", reason, detail)
-
-    def snapshots(self, directory: Path, prefer: Mapping[tuple[str, str], str]) -> list[CountsSnapshot]:
-        """One merged snapshot per model version; ``prefer`` names the layout digest this process uses."""
-        groups: dict[tuple[str, str], dict[str, list[RawCounts]]] = {}
-        for path in counter_files(directory):
-            try:
-                raw = read_counter_file(path, specs_of)
-            except FileSkipped as exc:
-                self._skip(path, exc.model, exc.reason, str(exc))
-                continue
-            model = (str(raw.layout["model_name"]), str(raw.layout["model_version"]))
-            groups.setdefault(model, {}).setdefault(raw.digest, []).append(raw)
-        out = []
-        for model, by_digest in groups.items():
-            chosen = prefer.get(model)
-            if chosen not in by_digest:  # no local monitor: the layout written most recently wins
-                chosen = max(by_digest, key=lambda d: max(r.mtime for r in by_digest[d]))
-            for digest, files in by_digest.items():
-                for raw in files if digest != chosen else ():
-                    self._skip(raw.path, model, "incompatible_layout", f"{raw.path.name}: layout {digest[:12]}")
-            layout = CounterLayout.from_json(by_digest[chosen][0].layout)
-            merged = merge_snapshots([snapshot_of(layout, r.arrays, r.vocab) for r in by_digest[chosen]])
-            out.append(self._with_skips(merged))
-        return out
-
-    def _with_skips(self, snapshot: CountsSnapshot) -> CountsSnapshot:
-        model = (snapshot.model_name, snapshot.model_version)
-        with self._lock:
-            reasons = [reason for m, reason in self._skipped.values() if m == model]
-        if not reasons:
-            return snapshot
-        errors = dict(snapshot.instrumentation_errors)
-        for reason in reasons:
-            key = f"multiproc_{reason}"
-            errors[key] = errors.get(key, 0) + 1
-        return replace(snapshot, instrumentation_errors=errors)
-
-
 class MonitorCollector:
     """The prometheus_client collector for every :class:`ModelMonitor` in one registry.
 
@@ -197,7 +145,7 @@ class MonitorCollector:
     def __init__(self) -> None:
         self._monitors: dict[tuple[str, str], ModelMonitor] = {}
         self._lock = threading.Lock()
-        self._summer = _DirSummer()
+        self._summer = DirSummer()
 
     def add(self, monitor: ModelMonitor) -> None:
         key = (monitor.model_name, monitor.model_version)
@@ -241,7 +189,7 @@ class MonitorCollector:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._summer = _DirSummer()
+        self._summer = DirSummer()
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, MonitorCollector] = weakref.WeakKeyDictionary()
