@@ -199,8 +199,8 @@ class ModelState:
         bad = np.empty(0, dtype=np.intp)
         if hist.any():
             present = np.bincount(groups[hist & is_bucket[uniq]], minlength=expected.size)
-            touched = np.unique(groups[hist])
-            bad = touched[present[touched] != expected[touched]]
+            touched = np.bincount(groups[hist], minlength=expected.size) > 0
+            bad = np.flatnonzero(touched & (present != expected))
         if mismatched:
             extra = [g for g in (self._mismatched_group(*m) for m in mismatched) if g >= 0]
             bad = np.union1d(bad, np.asarray(extra, dtype=np.intp))

@@ -313,7 +313,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                         str(model),
                         str(version),
                         float(score) if isinstance(score, (int, float)) else None,
-                        None if decision is None else _label_value(decision),
+                        None if decision is None else n.label_value(_label_value(decision)),
                         segments,
                     )
                 )
