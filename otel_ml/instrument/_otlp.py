@@ -225,9 +225,9 @@ class OtlpMetricsPusher:
         self._thread = None
         self._start_ns = time.time_ns()  # the child's counts start at zero: a new cumulative series
         self._resource = _with_instance(self._resource, self._instance_base)
-        if self._own_exporter:  # the parent's HTTP connection pool is the parent's
-            self.exporter = self._new_exporter()
         if running:
+            if self._own_exporter:  # the parent's HTTP connection pool is the parent's
+                self.exporter = self._new_exporter()
             self.start()
 
     def _snapshots(self) -> list[CountsSnapshot]:
