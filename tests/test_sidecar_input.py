@@ -664,6 +664,19 @@ def test_hostile_series_names_do_not_grow_memory(baseline: Baseline) -> None:
     assert grown < 6 * 1024 * 1024, grown
 
 
+def test_sources_per_model_are_bounded(baseline: Baseline) -> None:
+    """Each OTLP resource keeps a vector of last values: a flood of made-up resources is refused, counted."""
+    settings = StateSettings(windows=(WINDOW,), compute_ttl=0, max_sources_per_model=5)
+    state = SidecarState([baseline], settings, now=T0)
+    for i in range(7):
+        request = _request(counter(2))
+        request.resource_metrics[0].resource.attributes[0].value.string_value = f"pod-{i}"
+        assert ingest(state, "/v1/metrics", request.SerializeToString()) == 200
+    assert len(state.models[("fraud", "v3")].sources) == 5
+    assert state.ingest_errors == {"source_budget": 2}
+    assert [v for _, _, v in _series(state, n.PREDICTIONS.series)] == [10.0]  # five sources of 2 each
+
+
 # -- no 500 for any body: hypothesis against the decode + ingest functions -------------------------
 @pytest.fixture(scope="module")
 def valid_bodies(baseline: Baseline) -> dict[str, bytes]:

@@ -63,6 +63,7 @@ class SidecarConfig:
     segment_budget: int = 100
     label_budget: int = 32
     max_series_per_model: int = 20_000
+    max_sources_per_model: int = 1000
     source_ttl: float = 3600.0
     join_capacity: int = 200_000
     join_ttl: float = 3 * 86400.0
@@ -91,6 +92,7 @@ class SidecarConfig:
             segment_budget=self.segment_budget,
             label_budget=self.label_budget,
             max_series_per_model=self.max_series_per_model,
+            max_sources_per_model=self.max_sources_per_model,
             source_ttl=self.source_ttl,
             join_capacity=self.join_capacity,
             join_ttl=self.join_ttl,
@@ -188,7 +190,14 @@ class SidecarConfig:
             kwargs["persist_interval"] = _seconds(data["persist_interval"], "persist_interval")
         if "source_ttl" in data:
             kwargs["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
-        for key in ("max_body_bytes", "segment_budget", "label_budget", "max_series_per_model", "join_capacity"):
+        for key in (
+            "max_body_bytes",
+            "segment_budget",
+            "label_budget",
+            "max_series_per_model",
+            "max_sources_per_model",
+            "join_capacity",
+        ):
             if key in limits:
                 kwargs[key] = int(limits.pop(key))
         if "max_count" in limits:

@@ -101,11 +101,13 @@ class ModelState:
         segment_budget: int = 100,
         label_budget: int = 32,
         max_series: int = 20_000,
+        max_sources: int = 1000,
     ) -> None:
         self.baseline = baseline
         self.model = baseline.model_name
         self.version = baseline.model_version
         self.max_series = max_series
+        self.max_sources = max_sources  # each source holds a vector of last values: bounded memory
         self.index: dict[SeriesKey, int] = {}
         self.keys: list[SeriesKey] = []
         self.totals = np.zeros(256)
@@ -418,6 +420,9 @@ class ModelState:
         if cumulative:
             state = self.sources.get(source)
             if state is None:
+                if len(self.sources) >= self.max_sources:  # counted, never evicting a live source's baseline
+                    result.reject("source_budget", applied)
+                    return result
                 state = self.sources[source] = SourceState(np.zeros(self.size), start_ns)
             if state.last.size < self.size:
                 state.last = np.concatenate([state.last, np.zeros(self.size - state.last.size)])

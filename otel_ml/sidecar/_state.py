@@ -42,6 +42,7 @@ class StateSettings:
     segment_budget: int = 100
     label_budget: int = 32
     max_series_per_model: int = 20_000
+    max_sources_per_model: int = 1000  # scrape targets and OTLP resources reporting one model at once
     source_ttl: float = 3600.0
     join_capacity: int = 200_000
     join_ttl: float = 3 * 86400.0
@@ -104,6 +105,7 @@ class SidecarState:
             segment_budget=s.segment_budget,
             label_budget=s.label_budget,
             max_series=s.max_series_per_model,
+            max_sources=s.max_sources_per_model,
         )
 
     # -- counters of the sidecar itself --------------------------------------------------------
