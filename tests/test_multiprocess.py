@@ -456,11 +456,12 @@ def serve(tmp_path: Path, small_baseline: Baseline) -> Iterator[Callable[..., tu
         if shared:
             env[MULTIPROC_DIR_ENV] = str(mp)
         bind = f"127.0.0.1:{port}"
-        bin_dir = Path(sys.executable).parent
         if kind == "gunicorn":
-            args = [str(bin_dir / "gunicorn"), "-w", "4", "-b", bind, "-c", "gunicorn_conf.py", *extra, "wsgi_app:app"]
+            args = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", bind, "-c", "gunicorn_conf.py", *extra]
+            args.append("wsgi_app:app")
         else:
-            args = [str(bin_dir / "uvicorn"), "asgi_app:app", "--workers", "4", "--port", str(port), "--no-access-log"]
+            args = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--workers", "4", "--port", str(port)]
+            args.append("--no-access-log")
         server = Server(args, tmp_path, env)
         servers.append(server)
         info = {"url": f"http://{bind}", "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "dir": mp}
