@@ -208,6 +208,17 @@ class ModelState:
             bad = np.union1d(bad, np.asarray(extra, dtype=np.intp))
         return bad
 
+    def _whole_histograms(
+        self, positions: IntArray, uniq: IntArray, incoming: FloatArray, mismatched: list[tuple[str, Labels]]
+    ) -> tuple[IntArray, FloatArray, int]:
+        """Drop every series of a histogram that is not exactly the baseline's: applied whole or not at all."""
+        bad = self._incomplete(uniq, mismatched)
+        if not bad.size:
+            return uniq, incoming, 0
+        group_of = self._groups()[0]
+        keep = ~np.isin(group_of[uniq], bad)
+        return uniq[keep], incoming[keep], int(np.isin(group_of[positions], bad).sum())
+
     def restore_series(self, keys: Iterable[SeriesKey]) -> None:
         """Add series read back from a saved state, in order, with label values made safe again.
 
@@ -405,44 +416,49 @@ class ModelState:
         positions = np.asarray(idx, dtype=np.intp)
         uniq, inverse = np.unique(positions, return_inverse=True)
         incoming = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64)).astype(np.float64)  # folded
-        applied = len(idx)
-        bad = self._incomplete(uniq, mismatched)
-        if bad.size:  # a histogram is applied whole or not at all
-            group_of = self._groups()[0]
-            dropped = int(np.isin(group_of[positions], bad).sum())
+        uniq, incoming, dropped = self._whole_histograms(positions, uniq, incoming, mismatched)
+        applied = len(idx) - dropped
+        if dropped:
             result.reject("bucket_mismatch", dropped)
-            applied -= dropped
-            keep = ~np.isin(group_of[uniq], bad)
-            uniq, incoming = uniq[keep], incoming[keep]
             if not uniq.size:
                 return result
-        increase: FloatArray
         if cumulative:
-            state = self.sources.get(source)
-            if state is None:
-                if len(self.sources) >= self.max_sources:  # counted, never evicting a live source's baseline
-                    result.reject("source_budget", applied)
-                    return result
-                state = self.sources[source] = SourceState(np.zeros(self.size), start_ns)
-            if state.last.size < self.size:
-                state.last = np.concatenate([state.last, np.zeros(self.size - state.last.size)])
-            if start_ns and state.start_ns and start_ns != state.start_ns:
-                state.last[:] = 0.0  # the source restarted (new process start time): everything is new
-            state.start_ns = start_ns or state.start_ns
-            state.seen_at = now
-            previous = state.last[uniq]
-            increase = incoming - previous
-            reset = increase < 0
-            if self.non_monotonic:
-                reset &= ~np.isin(uniq, np.fromiter(self.non_monotonic, dtype=np.intp))
-            increase[reset] = incoming[reset]
-            state.last[uniq] = incoming
+            source_state = self._source(source, start_ns, now)
+            if source_state is None:
+                result.reject("source_budget", applied)  # counted, never evicting a live source's baseline
+                return result
+            increase = self._increase(source_state, uniq, incoming)
         else:
             increase = incoming
         self.totals[uniq] += increase
         self.last_ingest = now
         result.applied = applied
         return result
+
+    def _source(self, source: str, start_ns: int, now: float) -> SourceState | None:
+        """The source's last values, sized to the series; None when the source budget is spent."""
+        state = self.sources.get(source)
+        if state is None:
+            if len(self.sources) >= self.max_sources:
+                return None
+            state = self.sources[source] = SourceState(np.zeros(self.size), start_ns)
+        if state.last.size < self.size:
+            state.last = np.concatenate([state.last, np.zeros(self.size - state.last.size)])
+        if start_ns and state.start_ns and start_ns != state.start_ns:
+            state.last[:] = 0.0  # the source restarted (new process start time): everything is new
+        state.start_ns = start_ns or state.start_ns
+        state.seen_at = now
+        return state
+
+    def _increase(self, state: SourceState, uniq: IntArray, incoming: FloatArray) -> FloatArray:
+        """Cumulative values as increases since the source's last report; a decrease is a reset."""
+        increase: FloatArray = incoming - state.last[uniq]
+        reset = increase < 0
+        if self.non_monotonic:
+            reset &= ~np.isin(uniq, np.fromiter(self.non_monotonic, dtype=np.intp))
+        increase[reset] = incoming[reset]
+        state.last[uniq] = incoming
+        return increase
 
     def take_snapshots(self, now: float) -> None:
         current = self.totals[: self.size]
