@@ -855,6 +855,19 @@ class TestOverHttp:
             assert r.status_code < 500 and b"SECRETMARK" not in r.content, (path, body, r.content)
         assert "SECRETMARK" not in caplog.text
 
+    def test_poisoned_labels_leave_metrics_working(self, server: Any, tmp_path: Path) -> None:
+        event = {
+            "model": "fraud",
+            "version": "v3",
+            "decision": SURROGATE,
+            "label": 1,
+            "segments": {"country": SURROGATE, "x\udc00": CONTROL},
+        }
+        assert _post(server.url, "/v1/labels", json.dumps(event).encode(), JSON).status_code == 200
+        r = requests.get(server.url + "/metrics", timeout=10)
+        assert r.status_code == 200 and 'ml_segment="x\ufffdy"' in r.text
+        check_exposition(r.text, tmp_path)
+
     def test_mutated_bodies_never_give_a_500(self, server: Any, valid_bodies: dict[str, bytes]) -> None:
         rng = random.Random(10)
         statuses = set()
