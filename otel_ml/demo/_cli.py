@@ -15,7 +15,8 @@ then three production faults one after another (a numeric feature shifts, a cate
 renamed upstream, one region's flag rate collapses). If Debian's prometheus and
 prometheus-alertmanager are installed (apt-get install prometheus prometheus-alertmanager),
 they run on loopback with the shipped alert rules and the pages they deliver are shown too.
-Everything binds 127.0.0.1 and stops when the demo ends (about 3 minutes by default).
+Each fault gets a PASS/FAIL line: did its expected page (alert name and labels) arrive.
+Everything binds 127.0.0.1 and stops when the demo ends (3 to 5 minutes by default).
 """
 
 
@@ -30,7 +31,8 @@ def register(sub: Any) -> None:
         "--phase-seconds",
         type=float,
         default=40.0,
-        help="length of the clean phase and of each fault phase (default 40)",
+        help="length of the clean phase and of each fault phase (default 40); with Prometheus, a fault "
+        "phase runs on for up to as long again until the fault's expected page arrives",
     )
     p.add_argument("--rate", type=float, default=120.0, help="requests per second sent to the model (default 120)")
     p.add_argument("--window", default="1m", help="the sidecar window shown and alerted on (default 1m)")

@@ -8,13 +8,32 @@ segment's flag rate collapses while the overall rate moves far less.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Fault", "FAULTS"]
+__all__ = ["Fault", "FAULTS", "Page", "page"]
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """An alert on-call should receive: its name and the labels that say where (feature, segment)."""
+
+    alertname: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return labels.get("alertname") == self.alertname and all(labels.get(k) == v for k, v in self.labels)
+
+    def __str__(self) -> str:
+        where = ", ".join(f'{k}="{v}"' for k, v in self.labels)
+        return f"{self.alertname}{{{where}}}" if where else self.alertname
+
+
+def page(alertname: str, **labels: str) -> Page:
+    return Page(alertname, tuple(sorted(labels.items())))
 
 
 @dataclass(frozen=True)
@@ -22,7 +41,13 @@ class Fault:
     name: str
     title: str
     apply: Callable[[Row], Row]
-    expect: str  # what on-call should see
+    pages: tuple[Page, ...]  # must page, with these labels
+    side_effects: tuple[Page, ...] = ()  # may page too, as a consequence of this fault
+
+    @property
+    def expect(self) -> str:
+        """What on-call should see, in words."""
+        return ", ".join(str(p) for p in self.pages)
 
 
 def _shift(row: Row) -> Row:
@@ -44,18 +69,28 @@ FAULTS: tuple[Fault, ...] = (
         "shift",
         "upstream unit change: mean_radius x1.35",
         _shift,
-        "MLFeatureDrift on mean_radius, score distribution shift",
+        pages=(page("MLFeatureDrift", ml_feature="mean_radius"),),
+        # a bigger radius means a higher risk score: the scores and every region's flag rate move
+        side_effects=(page("MLScoreDistributionShift"), page("MLSegmentDecisionRateChange")),
     ),
     Fault(
         "rename",
         "upstream encoding change: region 'US' -> 'United States'",
         _rename,
-        "MLUnknownCategorySurge on region, MLFeatureDrift on region",
+        pages=(page("MLUnknownCategorySurge", ml_feature="region"),),
+        side_effects=(page("MLFeatureDrift", ml_feature="region"),),
     ),
     Fault(
         "collapse",
         "EU feature pipeline sends zeros: EU flag rate collapses",
         _collapse,
-        "MLSegmentDecisionRateChange for region=EU",
+        pages=(page("MLSegmentDecisionRateChange", ml_segment_key="region", ml_segment="EU"),),
+        side_effects=(
+            page("MLFeatureDrift", ml_feature="worst_area"),
+            page("MLFeatureDrift", ml_feature="worst_concavity"),
+            page("MLFeatureDrift", ml_feature="mean_concave_points"),
+            page("MLScoreDistributionShift"),
+            page("MLSegmentDecisionRateChange", ml_segment_key="__all__"),
+        ),
     ),
 )

@@ -4,11 +4,14 @@ A real model behind ``@monitor`` in a small HTTP model server, the sidecar scrap
 with delayed labels, then three production faults injected one after another. With Debian's
 ``prometheus`` and ``prometheus-alertmanager`` installed, the real servers run on loopback with
 the shipped alert rules (generated with demo-length durations) and the pages Alertmanager
-delivers are shown as they arrive; without them the sidecar's verdicts are the show.
+delivers are shown as they arrive, each with the fault that caused it; the demo ends with a
+pass/fail line per fault (its expected page, by alert name and labels, arrived or not).
+Without them the sidecar's verdicts are the show.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from ._model import SEGMENT, train_demo_model
 from ._server import ModelServer
 from ._stack import PrometheusStack, free_port, stack_binaries
 from ._traffic import Traffic
+from ._verdict import PageLedger
 from ._webhook import WebhookReceiver
 
 __all__ = ["DemoOptions", "run_demo", "demo_mixin_config"]
@@ -45,6 +49,12 @@ STATUS = {
 }
 
 
+def _console() -> Console:
+    """The terminal's width; 160 columns when piped or logged (rich would otherwise use 80)."""
+    console = Console()
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=160)
+
+
 @dataclass
 class DemoOptions:
     phase_seconds: float = 40.0
@@ -52,7 +62,7 @@ class DemoOptions:
     window: str = "1m"
     use_prometheus: bool = True
     workdir: Path | None = None
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=_console)
 
 
 def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
@@ -76,6 +86,7 @@ def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
         ingest_stale_seconds=60,
         ingest_stale_for=short,
         ingest_error_for=short,
+        keep_firing_for=short,  # the demo never restarts its sidecar
         runbook_url_pattern=_runbook_pattern(),
     )
 
@@ -93,6 +104,7 @@ class Demo:
         self.started = time.monotonic()
         self.stack: PrometheusStack | None = None
         self.webhook: WebhookReceiver | None = None
+        self.ledger = PageLedger(FAULTS)
 
     # -- views ------------------------------------------------------------------------------------
     def _outputs(self, sidecar: Sidecar) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -102,8 +114,7 @@ class Demo:
                 out.setdefault(inst.prometheus, []).append((labels, value))
         return out
 
-    def view(self, sidecar: Sidecar, traffic: Traffic) -> Group:
-        out = self._outputs(sidecar)
+    def _features_table(self, out: dict[str, list[tuple[dict[str, str], float]]]) -> Table:
         by_feature: dict[str, dict[str, float]] = {}
         for name in (
             "ml_feature_psi",
@@ -128,6 +139,11 @@ class Demo:
                 f"{int(v.get('ml_feature_window_observations', 0)):,}",
                 STATUS.get(int(v.get("ml_feature_drift_status", -1)), "?"),
             )
+        return features
+
+    def view(self, sidecar: Sidecar, traffic: Traffic) -> Group:
+        out = self._outputs(sidecar)
+        features = self._features_table(out)
         segments = Table(title=f"flag rate by {SEGMENT} (decision=true)", expand=True)
         for col in ("segment", "flag rate", "vs previous window", "vs baseline", "predictions"):
             segments.add_column(col, justify="right" if col != "segment" else "left")
@@ -176,22 +192,18 @@ class Demo:
                 "to see the pages too[/]"
             )
         pages = Table(title="pages delivered by Alertmanager (webhook)", expand=True)
-        for col in ("status", "alert", "severity", "where", "summary"):
-            pages.add_column(col)
-        seen = set()
-        for alert in self.webhook.alerts():
-            labels = alert["labels"]
-            where = ", ".join(f"{k}={labels[k]}" for k in ("ml_feature", "ml_segment") if k in labels)
-            key = (alert["status"], labels["alertname"], where)
-            if key in seen:
-                continue
-            seen.add(key)
+        for col in ("status", "alert", "severity", "where", "cause", "summary"):
+            pages.add_column(col, overflow="fold")
+        for delivery in self.ledger.deliveries.values():
+            labels = delivery.labels
+            cause = self.ledger.explain(delivery)
             pages.add_row(
-                alert["status"],
+                delivery.status,
                 labels["alertname"],
                 labels.get("severity", ""),
-                where,
-                alert["annotations"].get("summary", ""),
+                _where(labels),
+                f"[bold red]{cause}[/]" if cause.startswith("UNEXPECTED") else cause,
+                delivery.summary,
             )
         return pages
 
@@ -200,6 +212,7 @@ class Demo:
         o = self.o
         console = o.console
         workdir = o.workdir or Path(tempfile.mkdtemp(prefix="otel-ml-demo-"))
+        workdir.mkdir(parents=True, exist_ok=True)
         console.print(
             f"[bold]otel-ml demo[/]: training a scikit-learn model (breast cancer data, "
             f"shipped with scikit-learn); working directory {workdir}"
@@ -212,16 +225,7 @@ class Demo:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
         app = ModelServer(model, tracer_provider=tracer_provider).start()
-        sidecar = Sidecar(
-            SidecarConfig(
-                baselines=(baseline_path,),
-                listen=parse_listen(sidecar_url.removeprefix("http://")),
-                scrape=(ScrapeTarget(app.url + "/metrics", 1.0, 1.0),),
-                windows=(o.window,),
-                persist_interval=5.0,
-                state_file=workdir / "sidecar-state.npz",
-            )
-        ).start()
+        sidecar = self._sidecar(workdir, baseline_path, sidecar_url, app.url)
         traffic = Traffic(model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels").start()
         try:
             if o.use_prometheus and stack_binaries():
@@ -233,17 +237,19 @@ class Demo:
             with Live(
                 self.view(sidecar, traffic), console=console, refresh_per_second=2, transient=False, auto_refresh=False
             ) as live:
-                for title, fault in schedule:
+                for number, (title, fault) in enumerate(schedule):
                     self.phase = title
                     if fault is not None:
                         traffic.inject(fault)
+                        self.ledger.inject(number, self._now())
                     end = time.monotonic() + o.phase_seconds
-                    while time.monotonic() < end:
-                        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+                    while time.monotonic() < end or self._waiting_for(number, end + o.phase_seconds):
+                        time.sleep(1.0)
+                        self._collect_pages()
                         live.update(self.view(sidecar, traffic), refresh=True)
                 self.phase = "done"
                 live.update(self.view(sidecar, traffic), refresh=True)
-            self._summary(sidecar)
+            status = self._summary()
         finally:
             traffic.stop()
             app.stop()
@@ -253,7 +259,18 @@ class Demo:
             if self.webhook is not None:
                 self.webhook.stop()
             sidecar.stop()
-        return 0
+        return status
+
+    def _sidecar(self, workdir: Path, baseline: Path, url: str, app_url: str) -> Sidecar:
+        config = SidecarConfig(
+            baselines=(baseline,),
+            listen=parse_listen(url.removeprefix("http://")),
+            scrape=(ScrapeTarget(app_url + "/metrics", 1.0, 1.0),),
+            windows=(self.o.window,),
+            persist_interval=5.0,
+            state_file=workdir / "sidecar-state.npz",
+        )
+        return Sidecar(config).start()
 
     def _start_stack(self, workdir: Path, app_url: str, sidecar_url: str) -> None:
         from ..mixin.rules import write_rule_files
@@ -272,16 +289,53 @@ class Demo:
         ).start()
         self.o.console.print(f"Prometheus {self.stack.prometheus_url}   Alertmanager {self.stack.alertmanager_url}")
 
-    def _summary(self, sidecar: Sidecar) -> None:
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    def _waiting_for(self, number: int, deadline: float) -> bool:
+        """A fault phase runs on, up to another phase length, until the fault's own pages arrive."""
+        if self.webhook is None or number == 0 or time.monotonic() >= deadline:
+            return False
+        return not self.ledger.paged(number)
+
+    def _collect_pages(self) -> None:
+        if self.webhook is not None:
+            self.ledger.update(self.webhook.alerts(), self._now())
+
+    def _summary(self) -> int:
+        """One pass/fail line per fault, then the pages no fault explains; 1 if anything failed."""
         console = self.o.console
         console.print("\n[bold]what on-call saw:[/]")
-        for fault in FAULTS:
-            console.print(f"  - {fault.title}: expected {fault.expect}")
-        if self.webhook is not None:
-            firing = {a["labels"]["alertname"] for a in self.webhook.alerts("firing")}
-            console.print(f"  pages received: {', '.join(sorted(firing)) or 'none'}")
-            for alert in self.webhook.alerts("firing")[:1]:
-                console.print(f"  e.g. runbook: {alert['annotations'].get('runbook_url')}")
+        if self.webhook is None:
+            for number, fault in enumerate(FAULTS, 1):
+                console.print(f"  fault {number}: {fault.title}: expected {fault.expect} (pages not checked)")
+            return 0
+        verdicts = self.ledger.verdicts()
+        for v in verdicts:
+            mark = "[bold green]PASS[/]" if v.passed else "[bold red]FAIL[/]"
+            console.print(f"  {mark} fault {v.number}: {v.fault.title}: {'; '.join(v.lines)}")
+        surprises = self.ledger.surprises()
+        for d in surprises:
+            console.print(f"  [bold red]UNEXPECTED[/] {d.labels['alertname']} {_where(d.labels)} at {d.at:.0f}s")
+        for d in list(self.ledger.deliveries.values())[:1]:
+            console.print(f"  e.g. runbook: {self._runbook(d.labels['alertname'])}")
+        passed = sum(v.passed for v in verdicts)
+        console.print(
+            f"  {passed}/{len(verdicts)} faults paged as expected, {len(surprises)} unexpected page(s), "
+            f"{len(self.ledger.deliveries)} page(s) in all"
+        )
+        return 0 if passed == len(verdicts) and not surprises else 1
+
+    def _runbook(self, alertname: str) -> str:
+        return demo_mixin_config(self.o.window).runbook_url(alertname)
+
+
+def _where(labels: dict[str, str]) -> str:
+    parts = [f"{n.LABEL_FEATURE}={labels[n.LABEL_FEATURE]}"] if n.LABEL_FEATURE in labels else []
+    if n.LABEL_SEGMENT in labels:
+        parts.append(f"{labels.get(n.LABEL_SEGMENT_KEY, '')}={labels[n.LABEL_SEGMENT]}")
+    parts += [f"{k}={labels[k]}" for k in (n.LABEL_DECISION, n.LABEL_REFERENCE) if k in labels]
+    return ", ".join(parts)
 
 
 def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
