@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_ml import Baseline, ModelMonitor, fit_baseline
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import Sidecar, SidecarConfig, SidecarState, StateSettings, load_state, save_state
+from otel_ml.sidecar import Sidecar, SidecarConfig, SidecarState, StateSettings, WindowSpec, load_state, save_state
 
 PB = {"Content-Type": "application/x-protobuf"}
 
@@ -237,3 +237,38 @@ def test_baseline_matching_no_incoming_model(
         assert "baselines loaded: 'fraud' version 'v3'" in r.text
     finally:
         side.stop()
+
+
+def test_metrics_listen_flag(baseline: Baseline, tmp_path: Path, procs: list[Proc]) -> None:
+    """``--metrics-listen``: the second port serves reads only; ingest stays on ``--listen``."""
+    port = free_port()
+    path = baseline.save(tmp_path / "b.json")
+    side = Proc(tmp_path, "--baseline", str(path), "--metrics-listen", f"127.0.0.1:{port}")
+    procs.append(side)
+    read_only = f"http://127.0.0.1:{port}"
+    assert requests.post(read_only + "/v1/metrics", data=payload(baseline), headers=PB, timeout=5).status_code == 404
+    assert requests.post(side.url + "/v1/metrics", data=payload(baseline), headers=PB, timeout=5).status_code == 200
+    assert "ml_feature_value_bucket" in requests.get(read_only + "/metrics", timeout=5).text
+    assert requests.get(read_only + "/readyz", timeout=5).status_code == 200
+    assert side.terminate() == 0
+
+
+def test_a_snapshot_from_the_future_is_re_anchored(baseline: Baseline, tmp_path: Path) -> None:
+    """Saved by a process whose clock read later than this one's (the wall clock went back across
+    the restart): restored snapshots are moved to end now, so the next ones are taken on time."""
+    later = [50_000.0]
+    settings = StateSettings(windows=(WindowSpec("1h", 3600.0, 60),), compute_ttl=0)
+    first = SidecarState([baseline], settings, clock=lambda: later[0])
+    for _ in range(10):
+        later[0] += 60
+        first.tick()
+    save_state(first, tmp_path / "s.npz", first.clock())
+    now = [1_000.0]
+    second = SidecarState([baseline], settings, clock=lambda: now[0])
+    assert load_state(second, tmp_path / "s.npz")
+    ring = next(iter(second.models.values())).rings["1h"]
+    assert ring.times[-1] <= now[0] and len(ring.times) == 11
+    assert ring.times[-1] - ring.times[0] == pytest.approx(600)  # spacing kept
+    now[0] += 61
+    second.tick()
+    assert len(ring.times) == 12  # a snapshot on time, not 13 hours later
