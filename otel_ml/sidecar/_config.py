@@ -141,86 +141,111 @@ class SidecarConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown settings {unknown}; expected some of {sorted(known)}")
-        models = data.get("models") or []
-        if not isinstance(models, list) or not models:
-            raise ConfigError("models: list at least one {baseline: PATH}")
-        baselines = []
-        for i, m in enumerate(models):
-            if not isinstance(m, dict) or "baseline" not in m:
-                raise ConfigError(f"models[{i}]: expected {{baseline: PATH}}")
-            baselines.append((base / str(m["baseline"])).resolve())
-        scrape = []
-        for i, s in enumerate(data.get("scrape") or []):
-            if isinstance(s, str):
-                s = {"url": s}
-            if not isinstance(s, dict) or "url" not in s:
-                raise ConfigError(f"scrape[{i}]: expected {{url: URL, interval: 15s, timeout: 5s}}")
-            scrape.append(
-                ScrapeTarget(
-                    str(s["url"]),
-                    _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
-                    _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout"),
-                )
-            )
-        token = data.get("ingest_token")
-        if data.get("ingest_token_file"):
-            try:
-                token = (base / str(data["ingest_token_file"])).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"ingest_token_file: {exc}") from None
-        limits = _section(data, "limits")
-        drift = _section(data, "drift")
-        labels = _section(data, "labels")
         kwargs: dict[str, Any] = {
-            "baselines": tuple(baselines),
-            "scrape": tuple(scrape),
-            "token": token,
+            "baselines": _baselines(data, base),
+            "scrape": _scrape_targets(data),
+            "token": _token(data, base),
+            **_top_level(data, base),
+            **_section_settings(data),
         }
-        if "listen" in data:
-            kwargs["listen"] = parse_listen(str(data["listen"]))
-        if data.get("metrics_listen"):
-            kwargs["metrics_listen"] = parse_listen(str(data["metrics_listen"]))
-        if "windows" in data:
-            kwargs["windows"] = tuple(str(w) for w in data["windows"])
-        if "resolution" in data:
-            kwargs["resolution"] = int(data["resolution"])
-        if data.get("state_file"):
-            kwargs["state_file"] = (base / str(data["state_file"])).resolve()
-        if "persist_interval" in data:
-            kwargs["persist_interval"] = _seconds(data["persist_interval"], "persist_interval")
-        if "source_ttl" in data:
-            kwargs["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
-        for key in (
-            "max_body_bytes",
-            "segment_budget",
-            "label_budget",
-            "max_series_per_model",
-            "max_sources_per_model",
-            "join_capacity",
-        ):
-            if key in limits:
-                kwargs[key] = int(limits.pop(key))
-        if "max_count" in limits:
-            kwargs["max_count"] = float(limits.pop("max_count"))
-        if "read_timeout" in limits:
-            kwargs["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
-        if "join_ttl" in labels:
-            kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
-        for key in ("join_capacity", "join_max_bytes"):
-            if key in labels:
-                kwargs[key] = int(labels.pop(key))
-        for key in ("positive_decision", "positive_outcome", "negative_outcome"):
-            if key in labels:
-                kwargs[key] = str(labels.pop(key))
-        for key in ("alpha", "warn", "drift"):
-            if key in drift:
-                kwargs[key] = float(drift.pop(key))
-        for section, rest in (("limits", limits), ("drift", drift), ("labels", labels)):
-            if rest:
-                raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
         config = cls(**kwargs)
         config.window_specs()
         return config
+
+
+def _baselines(data: dict[str, Any], base: Path) -> tuple[Path, ...]:
+    models = data.get("models") or []
+    if not isinstance(models, list) or not models:
+        raise ConfigError("models: list at least one {baseline: PATH}")
+    baselines = []
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or "baseline" not in m:
+            raise ConfigError(f"models[{i}]: expected {{baseline: PATH}}")
+        baselines.append((base / str(m["baseline"])).resolve())
+    return tuple(baselines)
+
+
+def _scrape_targets(data: dict[str, Any]) -> tuple[ScrapeTarget, ...]:
+    scrape = []
+    for i, s in enumerate(data.get("scrape") or []):
+        if isinstance(s, str):
+            s = {"url": s}
+        if not isinstance(s, dict) or "url" not in s:
+            raise ConfigError(f"scrape[{i}]: expected {{url: URL, interval: 15s, timeout: 5s}}")
+        scrape.append(
+            ScrapeTarget(
+                str(s["url"]),
+                _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
+                _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout"),
+            )
+        )
+    return tuple(scrape)
+
+
+def _token(data: dict[str, Any], base: Path) -> str | None:
+    token = data.get("ingest_token")
+    if data.get("ingest_token_file"):
+        try:
+            token = (base / str(data["ingest_token_file"])).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"ingest_token_file: {exc}") from None
+    return None if token is None else str(token)
+
+
+def _top_level(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if "listen" in data:
+        kwargs["listen"] = parse_listen(str(data["listen"]))
+    if data.get("metrics_listen"):
+        kwargs["metrics_listen"] = parse_listen(str(data["metrics_listen"]))
+    if "windows" in data:
+        kwargs["windows"] = tuple(str(w) for w in data["windows"])
+    if "resolution" in data:
+        kwargs["resolution"] = int(data["resolution"])
+    if data.get("state_file"):
+        kwargs["state_file"] = (base / str(data["state_file"])).resolve()
+    if "persist_interval" in data:
+        kwargs["persist_interval"] = _seconds(data["persist_interval"], "persist_interval")
+    if "source_ttl" in data:
+        kwargs["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
+    return kwargs
+
+
+def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the limits, drift and labels sections; anything left over is an error."""
+    limits = _section(data, "limits")
+    drift = _section(data, "drift")
+    labels = _section(data, "labels")
+    kwargs: dict[str, Any] = {}
+    for key in (
+        "max_body_bytes",
+        "segment_budget",
+        "label_budget",
+        "max_series_per_model",
+        "max_sources_per_model",
+        "join_capacity",
+    ):
+        if key in limits:
+            kwargs[key] = int(limits.pop(key))
+    if "max_count" in limits:
+        kwargs["max_count"] = float(limits.pop("max_count"))
+    if "read_timeout" in limits:
+        kwargs["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
+    if "join_ttl" in labels:
+        kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
+    for key in ("join_capacity", "join_max_bytes"):
+        if key in labels:
+            kwargs[key] = int(labels.pop(key))
+    for key in ("positive_decision", "positive_outcome", "negative_outcome"):
+        if key in labels:
+            kwargs[key] = str(labels.pop(key))
+    for key in ("alpha", "warn", "drift"):
+        if key in drift:
+            kwargs[key] = float(drift.pop(key))
+    for section, rest in (("limits", limits), ("drift", drift), ("labels", labels)):
+        if rest:
+            raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
+    return kwargs
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
