@@ -198,16 +198,7 @@ def fit_baseline(
     names = list(features) if features is not None else [n for n in columns.names if n not in skip]
     if not names:
         raise BaselineError("no feature columns found")
-    profiles: list[NumericProfile | CategoricalProfile] = []
-    for name in names:
-        raw = columns.raw(name)
-        if raw is None:
-            raise BaselineError(f"feature column {name!r} is not in the data")
-        if name not in categorical and _is_numeric(raw):
-            profiles.append(_fit_numeric(name, as_float(raw), bins))
-        else:
-            profiles.append(_fit_categorical(name, raw, top_k, rare_limit))
-
+    profiles = _fit_features(columns, names, categorical, bins, top_k, rare_limit)
     score_values = _score_values(columns, score_column, scores)
     score = None
     if score_values is not None:
@@ -227,6 +218,22 @@ def fit_baseline(
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         library_version=__version__,
     )
+
+
+def _fit_features(
+    columns: Columns, names: Sequence[str], categorical: Sequence[str], bins: int, top_k: int, rare_limit: int
+) -> list[NumericProfile | CategoricalProfile]:
+    """One profile per feature column: numeric unless declared categorical or not numbers."""
+    profiles: list[NumericProfile | CategoricalProfile] = []
+    for name in names:
+        raw = columns.raw(name)
+        if raw is None:
+            raise BaselineError(f"feature column {name!r} is not in the data")
+        if name not in categorical and _is_numeric(raw):
+            profiles.append(_fit_numeric(name, as_float(raw), bins))
+        else:
+            profiles.append(_fit_categorical(name, raw, top_k, rare_limit))
+    return profiles
 
 
 def _score_values(

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -94,6 +94,31 @@ def _histogram(instrument: n.Instrument, points: list[HistogramDataPoint]) -> Me
     return _metric(instrument, Histogram(data_points=points, aggregation_temporality=_CUMULATIVE))
 
 
+_LABEL_KEY = {
+    n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE,
+    n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
+    n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE,
+    n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
+}
+
+
+def _labelled_points(
+    s: CountsSnapshot,
+    model: dict[str, str],
+    point: Callable[[dict[str, str], int | float], NumberDataPoint],
+    out: dict[n.Instrument, list[NumberDataPoint]],
+) -> None:
+    """The counters keyed by one label (error type, fallback reason, overflowing attribute)."""
+    for instrument, counts in (
+        (n.PREDICTION_ERRORS, s.errors),
+        (n.PREDICTION_FALLBACKS, s.fallbacks),
+        (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
+        (n.CARDINALITY_OVERFLOW, s.overflow),
+    ):
+        for label, count in sorted(counts.items()):
+            out[instrument].append(point({**model, _LABEL_KEY[instrument]: label}, count))
+
+
 def counts_metrics_data(
     snapshots: Iterable[CountsSnapshot],
     *,
@@ -110,18 +135,7 @@ def counts_metrics_data(
     category: list[NumberDataPoint] = []
     missing: list[NumberDataPoint] = []
     preds: list[NumberDataPoint] = []
-    labelled: dict[n.Instrument, list[NumberDataPoint]] = {
-        n.PREDICTION_ERRORS: [],
-        n.PREDICTION_FALLBACKS: [],
-        n.INSTRUMENTATION_ERRORS: [],
-        n.CARDINALITY_OVERFLOW: [],
-    }
-    label_key = {
-        n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE,
-        n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
-        n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE,
-        n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
-    }
+    labelled: dict[n.Instrument, list[NumberDataPoint]] = {instrument: [] for instrument in _LABEL_KEY}
 
     def point(attrs: dict[str, str], v: int | float) -> NumberDataPoint:
         return NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, value=v)
@@ -142,14 +156,7 @@ def counts_metrics_data(
                 point({**model, n.ATTR_SEGMENT_KEY: key, n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision}, count)
             )
         duration.append(_histogram_point(model, start, now, s.duration_edges, s.duration_bins.tolist(), s.duration_sum))
-        for instrument, counts in (
-            (n.PREDICTION_ERRORS, s.errors),
-            (n.PREDICTION_FALLBACKS, s.fallbacks),
-            (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
-            (n.CARDINALITY_OVERFLOW, s.overflow),
-        ):
-            for label, count in sorted(counts.items()):
-                labelled[instrument].append(point({**model, label_key[instrument]: label}, count))
+        _labelled_points(s, model, point, labelled)
 
     metrics = [
         _histogram(n.FEATURE_VALUE, value),
