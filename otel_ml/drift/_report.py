@@ -22,7 +22,7 @@ from .._binning import CategoryEncoder
 from .._frame import Columns, to_columns
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
-from ._compare import Critical, compare
+from ._compare import Critical, DriftResult, compare
 from ._stats import bin_counts, ks_test, pad_bins, wasserstein
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
@@ -201,6 +201,32 @@ def drift_report(
     """
     names = feature_names if feature_names is not None else list(baseline.feature_names)
     columns = to_columns(data, names)
+    binned = _bin_all(baseline, columns, score_column)
+    result = compare(
+        pad_bins([b.reference for b in binned]),
+        pad_bins([b.counts for b in binned]),
+        np.array([b.reference_count for b in binned], dtype=np.float64),
+        alpha=alpha,
+        warn=warn,
+        drift=drift,
+        min_count=min_count,
+        critical=critical,
+    )
+    raw_reference = _raw_reference(reference_data, names, binned)
+    return DriftReport(
+        model_name=baseline.model_name,
+        model_version=baseline.model_version,
+        row_count=columns.n_rows,
+        reference_row_count=baseline.row_count,
+        features=tuple(_feature_drift(i, b, result, raw_reference.get(b.name)) for i, b in enumerate(binned)),
+        alpha=alpha,
+        warn_threshold=warn,
+        drift_threshold=drift,
+    )
+
+
+def _bin_all(baseline: Baseline, columns: Columns, score_column: str | None) -> list[_Binned]:
+    """The current counts of every baseline feature (and the score), in the baseline's bins."""
     missing = [f.name for f in baseline.features if columns.raw(f.name) is None]
     if missing:
         raise ValueError(f"the data has no column for baseline feature(s) {', '.join(map(repr, missing))}")
@@ -218,55 +244,33 @@ def drift_report(
         _column(columns, score_column, "the data")
         s = baseline.score
         binned.append(_bin_numeric(score_column, "score", s.edges_array(), s.fractions_array(), s.count, columns))
+    return binned
 
-    result = compare(
-        pad_bins([b.reference for b in binned]),
-        pad_bins([b.counts for b in binned]),
-        np.array([b.reference_count for b in binned], dtype=np.float64),
-        alpha=alpha,
-        warn=warn,
-        drift=drift,
-        min_count=min_count,
-        critical=critical,
-    )
-    raw_reference = _raw_reference(reference_data, names, binned)
-    features = []
-    for i, b in enumerate(binned):
-        ks: tuple[float | None, float | None] = (None, None)
-        w: float | None = None
-        ref_sample = raw_reference.get(b.name)
-        if ref_sample is not None and b.sample is not None:
-            ks = ks_test(ref_sample, b.sample)
-            w = wasserstein(ref_sample, b.sample)
-        count = int(result.count[i])
-        features.append(
-            FeatureDrift(
-                name=b.name,
-                kind=b.kind,
-                count=count,
-                missing_ratio=1.0 - count / b.rows if b.rows else math.nan,
-                psi=float(result.psi[i]),
-                psi_critical=float(result.psi_critical[i]),
-                js_distance=float(result.js_distance[i]),
-                hellinger=float(result.hellinger[i]),
-                pvalue=float(result.pvalue[i]),
-                status=int(result.status[i]),
-                bins=int(b.reference.size),
-                unknown_ratio=b.unknown_ratio,
-                ks_statistic=ks[0],
-                ks_pvalue=ks[1],
-                wasserstein=w,
-            )
-        )
-    return DriftReport(
-        model_name=baseline.model_name,
-        model_version=baseline.model_version,
-        row_count=columns.n_rows,
-        reference_row_count=baseline.row_count,
-        features=tuple(features),
-        alpha=alpha,
-        warn_threshold=warn,
-        drift_threshold=drift,
+
+def _feature_drift(i: int, b: _Binned, result: DriftResult, ref_sample: FloatArray | None) -> FeatureDrift:
+    """One feature's row of the report; KS and Wasserstein when the raw reference sample is there."""
+    ks: tuple[float | None, float | None] = (None, None)
+    w: float | None = None
+    if ref_sample is not None and b.sample is not None:
+        ks = ks_test(ref_sample, b.sample)
+        w = wasserstein(ref_sample, b.sample)
+    count = int(result.count[i])
+    return FeatureDrift(
+        name=b.name,
+        kind=b.kind,
+        count=count,
+        missing_ratio=1.0 - count / b.rows if b.rows else math.nan,
+        psi=float(result.psi[i]),
+        psi_critical=float(result.psi_critical[i]),
+        js_distance=float(result.js_distance[i]),
+        hellinger=float(result.hellinger[i]),
+        pvalue=float(result.pvalue[i]),
+        status=int(result.status[i]),
+        bins=int(b.reference.size),
+        unknown_ratio=b.unknown_ratio,
+        ks_statistic=ks[0],
+        ks_pvalue=ks[1],
+        wasserstein=w,
     )
 
 
