@@ -213,6 +213,21 @@ class TestSpans:
         attrs = dict(exporter.get_finished_spans()[0].attributes)
         assert attrs["ml.feature.amount"] == 3.0 and attrs["ml.feature.country"] == "DE"
 
+    def test_recorded_features_with_a_lone_surrogate_still_encode(
+        self, baseline: Baseline, registry: CollectorRegistry, spans: Any
+    ) -> None:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        provider, exporter = spans
+        predict = monitor(baseline=baseline, record_features=True, tracer_provider=provider, registry=registry)(
+            constant_model()
+        )
+        predict({"amount": 3.0, "country": "D\udce9", "bad\ud800key": "x"})
+        finished = exporter.get_finished_spans()
+        attrs = dict(finished[0].attributes)
+        assert attrs["ml.feature.country"] == "D\ufffd" and attrs["ml.feature.bad\ufffdkey"] == "x"
+        assert len(encode_spans(finished).SerializeToString()) > 0  # protobuf refuses lone surrogates
+
     def test_request_id_from_the_input(self, baseline: Baseline, registry: CollectorRegistry, spans: Any) -> None:
         provider, exporter = spans
         predict = monitor(

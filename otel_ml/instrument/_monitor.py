@@ -64,6 +64,7 @@ from .._names import (
     ATTR_SCORE_MEAN,
     ATTR_SEGMENT_PREFIX,
     SPAN_NAME,
+    label_value,
 )
 from .._version import __version__
 from ..baseline import Baseline
@@ -524,8 +525,10 @@ class ModelMonitor:
                 attrs[ATTR_SEGMENT_PREFIX + key] = value
         if self._record_features:
             for key, value in row.items():
-                if isinstance(value, (str, bool, int, float)):
-                    attrs[ATTR_FEATURE_PREFIX + str(key)] = value
+                if isinstance(value, str):  # a lone surrogate would fail the whole span batch's encoding
+                    attrs[label_value(ATTR_FEATURE_PREFIX + str(key))] = label_value(value)
+                elif isinstance(value, (bool, int, float)):
+                    attrs[label_value(ATTR_FEATURE_PREFIX + str(key))] = value
         return attrs
 
     def _instrumentation_error(
