@@ -247,6 +247,22 @@ def test_empty_csv_fields_are_missing_not_a_category(tmp_path: Path) -> None:
     assert country.missing_fraction == pytest.approx(1 / 4) and amount.missing_fraction == pytest.approx(1 / 4)
 
 
+@pytest.mark.parametrize("declared", [True, False])
+def test_csv_null_spellings_in_text_columns_are_categories(tmp_path: Path, declared: bool) -> None:
+    # "NA" (Namibia), "null", "nan" ... are text in JSON and Parquet: a CSV must not read them as missing
+    data = tmp_path / "t.csv"
+    data.write_text("amount,country\nNA,NA\n2.5,null\n3.5,nan\n4.5,N/A\n5.5,US\n6.5,\n")
+    out = tmp_path / "b.json"
+    args = ["baseline", "fit", str(data), "--model", "m", "--version", "1", "-o", str(out), "--no-progress"]
+    assert cli([*args, *(["--categorical", "country"] if declared else [])]) == 0
+    b = Baseline.load(out)
+    country, amount = b.feature("country"), b.feature("amount")
+    assert isinstance(country, CategoricalProfile)
+    assert set(country.vocabulary) == {"NA", "null", "nan", "N/A", "US"}
+    assert country.missing_fraction == pytest.approx(1 / 6)  # only the empty field
+    assert amount.missing_fraction == pytest.approx(1 / 6)  # a numeric column's NA is still missing
+
+
 class TestTiedEdges:
     """Rounding an edge must never move a training value across it (issue 10, item 3)."""
 

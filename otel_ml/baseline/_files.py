@@ -69,16 +69,29 @@ def read_table(path: str | os.PathLike[str], *, progress: bool = False, strings:
     if ".csv" in suffixes:
         import rich.progress
 
-        # Empty CSV fields are missing values, not the category "" (which would count as __unknown__).
-        options = pa.csv.ConvertOptions(strings_can_be_null=True, column_types={name: pa.string() for name in strings})
+        # Text columns keep "NA", "null", "nan" ... as categories (they are text in JSON and Parquet);
+        # numeric columns still read them as missing. Empty fields are missing in both.
+        options = pa.csv.ConvertOptions(strings_can_be_null=False, column_types={name: pa.string() for name in strings})
         with rich.progress.open(p, "rb", description=f"reading {p.name}", transient=True, disable=not progress) as fh:
             if suffixes[-1] == ".gz":
                 import gzip
 
                 with gzip.open(fh) as gz:
-                    return pa.csv.read_csv(gz, convert_options=options)
-            return pa.csv.read_csv(fh, convert_options=options)
+                    return _empty_text_is_missing(pa, pa.csv.read_csv(gz, convert_options=options))
+            return _empty_text_is_missing(pa, pa.csv.read_csv(fh, convert_options=options))
     raise ValueError(f"{p}: unsupported file type (expected .csv, .csv.gz, .parquet, .json or .jsonl)")
+
+
+def _empty_text_is_missing(pa: Any, table: Any) -> Any:
+    """An empty CSV field in a text column is a missing value, not the category "" (__unknown__)."""
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(i)
+            empty = pc.equal(column, "")
+            table = table.set_column(i, field, pc.if_else(empty, pa.scalar(None, field.type), column))
+    return table
 
 
 def _read_json(pa: Any, path: Path) -> Any:
