@@ -158,6 +158,15 @@ def crafted_files(state_path: Path, baseline: Baseline) -> dict[str, bytes]:
     def rings(meta: dict) -> dict:
         return next(iter(meta["models"][0]["rings"].values()))
 
+    def with_array(suffix: str, index: int, value: float) -> bytes:
+        with np.load(io.BytesIO(good)) as data:
+            arrays = {k: np.array(data[k]) for k in data.files}
+        target = next(k for k in arrays if k.endswith(suffix))
+        arrays[target].flat[index] = value  # index 0 is a count (buckets come first), never a sum
+        out = io.BytesIO()
+        np.savez(out, **arrays)
+        return out.getvalue()
+
     return {
         "garbage": b"PK\x03\x04 this is not a zip at all",
         "truncated": good[: len(good) // 2],
@@ -167,6 +176,9 @@ def crafted_files(state_path: Path, baseline: Baseline) -> dict[str, bytes]:
         "sizes_too_long": with_meta(lambda m: rings(m).update(sizes=[10**9] * len(rings(m)["sizes"]))),
         "keys_wrong": with_meta(lambda m: m["models"][0].update(keys=[["x", []]])),
         "join_wrong_arity": with_meta(lambda m: m.update(join=[[1, 2]])),
+        "totals_nan": with_array("_totals", 0, float("nan")),
+        "totals_negative": with_array("_totals", 0, -1e300),
+        "snapshot_inf": with_array("_r0", 0, float("inf")),
     }
 
 
@@ -181,6 +193,9 @@ def crafted_files(state_path: Path, baseline: Baseline) -> dict[str, bytes]:
         "sizes_too_long",
         "keys_wrong",
         "join_wrong_arity",
+        "totals_nan",
+        "totals_negative",
+        "snapshot_inf",
     ],
 )
 def test_corrupt_or_crafted_state_is_moved_aside(

@@ -86,6 +86,18 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
     return atomic_write(target, lambda fh: np.savez(fh, **arrays))
 
 
+def _check_values(model: ModelState, values: Any, what: str) -> None:
+    """Saved counts are finite and >= 0 (sums finite), as ingest demands: a crafted NaN or
+    negative count would otherwise be restored and fail every later ``/metrics``."""
+    finite = np.isfinite(values)
+    if values.ndim == 2:
+        finite = finite.all(axis=0)
+        values = values.min(axis=0, initial=0.0)
+    may_be_negative = np.fromiter((k.name.endswith("_sum") for k in model.keys[: values.size]), bool, values.size)
+    if not finite.all() or ((values < 0) & ~may_be_negative).any():
+        raise ValueError(f"{what}: counts must be finite and >= 0")
+
+
 def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
     keys = [SeriesKey(name, tuple(tuple(p) for p in labels)) for name, labels in meta["keys"]]
     if keys[: model.size] != model.keys:
@@ -94,11 +106,13 @@ def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
     saved = np.asarray(data[f"{meta['prefix']}_totals"], dtype=np.float64)
     if saved.shape != (model.size,):
         raise ValueError("totals do not match the series list")
+    _check_values(model, saved, "totals")
     model.totals[: saved.size] = saved
     for name, src in meta["sources"].items():
         last = np.asarray(data[src["array"]], dtype=np.float64)
         if last.ndim != 1 or last.size > model.size:
             raise ValueError(f"source {name}: more values than series")
+        _check_values(model, last, f"source {name}")
         model.sources[str(name)] = SourceState(last.copy(), int(src["start_ns"]), float(src["seen_at"]))
     for window, ring_meta in meta["rings"].items():
         ring = model.rings.get(window)
@@ -110,6 +124,7 @@ def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
             raise ValueError(f"window {window}: snapshots and their times differ")
         if any(not 0 <= size <= min(model.size, stacked.shape[1]) for size in sizes):
             raise ValueError(f"window {window}: a snapshot is longer than the series list")
+        _check_values(model, stacked[:, : min(model.size, stacked.shape[1])], f"window {window}")
         ring.times = [float(t) for t in ring_meta["times"]]
         ring.vectors = [np.array(stacked[r, :size]) for r, size in enumerate(sizes)]
     model.last_ingest = float(meta["last_ingest"])
