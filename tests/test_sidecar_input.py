@@ -484,6 +484,25 @@ class TestExposition:
         body = encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=1)).SerializeToString()
         assert b"x\xef\xbf\xbdy" in body  # U+FFFD, encoded
 
+    def test_model_names_feature_names_and_segment_keys(self, baseline: Baseline, tmp_path: Path) -> None:
+        """Names the developer gives or a baseline file holds, not only values from data (issue 10, item 5)."""
+        document = baseline.to_dict()
+        document["model"] = {"name": "fr" + SURROGATE, "version": "v" + CONTROL}
+        document["features"][0]["name"] = "amount" + SURROGATE
+        poisoned = Baseline.from_dict(document)
+        registry = CollectorRegistry()
+        mon = ModelMonitor(baseline=poisoned, segments=["country" + SURROGATE], decision=0.5, registry=registry)
+        row = {"amount" + SURROGATE: 1.0, "balance_z": 0.0, "country" + SURROGATE: "DE", "device": "ios"}
+        mon(lambda r: 0.7)(row)
+        text = generate_latest(registry).decode("utf-8")
+        check_exposition(text, tmp_path)
+        assert 'ml_segment="DE",ml_segment_key="countryx\ufffdy"' in text  # the raw key still found its column
+        assert 'ml_feature="amountx\ufffdy",' in text
+        body = encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=1)).SerializeToString()
+        side = SidecarState([poisoned], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+        assert ingest(side, "/v1/metrics", body) == 200 and side.ingest_errors == {}
+        check_exposition(exposition(side), tmp_path)
+
 
 SCRAPED = (
     "# TYPE ml_predictions_total counter\n"

@@ -401,8 +401,8 @@ def _parse_baseline(data: Any) -> Baseline:
             raise BaselineError(f"features[{i}].name: duplicate feature name {n!r}")
     score_raw = top.get("score", dict, default=None, nullable=True)
     return Baseline(
-        model_name=model.string("name"),
-        model_version=model.string("version"),
+        model_name=label_value(model.string("name")),  # a label on /metrics: exposition-safe
+        model_version=label_value(model.string("version")),
         features=features,
         row_count=top.count("row_count"),
         score=None if score_raw is None else _parse_score(score_raw, "score"),

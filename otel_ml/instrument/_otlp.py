@@ -141,20 +141,21 @@ def counts_metrics_data(
         return NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, value=v)
 
     for s in snapshots:
-        model = {n.ATTR_MODEL_NAME: s.model_name, n.ATTR_MODEL_VERSION: s.model_version}
+        safe = n.label_value  # names from code or a baseline file: one lone surrogate fails the whole batch
+        model = {n.ATTR_MODEL_NAME: safe(s.model_name), n.ATTR_MODEL_VERSION: safe(s.model_version)}
         for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):
-            value.append(_histogram_point({**model, n.ATTR_FEATURE: name}, start, now, edges, bins.tolist(), total))
+            attrs = {**model, n.ATTR_FEATURE: safe(name)}
+            value.append(_histogram_point(attrs, start, now, edges, bins.tolist(), total))
         for name, labels, bins in zip(s.categorical_names, s.categorical_labels, s.categorical_bins):
             for label, count in zip(labels, bins.tolist()):
                 if count:
-                    category.append(point({**model, n.ATTR_FEATURE: name, n.ATTR_CATEGORY: label}, int(count)))
+                    category.append(point({**model, n.ATTR_FEATURE: safe(name), n.ATTR_CATEGORY: label}, int(count)))
         for name, count in s.missing.items():
-            missing.append(point({**model, n.ATTR_FEATURE: name}, int(count)))
+            missing.append(point({**model, n.ATTR_FEATURE: safe(name)}, int(count)))
         score.append(_histogram_point(model, start, now, s.score_edges, s.score_bins.tolist(), s.score_sum))
         for key, segment, decision, count in s.predictions:
-            preds.append(
-                point({**model, n.ATTR_SEGMENT_KEY: key, n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision}, count)
-            )
+            attrs = {**model, n.ATTR_SEGMENT_KEY: safe(key), n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision}
+            preds.append(point(attrs, count))
         duration.append(_histogram_point(model, start, now, s.duration_edges, s.duration_bins.tolist(), s.duration_sum))
         _labelled_points(s, model, point, labelled)
 

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 
 from .. import _names as n
+from .._names import label_value
 from ._counters import CountsSnapshot, merge_snapshots
 from ._dirsum import DirSummer
 from ._multiproc import multiproc_dir
@@ -110,18 +111,20 @@ def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
     """Metric families for the given model snapshots, in the exposition's stable order."""
     fam = _families()
     for s in snapshots:
-        model = [s.model_name, s.model_version]
+        # names given in code or a baseline file (model, features, segment keys) made safe here;
+        # label values from data already are
+        model = [label_value(s.model_name), label_value(s.model_version)]
         for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):
-            fam["value"].add_metric([*model, name], _buckets(edges, bins), total)
+            fam["value"].add_metric([*model, label_value(name)], _buckets(edges, bins), total)
         for name, labels, bins in zip(s.categorical_names, s.categorical_labels, s.categorical_bins):
             for label, value in zip(labels, bins.tolist()):
                 if value:
-                    fam["category"].add_metric([*model, name, label], value)
+                    fam["category"].add_metric([*model, label_value(name), label], value)
         for name, value in s.missing.items():
-            fam["missing"].add_metric([*model, name], value)
+            fam["missing"].add_metric([*model, label_value(name)], value)
         fam["score"].add_metric(model, _buckets(s.score_edges, s.score_bins), s.score_sum)
         for key, segment, decision, value in s.predictions:
-            fam["predictions"].add_metric([*model, key, segment, decision], value)
+            fam["predictions"].add_metric([*model, label_value(key), segment, decision], value)
         fam["duration"].add_metric(model, _buckets(s.duration_edges, s.duration_bins), s.duration_sum)
         for family, counts in (
             ("errors", s.errors),

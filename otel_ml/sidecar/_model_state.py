@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +89,15 @@ def _labels(**pairs: str) -> Labels:
     return tuple(sorted(pairs.items()))
 
 
+def _exposition_safe(baseline: Baseline) -> Baseline:
+    """The baseline with feature names made label-safe: they become ``ml_feature`` values here,
+    and the app sends them made safe the same way (a lone surrogate would fail every /metrics)."""
+    if all(label_value(f.name) == f.name for f in baseline.features):
+        return baseline
+    features = tuple(replace(f, name=label_value(f.name)) for f in baseline.features)
+    return replace(baseline, features=features)
+
+
 class ModelState:
     """All counts of one model version, with their windows."""
 
@@ -103,6 +112,7 @@ class ModelState:
         max_series: int = 20_000,
         max_sources: int = 1000,
     ) -> None:
+        baseline = _exposition_safe(baseline)
         self.baseline = baseline
         self.model = baseline.model_name
         self.version = baseline.model_version
