@@ -320,6 +320,33 @@ def _child_reports(mon: ModelMonitor, predict: Callable[..., Any], out: Any) -> 
     out.send((total, _counters._warned_unshared))
 
 
+_SPAWN_SCRIPT = """
+import logging, multiprocessing, sys
+from otel_ml import Baseline, ModelMonitor
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(process)d %(message)s")
+mon = ModelMonitor(baseline=Baseline.load(sys.argv[1]))  # at import: the spawned child re-imports this
+
+def work(_):
+    return 0
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.map(work, [0])
+"""
+
+
+def test_a_spawned_worker_without_a_directory_warns_too(small_baseline: Baseline, tmp_path: Path) -> None:
+    (tmp_path / "spawned.py").write_text(_SPAWN_SCRIPT)
+    small_baseline.save(tmp_path / "b.json")
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_DIR_ENV}
+    done = subprocess.run(
+        [sys.executable, "spawned.py", "b.json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("is one of several worker processes") == 1, done.stderr  # the child, not the parent
+
+
 def test_fork_without_a_directory_starts_the_child_at_zero_and_warns(small_baseline: Baseline) -> None:
     mon, predict = _monitor(small_baseline, CollectorRegistry())
     for _ in range(4):

@@ -650,7 +650,9 @@ def _warn_if_unshared(forked: bool = False) -> None:
     global _warned_unshared
     if _warned_unshared:
         return
-    if not forked and multiprocessing.parent_process() is None and "gunicorn.arbiter" not in sys.modules:
+    # a spawned child imports the app before parent_process() is set, but already has its name
+    child = multiprocessing.parent_process() is not None or multiprocessing.current_process().name != "MainProcess"
+    if not forked and not child and "gunicorn.arbiter" not in sys.modules:
         return
     _warned_unshared = True
     _log.warning(
