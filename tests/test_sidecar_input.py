@@ -253,6 +253,22 @@ class TestMetricValues:
             exposition(state)
         )
 
+    def test_sums_that_overflow_across_sources_survive_a_restart(
+        self, state: SidecarState, baseline: Baseline, tmp_path: Path
+    ) -> None:
+        """Each sum is finite, their total is not: that is a value, not a corrupt state file."""
+        for source in ("a", "b"):
+            request = _request(histogram(_amount_edges(baseline), total=1.7e308))
+            request.resource_metrics[0].resource.attributes[0].value.string_value = source
+            with np.errstate(over="ignore"):  # the second sum overflows the total: numpy says so
+                assert ingest(state, "/v1/metrics", request.SerializeToString()) == 200
+        assert "+Inf" in exposition(state)
+        save_state(state, tmp_path / "s.npz", T0 + 20)
+        fresh = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+        assert load_state(fresh, tmp_path / "s.npz") is True
+        restored = exposition(fresh)
+        assert 'ml_feature_value_sum{ml_feature="amount",ml_model_name="fraud",ml_model_version="v3"} +Inf' in restored
+
 
 class TestHistogramBounds:
     @pytest.mark.parametrize("change", ["fewer", "more", "shifted", "none"])

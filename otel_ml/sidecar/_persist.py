@@ -87,14 +87,14 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
 
 
 def _check_values(model: ModelState, values: Any, what: str) -> None:
-    """Saved counts are finite and >= 0 (sums finite), as ingest demands: a crafted NaN or
-    negative count would otherwise be restored and fail every later ``/metrics``."""
-    finite = np.isfinite(values)
+    """Saved counts are finite and >= 0, as ingest keeps them: a crafted NaN or negative count
+    would otherwise be restored and fail every later ``/metrics``. Sums are values (negative, or
+    infinite once finite sums of several sources overflow), only ever re-exposed."""
     if values.ndim == 2:
-        finite = finite.all(axis=0)
-        values = values.min(axis=0, initial=0.0)
-    may_be_negative = np.fromiter((k.name.endswith("_sum") for k in model.keys[: values.size]), bool, values.size)
-    if not finite.all() or ((values < 0) & ~may_be_negative).any():
+        values = np.where(np.isfinite(values), values, np.nan).min(axis=0, initial=0.0)
+    counts = np.fromiter((not k.name.endswith("_sum") for k in model.keys[: values.size]), bool, values.size)
+    checked = values[counts]
+    if not (np.isfinite(checked) & (checked >= 0)).all():
         raise ValueError(f"{what}: counts must be finite and >= 0")
 
 
