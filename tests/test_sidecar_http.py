@@ -196,6 +196,11 @@ class TestSecurity:
             assert value(side.url, "ml_sidecar_ingest_errors_total", reason="unauthorized") == 2
             r = requests.post(side.url + "/v1/metrics", data=body, headers={**PB, "Authorization": "Bearer s3cret"})
             assert r.status_code == 200
+            for spelling in ("bearer s3cret", "BEARER  s3cret"):  # the scheme is case-insensitive (RFC 9110)
+                r = requests.post(side.url + "/v1/metrics", data=body, headers={**PB, "Authorization": spelling})
+                assert r.status_code == 200, spelling
+            r = requests.post(side.url + "/v1/metrics", data=body, headers={**PB, "Authorization": "Basic s3cret"})
+            assert r.status_code == 401
             assert requests.get(side.url + "/metrics").status_code == 200  # Prometheus needs no token
         finally:
             side.stop()

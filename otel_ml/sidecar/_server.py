@@ -200,8 +200,9 @@ class SidecarServer:
     def _authorize(self, request: Request) -> None:
         if not self.token:
             return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        matches = hmac.compare_digest(credentials.strip().encode(), self.token.encode())
+        if scheme.lower() != "bearer" or not matches:  # the scheme is case-insensitive (RFC 9110)
             raise IngestError(401, "unauthorized", "missing or wrong bearer token")
 
     async def _body(self, request: Request) -> bytes:
