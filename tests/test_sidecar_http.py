@@ -330,6 +330,18 @@ class TestScrape:
             assert value(sidecar.url, "ml_sidecar_ingest_errors_total", reason=reason) == 1, reason
         assert model_outputs(sidecar.url) == held
 
+    def test_a_failing_target_is_logged_once_a_minute_and_counted_every_time(
+        self, sidecar: Sidecar, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
+        with caplog.at_level(logging.WARNING, logger="otel_ml.sidecar"):
+            for _ in range(5):
+                sidecar.scrape_once(ScrapeTarget(closed, 1, 1))
+        assert value(sidecar.url, "ml_sidecar_ingest_errors_total", reason="scrape_unreachable") == 5
+        assert caplog.text.count("scrape failed") == 1, caplog.text
+
 
 def test_exposition_is_promtool_clean(sidecar: Sidecar, baseline: Baseline) -> None:
     promtool = shutil.which("promtool")

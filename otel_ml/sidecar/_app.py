@@ -49,6 +49,7 @@ class Sidecar:
         self.restored = False
         self.persist_error: str | None = None
         self._persist_logged = -60.0
+        self._scrape_logged: dict[tuple[str, str], float] = {}  # (target, reason): configured targets only
 
     @property
     def url(self) -> str:
@@ -97,8 +98,11 @@ class Sidecar:
             batches = parse_exposition(text, target.url)
             self.state.apply_metrics(batches, "scrape")  # raises, changing nothing, on impossible counts
         except IngestError as exc:
-            self.state.count_error(exc.reason)
-            _log.warning("scrape failed (%s): %s", exc.reason, exc)
+            self.state.count_error(exc.reason)  # counted every time, logged once a minute per target and reason
+            now, key = time.monotonic(), (target.url, exc.reason)
+            if now - self._scrape_logged.get(key, -60.0) >= 60.0:
+                self._scrape_logged[key] = now
+                _log.warning("scrape failed (%s): %s", exc.reason, exc)
 
     def _scrape_loop(self, target: ScrapeTarget) -> None:
         while not self._stop.is_set():
