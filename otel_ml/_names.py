@@ -216,7 +216,7 @@ FEATURE_PSI: Final = _gauge(
 )
 FEATURE_PSI_CRITICAL: Final = _gauge(
     "ml_feature_psi_critical",
-    "PSI a drift-free sample of this size exceeds with probability alpha (sample-size-aware threshold).",
+    "PSI a drift-free sample of this size exceeds with probability alpha / features (family-wise threshold).",
 )
 FEATURE_JS_DISTANCE: Final = _gauge(
     "ml_feature_js_distance", "Jensen-Shannon distance (base 2) of the window vs the baseline."
@@ -261,6 +261,14 @@ SEGMENT_DECISION_RATE: Final = _gauge(
 SEGMENT_DECISION_RATE_CHANGE: Final = _gauge(
     "ml_segment_decision_rate_change",
     "Relative change of the decision rate: (now - reference) / reference; ml_reference says which.",
+)
+SEGMENT_DECISION_RATE_STATUS: Final = _gauge(
+    "ml_segment_decision_rate_status",
+    "Decision-rate verdict vs ml_reference (family-wise test): 0 ok, 1 warn, 2 changed, -1 insufficient data.",
+)
+SEGMENT_DECISION_RATE_PVALUE: Final = _gauge(
+    "ml_segment_decision_rate_pvalue",
+    "Holm-adjusted p-value of the decision-rate test (family: the model's segments x decisions in the window).",
 )
 SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_predictions", "Predictions of the segment in the window.")
 ONLINE_PRECISION: Final = _gauge(
@@ -356,6 +364,8 @@ SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     SCORE_WINDOW_COUNT,
     SEGMENT_DECISION_RATE,
     SEGMENT_DECISION_RATE_CHANGE,
+    SEGMENT_DECISION_RATE_STATUS,
+    SEGMENT_DECISION_RATE_PVALUE,
     SEGMENT_WINDOW_COUNT,
     ONLINE_PRECISION,
     ONLINE_RECALL,

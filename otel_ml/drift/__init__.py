@@ -8,6 +8,16 @@ metric objects here: the sidecar turns :class:`DriftResult` into gauges, the CLI
 """
 
 from ._compare import DriftResult, compare
+from ._multiplicity import MULTIPLICITY, Multiplicity, family_alpha, holm
+from ._rates import (
+    DEFAULT_DECISION_ALPHA,
+    DecisionSettings,
+    RateVerdicts,
+    binomial_pvalue,
+    rate_pvalue,
+    rate_verdicts,
+    two_proportion_pvalue,
+)
 from ._report import DriftReport, FeatureDrift, drift_report
 from ._stats import (
     PSI_EPSILON,
@@ -37,6 +47,17 @@ from ._verdict import (
 __all__ = [
     "ASYMPTOTIC_MIN_EXPECTED",
     "DEFAULT_ALPHA",
+    "DEFAULT_DECISION_ALPHA",
+    "DecisionSettings",
+    "MULTIPLICITY",
+    "Multiplicity",
+    "RateVerdicts",
+    "binomial_pvalue",
+    "family_alpha",
+    "holm",
+    "rate_pvalue",
+    "rate_verdicts",
+    "two_proportion_pvalue",
     "DEFAULT_DRIFT_THRESHOLD",
     "DEFAULT_WARN_THRESHOLD",
     "DriftReport",
@@ -63,6 +84,6 @@ __all__ = [
 ]
 
 for _name in __all__:  # reprs and docs show the public path, as for httpx
-    if callable(globals()[_name]):
+    if callable(globals()[_name]) and hasattr(globals()[_name], "__module__"):
         globals()[_name].__module__ = __name__
 del _name

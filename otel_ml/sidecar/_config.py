@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..drift import MULTIPLICITY, DecisionSettings, Multiplicity
 from ._outputs import OutputSettings
 from ._state import StateSettings
 from ._windows import WindowSpec, parse_duration
@@ -70,9 +71,11 @@ class SidecarConfig:
     join_max_bytes: int = 64 * 1024 * 1024
     max_count: float = 2.0**53
     negative_outcome: str = "false"
-    alpha: float = 0.01
+    alpha: float = 0.005  # drift, family-wise per model and window (features + score)
     warn: float = 0.1
     drift: float = 0.25
+    drift_multiplicity: Multiplicity = "holm"
+    decisions: DecisionSettings = field(default_factory=DecisionSettings)
     positive_decision: str = "true"
     positive_outcome: str = "true"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -101,8 +104,10 @@ class SidecarConfig:
             negative_outcome=self.negative_outcome,
             outputs=OutputSettings(
                 alpha=self.alpha,
+                multiplicity=self.drift_multiplicity,
                 warn=self.warn,
                 drift=self.drift,
+                decisions=self.decisions,
                 positive_decision=self.positive_decision,
                 positive_outcome=self.positive_outcome,
             ),
@@ -135,6 +140,7 @@ class SidecarConfig:
             "ingest_token_file",
             "limits",
             "drift",
+            "decisions",
             "labels",
             "source_ttl",
         }
@@ -147,6 +153,7 @@ class SidecarConfig:
             "token": _token(data, base),
             **_top_level(data, base),
             **_section_settings(data),
+            **_decision_settings(data),
         }
         config = cls(**kwargs)
         config.window_specs()
@@ -242,10 +249,37 @@ def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("alpha", "warn", "drift"):
         if key in drift:
             kwargs[key] = float(drift.pop(key))
+    if not 0.0 < kwargs.get("alpha", 0.005) < 1.0:
+        raise ConfigError(f"drift.alpha must be between 0 and 1, got {kwargs['alpha']}")
+    if "multiplicity" in drift:
+        kwargs["drift_multiplicity"] = _multiplicity(drift.pop("multiplicity"), "drift.multiplicity")
     for section, rest in (("limits", limits), ("drift", drift), ("labels", labels)):
         if rest:
             raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
     return kwargs
+
+
+def _multiplicity(value: Any, where: str) -> Multiplicity:
+    if value not in MULTIPLICITY:
+        raise ConfigError(f"{where}: expected one of {', '.join(MULTIPLICITY)}, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _decision_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The decisions section: the segment decision-rate test (see otel_ml.drift.DecisionSettings)."""
+    section = _section(data, "decisions")
+    kwargs: dict[str, Any] = {}
+    for key in ("alpha", "min_relative_change", "min_absolute_change", "min_count"):
+        if key in section:
+            kwargs[key] = float(section.pop(key))
+    if "multiplicity" in section:
+        kwargs["multiplicity"] = _multiplicity(section.pop("multiplicity"), "decisions.multiplicity")
+    if section:
+        raise ConfigError(f"decisions: unknown settings {sorted(section)}")
+    try:
+        return {"decisions": DecisionSettings(**kwargs)} if kwargs else {}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

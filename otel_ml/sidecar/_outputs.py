@@ -3,23 +3,27 @@
 For a window, the counts are ``totals - snapshot(now - W)``; numeric feature bins are the
 differences of the cumulative ``le`` buckets. All features of a model go through the drift
 statistics in one vectorised call (a features x bins matrix, padded bins contribute nothing).
-Segment decision rates compare with the previous window of the same length and with the
-baseline's reference rates; delayed labels give precision, recall, accuracy and Brier score.
+Drift is controlled per model: the features and the score of a model share one family-wise
+alpha (Bonferroni per feature, which pages on the same windows as Holm; see
+:mod:`otel_ml.drift._multiplicity`), and ``ml_feature_psi_critical`` is the critical value at
+that adjusted level. Segment decision rates are tests too (:mod:`._decisions`); delayed
+labels give precision, recall, accuracy and Brier score.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, islice
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import _names as n
-from ..drift import compare
+from ..drift import DecisionSettings, Multiplicity, compare, family_alpha
 from ..instrument._prometheus import le_labels
+from ._decisions import grouped, segment_outputs
 from ._model_state import ModelState
 from ._outcomes import SQUARED_ERROR
 
@@ -31,11 +35,18 @@ Gauge = tuple[n.Instrument, dict[str, str], float]
 
 @dataclass(frozen=True)
 class OutputSettings:
-    alpha: float = 0.01  # significance of the sample-size-aware PSI critical value
+    alpha: float = 0.005  # family-wise: any feature or the score of one model, per window
+    multiplicity: Multiplicity = "holm"  # "per_series": each feature at alpha (before 0.x)
     warn: float = 0.1  # PSI business thresholds (common practice)
     drift: float = 0.25
     positive_decision: str = "true"  # the decision whose precision/recall is reported
     positive_outcome: str = "true"  # the label value that means "positive"
+    decisions: DecisionSettings = field(default_factory=DecisionSettings)
+
+    def drift_alpha(self, state: ModelState) -> float:
+        """The per-feature level: ``alpha`` split over the model's features and its score."""
+        score = 1 if state.score_buckets.size and state.baseline.score is not None else 0
+        return family_alpha(self.alpha, len(state.feature_names) + score, self.multiplicity)
 
 
 def _drift_gauges(
@@ -46,12 +57,11 @@ def _drift_gauges(
     labels: list[dict[str, str]],
     settings: OutputSettings,
     instruments: tuple[n.Instrument, ...],
+    alpha: float,
 ) -> Iterator[Gauge]:
     if not names:
         return
-    result = compare(
-        reference, counts, reference_counts, alpha=settings.alpha, warn=settings.warn, drift=settings.drift
-    )
+    result = compare(reference, counts, reference_counts, alpha=alpha, warn=settings.warn, drift=settings.drift)
     psi, crit, js, pvalue, status, count = instruments
     columns = [
         (inst, values.tolist())
@@ -93,8 +103,16 @@ def _feature_outputs(
 ) -> Iterator[Gauge]:
     counts, missing = state.feature_counts(delta)
     labels = [{**base, n.LABEL_FEATURE: name} for name in state.feature_names]
+    alpha = settings.drift_alpha(state)
     yield from _drift_gauges(
-        state.feature_names, state.reference_matrix, counts, state.reference_counts, labels, settings, FEATURE_DRIFT
+        state.feature_names,
+        state.reference_matrix,
+        counts,
+        state.reference_counts,
+        labels,
+        settings,
+        FEATURE_DRIFT,
+        alpha,
     )
     seen = counts.sum(axis=1)
     total = seen + missing
@@ -115,57 +133,8 @@ def _feature_outputs(
             [base],
             settings,
             SCORE_DRIFT,
+            alpha,
         )
-
-
-def _grouped(
-    state: ModelState, name: str, delta: FloatArray | None, group: tuple[str, ...], split: str
-) -> dict[tuple[str, ...], dict[str, float]]:
-    """Window counts of one counter family as {group label values: {split label value: count}}."""
-    out: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
-    if delta is None:
-        return out
-    for i, labels in state.series_of(name):
-        d = dict(labels)
-        key = tuple(d.get(g, "") for g in group)
-        value = float(delta[i]) if i < delta.size else 0.0
-        out[key][d.get(split, "")] = out[key].get(d.get(split, ""), 0.0) + max(value, 0.0)
-    return out
-
-
-def _segment_outputs(
-    state: ModelState, delta: FloatArray, previous: FloatArray | None, base: dict[str, str]
-) -> Iterator[Gauge]:
-    group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
-    now = _grouped(state, n.PREDICTIONS.series, delta, group, n.LABEL_DECISION)
-    before = _grouped(state, n.PREDICTIONS.series, previous, group, n.LABEL_DECISION)
-    reference = state.baseline.score.decision_rates if state.baseline.score else {}
-    for (key, segment), decisions in sorted(now.items()):
-        total = sum(decisions.values())
-        labels = {**base, n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment}
-        yield n.SEGMENT_WINDOW_COUNT, labels, total
-        if total <= 0:
-            continue
-        prev = before.get((key, segment), {})
-        prev_total = sum(prev.values())
-        ref = reference.get(key, {}).get(segment, {})
-        for decision, count in sorted(decisions.items()):
-            rate = count / total
-            d_labels = {**labels, n.LABEL_DECISION: decision}
-            yield n.SEGMENT_DECISION_RATE, d_labels, rate
-            if prev_total > 0 and prev.get(decision, 0.0) > 0:
-                old = prev[decision] / prev_total
-                yield (
-                    n.SEGMENT_DECISION_RATE_CHANGE,
-                    {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_PREVIOUS},
-                    (rate - old) / old,
-                )
-            if ref.get(decision, 0.0) > 0:
-                yield (
-                    n.SEGMENT_DECISION_RATE_CHANGE,
-                    {**d_labels, n.LABEL_REFERENCE: n.REFERENCE_BASELINE},
-                    (rate - ref[decision]) / ref[decision],
-                )
 
 
 def _performance_outputs(
@@ -180,7 +149,7 @@ def _performance_outputs(
         actual = d.get(n.LABEL_OUTCOME) == settings.positive_outcome
         cell = {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[(predicted, actual)]
         cells[key][cell] = cells[key].get(cell, 0.0) + max(float(delta[i]), 0.0)
-    squared = _grouped(state, SQUARED_ERROR, delta, group, "")
+    squared = grouped(state, SQUARED_ERROR, delta, group, "")
     for segment, c in sorted(cells.items()):
         tp, fp, fn, tn = (c.get(k, 0.0) for k in ("tp", "fp", "fn", "tn"))
         total = tp + fp + fn + tn
@@ -209,10 +178,8 @@ def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> li
         delta, previous = ring.window(now, totals)
         base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version, n.LABEL_WINDOW: window}
         out.extend(_feature_outputs(state, delta, base, settings))
-        grouped = chain(
-            _segment_outputs(state, delta, previous, base), _performance_outputs(state, delta, base, settings)
-        )
-        out.extend(islice(grouped, state.max_series))
+        segments = segment_outputs(state, delta, previous, ring.pooled(now, totals), base, settings.decisions)
+        out.extend(islice(chain(segments, _performance_outputs(state, delta, base, settings)), state.max_series))
     return out
 
 

@@ -2,7 +2,9 @@
 
 A window of length W is "totals now minus totals at now - W". Each window keeps a ring of
 snapshots of the model's totals vector taken every W / resolution seconds and reaching back
-2W (the previous window of the same length is needed for rate changes). Memory is
+3W: the previous window of the same length is needed for rate changes, and the last three
+windows pooled are the second look of the decision-rate test (evidence that builds up over
+three windows, see :mod:`otel_ml.sidecar._decisions`). Memory is
 windows x snapshots x series: it depends on the model's shape, never on request volume.
 A sidecar younger than W compares with its first (all-zero) snapshot: a partial window.
 """
@@ -18,6 +20,8 @@ import numpy.typing as npt
 __all__ = ["WindowSpec", "SnapshotRing", "parse_duration", "format_duration"]
 
 FloatArray = npt.NDArray[np.float64]
+POOLED_WINDOWS = 3
+"""How many windows back the ring reaches: the pooled look of the decision-rate test."""
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 
@@ -80,8 +84,8 @@ class SnapshotRing:
             return False
         self.times.append(now)
         self.vectors.append(totals.copy())
-        horizon = now - 2 * self.spec.seconds
-        # keep the newest snapshot at or before the horizon as the anchor of the previous window
+        horizon = now - POOLED_WINDOWS * self.spec.seconds
+        # keep the newest snapshot at or before the horizon as the anchor of the pooled windows
         drop = 0
         while drop + 1 < len(self.times) and self.times[drop + 1] <= horizon:
             drop += 1
@@ -103,6 +107,12 @@ class SnapshotRing:
         t2, v2 = self.at(now - 2 * self.spec.seconds)
         previous = None if t2 == t1 else _pad(v1, totals.size) - _pad(v2, totals.size)
         return current, previous
+
+    def pooled(self, now: float, totals: FloatArray) -> FloatArray | None:
+        """Counts in [now - 3W, now], or None while the ring does not reach further back than W."""
+        t1, _ = self.at(now - self.spec.seconds)
+        t3, v3 = self.at(now - POOLED_WINDOWS * self.spec.seconds)
+        return None if t3 == t1 else totals - _pad(v3, totals.size)
 
 
 def _pad(vector: FloatArray, size: int) -> FloatArray:

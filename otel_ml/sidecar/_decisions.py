@@ -1,0 +1,168 @@
+"""Segment decision rates as tests: one family per model and window, Holm across it.
+
+Per segment and decision three tests (:func:`otel_ml.drift.rate_verdicts`): this window
+against the baseline rate, this window against the previous window, and the last three windows
+pooled against the baseline (a drift of 20 % of a 0.2 rate is 3.2 standard errors in one
+1,000-prediction window, too few under a family-wise limit over ~60 tests, and 5.5 in three
+pooled windows). The looks are part of the family, so the correction also pays for looking
+twice (Bonferroni over looks, inside Holm). The baseline stores rates, not per-segment counts:
+the reference count of a segment is estimated as the baseline's row count times the segment's
+share of the window's predictions under its segment key. The yes/no decisions of a segment
+with two decisions are one test (their rates move together) and count once.
+
+Gauges: ``ml_segment_decision_rate_status`` and ``..._pvalue`` per reference; for the baseline
+the worse status and the smaller adjusted p-value of the two looks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import _names as n
+from ..drift import DecisionSettings, rate_verdicts
+from ._model_state import ModelState
+
+__all__ = ["segment_outputs"]
+
+FloatArray = npt.NDArray[np.float64]
+Gauge = tuple[n.Instrument, dict[str, str], float]
+Counts = dict[tuple[str, str], dict[str, float]]
+
+
+def grouped(
+    state: ModelState, name: str, delta: FloatArray | None, group: tuple[str, ...], split: str
+) -> dict[tuple[str, ...], dict[str, float]]:
+    """Window counts of one counter family as {group label values: {split label value: count}}."""
+    out: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    if delta is None:
+        return out
+    for i, labels in state.series_of(name):
+        d = dict(labels)
+        key = tuple(d.get(g, "") for g in group)
+        value = float(delta[i]) if i < delta.size else 0.0
+        out[key][d.get(split, "")] = out[key].get(d.get(split, ""), 0.0) + max(value, 0.0)
+    return out
+
+
+def _segments(state: ModelState, delta: FloatArray | None) -> Counts:
+    group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
+    return grouped(state, n.PREDICTIONS.series, delta, group, n.LABEL_DECISION)  # type: ignore[return-value]
+
+
+def _key_totals(counts: Counts) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for (key, _), decisions in counts.items():
+        out[key] += sum(decisions.values())
+    return out
+
+
+def _look(
+    rows: list[tuple[str, str, str]], counts: Counts, reference: Counts | None, baseline_rows: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """x, n, reference rate, reference count per row, against the baseline (reference None) or ``reference``."""
+    key_totals = _key_totals(counts)
+    x, size, rate, m = (np.zeros(len(rows)) for _ in range(4))
+    for i, (key, segment, decision) in enumerate(rows):
+        here = counts.get((key, segment), {})
+        x[i], size[i] = here.get(decision, 0.0), sum(here.values())
+        if reference is None:
+            continue
+        there = reference.get((key, segment), {})
+        total = sum(there.values())
+        rate[i] = there.get(decision, 0.0) / total if total > 0 else np.nan
+        m[i] = total
+    if reference is None:
+        share = size / np.maximum([key_totals.get(k, 0.0) for k, _, _ in rows], 1.0)
+        m = baseline_rows * share if baseline_rows > 0 else np.full(len(rows), np.inf)
+    return x, size, rate, m
+
+
+def _baseline_rates(state: ModelState, rows: list[tuple[str, str, str]]) -> FloatArray:
+    reference = state.baseline.score.decision_rates if state.baseline.score else {}
+    out = np.full(len(rows), np.nan)
+    for i, (key, segment, decision) in enumerate(rows):
+        known = reference.get(key, {}).get(segment)
+        if known:
+            out[i] = known.get(decision, 0.0)
+    return out
+
+
+def _twins(rows: list[tuple[str, str, str]], now: Counts, looks: int) -> npt.NDArray[np.int64]:
+    """Index of the test each row duplicates: a two-decision segment's second decision is its first."""
+    first: dict[tuple[str, str], int] = {}
+    twin = np.arange(len(rows))
+    for i, (key, segment, _) in enumerate(rows):
+        j = first.setdefault((key, segment), i)
+        if len(now.get((key, segment), {})) == 2:
+            twin[i] = j
+    return np.concatenate([twin + k * len(rows) for k in range(looks)])
+
+
+def segment_outputs(
+    state: ModelState,
+    delta: FloatArray,
+    previous: FloatArray | None,
+    pooled: FloatArray | None,
+    base: dict[str, str],
+    settings: DecisionSettings,
+) -> Iterator[Gauge]:
+    """Rates, relative changes (dashboards), statuses and adjusted p-values of every segment."""
+    now = _segments(state, delta)
+    rows = [(k, s, d) for (k, s), decisions in sorted(now.items()) for d in sorted(decisions)]
+    baseline_rows = float(state.baseline.score.count) if state.baseline.score else 0.0
+    ref_rate = _baseline_rates(state, rows)
+    x0, n0, _, m0 = _look(rows, now, None, baseline_rows)
+    x1, n1, r1, m1 = _look(rows, now, _segments(state, previous), baseline_rows)
+    if pooled is None:
+        x2, n2, m2 = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
+    else:
+        x2, n2, _, m2 = _look(rows, _segments(state, pooled), None, baseline_rows)
+    result = rate_verdicts(
+        np.concatenate([x0, x1, x2]),
+        np.concatenate([n0, n1, n2]),
+        np.concatenate([ref_rate, r1, ref_rate]),
+        np.concatenate([m0, m1, m2]),
+        settings,
+        twin=_twins(rows, now, 3),
+    )
+    k = len(rows)
+    status, adjusted = result.status.reshape(3, k), result.adjusted.reshape(3, k)
+    baseline_status = np.maximum(status[0], status[2])
+    baseline_p = np.fmin(adjusted[0], adjusted[2])
+    yield from _gauges(rows, now, base, (r1, ref_rate), (status[1], baseline_status), (adjusted[1], baseline_p))
+
+
+def _gauges(
+    rows: list[tuple[str, str, str]],
+    now: Counts,
+    base: dict[str, str],
+    reference_rates: tuple[FloatArray, FloatArray],
+    statuses: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    pvalues: tuple[FloatArray, FloatArray],
+) -> Iterator[Gauge]:
+    done: set[tuple[str, str]] = set()
+    references = (n.REFERENCE_PREVIOUS, n.REFERENCE_BASELINE)
+    columns = [tuple(a.tolist() for a in arrays) for arrays in (reference_rates, statuses, pvalues)]
+    for i, (key, segment, decision) in enumerate(rows):
+        labels = {**base, n.LABEL_SEGMENT_KEY: key, n.LABEL_SEGMENT: segment}
+        total = sum(now[(key, segment)].values())
+        if (key, segment) not in done:
+            done.add((key, segment))
+            yield n.SEGMENT_WINDOW_COUNT, labels, total
+        if total <= 0:
+            continue
+        rate = now[(key, segment)][decision] / total
+        d_labels = {**labels, n.LABEL_DECISION: decision}
+        yield n.SEGMENT_DECISION_RATE, d_labels, rate
+        for j, reference in enumerate(references):
+            r_labels = {**d_labels, n.LABEL_REFERENCE: reference}
+            old, st, p = columns[0][j][i], columns[1][j][i], columns[2][j][i]
+            if old == old and old > 0:
+                yield n.SEGMENT_DECISION_RATE_CHANGE, r_labels, (rate - old) / old
+            yield n.SEGMENT_DECISION_RATE_STATUS, r_labels, float(st)
+            if p == p:
+                yield n.SEGMENT_DECISION_RATE_PVALUE, r_labels, p
