@@ -150,7 +150,7 @@ def test_config_overrides_change_the_output() -> None:
         severity_page="page",
         drift_for="10s",
         alert_window="5m",
-        decision_rate_change_threshold=0.5,
+        decision_rate_min_relative_change=0.5,
         sidecar_selector='job="ml-sidecar", namespace="fraud"',
         app_selector='namespace="fraud"',
         aggregation_labels=("cluster",),
@@ -164,7 +164,7 @@ def test_config_overrides_change_the_output() -> None:
     assert 'ml_window="5m"' in drift["expr"] and 'job="ml-sidecar", namespace="fraud"' in drift["expr"]
     assert drift["labels"] == {"severity": "critical", "team": "drift-squad", "service": "fraud-api"}
     assert drift["annotations"]["runbook_url"] == "https://runbooks.example.com/ml/MLFeatureDrift"
-    assert "> 0.5" in alerts["MLSegmentDecisionRateChange"]["expr"]
+    assert ">= 0.5" in alerts["MLSegmentDecisionRateChange"]["expr"]
     assert alerts["MLPredictionErrorRate"]["labels"]["severity"] == "page"
     assert alerts["MLSidecarDown"]["labels"]["team"] == "fraud-ds"
     assert "ml_model_name, ml_model_version, ml_feature, cluster" in drift["expr"]
@@ -181,6 +181,8 @@ def test_overridden_config_is_still_valid_promql(tmp_path: Path) -> None:
         fleet_psi_windows=("1h", "24h"),
         error_rate_window="10m",
         performance_metric="ml_online_brier_score",
+        decision_rate_min_relative_change=0.25,
+        decision_rate_min_absolute_change=0.03,
     )
     paths = write_rule_files(config, tmp_path)
     result = _promtool("check", "rules", *(str(p) for p in paths[:2]))
@@ -329,13 +331,106 @@ def test_sidecar_window_alerts_keep_firing_across_a_restart() -> None:
         alert_groups(DEFAULT_CONFIG.with_overrides(keep_firing_for="ten minutes"))
 
 
-def test_previous_window_comparison_needs_counts_in_the_previous_window() -> None:
+def test_decision_rate_alert_reads_the_verdict_not_counts() -> None:
+    """The sidecar's status carries the minimum counts of both windows: no count, no offset, no fixed ratio."""
     expr = _by_name(DEFAULT_CONFIG)["MLSegmentDecisionRateChange"]["expr"]
-    assert 'ml_window="1h"} offset 1h) >= 200' in expr
+    assert "ml_segment_decision_rate_status{" in expr and ") == 2)" in expr
+    assert "offset" not in expr and "ml_segment_window_predictions" not in expr
+    assert ">=" not in expr and "abs(" not in expr  # the kit's own minimums are off by default
     baseline_only = _by_name(DEFAULT_CONFIG.with_overrides(decision_rate_references=("baseline",)))
-    assert "offset" not in baseline_only["MLSegmentDecisionRateChange"]["expr"]
+    assert 'ml_reference=~"baseline"}' in baseline_only["MLSegmentDecisionRateChange"]["expr"]
+    assert "previous_window" not in baseline_only["MLSegmentDecisionRateChange"]["expr"]
     with pytest.raises(ValueError, match="at least one ml_reference"):
         alert_groups(DEFAULT_CONFIG.with_overrides(decision_rate_references=()))
+
+
+_SEGMENT = (
+    'job="otel-ml-sidecar", ml_model_name="m", ml_model_version="1", ml_segment_key="region", '
+    'ml_segment="{segment}", ml_decision="{decision}", ml_window="1h"'
+)
+
+
+def _segment_series(segment: str, decision: str, rate: float, change: float | None) -> list[dict[str, str]]:
+    """A sidecar that says "changed" (2) for one segment and decision against the baseline, for 40m."""
+    labels = _SEGMENT.format(segment=segment, decision=decision)
+    series = [
+        {"series": f'ml_segment_decision_rate_status{{{labels}, ml_reference="baseline"}}', "values": "2x40"},
+        {"series": f"ml_segment_decision_rate{{{labels}}}", "values": f"{rate}x40"},
+    ]
+    if change is not None:  # the sidecar exports no relative change when the reference rate is 0
+        series.append(
+            {
+                "series": f'ml_segment_decision_rate_change{{{labels}, ml_reference="baseline"}}',
+                "values": f"{change}x40",
+            }
+        )
+    return series
+
+
+@needs_promtool
+def test_kit_minimum_effect_raises_the_bar_on_changed_verdicts(tmp_path: Path) -> None:
+    """decision_rate_min_relative/absolute_change: a team demands more than the sidecar, without reconfiguring it."""
+    config = DEFAULT_CONFIG.with_overrides(
+        decision_rate_min_relative_change=0.3, decision_rate_min_absolute_change=0.05
+    )
+    write_rule_files(config, tmp_path / "rules")
+    # (segment, decision, rate now, relative change): reference = now / (1 + change)
+    cases = [
+        ("EU", "true", 0.13, -0.35),  # 0.20 -> 0.13: 35% and 7 points: pages
+        ("US", "true", 0.15, -0.25),  # 0.20 -> 0.15: 5 points but 25%: below 30%
+        ("NO", "review", 0.02, -0.5),  # 0.04 -> 0.02: 50% but 2 points: below 5 points
+        ("IT", "true", 0.0, -1.0),  # collapsed to zero: pages (no division by 1 + change = 0)
+        ("PL", "decline", 0.08, None),  # never made in training (no ratio): 8 points, pages with +Inf
+        ("FR", "decline", 0.03, None),  # never made in training, 3 points: below 5 points
+    ]
+    series = [s for segment, decision, rate, change in cases for s in _segment_series(segment, decision, rate, change)]
+    annotations = _by_name(config)["MLSegmentDecisionRateChange"]["annotations"]
+    paged = {"EU": ("true", "-35%"), "IT": ("true", "-100%"), "PL": ("decline", "+Inf%")}
+    expected = []
+    for segment, (decision, value) in sorted(paged.items()):
+        labels = {
+            "ml_model_name": "m",
+            "ml_model_version": "1",
+            "ml_segment_key": "region",
+            "ml_segment": segment,
+            "ml_decision": decision,
+            "ml_reference": "baseline",
+        }
+        expected.append(
+            {
+                "exp_labels": {"severity": "critical", "team": "ml-platform", **labels},
+                "exp_annotations": _rendered(annotations, labels, value),
+            }
+        )
+    assert "by at least 30% relative and 5 points absolute" in expected[0]["exp_annotations"]["description"]
+    test = {
+        "rule_files": ["rules/" + ALERTS_FILE, "rules/" + RECORDING_FILE],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"alertname": "MLSegmentDecisionRateChange", "eval_time": "29m"},
+                    {"alertname": "MLSegmentDecisionRateChange", "eval_time": "30m", "exp_alerts": expected},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "minimum_test.yaml").write_text(yaml.safe_dump(test))
+    result = _promtool_in(tmp_path, "minimum_test.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _promtool_in(cwd: Path, test_file: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROMTOOL or "promtool", "test", "rules", test_file],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 def test_unanswered_scrapes_are_not_ingest_errors() -> None:
@@ -355,7 +450,7 @@ def test_mixin_generate_applies_a_config_file(tmp_path: Path, capsys: pytest.Cap
 
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text(
-        "team: fraud-ds\ndrift_for: 1h\nkeep_firing_for: 20m\ndecision_rate_min_count: 500\n"
+        "team: fraud-ds\ndrift_for: 1h\nkeep_firing_for: 20m\ndecision_rate_min_relative_change: 0.5\n"
         "extra_alert_labels: {service: fraud-api}\nsidecar_windows: [1h, 6h]\n"
     )
     assert main(["mixin", "generate", "--output-dir", str(tmp_path / "out"), "--config", str(overrides)]) == 0
@@ -364,7 +459,7 @@ def test_mixin_generate_applies_a_config_file(tmp_path: Path, capsys: pytest.Cap
     drift = alerts["MLFeatureDrift"]
     assert (drift["for"], drift["keep_firing_for"]) == ("1h", "20m")
     assert drift["labels"] == {"severity": "warning", "team": "fraud-ds", "service": "fraud-api"}
-    assert ">= 500" in alerts["MLSegmentDecisionRateChange"]["expr"]
+    assert ">= 0.5" in alerts["MLSegmentDecisionRateChange"]["expr"]
     assert (tmp_path / "out" / "dashboards" / "otel-ml-model.json").is_file()
 
 
@@ -372,7 +467,9 @@ def test_mixin_generate_applies_a_config_file(tmp_path: Path, capsys: pytest.Cap
     "text, message",
     [
         ("team: x\ndrfit_for: 1h\n", "unknown MixinConfig field(s): drfit_for"),
-        ("decision_rate_min_count: lots\n", "decision_rate_min_count: expected int, got str"),
+        ("decision_rate_min_relative_change: lots\n", "decision_rate_min_relative_change: expected float, got str"),
+        ("decision_rate_min_count: 200\n", "decision_rate_min_count (replaced by the sidecar's decisions: min_count"),
+        ("decision_rate_change_threshold: 0.3\n", "(replaced by decision_rate_min_relative_change"),
         ("extra_alert_labels: {service: 3}\n", "extra_alert_labels.service: expected str, got int"),
         ("latency_page_windows: [1h]\n", "latency_page_windows: expected a list of 2 items"),
         ("drift_for: half an hour\n", "not a Prometheus duration"),

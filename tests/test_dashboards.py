@@ -539,6 +539,9 @@ class _SidecarStandIn:
             n.SEGMENT_DECISION_RATE_CHANGE,
             [({**d, n.LABEL_REFERENCE: r}, 0.1) for d in dec for r in (n.REFERENCE_PREVIOUS, n.REFERENCE_BASELINE)],
         )
+        refs = [{**d, n.LABEL_REFERENCE: r} for d in dec for r in (n.REFERENCE_PREVIOUS, n.REFERENCE_BASELINE)]
+        yield family(n.SEGMENT_DECISION_RATE_STATUS, [(r, float(i % 4 - 1)) for i, r in enumerate(refs)])
+        yield family(n.SEGMENT_DECISION_RATE_PVALUE, [(r, 0.2) for r in refs])
         yield family(n.SEGMENT_WINDOW_COUNT, [(s, 500.0) for s in seg])
         for inst in (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_ACCURACY, n.ONLINE_BRIER, n.ONLINE_LABEL_COUNT):
             yield family(inst, [(s, 0.8) for s in seg])

@@ -51,8 +51,6 @@ def e2e_config() -> Any:
     """The shipped rules, shortened: the shipped runbook URL pattern is kept on purpose."""
     return demo_mixin_config(WINDOW).with_overrides(
         runbook_url_pattern=DEFAULT_CONFIG.runbook_url_pattern,
-        decision_rate_change_threshold=0.5,
-        decision_rate_min_count=200,
         sidecar_down_for="30s",
         fleet_psi_windows=(WINDOW,),
     )

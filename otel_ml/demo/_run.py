@@ -76,7 +76,6 @@ def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
         decision_rate_for=short,
         missing_for=short,
         unknown_for=short,
-        decision_rate_min_count=50,
         missing_min_count=50,
         unknown_min_count=50,
         performance_short_window=window,

@@ -92,7 +92,7 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
         p.table_panel(
             201,
             "Model versions ($window)",
-            "One row per model version. Drift columns come from the sidecar for the selected window; "
+            "One row per model version. Drift and segment columns come from the sidecar for the selected window; "
             "traffic, errors and latency from the app's counters. Click a model to open its view.",
             [
                 p.Query(e.gauge(n.FEATURE_DRIFT_STATUS)),
@@ -102,6 +102,7 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
                 p.Query(e.ratio_of_calls(n.PREDICTION_ERRORS.series)),
                 p.Query(e.latency_quantile(0.99)),
                 p.Query(e.seconds_since_ingest()),
+                p.Query(e.changed_segments()),
             ],
             labels={M: "Model", V: "Version"},
             columns={
@@ -112,6 +113,7 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
                 "E": "Error ratio",
                 "F": "p99 latency",
                 "G": "Data age",
+                "H": "Segments changed",
             },
             sort_by="Feature drift",
             overrides={
@@ -119,6 +121,7 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
                 "Feature drift": p.status_cell(),
                 "Score drift": p.status_cell(),
                 "Features drifting": p.colored_cell(((None, "green"), (1, "red"))),
+                "Segments changed": p.colored_cell(((None, "green"), (1, "red"))),
                 "Predictions / s": [p.unit(units.RequestsPerSecond), p.decimals(2)],
                 "Error ratio": [
                     p.unit(units.PercentUnit),
@@ -167,8 +170,8 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
             unit=units.PercentUnit,
             threshold_steps=(
                 (None, "red"),
-                (-config.decision_rate_change_threshold, "green"),
-                (config.decision_rate_change_threshold, "red"),
+                (-config.decision_rate_min_relative_change, "green"),
+                (config.decision_rate_min_relative_change, "red"),
             ),
         ),
         p.row(400, "Traffic and decisions"),

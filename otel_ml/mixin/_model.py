@@ -32,7 +32,7 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
     status = p.drift_status_mappings()
     stale = float(config.ingest_stale_seconds)
     err = config.error_ratio_threshold
-    change = config.decision_rate_change_threshold
+    change = config.decision_rate_min_relative_change
     by_feature = f"{MV}, {F}"
     by_segment = f"{MV}, {SEGMENT_LABELS}"
     by_decision = f"{by_segment}, {D}"
@@ -198,6 +198,17 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
             min_val=0,
         ),
         p.row(400, "Segments"),
+        p.state_timeline_panel(
+            406,
+            "Decision-rate verdict by segment ($window)",
+            "The sidecar's test per segment (worst decision and reference), what "
+            "MLSegmentDecisionRateChange reads: changed = significant after correcting for the model's many "
+            "segments and decisions, and a large enough change; insufficient data = too few predictions in "
+            "this or the previous window, so the segment cannot page.",
+            [p.Query(e.gauge(n.SEGMENT_DECISION_RATE_STATUS, by_segment, seg), segment)],
+            mappings=p.drift_status_mappings("changed"),
+            span=24,
+        ),
         p.timeseries_panel(
             401,
             "Decision rate by segment ($window)",
@@ -220,7 +231,8 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
         p.timeseries_panel(
             403,
             "Decision-rate change vs previous window ($window)",
-            "(now - previous window) / previous window per segment and decision.",
+            "(now - previous window) / previous window per segment and decision; small segments swing "
+            "widely by chance, which is why the alert reads the verdict, not this ratio.",
             [
                 p.Query(
                     e.gauge(
@@ -256,12 +268,11 @@ def model_panels(config: MixinConfig, e: Exprs) -> list[db.Row | p.PanelBuilder]
         p.timeseries_panel(
             405,
             "Predictions per segment ($window)",
-            f"Predictions of each segment in the window; below {config.decision_rate_min_count} "
-            "a decision-rate change does not page.",
+            "Predictions of each segment in the window; below the sidecar's minimum count (decisions: "
+            "min_count, in this window or the previous one) its verdict is insufficient data.",
             [p.Query(e.gauge(n.SEGMENT_WINDOW_COUNT, by_segment, seg), segment)],
             min_val=0,
             span=24,
-            threshold_steps=((None, "red"), (config.decision_rate_min_count, "green")),
         ),
         p.row(500, "Coverage"),
         p.timeseries_panel(

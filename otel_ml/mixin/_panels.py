@@ -86,13 +86,16 @@ def thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
     )
 
 
-def drift_status_mappings() -> list[dm.ValueMapping]:
-    """Text and colour for the sidecar's drift verdicts, so nobody has to remember 2 means drift."""
+def drift_status_mappings(worst: str = "drift") -> list[dm.ValueMapping]:
+    """Text and colour for the sidecar's verdicts, so nobody has to remember 2 means drift.
+
+    The segment decision-rate verdict uses the same values, with ``worst="changed"``.
+    """
     names = {
         n.DRIFT_STATUS_INSUFFICIENT: ("insufficient data", "text"),
         n.DRIFT_STATUS_OK: ("ok", "green"),
         n.DRIFT_STATUS_WARN: ("warn", "yellow"),
-        n.DRIFT_STATUS_DRIFT: ("drift", "red"),
+        n.DRIFT_STATUS_DRIFT: (worst, "red"),
     }
     options = {
         str(value): dm.ValueMappingResult(text=text, color=color, index=i)

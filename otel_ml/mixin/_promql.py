@@ -107,6 +107,13 @@ class Exprs:
         grouping = f" by ({by})" if by else ""
         return f"count{grouping} ({status} == {n.DRIFT_STATUS_DRIFT}) or on({by}) (count{grouping} ({status}) * 0)"
 
+    def changed_segments(self, by: str = MV) -> str:
+        """Segments with a decision-rate verdict of "changed" (any decision or reference); 0 while none."""
+        status = f"{n.SEGMENT_DECISION_RATE_STATUS.series}{self.side(self.segment_matcher)}"
+        worst = f"max by ({by + ', ' if by else ''}{SEGMENT_LABELS}) ({status})"
+        grouping = f" by ({by})" if by else ""
+        return f"count{grouping} ({worst} == {n.DRIFT_STATUS_DRIFT}) or on({by}) (count{grouping} ({status}) * 0)"
+
     def decision_rate_change_top(self, k: int) -> str:
         """The k segment decision-rate changes largest in absolute value, sign kept."""
         by = f"{MV}, {SEGMENT_LABELS}, {n.LABEL_DECISION}, {n.LABEL_REFERENCE}"

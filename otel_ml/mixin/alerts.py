@@ -7,10 +7,12 @@ runbook. :func:`alert_groups` then passes over every alert once (:func:`_finish`
 kubernetes-mixin ``add-runbook-links`` idea).
 
 Every drift, coverage and segment alert reads the sidecar's verdicts for one window
-(``alert_window``) and refuses to page on low traffic: the sidecar's drift status is already
-sample-size-aware, and the others carry an explicit minimum count (in both windows when
-they compare two). They also carry ``keep_firing_for``, so a sidecar restart (a gap of a few
-scrapes in their series) neither resolves them nor restarts their ``for:``. Serving alerts read
+(``alert_window``) and refuses to page on low traffic: the sidecar's drift and segment
+decision-rate verdicts are statistical tests, controlled family-wise per model (Holm across its
+features, or across its segments x decisions) and -1 below their minimum counts (both windows
+when they compare two), and the coverage alerts carry an explicit minimum count. They also carry
+``keep_firing_for``, so a sidecar restart (a gap of a few scrapes in their series) neither
+resolves them nor restarts their ``for:``. Serving alerts read
 the app's counters through the recording rules of :mod:`otel_ml.mixin.rules`, so both rule
 files must be loaded.
 """
@@ -93,8 +95,9 @@ and on ({by})
                 f"Feature {_l(F)} of model {MODEL_TEXT} has drifted from its training baseline.",
                 f"The sidecar's drift verdict for {FEATURE_TEXT} over the last {c.alert_window} has been "
                 f"'drift' for {c.drift_for}: PSI is {{{{ $value | printf \"%.3f\" }}}}, above the drift threshold "
-                "and above the critical value for this sample size. Inputs no longer look like the training data, "
-                "so predictions on them are less trustworthy.",
+                "and above the critical value for this sample size, which the sidecar sets family-wise across "
+                "the model's features (Holm), so a clean model with many features does not page by chance. Inputs "
+                "no longer look like the training data, so predictions on them are less trustworthy.",
             ),
             _alert(
                 "MLScoreDistributionShift",
@@ -164,39 +167,66 @@ max by ({f_on}) ({n.FEATURE_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}) >= {c.u
     )
 
 
-def _decision_rate_expr(c: MixinConfig) -> str:
-    """A large relative change, with enough predictions in the window and in the reference.
+def _kit_minimums(c: MixinConfig, change: str, rate: str, r_on: str) -> list[str]:
+    """The optional extra minimum effect on the window's change (both off by default).
 
-    A baseline reference always had enough rows (it is the training data). The previous window
-    is the alert window one window ago, so its count is the window count ``offset`` by it.
+    Relative: ``|ml_segment_decision_rate_change| >= r``, the ratio the dashboards show.
+    Absolute: with ``R`` the rate now and ``C`` its relative change the reference is
+    ``R / (1 + C)``, so ``|now - ref| >= a`` is ``R |C| >= a (1 + C)``, multiplied through by
+    ``1 + C`` to avoid dividing by 0 when the rate collapsed to zero.
     """
-    win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
-    d_on = q.labels(c, *q.DECISION, n.LABEL_REFERENCE)
-    s_on = q.labels(c, *q.SEGMENT)
-    counts = f"{n.SEGMENT_WINDOW_COUNT.prometheus}{q.sidecar(c, win)}"
+    checks = []
+    if c.decision_rate_min_relative_change > 0:
+        checks.append(f"abs({change}) >= {q.num(c.decision_rate_min_relative_change)}")
+    if c.decision_rate_min_absolute_change > 0:
+        moved = f"(\n  abs({change})\n  * on ({r_on}) group_left ()\n  {rate}\n)"
+        checks.append(f"{moved}\n>= {q.num(c.decision_rate_min_absolute_change)} * (1 + {change})")
+    return checks
 
-    def change(refs: list[str]) -> str:
-        ref_match = f'{n.LABEL_REFERENCE}=~"{"|".join(refs)}"'
-        return f"max by ({d_on}) ({n.SEGMENT_DECISION_RATE_CHANGE.prometheus}{q.sidecar(c, win, ref_match)})"
 
-    refs = list(c.decision_rate_references)
-    others = [r for r in refs if r != n.REFERENCE_PREVIOUS]
-    branches = [change(others)] if others else []
-    if n.REFERENCE_PREVIOUS in refs:
-        previous_count = f"max by ({s_on}) ({counts} offset {c.alert_window}) >= {c.decision_rate_min_count}"
-        branches.insert(0, f"{change([n.REFERENCE_PREVIOUS])}\n  and on ({s_on})\n  {previous_count}")
-    if not branches:
+def _decision_rate_expr(c: MixinConfig) -> str:
+    """The sidecar's verdict "changed" (2) for a reference that may page; the value is the relative change.
+
+    The verdict already needs significance after the sidecar's multiplicity correction, its
+    minimum effect and minimum counts in both windows (else -1), so no count is read here.
+    A reference rate of 0 has no relative change (the sidecar exports none): such a verdict
+    still pages, with the value +Inf. The kit's own minimums are off by default (see
+    MixinConfig: the sidecar's baseline verdict may rest on three pooled windows, which one
+    window's change does not show).
+    """
+    refs = c.decision_rate_references
+    if not refs:
         raise ValueError("decision_rate_references must name at least one ml_reference value")
-    either = "\n  or\n  ".join(branches)
-    return f"""
-(
-  {either}
-)
-and
-abs({change(refs)}) > {q.num(c.decision_rate_change_threshold)}
-and on ({s_on})
-max by ({s_on}) ({counts}) >= {c.decision_rate_min_count}
-"""
+    win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
+    sel = q.sidecar(c, win, f'{n.LABEL_REFERENCE}=~"{"|".join(refs)}"')
+    d_on, r_on = q.labels(c, *q.DECISION, n.LABEL_REFERENCE), q.labels(c, *q.DECISION)
+    change = f"max by ({d_on}) ({n.SEGMENT_DECISION_RATE_CHANGE.prometheus}{sel})"
+    changed = f"(max by ({d_on}) ({n.SEGMENT_DECISION_RATE_STATUS.prometheus}{sel}) == {n.DRIFT_STATUS_DRIFT})"
+    rate = f"max by ({r_on}) ({n.SEGMENT_DECISION_RATE.prometheus}{q.sidecar(c, win)})"
+    checks = [changed, *_kit_minimums(c, change, rate, r_on)]
+    measured = f"{change}\n" + "".join(f"and on ({d_on})\n{check}\n" for check in checks)
+    from_zero = f"(\n  {changed}\n  unless on ({d_on})\n  {change}\n) * 0 + Inf"
+    if c.decision_rate_min_absolute_change > 0:
+        minimum = q.num(c.decision_rate_min_absolute_change)
+        from_zero += f"\nand on ({r_on})\n{rate} >= {minimum}"
+    return f"(\n{measured})\nor on ({d_on})\n(\n{from_zero}\n)\n"
+
+
+def _decision_rate_description(c: MixinConfig) -> str:
+    """What the page means, with the kit's minimum effect when it has one."""
+    bar = []
+    if c.decision_rate_min_relative_change > 0:
+        bar.append(f"{q.num(c.decision_rate_min_relative_change * 100)}% relative")
+    if c.decision_rate_min_absolute_change > 0:
+        bar.append(f"{q.num(c.decision_rate_min_absolute_change * 100)} points absolute")
+    minimum = f", and by at least {' and '.join(bar)}" if bar else ""
+    return (
+        f"Over the last {c.alert_window}, the share of predictions with decision {_l(D)} in {SEGMENT_TEXT} "
+        f"changed by {{{{ $value | humanizePercentage }}}} relative to the {_l(n.LABEL_REFERENCE)}, and the "
+        f"sidecar's test has called it 'changed' for {c.decision_rate_for}: significant after correcting for "
+        f"the model's many segments and decisions, with enough predictions in both windows{minimum}. "
+        "Customers in this segment are being treated differently than before."
+    )
 
 
 def _performance_expr(c: MixinConfig) -> str:
@@ -237,13 +267,7 @@ def decision_alerts(c: MixinConfig) -> list[Rule]:
                 c.decision_rate_for,
                 PAGE,
                 f"Rate of decision {_l(D)} changed for {SEGMENT_TEXT}.",
-                f"Over the last {c.alert_window}, the share of predictions with decision {_l(D)} in "
-                f"{SEGMENT_TEXT} changed by {{{{ $value | humanizePercentage }}}} relative to the "
-                f"{_l(n.LABEL_REFERENCE)} (alert beyond "
-                f"±{q.num(c.decision_rate_change_threshold * 100)}%, segments with at least "
-                f"{c.decision_rate_min_count} predictions in the window, and in the previous one when "
-                "compared with it). Customers in this segment are being "
-                "treated differently than before.",
+                _decision_rate_description(c),
             ),
             _alert(
                 "MLOnlinePerformanceDrop",

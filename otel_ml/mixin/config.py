@@ -47,9 +47,17 @@ class MixinConfig:
     drift_for: str = "30m"  # drift_status must stay at 2 this long before paging
     score_drift_for: str = "30m"
     # -- segment decision rates ------------------------------------------------------------------
-    decision_rate_change_threshold: float = 0.30  # relative change, e.g. approvals 20% -> 14% is -0.30
-    decision_rate_min_count: int = 200  # predictions of the segment in the window before it can page
-    decision_rate_for: str = "30m"
+    # The sidecar's verdict ml_segment_decision_rate_status decides: a two-proportion (exact for
+    # small counts) test per segment, decision and reference, Holm-adjusted across the model's
+    # segments x decisions, with minimum counts in both windows (else -1) and a minimum effect
+    # (the sidecar's ``decisions:`` config: alpha, min_relative_change, min_absolute_change,
+    # min_count, multiplicity). The two fields below only raise the bar without reconfiguring the
+    # sidecar: a "changed" verdict then pages only if this window's change is also this large.
+    # Off (0) by default, because the sidecar's baseline verdict may rest on three pooled windows
+    # (a real 20 % drop at 1,000 predictions a window), which one window's noisy change can hide.
+    decision_rate_min_relative_change: float = 0.0  # |ml_segment_decision_rate_change|, e.g. 0.3
+    decision_rate_min_absolute_change: float = 0.0  # |now - reference| as a share, e.g. 0.05 = 5 points
+    decision_rate_for: str = "30m"  # the verdict must stay "changed" this long before paging
     # -- coverage -----------------------------------------------------------------------------------
     missing_ratio_increase_threshold: float = 0.10  # absolute increase over the baseline's missing share
     missing_min_count: int = 200
@@ -147,6 +155,12 @@ class MixinConfig:
 
 DEFAULT_CONFIG = MixinConfig()
 
+# Fields that no longer exist, and what replaced them: an old overrides file fails naming the successor.
+_REPLACED = {
+    "decision_rate_change_threshold": "decision_rate_min_relative_change (the sidecar's test decides)",
+    "decision_rate_min_count": "the sidecar's decisions: min_count (it applies to both windows)",
+}
+
 
 def _coerce(where: str, hint: Any, value: Any) -> Any:
     """``value`` from YAML as the field's declared type, or a ValueError naming ``where``."""
@@ -180,6 +194,7 @@ def load_config(path: str | Path, base: MixinConfig | None = None) -> MixinConfi
     known = {f.name for f in dataclasses.fields(MixinConfig)}
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise ValueError(f"{path}: unknown MixinConfig field(s): {', '.join(unknown)}")
+        named = [f"{k} (replaced by {_REPLACED[k]})" if k in _REPLACED else k for k in unknown]
+        raise ValueError(f"{path}: unknown MixinConfig field(s): {', '.join(named)}")
     changes = {key: _coerce(f"{path}: {key}", hints[key], value) for key, value in data.items()}
     return (base or DEFAULT_CONFIG).with_overrides(**changes)
