@@ -11,11 +11,12 @@ moves by 30 % on one or two predictions. So each (segment, decision) is a test:
 
 Two-proportion tests use the pooled z statistic ``(x1/n1 - x2/n2) / sqrt(p (1 - p) (1/n1 +
 1/n2))`` where every cell of the 2 x 2 table expects at least ``EXACT_BELOW`` (100) counts, and
-Fisher's exact test (hypergeometric, conditional on the total) below that, where the normal tail
-at the 4-sigma levels a family-wise alpha needs is too light. Exact two-sided p-values are the
-doubled smaller tail (``min(1, 2 min(P(X <= x), P(X >= x)))``), which is conservative. All of it
-is vectorised over every segment and decision at once; ``scipy.stats`` (for the hypergeometric
-tail) is imported only when a small table needs it.
+below that, where the normal tail at the 4-sigma levels a family-wise alpha needs is too light,
+the exact conditional binomial test (given the s rarer outcomes of both windows, the first
+window's share is Bin(s, n1 / (n1 + n2)); a conservative stand-in for Fisher's test, see
+:func:`_conditional`). Exact two-sided p-values are the doubled smaller tail (``min(1, 2
+min(P(X <= x), P(X >= x)))``), which is conservative too. All of it is vectorised over every
+segment and decision at once with ``scipy.special`` (no ``scipy.stats`` import).
 """
 
 from __future__ import annotations
@@ -77,17 +78,21 @@ def binomial_pvalue(x: Any, n: Any, p0: Any) -> FloatArray:
     return np.where(valid, _doubled(lower, upper), np.nan)
 
 
-def _fisher(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray) -> FloatArray:
-    from scipy.stats import hypergeom  # heavy: only small tables get here
+def _conditional(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray) -> FloatArray:
+    """Exact conditional test: given the s = x1 + x2 rarer outcomes, x1 ~ Bin(s, n1 / (n1 + n2)).
 
-    total, successes = n1 + n2, x1 + x2
-    lower = hypergeom.cdf(x1, total, successes, n1)
-    upper = hypergeom.sf(x1 - 1.0, total, successes, n1)
-    return _doubled(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+    Exact for Poisson counts; for two binomials the conditional law is hypergeometric (Fisher),
+    which is more concentrated than this binomial by the factor (N - s) / (N - 1), so the
+    p-value is conservative, by at most a variance factor of 2 because s is the rarer outcome.
+    """
+    flip = (x1 + x2) * 2.0 > n1 + n2
+    a = np.where(flip, n1 - x1, x1)
+    s = np.where(flip, (n1 - x1) + (n2 - x2), x1 + x2)
+    return binomial_pvalue(a, s, n1 / (n1 + n2))
 
 
 def two_proportion_pvalue(x1: Any, n1: Any, x2: Any, n2: Any) -> FloatArray:
-    """Two-sided p-value that ``x1/n1`` and ``x2/n2`` share one rate: pooled z, Fisher for small tables.
+    """Two-sided p-value that ``x1/n1`` and ``x2/n2`` share one rate: pooled z, exact for small tables.
 
     NaN where either ``n`` is 0. The switch is at ``EXACT_BELOW`` expected counts per cell.
     """
@@ -103,7 +108,7 @@ def two_proportion_pvalue(x1: Any, n1: Any, x2: Any, n2: Any) -> FloatArray:
     small = valid & (expected < EXACT_BELOW) & (pooled * (1.0 - pooled) > 0)
     if np.any(small):
         p = np.array(p, dtype=np.float64)
-        p[small] = _fisher(a[small], b1[small], c[small], d1[small])
+        p[small] = _conditional(a[small], b1[small], c[small], d1[small])
     return np.where(valid, p, np.nan)
 
 

@@ -26,7 +26,7 @@ from .. import _names as n
 from ..drift import DecisionSettings, rate_verdicts
 from ._model_state import ModelState
 
-__all__ = ["segment_outputs"]
+__all__ = ["family_verdicts", "grouped", "segment_outputs"]
 
 FloatArray = npt.NDArray[np.float64]
 Gauge = tuple[n.Instrument, dict[str, str], float]
@@ -91,7 +91,7 @@ def _baseline_rates(state: ModelState, rows: list[tuple[str, str, str]]) -> Floa
     return out
 
 
-def _twins(rows: list[tuple[str, str, str]], now: Counts, looks: int) -> npt.NDArray[np.int64]:
+def _twins(rows: list[tuple[str, str, str]], now: Counts) -> npt.NDArray[np.int64]:
     """Index of the test each row duplicates: a two-decision segment's second decision is its first."""
     first: dict[tuple[str, str], int] = {}
     twin = np.arange(len(rows))
@@ -99,7 +99,40 @@ def _twins(rows: list[tuple[str, str, str]], now: Counts, looks: int) -> npt.NDA
         j = first.setdefault((key, segment), i)
         if len(now.get((key, segment), {})) == 2:
             twin[i] = j
-    return np.concatenate([twin + k * len(rows) for k in range(looks)])
+    return twin
+
+
+Look = tuple[FloatArray, ...]
+
+
+def family_verdicts(
+    current: Look,
+    previous: Look,
+    pooled: Look,
+    baseline_rate: FloatArray,
+    twin: npt.NDArray[np.int64],
+    settings: DecisionSettings,
+) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64], FloatArray]:
+    """Status and adjusted p-value vs the previous window and vs the baseline, for one family.
+
+    ``current`` and ``pooled`` are (x, n, reference count) against ``baseline_rate``;
+    ``previous`` is (x, n, rate, count) of the previous window; the last axis holds the
+    segment x decision rows, leading axes independent families (the simulation tests use
+    them). A pooled look with n = 0 (the ring is young) is not tested. The baseline verdict
+    is the worse of the two looks, its p-value the smaller adjusted one.
+    """
+    k = baseline_rate.shape[-1]
+    result = rate_verdicts(
+        np.concatenate(np.broadcast_arrays(current[0], previous[0], pooled[0]), axis=-1),
+        np.concatenate(np.broadcast_arrays(current[1], previous[1], pooled[1]), axis=-1),
+        np.concatenate(np.broadcast_arrays(baseline_rate, previous[2], baseline_rate), axis=-1),
+        np.concatenate(np.broadcast_arrays(current[2], previous[3], pooled[2]), axis=-1),
+        settings,
+        twin=np.concatenate([twin, twin + k, twin + 2 * k]),
+    )
+    status = [result.status[..., i * k : (i + 1) * k] for i in range(3)]
+    adjusted = [result.adjusted[..., i * k : (i + 1) * k] for i in range(3)]
+    return status[1], adjusted[1], np.maximum(status[0], status[2]), np.fmin(adjusted[0], adjusted[2])
 
 
 def segment_outputs(
@@ -121,19 +154,8 @@ def segment_outputs(
         x2, n2, m2 = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
     else:
         x2, n2, _, m2 = _look(rows, _segments(state, pooled), None, baseline_rows)
-    result = rate_verdicts(
-        np.concatenate([x0, x1, x2]),
-        np.concatenate([n0, n1, n2]),
-        np.concatenate([ref_rate, r1, ref_rate]),
-        np.concatenate([m0, m1, m2]),
-        settings,
-        twin=_twins(rows, now, 3),
-    )
-    k = len(rows)
-    status, adjusted = result.status.reshape(3, k), result.adjusted.reshape(3, k)
-    baseline_status = np.maximum(status[0], status[2])
-    baseline_p = np.fmin(adjusted[0], adjusted[2])
-    yield from _gauges(rows, now, base, (r1, ref_rate), (status[1], baseline_status), (adjusted[1], baseline_p))
+    verdicts = family_verdicts((x0, n0, m0), (x1, n1, r1, m1), (x2, n2, m2), ref_rate, _twins(rows, now), settings)
+    yield from _gauges(rows, now, base, (r1, ref_rate), verdicts[0::2], verdicts[1::2])
 
 
 def _gauges(
