@@ -14,6 +14,7 @@ import pytest
 from conftest import make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from prometheus_client import CollectorRegistry, generate_latest
+from scipy import stats
 
 from otel_ml import Baseline, ModelMonitor
 from otel_ml import _names as n
@@ -169,6 +170,39 @@ class TestWindows:
         )
         assert vs_baseline == pytest.approx((after - ref) / ref)
         assert one(state, now, "ml_segment_window_predictions", ml_segment_key="country", ml_segment="DE") == de.sum()
+
+    def test_a_collapsed_segment_is_the_only_changed_status(self, state: SidecarState, baseline: Baseline) -> None:
+        app = App(baseline)
+        app.predict(make_training_frame(3000, seed=13).drop(columns="score"))
+        feed(state, app, T0 + 60)
+        for t in range(90, 660, 30):
+            state.tick(T0 + t)
+        second = make_training_frame(3000, seed=14).drop(columns="score")
+        de = second["country"] == "DE"
+        second.loc[de, "balance_z"] = -3.0
+        app.predict(second)
+        feed(state, app, T0 + 700)
+        now = T0 + 701
+        statuses = gauges(state, now, "ml_segment_decision_rate_status", ml_segment_key="country", ml_decision="true")
+        changed = {dict(k)["ml_segment"] for k, v in statuses.items() if v == 2}
+        assert changed == {"DE"}
+        assert {dict(k)["ml_reference"] for k, v in statuses.items() if v == 2} == {"baseline", "previous_window"}
+        # Holm can only raise a p-value: US's adjusted p-value is at least its own exact test's
+        assert baseline.score is not None
+        us = second["country"] == "US"
+        score = np.clip(0.5 + 0.3 * second.loc[us, "balance_z"], 0, 1)
+        ref = baseline.score.decision_rates["country"]["US"]["true"]
+        raw = stats.binomtest(int((score > 0.7).sum()), int(us.sum()), ref).pvalue
+        adjusted = one(
+            state,
+            now,
+            "ml_segment_decision_rate_pvalue",
+            ml_segment_key="country",
+            ml_segment="US",
+            ml_decision="true",
+            ml_reference="baseline",
+        )
+        assert adjusted >= min(raw, 1.0) * 0.8  # binomtest's two-sided rule differs a little from doubling
 
     def test_memory_does_not_grow_with_volume(self, baseline: Baseline) -> None:
         sizes = []
