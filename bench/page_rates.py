@@ -59,7 +59,7 @@ def caught(size: float, drop: float, rate: float, trials: int, seed: int) -> tup
         pool_x, pool_n = _rows(sum(hist[k - 2 : k + 1]), np.broadcast_to(3 * sizes, hist[k].shape))
         sp, _, sb, _ = family_verdicts(
             (cur_x, cur_n, m2),
-            (prev_x, prev_n, prev_x / prev_n, prev_n),
+            (cur_x, cur_n, prev_x / prev_n, prev_n),
             (pool_x, pool_n, m2),
             rates,
             twin,

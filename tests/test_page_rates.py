@@ -68,7 +68,7 @@ def decision_pages(windows: list[np.ndarray], base_rate: np.ndarray, m: np.ndarr
     m2 = np.repeat(m, 2)
     share = prev_x / prev_n
     status_prev, _, status_base, _ = family_verdicts(
-        (cur_x, cur_n, m2), (prev_x, prev_n, share, prev_n), (pool_x, pool_n, m2), rate, TWIN, SETTINGS
+        (cur_x, cur_n, m2), (cur_x, cur_n, share, prev_n), (pool_x, pool_n, m2), rate, TWIN, SETTINGS
     )
     return status_prev, status_base
 
@@ -135,8 +135,10 @@ def test_per_series_alpha_pages_on_most_clean_windows() -> None:
     assert pages.mean() > 0.1
 
 
-def drop_caught(size: float, windows_after: int, seed: int) -> np.ndarray:
-    """Segment 0 has ``size`` predictions per window; its 0.2 rate drops by 20 % for the last windows."""
+def drop_caught(
+    size: float, windows_after: int, seed: int, only_previous: bool = False, after_rate: float = 0.16
+) -> np.ndarray:
+    """Segment 0 has ``size`` predictions per window; its 0.2 rate drops (by 20 %) for the last windows."""
     global SEGMENTS
     saved = SEGMENTS
     SEGMENTS = np.concatenate([[size], saved[1:]])
@@ -146,7 +148,7 @@ def drop_caught(size: float, windows_after: int, seed: int) -> np.ndarray:
         base_rate, m = reference_rates(rng, rates, POWER_TRIALS)
         n = SEGMENTS.astype(np.int64)
         after = rates.copy()
-        after[0] = 0.16
+        after[0] = after_rate
         history = [rng.binomial(n, rates, size=(POWER_TRIALS, n.size)).astype(np.float64) for _ in range(3)]
         history += [
             rng.binomial(n, after, size=(POWER_TRIALS, n.size)).astype(np.float64) for _ in range(windows_after)
@@ -154,7 +156,8 @@ def drop_caught(size: float, windows_after: int, seed: int) -> np.ndarray:
         caught = np.zeros(POWER_TRIALS, dtype=bool)
         for k in range(3, len(history)):
             status_prev, status_base = decision_pages(history[: k + 1], base_rate, m)
-            caught |= (status_prev[:, 1] == 2) | (status_base[:, 1] == 2)  # segment 0, decision "true"
+            hit = status_prev[:, 1] == 2  # segment 0, decision "true"
+            caught |= hit if only_previous else hit | (status_base[:, 1] == 2)
         return caught
     finally:
         SEGMENTS = saved
@@ -166,6 +169,10 @@ def test_a_twenty_percent_drop_is_caught_in_one_window_at_5000_predictions() -> 
 
 def test_a_twenty_percent_drop_is_caught_within_three_windows_at_1000_predictions() -> None:
     assert drop_caught(1000, 3, seed=22).mean() >= 0.9
+
+
+def test_the_previous_window_look_sees_a_30_percent_step_at_5000_predictions() -> None:
+    assert drop_caught(5000, 1, seed=24, only_previous=True, after_rate=0.14).mean() >= 0.9
 
 
 def test_one_window_of_1000_predictions_is_not_enough_on_its_own() -> None:

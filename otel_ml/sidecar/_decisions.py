@@ -116,7 +116,7 @@ def family_verdicts(
     """Status and adjusted p-value vs the previous window and vs the baseline, for one family.
 
     ``current`` and ``pooled`` are (x, n, reference count) against ``baseline_rate``;
-    ``previous`` is (x, n, rate, count) of the previous window; the last axis holds the
+    ``previous`` is this window's (x, n) with the previous window's rate and count; the last axis holds the
     segment x decision rows, leading axes independent families (the simulation tests use
     them). A pooled look with n = 0 (the ring is young) is not tested. The baseline verdict
     is the worse of the two looks, its p-value the smaller adjusted one.
