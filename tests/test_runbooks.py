@@ -125,3 +125,31 @@ def test_runbook_promql_parses(tmp_path: Path) -> None:
     exprs = {f"{name}#{i}": e for name, text in _pages().items() for i, e in enumerate(_PROMQL.findall(text))}
     result = promtool_check(exprs, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_SIDECAR_SETTING = re.compile(r"`(decisions|drift)\.([a-z_]+)` \(([^)]+)\)")  # `decisions.alpha` (0.005)
+
+
+def test_sidecar_defaults_quoted_in_runbooks_are_current() -> None:
+    """Every "`decisions.key` (default)" / "`drift.key` (default)" is the sidecar's current default."""
+    from otel_ml.drift import DecisionSettings
+    from otel_ml.sidecar import SidecarConfig
+
+    sidecar = SidecarConfig(baselines=())
+    sections = {
+        "decisions": dataclasses.asdict(DecisionSettings()),
+        "drift": {
+            "alpha": sidecar.alpha,
+            "warn": sidecar.warn,
+            "drift": sidecar.drift,
+            "multiplicity": sidecar.drift_multiplicity,
+        },
+    }
+    quoted = 0
+    for name, text in _pages().items():
+        for section, key, prose in _SIDECAR_SETTING.findall(text):
+            assert key in sections[section], f"{name}: the sidecar has no setting {section}.{key}"
+            forms = _default_forms(sections[section][key])
+            assert prose in forms, f"{name}: `{section}.{key}` ({prose}) but the default is {forms}"
+            quoted += 1
+    assert quoted >= 8
