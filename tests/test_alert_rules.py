@@ -270,6 +270,7 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
         ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
         ({"latency_slo_target": 1.0}, "between 0 and 1"),
         ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),
+        ({"decision_rate_min_absolute_change": -0.01}, "must be >= 0"),
     ],
 )
 def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:

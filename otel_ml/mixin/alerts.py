@@ -197,6 +197,8 @@ def _decision_rate_expr(c: MixinConfig) -> str:
     refs = c.decision_rate_references
     if not refs:
         raise ValueError("decision_rate_references must name at least one ml_reference value")
+    if min(c.decision_rate_min_relative_change, c.decision_rate_min_absolute_change) < 0:
+        raise ValueError("decision_rate_min_relative_change and decision_rate_min_absolute_change must be >= 0")
     win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
     sel = q.sidecar(c, win, f'{n.LABEL_REFERENCE}=~"{"|".join(refs)}"')
     d_on, r_on = q.labels(c, *q.DECISION, n.LABEL_REFERENCE), q.labels(c, *q.DECISION)
