@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from ._multiplicity import MULTIPLICITY
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD
 
 __all__ = ["register"]
@@ -24,9 +25,12 @@ verdicts:
   insufficient_data  fewer than max(30, 5 x bins) values in the data (or --min-count)
 
 The critical value is the PSI a drift-free sample of the same size exceeds with probability
---alpha: small samples have a large PSI by chance (about (bins - 1) / n), so a fixed threshold
-alone pages for noise. KS and Wasserstein need raw training values, which a baseline does not
-keep: pass --reference-data with the training file to get them for numeric columns.
+"level": small samples have a large PSI by chance (about (bins - 1) / n), so a fixed threshold
+alone pages for noise. --alpha is for the whole table: the chance that a drift-free table gets
+any drift or warn verdict. With --multiplicity holm (default) each feature's level is
+alpha / (features + score), shown per feature; per_series tests each feature at --alpha.
+KS and Wasserstein need raw training values, which a baseline does not keep: pass
+--reference-data with the training file to get them for numeric columns.
 """
 
 EPILOG = """\
@@ -70,7 +74,13 @@ def register(sub: Any) -> None:
         "--alpha",
         type=float,
         default=DEFAULT_ALPHA,
-        help=f"false-alarm probability of the critical value (default: {DEFAULT_ALPHA})",
+        help=f"false-alarm probability over all features of the table (default: {DEFAULT_ALPHA})",
+    )
+    cmd.add_argument(
+        "--multiplicity",
+        choices=MULTIPLICITY,
+        default="holm",
+        help="holm/bonferroni: each feature at alpha / features; per_series: each at alpha (default: holm)",
     )
     cmd.add_argument(
         "--warn",
@@ -126,6 +136,7 @@ def _drift(args: argparse.Namespace) -> int:
             warn=args.warn,
             drift=args.drift,
             min_count=args.min_count,
+            multiplicity=args.multiplicity,
         )
     except (BaselineError, FileNotFoundError, ValueError, TypeError, ImportError) as exc:
         return _fail(str(exc))
@@ -163,11 +174,11 @@ def _print_table(report: Any, args: argparse.Namespace) -> None:
     table = Table(
         title=(
             f"{report.model_name} {report.model_version}: {report.row_count:,} rows vs baseline of "
-            f"{report.reference_row_count:,} (alpha {report.alpha:g}, warn {report.warn_threshold:g}, "
-            f"drift {report.drift_threshold:g})"
+            f"{report.reference_row_count:,} (alpha {report.alpha:g} for the table, {report.multiplicity}; "
+            f"warn {report.warn_threshold:g}, drift {report.drift_threshold:g})"
         )
     )
-    for col in ("feature", "type", "n", "missing", "PSI", "critical", "JS", "p-value"):
+    for col in ("feature", "type", "n", "missing", "PSI", "critical", "level", "JS", "p-value"):
         table.add_column(col, justify="left" if col in ("feature", "type") else "right")
     if has_ks:
         table.add_column("KS p", justify="right")
@@ -181,6 +192,7 @@ def _print_table(report: Any, args: argparse.Namespace) -> None:
             _num(f.missing_ratio, ".1%"),
             _num(f.psi, ".4f"),
             _num(f.psi_critical, ".4f"),
+            _num(f.alpha, ".2g"),
             _num(f.js_distance, ".4f"),
             _num(f.pvalue, ".3g"),
         ]

@@ -6,6 +6,12 @@ then every feature goes through one vectorised :func:`compare` call, so the offl
 the sidecar's gauges are the same numbers. A baseline keeps bin fractions, not raw values, so
 the two-sample KS test and the Wasserstein distance (numeric features and the score) need
 ``reference_data``, the raw training table; without it they are ``None``.
+
+``alpha`` is family-wise: the probability that a drift-free table gets *any* drift verdict
+over all its features (and the score). Each feature's critical value is taken at
+``alpha / features`` (Bonferroni, which flags a table exactly when Holm would; see
+:mod:`otel_ml.drift._multiplicity`); ``multiplicity="per_series"`` tests each at ``alpha``.
+The level used is in each :class:`FeatureDrift` (``alpha``) and on the CLI's table.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .._frame import Columns, to_columns
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
 from ._compare import Critical, DriftResult, compare
+from ._multiplicity import Multiplicity, family_alpha
 from ._stats import bin_counts, ks_test, pad_bins, wasserstein
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
@@ -51,6 +58,7 @@ class FeatureDrift:
     status: int
     bins: int
     unknown_ratio: float | None = None
+    alpha: float | None = None  # the level of psi_critical after the multiplicity correction
     ks_statistic: float | None = None
     ks_pvalue: float | None = None
     wasserstein: float | None = None
@@ -74,6 +82,7 @@ class FeatureDrift:
             "unknown_ratio",
             "psi",
             "psi_critical",
+            "alpha",
             "js_distance",
             "hellinger",
             "pvalue",
@@ -101,6 +110,7 @@ class DriftReport:
     alpha: float
     warn_threshold: float
     drift_threshold: float
+    multiplicity: Multiplicity = "holm"
 
     @property
     def status(self) -> int:
@@ -131,6 +141,7 @@ class DriftReport:
             "row_count": self.row_count,
             "reference_row_count": self.reference_row_count,
             "alpha": self.alpha,
+            "multiplicity": self.multiplicity,
             "thresholds": {"warn": self.warn_threshold, "drift": self.drift_threshold},
             "verdict": self.verdict,
             "features": [f.to_dict() for f in self.features],
@@ -189,6 +200,7 @@ def drift_report(
     min_count: int | None = None,
     critical: Critical = "auto",
     feature_names: Any = None,
+    multiplicity: Multiplicity = "holm",
 ) -> DriftReport:
     """Compare ``data`` (DataFrame, pyarrow table, dict of columns, ...) with ``baseline``.
 
@@ -196,17 +208,19 @@ def drift_report(
     ``score_column`` names it (the baseline must then have a score profile). Missing values
     (None, NaN, inf) are not counted in the bins; their share is ``missing_ratio``. With
     ``reference_data`` (the raw training data), numeric features and the score also get the
-    two-sample KS test and the Wasserstein distance; columns it lacks get ``None``. The
-    other options are those of :func:`compare`.
+    two-sample KS test and the Wasserstein distance; columns it lacks get ``None``.
+    ``alpha`` is family-wise over the features and the score (module docstring). The other
+    options are those of :func:`compare`.
     """
     names = feature_names if feature_names is not None else list(baseline.feature_names)
     columns = to_columns(data, names)
     binned = _bin_all(baseline, columns, score_column)
+    level = family_alpha(alpha, len(binned), multiplicity)
     result = compare(
         pad_bins([b.reference for b in binned]),
         pad_bins([b.counts for b in binned]),
         np.array([b.reference_count for b in binned], dtype=np.float64),
-        alpha=alpha,
+        alpha=level,
         warn=warn,
         drift=drift,
         min_count=min_count,
@@ -218,10 +232,11 @@ def drift_report(
         model_version=baseline.model_version,
         row_count=columns.n_rows,
         reference_row_count=baseline.row_count,
-        features=tuple(_feature_drift(i, b, result, raw_reference.get(b.name)) for i, b in enumerate(binned)),
+        features=tuple(_feature_drift(i, b, result, raw_reference.get(b.name), level) for i, b in enumerate(binned)),
         alpha=alpha,
         warn_threshold=warn,
         drift_threshold=drift,
+        multiplicity=multiplicity,
     )
 
 
@@ -247,7 +262,9 @@ def _bin_all(baseline: Baseline, columns: Columns, score_column: str | None) -> 
     return binned
 
 
-def _feature_drift(i: int, b: _Binned, result: DriftResult, ref_sample: FloatArray | None) -> FeatureDrift:
+def _feature_drift(
+    i: int, b: _Binned, result: DriftResult, ref_sample: FloatArray | None, alpha: float
+) -> FeatureDrift:
     """One feature's row of the report; KS and Wasserstein when the raw reference sample is there."""
     ks: tuple[float | None, float | None] = (None, None)
     w: float | None = None
@@ -268,6 +285,7 @@ def _feature_drift(i: int, b: _Binned, result: DriftResult, ref_sample: FloatArr
         status=int(result.status[i]),
         bins=int(b.reference.size),
         unknown_ratio=b.unknown_ratio,
+        alpha=alpha,
         ks_statistic=ks[0],
         ks_pvalue=ks[1],
         wasserstein=w,
