@@ -27,6 +27,10 @@ observations (default ``max(30, 5 * B)``, Cochran's five-per-bin rule: below it 
 decides the PSI); ``drift`` when PSI >= the business threshold (0.25) *and* PSI > crit;
 ``warn`` when PSI >= 0.1 *and* PSI > crit; else ``ok``. The business threshold says "large
 enough to matter", the critical value "not sampling noise"; both must hold.
+
+Many features: ``alpha`` here is per feature. The sidecar and the drift report pass
+``alpha / k`` for a model with k features (and the score), so that a clean model gets *any*
+drift verdict with probability at most the family-wise alpha (:mod:`._multiplicity`).
 """
 
 from __future__ import annotations
