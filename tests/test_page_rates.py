@@ -180,6 +180,26 @@ def test_one_window_of_1000_predictions_is_not_enough_on_its_own() -> None:
     assert drop_caught(1000, 1, seed=23).mean() < 0.6
 
 
+def test_a_page_resolves_in_the_first_window_after_a_rollback() -> None:
+    """Three windows of a 40 % drop at 5,000 predictions, then the rate is back: the pooled look forgets."""
+    global SEGMENTS
+    saved = SEGMENTS
+    SEGMENTS = np.concatenate([[5000.0], saved[1:]])
+    try:
+        rng = np.random.default_rng(25)
+        rates = np.full(SEGMENTS.size, 0.2)
+        base_rate, m = reference_rates(rng, rates, POWER_TRIALS)
+        bad = rates.copy()
+        bad[0] = 0.12
+        n = SEGMENTS.astype(np.int64)
+        history = [rng.binomial(n, p, size=(POWER_TRIALS, n.size)).astype(np.float64) for p in (bad, bad, bad, rates)]
+        during = decision_pages(history[:3], base_rate, m)[1][:, 1] == 2
+        after = decision_pages(history, base_rate, m)[1][:, 1] == 2  # pooled: two bad windows, one good
+    finally:
+        SEGMENTS = saved
+    assert during.mean() > 0.99 and after.mean() < 0.1
+
+
 def hand_psi(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 

@@ -4,8 +4,10 @@ Per segment and decision three tests (:func:`otel_ml.drift.rate_verdicts`): this
 against the baseline rate, this window against the previous window, and the last three windows
 pooled against the baseline (a drift of 20 % of a 0.2 rate is 3.2 standard errors in one
 1,000-prediction window, too few under a family-wise limit over ~60 tests, and 5.5 in three
-pooled windows). The looks are part of the family, so the correction also pays for looking
-twice (Bonferroni over looks, inside Holm). The baseline stores rates, not per-segment counts:
+pooled windows). The pooled look pages only while this window still shows half the minimum
+effect in the same direction, so a page resolves soon after a rollback. The looks are part
+of the family, so the correction also pays for looking twice (Bonferroni over looks, inside
+Holm). The baseline stores rates, not per-segment counts:
 the reference count of a segment is estimated as the baseline's row count times the segment's
 share of the window's predictions under its segment key. The yes/no decisions of a segment
 with two decisions are one test (their rates move together) and count once.
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _names as n
+from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_WARN
 from ..drift import DecisionSettings, rate_verdicts
 from ._model_state import ModelState
 
@@ -132,7 +135,24 @@ def family_verdicts(
     )
     status = [result.status[..., i * k : (i + 1) * k] for i in range(3)]
     adjusted = [result.adjusted[..., i * k : (i + 1) * k] for i in range(3)]
-    return status[1], adjusted[1], np.maximum(status[0], status[2]), np.fmin(adjusted[0], adjusted[2])
+    pooled_status = _still_there(
+        status[2], result.change[..., :k], result.change[..., 2 * k :], baseline_rate, settings
+    )
+    return status[1], adjusted[1], np.maximum(status[0], pooled_status), np.fmin(adjusted[0], adjusted[2])
+
+
+def _still_there(
+    status: npt.NDArray[np.int64], now: FloatArray, pooled: FloatArray, rate: FloatArray, settings: DecisionSettings
+) -> npt.NDArray[np.int64]:
+    """The pooled look pages only while this window still moves the same way by half the minimum effect.
+
+    Three pooled windows remember a fixed fault for up to three windows; this lets the page
+    resolve in the first window after a rollback (unless noise keeps half the change, ~20 %).
+    """
+    gate = np.maximum(settings.min_relative_change * np.minimum(rate, 1.0 - rate), settings.min_absolute_change)
+    current = np.nan_to_num(now)
+    same_way = (np.sign(current) == np.sign(pooled)) & (np.abs(current) >= gate / 2)
+    return np.where((status == DRIFT_STATUS_DRIFT) & ~same_way, DRIFT_STATUS_WARN, status)
 
 
 def segment_outputs(
