@@ -116,15 +116,15 @@ def two_proportion_pvalue(x1: Any, n1: Any, x2: Any, n2: Any) -> FloatArray:
 def rate_pvalue(x: Any, n: Any, reference_rate: Any, reference_count: Any) -> FloatArray:
     """p-value of ``x`` of ``n`` against a reference rate estimated from ``reference_count`` rows.
 
-    One-sample exact binomial where the reference count is unknown (0, NaN, inf) or at least
-    ``ONE_SAMPLE_RATIO`` times ``n`` and the rate is strictly between 0 and 1; else the
+    One-sample exact binomial where the reference count is unknown (0, NaN, inf), or at least
+    ``ONE_SAMPLE_RATIO`` times ``n`` with the rate strictly between 0 and 1; else the
     two-proportion test with ``round(rate * count)`` reference successes (a reference rate of 0
     or 1 from a finite sample is not certainty).
     """
     xs, ns, rate, m = _arrays(x, n, reference_rate, reference_count)
     m = np.where(np.isfinite(m), np.maximum(m, 0.0), 0.0)
     inner = (rate > 0) & (rate < 1)
-    one_sample = inner & ((m <= 0) | (m >= ONE_SAMPLE_RATIO * ns))
+    one_sample = (m <= 0) | (inner & (m >= ONE_SAMPLE_RATIO * ns))
     two = two_proportion_pvalue(xs, ns, np.round(rate * m), m)
     one = binomial_pvalue(xs, ns, np.clip(rate, 0.0, 1.0))
     return np.asarray(np.where(one_sample, one, two), dtype=np.float64)
