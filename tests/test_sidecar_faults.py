@@ -92,6 +92,29 @@ def wait_for(check: object, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def test_a_burst_of_signals_still_saves_and_exits(baseline: Baseline, tmp_path: Path, procs: list[Proc]) -> None:
+    """SIGTERM twice (a wrapper forwarding it plus a direct kill, Ctrl-C twice): a handler that
+    set a threading.Event could run nested in itself or in Event.wait and deadlock on its lock."""
+    path = baseline.save(tmp_path / "b.json")
+    for trial in range(4):  # the old handler hung about one burst in six
+        state = tmp_path / f"s{trial}.npz"
+        side = Proc(tmp_path, "--baseline", str(path), "--state-file", str(state), "--persist-interval", "1h")
+        procs.append(side)
+        time.sleep(0.9 + 0.03 * trial)  # bursts land at different points of the main loop's one-second wait
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end and side.proc.poll() is None:
+            side.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.0002)
+        try:
+            code = side.proc.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"burst {trial}: the sidecar hung after SIGTERM")
+        finally:
+            side._log.close()
+        assert code in (0, -signal.SIGTERM), side.stderr()  # late signals may meet the default action at exit
+        assert state.exists(), f"burst {trial}: state not saved"
+
+
 def test_unwritable_state_dir(baseline: Baseline, tmp_path: Path, procs: list[Proc]) -> None:
     """A regular file where the state directory should be: not even root can write below it."""
     blocker = tmp_path / "state"

@@ -178,17 +178,19 @@ class Sidecar:
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; save the state on the way out."""
-        stop = threading.Event()
+        received: list[int] = []
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            _log.info("signal %d: saving state and stopping", signum)
-            stop.set()
+            # only a list append: no lock, no logging. Setting a threading.Event here deadlocked when
+            # a second signal ran this handler nested in the first, or inside Event.wait itself.
+            received.append(signum)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
         self.start()
-        while not stop.wait(1.0):
-            pass
+        while not received:
+            time.sleep(0.2)
+        _log.info("signal %d: saving state and stopping", received[0])
         self.stop()
 
 
