@@ -211,7 +211,11 @@ def _decision_rate_expr(c: MixinConfig) -> str:
     if c.decision_rate_min_absolute_change > 0:
         minimum = q.num(c.decision_rate_min_absolute_change)
         from_zero += f"\nand on ({r_on})\n{rate} >= {minimum}"
-    return f"(\n{measured})\nor on ({d_on})\n(\n{from_zero}\n)\n"
+    return f"(\n{_indent(measured)})\nor on ({d_on})\n(\n{_indent(from_zero)}\n)\n"
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}" if line.strip() else line for line in text.splitlines(keepends=True))
 
 
 def _decision_rate_description(c: MixinConfig) -> str:
