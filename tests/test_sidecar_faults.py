@@ -4,6 +4,7 @@ state files, temp files an interrupted write left behind, and data for no loaded
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -310,3 +312,19 @@ def test_a_snapshot_from_the_future_is_re_anchored(baseline: Baseline, tmp_path:
     now[0] += 61
     second.tick()
     assert len(ring.times) == 12  # a snapshot on time, not 13 hours later
+
+
+def test_one_model_whose_outputs_fail_leaves_the_others_served(baseline: Baseline, caplog: Any) -> None:
+    """A model whose held arrays are broken (here: totals of the wrong length) is left out and
+    counted as output_error; the other model's gauges and every later scrape still work."""
+    other = dataclasses.replace(baseline, model_version="v-other")
+    state = SidecarState([baseline, other], StateSettings(windows=(WindowSpec("10m", 600.0, resolution=10),)))
+    broken = state.models[(baseline.model_name, baseline.model_version)]
+    broken.totals = np.zeros(3)
+    with caplog.at_level(logging.ERROR, logger="otel_ml.sidecar"):
+        gauges = state.outputs()
+        state.outputs(state.clock() + 5)
+    versions = {labels.get("ml_model_version") for _, labels, _ in gauges}
+    assert "v-other" in versions and baseline.model_version not in versions
+    assert state.ingest_errors["output_error"] == 2
+    assert sum("gauges are left out" in r.getMessage() for r in caplog.records) == 1  # logged once a minute

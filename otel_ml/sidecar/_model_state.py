@@ -440,7 +440,8 @@ class ModelState:
             increase = self._increase(source_state, uniq, incoming)
         else:
             increase = incoming
-        self.totals[uniq] += increase
+        with np.errstate(over="ignore"):  # a float sum may overflow to +Inf: a value, not an error
+            self.totals[uniq] += increase
         self.last_ingest = now
         result.applied = applied
         return result

@@ -86,6 +86,7 @@ class SidecarState:
         self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl, self.settings.join_max_bytes)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
         self.ingest_errors: dict[str, int] = {}
+        self._output_error_logged = -math.inf
         self.ingested: dict[str, int] = {}
         self.unmatched_labels: dict[str, int] = {}
         self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
@@ -242,6 +243,14 @@ class SidecarState:
             self.generation += 1
 
     # -- outputs ---------------------------------------------------------------------------------
+    def _output_failed(self, model: ModelState) -> None:
+        """Count (reason ``output_error``) and log, at most once a minute, a model whose gauges failed."""
+        self.count_error("output_error")
+        now = time.monotonic()
+        if now - self._output_error_logged >= 60.0:
+            self._output_error_logged = now
+            _log.exception("computing the outputs of %s %s failed; its gauges are left out", model.model, model.version)
+
     def outputs(self, now: float | None = None) -> list[Gauge]:
         """Every gauge for every model and window (cached for ``compute_ttl`` seconds).
 
@@ -251,14 +260,21 @@ class SidecarState:
             if self._cache is not None and now - self._cache[0] < self.settings.compute_ttl:
                 return self._cache[1]
             for m in self.models.values():
-                reference_outputs(m)  # computed once per model, then shared by every copy
+                try:
+                    reference_outputs(m)  # computed once per model, then shared by every copy
+                except Exception:
+                    pass  # counted and logged below, off the lock
             models = [detached(m) for m in self.models.values()]
             generation = self.generation
         started = time.perf_counter()
         gauges: list[Gauge] = []
         for model in models:
-            gauges.extend(reference_outputs(model))
-            gauges.extend(model_outputs(model, now, self.settings.outputs))
+            try:
+                model_gauges = [*reference_outputs(model), *model_outputs(model, now, self.settings.outputs)]
+            except Exception:  # one broken model must not turn every scrape into a 500
+                self._output_failed(model)
+                continue
+            gauges.extend(model_gauges)
             if model.last_ingest:
                 gauges.append(
                     (
