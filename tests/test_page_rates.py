@@ -114,7 +114,9 @@ def test_a_clean_model_pages_in_at_most_one_percent_of_windows(
 ) -> None:
     # drift and decisions are independent draws of the same windows: a page is either
     pages = int(np.sum(decision_clean[rate] | drift_clean[n]))
-    assert pages <= page_bound(CLEAN_TRIALS), (pages, upper_bound(pages, CLEAN_TRIALS))
+    # the observed rate is at most the target (measured: 0.15-0.70 %, 95 % upper bounds <= 0.97 %),
+    # and a true rate of 1 % would exceed page_bound in only 0.1 % of runs
+    assert pages <= 0.01 * CLEAN_TRIALS <= page_bound(CLEAN_TRIALS), (pages, upper_bound(pages, CLEAN_TRIALS))
 
 
 def test_each_family_stays_within_its_half_of_the_budget(
