@@ -221,6 +221,21 @@ class TestWindows:
         assert sizes[0] == sizes[1]  # same series, same snapshots: 100x the traffic costs nothing more
 
 
+def test_the_ring_reaches_three_windows_back_for_the_pooled_look() -> None:
+    from otel_ml.sidecar._windows import SnapshotRing
+
+    ring = SnapshotRing(WINDOW, T0, 1)  # 10m window, a snapshot every minute
+    assert ring.pooled(T0 + 300, np.array([5.0])) is None  # younger than one window: nothing to pool
+    for minute in range(1, 61):  # one count per minute for an hour
+        ring.maybe_take(T0 + 60 * minute, np.array([float(minute)]))
+    now, totals = T0 + 3600, np.array([60.0])
+    current, previous = ring.window(now, totals)
+    pooled = ring.pooled(now, totals)
+    assert current.tolist() == [10.0] and previous is not None and previous.tolist() == [10.0]
+    assert pooled is not None and pooled.tolist() == [30.0]
+    assert ring.times[0] <= now - 1800 < ring.times[1]  # nothing older than 3W is kept but the anchor
+
+
 class TestResets:
     def test_an_app_restart_is_an_increase_not_a_negative(self, state: SidecarState, baseline: Baseline) -> None:
         before = App(baseline)
