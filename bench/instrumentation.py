@@ -188,7 +188,7 @@ def bench_batch(baseline: Any, repeats: int, n_rows: int) -> tuple[float, float]
     names = [f.name for f in baseline.numeric]
     columns = {name: np.ascontiguousarray(matrix[:, j]) for j, name in enumerate(names)}
     edges = [f.edges_array() for f in baseline.numeric]
-    mon = ModelMonitor("bench-batch", "v1", baseline=baseline, registry=CollectorRegistry())
+    mon = ModelMonitor(baseline=baseline, registry=CollectorRegistry())
 
     def raw() -> None:
         for e, name in zip(edges, names):
