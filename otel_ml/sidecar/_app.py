@@ -28,6 +28,7 @@ from ._persist import load_state, save_state
 from ._scrape import fetch_exposition, parse_exposition
 from ._server import SidecarServer
 from ._state import SidecarState
+from ._throttle import Throttle
 
 __all__ = ["Sidecar"]
 
@@ -48,8 +49,7 @@ class Sidecar:
         self.server: SidecarServer | None = None
         self.restored = False
         self.persist_error: str | None = None
-        self._persist_logged = -60.0
-        self._scrape_logged: dict[tuple[str, str], float] = {}  # (target, reason): configured targets only
+        self._log_throttle = Throttle()  # state-write failures; scrape failures per target and reason
 
     @property
     def url(self) -> str:
@@ -99,9 +99,7 @@ class Sidecar:
             self.state.apply_metrics(batches, "scrape")  # raises, changing nothing, on impossible counts
         except IngestError as exc:
             self.state.count_error(exc.reason)  # counted every time, logged once a minute per target and reason
-            now, key = time.monotonic(), (target.url, exc.reason)
-            if now - self._scrape_logged.get(key, -60.0) >= 60.0:
-                self._scrape_logged[key] = now
+            if self._log_throttle.allow(("scrape", target.url, exc.reason)):
                 _log.warning("scrape failed (%s): %s", exc.reason, exc)
 
     def _scrape_loop(self, target: ScrapeTarget) -> None:
@@ -134,8 +132,7 @@ class Sidecar:
             save_state(self.state, self.config.state_file, self.state.clock())
         except Exception as exc:
             self.persist_error = f"cannot write the state file {self.config.state_file}: {exc}"
-            if time.monotonic() - self._persist_logged >= 60.0:
-                self._persist_logged = time.monotonic()
+            if self._log_throttle.allow("persist"):
                 _log.error(
                     "%s (windows are kept in memory; retrying every %gs)",
                     self.persist_error,

@@ -23,6 +23,8 @@ import h11
 from uvicorn import Config, Server
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ._throttle import Throttle
+
 __all__ = ["Listeners", "bind", "BACKLOG", "RateLimitFilter"]
 
 BACKLOG = 1024  # pending connections the kernel queues before accept (Linux caps it at somaxconn)
@@ -34,20 +36,10 @@ class RateLimitFilter(logging.Filter):
 
     def __init__(self, interval: float = 60.0) -> None:
         super().__init__()
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._throttle = Throttle(interval)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        key = str(record.msg)
-        with self._lock:
-            if now - self._last.get(key, -self.interval) < self.interval:
-                return False
-            if len(self._last) > 1000:
-                self._last.clear()
-            self._last[key] = now
-        return True
+        return self._throttle.allow(str(record.msg))
 
 
 _server_log = logging.getLogger("otel_ml.sidecar.http")

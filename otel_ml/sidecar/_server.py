@@ -17,8 +17,6 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +32,7 @@ from ._ingest import handle_labels, handle_metrics, handle_traces
 from ._listener import Listeners, bind
 from ._otlp_input import JSON, PROTOBUF, IngestError
 from ._state import SidecarState
+from ._throttle import Throttle
 
 __all__ = ["SidecarServer", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_READ_TIMEOUT"]
 
@@ -58,17 +57,11 @@ class _RateLimitedLog:
     """One log line per reason per minute: a flood of bad requests must not flood the logs."""
 
     def __init__(self, interval: float = 60.0) -> None:
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self.interval = interval
+        self._throttle = Throttle(interval)
 
     def warning(self, reason: str, message: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(reason, -self.interval) < self.interval:
-                return
-            self._last[reason] = now
-        _log.warning("rejected input (%s): %s", reason, message)
+        if self._throttle.allow(reason):
+            _log.warning("rejected input (%s): %s", reason, message)
 
 
 def _media(request: Request) -> str:

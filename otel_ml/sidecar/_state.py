@@ -21,6 +21,7 @@ from ._model_state import ApplyResult, ModelState, detached
 from ._otlp_input import IngestError, MetricBatch, Prediction
 from ._outcomes import DEFAULT_JOIN_MAX_BYTES, JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
 from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
+from ._throttle import Throttle
 from ._windows import WindowSpec
 
 __all__ = ["SidecarState", "StateSettings"]
@@ -86,7 +87,6 @@ class SidecarState:
         self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl, self.settings.join_max_bytes)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
         self.ingest_errors: dict[str, int] = {}
-        self._output_error_logged = -math.inf
         self.ingested: dict[str, int] = {}
         self.unmatched_labels: dict[str, int] = {}
         self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
@@ -94,7 +94,7 @@ class SidecarState:
         self._cache: tuple[float, list[Gauge]] | None = None
         self.generation = 0  # bumped by every input, so cached expositions know they are stale
         self.unmatched_models: dict[tuple[str, str], int] = {}  # incoming (model, version) without a baseline
-        self._unmatched_logged = -60.0
+        self._log_throttle = Throttle()  # the unmatched-model and output-error lines, once a minute each
         self.ready = False
 
     def _new_model(self, baseline: Baseline, now: float) -> ModelState:
@@ -157,8 +157,7 @@ class SidecarState:
         key = (model, version)
         if key in self.unmatched_models or len(self.unmatched_models) < _MAX_UNMATCHED:
             self.unmatched_models[key] = self.unmatched_models.get(key, 0) + 1
-        if time.monotonic() - self._unmatched_logged >= 60.0:
-            self._unmatched_logged = time.monotonic()
+        if self._log_throttle.allow("unmatched"):
             known = ", ".join(f"{m!r} version {v!r}" for m, v in sorted(self.models)) or "none"
             _log.warning(
                 "no baseline matches incoming model %r version %r (baselines loaded: %s): its data is dropped",
@@ -246,9 +245,7 @@ class SidecarState:
     def _output_failed(self, model: ModelState) -> None:
         """Count (reason ``output_error``) and log, at most once a minute, a model whose gauges failed."""
         self.count_error("output_error")
-        now = time.monotonic()
-        if now - self._output_error_logged >= 60.0:
-            self._output_error_logged = now
+        if self._log_throttle.allow("output_error"):
             _log.exception("computing the outputs of %s %s failed; its gauges are left out", model.model, model.version)
 
     def outputs(self, now: float | None = None) -> list[Gauge]:
