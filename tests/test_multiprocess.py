@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from conftest import free_port
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -362,12 +363,6 @@ def test_fork_without_a_directory_starts_the_child_at_zero_and_warns(small_basel
 
 
 # -- the /metrics server in several workers -----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, deadline: float) -> requests.Response:
     while True:
         try:
@@ -477,7 +472,7 @@ def serve(tmp_path: Path, small_baseline: Baseline) -> Iterator[Callable[..., tu
         (tmp_path / name).write_text(textwrap.dedent(source))
 
     def start(kind: str, *extra: str, shared: bool = True) -> tuple[Server, dict[str, Any]]:
-        port, metrics_port, mp = _free_port(), _free_port(), tmp_path / f"mp-{len(servers)}"
+        port, metrics_port, mp = free_port(), free_port(), tmp_path / f"mp-{len(servers)}"
         mp.mkdir()
         env = {**os.environ, "MP_BASELINE": str(tmp_path / "baseline.json"), "MP_METRICS_PORT": str(metrics_port)}
         env.pop(MULTIPROC_DIR_ENV, None)

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import make_training_frame
+from conftest import free_port, make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,12 +33,6 @@ from otel_ml.sidecar import Sidecar, SidecarConfig, SidecarState, StateSettings,
 from otel_ml.sidecar._otlp_input import metric_batches
 
 PB = {"Content-Type": "application/x-protobuf"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def payload(baseline: Baseline, rows: int = 500, seed: int = 0) -> bytes:

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from conftest import make_training_frame
+from conftest import free_port, make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from prometheus_client import CollectorRegistry
 
@@ -29,12 +28,6 @@ from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import Sidecar, SidecarConfig, SidecarState, StateSettings, WindowSpec, load_state, save_state
 
 PB = {"Content-Type": "application/x-protobuf"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def payload(baseline: Baseline, rows: int = 400) -> bytes:

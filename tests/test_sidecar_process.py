@@ -4,7 +4,6 @@ gets no 5xx and leaves memory flat."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import make_training_frame
+from conftest import free_port, make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
@@ -25,12 +24,6 @@ from otel_ml import Baseline, ModelMonitor
 from otel_ml.instrument import counts_metrics_data
 
 PB = {"Content-Type": "application/x-protobuf"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SidecarProcess:
