@@ -12,7 +12,7 @@ rare values the baseline saw, ``__unknown__`` values it never saw (a renamed cat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -20,10 +20,13 @@ import numpy.typing as npt
 from ._frame import canonical_label, factorize
 from ._names import OTHER, UNKNOWN
 
-__all__ = ["bin_index", "finite_bin_counts", "CategoryEncoder", "MISSING_CODE"]
+__all__ = ["PSI_EPSILON", "bin_counts", "bin_index", "finite_bin_counts", "CategoryEncoder", "MISSING_CODE"]
 
 IntArray = npt.NDArray[np.intp]
 MISSING_CODE = -1
+PSI_EPSILON: Final = 1e-4
+"""Floor for bin fractions inside logarithms (PSI, KL, JS): the drift statistics and the mixin's
+PromQL ``clamp_min(x, ...)`` both take it from here, so the sidecar and Prometheus agree."""
 
 
 def bin_index(edges: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> IntArray:
@@ -31,22 +34,40 @@ def bin_index(edges: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -
     return np.searchsorted(edges, values, side="left")
 
 
+def _sorted_counts(edges: npt.NDArray[np.float64], ordered: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Per-bin counts of a sorted column without NaN: the values ``<=`` each edge, differenced."""
+    cumulative = np.searchsorted(ordered, edges, side="right")  # right-closed bins, like ``le``
+    return np.diff(cumulative, prepend=0, append=ordered.size).astype(np.int64)
+
+
+def bin_counts(edges: Any, values: Any, *, assume_sorted: bool = False) -> npt.NDArray[np.int64]:
+    """Counts per right-closed bin (``len(edges) + 1`` bins, open at both ends); NaN is not counted.
+
+    The same counts as ``np.bincount(bin_index(edges, values))`` on the non-NaN values, but the
+    column is sorted once and the few edges are looked up in it, which beats one binary search
+    per value. Pass ``assume_sorted=True`` for a column already sorted ascending (NaN last, as
+    ``np.sort`` leaves it).
+    """
+    e = np.asarray(edges, dtype=np.float64).reshape(-1)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    ordered = v if assume_sorted else np.sort(v)
+    valid = int(np.searchsorted(ordered, np.inf, side="right"))  # NaN sorts after +inf
+    return _sorted_counts(e, ordered[:valid])
+
+
 def finite_bin_counts(
     edges: npt.NDArray[np.float64], values: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.int64], float, int]:
     """Per-bin counts, sum and number of the finite values of a column (NaN and +-inf skipped).
 
-    Sorting the column once and looking the few edges up in it beats one binary search per
-    value (``searchsorted`` + ``bincount``) by about 3x on 100k values; the finite values are a
-    contiguous slice of the sorted column, so their sum and count come for free.
+    The same sort-and-look-up as :func:`bin_counts`; the finite values are a contiguous slice of
+    the sorted column, so their sum and count come for free.
     """
     ordered = np.sort(values)  # NaN sorts last, after +inf
     lo = int(np.searchsorted(ordered, -np.inf, side="right"))
     hi = int(np.searchsorted(ordered, np.inf, side="left"))
     finite = ordered[lo:hi]
-    cumulative = np.searchsorted(finite, edges, side="right")  # values <= each edge: right-closed bins
-    counts = np.diff(cumulative, prepend=0, append=finite.size).astype(np.int64)
-    return counts, float(finite.sum()), int(finite.size)
+    return _sorted_counts(edges, finite), float(finite.sum()), int(finite.size)
 
 
 class CategoryEncoder:

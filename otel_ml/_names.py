@@ -10,11 +10,18 @@ and the operations kit all import these constants, so a rename happens here or n
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final, Literal, NamedTuple
+
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "Instrument",
     "INSTRUMENTS",
+    "format_le",
+    "le_labels",
+    "normalize_le",
+    "instrument_of_sample",
 ]
 
 Kind = Literal["counter", "histogram", "gauge"]
@@ -33,6 +40,28 @@ class Instrument(NamedTuple):
     def series(self) -> str:
         """The sample name a counter is scraped as (``<family>_total``), else the family name."""
         return self.prometheus + "_total" if self.kind == "counter" else self.prometheus
+
+    @property
+    def bucket_series(self) -> str:
+        """A histogram's cumulative bucket samples (``<family>_bucket{le=...}``)."""
+        return self.prometheus + "_bucket"
+
+    @property
+    def count_series(self) -> str:
+        """A histogram's observation count sample (``<family>_count``)."""
+        return self.prometheus + "_count"
+
+    @property
+    def sum_series(self) -> str:
+        """A histogram's sum of observed values (``<family>_sum``)."""
+        return self.prometheus + "_sum"
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """Every sample name the family is exposed with: three for a histogram, else one."""
+        if self.kind == "histogram":
+            return (self.bucket_series, self.count_series, self.sum_series)
+        return (self.series,)
 
 
 # --- attribute keys (OTel) and the Prometheus labels they become ------------------------------
@@ -375,6 +404,37 @@ SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
 )
 
 
+# --- bucket bounds: one spelling of ``le`` for the app, the OTLP path and the sidecar -------------
+def format_le(value: float) -> str:
+    """A bucket bound spelled the way prometheus_client spells ``le`` (Go's float formatting)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+@lru_cache(maxsize=4096)
+def le_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` label values of a histogram with these finite edges, ``+Inf`` last."""
+    return (*(format_le(e) for e in edges), "+Inf")
+
+
+def normalize_le(le: str) -> str:
+    """One spelling per bucket bound, whatever client formatted it (``1e+06`` vs ``1000000.0``)."""
+    try:
+        value = float(le)
+    except ValueError:
+        return le
+    return "+Inf" if value == float("inf") else format_le(value)
+
+
+def _samples_of(instruments: tuple[Instrument, ...]) -> dict[str, Instrument]:
+    return {sample: i for i in instruments for sample in i.sample_names}
+
+
+def instrument_of_sample(sample_name: str) -> Instrument | None:
+    """The app or sidecar counter a scraped sample name belongs to (``ml_predictions_total`` ->
+    ``PREDICTIONS``, ``ml_prediction_score_bucket`` -> ``PREDICTION_SCORE``), else ``None``."""
+    return _SAMPLE_INSTRUMENT.get(sample_name)
+
+
 # --- label hygiene: what user data may become a label value or name ---------------------------
 # Prometheus accepts any UTF-8 in a label value (the client escapes \ " and newline), but a lone
 # surrogate cannot be encoded as UTF-8 at all: prometheus_client's exposition and the OTLP
@@ -437,3 +497,8 @@ def label_name(attribute: str) -> tuple[str | None, str]:
     if label.startswith("__") or label in RESERVED_LABEL_NAMES:
         return None, "reserved_label"
     return label, how
+
+
+# the counters a scrape or an OTLP push may carry, by sample name (the sidecar keeps only these)
+SIDECAR_COUNTERS: Final[tuple[Instrument, ...]] = (OUTCOMES, OUTCOME_SQUARED_ERROR)
+_SAMPLE_INSTRUMENT: Final = _samples_of(APP_INSTRUMENTS + SIDECAR_COUNTERS)

@@ -70,7 +70,15 @@ class TestPsiByHand:
         assert psi([0.5, 0.5], [300, 700]) == pytest.approx(psi([0.5, 0.5], [3, 7]), abs=1e-15)
 
     def test_epsilon_is_the_promql_constant(self) -> None:
-        assert PSI_EPSILON == 1e-4
+        import re
+
+        from otel_ml.mixin import MixinConfig
+        from otel_ml.mixin.rules import recording_groups
+
+        exprs = [r["expr"] for g in recording_groups(MixinConfig()) for r in g["rules"] if "psi" in r["record"]]
+        floors = {float(f) for e in exprs for f in re.findall(r"clamp_min\(.*?,\s*([0-9.e+-]+)\)", e)}
+        assert exprs and floors == {PSI_EPSILON}  # every clamp_min in a PSI rule is the numpy floor
+        assert PSI_EPSILON == 1e-4  # the documented value (the hand-worked examples above use it)
 
     def test_padded_bins_contribute_zero(self) -> None:
         # r = 0 and a = 0 both floor to 1e-4: (1e-4 - 1e-4) ln(1) = 0

@@ -36,8 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_ml import Baseline, ModelMonitor
 from otel_ml import _names as n
 from otel_ml._cardinality import BoundedLabels
+from otel_ml._names import le_labels
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.instrument._prometheus import le_labels
 from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._collector import SidecarCollector
 from otel_ml.sidecar._otlp_input import (

@@ -7,6 +7,7 @@ The single statistics, the critical values and the verdict rule are public too. 
 metric objects here: the sidecar turns :class:`DriftResult` into gauges, the CLI into a table.
 """
 
+from .._binning import PSI_EPSILON, bin_counts
 from ._compare import DriftResult, compare
 from ._multiplicity import MULTIPLICITY, Multiplicity, family_alpha, holm
 from ._rates import (
@@ -20,8 +21,6 @@ from ._rates import (
 )
 from ._report import DriftReport, FeatureDrift, drift_report
 from ._stats import (
-    PSI_EPSILON,
-    bin_counts,
     chi_square_pvalue,
     hellinger,
     js_distance,

@@ -24,13 +24,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import CategoryEncoder
+from .._binning import CategoryEncoder, bin_counts
 from .._frame import Columns, to_columns
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
 from ._compare import Critical, DriftResult, compare
 from ._multiplicity import Multiplicity, family_alpha
-from ._stats import bin_counts, ks_test, pad_bins, wasserstein
+from ._stats import ks_test, pad_bins, wasserstein
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
 __all__ = ["DriftReport", "FeatureDrift", "REPORT_SCHEMA", "drift_report"]

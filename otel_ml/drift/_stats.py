@@ -26,9 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import chdtrc
 
+from .._binning import PSI_EPSILON
+
 __all__ = [
     "PSI_EPSILON",
-    "bin_counts",
     "chi_square_pvalue",
     "hellinger",
     "js_distance",
@@ -43,8 +44,6 @@ FloatArray = npt.NDArray[np.float64]
 Stat = float | FloatArray
 """A ``float`` for one feature (1-D input), an array with one value per feature (2-D input)."""
 
-PSI_EPSILON: Final = 1e-4
-"""Floor for bin fractions inside logarithms; the same constant as ``clamp_min(x, 1e-4)`` in PromQL."""
 
 _LN2: Final = float(np.log(2.0))
 
@@ -106,22 +105,6 @@ def pad_bins(rows: Sequence[Any]) -> FloatArray:
     for i, a in enumerate(arrays):  # one slice assignment per feature, not per value
         out[i, : a.size] = a
     return out
-
-
-def bin_counts(edges: Any, values: Any, *, assume_sorted: bool = False) -> npt.NDArray[np.int64]:
-    """Counts per right-closed bin (``len(edges) + 1`` bins, open at both ends); NaN is not counted.
-
-    The same counts as ``np.bincount(bin_index(edges, values))`` on the non-NaN values, but it
-    sorts the column and looks the few edges up in it: numpy's vectorised sort beats one binary
-    search per value by about 4x on 100k values. Pass ``assume_sorted=True`` for a column that
-    is already sorted ascending (NaN last, as ``np.sort`` leaves it).
-    """
-    e = np.asarray(edges, dtype=np.float64).reshape(-1)
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    ordered = v if assume_sorted else np.sort(v)
-    valid = int(np.searchsorted(ordered, np.inf, side="right"))  # NaN sorts after +inf
-    cumulative = np.searchsorted(ordered[:valid], e, side="right")  # values <= each edge
-    return np.diff(cumulative, prepend=0, append=valid).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

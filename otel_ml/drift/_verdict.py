@@ -43,8 +43,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import chdtri
 
+from .._binning import PSI_EPSILON
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
-from ._stats import PSI_EPSILON, psi
+from ._stats import psi
 
 __all__ = [
     "ASYMPTOTIC_MIN_EXPECTED",

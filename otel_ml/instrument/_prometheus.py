@@ -17,17 +17,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 from .. import _names as n
-from .._names import label_value
+from .._names import label_value, le_labels
 from ._counters import CountsSnapshot, merge_snapshots
 from ._dirsum import DirSummer
 from ._multiproc import multiproc_dir
@@ -39,8 +37,6 @@ __all__ = [
     "MonitorCollector",
     "collector_for",
     "counts_families",
-    "format_le",
-    "le_labels",
     "make_asgi_app",
     "make_wsgi_app",
     "start_http_server",
@@ -48,17 +44,6 @@ __all__ = [
 
 _log = logging.getLogger("otel_ml")
 _MODEL = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
-
-
-def format_le(value: float) -> str:
-    """A bucket bound spelled the way prometheus_client spells ``le`` (Go's float formatting)."""
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
-
-
-@lru_cache(maxsize=4096)
-def le_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
-    """The ``le`` label values of a histogram with these finite edges, ``+Inf`` last."""
-    return (*(format_le(e) for e in edges), "+Inf")
 
 
 def _buckets(edges: tuple[float, ...], per_bin: Any) -> list[tuple[str, float]]:

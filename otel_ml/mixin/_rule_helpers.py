@@ -7,8 +7,7 @@ the rule's own, and every ``by``/``on`` list carries ``MixinConfig.aggregation_l
 
 from __future__ import annotations
 
-import re
-
+from .. import _binning
 from .. import _names as n
 from .config import MixinConfig
 
@@ -22,7 +21,6 @@ __all__ = [
     "labels",
     "le_value",
     "num",
-    "seconds",
     "selector",
     "sidecar",
 ]
@@ -32,19 +30,8 @@ FEATURE: tuple[str, ...] = (*MODEL, n.LABEL_FEATURE)
 SEGMENT: tuple[str, ...] = (*MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
 DECISION: tuple[str, ...] = (*SEGMENT, n.LABEL_DECISION)
 
-# Smoothing of empty bins in PSI; the sidecar's numpy PSI uses the same floor (STACK.md).
-PSI_EPSILON = "1e-4"
-
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNIT_SECONDS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-
-
-def seconds(duration: str) -> float:
-    """Seconds in a Prometheus duration ("90s", "1h30m", "7d"); raises ValueError on anything else."""
-    match = _DURATION.match(duration)
-    if not duration or not match:
-        raise ValueError(f"not a Prometheus duration: {duration!r}")
-    return sum(int(v) * u for v, u in zip(match.groups(), _UNIT_SECONDS) if v)
+# Smoothing of empty bins in PSI: the very floor the sidecar's numpy PSI uses.
+PSI_EPSILON = repr(_binning.PSI_EPSILON)
 
 
 def selector(base: str, *matchers: str) -> str:

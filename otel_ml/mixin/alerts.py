@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _names as n
+from .._durations import parse_duration
 from . import _rule_helpers as q
 from .config import MixinConfig
 from .rules import latency_burn_rate_record, ratio_record
@@ -47,7 +48,7 @@ SEGMENT_TEXT = f"segment {_l(SK)}={_l(S)} of {MODEL_TEXT}"
 
 
 def _alert(name: str, expr: str, for_: str, level: str, summary: str, description: str, **labels: str) -> Rule:
-    q.seconds(for_)  # a typo in a for: duration fails at generation, not in Prometheus
+    parse_duration(for_)  # a typo in a for: duration fails at generation, not in Prometheus
     return {
         "alert": name,
         "expr": expr.strip() + "\n",
@@ -59,7 +60,7 @@ def _alert(name: str, expr: str, for_: str, level: str, summary: str, descriptio
 
 def _across_restarts(c: MixinConfig, rules: list[Rule]) -> list[Rule]:
     """Add ``keep_firing_for`` to alerts that read the sidecar's windows (see MixinConfig)."""
-    if q.seconds(c.keep_firing_for) == 0:
+    if parse_duration(c.keep_firing_for) == 0:
         return rules
     out = []
     for rule in rules:
@@ -119,7 +120,7 @@ def coverage_alerts(c: MixinConfig) -> list[Rule]:
     ``missing_min_count`` counts *missing* values (the app's counter over ``alert_window``):
     a feature that is missing in every row has no non-missing observations to count.
     """
-    q.seconds(c.alert_window)  # also used as a PromQL range here
+    parse_duration(c.alert_window)  # also used as a PromQL range here
     win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
     f_on = q.labels(c, *q.FEATURE)
     missing_now = f"max by ({f_on}) ({n.FEATURE_MISSING_RATIO.prometheus}{q.sidecar(c, win)})"

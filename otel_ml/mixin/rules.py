@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .. import _names as n
+from .._durations import parse_duration
 from . import _rule_helpers as q
 from .config import MixinConfig
 
@@ -65,7 +66,7 @@ def _record(name: str, expr: str, **labels: str) -> Rule:
 
 
 def _sorted_windows(*windows: str) -> list[str]:
-    return sorted(set(windows), key=q.seconds)
+    return sorted(set(windows), key=parse_duration)
 
 
 def serving_rules(c: MixinConfig) -> list[Rule]:

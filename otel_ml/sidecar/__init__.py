@@ -1,11 +1,12 @@
 """The sidecar exporter: rolling windows, drift and decision rates for Prometheus."""
 
+from .._durations import parse_duration
 from ._app import Sidecar
 from ._config import ConfigError, ScrapeTarget, SidecarConfig
 from ._outputs import OutputSettings
 from ._persist import load_state, save_state
 from ._state import SidecarState, StateSettings
-from ._windows import WindowSpec, parse_duration
+from ._windows import WindowSpec
 
 __all__ = [
     "ConfigError",

@@ -24,21 +24,13 @@ from prometheus_client.exposition import choose_encoder
 
 from .. import _names as n
 from ._outputs import Gauge
-from ._series import HISTOGRAM_FAMILIES, SeriesKey
+from ._series import SeriesKey
 from ._state import SidecarState
 
 __all__ = ["SidecarCollector", "Exposition"]
 
-_APP_TYPES = {i.prometheus: i for i in n.APP_INSTRUMENTS}
-_SIDECAR_OWNED = {n.OUTCOMES.prometheus: n.OUTCOMES, n.OUTCOME_SQUARED_ERROR.prometheus: n.OUTCOME_SQUARED_ERROR}
-
-
-def _family_of(sample_name: str) -> str:
-    for suffix in ("_bucket", "_count", "_sum"):
-        base = sample_name.removesuffix(suffix)
-        if base != sample_name and base in HISTOGRAM_FAMILIES:
-            return base
-    return sample_name.removesuffix("_total")
+_APP_FAMILIES = frozenset(n.APP_INSTRUMENTS)
+_SIDECAR_OWNED = frozenset(n.SIDECAR_COUNTERS)
 
 
 _ModelCounts = tuple[str, str, bool, list[SeriesKey], npt.NDArray[np.float64]]
@@ -111,13 +103,12 @@ class SidecarCollector:
         for model_name, version, reexport, keys, totals in models:
             base = {n.LABEL_MODEL_NAME: model_name, n.LABEL_MODEL_VERSION: version}
             for i, key in enumerate(keys):
-                family = _family_of(key.name)
-                inst = _SIDECAR_OWNED.get(family) or (_APP_TYPES.get(family) if reexport else None)
-                if inst is None:
+                inst = n.instrument_of_sample(key.name)
+                if inst is None or not (inst in _SIDECAR_OWNED or (reexport and inst in _APP_FAMILIES)):
                     continue
-                metric = families.get(family)
+                metric = families.get(inst.prometheus)
                 if metric is None:
-                    metric = families[family] = Metric(family, inst.description, inst.kind)
+                    metric = families[inst.prometheus] = Metric(inst.prometheus, inst.description, inst.kind)
                 metric.add_sample(key.name, {**base, **dict(key.labels)}, float(totals[i]))
         yield from families.values()
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._durations import parse_duration
 from ..drift import MULTIPLICITY, DecisionSettings, Multiplicity
 from ._outputs import OutputSettings
 from ._state import StateSettings
-from ._windows import WindowSpec, parse_duration
+from ._windows import WindowSpec
 
 __all__ = ["SidecarConfig", "ScrapeTarget", "ConfigError", "parse_listen"]
 
@@ -293,6 +294,6 @@ def _seconds(value: Any, where: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     try:
-        return parse_duration(str(value))
+        return parse_duration(str(value), positive=True)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -20,10 +20,9 @@ import numpy.typing as npt
 
 from .. import _names as n
 from .._cardinality import BoundedLabels
-from .._names import DURATION_BUCKETS, UNKNOWN, label_value
+from .._names import DURATION_BUCKETS, UNKNOWN, label_value, le_labels, normalize_le
 from ..baseline import Baseline
-from ..instrument._prometheus import le_labels
-from ._series import ACCEPTED, HISTOGRAM_FAMILIES, Labels, RawSample, SeriesKey, normalize_le
+from ._series import ACCEPTED, BUCKET_SERIES, SUM_SERIES, Labels, RawSample, SeriesKey
 from ._windows import SnapshotRing, WindowSpec
 
 __all__ = ["ModelState", "ApplyResult", "SourceState", "detached"]
@@ -33,10 +32,9 @@ IntArray = npt.NDArray[np.intp]
 _INF = float("inf")
 _RESOLVE_KEY_CHARS = 4096  # raw series with more label text than this are resolved, not remembered
 _RESOLVE_CACHE_CHARS = 8_000_000  # label text the resolve cache may hold before it starts over
-_SUFFIXES = ("_bucket", "_count", "_sum")
 _SCOPED_BUCKETS = {
-    n.PREDICTION_SCORE.prometheus + "_bucket": "__score__",
-    n.PREDICTION_DURATION.prometheus + "_bucket": "__duration__",
+    n.PREDICTION_SCORE.bucket_series: "__score__",
+    n.PREDICTION_DURATION.bucket_series: "__duration__",
 }
 _BOUNDED_LABELS = {
     n.LABEL_SEGMENT,
@@ -157,18 +155,19 @@ class ModelState:
             grown = np.zeros(self.totals.size * 2)
             grown[: self.totals.size] = self.totals
             self.totals = grown
-        if key.name.endswith("_sum"):
+        if key.name in SUM_SERIES:
             self.non_monotonic.add(i)
         self._group_of.append(self._group(key))
-        self._is_bucket.append(key.name.endswith("_bucket"))
+        self._is_bucket.append(key.name in BUCKET_SERIES)
         self._group_arrays = None
         return i
 
     def _group(self, key: SeriesKey) -> int:
         """The histogram group of a series (registered on first sight), or -1."""
-        family = next((key.name[: -len(s)] for s in _SUFFIXES if key.name.endswith(s)), None)
-        if family is None or family not in HISTOGRAM_FAMILIES:
+        inst = n.instrument_of_sample(key.name)
+        if inst is None or inst.kind != "histogram":
             return -1
+        family = inst.prometheus
         labels = dict(key.labels)
         labels.pop("le", None)
         group = (family, tuple(sorted(labels.items())))
@@ -201,7 +200,8 @@ class ModelState:
         scope = found.get(n.LABEL_SEGMENT_KEY, "")
         for label in _BOUNDED_LABELS.intersection(found):
             found[label] = self._bound(label, scope, found[label])
-        return self._group_ids.get((name[: -len("_bucket")], tuple(sorted(found.items()))), -1)
+        inst = n.instrument_of_sample(name)
+        return -1 if inst is None else self._group_ids.get((inst.prometheus, tuple(sorted(found.items()))), -1)
 
     def _incomplete(self, uniq: IntArray, mismatched: list[tuple[str, Labels]]) -> IntArray:
         """Histogram groups of this payload that are not exactly the baseline's buckets."""
@@ -246,11 +246,11 @@ class ModelState:
             self._add(safe)
 
     def _build_layout(self) -> None:
-        value = n.FEATURE_VALUE.prometheus
+        value = n.FEATURE_VALUE.bucket_series
         for f in self.baseline.numeric:
             les = le_labels(f.edges)
             self._allowed_le[f.name] = frozenset(les)
-            buckets = [self._add(SeriesKey(value + "_bucket", _labels(le=le, ml_feature=f.name))) for le in les]
+            buckets = [self._add(SeriesKey(value, _labels(le=le, ml_feature=f.name))) for le in les]
             missing = self._add(SeriesKey(n.FEATURE_MISSING.series, _labels(ml_feature=f.name)))
             self.numeric.append(
                 NumericLayout(f.name, np.asarray(buckets, dtype=np.intp), missing, f.fractions_array(), f.count)
@@ -273,7 +273,7 @@ class ModelState:
         self._allowed_le["__score__"] = frozenset(les)
         self.score_buckets = (
             np.asarray(
-                [self._add(SeriesKey(n.PREDICTION_SCORE.prometheus + "_bucket", _labels(le=le))) for le in les],
+                [self._add(SeriesKey(n.PREDICTION_SCORE.bucket_series, _labels(le=le))) for le in les],
                 dtype=np.intp,
             )
             if score

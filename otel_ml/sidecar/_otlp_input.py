@@ -26,7 +26,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .. import _names as n
-from ..instrument._prometheus import le_labels
 from ._series import Labels, RawSample
 
 __all__ = [
@@ -192,7 +191,7 @@ def _bucket_labels(attrs: Labels, bounds: tuple[float, ...]) -> tuple[Labels, ..
     if found is None:
         if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
             raise IngestError(400, "bad_histogram", "histogram bounds must be finite and strictly increasing")
-        found = tuple((*attrs, ("le", le)) for le in le_labels(bounds))
+        found = tuple((*attrs, ("le", le)) for le in n.le_labels(bounds))
         _BUCKET_LABELS.put((attrs, bounds), found, len(found))
     return found
 
@@ -228,12 +227,12 @@ def _points(metric: Any) -> Iterator[tuple[str, Any, bool]]:
             yield "sum", p, cumulative
 
 
-def _add_histogram(batch: MetricBatch, family: str, attrs: Labels, point: Any) -> None:
+def _add_histogram(batch: MetricBatch, instrument: n.Instrument, attrs: Labels, point: Any) -> None:
     labels = _bucket_labels(attrs, _histogram_bounds(point))
-    bucket = family + "_bucket"
+    bucket = instrument.bucket_series  # OTLP counts per bucket; the sidecar keeps Prometheus' cumulative ones
     batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, accumulate(point.bucket_counts)))
-    batch.samples.append((family + "_count", attrs, float(point.count)))
-    batch.samples.append((family + "_sum", attrs, float(point.sum)))
+    batch.samples.append((instrument.count_series, attrs, float(point.count)))
+    batch.samples.append((instrument.sum_series, attrs, float(point.sum)))
 
 
 def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBatch], int]:
@@ -263,7 +262,7 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                     for reason, count in fixes.items():
                         batch.fixes[reason] = batch.fixes.get(reason, 0) + count
                     if kind == "histogram":
-                        _add_histogram(batch, instrument.prometheus, attrs, point)
+                        _add_histogram(batch, instrument, attrs, point)
                     else:
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
                         batch.samples.append((instrument.series, attrs, float(value)))

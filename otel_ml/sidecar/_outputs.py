@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _names as n
+from .._names import le_labels
 from ..drift import DecisionSettings, Multiplicity, compare, family_alpha
-from ..instrument._prometheus import le_labels
 from ._decisions import grouped, segment_outputs
 from ._model_state import ModelState
 from ._outcomes import SQUARED_ERROR

@@ -23,7 +23,7 @@ from .._atomic import atomic_write
 from .._cardinality import BoundedLabels
 from ._model_state import ModelState, SourceState
 from ._otlp_input import Prediction
-from ._series import SeriesKey
+from ._series import SUM_SERIES, SeriesKey
 from ._state import SidecarState
 
 __all__ = ["save_state", "load_state", "baseline_fingerprint", "STATE_FORMAT"]
@@ -92,7 +92,7 @@ def _check_values(model: ModelState, values: Any, what: str) -> None:
     infinite once finite sums of several sources overflow), only ever re-exposed."""
     if values.ndim == 2:
         values = np.where(np.isfinite(values), values, np.nan).min(axis=0, initial=0.0)
-    counts = np.fromiter((not k.name.endswith("_sum") for k in model.keys[: values.size]), bool, values.size)
+    counts = np.fromiter((k.name not in SUM_SERIES for k in model.keys[: values.size]), bool, values.size)
     checked = values[counts]
     if not (np.isfinite(checked) & (checked >= 0)).all():
         raise ValueError(f"{what}: counts must be finite and >= 0")

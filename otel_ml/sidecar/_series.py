@@ -8,13 +8,11 @@ has one code path, which is why both inputs produce the same state.
 
 from __future__ import annotations
 
-import math
 from typing import Final, NamedTuple
 
 from .. import _names as n
-from ..instrument._prometheus import format_le
 
-__all__ = ["RawSample", "SeriesKey", "Labels", "ACCEPTED", "normalize_le", "HISTOGRAM_FAMILIES"]
+__all__ = ["RawSample", "SeriesKey", "Labels", "ACCEPTED", "BUCKET_SERIES", "SUM_SERIES"]
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs without the model labels
 
@@ -29,27 +27,9 @@ class SeriesKey(NamedTuple):
 RawSample = tuple[str, Labels, float]
 
 
-HISTOGRAM_FAMILIES: Final = frozenset(i.prometheus for i in n.APP_INSTRUMENTS if i.kind == "histogram")
-SIDECAR_COUNTERS: Final = (n.OUTCOMES.series, n.OUTCOME_SQUARED_ERROR.series)
-
-
-def _accepted() -> frozenset[str]:
-    names: set[str] = set(SIDECAR_COUNTERS)
-    for inst in n.APP_INSTRUMENTS:
-        if inst.kind == "histogram":
-            names.update({inst.prometheus + "_bucket", inst.prometheus + "_count", inst.prometheus + "_sum"})
-        else:
-            names.add(inst.series)
-    return frozenset(names)
-
-
-ACCEPTED: Final = _accepted()  # sample names the sidecar keeps; anything else is ignored
-
-
-def normalize_le(le: str) -> str:
-    """One spelling per bucket bound, whatever client formatted it (``1e+06`` vs ``1000000.0``)."""
-    try:
-        value = float(le)
-    except ValueError:
-        return le
-    return "+Inf" if math.isinf(value) and value > 0 else format_le(value)
+_HISTOGRAMS: Final = tuple(i for i in n.APP_INSTRUMENTS if i.kind == "histogram")
+BUCKET_SERIES: Final = frozenset(i.bucket_series for i in _HISTOGRAMS)
+SUM_SERIES: Final = frozenset(i.sum_series for i in _HISTOGRAMS)  # the one kind of sample that may go down
+ACCEPTED: Final = frozenset(  # sample names the sidecar keeps; anything else is ignored
+    name for i in (*n.APP_INSTRUMENTS, *n.SIDECAR_COUNTERS) for name in i.sample_names
+)

@@ -21,6 +21,7 @@ from ._model_state import ApplyResult, ModelState, detached
 from ._otlp_input import IngestError, MetricBatch, Prediction
 from ._outcomes import DEFAULT_JOIN_MAX_BYTES, JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
 from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
+from ._series import SUM_SERIES
 from ._throttle import Throttle
 from ._windows import WindowSpec
 
@@ -58,7 +59,7 @@ def check_values(batches: Sequence[MetricBatch], max_count: float) -> None:
     """Counts must be finite, non-negative and at most ``max_count``; sums finite. All or nothing."""
     for batch in batches:
         for name, _, value in batch.samples:
-            if not 0.0 <= value <= max_count and not (name.endswith("_sum") and math.isfinite(value)):
+            if not 0.0 <= value <= max_count and not (name in SUM_SERIES and math.isfinite(value)):
                 raise IngestError(
                     400, "invalid_value", f"{name}: a count must be finite, >= 0 and <= {max_count:g}; sums finite"
                 )

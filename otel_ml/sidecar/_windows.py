@@ -11,38 +11,18 @@ A sidecar younger than W compares with its first (all-zero) snapshot: a partial 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["WindowSpec", "SnapshotRing", "parse_duration", "format_duration"]
+from .._durations import parse_duration
+
+__all__ = ["WindowSpec", "SnapshotRing"]
 
 FloatArray = npt.NDArray[np.float64]
 POOLED_WINDOWS = 3
 """How many windows back the ring reaches: the pooled look of the decision-rate test."""
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus-style duration (``90s``, ``15m``, ``1h``, ``7d``); raises ValueError."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 7d)")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    for unit in ("w", "d", "h", "m", "s"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -55,7 +35,7 @@ class WindowSpec:
 
     @classmethod
     def parse(cls, text: str, resolution: int = 60) -> WindowSpec:
-        return cls(text.strip(), parse_duration(text), resolution)
+        return cls(text.strip(), parse_duration(text, positive=True), resolution)
 
     @property
     def step(self) -> float:
