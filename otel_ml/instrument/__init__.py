@@ -5,7 +5,7 @@ from ._monitor import ModelMonitor, Observation, current_request_id, mark_fallba
 from ._multiproc import MULTIPROC_DIR_ENV, multiproc_dir, set_multiproc_dir
 from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
 from ._prometheus import (
-    MonitorCollector,
+    CountersCollector,
     collector_for,
     counts_families,
     make_asgi_app,
@@ -15,10 +15,10 @@ from ._prometheus import (
 
 __all__ = [
     "MULTIPROC_DIR_ENV",
+    "CountersCollector",
     "CountsSnapshot",
     "ModelCounters",
     "ModelMonitor",
-    "MonitorCollector",
     "Observation",
     "OtlpMetricsPusher",
     "collector_for",

@@ -200,12 +200,12 @@ class ModelMonitor:
         self._warned: set[str] = set()
         self.registry = registry
         if registry is not None:
-            collector_for(registry).add(self)
+            collector_for(registry).add(self.counters)
 
     def close(self) -> None:
         """Stop exposing this model's metrics (e.g. when a model version is unloaded)."""
         if self.registry is not None:
-            collector_for(self.registry).remove(self)
+            collector_for(self.registry).remove(self.counters)
 
     def __repr__(self) -> str:
         return f"ModelMonitor(model={self.model_name!r}, version={self.model_version!r})"

@@ -239,8 +239,9 @@ class OtlpMetricsPusher:
             self.start()
 
     def _snapshots(self) -> list[CountsSnapshot]:
-        monitors = self._monitors if self._monitors is not None else collector_for(self._registry).monitors()
-        return [m.counters.snapshot() for m in monitors]
+        if self._monitors is not None:
+            return [m.counters.snapshot() for m in self._monitors]
+        return [c.snapshot() for c in collector_for(self._registry).counters()]
 
     def export_once(self) -> bool:
         """Export the current counts now; ``True`` on success."""

@@ -16,8 +16,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -26,15 +26,12 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from .. import _names as n
 from .._names import label_value, le_labels
-from ._counters import CountsSnapshot, merge_snapshots
+from ._counters import CountsSnapshot, ModelCounters, merge_snapshots
 from ._dirsum import DirSummer
 from ._multiproc import multiproc_dir
 
-if TYPE_CHECKING:
-    from ._monitor import ModelMonitor
-
 __all__ = [
-    "MonitorCollector",
+    "CountersCollector",
     "collector_for",
     "counts_families",
     "make_asgi_app",
@@ -122,39 +119,45 @@ def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
     return list(fam.values())
 
 
-class MonitorCollector:
-    """The prometheus_client collector for every :class:`ModelMonitor` in one registry.
+class CountersCollector:
+    """The prometheus_client collector for every model's :class:`ModelCounters` in one registry.
 
     In multiprocess mode it sums every counter file in the directory instead (the files of
-    this process's monitors among them), so any process, a gunicorn master with no monitor of
+    this process's counters among them), so any process, a gunicorn master with no monitor of
     its own included, serves the totals of all workers.
     """
 
-    def __init__(self) -> None:
-        self._monitors: dict[tuple[str, str], ModelMonitor] = {}
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._counters: dict[tuple[str, str], ModelCounters] = {}
         self._lock = threading.Lock()
         self._summer = DirSummer()
+        self._registry = weakref.ref(registry)
+        # A scrape in flight at fork time must not leave the child's locks taken forever.
+        own = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(own))
 
-    def add(self, monitor: ModelMonitor) -> None:
-        key = (monitor.model_name, monitor.model_version)
+    def add(self, counters: ModelCounters) -> None:
+        key = (counters.model_name, counters.model_version)
         with self._lock:
-            if key in self._monitors and self._monitors[key] is not monitor:
+            if key in self._counters and self._counters[key] is not counters:
                 raise ValueError(
                     f"model {key[0]!r} version {key[1]!r} is already monitored in this registry; "
                     "reuse that monitor or pass registry=CollectorRegistry()"
                 )
-            self._monitors[key] = monitor
+            self._counters[key] = counters
 
-    def remove(self, monitor: ModelMonitor) -> None:
+    def remove(self, counters: ModelCounters) -> None:
         with self._lock:
-            self._monitors.pop((monitor.model_name, monitor.model_version), None)
+            if self._counters.get((counters.model_name, counters.model_version)) is counters:
+                del self._counters[(counters.model_name, counters.model_version)]
 
-    def monitors(self) -> Sequence[ModelMonitor]:
+    def counters(self) -> list[ModelCounters]:
+        """The counters exposed here, in registration order."""
         with self._lock:
-            return list(self._monitors.values())
+            return list(self._counters.values())
 
     def snapshots(self) -> list[CountsSnapshot]:
-        counters = [m.counters for m in self.monitors()]
+        counters = self.counters()
         directory = multiproc_dir()
         if directory is None:
             return [c.snapshot() for c in counters]
@@ -175,37 +178,33 @@ class MonitorCollector:
     def collect(self) -> Iterator[Metric]:
         yield from counts_families(self.snapshots())
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._summer = DirSummer()
+
+def _after_fork_in_child(ref: weakref.ref[CountersCollector]) -> None:
+    collector = ref()
+    if collector is None:
+        return
+    collector._lock = threading.Lock()
+    collector._summer = DirSummer()
+    registry = collector._registry()
+    if registry is not None and isinstance(getattr(registry, "_lock", None), type(collector._lock)):
+        registry._lock = threading.Lock()  # prometheus_client's own lock, recreated like ours
 
 
-_collectors: weakref.WeakKeyDictionary[CollectorRegistry, MonitorCollector] = weakref.WeakKeyDictionary()
-_collectors_lock = threading.Lock()
+_REGISTRY_ATTRIBUTE = "_otel_ml_collector"  # the registry holds its collector: no process-wide map
+_register_lock = threading.Lock()
 
 
-def _reinit_after_fork() -> None:
-    """A scrape in flight at fork time must not leave the child's registries locked forever."""
-    global _collectors_lock
-    _collectors_lock = threading.Lock()
-    for registry, collector in list(_collectors.items()):
-        collector._after_fork_in_child()
-        if isinstance(getattr(registry, "_lock", None), type(_collectors_lock)):
-            registry._lock = threading.Lock()  # prometheus_client's own lock, recreated like ours
-
-
-os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
-def collector_for(registry: CollectorRegistry) -> MonitorCollector:
+def collector_for(registry: CollectorRegistry) -> CountersCollector:
     """The otel-ml collector of a registry, registering it on first use."""
-    with _collectors_lock:
-        collector = _collectors.get(registry)
-        if collector is None:
-            collector = MonitorCollector()
-            registry.register(collector)
-            _collectors[registry] = collector
-        return collector
+    collector: CountersCollector | None = getattr(registry, _REGISTRY_ATTRIBUTE, None)
+    if collector is None:
+        with _register_lock:
+            collector = getattr(registry, _REGISTRY_ATTRIBUTE, None)
+            if collector is None:
+                collector = CountersCollector(registry)
+                registry.register(collector)
+                setattr(registry, _REGISTRY_ATTRIBUTE, collector)
+    return collector
 
 
 def start_http_server(
