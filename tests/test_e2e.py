@@ -81,7 +81,9 @@ class Loop:
         ).start()
         self.parts.append(self.sidecar.stop)
         if mode == "otlp":
-            pusher = OtlpMetricsPusher(sidecar_url + "/v1/metrics", registry=self.app.registry, interval=1.0).start()
+            pusher = OtlpMetricsPusher(
+                sidecar_url + "/v1/metrics", registry=self.app.registry, export_interval_millis=1000
+            ).start()
             self.parts.append(pusher.shutdown)
         self.webhook = WebhookReceiver().start()
         self.parts.append(self.webhook.stop)

@@ -119,8 +119,8 @@ def receiver() -> Iterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
 
 def test_pusher_posts_protobuf_over_http(fed_monitor: ModelMonitor, receiver: Any) -> None:
     url, requests = receiver
-    pusher = OtlpMetricsPusher(url, monitors=[fed_monitor], interval=3600)
-    assert pusher.export_once()
+    pusher = OtlpMetricsPusher(url, monitors=[fed_monitor], export_interval_millis=3_600_000)
+    assert pusher.force_flush()
     pusher.shutdown(flush=False)
     ((path, headers, body),) = requests
     assert path == "/v1/metrics" and headers["Content-Type"] == "application/x-protobuf"
@@ -135,8 +135,10 @@ def test_pusher_survives_an_unreachable_endpoint(fed_monitor: ModelMonitor) -> N
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    pusher = OtlpMetricsPusher(f"http://127.0.0.1:{port}/v1/metrics", monitors=[fed_monitor], timeout=1)
-    assert pusher.export_once() is False
+    pusher = OtlpMetricsPusher(
+        f"http://127.0.0.1:{port}/v1/metrics", monitors=[fed_monitor], export_timeout_millis=1000
+    )
+    assert pusher.force_flush() is False
     assert pusher.failures == 1
     pusher.shutdown(flush=False)
 
@@ -146,7 +148,7 @@ def test_default_monitors_come_from_the_registry(baseline: Baseline, receiver: A
     registry = CollectorRegistry()
     mon = ModelMonitor(baseline=baseline, registry=registry)
     mon(lambda f: 0.5)({"amount": -4.0})
-    pusher = OtlpMetricsPusher(url, registry=registry, interval=0.05).start()
+    pusher = OtlpMetricsPusher(url, registry=registry, export_interval_millis=50).start()
     pusher.shutdown()  # the flush on shutdown exports at least once
     metrics = _metrics(ExportMetricsServiceRequest.FromString(requests[-1][2]))
     amount = next(
@@ -186,7 +188,7 @@ def test_a_forked_worker_pushes_as_its_own_instance_from_zero(
     predict = mon(lambda f: 0.5)
     for _ in range(5):
         predict({"amount": 1.0})
-    pusher = OtlpMetricsPusher(url, registry=registry, interval=0.1).start()
+    pusher = OtlpMetricsPusher(url, registry=registry, export_interval_millis=100).start()
     child = multiprocessing.get_context("fork").Process(target=_child_pushes, args=(predict, pusher))
     child.start()
     child.join(30)
@@ -230,3 +232,50 @@ def test_a_given_instance_id_is_kept_and_made_distinct_in_a_fork(baseline: Basel
     pusher._after_fork_in_child()  # what os.register_at_fork runs in a child
     assert pusher.resource.attributes["service.instance.id"] == f"pod-7-{os.getpid()}"
     pusher.shutdown(flush=False)
+
+
+class _Recording(_Drop):
+    """Records, per export, whether instrumentation was suppressed and the timeout it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[tuple[Any, float]] = []
+        self.shutdowns = 0
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+        self.exports.append((get_value(_SUPPRESS_INSTRUMENTATION_KEY), timeout_millis))
+        return MetricExportResult.SUCCESS
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.shutdowns += 1
+
+
+def test_the_reader_settings_come_from_the_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "2500")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "750")
+    exporter = _Recording()
+    pusher = OtlpMetricsPusher(monitors=[], exporter=exporter)
+    assert (pusher.export_interval_millis, pusher.export_timeout_millis) == (2500.0, 750.0)
+    assert pusher.force_flush()
+    assert exporter.exports == [(True, 750.0)]  # suppressed around our own export, with the env timeout
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+    assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None  # and only around it
+    explicit = OtlpMetricsPusher(monitors=[], exporter=_Recording(), export_interval_millis=100)
+    assert explicit.export_interval_millis == 100  # an argument wins over the environment
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "soon")
+    assert OtlpMetricsPusher(monitors=[], exporter=_Recording()).export_interval_millis == 15_000  # invalid: default
+    for p in (pusher, explicit):
+        p.shutdown(flush=False)
+
+
+def test_shutdown_runs_once(caplog: pytest.LogCaptureFixture) -> None:
+    exporter = _Recording()
+    pusher = OtlpMetricsPusher(monitors=[], exporter=exporter, export_interval_millis=50).start()
+    pusher.shutdown()
+    pusher.shutdown()
+    assert exporter.shutdowns == 1 and len(exporter.exports) >= 1
+    assert "already shut down" in caplog.text
+    assert pusher.start()._thread is None or not pusher._thread.is_alive()  # no timer after shutdown

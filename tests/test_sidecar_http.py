@@ -89,7 +89,7 @@ class TestOtlpIngest:
         frame["balance_z"] -= 1.5  # negative values, shifted: must arrive and be seen as drift
         mon(lambda f: np.full(len(f), 0.1))(frame)
         pusher = OtlpMetricsPusher(sidecar.url + "/v1/metrics", monitors=[mon])
-        assert pusher.export_once()
+        assert pusher.force_flush()
         pusher.shutdown(flush=False)
         assert value(sidecar.url, "ml_feature_window_observations", ml_feature="balance_z", ml_window="10m") == 1500
         assert value(sidecar.url, "ml_feature_drift_status", ml_feature="balance_z", ml_window="10m") == 2

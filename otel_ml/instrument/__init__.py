@@ -1,6 +1,6 @@
 """In-process instrumentation: the ``@monitor`` decorator and its exposition paths."""
 
-from ._counters import CountsSnapshot, ModelCounters
+from ._counters import ModelCounters
 from ._monitor import ModelMonitor, Observation, current_request_id, mark_fallback, monitor
 from ._multiproc import MULTIPROC_DIR_ENV, multiproc_dir, set_multiproc_dir
 from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
@@ -12,6 +12,7 @@ from ._prometheus import (
     make_wsgi_app,
     start_http_server,
 )
+from ._snapshot import CountsSnapshot
 
 __all__ = [
     "MULTIPROC_DIR_ENV",

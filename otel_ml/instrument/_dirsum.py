@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from ._counters import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
 from ._multiproc import (
     FileSkipped,
     RawCounts,
@@ -37,6 +36,7 @@ from ._multiproc import (
     name_part,
     read_counter_file,
 )
+from ._snapshot import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
 
 __all__ = ["DirSummer"]
 

@@ -1,8 +1,8 @@
 """OpenTelemetry metrics over OTLP: export the same numpy counts as OTel data points.
 
 The OTel SDK's synchronous instruments cost microseconds per ``record`` and silently drop
-negative values recorded into a Histogram (STACK.md), so feature values never go through them.
-Instead the counts the collector already holds are turned into the SDK's own data model
+negative values recorded into a Histogram, so feature values never go through them. Instead
+the neutral points of the counts (``_points``) are encoded as the SDK's own data model
 (``MetricsData`` with cumulative ``Histogram``/``Sum`` points, bucket bounds = the baseline's
 edges) and handed to a standard ``MetricExporter`` (OTLP/HTTP by default) on a timer. Names,
 units and attributes come from ``_names``, so Prometheus-side translation gives exactly the
@@ -12,14 +12,17 @@ series the prometheus_client path exposes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Protocol
 
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -37,18 +40,21 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .. import _names as n
 from .._version import __version__
-from ._counters import CountsSnapshot
+from ._counters import ModelCounters
+from ._points import InstrumentPoints, snapshot_points
 from ._prometheus import collector_for
+from ._snapshot import CountsSnapshot
 
-__all__ = ["OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"]
+__all__ = ["Monitored", "OtlpMetricsPusher", "counts_metrics_data", "otlp_metrics_data", "start_otlp_exporter"]
 
 _log = logging.getLogger("otel_ml.otlp")
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 SCOPE = InstrumentationScope("otel_ml", __version__)
 _NOT_TRACKED: Any = None  # min and max are optional in OTLP and not tracked per call
 INSTANCE_ID = "service.instance.id"
+DEFAULT_EXPORT_INTERVAL_MILLIS: Final = 15_000.0
+DEFAULT_EXPORT_TIMEOUT_MILLIS: Final = 10_000.0
 
 
 def _given_instance_id(resource: Resource | None) -> Any:
@@ -65,58 +71,56 @@ def _with_instance(resource: Resource, base: str) -> Resource:
     return resource.merge(Resource({INSTANCE_ID: f"{base}-{os.getpid()}"}))
 
 
-def _histogram_point(
-    attrs: Mapping[str, str], start: int, now: int, edges: Sequence[float], bins: Sequence[int], total: float
-) -> HistogramDataPoint:
-    counts = [int(c) for c in bins]
-    return HistogramDataPoint(
-        attributes=dict(attrs),
-        start_time_unix_nano=start,
-        time_unix_nano=now,
-        count=sum(counts),
-        sum=float(total),
-        bucket_counts=counts,
-        explicit_bounds=list(edges),
-        min=_NOT_TRACKED,
-        max=_NOT_TRACKED,
+def _number_points(points: InstrumentPoints, start: int, now: int) -> list[NumberDataPoint]:
+    return [
+        NumberDataPoint(attributes=dict(p.attributes), start_time_unix_nano=start, time_unix_nano=now, value=p.value)
+        for p in points.numbers
+    ]
+
+
+def _histogram_points(points: InstrumentPoints, start: int, now: int) -> list[HistogramDataPoint]:
+    return [
+        HistogramDataPoint(
+            attributes=dict(p.attributes),
+            start_time_unix_nano=start,
+            time_unix_nano=now,
+            count=int(p.count),
+            sum=float(p.sum or 0.0),
+            bucket_counts=[int(c) for c in p.bins],  # per bucket, as OTLP carries them: no cumulating
+            explicit_bounds=list(p.bounds),
+            min=_NOT_TRACKED,
+            max=_NOT_TRACKED,
+        )
+        for p in points.histograms
+    ]
+
+
+def _metric(points: InstrumentPoints, start: int, now: int) -> Metric:
+    inst = points.instrument
+    data: Histogram | Sum
+    if inst.kind == "histogram":
+        data = Histogram(data_points=_histogram_points(points, start, now), aggregation_temporality=_CUMULATIVE)
+    else:
+        data = Sum(
+            data_points=_number_points(points, start, now), aggregation_temporality=_CUMULATIVE, is_monotonic=True
+        )
+    return Metric(name=inst.otel_name, description=inst.description, unit=inst.unit, data=data)
+
+
+def otlp_metrics_data(
+    points: Iterable[InstrumentPoints],
+    *,
+    start_time_ns: int,
+    resource: Resource | None = None,
+    now_ns: int | None = None,
+) -> MetricsData:
+    """The OTel data model for neutral points: one scope ``otel_ml``, cumulative temporality."""
+    now = now_ns if now_ns is not None else time.time_ns()
+    metrics = [_metric(p, start_time_ns, now) for p in points if p]
+    scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
+    return MetricsData(
+        resource_metrics=[ResourceMetrics(resource=resource or Resource.create(), scope_metrics=[scope], schema_url="")]
     )
-
-
-def _metric(instrument: n.Instrument, data: Any) -> Metric:
-    return Metric(name=instrument.otel_name, description=instrument.description, unit=instrument.unit, data=data)
-
-
-def _sum(instrument: n.Instrument, points: list[NumberDataPoint]) -> Metric:
-    return _metric(instrument, Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=True))
-
-
-def _histogram(instrument: n.Instrument, points: list[HistogramDataPoint]) -> Metric:
-    return _metric(instrument, Histogram(data_points=points, aggregation_temporality=_CUMULATIVE))
-
-
-_LABEL_KEY = {
-    n.PREDICTION_ERRORS: n.ATTR_ERROR_TYPE,
-    n.PREDICTION_FALLBACKS: n.ATTR_FALLBACK_REASON,
-    n.INSTRUMENTATION_ERRORS: n.ATTR_ERROR_TYPE,
-    n.CARDINALITY_OVERFLOW: n.ATTR_ATTRIBUTE,
-}
-
-
-def _labelled_points(
-    s: CountsSnapshot,
-    model: dict[str, str],
-    point: Callable[[dict[str, str], int | float], NumberDataPoint],
-    out: dict[n.Instrument, list[NumberDataPoint]],
-) -> None:
-    """The counters keyed by one label (error type, fallback reason, overflowing attribute)."""
-    for instrument, counts in (
-        (n.PREDICTION_ERRORS, s.errors),
-        (n.PREDICTION_FALLBACKS, s.fallbacks),
-        (n.INSTRUMENTATION_ERRORS, s.instrumentation_errors),
-        (n.CARDINALITY_OVERFLOW, s.overflow),
-    ):
-        for label, count in sorted(counts.items()):
-            out[instrument].append(point({**model, _LABEL_KEY[instrument]: label}, count))
 
 
 def counts_metrics_data(
@@ -126,59 +130,39 @@ def counts_metrics_data(
     resource: Resource | None = None,
     now_ns: int | None = None,
 ) -> MetricsData:
-    """The OTel data model for these snapshots: one scope ``otel_ml``, cumulative temporality."""
-    now = now_ns if now_ns is not None else time.time_ns()
-    start = start_time_ns
-    value: list[HistogramDataPoint] = []
-    score: list[HistogramDataPoint] = []
-    duration: list[HistogramDataPoint] = []
-    category: list[NumberDataPoint] = []
-    missing: list[NumberDataPoint] = []
-    preds: list[NumberDataPoint] = []
-    labelled: dict[n.Instrument, list[NumberDataPoint]] = {instrument: [] for instrument in _LABEL_KEY}
+    """The OTel data model for these model snapshots (:func:`otlp_metrics_data` of their points)."""
+    return otlp_metrics_data(snapshot_points(snapshots), start_time_ns=start_time_ns, resource=resource, now_ns=now_ns)
 
-    def point(attrs: dict[str, str], v: int | float) -> NumberDataPoint:
-        return NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, value=v)
 
-    for s in snapshots:
-        safe = n.label_value  # names from code or a baseline file: one lone surrogate fails the whole batch
-        model = {n.ATTR_MODEL_NAME: safe(s.model_name), n.ATTR_MODEL_VERSION: safe(s.model_version)}
-        for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):
-            attrs = {**model, n.ATTR_FEATURE: safe(name)}
-            value.append(_histogram_point(attrs, start, now, edges, bins.tolist(), total))
-        for name, labels, bins in zip(s.categorical_names, s.categorical_labels, s.categorical_bins):
-            for label, count in zip(labels, bins.tolist()):
-                if count:
-                    category.append(point({**model, n.ATTR_FEATURE: safe(name), n.ATTR_CATEGORY: label}, int(count)))
-        for name, count in s.missing.items():
-            missing.append(point({**model, n.ATTR_FEATURE: safe(name)}, int(count)))
-        score.append(_histogram_point(model, start, now, s.score_edges, s.score_bins.tolist(), s.score_sum))
-        for key, segment, decision, count in s.predictions:
-            attrs = {**model, n.ATTR_SEGMENT_KEY: safe(key), n.ATTR_SEGMENT: segment, n.ATTR_DECISION: decision}
-            preds.append(point(attrs, count))
-        duration.append(_histogram_point(model, start, now, s.duration_edges, s.duration_bins.tolist(), s.duration_sum))
-        _labelled_points(s, model, point, labelled)
+class Monitored(Protocol):
+    """Anything with model counters (a :class:`~otel_ml.ModelMonitor`)."""
 
-    metrics = [
-        _histogram(n.FEATURE_VALUE, value),
-        _sum(n.FEATURE_CATEGORY, category),
-        _sum(n.FEATURE_MISSING, missing),
-        _histogram(n.PREDICTION_SCORE, score),
-        _sum(n.PREDICTIONS, preds),
-        _histogram(n.PREDICTION_DURATION, duration),
-        *(_sum(instrument, points) for instrument, points in labelled.items()),
-    ]
-    metrics = [m for m in metrics if m.data.data_points]
-    scope = ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")
-    return MetricsData(
-        resource_metrics=[ResourceMetrics(resource=resource or Resource.create(), scope_metrics=[scope], schema_url="")]
-    )
+    @property
+    def counters(self) -> ModelCounters: ...
+
+
+def _millis_from_env(variable: str, default: float) -> float:
+    """A reader setting from ``OTEL_METRIC_EXPORT_*``, as the SDK reads it (invalid: warn, default)."""
+    raw = os.environ.get(variable)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        _log.warning("otel-ml: invalid %s=%r; using %g ms", variable, raw, default)
+        return default
 
 
 class OtlpMetricsPusher:
-    """Pushes the monitors' counts to an OTLP endpoint every ``interval`` seconds, on a daemon thread.
+    """Pushes the counts to an OTLP endpoint on a timer: a periodic metric reader over our counters.
 
-    ``monitors`` defaults to every monitor registered in ``registry``. ``exporter`` defaults to
+    It speaks the OTel SDK's ``PeriodicExportingMetricReader`` vocabulary: ``export_interval_millis``
+    and ``export_timeout_millis`` (default from ``OTEL_METRIC_EXPORT_INTERVAL`` and
+    ``OTEL_METRIC_EXPORT_TIMEOUT``, else 15 s, a typical scrape interval, and 10 s),
+    :meth:`force_flush` and a :meth:`shutdown` that runs once. Each export runs with
+    instrumentation suppressed, so an instrumented HTTP client does not trace the export itself.
+
+    ``monitors`` defaults to every model counted in ``registry``. ``exporter`` defaults to
     ``OTLPMetricExporter(endpoint=...)`` over HTTP/protobuf (the standard ``OTEL_EXPORTER_OTLP_*``
     environment variables apply). Export failures are logged and retried next interval; they
     never reach the application. Each process is its own source: ``service.instance.id`` is
@@ -190,18 +174,23 @@ class OtlpMetricsPusher:
         self,
         endpoint: str | None = None,
         *,
-        interval: float = 15.0,
-        registry: CollectorRegistry = REGISTRY,
-        monitors: Sequence[Any] | None = None,
         exporter: MetricExporter | None = None,
         headers: Mapping[str, str] | None = None,
+        export_interval_millis: float | None = None,
+        export_timeout_millis: float | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        monitors: Sequence[Monitored] | None = None,
         resource: Resource | None = None,
-        timeout: float = 10.0,
     ) -> None:
-        self._endpoint, self._headers, self._timeout = endpoint, dict(headers or {}), timeout
+        if export_interval_millis is None:
+            export_interval_millis = _millis_from_env(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MILLIS)
+        if export_timeout_millis is None:
+            export_timeout_millis = _millis_from_env(OTEL_METRIC_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MILLIS)
+        self.export_interval_millis = export_interval_millis
+        self.export_timeout_millis = export_timeout_millis
+        self._endpoint, self._headers = endpoint, dict(headers or {})
         self._own_exporter = exporter is None
         self.exporter = exporter if exporter is not None else self._new_exporter()
-        self.interval = interval
         self._registry = registry
         self._monitors = list(monitors) if monitors is not None else None
         given = _given_instance_id(resource)
@@ -212,13 +201,15 @@ class OtlpMetricsPusher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._export_lock = threading.Lock()
+        self._shut_down = False
         self.failures = 0
         _pushers.add(self)
 
     def _new_exporter(self) -> MetricExporter:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(endpoint=self._endpoint, headers=self._headers, timeout=self._timeout)
+        timeout = self.export_timeout_millis / 1000
+        return OTLPMetricExporter(endpoint=self._endpoint, headers=self._headers, timeout=timeout)
 
     @property
     def resource(self) -> Resource:
@@ -243,37 +234,48 @@ class OtlpMetricsPusher:
             return [m.counters.snapshot() for m in self._monitors]
         return [c.snapshot() for c in collector_for(self._registry).counters()]
 
-    def export_once(self) -> bool:
-        """Export the current counts now; ``True`` on success."""
+    def force_flush(self, timeout_millis: float | None = None) -> bool:
+        """Export the current counts now; ``True`` on success, never raises."""
+        timeout = self.export_timeout_millis if timeout_millis is None else timeout_millis
         with self._export_lock:
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 data = counts_metrics_data(self._snapshots(), start_time_ns=self._start_ns, resource=self._resource)
-                ok = self.exporter.export(data) is MetricExportResult.SUCCESS
+                ok = self.exporter.export(data, timeout_millis=timeout) is MetricExportResult.SUCCESS
             except Exception:
                 _log.exception("otel-ml: OTLP metrics export failed")
                 ok = False
+            finally:
+                detach(token)
             if not ok:
                 self.failures += 1
             return ok
 
     def start(self) -> OtlpMetricsPusher:
-        if self._thread is None:
+        """Start the timer thread (not for an interval of 0 or infinity: then export by hand)."""
+        interval = self.export_interval_millis
+        if self._thread is None and not self._shut_down and 0 < interval < math.inf:
             self._thread = threading.Thread(target=self._run, name="otel-ml-otlp", daemon=True)
             self._thread.start()
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.export_once()
+        while not self._stop.wait(self.export_interval_millis / 1000):
+            self.force_flush()
 
-    def shutdown(self, flush: bool = True) -> None:
-        """Stop the timer; with ``flush`` export once more so the last counts are not lost."""
+    def shutdown(self, timeout_millis: float = 30_000, *, flush: bool = True) -> None:
+        """Stop the timer and shut the exporter down, once; with ``flush`` export the last counts first."""
+        if self._shut_down:
+            _log.warning("otel-ml: the OTLP pusher is already shut down")
+            return
+        self._shut_down = True
+        deadline = time.monotonic() + timeout_millis / 1000
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if flush:
-            self.export_once()
-        self.exporter.shutdown()
+            self.force_flush(min(self.export_timeout_millis, max(0.0, deadline - time.monotonic()) * 1000))
+        self.exporter.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
 
 
 _pushers: weakref.WeakSet[OtlpMetricsPusher] = weakref.WeakSet()
@@ -287,6 +289,28 @@ def _reinit_after_fork() -> None:
 os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-def start_otlp_exporter(endpoint: str | None = None, **kwargs: Any) -> OtlpMetricsPusher:
-    """Start pushing every monitor's metrics over OTLP/HTTP: ``start_otlp_exporter("http://127.0.0.1:9464/v1/metrics")``."""
-    return OtlpMetricsPusher(endpoint, **kwargs).start()
+def start_otlp_exporter(
+    endpoint: str | None = None,
+    *,
+    exporter: MetricExporter | None = None,
+    headers: Mapping[str, str] | None = None,
+    export_interval_millis: float | None = None,
+    export_timeout_millis: float | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    monitors: Sequence[Monitored] | None = None,
+    resource: Resource | None = None,
+) -> OtlpMetricsPusher:
+    """Start pushing every monitor's metrics over OTLP/HTTP: ``start_otlp_exporter("http://127.0.0.1:9464/v1/metrics")``.
+
+    The parameters are :class:`OtlpMetricsPusher`'s; call ``shutdown()`` on the result at exit.
+    """
+    return OtlpMetricsPusher(
+        endpoint,
+        exporter=exporter,
+        headers=headers,
+        export_interval_millis=export_interval_millis,
+        export_timeout_millis=export_timeout_millis,
+        registry=registry,
+        monitors=monitors,
+        resource=resource,
+    ).start()

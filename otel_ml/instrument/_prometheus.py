@@ -1,11 +1,12 @@
 """Prometheus exposition of the model counters: one custom collector per registry.
 
 Following client_python's custom-collector pattern, the collector holds no metric objects:
-``collect()`` takes a snapshot of each model's numpy counters and yields fresh metric
-families, so the request path never touches prometheus_client. All monitors in a registry
-share one collector (two collectors yielding the same family names would clash), and
-:func:`counts_families` is reused by the sidecar to re-expose app counts it received over OTLP.
-In multiprocess mode (``_multiproc``) the collector sums every worker's counter file instead.
+``collect()`` takes a snapshot of each model's numpy counters, turns it into neutral points
+(``_points``) and encodes them as fresh metric families, so the request path never touches
+prometheus_client. All counters in a registry share one collector (two collectors yielding the
+same family names would clash); the registry holds it. The encoder (``_families``) is the
+one the sidecar reuses to re-expose app counts it received over OTLP. In multiprocess mode
+(``_multiproc``) the collector sums every worker's counter file instead.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import start_http_server as _start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from .. import _names as n
-from .._names import label_value, le_labels
-from ._counters import CountsSnapshot, ModelCounters, merge_snapshots
+from ._counters import ModelCounters
 from ._dirsum import DirSummer
+from ._families import prometheus_families
 from ._multiproc import multiproc_dir
+from ._points import InstrumentPoints, snapshot_points
+from ._snapshot import CountsSnapshot, merge_snapshots
 
 __all__ = [
     "CountersCollector",
@@ -43,80 +45,9 @@ _log = logging.getLogger("otel_ml")
 _MODEL = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
 
 
-def _buckets(edges: tuple[float, ...], per_bin: Any) -> list[tuple[str, float]]:
-    cumulative = np.cumsum(per_bin).tolist()
-    return list(zip(le_labels(edges), cumulative))
-
-
-def _families() -> dict[str, Any]:
-    return {
-        "value": HistogramMetricFamily(
-            n.FEATURE_VALUE.prometheus, n.FEATURE_VALUE.description, labels=[*_MODEL, n.LABEL_FEATURE]
-        ),
-        "category": CounterMetricFamily(
-            n.FEATURE_CATEGORY.prometheus,
-            n.FEATURE_CATEGORY.description,
-            labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_CATEGORY],
-        ),
-        "missing": CounterMetricFamily(
-            n.FEATURE_MISSING.prometheus, n.FEATURE_MISSING.description, labels=[*_MODEL, n.LABEL_FEATURE]
-        ),
-        "score": HistogramMetricFamily(n.PREDICTION_SCORE.prometheus, n.PREDICTION_SCORE.description, labels=_MODEL),
-        "predictions": CounterMetricFamily(
-            n.PREDICTIONS.prometheus,
-            n.PREDICTIONS.description,
-            labels=[*_MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT, n.LABEL_DECISION],
-        ),
-        "duration": HistogramMetricFamily(
-            n.PREDICTION_DURATION.prometheus, n.PREDICTION_DURATION.description, labels=_MODEL
-        ),
-        "errors": CounterMetricFamily(
-            n.PREDICTION_ERRORS.prometheus, n.PREDICTION_ERRORS.description, labels=[*_MODEL, n.LABEL_ERROR_TYPE]
-        ),
-        "fallbacks": CounterMetricFamily(
-            n.PREDICTION_FALLBACKS.prometheus,
-            n.PREDICTION_FALLBACKS.description,
-            labels=[*_MODEL, n.LABEL_FALLBACK_REASON],
-        ),
-        "instrumentation": CounterMetricFamily(
-            n.INSTRUMENTATION_ERRORS.prometheus,
-            n.INSTRUMENTATION_ERRORS.description,
-            labels=[*_MODEL, n.LABEL_ERROR_TYPE],
-        ),
-        "overflow": CounterMetricFamily(
-            n.CARDINALITY_OVERFLOW.prometheus, n.CARDINALITY_OVERFLOW.description, labels=[*_MODEL, n.LABEL_ATTRIBUTE]
-        ),
-    }
-
-
 def counts_families(snapshots: Iterable[CountsSnapshot]) -> list[Metric]:
     """Metric families for the given model snapshots, in the exposition's stable order."""
-    fam = _families()
-    for s in snapshots:
-        # names given in code or a baseline file (model, features, segment keys) made safe here;
-        # label values from data already are
-        model = [label_value(s.model_name), label_value(s.model_version)]
-        for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):
-            fam["value"].add_metric([*model, label_value(name)], _buckets(edges, bins), total)
-        for name, labels, bins in zip(s.categorical_names, s.categorical_labels, s.categorical_bins):
-            for label, value in zip(labels, bins.tolist()):
-                if value:
-                    fam["category"].add_metric([*model, label_value(name), label], value)
-        for name, value in s.missing.items():
-            fam["missing"].add_metric([*model, label_value(name)], value)
-        fam["score"].add_metric(model, _buckets(s.score_edges, s.score_bins), s.score_sum)
-        for key, segment, decision, value in s.predictions:
-            fam["predictions"].add_metric([*model, label_value(key), segment, decision], value)
-        fam["duration"].add_metric(model, _buckets(s.duration_edges, s.duration_bins), s.duration_sum)
-        for family, counts in (
-            ("errors", s.errors),
-            ("fallbacks", s.fallbacks),
-            ("instrumentation", s.instrumentation_errors),
-            ("overflow", s.overflow),
-        ):
-            for label, value in sorted(counts.items()):
-                fam[family].add_metric([*model, label], value)
-    return list(fam.values())
+    return prometheus_families(snapshot_points(snapshots))
 
 
 class CountersCollector:
@@ -173,7 +104,7 @@ class CountersCollector:
 
     def describe(self) -> Iterator[Metric]:
         # Names only: lets the registry catch a clash with another collector at registration.
-        yield from _families().values()
+        yield from prometheus_families(InstrumentPoints(i) for i in n.APP_INSTRUMENTS)
 
     def collect(self) -> Iterator[Metric]:
         yield from counts_families(self.snapshots())

@@ -11,10 +11,11 @@ cached blob, gzipped on demand, so many scrapers cost one rendering.
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from .. import _names as n
+from ..instrument._families import prometheus_families
+from ..instrument._points import Attributes, HistogramPoint, InstrumentPoints, NumberPoint
 from ._outputs import Gauge
-from ._series import SeriesKey
+from ._series import Labels, SeriesKey
 from ._state import SidecarState
 
 __all__ = ["SidecarCollector", "Exposition"]
@@ -99,18 +102,49 @@ class SidecarCollector:
         )
 
     def _model_counters(self, models: list[_ModelCounts]) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for model_name, version, reexport, keys, totals in models:
-            base = {n.LABEL_MODEL_NAME: model_name, n.LABEL_MODEL_VERSION: version}
-            for i, key in enumerate(keys):
-                inst = n.instrument_of_sample(key.name)
-                if inst is None or not (inst in _SIDECAR_OWNED or (reexport and inst in _APP_FAMILIES)):
-                    continue
-                metric = families.get(inst.prometheus)
-                if metric is None:
-                    metric = families[inst.prometheus] = Metric(inst.prometheus, inst.description, inst.kind)
-                metric.add_sample(key.name, {**base, **dict(key.labels)}, float(totals[i]))
-        yield from families.values()
+        yield from prometheus_families(p for p in _model_points(models) if p)
+
+
+@dataclass
+class _HistogramSeries:
+    buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
+    sum: float | None = None
+
+
+def _model_points(models: list[_ModelCounts]) -> list[InstrumentPoints]:
+    """The app's counters (for models fed over OTLP) and the sidecar's own, as neutral points:
+    the same encoder as the app's ``/metrics`` turns them into families, so the names, types and
+    help texts are the app's own."""
+    out: dict[n.Instrument, InstrumentPoints] = {}
+    for model_name, version, reexport, keys, totals in models:
+        model = ((n.LABEL_MODEL_NAME, model_name), (n.LABEL_MODEL_VERSION, version))
+        histograms: dict[tuple[n.Instrument, Labels], _HistogramSeries] = {}
+        for key, value in zip(keys, totals.tolist()):
+            inst = n.instrument_of_sample(key.name)
+            if inst is None or not (inst in _SIDECAR_OWNED or (reexport and inst in _APP_FAMILIES)):
+                continue
+            points = out.setdefault(inst, InstrumentPoints(inst))
+            if inst.kind != "histogram":
+                points.numbers.append(NumberPoint((*model, *key.labels), value))
+                continue
+            labels = tuple((k, v) for k, v in key.labels if k != n.LABEL_LE)
+            series = histograms.setdefault((inst, labels), _HistogramSeries())
+            if key.name == inst.bucket_series:
+                series.buckets.append((float(dict(key.labels)[n.LABEL_LE]), value))
+            elif key.name == inst.sum_series:
+                series.sum = value
+        for (inst, labels), series in histograms.items():
+            if series.buckets:
+                out[inst].histograms.append(_histogram_point((*model, *labels), series))
+    return list(out.values())
+
+
+def _histogram_point(attributes: Attributes, series: _HistogramSeries) -> HistogramPoint:
+    """Cumulative ``le`` buckets back to the per-bin counts a point holds (``+Inf`` is the last bin)."""
+    series.buckets.sort()
+    bounds = tuple(le for le, _ in series.buckets if le != math.inf)
+    cumulative = np.array([count for _, count in series.buckets])
+    return HistogramPoint(attributes, bounds, np.diff(cumulative, prepend=0.0).tolist(), series.sum)
 
 
 def _gauge_families(gauges: list[Gauge]) -> Iterator[Metric]:
