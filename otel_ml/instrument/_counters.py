@@ -39,8 +39,9 @@ from .._names import (
 )
 from ..baseline import Baseline, CategoricalProfile, NumericProfile
 from . import _multiproc
+from ._label_slots import PublishedLabels, SlotCounts
 from ._multiproc import CounterFile
-from ._snapshot import CounterLayout, CountsSnapshot, by_label, offsets, snapshot_of
+from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
 __all__ = ["DEFAULT_SCORE_EDGES", "NO_DECISION", "ModelCounters"]
 
@@ -50,44 +51,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _log = logging.getLogger("otel_ml")
 _DEFAULT: Any = object()  # multiproc_dir= not given: follow OTEL_ML_MULTIPROC_DIR
-
-
-class _SlotCounts:
-    """Counts per label value in a fixed array slot per label (``budget`` is ``__other__``)."""
-
-    __slots__ = ("labels", "slots", "_lock")
-
-    def __init__(self, labels: BoundedLabels, slots: IntArray) -> None:
-        self.labels = labels
-        self.slots = slots
-        self._lock = threading.Lock()
-
-    def add(self, value: str, amount: int = 1) -> None:
-        i = self.labels.index(value, amount)
-        with self._lock:
-            self.slots[i] += amount
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            slots = self.slots.copy()
-        return by_label(slots, list(self.labels.labels), self.labels.budget)
-
-
-class _PublishedLabels(BoundedLabels):
-    """Bounded labels that publish the vocabulary before a new index is first used (multiprocess)."""
-
-    __slots__ = ("published", "_publish")
-
-    def __init__(self, budget: int, publish: Callable[[], None]) -> None:
-        super().__init__(budget)
-        self.published = 0
-        self._publish = publish
-
-    def index(self, value: str | None, count: int = 1) -> int:
-        i = BoundedLabels.index(self, value, count)
-        if self.published <= i < self.budget:
-            self._publish()
-        return i
 
 
 _live: weakref.WeakSet[ModelCounters] = weakref.WeakSet()
@@ -178,7 +141,7 @@ class ModelCounters:
         if self._directory is None:
             make = BoundedLabels
         else:
-            make = functools.partial(_PublishedLabels, publish=self._publish_labels)
+            make = functools.partial(PublishedLabels, publish=self._publish_labels)
         self.segment_labels = [BoundedLabels(1)] + [make(lay.segment_budget) for _ in lay.segment_keys[1:]]
         self.segment_labels[0].index(ALL)
         self.decision_labels = make(lay.decision_budget)
@@ -202,7 +165,7 @@ class ModelCounters:
                 name: np.zeros(shape, dtype=np.int64 if code == "i8" else np.float64) for name, code, shape in specs
             }
         for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
-            if isinstance(lab, _PublishedLabels):
+            if isinstance(lab, PublishedLabels):
                 lab.published = len(lab.labels)
         return self.file.arrays
 
@@ -215,9 +178,9 @@ class ModelCounters:
         self._scalars: FloatArray = arrays["scalars"]
         self.predictions: IntArray = arrays["predictions"]
         self.duration_bins: IntArray = arrays["duration_bins"]
-        self.errors = _SlotCounts(self._error_labels[0], arrays["errors"])
-        self.fallbacks = _SlotCounts(self._error_labels[1], arrays["fallbacks"])
-        self.instrumentation_errors = _SlotCounts(self._error_labels[2], arrays["instrumentation"])
+        self.errors = SlotCounts(self._error_labels[0], arrays["errors"])
+        self.fallbacks = SlotCounts(self._error_labels[1], arrays["fallbacks"])
+        self.instrumentation_errors = SlotCounts(self._error_labels[2], arrays["instrumentation"])
 
     def _vocab(self) -> dict[str, Any]:
         return {
@@ -236,7 +199,7 @@ class ModelCounters:
         sizes = [len(lab.labels) for lab in labels]
         self.file.write_labels(self._vocab())
         for lab, size in zip(labels, sizes):
-            if isinstance(lab, _PublishedLabels):
+            if isinstance(lab, PublishedLabels):
                 lab.published = max(lab.published, size)
 
     def _after_fork_in_child(self) -> None:
