@@ -11,6 +11,8 @@ series the prometheus_client path exposes.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import os
@@ -18,8 +20,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, ParamSpec, Protocol
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
@@ -53,6 +55,7 @@ _CUMULATIVE = AggregationTemporality.CUMULATIVE
 SCOPE = InstrumentationScope("otel_ml", __version__)
 _NOT_TRACKED: Any = None  # min and max are optional in OTLP and not tracked per call
 INSTANCE_ID = "service.instance.id"
+P = ParamSpec("P")
 DEFAULT_EXPORT_INTERVAL_MILLIS: Final = 15_000.0
 DEFAULT_EXPORT_TIMEOUT_MILLIS: Final = 10_000.0
 
@@ -289,28 +292,21 @@ def _reinit_after_fork() -> None:
 os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-def start_otlp_exporter(
-    endpoint: str | None = None,
-    *,
-    exporter: MetricExporter | None = None,
-    headers: Mapping[str, str] | None = None,
-    export_interval_millis: float | None = None,
-    export_timeout_millis: float | None = None,
-    registry: CollectorRegistry = REGISTRY,
-    monitors: Sequence[Monitored] | None = None,
-    resource: Resource | None = None,
-) -> OtlpMetricsPusher:
-    """Start pushing every monitor's metrics over OTLP/HTTP: ``start_otlp_exporter("http://127.0.0.1:9464/v1/metrics")``.
+def _started(make: Callable[P, OtlpMetricsPusher]) -> Callable[P, OtlpMetricsPusher]:
+    """A function taking exactly ``make``'s parameters (typed, and shown by ``help``) that starts the result."""
 
-    The parameters are :class:`OtlpMetricsPusher`'s; call ``shutdown()`` on the result at exit.
-    """
-    return OtlpMetricsPusher(
-        endpoint,
-        exporter=exporter,
-        headers=headers,
-        export_interval_millis=export_interval_millis,
-        export_timeout_millis=export_timeout_millis,
-        registry=registry,
-        monitors=monitors,
-        resource=resource,
-    ).start()
+    @functools.wraps(make)
+    def start(*args: P.args, **kwargs: P.kwargs) -> OtlpMetricsPusher:
+        return make(*args, **kwargs).start()
+
+    start.__signature__ = inspect.signature(make).replace(return_annotation=OtlpMetricsPusher)  # type: ignore[attr-defined]
+    return start
+
+
+start_otlp_exporter = _started(OtlpMetricsPusher)
+start_otlp_exporter.__name__ = start_otlp_exporter.__qualname__ = "start_otlp_exporter"
+start_otlp_exporter.__doc__ = """Start pushing every monitor's metrics over OTLP/HTTP and return the pusher.
+
+``start_otlp_exporter("http://127.0.0.1:9464/v1/metrics")``; the parameters are
+:class:`OtlpMetricsPusher`'s. Call ``shutdown()`` on the result at exit to push the last counts.
+"""
