@@ -31,15 +31,13 @@ Without Evidently installed the script prints otel-ml's timings only and exits 0
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from _machine import machine_line, median_time
 
 from otel_ml.baseline import quantile_edges
 from otel_ml.drift import bin_counts, compare, ks_test, pad_bins, psi, wasserstein
@@ -102,17 +100,6 @@ def ours_with_raw(reference: dict[str, FloatArray], current: dict[str, FloatArra
     return result, raw
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def evidently_report(ref_frame: Any, cur_frame: Any) -> dict[str, float]:
     """Run Evidently's PSI drift preset; return its PSI per column."""
     from evidently import Report
@@ -142,19 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     edges = [quantile_edges(reference[c], BINS) for c in reference]
     fractions = pad_bins([bin_counts(e, reference[c]) / ROWS for e, c in zip(edges, reference)])
-    t_full = median_time(lambda: ours_full(reference, current), repeats)
-    t_known = median_time(lambda: ours_known_edges(edges, fractions, current), repeats)
-    t_raw = median_time(lambda: ours_with_raw(reference, current), max(3, repeats // 3))
+    t_full = median_time(lambda: ours_full(reference, current), repeats, warmup=True)
+    t_known = median_time(lambda: ours_known_edges(edges, fractions, current), repeats, warmup=True)
+    t_raw = median_time(lambda: ours_with_raw(reference, current), max(3, repeats // 3), warmup=True)
     result = ours_full(reference, current)
-
-    import platform
 
     import scipy
 
+    print(machine_line() + f"; scipy {scipy.__version__}")
     print(
         f"otel-ml drift benchmark: {ROWS:,} reference vs {ROWS:,} current rows x {FEATURES} numeric features "
-        f"(medians of {repeats} runs; Python {platform.python_version()}, numpy {np.__version__}, "
-        f"scipy {scipy.__version__})\n"
+        f"(medians of {repeats} runs)\n"
     )
     rows: list[tuple[str, float]] = [
         ("otel-ml: fit 10 quantile edges + bin + all binned stats", t_full),
@@ -181,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Evidently {evidently.__version__}, pandas {pd.__version__}\n")
     ref_frame, cur_frame = pd.DataFrame(reference), pd.DataFrame(current)
     ev_values = evidently_report(ref_frame, cur_frame)
-    t_ev = median_time(lambda: evidently_report(ref_frame, cur_frame), ev_repeats)
+    t_ev = median_time(lambda: evidently_report(ref_frame, cur_frame), ev_repeats, warmup=True)
     rows.append(('Evidently 0.7: Report([DataDriftPreset(method="psi")]).run', t_ev))
     print(f"| {'computation':<60} | {'time':>10} | {'Evidently / this':>16} |")
     print(f"|{'-' * 62}|{'-' * 12}|{'-' * 18}|")

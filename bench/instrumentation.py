@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from _machine import machine_line
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -217,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train = {f"f{j:02d}": rng.normal(size=50_000) for j in range(N_FEATURES)}
     baseline = fit_baseline(train, model="bench", version="v1", scores=rng.uniform(size=50_000))
 
+    print(machine_line())
     print(f"otel-ml instrumentation benchmark ({N_FEATURES} numeric features; medians of {repeats} runs)\n")
     print(f"| {'case':<28} | {'otel-ml':>12} | {'naive':>12} | {'ratio':>6} | target |")
     print(f"|{'-' * 30}|{'-' * 14}|{'-' * 14}|{'-' * 8}|--------|")

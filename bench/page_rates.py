@@ -12,10 +12,9 @@ clean P(any page) of the decision family and of a 9-member drift family (8 featu
 from __future__ import annotations
 
 import argparse
-import platform
-from pathlib import Path
 
 import numpy as np
+from _machine import machine_line
 
 from otel_ml.drift import DecisionSettings, compare, family_alpha
 from otel_ml.sidecar._decisions import family_verdicts
@@ -23,16 +22,6 @@ from otel_ml.sidecar._outputs import OutputSettings
 
 LAYOUT = np.round(np.geomspace(20, 5000, 20))
 BASELINE_ROWS = 1_000_000
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rows(x: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     args = parser.parse_args()
-    print(f"CPU: {cpu()}; numpy {np.__version__}; trials {args.trials}; defaults {DecisionSettings()}")
+    print(f"{machine_line()}; trials {args.trials}; defaults {DecisionSettings()}")
     sizes, drops = (200, 1000, 5000, 20_000), (0.05, 0.1, 0.2, 0.3, 0.4)
     print("\nDetection of a relative drop of a 0.2 rate: first window / within three windows")
     print("drop   " + "".join(f"{s:>16,}" for s in sizes))

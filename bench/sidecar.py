@@ -14,19 +14,18 @@ Run: ``python bench/sidecar.py`` (``--quick`` for fewer repetitions).
 from __future__ import annotations
 
 import argparse
-import gc
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
+from _machine import machine_line, median_time
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from prometheus_client import CollectorRegistry
@@ -40,16 +39,6 @@ from otel_ml.sidecar._otlp_input import metric_batches
 
 MODELS, FEATURES = 10, 50
 WINDOWS = (WindowSpec.parse("1h"), WindowSpec.parse("24h"), WindowSpec.parse("7d"))
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def make_baselines(rng: np.random.Generator) -> list[Baseline]:
@@ -242,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 15
     ok = True
+    print(machine_line())
     print(f"otel-ml sidecar benchmark ({MODELS} models x {FEATURES} features x {len(WINDOWS)} windows)\n")
     print("| measure | otel-ml | naive | ratio | target |")
     print("|---|---|---|---|---|")
