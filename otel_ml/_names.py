@@ -109,7 +109,7 @@ OTHER: Final = "__other__"  # cardinality overflow, and the baseline's rare-cate
 UNKNOWN: Final = "__unknown__"  # a category the baseline never saw
 ALL: Final = "__all__"  # the segment key/value that counts every prediction once
 
-# --- app instruments (issue 2) ----------------------------------------------------------------
+# --- app instruments: what @monitor counts ----------------------------------------------------
 FEATURE_VALUE: Final = Instrument(
     "ml.feature.value",
     "{value}",
@@ -198,7 +198,8 @@ APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
 
 INSTRUMENTS: Final[dict[str, Instrument]] = {i.otel_name: i for i in APP_INSTRUMENTS}
 
-# Latency buckets in seconds (the OTel SDK defaults are millisecond-sized, STYLE.md pitfall 4).
+# Latency buckets in seconds: the OTel SDK's default histogram bounds (0, 5, 10, ... 10000) are sized
+# for milliseconds and would put every sub-second call into its first bucket.
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.0005,
     0.001,
@@ -216,7 +217,7 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     10.0,
 )
 
-# --- sidecar outputs (issue 4): gauges per model, version and window ---------------------------
+# --- sidecar outputs: gauges per model, version and window -----------------------------------
 # Labels: ml_model_name, ml_model_version, plus ml_window ("1h", "24h", "7d", ...) and:
 #   feature gauges: ml_feature;  segment gauges: ml_segment_key, ml_segment, ml_decision.
 LABEL_REFERENCE: Final = "ml_reference"  # what a change is relative to: previous_window | baseline
