@@ -279,3 +279,38 @@ def test_shutdown_runs_once(caplog: pytest.LogCaptureFixture) -> None:
     assert exporter.shutdowns == 1 and len(exporter.exports) >= 1
     assert "already shut down" in caplog.text
     assert pusher.start()._thread is None or not pusher._thread.is_alive()  # no timer after shutdown
+
+
+def test_the_sidecar_re_exposes_exactly_what_the_app_serves(
+    fed_monitor: ModelMonitor, baseline: Baseline, tmp_path: Path
+) -> None:
+    """One encoder for both: app counts pushed over OTLP come out of the sidecar's /metrics
+    sample for sample as the app's own prometheus_client exposition shows them."""
+    from prometheus_client import generate_latest
+
+    predict = fed_monitor(lambda row: 0.9)
+    for amount in (-3.0, 0.5, 1e9):
+        predict({"amount": amount, "country": "ZZ"})
+    app_names = {i.prometheus for i in n.APP_INSTRUMENTS}
+
+    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for fam in text_string_to_metric_families(text)
+            if fam.name in app_names
+            for s in fam.samples
+        }
+
+    config = SidecarConfig(baselines=(baseline.save(tmp_path / "b.json"),), listen=("127.0.0.1", 0), windows=("10m",))
+    side = Sidecar(config).start()
+    try:
+        pusher = OtlpMetricsPusher(side.url + "/v1/metrics", monitors=[fed_monitor])
+        assert pusher.force_flush()
+        pusher.shutdown(flush=False)
+        served = samples(http_get(side.url + "/metrics", timeout=10).text)
+    finally:
+        side.stop()
+    own = samples(generate_latest(fed_monitor.registry).decode())
+    assert len(own) > 50 and own <= served
+    # beyond the app's own samples, only the zero counts of baseline categories the sidecar lays out
+    assert {(name, value) for name, _, value in served - own} == {(n.FEATURE_CATEGORY.series, 0.0)}
