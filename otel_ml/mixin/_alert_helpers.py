@@ -14,7 +14,6 @@ from .._durations import parse_duration
 from .config import MixinConfig
 
 __all__ = [
-    "BLIND",
     "FEATURE_TEXT",
     "MODEL_TEXT",
     "PAGE",
@@ -40,7 +39,6 @@ def label(name: str) -> str:
 MODEL_TEXT = f"{label(n.LABEL_MODEL_NAME)} {label(n.LABEL_MODEL_VERSION)}"
 FEATURE_TEXT = f"feature {label(n.LABEL_FEATURE)} of {MODEL_TEXT}"
 SEGMENT_TEXT = f"segment {label(n.LABEL_SEGMENT_KEY)}={label(n.LABEL_SEGMENT)} of {MODEL_TEXT}"
-BLIND = "Drift, coverage, segment and label-based alerts cannot fire while it lasts."
 
 
 def alert(name: str, expr: str, for_: str, level: str, summary: str, description: str, **labels: str) -> Rule:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from .. import _names as n
 from . import _rule_helpers as q
-from ._alert_helpers import BLIND, MODEL_TEXT, PAGE, TICKET, Rule, alert, label
+from ._alert_helpers import MODEL_TEXT, PAGE, TICKET, Rule, alert, label
 from ._rule_helpers import latency_burn_rate_record, ratio_record
 from .config import MixinConfig
 
 __all__ = ["serving_alerts", "sidecar_alerts"]
+
+BLIND = "Drift, coverage, segment and label-based alerts cannot fire while it lasts."
 
 
 def _burn(c: MixinConfig, long: str, short: str, rate: float, for_: str, level: str) -> Rule:

@@ -40,12 +40,47 @@ MODEL = "otel-ml-model.json"
 TEMPLATE_VARIABLES = ("datasource", "model", "version", "window", "segment")
 
 
+def _datasource_variable() -> db.DatasourceVariable:
+    """The Prometheus datasource picker every panel reads from."""
+    return db.DatasourceVariable(p.DATASOURCE_VARIABLE).label("Data source").type("prometheus")
+
+
+def _query_variable(
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool,
+    include_all: bool,
+    description: str,
+    current: str | None = None,
+) -> db.QueryVariable:
+    """A label_values() variable; "All" means the regex ``.*`` so ``=~"$var"`` matchers keep working."""
+    variable = (
+        db.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .query(query)
+        .datasource(p.DATASOURCE)
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+        .multi(multi)
+        .include_all(include_all)
+    )
+    if include_all:
+        variable = variable.all_value(".*")
+        variable = variable.current(dm.VariableOption(selected=True, text="All", value="$__all"))
+    elif current is not None:
+        variable = variable.current(dm.VariableOption(selected=True, text=current, value=current))
+    return variable
+
+
 def _variables(config: MixinConfig, *, single_model: bool) -> list[db.DatasourceVariable | db.QueryVariable]:
     app = config.app_selector
     model = f'{M}=~"$model"'
     return [
-        p.datasource_variable(),
-        p.query_variable(
+        _datasource_variable(),
+        _query_variable(
             "model",
             "Model",
             f"label_values({PREDICTIONS}{matchers(app)}, {M})",
@@ -53,7 +88,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             include_all=not single_model,
             description="Model name (label ml_model_name).",
         ),
-        p.query_variable(
+        _query_variable(
             "version",
             "Version",
             f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_MODEL_VERSION})",
@@ -61,7 +96,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             include_all=True,
             description="Model version; pick several to compare a canary.",
         ),
-        p.query_variable(
+        _query_variable(
             "window",
             "Window",
             f"label_values({n.FEATURE_PSI.series}{matchers(config.sidecar_selector)}, {n.LABEL_WINDOW})",
@@ -70,7 +105,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             current=config.alert_window,
             description=f"Sidecar comparison window; alerts read {config.alert_window}.",
         ),
-        p.query_variable(
+        _query_variable(
             "segment",
             "Segment key",
             f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_SEGMENT_KEY})",
