@@ -13,15 +13,15 @@ from _rule_vocabulary import NO_PROMTOOL, PROMTOOL, ROOT, unknown_tokens
 
 from otel_ml.mixin.alerts import alert_groups, alert_names
 from otel_ml.mixin.config import DEFAULT_CONFIG
-from otel_ml.mixin.rules import (
+from otel_ml.mixin.generate import (
     ALERTS_FILE,
     PROMETHEUS_RULE_FILE,
     RECORDING_FILE,
-    recording_groups,
     rule_file_texts,
     rule_groups,
     write_rule_files,
 )
+from otel_ml.mixin.rules import recording_groups
 
 RULES_DIR = ROOT / "alert_rules"
 TESTS_DIR = ROOT / "tests" / "rules"
@@ -51,7 +51,7 @@ def test_committed_files_are_fresh(tmp_path: Path) -> None:
         assert committed.exists(), f"{committed} missing: run `otel-ml mixin generate`"
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed} is stale: regenerate with `otel-ml mixin generate` "
-            "(or otel_ml.mixin.rules.write_rule_files(DEFAULT_CONFIG, 'alert_rules'))"
+            "(or otel_ml.mixin.generate.write_rule_files(DEFAULT_CONFIG, 'alert_rules'))"
         )
 
 

@@ -30,8 +30,8 @@ from otel_ml.mixin.dashboards import (
     concrete_queries,
     panel_queries,
     substitute,
-    write_dashboards,
 )
+from otel_ml.mixin.generate import write_dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "dashboards"

@@ -31,7 +31,7 @@ from otel_ml.demo._traffic import Traffic
 from otel_ml.demo._webhook import WebhookReceiver
 from otel_ml.mixin import DEFAULT_CONFIG
 from otel_ml.mixin.dashboards import concrete_queries
-from otel_ml.mixin.rules import write_rule_files
+from otel_ml.mixin.generate import write_rule_files
 from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from otel_ml.sidecar._config import parse_listen
 

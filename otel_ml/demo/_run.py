@@ -272,7 +272,7 @@ class Demo:
         return Sidecar(config).start()
 
     def _start_stack(self, workdir: Path, app_url: str, sidecar_url: str) -> None:
-        from ..mixin.rules import write_rule_files
+        from ..mixin.generate import write_rule_files
 
         config = demo_mixin_config(self.o.window)
         rules = [p for p in write_rule_files(config, workdir / "rules") if "prometheusrule" not in p.name]

@@ -1,7 +1,8 @@
 """``otel-ml dashboards export|import`` and ``otel-ml mixin generate``.
 
-The installed wheel carries no ``dashboards/`` folder (STYLE.md pitfall 2), so every command
-generates the files from :data:`DEFAULT_CONFIG` instead of copying committed ones; the
+The installed wheel carries no ``dashboards/`` folder (package data outside the package is not
+installed), so every command generates the files from :data:`DEFAULT_CONFIG` instead of
+copying committed ones; the
 committed tree is the same output, kept in sync by a test. ``--config overrides.yaml`` sets
 :class:`MixinConfig` fields from a file first (how a team adapts the kit without editing code).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,13 +46,19 @@ def _run(func: Any) -> Any:
     return run
 
 
+def _group(sub: Any, name: str, help: str, description: str) -> Any:
+    """A command group (``otel-ml NAME ACTION``) whose ACTION is required."""
+    group = sub.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
 def register(sub: Any) -> None:
-    dashboards = sub.add_parser(
+    cmds = _group(
+        sub,
         "dashboards",
         help="export the Grafana dashboards, or import them into Grafana",
         description="The fleet overview and single-model Grafana dashboards, generated from code.",
     )
-    cmds = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
 
     export = cmds.add_parser(
         "export",
@@ -84,12 +90,12 @@ def register(sub: Any) -> None:
     _add_config(upload)
     upload.set_defaults(func=_run(_import))
 
-    mixin = sub.add_parser(
+    mixin_cmds = _group(
+        sub,
         "mixin",
         help="generate the operations kit (dashboards, alert and recording rules)",
         description="Generate the files committed under dashboards/ and alert_rules/.",
     )
-    mixin_cmds = mixin.add_subparsers(dest="mixin_command", metavar="ACTION", required=True)
     generate = mixin_cmds.add_parser(
         "generate",
         help="write dashboards/ and alert_rules/ under the output directory",
@@ -101,7 +107,7 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .dashboards import write_dashboards
+    from .generate import write_dashboards
 
     for path in write_dashboards(_config(args), args.directory):
         print(f"wrote {path}")
@@ -135,14 +141,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .dashboards import write_dashboards
-    from .rules import rule_file_texts, write_rule_files
+    from .generate import write_mixin
 
-    config = _config(args)
-    rule_file_texts(config)  # a config the rules reject fails before anything is written
-    root = Path(args.output_dir)
-    written = write_dashboards(config, root / "dashboards")
-    written.extend(write_rule_files(config, root / "alert_rules"))
-    for path in written:
+    for path in write_mixin(_config(args), args.output_dir):
         print(f"wrote {path}")
     return 0

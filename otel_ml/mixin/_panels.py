@@ -1,4 +1,4 @@
-"""Default panel, query and variable factories shared by the otel-ml dashboards.
+"""Default panel and query factories shared by the otel-ml dashboards.
 
 Following the grafana-foundation-sdk example's ``common.py``, every panel goes through one of
 these factories so all panels look alike (legend, tooltip, datasource) and, because the builder
@@ -9,6 +9,7 @@ Grafana would otherwise assign both on save and the committed JSON would drift.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from grafana_foundation_sdk.builders import common as cb
@@ -25,15 +26,22 @@ from .. import _names as n
 __all__ = [
     "DATASOURCE",
     "DATASOURCE_VARIABLE",
+    "TEXT",
     "PanelBuilder",
     "Query",
+    "Step",
     "colored_cell",
-    "datasource_variable",
     "decimals",
     "drift_status_mappings",
+    "error_ratio_panel",
     "heatmap_panel",
-    "query_variable",
+    "legend",
+    "outside",
+    "red_above",
+    "ref_id",
+    "red_below",
     "row",
+    "share_panel",
     "stat_panel",
     "state_timeline_panel",
     "status_cell",
@@ -41,6 +49,9 @@ __all__ = [
     "thresholds",
     "timeseries_panel",
     "unit",
+    "verdict_stat",
+    "verdict_timeline",
+    "yellow_then_red",
 ]
 
 DATASOURCE_VARIABLE = "datasource"
@@ -50,6 +61,28 @@ DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${" + DATASOURCE_VARIA
 
 
 PanelBuilder = timeseries.Panel | stat.Panel | statetimeline.Panel | table.Panel | heatmap.Panel
+Step = tuple[float | None, str]  # a threshold step: from this value (None = -Inf) on, this colour
+TEXT: tuple[Step, ...] = ((None, "text"),)  # no threshold colour: value mappings colour the cell
+
+
+def red_above(limit: float) -> tuple[Step, ...]:
+    """Green, and red from ``limit`` on."""
+    return ((None, "green"), (limit, "red"))
+
+
+def red_below(limit: float) -> tuple[Step, ...]:
+    """Red, and green from ``limit`` on (too few of something)."""
+    return ((None, "red"), (limit, "green"))
+
+
+def yellow_then_red(limit: float) -> tuple[Step, ...]:
+    """Green, yellow from half of ``limit``, red from ``limit`` on."""
+    return ((None, "green"), (limit / 2, "yellow"), (limit, "red"))
+
+
+def outside(change: float) -> tuple[Step, ...]:
+    """Red beyond ``-change`` and ``change``, green between (a relative change either way)."""
+    return ((None, "red"), (-change, "green"), (change, "red"))
 
 
 class Query(NamedTuple):
@@ -60,12 +93,17 @@ class Query(NamedTuple):
     instant: bool = False  # instant + table format: one row per series, for table panels
 
 
-def _ref_id(index: int) -> str:
+def legend(*labels: str) -> str:
+    """A legend naming each series by these labels' values, space-separated."""
+    return " ".join("{{" + label + "}}" for label in labels)
+
+
+def ref_id(index: int) -> str:
     return chr(ord("A") + index)
 
 
 def _target(q: Query, index: int, fmt: PromQueryFormat | None = None) -> prometheus.Dataquery:
-    target = prometheus.Dataquery().expr(q.expr).ref_id(_ref_id(index)).datasource(DATASOURCE)
+    target = prometheus.Dataquery().expr(q.expr).ref_id(ref_id(index)).datasource(DATASOURCE)
     if q.legend:
         target = target.legend_format(q.legend)
     if q.instant:
@@ -77,7 +115,7 @@ def _target(q: Query, index: int, fmt: PromQueryFormat | None = None) -> prometh
     return target
 
 
-def thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
+def thresholds(*steps: Step) -> db.ThresholdsConfig:
     """Absolute thresholds; the first step's value is None (-Inf), as Grafana expects."""
     return (
         db.ThresholdsConfig()
@@ -113,7 +151,7 @@ def decimals(value: int) -> dm.DynamicConfigValue:
     return dm.DynamicConfigValue(id_val="decimals", value=value)
 
 
-def colored_cell(steps: Sequence[tuple[float | None, str]]) -> list[dm.DynamicConfigValue]:
+def colored_cell(steps: Sequence[Step]) -> list[dm.DynamicConfigValue]:
     """Field-override properties: colour a table column's cells by absolute thresholds."""
     return [
         dm.DynamicConfigValue(id_val="thresholds", value=thresholds(*steps).build()),
@@ -167,7 +205,7 @@ def timeseries_panel(
     height: int = 8,
     min_val: float | None = None,
     max_val: float | None = None,
-    threshold_steps: Sequence[tuple[float | None, str]] = (),
+    threshold_steps: Sequence[Step] = (),
     mappings: list[dm.ValueMapping] | None = None,
 ) -> timeseries.Panel:
     """A line chart with a table legend (last and max) sorted by value, the usual on-call view."""
@@ -209,7 +247,7 @@ def stat_panel(
     unit: str = units.Short,
     span: int = 4,
     height: int = 4,
-    threshold_steps: Sequence[tuple[float | None, str]] = ((None, "green"),),
+    threshold_steps: Sequence[Step] = ((None, "green"),),
     mappings: list[dm.ValueMapping] | None = None,
     decimals: float | None = None,
 ) -> stat.Panel:
@@ -329,36 +367,24 @@ def heatmap_panel(
     return panel  # type: ignore[no-any-return]
 
 
-def datasource_variable() -> db.DatasourceVariable:
-    """The Prometheus datasource picker every panel reads from."""
-    return db.DatasourceVariable(DATASOURCE_VARIABLE).label("Data source").type("prometheus")
+# -- panel shapes both dashboards repeat -------------------------------------------------------------
+# A stat of a sidecar verdict, shown as its word (ok, warn, drift) in its colour.
+verdict_stat = partial(stat_panel, mappings=drift_status_mappings(), threshold_steps=TEXT)
+# Verdicts over time as coloured bands (pass ``mappings=drift_status_mappings("changed")`` for segments).
+verdict_timeline = partial(state_timeline_panel, mappings=drift_status_mappings())
+# A share between 0 and 1 over time, as a percentage.
+share_panel = partial(timeseries_panel, unit=units.PercentUnit, min_val=0, max_val=1)
 
 
-def query_variable(
-    name: str,
-    label: str,
-    query: str,
-    *,
-    multi: bool,
-    include_all: bool,
-    description: str,
-    current: str | None = None,
-) -> db.QueryVariable:
-    """A label_values() variable; "All" means the regex ``.*`` so ``=~"$var"`` matchers keep working."""
-    variable = (
-        db.QueryVariable(name)
-        .label(label)
-        .description(description)
-        .query(query)
-        .datasource(DATASOURCE)
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dm.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
-        .multi(multi)
-        .include_all(include_all)
+def error_ratio_panel(panel_id: int, query: Query, error_ratio_threshold: float, *, span: int = 12) -> timeseries.Panel:
+    """Share of inference calls that raised, with the alert's threshold as a red line."""
+    return timeseries_panel(
+        panel_id,
+        "Error ratio",
+        "Share of inference calls that raised.",
+        [query],
+        unit=units.PercentUnit,
+        min_val=0,
+        span=span,
+        threshold_steps=red_above(error_ratio_threshold),
     )
-    if include_all:
-        variable = variable.all_value(".*")
-        variable = variable.current(dm.VariableOption(selected=True, text="All", value="$__all"))
-    elif current is not None:
-        variable = variable.current(dm.VariableOption(selected=True, text=current, value=current))
-    return variable

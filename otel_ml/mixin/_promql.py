@@ -1,6 +1,6 @@
 """PromQL for the dashboards, built from :class:`MixinConfig` selectors and the names in ``_names``.
 
-(The alert and recording rules have their own helpers in ``_rule_helpers.py``.)
+(The alert and recording rules have their own helpers in :mod:`otel_ml.mixin._rule_helpers`.)
 
 Every expression is written so it returns a series whenever the app and the sidecar are running
 with traffic: a panel that shows "No data" on a healthy system teaches on-call to ignore it.
@@ -26,9 +26,9 @@ MV = f"{M}, {V}"
 SEGMENT_LABELS = f"{n.LABEL_SEGMENT_KEY}, {n.LABEL_SEGMENT}"
 
 PREDICTIONS = n.PREDICTIONS.series
-CALLS = n.PREDICTION_DURATION.prometheus + "_count"
-DURATION_BUCKET = n.PREDICTION_DURATION.prometheus + "_bucket"
-SCORE_BUCKET = n.PREDICTION_SCORE.prometheus + "_bucket"
+CALLS = n.PREDICTION_DURATION.count_series
+DURATION_BUCKET = n.PREDICTION_DURATION.bucket_series
+SCORE_BUCKET = n.PREDICTION_SCORE.bucket_series
 ALL_SEGMENTS = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'  # the segment key that counts every prediction once
 
 

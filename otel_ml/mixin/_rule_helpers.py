@@ -1,8 +1,10 @@
-"""Small PromQL builders shared by the alert and recording rules.
+"""Small PromQL builders and recording-rule names shared by the alert and recording rules.
 
-They exist so that selectors, label lists and numbers are spelled one way everywhere: a
-selector merges the user's matcher (``MixinConfig.app_selector`` / ``sidecar_selector``) with
-the rule's own, and every ``by``/``on`` list carries ``MixinConfig.aggregation_labels``.
+They exist so that selectors, label lists, numbers and recorded series are spelled one way
+everywhere: a selector merges the user's matcher (``MixinConfig.app_selector`` /
+``sidecar_selector``) with the rule's own, every ``by``/``on`` list carries
+``MixinConfig.aggregation_labels``, and an alert reads a recording by the same function that
+names it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ __all__ = [
     "SEGMENT",
     "app",
     "labels",
+    "latency_burn_rate_record",
     "le_value",
     "num",
+    "ratio_record",
     "selector",
+    "short",
     "sidecar",
 ]
 
@@ -65,3 +70,18 @@ def le_value(bound: float) -> str:
     from prometheus_client.utils import floatToGoString
 
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+def short(name: str) -> str:
+    """A metric name inside a recording rule name, where the ``ml:`` prefix already says "ml"."""
+    return name.removeprefix("ml_")
+
+
+def ratio_record(family: str, window: str) -> str:
+    """Name of the recorded share of calls counted by ``family`` (errors, fallbacks)."""
+    return f"ml:{short(family)}:ratio_rate{window}"
+
+
+def latency_burn_rate_record(window: str) -> str:
+    """Name of the recorded latency-SLO burn rate over ``window``."""
+    return f"ml:prediction_latency_slo:burnrate{window}"

@@ -105,7 +105,7 @@ class MixinConfig:
     grafana_folder: str = "otel-ml"
     # Extra labels put on every alert (e.g. {"service": "fraud-api"}).
     extra_alert_labels: dict[str, str] = field(default_factory=dict)
-    # -- alerting and recording rules (issue 5, added after the fields above) --------------------
+    # -- alerting and recording rules -----------------------------------------------------------
     # Labels kept in every aggregation and join besides model/version/feature/segment, so
     # alerts stay apart per cluster or namespace (e.g. ("cluster",)); the sidecar's and the
     # app's job/instance labels are always aggregated away (they differ between the two).
@@ -129,7 +129,7 @@ class MixinConfig:
     prometheus_rule_labels: dict[str, str] = field(
         default_factory=lambda: {"app.kubernetes.io/name": "otel-ml", "role": "alert-rules"}
     )
-    # -- restarts and starts (issue 10) ------------------------------------------------------------
+    # -- restarts and starts ------------------------------------------------------------------------
     # Drift, coverage, segment and performance alerts keep firing this long after their
     # expression stops matching (Prometheus keep_firing_for, 2.42+). A sidecar restart leaves
     # their series stale for a scrape or two; without this a firing alert resolves, re-arms its

@@ -1,9 +1,7 @@
-"""Grafana dashboards as pure functions of :class:`MixinConfig`, plus the files that ship them.
+"""Grafana dashboards as pure functions of :class:`MixinConfig`.
 
 ``build_dashboards`` turns the panel lists of ``_fleet`` and ``_model`` into dashboard JSON with
-grafana-foundation-sdk; ``write_dashboards`` writes them, with Grafana provisioning files, the
-way the committed ``dashboards/`` tree is generated (sorted keys, fixed indent, trailing newline,
-no timestamps: a regeneration that changes nothing changes no byte). ``panel_queries`` and
+grafana-foundation-sdk (:mod:`otel_ml.mixin.generate` writes it to files). ``panel_queries`` and
 ``concrete_queries`` hand every PromQL expression to tests that run them against a real
 Prometheus, since no Grafana can run there.
 """
@@ -13,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as db
@@ -25,7 +22,6 @@ from . import _panels as p
 from ._fleet import fleet_panels
 from ._model import model_panels
 from ._promql import PREDICTIONS, Exprs, M, matchers
-from ._provisioning import provisioning_files
 from .config import DEFAULT_CONFIG, MixinConfig
 
 __all__ = [
@@ -37,7 +33,6 @@ __all__ = [
     "dashboard_json",
     "panel_queries",
     "substitute",
-    "write_dashboards",
 ]
 
 FLEET = "otel-ml-fleet.json"
@@ -45,12 +40,47 @@ MODEL = "otel-ml-model.json"
 TEMPLATE_VARIABLES = ("datasource", "model", "version", "window", "segment")
 
 
+def _datasource_variable() -> db.DatasourceVariable:
+    """The Prometheus datasource picker every panel reads from."""
+    return db.DatasourceVariable(p.DATASOURCE_VARIABLE).label("Data source").type("prometheus")
+
+
+def _query_variable(
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool,
+    include_all: bool,
+    description: str,
+    current: str | None = None,
+) -> db.QueryVariable:
+    """A label_values() variable; "All" means the regex ``.*`` so ``=~"$var"`` matchers keep working."""
+    variable = (
+        db.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .query(query)
+        .datasource(p.DATASOURCE)
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+        .multi(multi)
+        .include_all(include_all)
+    )
+    if include_all:
+        variable = variable.all_value(".*")
+        variable = variable.current(dm.VariableOption(selected=True, text="All", value="$__all"))
+    elif current is not None:
+        variable = variable.current(dm.VariableOption(selected=True, text=current, value=current))
+    return variable
+
+
 def _variables(config: MixinConfig, *, single_model: bool) -> list[db.DatasourceVariable | db.QueryVariable]:
     app = config.app_selector
     model = f'{M}=~"$model"'
     return [
-        p.datasource_variable(),
-        p.query_variable(
+        _datasource_variable(),
+        _query_variable(
             "model",
             "Model",
             f"label_values({PREDICTIONS}{matchers(app)}, {M})",
@@ -58,7 +88,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             include_all=not single_model,
             description="Model name (label ml_model_name).",
         ),
-        p.query_variable(
+        _query_variable(
             "version",
             "Version",
             f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_MODEL_VERSION})",
@@ -66,7 +96,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             include_all=True,
             description="Model version; pick several to compare a canary.",
         ),
-        p.query_variable(
+        _query_variable(
             "window",
             "Window",
             f"label_values({n.FEATURE_PSI.series}{matchers(config.sidecar_selector)}, {n.LABEL_WINDOW})",
@@ -75,7 +105,7 @@ def _variables(config: MixinConfig, *, single_model: bool) -> list[db.Datasource
             current=config.alert_window,
             description=f"Sidecar comparison window; alerts read {config.alert_window}.",
         ),
-        p.query_variable(
+        _query_variable(
             "segment",
             "Segment key",
             f"label_values({PREDICTIONS}{matchers(app, model)}, {n.LABEL_SEGMENT_KEY})",
@@ -157,25 +187,6 @@ def build_dashboards(config: MixinConfig = DEFAULT_CONFIG) -> dict[str, dict[str
         links=[_link("Fleet overview", fleet_uid)],
     )
     return {FLEET: dashboard_json(fleet), MODEL: dashboard_json(model)}
-
-
-def render(dashboard: Mapping[str, Any]) -> str:
-    """The committed text form: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(dashboard, sort_keys=True, indent=2) + "\n"
-
-
-def write_dashboards(config: MixinConfig = DEFAULT_CONFIG, directory: str | Path = "dashboards") -> list[Path]:
-    """Write the dashboard JSON and the provisioning YAML under ``directory``; returns the paths."""
-    root = Path(directory)
-    files = {name: render(board) for name, board in build_dashboards(config).items()}
-    files.update(provisioning_files(config))
-    written = []
-    for name, text in sorted(files.items()):
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
 
 
 def _panels(dashboard: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

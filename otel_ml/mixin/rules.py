@@ -1,61 +1,33 @@
-"""Recording rules, and the writer of every rule file under ``alert_rules/``.
+"""Recording rules, as data: each group a pure function of :class:`MixinConfig`.
 
 Recording rules exist for two reasons: the dashboards' heavier queries (rates, decision
 shares, latency quantiles over many replicas) and computations Prometheus can do fleet-wide
-that the sidecar only sees per pod, mainly PSI from the summed bin counters of every replica
-(STACK.md "PSI in PromQL", same 1e-4 smoothing as the sidecar). The alerting rules of
-:mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together.
-
-Output is deterministic (fixed order, no timestamps, trailing newline): CI regenerates the
-files and fails on any diff.
+that the sidecar only sees per pod, mainly PSI from the summed bin counters of every replica,
+with the same 1e-4 smoothing of empty bins as the sidecar. The alerting rules of
+:mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together;
+:mod:`otel_ml.mixin.generate` writes them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .. import _names as n
 from .._durations import parse_duration
 from . import _rule_helpers as q
+from ._rule_helpers import latency_burn_rate_record, ratio_record
 from .config import MixinConfig
 
 __all__ = [
-    "ALERTS_FILE",
     "LATENCY_QUANTILES",
-    "PROMETHEUS_RULE_FILE",
-    "RECORDING_FILE",
     "latency_burn_rate_record",
     "ratio_record",
     "recording_groups",
-    "rule_file_texts",
-    "rule_groups",
-    "write_rule_files",
 ]
 
-ALERTS_FILE = "otel-ml-alerts.yaml"
-RECORDING_FILE = "otel-ml-recording.yaml"
-PROMETHEUS_RULE_FILE = "otel-ml-prometheusrule.yaml"
 LATENCY_QUANTILES = (0.5, 0.9, 0.99)  # the dashboards' latency percentiles
 
 Rule = dict[str, Any]
-
-
-def _short(family: str) -> str:
-    """A family name inside a recording rule name, where the ``ml:`` prefix already says "ml"."""
-    return family.removeprefix("ml_")
-
-
-def ratio_record(family: str, window: str) -> str:
-    """Name of the recorded share of calls counted by ``family`` (errors, fallbacks)."""
-    return f"ml:{_short(family)}:ratio_rate{window}"
-
-
-def latency_burn_rate_record(window: str) -> str:
-    """Name of the recorded latency-SLO burn rate over ``window``."""
-    return f"ml:prediction_latency_slo:burnrate{window}"
 
 
 def _record(name: str, expr: str, **labels: str) -> Rule:
@@ -72,7 +44,8 @@ def _sorted_windows(*windows: str) -> list[str]:
 def serving_rules(c: MixinConfig) -> list[Rule]:
     """Traffic, decision shares, errors, fallbacks and latency quantiles per model version."""
     m_on, s_on, d_on = q.labels(c, *q.MODEL), q.labels(c, *q.SEGMENT), q.labels(c, *q.DECISION)
-    calls = n.PREDICTION_DURATION.prometheus + "_count"
+    duration = n.PREDICTION_DURATION
+    calls = duration.count_series
     rules: list[Rule] = []
     for w in _sorted_windows(c.recording_window, c.error_rate_window):
         calls_rate = f"ml:prediction_calls:rate{w}"
@@ -94,7 +67,7 @@ def serving_rules(c: MixinConfig) -> list[Rule]:
             )
     w = c.recording_window
     decisions = f"ml:segment_decisions:rate{w}"
-    buckets = f"ml:{_short(n.PREDICTION_DURATION.prometheus)}_bucket:rate{w}"
+    buckets = f"ml:{q.short(duration.bucket_series)}:rate{w}"
     all_segments = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
     rules += [
         _record(
@@ -107,13 +80,12 @@ def serving_rules(c: MixinConfig) -> list[Rule]:
         ),
         _record(
             buckets,
-            f"sum by ({q.labels(c, *q.MODEL, n.LABEL_LE)}) "
-            f"(rate({n.PREDICTION_DURATION.prometheus}_bucket{q.app(c)}[{w}]))",
+            f"sum by ({q.labels(c, *q.MODEL, n.LABEL_LE)}) (rate({duration.bucket_series}{q.app(c)}[{w}]))",
         ),
     ]
     rules += [
         _record(
-            f"ml:{_short(n.PREDICTION_DURATION.prometheus)}:quantile_rate{w}",
+            f"ml:{q.short(duration.prometheus)}:quantile_rate{w}",
             f"histogram_quantile({q.num(quantile)}, {buckets})",
             quantile=q.num(quantile),
         )
@@ -132,7 +104,7 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
     if not 0 < c.latency_slo_target < 1:
         raise ValueError(f"latency_slo_target must be between 0 and 1, got {c.latency_slo_target}")
     m_on = q.labels(c, *q.MODEL)
-    family = n.PREDICTION_DURATION.prometheus
+    duration = n.PREDICTION_DURATION
     fast = q.app(c, f'{n.LABEL_LE}="{q.le_value(c.latency_slo_threshold_seconds)}"')
     budget = q.num(1 - c.latency_slo_target)
     rules: list[Rule] = []
@@ -143,8 +115,8 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
                 slow_share,
                 f"""
 1 - (
-  sum by ({m_on}) (rate({family}_bucket{fast}[{w}]))
-  / (sum by ({m_on}) (rate({family}_count{q.app(c)}[{w}])) > 0)
+  sum by ({m_on}) (rate({duration.bucket_series}{fast}[{w}]))
+  / (sum by ({m_on}) (rate({duration.count_series}{q.app(c)}[{w}])) > 0)
 )
 """,
             )
@@ -154,7 +126,7 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
 
 
 def _numeric_psi_rules(
-    c: MixinConfig, w: str, family: str, reference: str, keys: tuple[str, ...], psi: str, **psi_labels: str
+    c: MixinConfig, w: str, family: n.Instrument, reference: str, keys: tuple[str, ...], psi: str, **psi_labels: str
 ) -> list[Rule]:
     """Per-bin counts from cumulative buckets, their shares and PSI against the reference gauge.
 
@@ -166,8 +138,9 @@ def _numeric_psi_rules(
     le, upper, lower = n.LABEL_LE, n.LABEL_BIN_UPPER, n.LABEL_BIN_LOWER
     k, k_le, k_upper = q.labels(c, *keys), q.labels(c, *keys, le), q.labels(c, *keys, upper)
     k_lower, k_bin = q.labels(c, *keys, lower), q.labels(c, *keys, upper, lower)
-    short = _short(family)
-    bucket, bins, share = f"ml:{short}_bucket:increase{w}", f"ml:{short}_bin:increase{w}", f"ml:{short}_bin:share{w}"
+    short = q.short(family.prometheus)
+    bucket = f"ml:{q.short(family.bucket_series)}:increase{w}"
+    bins, share = f"ml:{short}_bin:increase{w}", f"ml:{short}_bin:share{w}"
     ref, first = reference + q.sidecar(c, f'{upper}!=""'), reference + q.sidecar(c, f'{lower}="-Inf"')
     ref_share = f"clamp_min(max by ({k_upper}) ({ref}), {q.PSI_EPSILON})"
     own_share = f"clamp_min({share}, {q.PSI_EPSILON})"
@@ -177,7 +150,7 @@ def _numeric_psi_rules(
         return f'label_replace(label_replace({bucket}, "{label}", "$1", "{le}", "(.+)"), "{le}", "", "{le}", ".*")'
 
     return [
-        _record(bucket, f"sum by ({k_le}) (increase({family}_bucket{q.app(c)}[{w}]))"),
+        _record(bucket, f"sum by ({k_le}) (increase({family.bucket_series}{q.app(c)}[{w}]))"),
         _record(
             bins,
             f"""
@@ -219,7 +192,7 @@ def _categorical_psi_rules(c: MixinConfig, w: str) -> list[Rule]:
     k, k_cat = q.labels(c, *keys), q.labels(c, *keys, n.LABEL_CATEGORY)
     counts, share = f"ml:feature_category:increase{w}", f"ml:feature_category:share{w}"
     ref_sel = q.sidecar(c, f'{n.LABEL_CATEGORY}!=""')
-    ref = f"max by ({k_cat}) ({n.FEATURE_REFERENCE_RATIO.prometheus}{ref_sel})"
+    ref = f"max by ({k_cat}) ({n.FEATURE_REFERENCE_RATIO.series}{ref_sel})"
     ref_share = f"clamp_min({ref} or on ({k_cat}) (0 * {share}), {q.PSI_EPSILON})"
     own_share = f"clamp_min({share}, {q.PSI_EPSILON})"
     seen = f"(sum by ({k}) ({counts}) > 0)"
@@ -253,15 +226,15 @@ def fleet_psi_rules(c: MixinConfig) -> list[Rule]:
         rules += _numeric_psi_rules(
             c,
             w,
-            n.FEATURE_VALUE.prometheus,
-            n.FEATURE_REFERENCE_RATIO.prometheus,
+            n.FEATURE_VALUE,
+            n.FEATURE_REFERENCE_RATIO.series,
             q.FEATURE,
             f"ml:feature_psi:{w}",
             ml_feature_kind="numeric",
         )
         rules += _categorical_psi_rules(c, w)
         rules += _numeric_psi_rules(
-            c, w, n.PREDICTION_SCORE.prometheus, n.SCORE_REFERENCE_RATIO.prometheus, q.MODEL, f"ml:score_psi:{w}"
+            c, w, n.PREDICTION_SCORE, n.SCORE_REFERENCE_RATIO.series, q.MODEL, f"ml:score_psi:{w}"
         )
     return rules
 
@@ -273,65 +246,3 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
         {"name": "otel-ml.latency-slo.rules", "rules": latency_slo_rules(config)},
         {"name": "otel-ml.fleet-psi.rules", "rules": fleet_psi_rules(config)},
     ]
-
-
-def rule_groups(config: MixinConfig) -> list[dict[str, Any]]:
-    """Every rule group: recording groups first, then alerting groups (the PrometheusRule's spec)."""
-    from .alerts import alert_groups
-
-    return recording_groups(config) + alert_groups(config)
-
-
-# --- files --------------------------------------------------------------------------------------
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    """Multi-line strings (PromQL) as literal blocks, so the YAML reads like hand-written rules."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-_HEADER = (
-    "# Generated by otel_ml.mixin.rules.write_rule_files from MixinConfig; do not edit.\n"
-    "# Change the config (or its defaults) and regenerate instead.\n"
-)
-
-
-def _dump(document: Any) -> str:
-    body = yaml.dump(
-        document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True
-    )
-    return _HEADER + str(body)
-
-
-def rule_file_texts(config: MixinConfig) -> dict[str, str]:
-    """File name -> content of the three rule files (alerts, recording rules, PrometheusRule)."""
-    from .alerts import alert_groups
-
-    alerts, recording = alert_groups(config), recording_groups(config)
-    manifest = {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {"name": config.prometheus_rule_name, "labels": dict(config.prometheus_rule_labels)},
-        "spec": {"groups": recording + alerts},
-    }
-    return {
-        ALERTS_FILE: _dump({"groups": alerts}),
-        RECORDING_FILE: _dump({"groups": recording}),
-        PROMETHEUS_RULE_FILE: _dump(manifest),
-    }
-
-
-def write_rule_files(config: MixinConfig, directory: str | Path) -> list[Path]:
-    """Write the rule files into ``directory`` (created if needed); returns their paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in rule_file_texts(config).items():
-        path = directory / name
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
-    return paths
