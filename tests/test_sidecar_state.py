@@ -19,7 +19,7 @@ from scipy import stats
 from otel_ml import Baseline, ModelMonitor
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
+from otel_ml.sidecar import LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._otlp_input import metric_batches
 from otel_ml.sidecar._scrape import parse_exposition
 
@@ -281,7 +281,9 @@ class TestOtlpEqualsScrape:
 
 class TestBounds:
     def test_a_flood_of_segment_values_stays_within_budget(self, baseline: Baseline) -> None:
-        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), segment_budget=20, compute_ttl=0), now=T0)
+        state = SidecarState(
+            [baseline], StateSettings(windows=(WINDOW,), limits=LimitSettings(segment_budget=20), compute_ttl=0), now=T0
+        )
         samples = [
             (
                 n.PREDICTIONS.series,
@@ -290,7 +292,7 @@ class TestBounds:
             )
             for i in range(10_000)
         ]
-        from otel_ml.sidecar._otlp_input import MetricBatch
+        from otel_ml.sidecar._series import MetricBatch
 
         state.apply_metrics([MetricBatch("x", "fraud", "v3", True, 0, samples)], "otlp", now=T0 + 1)
         model = next(iter(state.models.values()))

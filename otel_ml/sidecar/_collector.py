@@ -23,8 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from .. import _names as n
-from ._outputs import Gauge
-from ._series import SeriesKey
+from ._series import Gauge, SeriesKey
 from ._state import SidecarState
 
 __all__ = ["SidecarCollector", "Exposition"]

@@ -23,13 +23,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ._otlp_input import (
     JSON,
     PROTOBUF,
-    IngestError,
     decode_body,
     decompress,
     metric_batches,
     predictions_from_traces,
 )
 from ._outcomes import parse_label_events
+from ._series import IngestError
 
 if TYPE_CHECKING:
     from ._server import SidecarServer
