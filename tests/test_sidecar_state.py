@@ -147,28 +147,15 @@ class TestWindows:
         )
         assert rate == 1.0
         before, after = approval(first, "US"), approval(second, "US")
-        change = one(
-            state,
-            now,
-            "ml_segment_decision_rate_change",
-            ml_segment_key="country",
-            ml_segment="US",
-            ml_decision="true",
-            ml_reference="previous_window",
-        )
-        assert change == pytest.approx((after - before) / before)
+
+        def us_change(reference: str) -> float:
+            labels = {"ml_segment_key": "country", "ml_segment": "US", "ml_decision": "true"}
+            return one(state, now, "ml_segment_decision_rate_change", **labels, ml_reference=reference)
+
+        assert us_change("previous_window") == pytest.approx((after - before) / before)
         assert baseline.score is not None
         ref = baseline.score.decision_rates["country"]["US"]["true"]
-        vs_baseline = one(
-            state,
-            now,
-            "ml_segment_decision_rate_change",
-            ml_segment_key="country",
-            ml_segment="US",
-            ml_decision="true",
-            ml_reference="baseline",
-        )
-        assert vs_baseline == pytest.approx((after - ref) / ref)
+        assert us_change("baseline") == pytest.approx((after - ref) / ref)
         assert one(state, now, "ml_segment_window_predictions", ml_segment_key="country", ml_segment="DE") == de.sum()
 
     def test_a_collapsed_segment_is_the_only_changed_status(self, state: SidecarState, baseline: Baseline) -> None:

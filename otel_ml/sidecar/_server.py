@@ -183,7 +183,12 @@ class SidecarServer:
                 body = await self._body(request)
                 try:
                     status, payload, content_type = await anyio.to_thread.run_sync(
-                        handler, self, body, dict(request.headers), limiter=self._limiter("ingest", 4)
+                        handler,
+                        self.state,
+                        self.max_body_bytes,
+                        body,
+                        dict(request.headers),
+                        limiter=self._limiter("ingest", 4),
                     )
                 finally:
                     self._inflight -= len(body)
