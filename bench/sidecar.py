@@ -75,7 +75,7 @@ def naive_recompute(state: SidecarState, now: float) -> None:
         totals = model.current_totals()
         for ring in model.rings.values():
             delta, _ = ring.window(now, totals)
-            for f in model.numeric:
+            for f in model.layout.numeric:
                 counts = np.clip(np.diff(delta[f.buckets], prepend=0.0), 0, None)
                 if counts.sum() == 0:
                     continue

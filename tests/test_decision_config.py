@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from otel_ml.drift import DecisionSettings
+from otel_ml.sidecar import OutputSettings
 from otel_ml.sidecar._config import ConfigError, SidecarConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "exporters" / "sidecar.yaml"
@@ -35,7 +36,7 @@ def test_the_shipped_file_states_the_defaults() -> None:
         "min_count": d.min_count,
         "multiplicity": d.multiplicity,
     }
-    assert data["drift"]["alpha"] == SidecarConfig.alpha and data["drift"]["multiplicity"] == "holm"
+    assert data["drift"]["alpha"] == OutputSettings.alpha and data["drift"]["multiplicity"] == "holm"
 
 
 def test_settings_reach_the_outputs() -> None:

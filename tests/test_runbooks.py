@@ -135,14 +135,14 @@ def test_sidecar_defaults_quoted_in_runbooks_are_current() -> None:
     from otel_ml.drift import DecisionSettings
     from otel_ml.sidecar import SidecarConfig
 
-    sidecar = SidecarConfig(baselines=())
+    outputs = SidecarConfig(baselines=()).state.outputs
     sections = {
         "decisions": dataclasses.asdict(DecisionSettings()),
         "drift": {
-            "alpha": sidecar.alpha,
-            "warn": sidecar.warn,
-            "drift": sidecar.drift,
-            "multiplicity": sidecar.drift_multiplicity,
+            "alpha": outputs.alpha,
+            "warn": outputs.warn,
+            "drift": outputs.drift,
+            "multiplicity": outputs.multiplicity,
         },
     }
     quoted = 0

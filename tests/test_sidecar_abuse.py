@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline, ModelMonitor, fit_baseline
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import Sidecar, SidecarConfig, SidecarState, StateSettings, WindowSpec
+from otel_ml.sidecar import HttpLimits, LimitSettings, Sidecar, SidecarConfig, SidecarState, StateSettings, WindowSpec
 from otel_ml.sidecar._otlp_input import metric_batches
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -78,7 +78,7 @@ def sidecar(baseline_file: Path) -> Iterator[Sidecar]:
         listen=("127.0.0.1", 0),
         metrics_listen=("127.0.0.1", 0),
         windows=("10m",),
-        read_timeout=1.0,
+        http=HttpLimits(read_timeout=1.0),
     )
     side = Sidecar(config).start()
     yield side
@@ -351,10 +351,12 @@ def test_metrics_output_stays_within_the_series_budget(baseline: Baseline) -> No
     """20,000 segment keys (each with its own segment budget) cannot grow /metrics past the series budget."""
     from otel_ml import _names as n
     from otel_ml.sidecar._collector import Exposition, SidecarCollector
-    from otel_ml.sidecar._otlp_input import MetricBatch
+    from otel_ml.sidecar._series import MetricBatch
 
     budget, windows = 500, (WindowSpec.parse("10m"), WindowSpec.parse("1h"))
-    state = SidecarState([baseline], StateSettings(windows=windows, max_series_per_model=budget, compute_ttl=0))
+    state = SidecarState(
+        [baseline], StateSettings(windows=windows, limits=LimitSettings(max_series_per_model=budget), compute_ttl=0)
+    )
     flood = [
         (
             n.PREDICTIONS.series,

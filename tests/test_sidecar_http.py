@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, current_request_id
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
+from otel_ml.sidecar import HttpLimits, ScrapeTarget, Sidecar, SidecarConfig
 
 
 def metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,7 +64,10 @@ def baseline_file(baseline: Baseline, tmp_path: Path) -> Path:
 @pytest.fixture
 def sidecar(baseline_file: Path, tmp_path: Path) -> Iterator[Sidecar]:
     config = SidecarConfig(
-        baselines=(baseline_file,), listen=("127.0.0.1", 0), windows=("10m", "1h"), max_body_bytes=256 * 1024
+        baselines=(baseline_file,),
+        listen=("127.0.0.1", 0),
+        windows=("10m", "1h"),
+        http=HttpLimits(max_body_bytes=256 * 1024),
     )
     side = Sidecar(config).start()
     yield side

@@ -38,19 +38,17 @@ from otel_ml import _names as n
 from otel_ml._cardinality import BoundedLabels
 from otel_ml._names import le_labels
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
+from otel_ml.sidecar import HttpLimits, LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._collector import SidecarCollector
 from otel_ml.sidecar._otlp_input import (
     PROTOBUF,
-    IngestError,
-    Prediction,
     decode_body,
     decompress,
     metric_batches,
     predictions_from_traces,
 )
 from otel_ml.sidecar._outcomes import JoinStore, entry_bytes, parse_label_events
-from otel_ml.sidecar._series import SeriesKey
+from otel_ml.sidecar._series import IngestError, Prediction, SeriesKey
 
 T0 = 1_700_000_000.0
 WINDOW = WindowSpec("10m", 600.0, resolution=10)
@@ -240,7 +238,9 @@ class TestMetricValues:
         assert without_error_counts(exposition(loaded)) == before
 
     def test_a_configurable_cap(self, baseline: Baseline) -> None:
-        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0, max_count=1000), now=T0)
+        state = SidecarState(
+            [baseline], StateSettings(windows=(WINDOW,), compute_ttl=0, limits=LimitSettings(max_count=1000)), now=T0
+        )
         assert ingest(state, "/v1/metrics", _request(counter(1000)).SerializeToString()) == 200
         assert ingest(state, "/v1/metrics", _request(counter(1001)).SerializeToString()) == 400
         assert state.ingest_errors == {"invalid_value": 1}
@@ -475,7 +475,7 @@ class TestExposition:
         """A state written before sanitising (or crafted) holds raw surrogates; loading cleans them."""
         model = state.models[("fraud", "v3")]
         key = SeriesKey(n.PREDICTIONS.series, ((n.LABEL_SEGMENT, SURROGATE), (n.LABEL_SEGMENT_KEY, "country")))
-        model.totals[model._add(key)] = 7.0
+        model.totals[model.add(key)] = 7.0
         poisoned = BoundedLabels(5)
         poisoned.labels.append(CONTROL)  # as an old version stored it, unsanitised
         model.bounded[(n.LABEL_SEGMENT, "country")] = poisoned
@@ -663,7 +663,11 @@ class TestJoinStore:
             base=tmp_path,
         )
         settings = config.state_settings()
-        assert (settings.join_max_bytes, settings.max_count, settings.negative_outcome) == (1234, 1e9, "legit")
+        assert (settings.limits.join_max_bytes, settings.limits.max_count, settings.negative_outcome) == (
+            1234,
+            1e9,
+            "legit",
+        )
 
 
 def test_hostile_series_names_do_not_grow_memory(baseline: Baseline) -> None:
@@ -673,7 +677,11 @@ def test_hostile_series_names_do_not_grow_memory(baseline: Baseline) -> None:
     (traced) would cost over 10 MB if any cache kept them all, and cost no more than those bounds."""
     from otel_ml.sidecar import _otlp_input
 
-    state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0, max_series_per_model=2000), now=T0)
+    state = SidecarState(
+        [baseline],
+        StateSettings(windows=(WINDOW,), compute_ttl=0, limits=LimitSettings(max_series_per_model=2000)),
+        now=T0,
+    )
 
     def body(start: int) -> bytes:
         metric = counter(1)
@@ -703,7 +711,7 @@ def test_hostile_series_names_do_not_grow_memory(baseline: Baseline) -> None:
 
 def test_sources_per_model_are_bounded(baseline: Baseline) -> None:
     """Each OTLP resource keeps a vector of last values: a flood of made-up resources is refused, counted."""
-    settings = StateSettings(windows=(WINDOW,), compute_ttl=0, max_sources_per_model=5)
+    settings = StateSettings(windows=(WINDOW,), compute_ttl=0, limits=LimitSettings(max_sources_per_model=5))
     state = SidecarState([baseline], settings, now=T0)
     for i in range(7):
         request = _request(counter(2))
@@ -822,7 +830,9 @@ def server(baseline: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Iter
     from otel_ml.sidecar import Sidecar, SidecarConfig
 
     path = baseline.save(tmp_path_factory.mktemp("input") / "fraud-v3.baseline.json")
-    config = SidecarConfig(baselines=(path,), listen=("127.0.0.1", 0), windows=("10m",), max_body_bytes=MAX_BODY)
+    config = SidecarConfig(
+        baselines=(path,), listen=("127.0.0.1", 0), windows=("10m",), http=HttpLimits(max_body_bytes=MAX_BODY)
+    )
     side = Sidecar(config).start()
     try:
         r = requests.post(side.url + "/v1/metrics", data=app_body(baseline), headers={"Content-Type": PROTOBUF})

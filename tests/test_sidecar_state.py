@@ -19,7 +19,7 @@ from scipy import stats
 from otel_ml import Baseline, ModelMonitor
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
-from otel_ml.sidecar import SidecarState, StateSettings, WindowSpec, load_state, save_state
+from otel_ml.sidecar import LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._otlp_input import metric_batches
 from otel_ml.sidecar._scrape import parse_exposition
 
@@ -147,28 +147,15 @@ class TestWindows:
         )
         assert rate == 1.0
         before, after = approval(first, "US"), approval(second, "US")
-        change = one(
-            state,
-            now,
-            "ml_segment_decision_rate_change",
-            ml_segment_key="country",
-            ml_segment="US",
-            ml_decision="true",
-            ml_reference="previous_window",
-        )
-        assert change == pytest.approx((after - before) / before)
+
+        def us_change(reference: str) -> float:
+            labels = {"ml_segment_key": "country", "ml_segment": "US", "ml_decision": "true"}
+            return one(state, now, "ml_segment_decision_rate_change", **labels, ml_reference=reference)
+
+        assert us_change("previous_window") == pytest.approx((after - before) / before)
         assert baseline.score is not None
         ref = baseline.score.decision_rates["country"]["US"]["true"]
-        vs_baseline = one(
-            state,
-            now,
-            "ml_segment_decision_rate_change",
-            ml_segment_key="country",
-            ml_segment="US",
-            ml_decision="true",
-            ml_reference="baseline",
-        )
-        assert vs_baseline == pytest.approx((after - ref) / ref)
+        assert us_change("baseline") == pytest.approx((after - ref) / ref)
         assert one(state, now, "ml_segment_window_predictions", ml_segment_key="country", ml_segment="DE") == de.sum()
 
     def test_a_collapsed_segment_is_the_only_changed_status(self, state: SidecarState, baseline: Baseline) -> None:
@@ -281,7 +268,9 @@ class TestOtlpEqualsScrape:
 
 class TestBounds:
     def test_a_flood_of_segment_values_stays_within_budget(self, baseline: Baseline) -> None:
-        state = SidecarState([baseline], StateSettings(windows=(WINDOW,), segment_budget=20, compute_ttl=0), now=T0)
+        state = SidecarState(
+            [baseline], StateSettings(windows=(WINDOW,), limits=LimitSettings(segment_budget=20), compute_ttl=0), now=T0
+        )
         samples = [
             (
                 n.PREDICTIONS.series,
@@ -290,7 +279,7 @@ class TestBounds:
             )
             for i in range(10_000)
         ]
-        from otel_ml.sidecar._otlp_input import MetricBatch
+        from otel_ml.sidecar._series import MetricBatch
 
         state.apply_metrics([MetricBatch("x", "fraud", "v3", True, 0, samples)], "otlp", now=T0 + 1)
         model = next(iter(state.models.values()))

@@ -23,9 +23,9 @@ from .._atomic import clean_orphans
 from ..baseline import Baseline
 from ._collector import Exposition, SidecarCollector
 from ._config import ScrapeTarget, SidecarConfig
-from ._otlp_input import IngestError
 from ._persist import load_state, save_state
 from ._scrape import fetch_exposition, parse_exposition
+from ._series import IngestError
 from ._server import SidecarServer
 from ._state import SidecarState
 from ._throttle import Throttle
@@ -74,9 +74,8 @@ class Sidecar:
             self.state,
             Exposition(self.registry, self.state),
             token=self.config.token,
-            max_body_bytes=self.config.max_body_bytes,
+            limits=self.config.http,
             metrics_address=self.config.metrics_listen,
-            read_timeout=self.config.read_timeout,
             readiness=self.readiness,
         ).start()
         self._spawn("otel-ml-ticker", self._tick_loop)

@@ -47,8 +47,8 @@ def register(sub: Any) -> None:
         metavar="URL",
         help="app /metrics URL to scrape (repeat for several); omit when the app pushes OTLP",
     )
-    p.add_argument("--scrape-interval", default="15s", help="time between scrapes (default 15s)")
-    p.add_argument("--scrape-timeout", default="5s", help="scrape timeout (default 5s)")
+    p.add_argument("--scrape-interval", help="time between scrapes (default 15s)")
+    p.add_argument("--scrape-timeout", help="scrape timeout (default 5s)")
     p.add_argument("--listen", help="HOST:PORT to serve everything on, ingest included (default 127.0.0.1:9464)")
     p.add_argument(
         "--metrics-listen",
@@ -84,9 +84,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.baseline:
             changes["baselines"] = tuple(Path(b) for b in args.baseline)
         if args.scrape:
-            interval = _seconds(args.scrape_interval, "--scrape-interval")
-            timeout = _seconds(args.scrape_timeout, "--scrape-timeout")
-            changes["scrape"] = tuple(ScrapeTarget(u, interval, timeout) for u in args.scrape)
+            times = {
+                key: _seconds(value, f"--scrape-{key}")
+                for key, value in (("interval", args.scrape_interval), ("timeout", args.scrape_timeout))
+                if value is not None
+            }
+            changes["scrape"] = tuple(ScrapeTarget(u, **times) for u in args.scrape)
         if args.listen:
             changes["listen"] = parse_listen(args.listen)
         if args.metrics_listen:
@@ -98,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.persist_interval:
             changes["persist_interval"] = _seconds(args.persist_interval, "--persist-interval")
         if args.max_body_bytes:
-            changes["max_body_bytes"] = args.max_body_bytes
+            changes["http"] = replace(config.http, max_body_bytes=args.max_body_bytes)
         token = os.environ.get("OTEL_ML_SIDECAR_TOKEN")
         if args.token_file:
             token = Path(args.token_file).read_text().strip()

@@ -26,8 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import _names as n
 from ..instrument._families import prometheus_families
 from ..instrument._points import Attributes, HistogramPoint, InstrumentPoints, NumberPoint
-from ._outputs import Gauge
-from ._series import Labels, SeriesKey
+from ._series import Gauge, Labels, SeriesKey
 from ._state import SidecarState
 
 __all__ = ["SidecarCollector", "Exposition"]

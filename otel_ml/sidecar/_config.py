@@ -16,15 +16,17 @@ Example (``exporters/sidecar.yaml`` is the annotated version)::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .._durations import parse_duration
 from ..drift import MULTIPLICITY, DecisionSettings, Multiplicity
 from ._outputs import OutputSettings
+from ._series import LimitSettings
+from ._server import HttpLimits
 from ._state import StateSettings
-from ._windows import WindowSpec
+from ._windows import DEFAULT_RESOLUTION, DEFAULT_WINDOWS, WindowSpec
 
 __all__ = ["SidecarConfig", "ScrapeTarget", "ConfigError", "parse_listen"]
 
@@ -49,36 +51,22 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class SidecarConfig:
-    """Everything the sidecar needs; defaults are the production defaults."""
+    """Everything the sidecar needs; defaults are the production defaults.
+
+    ``windows`` (at ``resolution`` snapshots per window) replace the windows of ``state``: they
+    are kept as written so a flag can override them and errors can quote them."""
 
     baselines: tuple[Path, ...]
     listen: tuple[str, int] = ("127.0.0.1", 9464)
     metrics_listen: tuple[str, int] | None = None  # a second, read-only listener (e.g. the pod IP)
     scrape: tuple[ScrapeTarget, ...] = ()
-    windows: tuple[str, ...] = ("1h", "24h", "7d")
-    resolution: int = 60
+    windows: tuple[str, ...] = DEFAULT_WINDOWS
+    resolution: int = DEFAULT_RESOLUTION
     state_file: Path | None = None
     persist_interval: float = 30.0
     token: str | None = None
-    max_body_bytes: int = 8 * 1024 * 1024
-    read_timeout: float = 10.0  # to deliver a request's headers, and again its body
-    segment_budget: int = 100
-    label_budget: int = 32
-    max_series_per_model: int = 20_000
-    max_sources_per_model: int = 1000
-    source_ttl: float = 3600.0
-    join_capacity: int = 200_000
-    join_ttl: float = 3 * 86400.0
-    join_max_bytes: int = 64 * 1024 * 1024
-    max_count: float = 2.0**53
-    negative_outcome: str = "false"
-    alpha: float = 0.005  # drift, family-wise per model and window (features + score)
-    warn: float = 0.1
-    drift: float = 0.25
-    drift_multiplicity: Multiplicity = "holm"
-    decisions: DecisionSettings = field(default_factory=DecisionSettings)
-    positive_decision: str = "true"
-    positive_outcome: str = "true"
+    http: HttpLimits = field(default_factory=HttpLimits)
+    state: StateSettings = field(default_factory=StateSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
@@ -91,28 +79,7 @@ class SidecarConfig:
         return specs
 
     def state_settings(self) -> StateSettings:
-        return StateSettings(
-            windows=self.window_specs(),
-            segment_budget=self.segment_budget,
-            label_budget=self.label_budget,
-            max_series_per_model=self.max_series_per_model,
-            max_sources_per_model=self.max_sources_per_model,
-            source_ttl=self.source_ttl,
-            join_capacity=self.join_capacity,
-            join_ttl=self.join_ttl,
-            join_max_bytes=self.join_max_bytes,
-            max_count=self.max_count,
-            negative_outcome=self.negative_outcome,
-            outputs=OutputSettings(
-                alpha=self.alpha,
-                multiplicity=self.drift_multiplicity,
-                warn=self.warn,
-                drift=self.drift,
-                decisions=self.decisions,
-                positive_decision=self.positive_decision,
-                positive_outcome=self.positive_outcome,
-            ),
-        )
+        return replace(self.state, windows=self.window_specs())
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> SidecarConfig:
@@ -154,7 +121,6 @@ class SidecarConfig:
             "token": _token(data, base),
             **_top_level(data, base),
             **_section_settings(data),
-            **_decision_settings(data),
         }
         config = cls(**kwargs)
         config.window_specs()
@@ -180,13 +146,8 @@ def _scrape_targets(data: dict[str, Any]) -> tuple[ScrapeTarget, ...]:
             s = {"url": s}
         if not isinstance(s, dict) or "url" not in s:
             raise ConfigError(f"scrape[{i}]: expected {{url: URL, interval: 15s, timeout: 5s}}")
-        scrape.append(
-            ScrapeTarget(
-                str(s["url"]),
-                _seconds(s.get("interval", "15s"), f"scrape[{i}].interval"),
-                _seconds(s.get("timeout", "5s"), f"scrape[{i}].timeout"),
-            )
-        )
+        times = {key: _seconds(s[key], f"scrape[{i}].{key}") for key in ("interval", "timeout") if key in s}
+        scrape.append(ScrapeTarget(str(s["url"]), **times))
     return tuple(scrape)
 
 
@@ -214,50 +175,53 @@ def _top_level(data: dict[str, Any], base: Path) -> dict[str, Any]:
         kwargs["state_file"] = (base / str(data["state_file"])).resolve()
     if "persist_interval" in data:
         kwargs["persist_interval"] = _seconds(data["persist_interval"], "persist_interval")
-    if "source_ttl" in data:
-        kwargs["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
     return kwargs
 
 
 def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """Settings of the limits, drift and labels sections; anything left over is an error."""
-    limits = _section(data, "limits")
-    drift = _section(data, "drift")
-    labels = _section(data, "labels")
-    kwargs: dict[str, Any] = {}
-    for key in (
+    """``http`` and ``state`` from the limits, labels, drift and decisions sections (and
+    ``source_ttl``); anything left over in a section is an error."""
+    state: dict[str, Any] = {}
+    if "source_ttl" in data:
+        state["source_ttl"] = _seconds(data["source_ttl"], "source_ttl")
+    limits, labels, drift = _section(data, "limits"), _section(data, "labels"), _section(data, "drift")
+    budgets = _pop(
+        limits,
+        int,
         "max_body_bytes",
         "segment_budget",
         "label_budget",
         "max_series_per_model",
         "max_sources_per_model",
         "join_capacity",
-    ):
-        if key in limits:
-            kwargs[key] = int(limits.pop(key))
-    if "max_count" in limits:
-        kwargs["max_count"] = float(limits.pop("max_count"))
+    )
+    http: dict[str, Any] = {"max_body_bytes": budgets.pop("max_body_bytes")} if "max_body_bytes" in budgets else {}
+    budgets.update(_pop(limits, float, "max_count"))
     if "read_timeout" in limits:
-        kwargs["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
+        http["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
     if "join_ttl" in labels:
-        kwargs["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
-    for key in ("join_capacity", "join_max_bytes"):
-        if key in labels:
-            kwargs[key] = int(labels.pop(key))
-    for key in ("positive_decision", "positive_outcome", "negative_outcome"):
-        if key in labels:
-            kwargs[key] = str(labels.pop(key))
-    for key in ("alpha", "warn", "drift"):
-        if key in drift:
-            kwargs[key] = float(drift.pop(key))
-    if not 0.0 < kwargs.get("alpha", 0.005) < 1.0:
-        raise ConfigError(f"drift.alpha must be between 0 and 1, got {kwargs['alpha']}")
+        state["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
+    budgets.update(_pop(labels, int, "join_capacity", "join_max_bytes"))
+    state.update(_pop(labels, str, "negative_outcome"))
+    outputs = {
+        **_pop(labels, str, "positive_decision", "positive_outcome"),
+        **_pop(drift, float, "alpha", "warn", "drift"),
+    }
+    if "alpha" in outputs and not 0.0 < outputs["alpha"] < 1.0:
+        raise ConfigError(f"drift.alpha must be between 0 and 1, got {outputs['alpha']}")
     if "multiplicity" in drift:
-        kwargs["drift_multiplicity"] = _multiplicity(drift.pop("multiplicity"), "drift.multiplicity")
+        outputs["multiplicity"] = _multiplicity(drift.pop("multiplicity"), "drift.multiplicity")
     for section, rest in (("limits", limits), ("drift", drift), ("labels", labels)):
         if rest:
             raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
-    return kwargs
+    outputs.update(_decision_settings(data))
+    settings = StateSettings(limits=LimitSettings(**budgets), outputs=OutputSettings(**outputs), **state)
+    return {"http": HttpLimits(**http), "state": settings}
+
+
+def _pop(section: dict[str, Any], kind: type, *keys: str) -> dict[str, Any]:
+    """The ``keys`` present in ``section``, converted with ``kind`` and removed from it."""
+    return {key: kind(section.pop(key)) for key in keys if key in section}
 
 
 def _multiplicity(value: Any, where: str) -> Multiplicity:

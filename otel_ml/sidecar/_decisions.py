@@ -28,11 +28,11 @@ from .. import _names as n
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_WARN
 from ..drift import DecisionSettings, rate_verdicts
 from ._model_state import ModelState
+from ._series import Gauge
 
 __all__ = ["family_verdicts", "grouped", "segment_outputs"]
 
 FloatArray = npt.NDArray[np.float64]
-Gauge = tuple[n.Instrument, dict[str, str], float]
 Counts = dict[tuple[str, str], dict[str, float]]
 
 

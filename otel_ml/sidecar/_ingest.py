@@ -2,13 +2,13 @@
 
 Each handler decodes the whole body first (raising :class:`IngestError` on anything wrong),
 then applies it to the state in one step, and returns ``(status, body, content type)``.
+``limit`` is the largest body accepted after decompression (the request size limit).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -23,16 +23,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ._otlp_input import (
     JSON,
     PROTOBUF,
-    IngestError,
     decode_body,
     decompress,
     metric_batches,
     predictions_from_traces,
 )
 from ._outcomes import parse_label_events
-
-if TYPE_CHECKING:
-    from ._server import SidecarServer
+from ._series import IngestError
+from ._state import SidecarState
 
 __all__ = ["handle_metrics", "handle_traces", "handle_labels"]
 
@@ -43,14 +41,8 @@ def _media(headers: Mapping[str, str]) -> str:
     return (headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
-def _decode(server: SidecarServer, body: bytes, headers: Mapping[str, str], message: type[Message]) -> Message:
-    return decode_body(
-        body,
-        headers.get("content-type", ""),
-        headers.get("content-encoding", ""),
-        message,
-        server.max_body_bytes,
-    )
+def _decode(body: bytes, headers: Mapping[str, str], message: type[Message], limit: int) -> Message:
+    return decode_body(body, headers.get("content-type", ""), headers.get("content-encoding", ""), message, limit)
 
 
 def _ok(headers: Mapping[str, str], response: Message) -> Reply:
@@ -61,12 +53,12 @@ def _ok(headers: Mapping[str, str], response: Message) -> Reply:
     return 200, response.SerializeToString(), PROTOBUF
 
 
-def handle_metrics(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
-    request = _decode(server, body, headers, ExportMetricsServiceRequest)
+def handle_metrics(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
+    request = _decode(body, headers, ExportMetricsServiceRequest, limit)
     batches, unlabelled = metric_batches(request)
     if unlabelled:
-        server.state.count_error("missing_model_labels", unlabelled)
-    result = server.state.apply_metrics(batches, "otlp")
+        state.count_error("missing_model_labels", unlabelled)
+    result = state.apply_metrics(batches, "otlp")
     response = ExportMetricsServiceResponse()
     rejected = sum(result.rejected.values()) + unlabelled
     if rejected:
@@ -75,16 +67,16 @@ def handle_metrics(server: SidecarServer, body: bytes, headers: Mapping[str, str
     return _ok(headers, response)
 
 
-def handle_traces(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
-    request = _decode(server, body, headers, ExportTraceServiceRequest)
-    server.state.add_predictions(predictions_from_traces(request))
+def handle_traces(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
+    request = _decode(body, headers, ExportTraceServiceRequest, limit)
+    state.add_predictions(predictions_from_traces(request))
     return _ok(headers, ExportTraceServiceResponse())
 
 
-def handle_labels(server: SidecarServer, body: bytes, headers: Mapping[str, str]) -> Reply:
+def handle_labels(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
     if _media(headers) != JSON:
         raise IngestError(415, "unsupported_media_type", f"labels must be {JSON}")
-    raw = decompress(body, headers.get("content-encoding", ""), server.max_body_bytes)
+    raw = decompress(body, headers.get("content-encoding", ""), limit)
     events = parse_label_events(raw)
-    joined, unmatched = server.state.apply_labels(events)
+    joined, unmatched = state.apply_labels(events)
     return 200, json.dumps({"joined": joined, "unmatched": unmatched}).encode(), JSON

@@ -56,7 +56,7 @@ def bind(address: tuple[str, int]) -> socket.socket:
 class _Protocol(H11Protocol):
     """uvicorn's h11 protocol with a request-header deadline and a 400 for half-closed bodies."""
 
-    read_timeout = 10.0
+    read_timeout: float  # set by Listeners on the subclass it makes
     on_error: Callable[[str], None] = staticmethod(lambda reason: None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -16,7 +16,6 @@ import io
 import math
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
@@ -26,13 +25,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .. import _names as n
-from ._series import Labels, RawSample
+from ._series import MAX_SEGMENTS, IngestError, Labels, MetricBatch, Prediction
 
 __all__ = [
-    "IngestError",
     "decompress",
-    "MetricBatch",
-    "Prediction",
     "decode_body",
     "metric_batches",
     "predictions_from_traces",
@@ -41,15 +37,6 @@ __all__ = [
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _DELTA = 1  # AggregationTemporality.DELTA in the OTLP proto
-
-
-class IngestError(Exception):
-    """A rejected input: ``status`` is the HTTP status to answer, ``reason`` the counter label."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -106,7 +93,6 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
-MAX_SEGMENTS = 64  # segment keys kept per prediction (sorted by key)
 MAX_BOUNDS = 1000  # explicit bounds per histogram point: more is a hostile payload, not a histogram
 _SCALAR = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 
@@ -196,19 +182,6 @@ def _bucket_labels(attrs: Labels, bounds: tuple[float, ...]) -> tuple[Labels, ..
     return found
 
 
-@dataclass
-class MetricBatch:
-    """The samples one source sent for one model version in one request."""
-
-    source: str
-    model: str
-    version: str
-    cumulative: bool
-    start_ns: int
-    samples: list[RawSample] = field(default_factory=list)
-    fixes: dict[str, int] = field(default_factory=dict)  # attributes dropped or renamed, per reason
-
-
 def _source_id(resource_attributes: dict[str, Any]) -> str:
     items = sorted((k, _label_value(v)) for k, v in resource_attributes.items())
     digest = hashlib.sha1(repr(items).encode(), usedforsecurity=False).hexdigest()[:16]
@@ -267,18 +240,6 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
                         batch.samples.append((instrument.series, attrs, float(value)))
     return list(batches.values()), unlabelled
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One single-row prediction from an ``ml.predict`` span, kept until its label arrives."""
-
-    request_id: str
-    model: str
-    version: str
-    score: float | None
-    decision: str | None
-    segments: tuple[tuple[str, str], ...]
 
 
 def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Prediction]:

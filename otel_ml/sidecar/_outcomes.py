@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _names as n
-from ._otlp_input import MAX_SEGMENTS, IngestError, Prediction
-from ._series import RawSample
+from ._series import MAX_SEGMENTS, IngestError, Prediction, RawSample
 
 __all__ = [
     "JoinStore",
@@ -36,7 +35,6 @@ SQUARED_ERROR = n.OUTCOME_SQUARED_ERROR.series
 _TRUE = {"true", "1", "yes", "y", "positive", "pos", "fraud"}
 _FALSE = {"false", "0", "no", "n", "negative", "neg", "legit"}
 MAX_REQUEST_ID_BYTES = 256  # longer ids are refused: each waiting prediction costs memory per byte
-DEFAULT_JOIN_MAX_BYTES = 64 * 1024 * 1024
 _ENTRY_BYTES = 500  # dict and order-link slots with their slack, tuple, float, int, Prediction, its __dict__ (measured)
 _SEGMENT_BYTES = 64  # the pair tuple and its slot in the segments tuple
 
@@ -78,8 +76,8 @@ class OutcomeVocabulary:
     """The label values the sidecar accepts: the configured positive and negative outcome, and
     the usual boolean spellings of each (``true``/``1``/``yes`` ... map to the positive one)."""
 
-    positive: str = "true"
-    negative: str = "false"
+    positive: str
+    negative: str
 
     def canonical(self, text: str) -> str | None:
         if text in (self.positive, self.negative):
@@ -112,9 +110,7 @@ class JoinStore:
     """Predictions waiting for their label: at most ``capacity`` entries and ``max_bytes`` of
     memory (estimated per entry, strings included), each for ``ttl`` seconds; the oldest go first."""
 
-    def __init__(
-        self, capacity: int = 200_000, ttl: float = 3 * 86400.0, max_bytes: int = DEFAULT_JOIN_MAX_BYTES
-    ) -> None:
+    def __init__(self, capacity: int, ttl: float, max_bytes: int) -> None:
         self.capacity = capacity
         self.ttl = ttl
         self.max_bytes = max_bytes

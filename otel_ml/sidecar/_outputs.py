@@ -22,31 +22,38 @@ import numpy.typing as npt
 
 from .. import _names as n
 from .._names import le_labels
-from ..drift import DecisionSettings, Multiplicity, compare, family_alpha
+from ..drift import (
+    DEFAULT_DRIFT_THRESHOLD,
+    DEFAULT_WARN_THRESHOLD,
+    DecisionSettings,
+    Multiplicity,
+    compare,
+    family_alpha,
+)
 from ._decisions import grouped, segment_outputs
 from ._model_state import ModelState
 from ._outcomes import SQUARED_ERROR
+from ._series import Gauge
 
-__all__ = ["Gauge", "model_outputs", "reference_outputs", "OutputSettings"]
+__all__ = ["model_outputs", "reference_outputs", "OutputSettings"]
 
 FloatArray = npt.NDArray[np.float64]
-Gauge = tuple[n.Instrument, dict[str, str], float]
 
 
 @dataclass(frozen=True)
 class OutputSettings:
     alpha: float = 0.005  # family-wise: any feature or the score of one model, per window
     multiplicity: Multiplicity = "holm"  # "per_series": each feature at alpha (before 0.x)
-    warn: float = 0.1  # PSI business thresholds (common practice)
-    drift: float = 0.25
+    warn: float = DEFAULT_WARN_THRESHOLD  # PSI business thresholds, the same as the offline report's
+    drift: float = DEFAULT_DRIFT_THRESHOLD
     positive_decision: str = "true"  # the decision whose precision/recall is reported
     positive_outcome: str = "true"  # the label value that means "positive"
     decisions: DecisionSettings = field(default_factory=DecisionSettings)
 
     def drift_alpha(self, state: ModelState) -> float:
         """The per-feature level: ``alpha`` split over the model's features and its score."""
-        score = 1 if state.score_buckets.size and state.baseline.score is not None else 0
-        return family_alpha(self.alpha, len(state.feature_names) + score, self.multiplicity)
+        score = 1 if state.layout.score_buckets.size and state.baseline.score is not None else 0
+        return family_alpha(self.alpha, len(state.layout.feature_names) + score, self.multiplicity)
 
 
 def _drift_gauges(
@@ -101,14 +108,15 @@ SCORE_DRIFT = (
 def _feature_outputs(
     state: ModelState, delta: FloatArray, base: dict[str, str], settings: OutputSettings
 ) -> Iterator[Gauge]:
-    counts, missing = state.feature_counts(delta)
-    labels = [{**base, n.LABEL_FEATURE: name} for name in state.feature_names]
+    layout = state.layout
+    counts, missing = layout.counts(delta)
+    labels = [{**base, n.LABEL_FEATURE: name} for name in layout.feature_names]
     alpha = settings.drift_alpha(state)
     yield from _drift_gauges(
-        state.feature_names,
-        state.reference_matrix,
+        layout.feature_names,
+        layout.reference_matrix,
         counts,
-        state.reference_counts,
+        layout.reference_counts,
         labels,
         settings,
         FEATURE_DRIFT,
@@ -119,12 +127,12 @@ def _feature_outputs(
     for i, ratio in enumerate(np.divide(missing, total, out=np.full_like(total, np.nan), where=total > 0).tolist()):
         if ratio == ratio:
             yield n.FEATURE_MISSING_RATIO, labels[i], ratio
-    first = state.n_numeric
-    for j, column in enumerate(state.unknown_column.tolist()):
+    first = layout.n_numeric
+    for j, column in enumerate(layout.unknown_column.tolist()):
         if seen[first + j] > 0:
             yield n.FEATURE_UNKNOWN_RATIO, labels[first + j], float(counts[first + j, column] / seen[first + j])
-    if state.score_buckets.size and state.baseline.score is not None:
-        score_counts = np.clip(np.diff(np.append(delta, 0.0)[state.score_buckets], prepend=0.0), 0.0, None)
+    if layout.score_buckets.size and state.baseline.score is not None:
+        score_counts = np.clip(np.diff(np.append(delta, 0.0)[layout.score_buckets], prepend=0.0), 0.0, None)
         yield from _drift_gauges(
             ("score",),
             state.baseline.score.fractions_array()[None, :],
@@ -192,8 +200,8 @@ def _bin_labels(edges: tuple[float, ...]) -> list[dict[str, str]]:
 def reference_outputs(state: ModelState) -> list[Gauge]:
     """The baseline as gauges: bin fractions (for PromQL PSI) and missing shares. No window."""
     if state.reference_gauges is None:
-        state.reference_gauges = _reference_gauges(state)  # type: ignore[assignment]
-    return state.reference_gauges  # type: ignore[return-value]
+        state.reference_gauges = _reference_gauges(state)
+    return state.reference_gauges
 
 
 def _reference_gauges(state: ModelState) -> list[Gauge]:

@@ -20,10 +20,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
-from .._cardinality import BoundedLabels
-from ._model_state import ModelState, SourceState
-from ._otlp_input import Prediction
-from ._series import SUM_SERIES, SeriesKey
+from ._model_state import ModelState
+from ._series import Prediction
 from ._state import SidecarState
 
 __all__ = ["save_state", "load_state", "baseline_fingerprint", "STATE_FORMAT"]
@@ -41,29 +39,9 @@ def baseline_fingerprint(model: ModelState) -> str:
 
 
 def _model_meta(i: int, model: ModelState, arrays: dict[str, Any]) -> dict[str, Any]:
-    arrays[f"m{i}_totals"] = model.current_totals().copy()
-    sources = {}
-    for j, (name, src) in enumerate(model.sources.items()):
-        arrays[f"m{i}_s{j}"] = src.last.copy()
-        sources[name] = {"array": f"m{i}_s{j}", "start_ns": src.start_ns, "seen_at": src.seen_at}
-    rings = {}
-    for w, (window, ring) in enumerate(model.rings.items()):
-        width = max(v.size for v in ring.vectors)
-        stacked = np.zeros((len(ring.vectors), width))
-        for r, v in enumerate(ring.vectors):
-            stacked[r, : v.size] = v
-        arrays[f"m{i}_r{w}"] = stacked
-        rings[window] = {"array": f"m{i}_r{w}", "times": ring.times, "sizes": [v.size for v in ring.vectors]}
-    return {
-        "model": model.model,
-        "version": model.version,
-        "fingerprint": baseline_fingerprint(model),
-        "keys": [[k.name, [list(p) for p in k.labels]] for k in model.keys],
-        "sources": sources,
-        "rings": rings,
-        "last_ingest": model.last_ingest,
-        "bounded": [[label, scope, b.labels, b.overflow] for (label, scope), b in model.bounded.items()],
-    }
+    meta, model_arrays = model.snapshot(f"m{i}")
+    arrays.update(model_arrays)
+    return {"model": model.model, "version": model.version, "fingerprint": baseline_fingerprint(model), **meta}
 
 
 def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) -> Path:
@@ -84,56 +62,6 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
         }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     return atomic_write(target, lambda fh: np.savez(fh, **arrays))
-
-
-def _check_values(model: ModelState, values: Any, what: str) -> None:
-    """Saved counts are finite and >= 0, as ingest keeps them: a crafted NaN or negative count
-    would otherwise be restored and fail every later ``/metrics``. Sums are values (negative, or
-    infinite once finite sums of several sources overflow), only ever re-exposed."""
-    if values.ndim == 2:
-        values = np.where(np.isfinite(values), values, np.nan).min(axis=0, initial=0.0)
-    counts = np.fromiter((k.name not in SUM_SERIES for k in model.keys[: values.size]), bool, values.size)
-    checked = values[counts]
-    if not (np.isfinite(checked) & (checked >= 0)).all():
-        raise ValueError(f"{what}: counts must be finite and >= 0")
-
-
-def _restore_model(model: ModelState, meta: dict[str, Any], data: Any) -> None:
-    keys = [SeriesKey(name, tuple(tuple(p) for p in labels)) for name, labels in meta["keys"]]
-    if keys[: model.size] != model.keys:
-        raise ValueError("series layout differs from the baseline's")
-    model.restore_series(keys[model.size :])  # label values made exposition-safe again
-    saved = np.asarray(data[f"{meta['prefix']}_totals"], dtype=np.float64)
-    if saved.shape != (model.size,):
-        raise ValueError("totals do not match the series list")
-    _check_values(model, saved, "totals")
-    model.totals[: saved.size] = saved
-    for name, src in meta["sources"].items():
-        last = np.asarray(data[src["array"]], dtype=np.float64)
-        if last.ndim != 1 or last.size > model.size:
-            raise ValueError(f"source {name}: more values than series")
-        _check_values(model, last, f"source {name}")
-        model.sources[str(name)] = SourceState(last.copy(), int(src["start_ns"]), float(src["seen_at"]))
-    for window, ring_meta in meta["rings"].items():
-        ring = model.rings.get(window)
-        if ring is None:
-            continue  # a window that is no longer configured
-        stacked = np.asarray(data[ring_meta["array"]], dtype=np.float64)
-        sizes = [int(size) for size in ring_meta["sizes"]]
-        if len(sizes) != len(ring_meta["times"]) or stacked.ndim != 2 or stacked.shape[0] != len(sizes):
-            raise ValueError(f"window {window}: snapshots and their times differ")
-        if any(not 0 <= size <= min(model.size, stacked.shape[1]) for size in sizes):
-            raise ValueError(f"window {window}: a snapshot is longer than the series list")
-        _check_values(model, stacked[:, : min(model.size, stacked.shape[1])], f"window {window}")
-        ring.times = [float(t) for t in ring_meta["times"]]
-        ring.vectors = [np.array(stacked[r, :size]) for r, size in enumerate(sizes)]
-    model.last_ingest = float(meta["last_ingest"])
-    for label, scope, labels, overflow in meta["bounded"]:
-        bounded = BoundedLabels(model.segment_budget if label == "ml_segment" else model.label_budget)
-        for value in labels:
-            bounded.index(value)
-        bounded.overflow = int(overflow)
-        model.bounded[(label, scope)] = bounded
 
 
 def _check_size(target: Path) -> None:
@@ -181,11 +109,10 @@ def _read(
                     m["version"],
                 )
                 continue
-            m["prefix"] = f"m{i}"
             for ring in m["rings"].values():
                 ring["times"] = _restored_times(ring["times"], shift)
-            fresh = state._new_model(model.baseline, saved_at + shift)
-            _restore_model(fresh, m, data)
+            fresh = state.new_model(model.baseline, saved_at + shift)
+            fresh.restore(m, data, f"m{i}")
             models[(model.model, model.version)] = fresh
         for rid, expires, model_name, version, score, decision, segments in meta["join"]:
             prediction = Prediction(

@@ -18,8 +18,7 @@ from typing import Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import _names as n
-from ._otlp_input import IngestError, MetricBatch
-from ._series import ACCEPTED
+from ._series import ACCEPTED, IngestError, MetricBatch
 
 __all__ = ["UNREACHABLE_REASONS", "fetch_exposition", "parse_exposition"]
 

@@ -1,18 +1,34 @@
-"""The sidecar's common currency: Prometheus-style samples of the app's cumulative counters.
+"""The sidecar's shared types: samples, series, batches, predictions, gauges, errors and limits.
 
 Both inputs (a scrape of the app's ``/metrics`` and OTLP pushed by the app or a collector)
-are turned into the same :class:`Sample` list, named and labelled exactly as the app's
-Prometheus exposition names them. Everything after that (reset handling, windows, drift)
-has one code path, which is why both inputs produce the same state.
+are turned into the same :class:`MetricBatch` of raw samples, named and labelled exactly as
+the app's Prometheus exposition names them. Everything after that (reset handling, windows,
+drift) has one code path, which is why both inputs produce the same state. The types every
+stage passes on live here, so the stages import them from one place and not from each other.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from .. import _names as n
 
-__all__ = ["RawSample", "SeriesKey", "Labels", "ACCEPTED", "BUCKET_SERIES", "SUM_SERIES"]
+__all__ = [
+    "ACCEPTED",
+    "ApplyResult",
+    "BUCKET_SERIES",
+    "Gauge",
+    "IngestError",
+    "LimitSettings",
+    "Labels",
+    "MAX_SEGMENTS",
+    "MetricBatch",
+    "Prediction",
+    "RawSample",
+    "SUM_SERIES",
+    "SeriesKey",
+]
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs without the model labels
 
@@ -26,6 +42,8 @@ class SeriesKey(NamedTuple):
 # model labels), value. Arrival order is stable per source, so it is a cheap cache key.
 RawSample = tuple[str, Labels, float]
 
+Gauge = tuple[n.Instrument, dict[str, str], float]  # one output value: instrument, labels, value
+
 
 _HISTOGRAMS: Final = tuple(i for i in n.APP_INSTRUMENTS if i.kind == "histogram")
 BUCKET_SERIES: Final = frozenset(i.bucket_series for i in _HISTOGRAMS)
@@ -33,3 +51,62 @@ SUM_SERIES: Final = frozenset(i.sum_series for i in _HISTOGRAMS)  # the one kind
 ACCEPTED: Final = frozenset(  # sample names the sidecar keeps; anything else is ignored
     name for i in (*n.APP_INSTRUMENTS, *n.SIDECAR_COUNTERS) for name in i.sample_names
 )
+MAX_SEGMENTS: Final = 64  # segment keys kept per prediction (sorted by key)
+
+
+class IngestError(Exception):
+    """A rejected input: ``status`` is the HTTP status to answer, ``reason`` the counter label."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class MetricBatch:
+    """The samples one source sent for one model version in one request."""
+
+    source: str
+    model: str
+    version: str
+    cumulative: bool
+    start_ns: int
+    samples: list[RawSample] = field(default_factory=list)
+    fixes: dict[str, int] = field(default_factory=dict)  # attributes dropped or renamed, per reason
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One single-row prediction from an ``ml.predict`` span, kept until its label arrives."""
+
+    request_id: str
+    model: str
+    version: str
+    score: float | None
+    decision: str | None
+    segments: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class ApplyResult:
+    """What one payload did to a model: series values applied, and rejections per reason."""
+
+    applied: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """How much any input can make the sidecar hold: memory is bounded by these, never by traffic."""
+
+    segment_budget: int = 100  # segment values per segment key before ``__other__``
+    label_budget: int = 32  # values of any other bounded label (decision, error type ...)
+    max_series_per_model: int = 20_000
+    max_sources_per_model: int = 1000  # scrape targets and OTLP resources reporting one model at once
+    join_capacity: int = 200_000  # predictions waiting for their label
+    join_max_bytes: int = 64 * 1024 * 1024
+    max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied

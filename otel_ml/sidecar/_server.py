@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -30,16 +31,15 @@ from .._version import __version__
 from ._collector import Exposition
 from ._ingest import handle_labels, handle_metrics, handle_traces
 from ._listener import Listeners, bind
-from ._otlp_input import JSON, PROTOBUF, IngestError
+from ._otlp_input import JSON, PROTOBUF
+from ._series import IngestError
 from ._state import SidecarState
 from ._throttle import Throttle
 
-__all__ = ["SidecarServer", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_READ_TIMEOUT"]
+__all__ = ["SidecarServer", "HttpLimits"]
 
 _log = logging.getLogger("otel_ml.sidecar")
 _errors = logging.getLogger("otel_ml.sidecar.http")  # rate-limited (see _listener)
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-DEFAULT_READ_TIMEOUT = 10.0
 _TEXT = "text/plain; charset=utf-8"
 _INDEX = (
     "otel-ml sidecar {version}\n\n"
@@ -51,6 +51,14 @@ _INDEX = (
     'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} or a list\n'
 )
 Readiness = Callable[[], tuple[bool, list[str]]]
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one request may cost: its body size, and the time to send its headers, then its body."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    read_timeout: float = 10.0
 
 
 class _RateLimitedLog:
@@ -78,16 +86,15 @@ class SidecarServer:
         exposition: Exposition,
         *,
         token: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        limits: HttpLimits = HttpLimits(),
         metrics_address: tuple[str, int] | None = None,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
         readiness: Readiness | None = None,
     ) -> None:
         self.state = state
         self.exposition = exposition
         self.token = token
-        self.max_body_bytes = max_body_bytes
-        self.read_timeout = read_timeout
+        self.max_body_bytes = limits.max_body_bytes
+        self.read_timeout = limits.read_timeout
         self.readiness: Readiness = readiness or (lambda: (state.ready, []))
         self.rejections = _RateLimitedLog()
         self._inflight = 0  # body bytes being read or decoded; only touched on the event loop
@@ -99,7 +106,7 @@ class SidecarServer:
         apps = [(sockets[0], self._app(ingest=True))]
         if metrics_address is not None:
             apps.append((sockets[1], self._app(ingest=False)))
-        self._listeners = Listeners(apps, read_timeout=read_timeout, on_error=state.count_error)
+        self._listeners = Listeners(apps, read_timeout=limits.read_timeout, on_error=state.count_error)
 
     @property
     def url(self) -> str:
@@ -176,7 +183,12 @@ class SidecarServer:
                 body = await self._body(request)
                 try:
                     status, payload, content_type = await anyio.to_thread.run_sync(
-                        handler, self, body, dict(request.headers), limiter=self._limiter("ingest", 4)
+                        handler,
+                        self.state,
+                        self.max_body_bytes,
+                        body,
+                        dict(request.headers),
+                        limiter=self._limiter("ingest", 4),
                     )
                 finally:
                     self._inflight -= len(body)

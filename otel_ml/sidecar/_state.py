@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 
 from .. import _names as n
 from ..baseline import Baseline
-from ._model_state import ApplyResult, ModelState, detached
-from ._otlp_input import IngestError, MetricBatch, Prediction
-from ._outcomes import DEFAULT_JOIN_MAX_BYTES, JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
-from ._outputs import Gauge, OutputSettings, model_outputs, reference_outputs
-from ._series import SUM_SERIES
+from ._model_state import ModelState
+from ._outcomes import JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
+from ._outputs import OutputSettings, model_outputs, reference_outputs
+from ._series import SUM_SERIES, ApplyResult, Gauge, IngestError, LimitSettings, MetricBatch, Prediction
 from ._throttle import Throttle
-from ._windows import WindowSpec
+from ._windows import DEFAULT_WINDOWS, WindowSpec
 
 __all__ = ["SidecarState", "StateSettings"]
 
@@ -40,16 +39,12 @@ def window_clock() -> Callable[[], float]:
 
 @dataclass(frozen=True)
 class StateSettings:
-    windows: tuple[WindowSpec, ...] = (WindowSpec.parse("1h"), WindowSpec.parse("24h"), WindowSpec.parse("7d"))
-    segment_budget: int = 100
-    label_budget: int = 32
-    max_series_per_model: int = 20_000
-    max_sources_per_model: int = 1000  # scrape targets and OTLP resources reporting one model at once
-    source_ttl: float = 3600.0
-    join_capacity: int = 200_000
-    join_ttl: float = 3 * 86400.0
-    join_max_bytes: int = DEFAULT_JOIN_MAX_BYTES
-    max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied
+    """What the state keeps and for how long; defaults are the production defaults."""
+
+    windows: tuple[WindowSpec, ...] = tuple(WindowSpec.parse(w) for w in DEFAULT_WINDOWS)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    source_ttl: float = 3600.0  # a source silent this long is forgotten (its counts stay in the totals)
+    join_ttl: float = 3 * 86400.0  # how long a prediction waits for its label
     negative_outcome: str = "false"
     compute_ttl: float = 1.0
     outputs: OutputSettings = field(default_factory=OutputSettings)
@@ -84,8 +79,9 @@ class SidecarState:
             key = (b.model_name, b.model_version)
             if key in self.models:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
-            self.models[key] = self._new_model(b, start)
-        self.join = JoinStore(self.settings.join_capacity, self.settings.join_ttl, self.settings.join_max_bytes)
+            self.models[key] = self.new_model(b, start)
+        limits = self.settings.limits
+        self.join = JoinStore(limits.join_capacity, self.settings.join_ttl, limits.join_max_bytes)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
         self.ingest_errors: dict[str, int] = {}
         self.ingested: dict[str, int] = {}
@@ -98,17 +94,9 @@ class SidecarState:
         self._log_throttle = Throttle()  # the unmatched-model and output-error lines, once a minute each
         self.ready = False
 
-    def _new_model(self, baseline: Baseline, now: float) -> ModelState:
-        s = self.settings
-        return ModelState(
-            baseline,
-            s.windows,
-            now=now,
-            segment_budget=s.segment_budget,
-            label_budget=s.label_budget,
-            max_series=s.max_series_per_model,
-            max_sources=s.max_sources_per_model,
-        )
+    def new_model(self, baseline: Baseline, now: float) -> ModelState:
+        """An empty model state for one baseline, with this state's windows and limits."""
+        return ModelState(baseline, self.settings.windows, self.settings.limits, now=now)
 
     # -- counters of the sidecar itself --------------------------------------------------------
     def count_error(self, reason: str, amount: int = 1) -> None:
@@ -126,7 +114,7 @@ class SidecarState:
         A value no counter can have rejects the whole payload first (:class:`IngestError`)."""
         now = time.time() if now is None else now
         batches = list(batches)
-        check_values(batches, self.settings.max_count)
+        check_values(batches, self.settings.limits.max_count)
         total = ApplyResult()
         with self.lock:
             for batch in batches:
@@ -262,7 +250,7 @@ class SidecarState:
                     reference_outputs(m)  # computed once per model, then shared by every copy
                 except Exception:
                     pass  # counted and logged below, off the lock
-            models = [detached(m) for m in self.models.values()]
+            models = [m.detached() for m in self.models.values()]
             generation = self.generation
         started = time.perf_counter()
         gauges: list[Gauge] = []

@@ -18,11 +18,13 @@ import numpy.typing as npt
 
 from .._durations import parse_duration
 
-__all__ = ["WindowSpec", "SnapshotRing"]
+__all__ = ["WindowSpec", "SnapshotRing", "DEFAULT_WINDOWS", "DEFAULT_RESOLUTION"]
 
 FloatArray = npt.NDArray[np.float64]
 POOLED_WINDOWS = 3
 """How many windows back the ring reaches: the pooled look of the decision-rate test."""
+DEFAULT_WINDOWS = ("1h", "24h", "7d")
+DEFAULT_RESOLUTION = 60  # snapshots per window length
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,10 @@ class WindowSpec:
 
     name: str
     seconds: float
-    resolution: int = 60  # snapshots per window length
+    resolution: int = DEFAULT_RESOLUTION
 
     @classmethod
-    def parse(cls, text: str, resolution: int = 60) -> WindowSpec:
+    def parse(cls, text: str, resolution: int = DEFAULT_RESOLUTION) -> WindowSpec:
         return cls(text.strip(), parse_duration(text, positive=True), resolution)
 
     @property
