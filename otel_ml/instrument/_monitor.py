@@ -7,8 +7,9 @@ its failures in ``ml_instrumentation_errors_total`` and swallows them. The resul
 gets is always the object the function returned, and what it raises (any ``BaseException``,
 cancellation included) is the same object with the same traceback.
 
-The sync wrapper, the async wrapper and :meth:`ModelMonitor.observe` share one
-:class:`_Call` context manager, so a call is begun and finished the same way in all three.
+The sync wrapper, the async wrapper and :meth:`ModelMonitor.observe` run their code in one
+context manager (:class:`~otel_ml.instrument._call.Call`), so a call is begun and finished the
+same way in all three.
 """
 
 from __future__ import annotations
@@ -17,24 +18,22 @@ import functools
 import inspect
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION, SPAN_NAME
+from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION
 from .._version import __version__
 from ..baseline import Baseline
-from ._context import ACTIVE, CURRENT, CallState, current_request_id, mark_fallback
+from ._call import Call, CallRecorder
+from ._context import CallState, current_request_id, mark_fallback
 from ._counters import ModelCounters
-from ._counting import NO_INPUT, CallCounter, Decision
+from ._counting import CallCounter, Decision
 from ._errors import InstrumentationErrors
 from ._prometheus import collector_for
 from ._spans import SpanEnder
@@ -124,26 +123,24 @@ class ModelMonitor:
         if feature_names is not None and len(set(feature_names)) != len(tuple(feature_names)):
             raise ValueError("feature_names= has duplicate names")
         self._inputs = inputs
-        self._request_id = request_id
-        self._key = (name, ver)
-        self._alone = frozenset((self._key,))
         self.counters = ModelCounters(
             name, ver, baseline, self.segments, segment_budget=segment_budget, decision_budget=decision_budget
         )
-        self._errors = InstrumentationErrors(self.counters, self)
-        self._counting = CallCounter(
-            self.counters,
-            self._errors,
-            segments=self.segments,
-            decision=decision,
-            score=score,
-            feature_names=(
-                tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
-            ),
+        errors = InstrumentationErrors(self.counters, self)
+        names = tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
+        counting = CallCounter(
+            self.counters, errors, segments=self.segments, decision=decision, score=score, feature_names=names
         )
-        self._spans = SpanEnder(self._errors, segments=self.segments, record_features=record_features)
-        self._tracer = trace.get_tracer("otel_ml", __version__, tracer_provider)
-        self._base_attributes = {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver}
+        self._recorder = CallRecorder(
+            (name, ver),
+            self.counters,
+            errors,
+            counting,
+            SpanEnder(errors, segments=self.segments, record_features=record_features),
+            trace.get_tracer("otel_ml", __version__, tracer_provider),
+            {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver},
+            request_id,
+        )
         self.registry = registry
         if registry is not None:
             collector_for(registry).add(self.counters)
@@ -175,7 +172,7 @@ class ModelMonitor:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with _Call(self, lambda: features_of(args, kwargs)) as call:
+                with Call(self._recorder, features_of, args, kwargs) as call:
                     call.result = await fn(*args, **kwargs)
                 return call.result
 
@@ -184,7 +181,7 @@ class ModelMonitor:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _Call(self, lambda: features_of(args, kwargs)) as call:
+            with Call(self._recorder, features_of, args, kwargs) as call:
                 call.result = fn(*args, **kwargs)
             return call.result
 
@@ -200,124 +197,17 @@ class ModelMonitor:
         a monitored call of the same model the block is not counted again.
         """
         obs = Observation()
-        with _Call(self, lambda: features) as call:
+        with Call(self._recorder, _first, (features,), {}) as call:
             yield obs
             call.result = obs.result
 
     def record(self, features: Any, result: Any, *, duration_seconds: float | None = None) -> None:
         """Count features and predictions made elsewhere (e.g. a batch scoring job); no span."""
-        self._finish(CallState(), None, features, result, None, None, duration_seconds)
-
-    # -- the steps around a call ---------------------------------------------------------------
-    def _features(self, read: Callable[[], Any]) -> Any:
-        try:
-            return read()
-        except Exception as exc:  # a raising inputs= callback: count the call, not its features
-            self._errors.report("inputs", exc)
-            return NO_INPUT
-
-    def _finish(
-        self,
-        call: CallState,
-        span: Span | None,
-        features: Any,
-        result: Any,
-        start: float | None,
-        error: BaseException | None,
-        duration: float | None = None,
-    ) -> None:
-        """Count one call and end its span; never raises (each step has its own guard)."""
-        if start is not None:
-            duration = time.perf_counter() - start
-        n: int | None = None
-        scores = decisions = None
-        try:
-            n, scores, decisions, duration = self._counting.count(features, result, duration, error)
-        except Exception as exc:
-            self._errors.report("features", exc)
-        try:
-            counters = self.counters
-            if duration is not None:
-                counters.add_duration(duration)
-            if error is not None:
-                counters.add_error(type(error).__qualname__)
-            if call.fallback is not None:
-                counters.add_fallback(call.fallback)
-        except Exception as exc:
-            self._errors.report("counters", exc)
-        if span is not None:
-            self._spans.end(span, call, features, n, scores, decisions, error)
+        self._recorder.finish(CallState(), None, features, result, None, None, duration_seconds)
 
 
-class _Call:
-    """One monitored call, as a context manager around the wrapped code.
-
-    Entering sets the call context (request id, fallback, the model's nesting mark), starts
-    and attaches the span and starts the timer; leaving counts the call and ends its span,
-    whether the block returned (``result``) or raised any ``BaseException``, which propagates
-    unchanged. Inside a monitored call of the same model and version it does nothing.
-    """
-
-    __slots__ = ("_ctx", "_monitor", "_read", "_span", "_start", "_state", "_tokens", "result")
-
-    def __init__(self, monitor: ModelMonitor, read_features: Callable[[], Any]) -> None:
-        self._monitor = monitor
-        self._read = read_features  # called after the block, and before it for request_id=
-        self._tokens: Any = None  # None: a nested call, not counted
-        self.result: Any = None
-
-    def __enter__(self) -> _Call:
-        mon = self._monitor
-        active = ACTIVE.get()
-        if mon._key in active:
-            return self
-        self._state = state = CallState()
-        self._tokens = (CURRENT.set(state), ACTIVE.set(active | mon._alone if active else mon._alone))
-        self._span, self._ctx = self._start_span(state)
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._tokens is None:
-            return
-        mon = self._monitor
-        if exc is None:
-            self._detach()
-            mon._finish(self._state, self._span, mon._features(self._read), self.result, self._start, None)
-            return
-        try:  # the call is counted while its context is still attached, as the span ends
-            mon._finish(self._state, self._span, mon._features(self._read), None, self._start, exc)
-        finally:
-            self._detach()
-
-    def _start_span(self, state: CallState) -> tuple[Span | None, Any]:
-        mon = self._monitor
-        span = ctx = None
-        try:
-            span = mon._tracer.start_span(SPAN_NAME, kind=SpanKind.INTERNAL, attributes=mon._base_attributes)
-            ctx = otel_context.attach(trace.set_span_in_context(span))
-            if mon._request_id is not None and span.is_recording():
-                features = mon._features(self._read)
-                if features is not NO_INPUT:
-                    state.request_id = str(mon._request_id(features))
-        except Exception as exc:
-            mon._errors.report("span", exc)
-        return span, ctx
-
-    def _detach(self) -> None:
-        mon = self._monitor
-        try:
-            ACTIVE.reset(self._tokens[1])
-            CURRENT.reset(self._tokens[0])
-        except Exception as exc:  # a token from another context (e.g. a generator resumed elsewhere)
-            mon._errors.report("context", exc)
-        if self._ctx is not None:
-            try:
-                otel_context.detach(self._ctx)
-            except Exception as exc:
-                mon._errors.report("span", exc)
+def _first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0]
 
 
 def _first_data_parameter(fn: Callable[..., Any]) -> tuple[int, str | None]:
