@@ -23,6 +23,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float:
+    """The value of one sample; a missing series is a failure, not a zero (a test that expects
+    absence says so: ``registry.get_sample_value(...) is None``)."""
+    value = registry.get_sample_value(name, labels)
+    if value is None:
+        same_name = [s.labels for fam in registry.collect() for s in fam.samples if s.name == name]
+        raise AssertionError(f"no sample {name}{labels}; the registry has {len(same_name)} {name} samples")
+    return value
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
