@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,6 +32,16 @@ def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str])
         same_name = [s.labels for fam in registry.collect() for s in fam.samples if s.name == name]
         raise AssertionError(f"no sample {name}{labels}; the registry has {len(same_name)} {name} samples")
     return value
+
+
+def right_closed_counts(edges: Sequence[float], values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Per-bin counts by plain comparison, as Prometheus' ``le`` defines them: the values
+    ``<= edge`` for each edge, then all of them, differenced (NaN dropped, +-inf in the outer
+    bins). An oracle for otel-ml's binning that shares no code with it."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    cumulative = [np.count_nonzero(v <= e) for e in edges] + [v.size]
+    return np.diff(np.asarray(cumulative, dtype=np.int64), prepend=0)
 
 
 @pytest.fixture

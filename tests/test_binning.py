@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import right_closed_counts
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,13 +20,25 @@ values_strategy = arrays(
 
 
 @given(edges=edges_strategy, values=values_strategy)
-def test_sort_based_counts_equal_searchsorted_and_bincount(edges: np.ndarray, values: np.ndarray) -> None:
+def test_sort_based_counts_equal_plain_comparisons_and_digitize(edges: np.ndarray, values: np.ndarray) -> None:
     counts, total, n = finite_bin_counts(edges, values)
     finite = values[np.isfinite(values)]
-    expected = np.bincount(bin_index(edges, finite), minlength=edges.size + 1)
-    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(counts, right_closed_counts(edges, finite))
+    np.testing.assert_array_equal(counts, np.bincount(np.digitize(finite, edges, right=True), minlength=edges.size + 1))
     assert n == finite.size
     assert np.isclose(total, finite.sum(), rtol=1e-9, atol=1e-6)
+
+
+@given(edges=edges_strategy, values=values_strategy)
+def test_bin_index_is_numpy_digitize_right_closed(edges: np.ndarray, values: np.ndarray) -> None:
+    kept = values[~np.isnan(values)]
+    np.testing.assert_array_equal(bin_index(edges, kept), np.digitize(kept, edges, right=True))
+
+
+def test_bin_index_by_hand() -> None:
+    # edges (0, 1): (-inf, 0] is bin 0, (0, 1] bin 1, (1, inf) bin 2
+    values = np.array([-np.inf, -1.0, 0.0, 1e-300, 0.5, 1.0, 1.0000001, np.inf])
+    assert bin_index(np.array([0.0, 1.0]), values).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
 @given(edges=edges_strategy, values=arrays(np.float64, st.integers(0, 50), elements=finite_floats))
