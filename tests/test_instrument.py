@@ -421,7 +421,6 @@ class TestOtelNameTranslation:
     """The OTel instrument names and units translate to exactly the Prometheus names we expose."""
 
     def test_with_the_opentelemetry_prometheus_exporter(self) -> None:
-        pytest.importorskip("opentelemetry.exporter.prometheus")
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
 
