@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator, Sequence
 
@@ -12,7 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from otel_ml import Baseline, fit_baseline
 
@@ -42,6 +43,14 @@ def right_closed_counts(edges: Sequence[float], values: npt.ArrayLike) -> npt.ND
     v = v[~np.isnan(v)]
     cumulative = [np.count_nonzero(v <= e) for e in edges] + [v.size]
     return np.diff(np.asarray(cumulative, dtype=np.int64), prepend=0)
+
+
+def client_le(edges: Sequence[float]) -> list[str]:
+    """The ``le`` values prometheus_client's own Histogram with these buckets exposes (Go's
+    spelling: ``1.234567e+06``, ``1e-05``), ``+Inf`` last; an oracle for otel-ml's ``le`` labels."""
+    registry = CollectorRegistry()
+    Histogram("h", "h", buckets=tuple(edges), registry=registry)
+    return re.findall(r'h_bucket\{le="([^"]+)"\}', generate_latest(registry).decode())
 
 
 @pytest.fixture
