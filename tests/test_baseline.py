@@ -265,7 +265,7 @@ def test_csv_null_spellings_in_text_columns_are_categories(tmp_path: Path, decla
 
 
 class TestTiedEdges:
-    """Rounding an edge must never move a training value across it (issue 10, item 3)."""
+    """Rounding an edge must never move a training value across it."""
 
     @staticmethod
     def tied(seed: int = 3) -> np.ndarray:
@@ -355,7 +355,7 @@ def _categorical_frame(n: int = 400) -> pd.DataFrame:
 
 
 class TestFilesAgreeOnCategories:
-    """A CSV-fitted baseline and Parquet / JSON data see the same categories (issue 10, item 3)."""
+    """A CSV-fitted baseline and Parquet / JSON data see the same categories."""
 
     @pytest.fixture
     def files(self, tmp_path: Path) -> dict[str, Path]:

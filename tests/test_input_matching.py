@@ -1,4 +1,4 @@
-"""Inputs that don't match the baseline, and one category identity in the app (issue 10, items 2-3).
+"""Inputs that don't match the baseline, and one category identity in the app.
 
 An array of the wrong width is never binned by position; named columns are matched by name;
 an absent column is missing values plus a counted reason; booleans, their spellings and
