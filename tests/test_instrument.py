@@ -437,3 +437,66 @@ class TestOtelNameTranslation:
         labels = next(s.labels for fam in registry.collect() for s in fam.samples if s.name == "ml_predictions_total")
         assert labels["ml_model_name"] == "m" and labels["ml_model_version"] == "1"
         provider.shutdown()
+
+
+class TestDecisionContract:
+    """What ``decision=`` means for one row and for a batch, as the ModelMonitor docstring says."""
+
+    ROW_SCORES = [0.7, 0.2, float("nan"), None]
+    BATCH = np.array([0.2, np.nan, 0.9])
+
+    @staticmethod
+    def decisions(decision: Any, features: Any, result: Any) -> dict[str, float]:
+        registry = CollectorRegistry()
+        ModelMonitor("m", "1", decision=decision, registry=registry)(lambda x: result)(features)
+        return {
+            s.labels["ml_decision"]: s.value
+            for s in _samples(registry, "ml_predictions_total")
+            if s.labels["ml_segment_key"] == "__all__"
+        }
+
+    @pytest.mark.parametrize(
+        ("decision", "expected"),
+        [
+            (None, ["none", "none", "none", "none"]),
+            (0.5, ["true", "false", "none", "none"]),  # a missing or non-finite score has no decision
+            (lambda s: "high" if s > 0.5 else "low", ["high", "low", "none", "none"]),
+        ],
+    )
+    def test_one_row(self, decision: Any, expected: list[str]) -> None:
+        got = [self.decisions(decision, {"x": 1.0}, score) for score in self.ROW_SCORES]
+        assert got == [{label: 1.0} for label in expected]
+
+    def test_a_row_rule_gets_a_float(self) -> None:
+        seen: list[Any] = []
+        self.decisions(lambda s: seen.append(s) or "x", {"x": 1.0}, np.float32(0.25))
+        assert seen == [0.25] and type(seen[0]) is float
+
+    def test_batch_threshold_compares_the_array(self) -> None:
+        assert self.decisions(0.5, {"x": [1.0, 2.0, 3.0]}, self.BATCH) == {"false": 2.0, "true": 1.0}  # NaN: false
+
+    def test_batch_none_and_no_score(self) -> None:
+        assert self.decisions(None, {"x": [1.0, 2.0, 3.0]}, self.BATCH) == {"none": 3.0}
+        assert self.decisions(0.5, {"x": [1.0, 2.0, 3.0]}, None) == {"none": 3.0}
+
+    def test_batch_rule_gets_the_array_or_each_score(self) -> None:
+        vectorised = self.decisions(lambda s: np.where(s > 0.5, "high", "low"), {"x": [1.0, 2.0, 3.0]}, self.BATCH)
+        assert vectorised == {"low": 2.0, "high": 1.0}
+        reduced = self.decisions(lambda s: "high" if np.all(s > 0.1) else "low", {"x": [1.0, 2.0, 3.0]}, self.BATCH)
+        assert reduced == {"high": 2.0, "low": 1.0}  # one value for the array: applied again per score
+
+    def test_batch_rule_that_raises_on_an_array_counts_no_predictions(self) -> None:
+        registry = CollectorRegistry()
+        rule = ModelMonitor("m", "1", decision=lambda s: "high" if s > 0.5 else "low", registry=registry)
+        rule(lambda x: self.BATCH)({"x": [1.0, 2.0, 3.0]})
+        assert _samples(registry, "ml_predictions_total") == []
+        errors = {s.labels["error_type"]: s.value for s in _samples(registry, "ml_instrumentation_errors_total")}
+        assert errors == {"ValueError": 1.0}
+
+
+def test_monitor_takes_exactly_the_parameters_of_model_monitor() -> None:
+    import inspect
+
+    init = list(inspect.signature(ModelMonitor.__init__).parameters.values())[1:]  # less self
+    assert list(inspect.signature(monitor).parameters.values()) == init
+    assert inspect.signature(monitor).return_annotation in (ModelMonitor, "ModelMonitor")
