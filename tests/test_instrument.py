@@ -7,6 +7,7 @@ bucket bounds), never from otel-ml's own binning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from typing import Any
@@ -500,3 +501,42 @@ def test_monitor_takes_exactly_the_parameters_of_model_monitor() -> None:
     init = list(inspect.signature(ModelMonitor.__init__).parameters.values())[1:]  # less self
     assert list(inspect.signature(monitor).parameters.values()) == init
     assert inspect.signature(monitor).return_annotation in (ModelMonitor, "ModelMonitor")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_sync_async_and_observe_count_a_call_alike(baseline: Baseline, fails: bool) -> None:
+    """The three ways into a monitored call share one begin and finish: the same series result."""
+
+    def model(features: Any) -> float:
+        if fails:
+            raise KeyError("amount")
+        return 0.8
+
+    async def async_model(features: Any) -> float:
+        return model(features)
+
+    row = {"amount": 12.0, "country": "US", "device": "ios", "n_items": 2, "balance_z": 0.1}
+
+    def observed(mon: ModelMonitor) -> None:
+        with mon.observe(row) as obs:
+            obs.result = model(row)
+
+    ways = {
+        "sync": lambda mon: mon(model)(row),
+        "async": lambda mon: asyncio.run(mon(async_model)(row)),
+        "observe": observed,
+    }
+    seen = {}
+    for way, call in ways.items():
+        registry = CollectorRegistry()
+        mon = ModelMonitor(baseline=baseline, segments=["country"], decision=0.5, registry=registry)
+        with pytest.raises(KeyError) if fails else contextlib.nullcontext():
+            call(mon)
+        seen[way] = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in registry.collect()
+            for s in fam.samples
+            if s.name not in ("ml_prediction_duration_seconds_sum", "ml_prediction_duration_seconds_bucket")
+        }
+    assert seen["sync"] == seen["async"] == seen["observe"]  # timings aside (the _count is compared)
+    assert any(name == "ml_prediction_errors_total" for name, _ in seen["sync"]) is fails
