@@ -8,6 +8,7 @@ from ._version import __version__ as __version__
 from .baseline import Baseline, BaselineError, fit_baseline
 from .instrument import (
     ModelMonitor,
+    Observation,
     OtlpMetricsPusher,
     current_request_id,
     mark_fallback,
@@ -20,6 +21,7 @@ __all__ = [
     "Baseline",
     "BaselineError",
     "ModelMonitor",
+    "Observation",
     "OtlpMetricsPusher",
     "current_request_id",
     "fit_baseline",

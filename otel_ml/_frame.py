@@ -217,14 +217,11 @@ class Columns:
     dict of columns, a named array): a feature missing from it is a mismatch, not a missing value.
     """
 
-    __slots__ = ("n_rows", "_get", "is_row", "names", "declared")
+    __slots__ = ("n_rows", "_get", "names", "declared")
 
-    def __init__(
-        self, n_rows: int, getter: Any, is_row: bool = False, names: Sequence[str] = (), declared: bool = False
-    ) -> None:
+    def __init__(self, n_rows: int, getter: Any, names: Sequence[str] = (), declared: bool = False) -> None:
         self.n_rows = n_rows
         self._get = getter
-        self.is_row = is_row
         self.names = tuple(names)  # column names in input order, when the input has them
         self.declared = declared
 
@@ -235,10 +232,6 @@ class Columns:
     def floats(self, name: str) -> FloatArray | None:
         raw = self._get(name)
         return None if raw is None else as_float(raw)
-
-    def labels(self, name: str) -> npt.NDArray[np.object_] | None:
-        raw = self._get(name)
-        return None if raw is None else as_labels(raw)
 
 
 def _is_pandas(data: Any) -> bool:
@@ -325,7 +318,7 @@ def _from_mapping(data: Mapping[str, Any]) -> Columns:
     def one(name: str) -> Any:
         return [data[name]] if name in data else None
 
-    return Columns(1, one, is_row=True, names=list(data))
+    return Columns(1, one, names=list(data))
 
 
 def _from_rows(rows: Sequence[Mapping[str, Any]]) -> Columns:
@@ -350,9 +343,6 @@ def _from_array(arr: npt.NDArray[Any], feature_names: Sequence[str] | None) -> C
         raise TypeError("a numpy array needs feature names (pass feature_names= or a baseline)")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
-        is_row = True
-    else:
-        is_row = False
     if arr.ndim != 2:
         raise TypeError(f"expected a 2-D array of rows x features, got {arr.ndim} dimensions")
     if arr.shape[1] != len(feature_names):
@@ -365,5 +355,5 @@ def _from_array(arr: npt.NDArray[Any], feature_names: Sequence[str] | None) -> C
         )
     position = {n: i for i, n in enumerate(feature_names)}
     return Columns(
-        arr.shape[0], lambda n: arr[:, position[n]] if n in position else None, is_row, list(position), declared=True
+        arr.shape[0], lambda n: arr[:, position[n]] if n in position else None, list(position), declared=True
     )

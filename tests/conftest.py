@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from otel_ml import Baseline, fit_baseline
 
@@ -21,6 +23,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float:
+    """The value of one sample; a missing series is a failure, not a zero (a test that expects
+    absence says so: ``registry.get_sample_value(...) is None``)."""
+    value = registry.get_sample_value(name, labels)
+    if value is None:
+        same_name = [s.labels for fam in registry.collect() for s in fam.samples if s.name == name]
+        raise AssertionError(f"no sample {name}{labels}; the registry has {len(same_name)} {name} samples")
+    return value
+
+
+def right_closed_counts(edges: Sequence[float], values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Per-bin counts by plain comparison, as Prometheus' ``le`` defines them: the values
+    ``<= edge`` for each edge, then all of them, differenced (NaN dropped, +-inf in the outer
+    bins). An oracle for otel-ml's binning that shares no code with it."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    cumulative = [np.count_nonzero(v <= e) for e in edges] + [v.size]
+    return np.diff(np.asarray(cumulative, dtype=np.int64), prepend=0)
+
+
+def client_le(edges: Sequence[float]) -> list[str]:
+    """The ``le`` values prometheus_client's own Histogram with these buckets exposes (Go's
+    spelling: ``1.234567e+06``, ``1e-05``), ``+Inf`` last; an oracle for otel-ml's ``le`` labels."""
+    registry = CollectorRegistry()
+    Histogram("h", "h", buckets=tuple(edges), registry=registry)
+    return re.findall(r'h_bucket\{le="([^"]+)"\}', generate_latest(registry).decode())
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ bucket bounds), never from otel-ml's own binning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import client_le, sample_value
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,8 +34,8 @@ def no_instrumentation_errors(registry: CollectorRegistry) -> Any:
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    value = registry.get_sample_value(name, {**MODEL, **labels})
-    return 0.0 if value is None else value
+    """The sample's value; a missing series fails instead of reading as zero."""
+    return sample_value(registry, name, {**MODEL, **labels})
 
 
 def features_of(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,10 +61,7 @@ class TestBatch:
         predict(frame)
         for f in baseline.numeric:
             col = frame[f.name]
-            for edge in f.edges:
-                le = repr(edge) if "e" not in repr(edge) else None
-                if le is None:
-                    continue
+            for edge, le in zip(f.edges, client_le(f.edges)):  # exponent spellings (1e-05, 1.234567e+06) too
                 assert sample(registry, "ml_feature_value_bucket", ml_feature=f.name, le=le) == (col <= edge).sum()
             assert sample(registry, "ml_feature_value_bucket", ml_feature=f.name, le="+Inf") == col.notna().sum()
             total = registry.get_sample_value("ml_feature_value_sum", {**MODEL, "ml_feature": f.name})
@@ -278,10 +277,7 @@ class TestErrorsAndFallbacks:
         assert sample(registry, "ml_prediction_errors_total", error_type="KeyError") == 1
         assert sample(registry, "ml_prediction_duration_seconds_count") == 1
         assert sample(registry, "ml_feature_value_count", ml_feature="amount") == 1  # features were seen
-        assert (
-            sample(registry, "ml_predictions_total", ml_segment_key="__all__", ml_segment="__all__", ml_decision="none")
-            == 0
-        )  # no prediction was made
+        assert _samples(registry, "ml_predictions_total") == []  # no prediction was made
         span = exporter.get_finished_spans()[0]
         assert span.attributes[n.ATTR_ERROR_TYPE] == "KeyError"
         assert span.status.status_code.name == "ERROR"
@@ -423,7 +419,6 @@ class TestOtelNameTranslation:
     """The OTel instrument names and units translate to exactly the Prometheus names we expose."""
 
     def test_with_the_opentelemetry_prometheus_exporter(self) -> None:
-        pytest.importorskip("opentelemetry.exporter.prometheus")
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
 
@@ -443,3 +438,105 @@ class TestOtelNameTranslation:
         labels = next(s.labels for fam in registry.collect() for s in fam.samples if s.name == "ml_predictions_total")
         assert labels["ml_model_name"] == "m" and labels["ml_model_version"] == "1"
         provider.shutdown()
+
+
+class TestDecisionContract:
+    """What ``decision=`` means for one row and for a batch, as the ModelMonitor docstring says."""
+
+    ROW_SCORES = [0.7, 0.2, float("nan"), None]
+    BATCH = np.array([0.2, np.nan, 0.9])
+
+    @staticmethod
+    def decisions(decision: Any, features: Any, result: Any) -> dict[str, float]:
+        registry = CollectorRegistry()
+        ModelMonitor("m", "1", decision=decision, registry=registry)(lambda x: result)(features)
+        return {
+            s.labels["ml_decision"]: s.value
+            for s in _samples(registry, "ml_predictions_total")
+            if s.labels["ml_segment_key"] == "__all__"
+        }
+
+    @pytest.mark.parametrize(
+        ("decision", "expected"),
+        [
+            (None, ["none", "none", "none", "none"]),
+            (0.5, ["true", "false", "none", "none"]),  # a missing or non-finite score has no decision
+            (lambda s: "high" if s > 0.5 else "low", ["high", "low", "none", "none"]),
+        ],
+    )
+    def test_one_row(self, decision: Any, expected: list[str]) -> None:
+        got = [self.decisions(decision, {"x": 1.0}, score) for score in self.ROW_SCORES]
+        assert got == [{label: 1.0} for label in expected]
+
+    def test_a_row_rule_gets_a_float(self) -> None:
+        seen: list[Any] = []
+        self.decisions(lambda s: seen.append(s) or "x", {"x": 1.0}, np.float32(0.25))
+        assert seen == [0.25] and type(seen[0]) is float
+
+    def test_batch_threshold_compares_the_array(self) -> None:
+        assert self.decisions(0.5, {"x": [1.0, 2.0, 3.0]}, self.BATCH) == {"false": 2.0, "true": 1.0}  # NaN: false
+
+    def test_batch_none_and_no_score(self) -> None:
+        assert self.decisions(None, {"x": [1.0, 2.0, 3.0]}, self.BATCH) == {"none": 3.0}
+        assert self.decisions(0.5, {"x": [1.0, 2.0, 3.0]}, None) == {"none": 3.0}
+
+    def test_batch_rule_gets_the_array_or_each_score(self) -> None:
+        vectorised = self.decisions(lambda s: np.where(s > 0.5, "high", "low"), {"x": [1.0, 2.0, 3.0]}, self.BATCH)
+        assert vectorised == {"low": 2.0, "high": 1.0}
+        reduced = self.decisions(lambda s: "high" if np.all(s > 0.1) else "low", {"x": [1.0, 2.0, 3.0]}, self.BATCH)
+        assert reduced == {"high": 2.0, "low": 1.0}  # one value for the array: applied again per score
+
+    def test_batch_rule_that_raises_on_an_array_counts_no_predictions(self) -> None:
+        registry = CollectorRegistry()
+        rule = ModelMonitor("m", "1", decision=lambda s: "high" if s > 0.5 else "low", registry=registry)
+        rule(lambda x: self.BATCH)({"x": [1.0, 2.0, 3.0]})
+        assert _samples(registry, "ml_predictions_total") == []
+        errors = {s.labels["error_type"]: s.value for s in _samples(registry, "ml_instrumentation_errors_total")}
+        assert errors == {"ValueError": 1.0}
+
+
+def test_monitor_takes_exactly_the_parameters_of_model_monitor() -> None:
+    import inspect
+
+    init = list(inspect.signature(ModelMonitor.__init__).parameters.values())[1:]  # less self
+    assert list(inspect.signature(monitor).parameters.values()) == init
+    assert inspect.signature(monitor).return_annotation in (ModelMonitor, "ModelMonitor")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_sync_async_and_observe_count_a_call_alike(baseline: Baseline, fails: bool) -> None:
+    """The three ways into a monitored call share one begin and finish: the same series result."""
+
+    def model(features: Any) -> float:
+        if fails:
+            raise KeyError("amount")
+        return 0.8
+
+    async def async_model(features: Any) -> float:
+        return model(features)
+
+    row = {"amount": 12.0, "country": "US", "device": "ios", "n_items": 2, "balance_z": 0.1}
+
+    def observed(mon: ModelMonitor) -> None:
+        with mon.observe(row) as obs:
+            obs.result = model(row)
+
+    ways = {
+        "sync": lambda mon: mon(model)(row),
+        "async": lambda mon: asyncio.run(mon(async_model)(row)),
+        "observe": observed,
+    }
+    seen = {}
+    for way, call in ways.items():
+        registry = CollectorRegistry()
+        mon = ModelMonitor(baseline=baseline, segments=["country"], decision=0.5, registry=registry)
+        with pytest.raises(KeyError) if fails else contextlib.nullcontext():
+            call(mon)
+        seen[way] = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in registry.collect()
+            for s in fam.samples
+            if s.name not in ("ml_prediction_duration_seconds_sum", "ml_prediction_duration_seconds_bucket")
+        }
+    assert seen["sync"] == seen["async"] == seen["observe"]  # timings aside (the _count is compared)
+    assert any(name == "ml_prediction_errors_total" for name, _ in seen["sync"]) is fails

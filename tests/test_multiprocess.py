@@ -50,9 +50,11 @@ def _parse(text: str) -> Samples:
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    """Sum of the samples of ``name`` whose labels include ``labels``; none matching is a failure."""
     want = set(labels.items())
-    return sum(v for (k, lab), v in samples.items() if k == name and want <= lab)
+    matching = [v for (k, lab), v in samples.items() if k == name and want <= lab]
+    assert matching, f"no sample {name}{labels}"
+    return sum(matching)
 
 
 def _scrape(registry: CollectorRegistry) -> Samples:

@@ -51,7 +51,9 @@ def samples(url: str, path: str = "/metrics") -> dict[tuple[str, tuple[tuple[str
 
 
 def errors(url: str, reason: str) -> float:
-    return samples(url).get(("ml_sidecar_ingest_errors_total", (("reason", reason),)), 0.0)
+    found = samples(url).get(("ml_sidecar_ingest_errors_total", (("reason", reason),)))
+    assert found is not None, f"no ml_sidecar_ingest_errors_total{{reason={reason!r}}} sample"
+    return found
 
 
 def read_all(sock: socket.socket, timeout: float) -> bytes:

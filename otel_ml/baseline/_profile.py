@@ -43,8 +43,25 @@ class BaselineError(ValueError):
     """A baseline file or dict that does not follow the schema; the message names the field."""
 
 
+class _EdgeBins:
+    """Bins between sorted ``edges``: ``len(edges) + 1`` right-closed bins, open at both ends."""
+
+    edges: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+    @property
+    def bin_count(self) -> int:
+        return len(self.edges) + 1
+
+    def edges_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.edges, dtype=np.float64)
+
+    def fractions_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.fractions, dtype=np.float64)
+
+
 @dataclass(frozen=True)
-class NumericProfile:
+class NumericProfile(_EdgeBins):
     """A numeric feature: ``len(edges) + 1`` right-closed bins, open at both ends."""
 
     name: str
@@ -57,16 +74,6 @@ class NumericProfile:
     min: float | None = None
     max: float | None = None
     kind: Literal["numeric"] = field(default="numeric", init=False)
-
-    @property
-    def bin_count(self) -> int:
-        return len(self.edges) + 1
-
-    def edges_array(self) -> npt.NDArray[np.float64]:
-        return np.asarray(self.edges, dtype=np.float64)
-
-    def fractions_array(self) -> npt.NDArray[np.float64]:
-        return np.asarray(self.fractions, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class CategoricalProfile:
 
 
 @dataclass(frozen=True)
-class ScoreProfile:
+class ScoreProfile(_EdgeBins):
     """The model score's bins, and its reference decision rates per segment when known.
 
     ``decision_rates[segment_key][segment_value][decision]`` is the training-time share of
@@ -110,16 +117,6 @@ class ScoreProfile:
     fractions: tuple[float, ...]
     count: int
     decision_rates: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
-
-    @property
-    def bin_count(self) -> int:
-        return len(self.edges) + 1
-
-    def edges_array(self) -> npt.NDArray[np.float64]:
-        return np.asarray(self.edges, dtype=np.float64)
-
-    def fractions_array(self) -> npt.NDArray[np.float64]:
-        return np.asarray(self.fractions, dtype=np.float64)
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
@@ -204,25 +201,9 @@ class Baseline:
         except BaselineError as exc:
             raise BaselineError(f"{path}: {exc}") from None
 
-    @classmethod
-    def fit(cls, data: Any, **kwargs: Any) -> Baseline:
-        """Fit from training data; see :func:`otel_ml.baseline.fit_baseline` for the options."""
-        from ._fit import fit_baseline
-
-        return fit_baseline(data, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# serialisation helpers
-
 
 def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
-    common: dict[str, Any] = {
-        "name": f.name,
-        "type": f.kind,
-        "count": f.count,
-        "missing_fraction": f.missing_fraction,
-    }
+    common: dict[str, Any] = {"name": f.name, "type": f.kind, "count": f.count, "missing_fraction": f.missing_fraction}
     if isinstance(f, NumericProfile):
         common.update(
             edges=list(f.edges),
@@ -321,7 +302,8 @@ def _check_edges(edges: tuple[float, ...], where: str) -> None:
         raise BaselineError(f"{where}: must be strictly increasing")
 
 
-def _check_fractions(fractions: tuple[float, ...], expected: int, where: str, total: float = 1.0) -> None:
+def _check_fractions(fractions: tuple[float, ...], expected: int, where: str, count: int) -> None:
+    total = 1.0 if count else sum(fractions)  # a profile of no rows has no fractions to sum to 1
     if len(fractions) != expected:
         raise BaselineError(f"{where}: expected {expected} values (one per bin), got {len(fractions)}")
     if any(not 0.0 <= f <= 1.0 for f in fractions):
@@ -340,7 +322,7 @@ def _parse_feature(data: Any, path: str) -> FeatureProfile:
         edges = f.floats("edges")
         _check_edges(edges, f.where("edges"))
         fractions = f.floats("fractions")
-        _check_fractions(fractions, len(edges) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+        _check_fractions(fractions, len(edges) + 1, f.where("fractions"), count)
         summary = _Field(f.get("summary", dict, default={}), f.where("summary"))
         stats = {k: summary.get(k, (int, float), default=None, nullable=True) for k in ("mean", "std", "min", "max")}
         return NumericProfile(name, edges, fractions, count, missing, **stats)
@@ -352,7 +334,7 @@ def _parse_feature(data: Any, path: str) -> FeatureProfile:
         if reserved:
             raise BaselineError(f"{f.where('vocabulary')}: {sorted(reserved)} are reserved labels")
         fractions = f.floats("fractions")
-        _check_fractions(fractions, len(vocabulary) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+        _check_fractions(fractions, len(vocabulary) + 1, f.where("fractions"), count)
         rare = f.strings("rare_values", default=[])
         return CategoricalProfile(name, vocabulary, fractions, count, missing, rare)
     raise BaselineError(f"{f.where('type')}: must be 'numeric' or 'categorical', got {kind!r}")
@@ -364,7 +346,7 @@ def _parse_score(data: Any, path: str) -> ScoreProfile:
     _check_edges(edges, f.where("edges"))
     count = f.count("count")
     fractions = f.floats("fractions")
-    _check_fractions(fractions, len(edges) + 1, f.where("fractions"), 1.0 if count else sum(fractions))
+    _check_fractions(fractions, len(edges) + 1, f.where("fractions"), count)
     rates_raw = _Field(f.get("decision_rates", dict, default={}), f.where("decision_rates"))
     rates: dict[str, dict[str, dict[str, float]]] = {}
     for key, values in rates_raw.data.items():

@@ -1,0 +1,167 @@
+"""The machinery around one monitored call, shared by the decorator and ``observe()``.
+
+:class:`Call` is the one context manager the sync wrapper, the async wrapper and
+:meth:`~otel_ml.ModelMonitor.observe` run their code in: entering begins the call, leaving
+finishes it whatever happened. Nothing here raises into the caller: each step has a guard
+that counts its failure as an instrumentation error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+from .._names import SPAN_NAME
+from ._context import ACTIVE, CURRENT, CallState
+from ._counters import ModelCounters
+from ._counting import NO_INPUT, CallCounter
+from ._errors import InstrumentationErrors
+from ._spans import SpanEnder
+
+__all__ = ["Call", "CallRecorder", "Reader"]
+
+Reader = Callable[[tuple[Any, ...], dict[str, Any]], Any]  # a call's features from its (args, kwargs)
+
+
+class CallRecorder:
+    """What one monitor does around each call: start its span, then count it and end the span."""
+
+    __slots__ = ("_attributes", "_counting", "_spans", "_tracer", "alone", "counters", "errors", "key", "request_id")
+
+    def __init__(
+        self,
+        key: tuple[str, str],
+        counters: ModelCounters,
+        errors: InstrumentationErrors,
+        counting: CallCounter,
+        spans: SpanEnder,
+        tracer: Tracer,
+        attributes: dict[str, str],
+        request_id: Callable[[Any], Any] | None,
+    ) -> None:
+        self.key = key  # (model, version): a call inside a call of the same pair is not counted again
+        self.alone = frozenset((key,))
+        self.counters = counters
+        self.errors = errors
+        self.request_id = request_id
+        self._counting = counting
+        self._spans = spans
+        self._tracer = tracer
+        self._attributes = attributes
+
+    def start_span(self, state: CallState, features: Callable[[], Any]) -> tuple[Span | None, Any]:
+        """Start the call's span and make it current; ``request_id=`` names the call from its features."""
+        span = ctx = None
+        try:
+            span = self._tracer.start_span(SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes)
+            ctx = otel_context.attach(trace.set_span_in_context(span))
+            if self.request_id is not None and span.is_recording():
+                found = features()
+                if found is not NO_INPUT:
+                    state.request_id = str(self.request_id(found))
+        except Exception as exc:
+            self.errors.report("span", exc)
+        return span, ctx
+
+    def finish(
+        self,
+        call: CallState,
+        span: Span | None,
+        features: Any,
+        result: Any,
+        start: float | None,
+        error: BaseException | None,
+        duration: float | None = None,
+    ) -> None:
+        """Count one call and end its span; never raises (each step has its own guard)."""
+        if start is not None:
+            duration = time.perf_counter() - start
+        n: int | None = None
+        scores = decisions = None
+        try:
+            n, scores, decisions, duration = self._counting.count(features, result, duration, error)
+        except Exception as exc:
+            self.errors.report("features", exc)
+        try:
+            counters = self.counters
+            if duration is not None:
+                counters.add_duration(duration)
+            if error is not None:
+                counters.add_error(type(error).__qualname__)
+            if call.fallback is not None:
+                counters.add_fallback(call.fallback)
+        except Exception as exc:
+            self.errors.report("counters", exc)
+        if span is not None:
+            self._spans.end(span, call, features, n, scores, decisions, error)
+
+
+class Call:
+    """One monitored call, as a context manager around the wrapped code.
+
+    Entering sets the call context (request id, fallback, the model's nesting mark), starts
+    and attaches the span and starts the timer; leaving counts the call and ends its span,
+    whether the block returned (``result``) or raised any ``BaseException``, which propagates
+    unchanged. Inside a monitored call of the same model and version it does nothing.
+    """
+
+    __slots__ = ("_args", "_ctx", "_kwargs", "_read", "_recorder", "_span", "_start", "_state", "_tokens", "result")
+
+    def __init__(self, recorder: CallRecorder, read: Reader, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._recorder = recorder
+        self._read = read  # the features, read after the block (and before it for request_id=)
+        self._args = args
+        self._kwargs = kwargs
+        self._tokens: Any = None  # None: a nested call, not counted
+        self.result: Any = None
+
+    def __enter__(self) -> Call:
+        rec = self._recorder
+        active = ACTIVE.get()
+        if rec.key in active:
+            return self
+        self._state = state = CallState()
+        self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
+        self._span, self._ctx = rec.start_span(state, self._features)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._tokens is None:
+            return
+        if exc is None:
+            self._detach()
+            self._recorder.finish(self._state, self._span, self._features(), self.result, self._start, None)
+            return
+        try:  # an error is counted while the call's context is still attached
+            self._recorder.finish(self._state, self._span, self._features(), None, self._start, exc)
+        finally:
+            self._detach()
+
+    def _features(self) -> Any:
+        try:
+            return self._read(self._args, self._kwargs)
+        except Exception as exc:  # a raising inputs= callback: count the call, not its features
+            self._recorder.errors.report("inputs", exc)
+            return NO_INPUT
+
+    def _detach(self) -> None:
+        errors = self._recorder.errors
+        try:
+            ACTIVE.reset(self._tokens[1])
+            CURRENT.reset(self._tokens[0])
+        except Exception as exc:  # a token from another context (e.g. a generator resumed elsewhere)
+            errors.report("context", exc)
+        if self._ctx is not None:
+            try:
+                otel_context.detach(self._ctx)
+            except Exception as exc:
+                errors.report("span", exc)
