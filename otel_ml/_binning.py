@@ -20,10 +20,20 @@ import numpy.typing as npt
 from ._frame import canonical_label, factorize
 from ._names import OTHER, UNKNOWN
 
-__all__ = ["PSI_EPSILON", "bin_counts", "bin_index", "finite_bin_counts", "CategoryEncoder", "MISSING_CODE"]
+__all__ = [
+    "DEFAULT_SCORE_EDGES",
+    "PSI_EPSILON",
+    "bin_counts",
+    "bin_index",
+    "finite_bin_counts",
+    "CategoryEncoder",
+    "MISSING_CODE",
+]
 
 IntArray = npt.NDArray[np.intp]
 MISSING_CODE = -1
+DEFAULT_SCORE_EDGES: Final[tuple[float, ...]] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+"""Score bins when the baseline has no score profile: the app counts into them, the sidecar accepts them."""
 PSI_EPSILON: Final = 1e-4
 """Floor for bin fractions inside logarithms (PSI, KL, JS): the drift statistics and the mixin's
 PromQL ``clamp_min(x, ...)`` both take it from here, so the sidecar and Prometheus agree."""

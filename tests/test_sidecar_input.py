@@ -938,3 +938,34 @@ class TestOverHttp:
         errors, _ = _split(scraped(server.url))
         assert "internal_error" not in errors
         assert len(statuses) > 1  # the mutations did reach both the accept and the reject paths
+
+
+def test_a_baseline_without_scores_accepts_the_apps_default_score_buckets(training_frame: Any) -> None:
+    """The app counts scores into its default bins when the baseline has none; the sidecar must
+    take them whole (they used to be 12 ``bucket_mismatch`` errors per scrape)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from otel_ml import ModelMonitor, fit_baseline
+    from otel_ml.instrument import counts_metrics_data
+    from otel_ml.sidecar._scrape import parse_exposition
+
+    frame = training_frame.drop(columns="score").head(300)
+    scoreless = fit_baseline(frame, model="plain", version="v1")
+    assert scoreless.score is None
+    mon = ModelMonitor(baseline=scoreless, decision=0.5, registry=CollectorRegistry())
+    mon(lambda f: np.linspace(0, 1, len(f)))(frame)
+    scraped = SidecarState([scoreless], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+    text = generate_latest(mon.registry).decode()
+    scraped.apply_metrics(parse_exposition(text, "http://app/metrics"), "scrape", now=T0 + 1)
+    pushed = SidecarState([scoreless], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0)
+    body = encode_metrics(counts_metrics_data([mon.counters.snapshot()], start_time_ns=1)).SerializeToString()
+    assert ingest(pushed, "/v1/metrics", body) == 200
+    assert scraped.ingest_errors == {} and pushed.ingest_errors == {}
+    for side in (scraped, pushed):
+        (model,) = side.models.values()
+        score_le = {
+            dict(k.labels)["le"]: v
+            for k, v in zip(model.keys, model.current_totals().tolist())
+            if k.name == n.PREDICTION_SCORE.bucket_series
+        }
+        assert score_le["+Inf"] == 300 and score_le["0.5"] == np.count_nonzero(np.linspace(0, 1, 300) <= 0.5)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import MISSING_CODE, CategoryEncoder, finite_bin_counts
+from .._binning import DEFAULT_SCORE_EDGES, MISSING_CODE, CategoryEncoder, finite_bin_counts
 from .._cardinality import BoundedLabels
 from .._frame import Columns, as_float, as_labels
 from .._names import (
@@ -43,9 +43,8 @@ from ._label_slots import PublishedLabels, SlotCounts
 from ._multiproc import CounterFile
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
-__all__ = ["DEFAULT_SCORE_EDGES", "NO_DECISION", "ModelCounters"]
+__all__ = ["NO_DECISION", "ModelCounters"]
 
-DEFAULT_SCORE_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 NO_DECISION = "none"
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

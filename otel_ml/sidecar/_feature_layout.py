@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _names as n
+from .._binning import DEFAULT_SCORE_EDGES
 from .._names import DURATION_BUCKETS, label_value, le_labels
 from ..baseline import Baseline
 from ._series import Labels, SeriesKey
@@ -88,7 +89,7 @@ def _categorical(baseline: Baseline, series: SeriesIndex) -> list[CategoricalLay
 
 def _score_buckets(baseline: Baseline, series: SeriesIndex) -> IntArray:
     score = baseline.score
-    les = le_labels(score.edges if score else ())
+    les = le_labels(score.edges if score else DEFAULT_SCORE_EDGES)  # the app's own buckets either way
     series.allowed_le[SCORE_SCOPE] = frozenset(les)
     if score is None:
         return np.empty(0, dtype=np.intp)
