@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._frame import factorize
-from ._names import OTHER, label_value
+from ._label_hygiene import label_value
+from ._names import OTHER
 
 __all__ = ["BoundedCounter", "BoundedLabels"]
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from ._names import label_value
+from ._label_hygiene import label_value
 
 
 def _pandas() -> Any:

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_ml import Baseline, ModelMonitor
 from otel_ml import _names as n
 from otel_ml._cardinality import BoundedLabels
+from otel_ml._label_hygiene import MAX_LABEL_VALUE_CHARS
 from otel_ml._names import le_labels
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import HttpLimits, LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
@@ -415,7 +416,7 @@ class TestExposition:
         text = exposition(loaded)
         check_exposition(text, tmp_path)
         assert 'ml_segment="x\ufffdy"' in text and 'ml_segment_key="dev\ufffdice"' in text
-        assert "v" * (n.MAX_LABEL_VALUE_CHARS + 1) not in text
+        assert "v" * (MAX_LABEL_VALUE_CHARS + 1) not in text
 
     def test_spans_with_control_characters(self, loaded: SidecarState, tmp_path: Path) -> None:
         request = ExportTraceServiceRequest()
@@ -606,7 +607,7 @@ def test_bounded_labels_fold_raw_spellings_into_one_safe_label() -> None:
     first, second = labels.index("a\ud800"), labels.index("a\udfff")
     assert first == second == 0 and labels.labels == ["a\ufffd"]
     assert labels.index("b" * 1000) == labels.index("b" * 300) == 1
-    assert [labels.label(i) for i in range(2)] == ["a\ufffd", "b" * n.MAX_LABEL_VALUE_CHARS]
+    assert [labels.label(i) for i in range(2)] == ["a\ufffd", "b" * MAX_LABEL_VALUE_CHARS]
 
 
 # -- items 7 and 8: memory bounded whatever arrives -----------------------------------------------

@@ -22,7 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .._atomic import atomic_write
-from .._names import ALL, OTHER, UNKNOWN, label_value
+from .._label_hygiene import label_value
+from .._names import ALL, OTHER, UNKNOWN
 
 __all__ = [
     "Baseline",

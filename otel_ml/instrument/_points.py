@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import _names as n
+from .._label_hygiene import label_value
 from ._snapshot import CountsSnapshot
 
 __all__ = ["Attributes", "HistogramPoint", "InstrumentPoints", "NumberPoint", "snapshot_points"]
@@ -69,7 +70,7 @@ _LABELLED = (  # counters keyed by one label besides the model: snapshot field, 
 
 
 def _add_snapshot(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]) -> None:
-    safe = n.label_value  # names from code or a baseline file; label values from data already are
+    safe = label_value  # names from code or a baseline file; label values from data already are
     model: Attributes = ((n.ATTR_MODEL_NAME, safe(s.model_name)), (n.ATTR_MODEL_VERSION, safe(s.model_version)))
     values = out[n.FEATURE_VALUE].histograms
     for name, edges, bins, total in zip(s.numeric_names, s.numeric_edges, s.numeric_bins, s.numeric_sums.tolist()):

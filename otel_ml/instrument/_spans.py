@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import Span, Status, StatusCode
 
+from .._label_hygiene import label_value
 from .._names import (
     ATTR_BATCH_SIZE,
     ATTR_ERROR_TYPE,
@@ -19,7 +20,6 @@ from .._names import (
     ATTR_SCORE,
     ATTR_SCORE_MEAN,
     ATTR_SEGMENT_PREFIX,
-    label_value,
 )
 from ._context import CallState
 from ._counting import scalar_label

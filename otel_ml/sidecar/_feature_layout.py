@@ -14,7 +14,8 @@ import numpy.typing as npt
 
 from .. import _names as n
 from .._binning import DEFAULT_SCORE_EDGES
-from .._names import DURATION_BUCKETS, label_value, le_labels
+from .._label_hygiene import label_value
+from .._names import DURATION_BUCKETS, le_labels
 from ..baseline import Baseline
 from ._series import Labels, SeriesKey
 from ._series_index import DURATION_SCOPE, SCORE_SCOPE, SeriesIndex

@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .. import _names as n
+from .._label_hygiene import MAX_LABEL_NAME_CHARS, MAX_LABEL_VALUE_CHARS, label_name, label_value
 from ._series import MAX_SEGMENTS, IngestError, Labels, MetricBatch, Prediction
 
 __all__ = [
@@ -120,8 +121,8 @@ _BUCKET_LABELS = _Cache(200_000)  # (labels, bounds) -> bucket label tuples, wei
 def _label_of(key: str) -> tuple[str | None, str]:
     found: tuple[str | None, str] | None = _LABEL_OF.items.get(key)
     if found is None:
-        found = n.label_name(key)
-        if len(key) <= n.MAX_LABEL_NAME_CHARS:  # an over-long key is not worth remembering
+        found = label_name(key)
+        if len(key) <= MAX_LABEL_NAME_CHARS:  # an over-long key is not worth remembering
             _LABEL_OF.put(key, found)
     return found
 
@@ -139,8 +140,8 @@ def _point_labels(kvs: Any, fixes: dict[str, int]) -> tuple[str | None, str | No
         kind = value.WhichOneof("value")
         if kind == "string_value":
             text = value.string_value
-            if len(text) > n.MAX_LABEL_VALUE_CHARS:
-                text = text[: n.MAX_LABEL_VALUE_CHARS]
+            if len(text) > MAX_LABEL_VALUE_CHARS:
+                text = text[:MAX_LABEL_VALUE_CHARS]
         elif kind in _SCALAR:
             text = _label_value(getattr(value, kind))
         else:
@@ -262,7 +263,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                 decision = attrs.get(n.ATTR_PREDICTION_DECISION)
                 segments = tuple(
                     sorted(
-                        (n.label_value(k[len(n.ATTR_SEGMENT_PREFIX) :]), n.label_value(_label_value(v)))
+                        (label_value(k[len(n.ATTR_SEGMENT_PREFIX) :]), label_value(_label_value(v)))
                         for k, v in attrs.items()
                         if k.startswith(n.ATTR_SEGMENT_PREFIX) and k != n.ATTR_SEGMENT_KEY
                     )
@@ -273,7 +274,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                         str(model),
                         str(version),
                         float(score) if isinstance(score, (int, float)) else None,
-                        None if decision is None else n.label_value(_label_value(decision)),
+                        None if decision is None else label_value(_label_value(decision)),
                         segments,
                     )
                 )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _names as n
+from .._label_hygiene import MAX_LABEL_VALUE_CHARS, label_value
 from ._series import MAX_SEGMENTS, IngestError, Prediction, RawSample
 
 __all__ = [
@@ -62,9 +63,9 @@ def normalize_outcome(value: Any) -> str:
         return "true"
     if text.lower() in _FALSE:
         return "false"
-    if not text or len(text) > n.MAX_LABEL_VALUE_CHARS:
+    if not text or len(text) > MAX_LABEL_VALUE_CHARS:
         raise ValueError("a label must be a non-empty string of at most 256 characters")
-    return n.label_value(text)
+    return label_value(text)
 
 
 def _kind(value: Any) -> str:
@@ -225,7 +226,7 @@ def _scalar_text(value: Any, where: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
-        return n.label_value(str(value))
+        return label_value(str(value))
     raise _bad(where, f"expected a string, number or boolean, got {_kind(value)}")
 
 

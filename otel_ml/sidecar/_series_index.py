@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from .. import _names as n
 from .._cardinality import BoundedLabels
-from .._names import UNKNOWN, label_value, normalize_le
+from .._label_hygiene import label_value
+from .._names import UNKNOWN, normalize_le
 from ._series import ACCEPTED, BUCKET_SERIES, SUM_SERIES, ApplyResult, Labels, LimitSettings, SeriesKey
 
 __all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE"]

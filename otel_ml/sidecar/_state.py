@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import _names as n
+from .._label_hygiene import label_value
 from ..baseline import Baseline
 from ._model_state import ModelState
 from ._outcomes import JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
@@ -142,7 +143,7 @@ class SidecarState:
 
     def _note_unmatched(self, model: str, version: str) -> None:
         """Count data for a model version no baseline describes; warn once a minute, naming both sides."""
-        model, version = n.label_value(model)[:64], n.label_value(version)[:64]  # bounded, printable
+        model, version = label_value(model)[:64], label_value(version)[:64]  # bounded, printable
         key = (model, version)
         if key in self.unmatched_models or len(self.unmatched_models) < _MAX_UNMATCHED:
             self.unmatched_models[key] = self.unmatched_models.get(key, 0) + 1
