@@ -9,6 +9,8 @@ families are built at scrape/export time, never on the request path. The arrays 
 one block laid out by :class:`~._snapshot.CounterLayout`: process memory, or this process's
 memory-mapped file in multiprocess mode, where ``_snapshot`` lets a scrape rebuild and sum the
 counts of every worker.
+It is a little over 400 lines because both hot paths (one row, one batch) and the storage
+they write into must be read together: splitting them would hide which array a count lands in.
 """
 
 from __future__ import annotations
