@@ -76,7 +76,7 @@ def naive_recompute(state: SidecarState, now: float) -> None:
         for ring in model.rings.values():
             delta, _ = ring.window(now, totals)
             for f in model.layout.numeric:
-                counts = np.clip(np.diff(delta[f.buckets], prepend=0.0), 0, None)
+                counts = np.clip(delta[f.buckets], 0, None)  # the store holds buckets per bin
                 if counts.sum() == 0:
                     continue
                 a = np.maximum(counts / counts.sum(), 1e-4)

@@ -969,4 +969,8 @@ def test_a_baseline_without_scores_accepts_the_apps_default_score_buckets(traini
             for k, v in zip(model.keys, model.current_totals().tolist())
             if k.name == n.PREDICTION_SCORE.bucket_series
         }
-        assert score_le["+Inf"] == 300 and score_le["0.5"] == np.count_nonzero(np.linspace(0, 1, 300) <= 0.5)
+        scores = np.linspace(0, 1, 300)
+        below = {le: np.count_nonzero(scores <= float(le)) for le in score_le}  # cumulative, by hand
+        bounds = sorted(score_le, key=float)
+        per_bin = {le: below[le] - (below[prev] if prev else 0) for prev, le in zip([None, *bounds], bounds)}
+        assert score_le == per_bin and sum(score_le.values()) == 300  # stored per bin

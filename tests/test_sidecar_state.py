@@ -22,6 +22,7 @@ from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._otlp_input import metric_batches
 from otel_ml.sidecar._scrape import parse_exposition
+from otel_ml.sidecar._series import IngestError
 
 T0 = 1_700_000_000.0
 WINDOW = WindowSpec("10m", 600.0, resolution=10)
@@ -328,6 +329,57 @@ class TestPersistence:
         # the restored source continues: a re-scrape of the same counters adds nothing
         feed(restored, app, T0 + 120)
         assert one(restored, T0 + 121, "ml_feature_window_observations", ml_feature="amount") == 3000
+
+    def test_a_file_with_cumulative_buckets_is_converted_on_load(
+        self, state: SidecarState, baseline: Baseline, tmp_path: Path
+    ) -> None:
+        """Files written before buckets were stored per bin (format 1) keep their windows."""
+        import json
+
+        app = App(baseline)
+        app.predict(make_training_frame(2000, seed=4).drop(columns="score"))
+        feed(state, app, T0 + 30)
+        app.predict(make_training_frame(500, seed=5).drop(columns="score"))
+        feed(state, app, T0 + 90)
+        state.tick(T0 + 100)
+        path = save_state(state, tmp_path / "state.npz", T0 + 100)
+        # rewrite it as format 1 would have held it: each histogram's buckets cumulated in le order
+        with np.load(path) as data:
+            arrays = {k: np.array(data[k]) for k in data.files}
+        meta = json.loads(bytes(arrays["meta"]).decode())
+        keys = meta["models"][0]["keys"]
+        groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        for i, (name, labels) in enumerate(keys):
+            if name.endswith("_bucket"):
+                rest = sorted((k, v) for k, v in labels if k != "le")
+                groups.setdefault((name, repr(rest)), []).append((float(dict(labels)["le"]), i))
+        for name, values in arrays.items():
+            if name.startswith("m0_"):
+                for group in groups.values():
+                    idx = [i for _, i in sorted(group)]
+                    if max(idx) < values.shape[-1]:
+                        values[..., idx] = np.cumsum(values[..., idx], axis=-1)
+        meta["format"] = 1
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        old = tmp_path / "old.npz"
+        with open(old, "wb") as fh:
+            np.savez(fh, **arrays)
+        restored = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=0), now=T0 + 200)
+        assert load_state(restored, old)
+        assert restored.outputs(T0 + 101) == state.outputs(T0 + 101)
+
+    def test_a_scraped_histogram_whose_buckets_go_down_is_rejected_whole(
+        self, state: SidecarState, baseline: Baseline
+    ) -> None:
+        app = App(baseline)
+        app.predict(make_training_frame(200, seed=6).drop(columns="score"))
+        text = app.exposition()
+        bad = [line for line in text.splitlines() if line.startswith("ml_prediction_score_bucket")]
+        broken = text.replace(bad[3], bad[3].rsplit(" ", 1)[0] + " 1e9")  # one bucket above the next
+        with pytest.raises(IngestError) as rejected:
+            state.apply_metrics(parse_exposition(broken, "x"), "scrape", now=T0 + 1)
+        assert rejected.value.reason == "invalid_value"
+        assert state.models[("fraud", "v3")].current_totals().sum() == 0  # nothing applied
 
     def test_a_changed_baseline_starts_fresh(
         self, state: SidecarState, baseline: Baseline, training_frame: pd.DataFrame, tmp_path: Path

@@ -106,7 +106,7 @@ class SidecarCollector:
 
 @dataclass
 class _HistogramSeries:
-    buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count)
+    buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, count of that bin)
     sum: float | None = None
 
 
@@ -139,11 +139,10 @@ def _model_points(models: list[_ModelCounts]) -> list[InstrumentPoints]:
 
 
 def _histogram_point(attributes: Attributes, series: _HistogramSeries) -> HistogramPoint:
-    """Cumulative ``le`` buckets back to the per-bin counts a point holds (``+Inf`` is the last bin)."""
+    """The stored per-bin counts in ``le`` order as a point (``+Inf`` is the last bin)."""
     series.buckets.sort()
     bounds = tuple(le for le, _ in series.buckets if le != math.inf)
-    cumulative = np.array([count for _, count in series.buckets])
-    return HistogramPoint(attributes, bounds, np.diff(cumulative, prepend=0.0).tolist(), series.sum)
+    return HistogramPoint(attributes, bounds, [count for _, count in series.buckets], series.sum)
 
 
 def _gauge_families(gauges: list[Gauge]) -> Iterator[Metric]:

@@ -29,7 +29,7 @@ IntArray = npt.NDArray[np.intp]
 @dataclass(frozen=True)
 class NumericLayout:
     name: str
-    buckets: IntArray  # indices of the cumulative _bucket series in le order, +Inf last
+    buckets: IntArray  # indices of the per-bin _bucket series in le order, +Inf last
     missing: int
     reference: FloatArray
     reference_count: int
@@ -101,8 +101,8 @@ def _score_buckets(baseline: Baseline, series: SeriesIndex) -> IntArray:
 class FeatureLayout:
     """The baseline's series, allocated in ``series`` in a fixed order, and their index matrices.
 
-    Numeric rows of :attr:`feature_index` repeat their ``+Inf`` bucket as padding (its difference
-    is 0); categorical rows pad with -1, which points at a zero appended to the delta vector.
+    Rows of :attr:`feature_index` pad with -1, which points at a zero appended to the delta
+    vector; the store holds per-bin counts, so one fancy index gives every feature's bins.
     """
 
     def __init__(self, baseline: Baseline, series: SeriesIndex) -> None:
@@ -119,8 +119,6 @@ class FeatureLayout:
         layouts: list[NumericLayout | CategoricalLayout] = [*self.numeric, *self.categorical]
         for i, (r, layout) in enumerate(zip(rows, layouts)):
             index[i, : r.size] = r
-            if i < self.n_numeric:
-                index[i, r.size :] = r[-1]
             reference[i, : layout.reference.size] = layout.reference
         self.feature_index = index
         self.reference_matrix = reference
@@ -132,6 +130,4 @@ class FeatureLayout:
         """Window counts as a features x bins matrix (numeric rows first) and missing per feature."""
         extended = np.append(delta, 0.0)
         counts = extended[self.feature_index]
-        if self.n_numeric:
-            counts[: self.n_numeric] = np.diff(counts[: self.n_numeric], axis=1, prepend=0.0)
         return np.clip(counts, 0.0, None), np.clip(extended[self.missing_index], 0.0, None)

@@ -194,11 +194,13 @@ class ModelState(SeriesIndex):
         }
         return meta, arrays
 
-    def restore(self, meta: Mapping[str, Any], arrays: Any, prefix: str) -> None:
+    def restore(self, meta: Mapping[str, Any], arrays: Any, prefix: str, *, cumulative_buckets: bool = False) -> None:
         """Load what :meth:`snapshot` wrote into this fresh model; ``ValueError`` if it does not fit.
 
         Window times are taken as given (the caller re-anchors them). Every count is checked as
-        ingest would keep it, so a crafted file cannot make later outputs fail."""
+        ingest would keep it, so a crafted file cannot make later outputs fail. With
+        ``cumulative_buckets`` (files written before buckets were stored per bin) the totals,
+        source values and snapshots are converted, so an upgrade keeps its windows."""
         keys = [SeriesKey(name, tuple(tuple(p) for p in labels)) for name, labels in meta["keys"]]
         if keys[: self.size] != self.keys:
             raise ValueError("series layout differs from the baseline's")
@@ -218,6 +220,12 @@ class ModelState(SeriesIndex):
             ring = self.rings.get(window)
             if ring is not None:  # else a window that is no longer configured
                 self._restore_ring(ring, ring_meta, np.asarray(arrays[ring_meta["array"]], dtype=np.float64))
+        if cumulative_buckets:
+            for values in [self.totals[: self.size], *(src.last for src in self.sources.values())]:
+                self.bins_from_cumulative(values)
+            for ring in self.rings.values():
+                for vector in ring.vectors:
+                    self.bins_from_cumulative(vector)
         self.last_ingest = float(meta["last_ingest"])
         for label, scope, labels, overflow in meta["bounded"]:
             bounded = BoundedLabels(self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget)

@@ -4,8 +4,8 @@ Bodies arrive as protobuf or JSON (the OTLP/HTTP encodings), optionally gzip-com
 Decoding is all-or-nothing and happens before any state is touched: a malformed payload is
 an :class:`IngestError` with the HTTP status and the reason label it is counted under.
 Metric names are the OTel names from ``_names``; each is translated to the Prometheus sample
-names the app's own exposition uses (histograms to cumulative ``_bucket{le}``, ``_count``,
-``_sum``; monotonic sums to ``_total``), so OTLP and scraping feed one code path.
+names the app's own exposition uses (histograms to ``_bucket{le}`` holding each bin's count as
+sent, ``_count``, ``_sum``; monotonic sums to ``_total``), so OTLP and scraping feed one code path.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import io
 import math
 import zlib
 from collections.abc import Iterator
-from itertools import accumulate
 from typing import Any
 
 from google.protobuf import json_format
@@ -203,8 +202,8 @@ def _points(metric: Any) -> Iterator[tuple[str, Any, bool]]:
 
 def _add_histogram(batch: MetricBatch, instrument: n.Instrument, attrs: Labels, point: Any) -> None:
     labels = _bucket_labels(attrs, _histogram_bounds(point))
-    bucket = instrument.bucket_series  # OTLP counts per bucket; the sidecar keeps Prometheus' cumulative ones
-    batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, accumulate(point.bucket_counts)))
+    bucket = instrument.bucket_series  # per-bin counts, as OTLP carries them and the store keeps them
+    batch.samples.extend((bucket, lab, float(c)) for lab, c in zip(labels, point.bucket_counts))
     batch.samples.append((instrument.count_series, attrs, float(point.count)))
     batch.samples.append((instrument.sum_series, attrs, float(point.sum)))
 

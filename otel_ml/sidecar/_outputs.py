@@ -1,7 +1,7 @@
 """Compute every sidecar output of one model for each window, from its totals and snapshots.
 
-For a window, the counts are ``totals - snapshot(now - W)``; numeric feature bins are the
-differences of the cumulative ``le`` buckets. All features of a model go through the drift
+For a window, the counts are ``totals - snapshot(now - W)``; the store holds histogram buckets
+per bin, so feature and score bins are read off that difference directly. All features of a model go through the drift
 statistics in one vectorised call (a features x bins matrix, padded bins contribute nothing).
 Drift is controlled per model: the features and the score of a model share one family-wise
 alpha (Bonferroni per feature, which pages on the same windows as Holm; see
@@ -132,7 +132,7 @@ def _feature_outputs(
         if seen[first + j] > 0:
             yield n.FEATURE_UNKNOWN_RATIO, labels[first + j], float(counts[first + j, column] / seen[first + j])
     if layout.score_buckets.size and state.baseline.score is not None:
-        score_counts = np.clip(np.diff(np.append(delta, 0.0)[layout.score_buckets], prepend=0.0), 0.0, None)
+        score_counts = np.clip(delta[layout.score_buckets], 0.0, None)
         yield from _drift_gauges(
             ("score",),
             state.baseline.score.fractions_array()[None, :],

@@ -27,7 +27,8 @@ from ._state import SidecarState
 __all__ = ["save_state", "load_state", "baseline_fingerprint", "STATE_FORMAT"]
 
 _log = logging.getLogger("otel_ml.sidecar")
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: histogram buckets per bin; 1 (cumulative buckets) is converted on load
+_READABLE_FORMATS = (1, STATE_FORMAT)
 _MAX_STATE_BYTES = 4 * 2**30
 
 
@@ -89,7 +90,7 @@ def _read(
     join: list[tuple[str, float, Prediction]] = []
     with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
         meta = json.loads(bytes(data["meta"]).decode())
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             _log.warning(
                 "state file %s has format %s, expected %s: starting fresh", target, meta.get("format"), STATE_FORMAT
             )
@@ -112,7 +113,7 @@ def _read(
             for ring in m["rings"].values():
                 ring["times"] = _restored_times(ring["times"], shift)
             fresh = state.new_model(model.baseline, saved_at + shift)
-            fresh.restore(m, data, f"m{i}")
+            fresh.restore(m, data, f"m{i}", cumulative_buckets=meta["format"] == 1)
             models[(model.model, model.version)] = fresh
         for rid, expires, model_name, version, score, decision, segments in meta["join"]:
             prediction = Prediction(

@@ -18,7 +18,7 @@ from typing import Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import _names as n
-from ._series import ACCEPTED, IngestError, MetricBatch
+from ._series import ACCEPTED, IngestError, MetricBatch, bins_from_cumulative
 
 __all__ = ["UNREACHABLE_REASONS", "fetch_exposition", "parse_exposition"]
 
@@ -74,4 +74,6 @@ def parse_exposition(text: str, source: str) -> list[MetricBatch]:
             if batch is None:
                 batch = batches[(model, version)] = MetricBatch(source, model, version, True, 0)
             batch.samples.append((sample.name, tuple(labels.items()), float(sample.value)))
+    for batch in batches.values():
+        batch.samples = bins_from_cumulative(batch.samples)
     return list(batches.values())

@@ -2,8 +2,10 @@
 
 Both inputs (a scrape of the app's ``/metrics`` and OTLP pushed by the app or a collector)
 are turned into the same :class:`MetricBatch` of raw samples, named and labelled exactly as
-the app's Prometheus exposition names them. Everything after that (reset handling, windows,
-drift) has one code path, which is why both inputs produce the same state. The types every
+the app's Prometheus exposition names them, except that a histogram's ``_bucket{le}`` samples
+hold per-bin counts (as OTLP sends them) rather than cumulative ones: the scrape converts with
+:func:`bins_from_cumulative`. Everything after that (reset handling, windows, drift) has one
+code path, which is why both inputs produce the same state. The types every
 stage passes on live here, so the stages import them from one place and not from each other.
 """
 
@@ -18,6 +20,7 @@ __all__ = [
     "ACCEPTED",
     "ApplyResult",
     "BUCKET_SERIES",
+    "bins_from_cumulative",
     "Gauge",
     "IngestError",
     "LimitSettings",
@@ -110,3 +113,35 @@ class LimitSettings:
     join_capacity: int = 200_000  # predictions waiting for their label
     join_max_bytes: int = 64 * 1024 * 1024
     max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied
+
+
+def bins_from_cumulative(samples: list[RawSample]) -> list[RawSample]:
+    """A scrape's cumulative ``le`` buckets as the per-bin counts the sidecar stores.
+
+    Prometheus' text format carries cumulative buckets, OTLP per-bin ones; the store keeps one
+    form, the one OTLP sends and the drift statistics use, so only the scrape converts (once,
+    here). Buckets are grouped by sample name and labels without ``le`` and ordered by bound; the
+    bin of ``le=b`` holds the values in ``(previous bound, b]``. Other samples pass unchanged.
+    A non-monotonic histogram gives a negative bin, which ingest rejects as an invalid value.
+    """
+    groups: dict[tuple[str, Labels], list[tuple[float, int]]] = {}
+    out = list(samples)
+    for i, (name, labels, _) in enumerate(out):
+        if name in BUCKET_SERIES:
+            le = next((v for k, v in labels if k == "le"), None)
+            try:
+                bound = float(le)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue  # no bound: the series is rejected by its labels later
+            if bound != bound:
+                continue
+            rest = tuple(pair for pair in labels if pair[0] != "le")
+            groups.setdefault((name, rest), []).append((bound, i))
+    for buckets in groups.values():
+        buckets.sort()
+        previous = 0.0
+        for _, i in buckets:
+            name, labels, value = out[i]
+            out[i] = (name, labels, value - previous)
+            previous = value
+    return out
