@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate as kv
 import pytest
 import yaml
 
@@ -98,7 +99,6 @@ def _sidecar_config() -> dict[str, Any]:
 
 @pytest.mark.parametrize("version", ["1.28.0", "latest"])
 def test_manifest_validates_against_the_kubernetes_schemas(version: str) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (test extra)")
     version = kv.latest_version() if version == "latest" else version
     validated = []
     for doc in _documents():
@@ -113,7 +113,6 @@ def test_manifest_validates_against_the_kubernetes_schemas(version: str) -> None
 
 
 def test_a_schema_violation_is_caught() -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (test extra)")
     broken = _kind("Deployment")
     broken["spec"]["template"]["spec"]["containers"][1]["securityContext"]["runAsUSer"] = 10001
     with pytest.raises(kv.ValidationError):
