@@ -235,6 +235,36 @@ class TestResets:
         # Prometheus' increase(): 800 before the reset, then the new value 300 is all increase
         assert one(state, T0 + 21, "ml_feature_window_observations", ml_feature="amount") == 1100
 
+    def test_a_restart_counts_a_sparse_bin_that_grew(self, state: SidecarState, baseline: Baseline) -> None:
+        """A bin can hold more after a restart than before; the histogram restarts as a whole."""
+        seen = []
+        for seed, rows, tail in ((1, 800, 2), (2, 300, 5)):
+            app = App(baseline)  # the second one is the restarted process
+            frame = make_training_frame(rows, seed=seed).drop(columns="score")
+            frame["amount"] = 1.0
+            frame.loc[: tail - 1, "amount"] = 1e9  # a few values in the open top bin
+            app.predict(frame)
+            seen.append(frame["amount"].to_numpy())
+            feed(state, app, T0 + 10 * seed)
+        values = np.concatenate(seen)
+        edges = baseline.feature("amount").edges  # type: ignore[union-attr]
+        truth = np.diff([np.count_nonzero(values <= e) for e in edges] + [values.size], prepend=0)
+        model = state.models[("fraud", "v3")]
+        counts, _ = model.layout.counts(model.current_totals().copy())
+        row = model.layout.feature_names.index("amount")
+        assert counts[row][: len(edges) + 1].tolist() == truth.tolist() and truth[-1] == 7
+        assert one(state, T0 + 21, "ml_feature_window_observations", ml_feature="amount") == 1100
+
+    def test_scraped_buckets_group_whatever_their_label_order(self, baseline: Baseline) -> None:
+        from otel_ml.sidecar._series import bins_from_cumulative
+
+        one_way = [
+            ("ml_feature_value_bucket", (("a", "1"), ("b", "2"), ("le", le)), c) for le, c in (("1", 3), ("+Inf", 5))
+        ]
+        other_way = [("ml_feature_value_bucket", (("le", "10"), ("b", "2"), ("a", "1")), 4.0)]
+        out = bins_from_cumulative([one_way[0], *other_way, one_way[1]])
+        assert [value for _, _, value in out] == [3.0, 1.0, 1.0]  # le=1, le=10, +Inf of one histogram
+
     def test_two_replicas_are_summed(self, state: SidecarState, baseline: Baseline) -> None:
         for i, rows in enumerate((400, 600)):
             app = App(baseline)

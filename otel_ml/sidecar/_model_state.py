@@ -142,6 +142,12 @@ class ModelState(SeriesIndex):
         reset = increase < 0
         if self.non_monotonic:
             reset &= ~np.isin(uniq, np.fromiter(self.non_monotonic, dtype=np.intp))
+        # A histogram restarts as a whole: a bin can hold more after a restart than before (so it
+        # does not go down) while its neighbours or its _count do. Reset every series of the group.
+        group_of = self.group_ids()[uniq]
+        restarted = group_of[reset & (group_of >= 0)]
+        if restarted.size:
+            reset |= np.isin(group_of, restarted)
         increase[reset] = incoming[reset]
         state.last[uniq] = incoming
         return increase

@@ -135,7 +135,7 @@ def bins_from_cumulative(samples: list[RawSample]) -> list[RawSample]:
                 continue  # no bound: the series is rejected by its labels later
             if bound != bound:
                 continue
-            rest = tuple(pair for pair in labels if pair[0] != "le")
+            rest = tuple(sorted(pair for pair in labels if pair[0] != "le"))  # arrival order may differ per line
             groups.setdefault((name, rest), []).append((bound, i))
     for buckets in groups.values():
         buckets.sort()

@@ -147,6 +147,10 @@ class SeriesIndex:
             self._group_expected.append(len(self.allowed_le.get(_le_scope(group[0], labels), ())))
         return found
 
+    def group_ids(self) -> IntArray:
+        """Per series, the histogram group it belongs to (bucket, _count and _sum alike), else -1."""
+        return self._groups()[0]
+
     def _groups(self) -> tuple[IntArray, npt.NDArray[np.bool_], IntArray]:
         if self._group_arrays is None or self._group_arrays[0].size != len(self.keys):
             self._group_arrays = (
