@@ -267,6 +267,9 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
     [
         ({"latency_slo_threshold_seconds": 0.3}, "not a bucket bound"),
         ({"drift_for": "half an hour"}, "not a Prometheus duration"),
+        ({"drift_for": "1.5h"}, "not a Prometheus duration"),  # the sidecar's config reads it; Prometheus does not
+        ({"alert_window": " 5m"}, "not a Prometheus duration"),
+        ({"keep_firing_for": "10m "}, "not a Prometheus duration"),
         ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
         ({"latency_slo_target": 1.0}, "between 0 and 1"),
         ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),

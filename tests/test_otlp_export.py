@@ -265,9 +265,14 @@ def test_the_reader_settings_come_from_the_otel_environment(monkeypatch: pytest.
     assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None  # and only around it
     explicit = OtlpMetricsPusher(monitors=[], exporter=_Recording(), export_interval_millis=100)
     assert explicit.export_interval_millis == 100  # an argument wins over the environment
-    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "soon")
-    assert OtlpMetricsPusher(monitors=[], exporter=_Recording()).export_interval_millis == 15_000  # invalid: default
-    for p in (pusher, explicit):
+    others = []
+    for invalid in ("soon", "nan", "-5"):
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", invalid)
+        others.append(OtlpMetricsPusher(monitors=[], exporter=_Recording()))
+        assert others[-1].export_interval_millis == 15_000  # invalid: warned, the default
+    with pytest.raises(ValueError, match="export_interval_millis"):
+        OtlpMetricsPusher(monitors=[], exporter=_Recording(), export_interval_millis=-1)
+    for p in (pusher, explicit, *others):
         p.shutdown(flush=False)
 
 
@@ -279,6 +284,19 @@ def test_shutdown_runs_once(caplog: pytest.LogCaptureFixture) -> None:
     assert exporter.shutdowns == 1 and len(exporter.exports) >= 1
     assert "already shut down" in caplog.text
     assert pusher.start()._thread is None or not pusher._thread.is_alive()  # no timer after shutdown
+    exported = len(exporter.exports)
+    assert pusher.force_flush() is False and len(exporter.exports) == exported  # nothing after shutdown
+    quiet = _Recording()
+    OtlpMetricsPusher(monitors=[], exporter=quiet).shutdown(False)  # positional: flush=False, as it always was
+    assert quiet.exports == [] and quiet.shutdowns == 1
+
+
+def test_a_huge_interval_waits_instead_of_killing_the_timer() -> None:
+    pusher = OtlpMetricsPusher(monitors=[], exporter=_Recording(), export_interval_millis=1e13).start()
+    time.sleep(0.2)
+    assert pusher._thread is not None and pusher._thread.is_alive()  # no OverflowError in Event.wait
+    pusher.shutdown(flush=False, timeout_millis=5000)
+    assert not pusher._thread.is_alive()
 
 
 def test_the_sidecar_re_exposes_exactly_what_the_app_serves(

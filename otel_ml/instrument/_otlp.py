@@ -145,15 +145,19 @@ class Monitored(Protocol):
 
 
 def _millis_from_env(variable: str, default: float) -> float:
-    """A reader setting from ``OTEL_METRIC_EXPORT_*``, as the SDK reads it (invalid: warn, default)."""
+    """A reader setting from ``OTEL_METRIC_EXPORT_*``; a value that is not a number >= 0 is
+    warned about and the default is used (as the SDK does for one ``float()`` cannot read)."""
     raw = os.environ.get(variable)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    if not value >= 0:  # NaN and negative numbers too
         _log.warning("otel-ml: invalid %s=%r; using %g ms", variable, raw, default)
         return default
+    return value
 
 
 class OtlpMetricsPusher:
@@ -189,6 +193,12 @@ class OtlpMetricsPusher:
             export_interval_millis = _millis_from_env(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MILLIS)
         if export_timeout_millis is None:
             export_timeout_millis = _millis_from_env(OTEL_METRIC_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MILLIS)
+        for name, value in (
+            ("export_interval_millis", export_interval_millis),
+            ("export_timeout_millis", export_timeout_millis),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0 (got {value!r})")
         self.export_interval_millis = export_interval_millis
         self.export_timeout_millis = export_timeout_millis
         self._endpoint, self._headers = endpoint, dict(headers or {})
@@ -205,6 +215,7 @@ class OtlpMetricsPusher:
         self._thread: threading.Thread | None = None
         self._export_lock = threading.Lock()
         self._shut_down = False
+        self._flushing_at_shutdown = False
         self.failures = 0
         _pushers.add(self)
 
@@ -238,8 +249,11 @@ class OtlpMetricsPusher:
         return [c.snapshot() for c in collector_for(self._registry).counters()]
 
     def force_flush(self, timeout_millis: float | None = None) -> bool:
-        """Export the current counts now; ``True`` on success, never raises."""
+        """Export the current counts now; ``True`` on success, never raises (``False`` once shut down)."""
         timeout = self.export_timeout_millis if timeout_millis is None else timeout_millis
+        if self._shut_down and not self._flushing_at_shutdown:
+            _log.warning("otel-ml: the OTLP pusher is shut down; nothing exported")
+            return False
         with self._export_lock:
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
@@ -263,10 +277,11 @@ class OtlpMetricsPusher:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.export_interval_millis / 1000):
+        wait = min(self.export_interval_millis / 1000, threading.TIMEOUT_MAX)  # a huge interval: wait the most
+        while not self._stop.wait(wait):
             self.force_flush()
 
-    def shutdown(self, timeout_millis: float = 30_000, *, flush: bool = True) -> None:
+    def shutdown(self, flush: bool = True, *, timeout_millis: float = 30_000) -> None:
         """Stop the timer and shut the exporter down, once; with ``flush`` export the last counts first."""
         if self._shut_down:
             _log.warning("otel-ml: the OTLP pusher is already shut down")
@@ -277,7 +292,9 @@ class OtlpMetricsPusher:
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if flush:
+            self._flushing_at_shutdown = True
             self.force_flush(min(self.export_timeout_millis, max(0.0, deadline - time.monotonic()) * 1000))
+            self._flushing_at_shutdown = False
         self.exporter.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
 
 

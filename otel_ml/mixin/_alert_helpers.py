@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _names as n
-from .._durations import parse_duration
+from .._durations import prometheus_duration
 from .config import MixinConfig
 
 __all__ = [
@@ -43,7 +43,7 @@ SEGMENT_TEXT = f"segment {label(n.LABEL_SEGMENT_KEY)}={label(n.LABEL_SEGMENT)} o
 
 def alert(name: str, expr: str, for_: str, level: str, summary: str, description: str, **labels: str) -> Rule:
     """One alerting rule at an abstract level, its ``for:`` checked at generation."""
-    parse_duration(for_)  # a typo in a for: duration fails at generation, not in Prometheus
+    prometheus_duration(for_)  # a typo in a for: duration fails at generation, not in Prometheus
     return {
         "alert": name,
         "expr": expr.strip() + "\n",
@@ -59,7 +59,7 @@ def across_restarts(c: MixinConfig, rules: list[Rule]) -> list[Rule]:
     A sidecar restart leaves their series stale for a scrape or two; without it a firing alert
     would resolve and restart its ``for:``.
     """
-    if parse_duration(c.keep_firing_for) == 0:
+    if prometheus_duration(c.keep_firing_for) == 0:
         return rules
     out = []
     for rule in rules:

@@ -12,7 +12,7 @@ a few scrapes in their series) neither resolves them nor restarts their ``for:``
 from __future__ import annotations
 
 from .. import _names as n
-from .._durations import parse_duration
+from .._durations import prometheus_duration
 from . import _rule_helpers as q
 from ._alert_helpers import FEATURE_TEXT, MODEL_TEXT, PAGE, SEGMENT_TEXT, TICKET, Rule, across_restarts, alert, label
 from .config import MixinConfig
@@ -69,7 +69,7 @@ def coverage_alerts(c: MixinConfig) -> list[Rule]:
     ``missing_min_count`` counts *missing* values (the app's counter over ``alert_window``):
     a feature that is missing in every row has no non-missing observations to count.
     """
-    parse_duration(c.alert_window)  # also used as a PromQL range here
+    prometheus_duration(c.alert_window)  # also used as a PromQL range here
     win = f'{n.LABEL_WINDOW}="{c.alert_window}"'
     f_on = q.labels(c, *q.FEATURE)
     missing_now = f"max by ({f_on}) ({n.FEATURE_MISSING_RATIO.series}{q.sidecar(c, win)})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _names as n
-from .._durations import parse_duration
+from .._durations import prometheus_duration
 from . import _rule_helpers as q
 from ._rule_helpers import latency_burn_rate_record, ratio_record
 from .config import MixinConfig
@@ -38,7 +38,7 @@ def _record(name: str, expr: str, **labels: str) -> Rule:
 
 
 def _sorted_windows(*windows: str) -> list[str]:
-    return sorted(set(windows), key=parse_duration)
+    return sorted(set(windows), key=prometheus_duration)
 
 
 def serving_rules(c: MixinConfig) -> list[Rule]:
