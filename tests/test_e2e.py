@@ -155,7 +155,10 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop) -> None:
     stack.wait_for(lambda: set(stack.target_health().values()) == {"up"}, 60, "every target up")
     # -- clean phase: traffic from the training population, nothing may fire --------------------
     time.sleep(CLEAN_SECONDS)
-    assert loop.traffic.sent > RATE * CLEAN_SECONDS * 0.5, loop.traffic.sent
+    # Traffic flowed for the whole clean phase. The generator sends one request at a time and a
+    # request costs ~7 ms here (5 ms of it scikit-learn scoring one row), so on 2 cores shared with
+    # Prometheus, Alertmanager and the sidecar it reaches 65-100 of the nominal 150 req/s.
+    assert loop.traffic.sent > RATE * CLEAN_SECONDS * 0.3, loop.traffic.sent
     assert loop.webhook.alerts() == [], [a["labels"] for a in loop.webhook.alerts()]
     assert [a for a in stack.alerts() if a["state"] == "firing"] == []
     assert stack.query('ml_feature_drift_status{ml_feature="mean_radius"}')[0]["value"][1] == "0"
