@@ -215,7 +215,6 @@ class OtlpMetricsPusher:
         self._thread: threading.Thread | None = None
         self._export_lock = threading.Lock()
         self._shut_down = False
-        self._flushing_at_shutdown = False
         self.failures = 0
         _pushers.add(self)
 
@@ -250,10 +249,12 @@ class OtlpMetricsPusher:
 
     def force_flush(self, timeout_millis: float | None = None) -> bool:
         """Export the current counts now; ``True`` on success, never raises (``False`` once shut down)."""
-        timeout = self.export_timeout_millis if timeout_millis is None else timeout_millis
-        if self._shut_down and not self._flushing_at_shutdown:
+        if self._shut_down:
             _log.warning("otel-ml: the OTLP pusher is shut down; nothing exported")
             return False
+        return self._export(self.export_timeout_millis if timeout_millis is None else timeout_millis)
+
+    def _export(self, timeout: float) -> bool:
         with self._export_lock:
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
@@ -279,7 +280,7 @@ class OtlpMetricsPusher:
     def _run(self) -> None:
         wait = min(self.export_interval_millis / 1000, threading.TIMEOUT_MAX)  # a huge interval: wait the most
         while not self._stop.wait(wait):
-            self.force_flush()
+            self._export(self.export_timeout_millis)
 
     def shutdown(self, flush: bool = True, *, timeout_millis: float = 30_000) -> None:
         """Stop the timer and shut the exporter down, once; with ``flush`` export the last counts first."""
@@ -292,9 +293,7 @@ class OtlpMetricsPusher:
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if flush:
-            self._flushing_at_shutdown = True
-            self.force_flush(min(self.export_timeout_millis, max(0.0, deadline - time.monotonic()) * 1000))
-            self._flushing_at_shutdown = False
+            self._export(min(self.export_timeout_millis, max(0.0, deadline - time.monotonic()) * 1000))
         self.exporter.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
 
 
