@@ -19,7 +19,16 @@ from .. import _names as n
 from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from .._names import UNKNOWN, normalize_le
-from ._series import ACCEPTED, BUCKET_SERIES, SUM_SERIES, ApplyResult, Labels, LimitSettings, SeriesKey
+from ._series import (
+    ACCEPTED,
+    BUCKET_SERIES,
+    SUM_SERIES,
+    ApplyResult,
+    Labels,
+    LimitSettings,
+    SeriesKey,
+    bins_from_cumulative,
+)
 
 __all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE"]
 
@@ -98,22 +107,15 @@ class SeriesIndex:
         self._series_cache[name] = (len(self.keys), found)
         return found
 
-    def bucket_groups(self) -> list[IntArray]:
-        """The indices of each histogram's ``_bucket`` series, in ``le`` order."""
-        groups: dict[tuple[str, Labels], list[tuple[float, int]]] = {}
-        for i, key in enumerate(self.keys):
-            if key.name in BUCKET_SERIES:
-                labels = dict(key.labels)
-                le = float(labels.pop(n.LABEL_LE))
-                groups.setdefault((key.name, tuple(sorted(labels.items()))), []).append((le, i))
-        return [np.asarray([i for _, i in sorted(g)], dtype=np.intp) for g in groups.values()]
-
     def bins_from_cumulative(self, values: FloatArray) -> None:
-        """Cumulative bucket values (state files of format 1) as per-bin ones, in place; a bin
-        a non-monotonic history left negative is 0, as the window statistics always clipped it."""
-        for group in self.bucket_groups():
-            if group.size and group.max() < values.size:
-                values[group] = np.clip(np.diff(values[group], prepend=0.0), 0.0, None)
+        """Cumulative bucket values (state files of format 1) as per-bin ones, in place, by the
+        scrape's own conversion; a bin a non-monotonic history left negative is 0, as the window
+        statistics always clipped it."""
+        keys = self.keys[: values.size]
+        converted = bins_from_cumulative([(k.name, k.labels, v) for k, v in zip(keys, values.tolist())])
+        values[:] = [value for _, _, value in converted]
+        buckets = np.fromiter((k.name in BUCKET_SERIES for k in keys), bool, len(keys))
+        np.clip(values, 0.0, None, out=values, where=buckets)
 
     def restore_series(self, keys: Iterable[SeriesKey]) -> None:
         """Add series read back from a saved state, in order, with label values made safe again.
