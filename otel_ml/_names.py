@@ -304,16 +304,75 @@ SEGMENT_DECISION_RATE_PVALUE: Final = _gauge(
 )
 SEGMENT_WINDOW_COUNT: Final = _gauge("ml_segment_window_predictions", "Predictions of the segment in the window.")
 ONLINE_PRECISION: Final = _gauge(
-    "ml_online_precision", "Precision of the positive decision on labelled predictions in the window."
+    "ml_online_precision",
+    "Precision on labelled predictions in the window: ml_threshold=served for the decision, else score > edge.",
 )
 ONLINE_RECALL: Final = _gauge(
-    "ml_online_recall", "Recall of the positive decision on labelled predictions in the window."
+    "ml_online_recall",
+    "Recall on labelled predictions in the window: ml_threshold=served for the decision, else score > edge.",
+)
+ONLINE_F1: Final = _gauge(
+    "ml_online_f1", "F1 score on labelled predictions in the window: ml_threshold=served or a score edge."
 )
 ONLINE_ACCURACY: Final = _gauge("ml_online_accuracy", "Accuracy of decisions on labelled predictions in the window.")
+ONLINE_ROC_AUC: Final = _gauge(
+    "ml_online_roc_auc", "ROC AUC of the score on labelled predictions in the window (Mann-Whitney on score bins)."
+)
+ONLINE_CALIBRATION_ERROR: Final = _gauge(
+    "ml_online_calibration_error",
+    "Expected calibration error: sum over score bins of |scores - positives| / labelled predictions.",
+)
 ONLINE_BRIER: Final = _gauge(
     "ml_online_brier_score", "Mean squared error of the score against the 0/1 label (calibration)."
 )
+ONLINE_LOG_LOSS: Final = _gauge("ml_online_log_loss", "Mean log loss of the score against the 0/1 label.")
 ONLINE_LABEL_COUNT: Final = _gauge("ml_online_labels", "Labelled predictions in the window.")
+ESTIMATED_ROC_AUC: Final = _gauge(
+    "ml_estimated_roc_auc",
+    "ROC AUC estimated without labels (CBPE) from the window's score bins and the baseline's calibration.",
+)
+ESTIMATED_PRECISION: Final = _gauge(
+    "ml_estimated_precision", "Precision of the served threshold estimated without labels (CBPE)."
+)
+ESTIMATED_RECALL: Final = _gauge(
+    "ml_estimated_recall", "Recall of the served threshold estimated without labels (CBPE)."
+)
+ESTIMATED_F1: Final = _gauge("ml_estimated_f1", "F1 of the served threshold estimated without labels (CBPE).")
+ESTIMATED_ACCURACY: Final = _gauge(
+    "ml_estimated_accuracy", "Accuracy of the served threshold estimated without labels (CBPE)."
+)
+REFERENCE_BAND_LOWER: Final = _gauge(
+    "ml_reference_band_lower",
+    "Reference performance - 3 sampling standard deviations at the window's prediction count (ml_metric).",
+)
+REFERENCE_BAND_UPPER: Final = _gauge(
+    "ml_reference_band_upper",
+    "Reference performance + 3 sampling standard deviations at the window's prediction count (ml_metric).",
+)
+ESTIMATED_VS_REALISED_GAP: Final = _gauge(
+    "ml_estimated_vs_realised_gap", "Estimated (CBPE) minus realised performance in the same window (ml_metric)."
+)
+REFERENCE_PERFORMANCE: Final = _gauge(
+    "ml_reference_performance", "The baseline's performance on its labelled reference data (ml_metric)."
+)
+REFERENCE_PERFORMANCE_STDDEV: Final = _gauge(
+    "ml_reference_performance_stddev",
+    "Standard deviation of the metric over reference chunks of ml_reference_chunk_predictions rows.",
+)
+REFERENCE_CHUNK: Final = _gauge(
+    "ml_reference_chunk_predictions", "Rows per reference chunk the performance standard deviation was measured on."
+)
+SCORE_REFERENCE_POSITIVE_RATIO: Final = _gauge(
+    "ml_score_reference_positive_ratio",
+    "Baseline calibration: share of positive labels per score bin (ml_bin_upper, ml_bin_lower).",
+)
+LABEL_COVERAGE: Final = _gauge(
+    "ml_label_coverage_ratio",
+    "Share of the predictions of one day, ml_cohort_age old, that have their label (ml_decision or __all__).",
+)
+LABEL_COHORT_PREDICTIONS: Final = _gauge(
+    "ml_label_cohort_predictions", "Predictions in the cohort ml_cohort_age old (stored, before sampling weights)."
+)
 OUTCOMES: Final = Instrument(
     "ml.outcomes",
     "{prediction}",
@@ -328,12 +387,54 @@ OUTCOME_SQUARED_ERROR: Final = Instrument(
     "ml_outcome_squared_error",
     "Sum of (score - label)^2 over joined predictions: divided by the count it is the Brier score.",
 )
+OUTCOME_LOG_LOSS: Final = Instrument(
+    "ml.outcome.log_loss",
+    "{score}",
+    "counter",
+    "ml_outcome_log_loss",
+    "Sum of the log loss of the score against the 0/1 label over joined predictions (p clipped to 1e-15).",
+)
+LABELLED_SCORE: Final = Instrument(
+    "ml.labelled.score",
+    "{score}",
+    "histogram",
+    "ml_labelled_score",
+    "Scores of labelled predictions by outcome, bucketed by the baseline's score edges (AUC, precision at any edge).",
+)
+LABELLED_SCORE_BIN_SUM: Final = Instrument(
+    "ml.labelled.score.bin_sum",
+    "{score}",
+    "counter",
+    "ml_labelled_score_bin_sum",
+    "Sum of the scores of labelled predictions per score bin (ml_bin_upper): the calibration error's numerator.",
+)
+LABEL_DELAY: Final = Instrument(
+    "ml.label.delay",
+    "s",
+    "histogram",
+    "ml_label_delay",
+    "Time from a prediction to its label's time (negative delays clamped to 0 and counted).",
+)
+LABEL_NEGATIVE_DELAYS: Final = Instrument(
+    "ml.label.negative_delays",
+    "{label}",
+    "counter",
+    "ml_label_negative_delays",
+    "Labels timed before their prediction (clock skew between the label producer and the app).",
+)
+LABELS_RECEIVED: Final = Instrument(
+    "ml.labels.received",
+    "{label}",
+    "counter",
+    "ml_labels_received",
+    "Labels accepted by the sidecar, by ml_source (api, review, token, inline ...).",
+)
 LABELS_UNMATCHED: Final = Instrument(
     "ml.labels.unmatched",
     "{label}",
     "counter",
     "ml_labels_unmatched",
-    "Posted labels whose request id was unknown or had expired from the join store.",
+    "Posted labels that joined nothing, by reason (unknown_request_id, expired, duplicate, sampled_out, ...).",
 )
 SIDECAR_INGEST_ERRORS: Final = Instrument(
     "ml.sidecar.ingest.errors",
@@ -371,13 +472,47 @@ SIDECAR_OVERFLOW: Final = Instrument(
     "ml_sidecar_cardinality_overflow",
     "Series folded into __other__ by the sidecar's own label budgets (e.g. a flood of segment values).",
 )
-SIDECAR_JOIN_STORE: Final = Instrument(
-    "ml.sidecar.join_store.predictions",
-    "{prediction}",
-    "gauge",
-    "ml_sidecar_join_store_predictions",
-    "Predictions waiting for their delayed label in the bounded join store.",
+JOIN_STORE_ROWS: Final = Instrument(
+    "ml.join_store.rows", "{prediction}", "gauge", "ml_join_store_rows", "Predictions held in the on-disk join store."
 )
+JOIN_STORE_BYTES: Final = Instrument(
+    "ml.join_store.bytes", "By", "gauge", "ml_join_store_bytes", "Bytes on disk of the join store (database and WAL)."
+)
+JOIN_STORE_EVICTED: Final = Instrument(
+    "ml.join_store.evicted",
+    "{prediction}",
+    "counter",
+    "ml_join_store_evicted",
+    "Predictions dropped from the join store, by reason: ttl (day partition expired) or cap (sampled out).",
+)
+JOIN_SAMPLE_RATIO: Final = Instrument(
+    "ml.join.sample_ratio",
+    "1",
+    "gauge",
+    "ml_join_sample_ratio",
+    "Share of request ids the join store keeps (2^-k above its byte cap): labelled counts are a sample of this size.",
+)
+# Label delay buckets in seconds: 1m, 5m, 15m, 30m, 1h, 3h, 6h, 12h, 1d, 2d, 3d, 7d, 14d, 30d.
+LABEL_DELAY_BUCKETS: Final[tuple[float, ...]] = (
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    10800.0,
+    21600.0,
+    43200.0,
+    86400.0,
+    172800.0,
+    259200.0,
+    604800.0,
+    1209600.0,
+    2592000.0,
+)
+LABEL_THRESHOLD: Final = "ml_threshold"  # "served" (the decision) or a score edge spelled like le
+THRESHOLD_SERVED: Final = "served"
+LABEL_METRIC: Final = "ml_metric"  # roc_auc, precision, recall, f1, accuracy
+LABEL_COHORT_AGE: Final = "ml_cohort_age"
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     FEATURE_PSI,
@@ -401,9 +536,21 @@ SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     SEGMENT_WINDOW_COUNT,
     ONLINE_PRECISION,
     ONLINE_RECALL,
+    ONLINE_F1,
     ONLINE_ACCURACY,
+    ONLINE_ROC_AUC,
+    ONLINE_CALIBRATION_ERROR,
     ONLINE_BRIER,
+    ONLINE_LOG_LOSS,
     ONLINE_LABEL_COUNT,
+    ESTIMATED_ROC_AUC,
+    ESTIMATED_PRECISION,
+    ESTIMATED_RECALL,
+    ESTIMATED_F1,
+    ESTIMATED_ACCURACY,
+    REFERENCE_BAND_LOWER,
+    REFERENCE_BAND_UPPER,
+    ESTIMATED_VS_REALISED_GAP,
 )
 
 
@@ -439,5 +586,14 @@ def instrument_of_sample(sample_name: str) -> Instrument | None:
 
 
 # the counters a scrape or an OTLP push may carry, by sample name (the sidecar keeps only these)
-SIDECAR_COUNTERS: Final[tuple[Instrument, ...]] = (OUTCOMES, OUTCOME_SQUARED_ERROR)
+# Counted by the sidecar itself when a label joins its prediction, per model and version.
+SIDECAR_COUNTERS: Final[tuple[Instrument, ...]] = (
+    OUTCOMES,
+    OUTCOME_SQUARED_ERROR,
+    OUTCOME_LOG_LOSS,
+    LABELLED_SCORE,
+    LABELLED_SCORE_BIN_SUM,
+    LABEL_DELAY,
+    LABEL_NEGATIVE_DELAYS,
+)
 _SAMPLE_INSTRUMENT: Final = _samples_of(APP_INSTRUMENTS + SIDECAR_COUNTERS)

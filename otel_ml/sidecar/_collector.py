@@ -95,7 +95,7 @@ class SidecarCollector:
             for attribute, count in sorted(counts.items()):
                 overflow.add_metric([model_name, version, attribute], count)
         yield overflow
-        yield GaugeMetricFamily(n.SIDECAR_JOIN_STORE.prometheus, n.SIDECAR_JOIN_STORE.description, value=state.join)
+        yield GaugeMetricFamily(n.JOIN_STORE_ROWS.prometheus, n.JOIN_STORE_ROWS.description, value=state.join)
         yield GaugeMetricFamily(
             n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
         )
