@@ -22,6 +22,7 @@ __all__ = [
     "INSTRUMENTS",
     "format_le",
     "le_labels",
+    "bin_bounds",
     "normalize_le",
     "instrument_of_sample",
 ]
@@ -564,6 +565,12 @@ def format_le(value: float) -> str:
 def le_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
     """The ``le`` label values of a histogram with these finite edges, ``+Inf`` last."""
     return (*(format_le(e) for e in edges), "+Inf")
+
+
+def bin_bounds(edges: tuple[float, ...]) -> list[tuple[str, str]]:
+    """(upper, lower) of every bin, spelled like ``le``: the labels ml_bin_upper and ml_bin_lower."""
+    uppers = le_labels(edges)
+    return list(zip(uppers, ("-Inf", *uppers[:-1])))
 
 
 def normalize_le(le: str) -> str:
