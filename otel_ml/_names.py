@@ -344,11 +344,11 @@ ESTIMATED_ACCURACY: Final = _gauge(
 )
 REFERENCE_BAND_LOWER: Final = _gauge(
     "ml_reference_band_lower",
-    "Reference performance - 3 sampling standard deviations at the window's prediction count (ml_metric).",
+    "Reference performance - 3 standard deviations of a window this size vs the reference (ml_metric).",
 )
 REFERENCE_BAND_UPPER: Final = _gauge(
     "ml_reference_band_upper",
-    "Reference performance + 3 sampling standard deviations at the window's prediction count (ml_metric).",
+    "Reference performance + 3 standard deviations of a window this size vs the reference (ml_metric).",
 )
 ESTIMATED_VS_REALISED_GAP: Final = _gauge(
     "ml_estimated_vs_realised_gap", "Estimated (CBPE) minus realised performance in the same window (ml_metric)."
@@ -362,6 +362,10 @@ REFERENCE_PERFORMANCE_STDDEV: Final = _gauge(
 )
 REFERENCE_CHUNK: Final = _gauge(
     "ml_reference_chunk_predictions", "Rows per reference chunk the performance standard deviation was measured on."
+)
+REFERENCE_LABELLED: Final = _gauge(
+    "ml_reference_labelled_predictions",
+    "Labelled reference rows the reference performance was measured on (its own error is in the band).",
 )
 SCORE_REFERENCE_POSITIVE_RATIO: Final = _gauge(
     "ml_score_reference_positive_ratio",

@@ -205,7 +205,8 @@ def test_cbpe_is_the_weighted_auc_of_the_window_bins(labelled_baseline: Baseline
     upper = gauge(found, "ml_reference_band_upper", ml_metric="roc_auc", ml_window="1h")
     perf = labelled_baseline.score.performance
     assert perf is not None
-    half = 3 * perf.stddev["roc_auc"] * math.sqrt(perf.chunk_size / counts.sum())
+    labelled = labelled_baseline.score.labelled_count
+    half = 3 * perf.stddev["roc_auc"] * math.sqrt(perf.chunk_size / counts.sum() + perf.chunk_size / labelled)
     assert (lower, upper) == pytest.approx((perf.value["roc_auc"] - half, perf.value["roc_auc"] + half))
 
 

@@ -26,7 +26,7 @@ import pytest
 from scipy.optimize import brentq
 
 from otel_ml import fit_baseline
-from otel_ml.evaluation import confusion_at_bin, confusion_metrics, estimate_performance, roc_auc
+from otel_ml.evaluation import confusion_at_bin, confusion_metrics, estimate_performance, reference_band, roc_auc
 
 WINDOWS = 20_000
 REFERENCE_ROWS = 20_000
@@ -65,6 +65,7 @@ class Model:
         assert score.first_positive_bin is not None
         self.seed = seed
         self.perf = score.performance
+        self.labelled = score.labelled_count
         self.q = np.asarray(score.calibration)
         self.k = score.first_positive_bin
         edges = score.edges_array()
@@ -85,7 +86,10 @@ class Model:
         return float(estimate_performance(pi, self.q).roc_auc)
 
     def lower(self, metric: str, n: int) -> float:
-        return self.perf.band(metric, n)[0]
+        lower, _ = reference_band(
+            self.perf.value[metric], self.perf.stddev[metric], self.perf.chunk_size, n, self.labelled
+        )
+        return float(lower)
 
     def windows(self, law: tuple[np.ndarray, np.ndarray], n: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, n, salt])

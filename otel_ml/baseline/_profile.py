@@ -114,20 +114,14 @@ class ReferencePerformance:
     ``value[metric]`` is the metric on the whole reference, computed as the sidecar computes it
     from counts (ROC AUC on the score bins; precision, recall, F1 and accuracy at the served
     rule); ``stddev[metric]`` its standard deviation over disjoint chunks of ``chunk_size``
-    labelled rows, the spread the reference band scales to a window (see :meth:`band`).
+    labelled rows, the spread the reference band scales to a window
+    (:func:`otel_ml.evaluation.reference_band`).
     """
 
     value: Mapping[str, float]
     stddev: Mapping[str, float]
     chunk_size: int
     chunks: int
-
-    def band(self, metric: str, n: float, sigmas: float = 3.0) -> tuple[float, float]:
-        """``value -+ sigmas * stddev * sqrt(chunk_size / n)``; NaN for ``n <= 0``."""
-        if n <= 0:
-            return math.nan, math.nan
-        half = sigmas * self.stddev[metric] * math.sqrt(self.chunk_size / n)
-        return self.value[metric] - half, self.value[metric] + half
 
 
 @dataclass(frozen=True)

@@ -169,16 +169,23 @@ def reference_performance(
 
 
 def reference_band(
-    value: Any, stddev: Any, chunk_size: Any, n: Any, sigmas: float = DEFAULT_SIGMAS
+    value: Any, stddev: Any, chunk_size: Any, n: Any, reference_count: Any = 0, sigmas: float = DEFAULT_SIGMAS
 ) -> tuple[Stat, Stat]:
-    """``value -+ sigmas * stddev * sqrt(chunk_size / n)``: where a window of ``n`` predictions lands.
+    """``value -+ sigmas * stddev * sqrt(chunk_size / n + chunk_size / reference_count)``.
 
-    The chunk stddev scales as ``1/sqrt(n)`` to a window of ``n``; NaN where ``n`` is not > 0
-    (no window, no band). Not clipped to [0, 1], so the PromQL rule needs no clamp to agree.
+    Where a window of ``n`` predictions lands if nothing changed: the chunk stddev scales as
+    ``1/sqrt(n)`` to the window, and the reference value itself, measured on ``reference_count``
+    labelled rows, carries its own error (the second term; without it a large window is judged
+    against a reference value as if it were exact: 2.3 % false alarms on recall at 5,000 labels
+    instead of <= 0.5 %). NaN where ``n`` is not > 0 (no window, no band). Not clipped to [0, 1],
+    so the PromQL rule needs no clamp to agree.
     """
     n_arr = np.asarray(n, dtype=np.float64)
+    chunk = np.asarray(chunk_size, dtype=np.float64)
     scale = np.full(n_arr.shape, np.nan)
-    np.divide(np.asarray(chunk_size, dtype=np.float64), n_arr, out=scale, where=n_arr > 0)
+    np.divide(chunk, n_arr, out=scale, where=n_arr > 0)
+    ref = np.asarray(reference_count, dtype=np.float64)
+    scale = scale + np.divide(chunk, ref, out=np.zeros(np.broadcast_shapes(chunk.shape, ref.shape)), where=ref > 0)
     half = sigmas * np.asarray(stddev, dtype=np.float64) * np.sqrt(scale)
     centre = np.asarray(value, dtype=np.float64)
     return _out(np.asarray(centre - half)), _out(np.asarray(centre + half))

@@ -196,7 +196,7 @@ def estimated_outputs(
         labels = {**base, n.LABEL_METRIC: metric}
         if reference is not None and metric in reference.value:
             lower, upper = ev.reference_band(
-                reference.value[metric], reference.stddev[metric], reference.chunk_size, total
+                reference.value[metric], reference.stddev[metric], reference.chunk_size, total, score.labelled_count
             )
             if lower == lower:
                 yield n.REFERENCE_BAND_LOWER, labels, float(lower)
@@ -220,6 +220,7 @@ def reference_performance_gauges(state: ModelState, base: dict[str, str]) -> Ite
     if score.performance is not None:
         p = score.performance
         yield n.REFERENCE_CHUNK, base, float(p.chunk_size)
+        yield n.REFERENCE_LABELLED, base, float(score.labelled_count)
         for metric, value in p.value.items():
             yield n.REFERENCE_PERFORMANCE, {**base, n.LABEL_METRIC: metric}, float(value)
             yield n.REFERENCE_PERFORMANCE_STDDEV, {**base, n.LABEL_METRIC: metric}, float(p.stddev[metric])
