@@ -371,6 +371,10 @@ SCORE_REFERENCE_POSITIVE_RATIO: Final = _gauge(
     "ml_score_reference_positive_ratio",
     "Baseline calibration: share of positive labels per score bin (ml_bin_upper, ml_bin_lower).",
 )
+SCORE_REFERENCE_POSITIVE_DECISION: Final = _gauge(
+    "ml_score_reference_positive_decision",
+    "Baseline served rule per score bin (ml_bin_upper, ml_bin_lower): 1 if score > decision_threshold there, else 0.",
+)
 LABEL_COVERAGE: Final = _gauge(
     "ml_label_coverage_ratio",
     "Share of the predictions of one day, ml_cohort_age old, that have their label (ml_decision or __all__).",
