@@ -421,7 +421,7 @@ LABEL_DELAY: Final = Instrument(
     "ml.label.delay",
     "s",
     "histogram",
-    "ml_label_delay",
+    "ml_label_delay_seconds",
     "Time from a prediction to its label's time (negative delays clamped to 0 and counted).",
 )
 LABEL_NEGATIVE_DELAYS: Final = Instrument(

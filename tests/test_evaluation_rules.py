@@ -42,6 +42,7 @@ MODEL = 'ml_model_name="loans", ml_model_version="v7"'
 SIDECAR = f'job="otel-ml-sidecar", {MODEL}'
 REF = {"roc_auc": (0.81, 0.012), "precision": (0.62, 0.03), "recall": (0.55, 0.035)}
 CHUNK = 2000
+REFERENCE_LABELS = 40_000  # labelled reference rows: the reference value's own error is in the band
 TOLERANCE = 1e-9
 
 
@@ -141,6 +142,7 @@ def _series(d: dict[str, np.ndarray], replicas: tuple[int, ...]) -> list[dict[st
         out.append(_gauge("ml_reference_performance", f'{SIDECAR}, ml_metric="{metric}"', value))
         out.append(_gauge("ml_reference_performance_stddev", f'{SIDECAR}, ml_metric="{metric}"', std))
     out.append(_gauge("ml_reference_chunk_predictions", SIDECAR, float(CHUNK)))
+    out.append(_gauge("ml_reference_labelled_predictions", SIDECAR, float(REFERENCE_LABELS)))
     return out
 
 
@@ -213,14 +215,14 @@ def _cases(d: dict[str, np.ndarray]) -> list[dict[str, Any]]:
             cases.append(_close(f"ml:online_{metric}:1h{selector}", labels, expected[metric]))
         cases.append(_close(f"ml:labelled_predictions:increase1h{selector}", labels, expected["labels"]))
         for metric, (ref, std) in REF.items():
-            band = ref - 3 * std * math.sqrt(CHUNK / expected["labels"])
+            band = ref - 3 * std * math.sqrt(CHUNK / expected["labels"] + CHUNK / REFERENCE_LABELS)
             sel = f'{{ml_segment="{segment}", ml_metric="{metric}"}}'
             cases.append(_close(f"ml:online_reference_band_lower:1h{sel}", f'{labels}, ml_metric="{metric}"', band))
     estimated = _estimated(d)
     for metric in ("roc_auc", "precision", "recall", "f1", "accuracy"):
         cases.append(_close(f"ml:estimated_{metric}:1h", MODEL, estimated[metric]))
     for metric, (ref, std) in REF.items():
-        spread = 3 * std * math.sqrt(CHUNK / estimated["predictions"])
+        spread = 3 * std * math.sqrt(CHUNK / estimated["predictions"] + CHUNK / REFERENCE_LABELS)
         for side, value in (("lower", ref - spread), ("upper", ref + spread)):
             sel = f'{{ml_metric="{metric}"}}'
             cases.append(_close(f"ml:estimated_reference_band_{side}:1h{sel}", f'{MODEL}, ml_metric="{metric}"', value))

@@ -23,7 +23,7 @@ Formulas (P, N = labelled positives / negatives, P_b, N_b per bin, C+ cumulative
 - ECE ``sum_b |S_b - P_b| / n``, Brier and log loss their summed terms over the labelled count.
 
 Every ratio divides by ``(x > 0)``: a window without labels (or predictions) records no sample,
-never NaN or 0. The reference band is ref +- 3 stddev sqrt(chunk / n) with n the window's labels
+never NaN or 0. The reference band is ref +- 3 stddev sqrt(chunk / n + chunk / N_ref) with n the window's labels
 (realised) or predictions (estimated), as NannyML scales its sampling error.
 """
 
@@ -122,17 +122,23 @@ def _guarded(numerator: str, denominator: str, on: str) -> str:
 
 
 def _band(c: MixinConfig, count: str, metric: str, sign: str) -> str:
-    """ref +- 3 stddev sqrt(chunk / count) of ``metric``, per series of the recorded ``count``."""
+    """ref +- 3 stddev sqrt(chunk / count + chunk / reference labels) of ``metric``, per series of
+    the recorded ``count``: the window's sampling error and the reference value's own."""
     m_on = q.labels(c, *q.MODEL)
     metric_sel = q.sidecar(c, f'{n.LABEL_METRIC}="{metric}"')
     ref = f"max by ({m_on}) ({n.REFERENCE_PERFORMANCE.series}{metric_sel})"
     std = f"max by ({m_on}) ({n.REFERENCE_PERFORMANCE_STDDEV.series}{metric_sel})"
     chunk = f"max by ({m_on}) ({n.REFERENCE_CHUNK.series}{q.sidecar(c)})"
+    labelled = f"max by ({m_on}) ({n.REFERENCE_LABELLED.series}{q.sidecar(c)})"
     return f"""
 {ref}
 {sign} on ({m_on}) group_right ()
 (
-  sqrt({chunk} / on ({m_on}) group_right () ({count} > 0))
+  sqrt(
+    {chunk} / on ({m_on}) group_right () ({count} > 0)
+    + on ({m_on}) group_left ()
+    ({chunk} / on ({m_on}) ({labelled} > 0))
+  )
   * on ({m_on}) group_left ()
   ({BAND_SIGMAS} * {std})
 )

@@ -210,13 +210,14 @@ def reference_performance_gauges(state: ModelState, base: dict[str, str]) -> Ite
     score = state.baseline.score
     if score is None:
         return
+    bounds = [{**base, n.LABEL_BIN_UPPER: upper, n.LABEL_BIN_LOWER: lower} for upper, lower in n.bin_bounds(score.edges)]
     if score.calibration is not None:
-        for (upper, lower), q in zip(n.bin_bounds(score.edges), score.calibration):
-            yield (
-                n.SCORE_REFERENCE_POSITIVE_RATIO,
-                {**base, n.LABEL_BIN_UPPER: upper, n.LABEL_BIN_LOWER: lower},
-                float(q),
-            )
+        for labels, q in zip(bounds, score.calibration):
+            yield n.SCORE_REFERENCE_POSITIVE_RATIO, labels, float(q)
+    first = score.first_positive_bin
+    if first is not None:  # the served rule per bin, for the PromQL estimate of precision and recall
+        for k, labels in enumerate(bounds):
+            yield n.SCORE_REFERENCE_POSITIVE_DECISION, labels, 1.0 if k >= first else 0.0
     if score.performance is not None:
         p = score.performance
         yield n.REFERENCE_CHUNK, base, float(p.chunk_size)
