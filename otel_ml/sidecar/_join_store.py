@@ -419,12 +419,13 @@ class SqliteJoinStore:
             order = np.lexsort((hk, day))
             day, hk, dk, sk, off = day[order], hk[order], dk[order], sk[order], (ti - ti // DAY * DAY)[order]
             cut = (np.flatnonzero(day[1:] != day[:-1]) + 1).tolist()
+            spans = list(zip([0, *cut], [*cut, day.size])) if day.size else []
             rows = list(zip(hk.tolist(), dk.tolist(), off.tolist(), sk.tolist()))
             con = self._con
             stored: list[tuple[int, int, int]] = []
             con.execute("BEGIN IMMEDIATE")
             try:
-                for a, b in zip([0, *cut], [*cut, day.size]):
+                for a, b in spans:
                     dd = int(day[a])
                     if dd not in self._days:
                         con.execute(_P_DDL.format(f"p_{dd}"))
