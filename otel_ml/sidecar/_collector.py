@@ -106,12 +106,12 @@ class SidecarCollector:
             for attribute, count in sorted(counts.items()):
                 overflow.add_metric([model_name, version, attribute], count)
         yield overflow
-        for inst, value in (
+        for gauge, reading in (
             (n.JOIN_STORE_ROWS, float(state.join_rows)),
             (n.JOIN_STORE_BYTES, float(state.join_bytes)),
             (n.JOIN_SAMPLE_RATIO, state.join_sample_ratio),
         ):
-            yield GaugeMetricFamily(inst.prometheus, inst.description, value=value)
+            yield GaugeMetricFamily(gauge.prometheus, gauge.description, value=reading)
         yield GaugeMetricFamily(
             n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
         )

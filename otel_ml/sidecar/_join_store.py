@@ -148,6 +148,7 @@ class LabelEvent(NamedTuple):
     label_time: float | None = None  # when the outcome happened (for delays); None: arrival
     source: str = ""
     inline: InlinePrediction | None = None
+    request_hash: int | None = None  # the hash itself, when only it travelled (a signed token)
 
 
 class Match(NamedTuple):
@@ -573,7 +574,7 @@ class SqliteJoinStore:
     def label(self, events: Sequence[LabelEvent], *, now: float) -> list[LoggedLabel]:
         """Resolve, mark and log every event in ONE transaction; returns after COMMIT."""
         for e in events:
-            if e.request_id is None and e.inline is None:
+            if e.request_id is None and e.request_hash is None and e.inline is None:
                 raise ValueError("a label event needs a request id or an inline prediction")
             if e.inline is not None and not 0 <= e.inline.dims < len(self._dims_keys):
                 raise ValueError("inline dims ids must come from intern()")
@@ -581,7 +582,7 @@ class SqliteJoinStore:
         if len(with_id) == len(events):
             hashes: list[int | None] = request_id_hashes(with_id).tolist()
         else:
-            hashes = [None if e.request_id is None else request_id_hash(e.request_id) for e in events]
+            hashes = [e.request_hash if e.request_id is None else request_id_hash(e.request_id) for e in events]
         with self._lock:
             self._expire(now)
             con = self._con

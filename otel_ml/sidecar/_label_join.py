@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _token
 from ..baseline import Baseline
-from ._join_store import JoinStore, LoggedLabel, StoredPrediction, request_id_hash
+from ._join_store import DimsOverflow, InlinePrediction, LoggedLabel, Match, SqliteJoinStore, request_id_hashes
 from ._join_store import LabelEvent as StoreLabel
 from ._label_input import LabelEvent
 from ._outcomes import JoinedLabel, OutcomeVocabulary
@@ -53,7 +53,7 @@ class LabelJoin:
 
     def __init__(
         self,
-        store: JoinStore,
+        store: SqliteJoinStore,
         baselines: Sequence[Baseline],
         vocabulary: OutcomeVocabulary,
         token_keys: Sequence[bytes] = (),
@@ -66,17 +66,27 @@ class LabelJoin:
         }
 
     # -- predictions ---------------------------------------------------------------------------
-    def add(self, predictions: Sequence[Prediction], now: float) -> int:
-        """Store predictions to wait for their labels; returns how many were kept."""
-        if not predictions:
-            return 0
-        hashes = np.fromiter((request_id_hash(p.request_id) for p in predictions), np.int64, len(predictions))
-        dims = np.fromiter((self.store.intern(_dims_key(p)) for p in predictions), np.int64, len(predictions))
-        times = np.fromiter((p.time or now for p in predictions), np.float64, len(predictions))
-        scores = np.fromiter(
-            (math.nan if p.score is None else p.score for p in predictions), np.float64, len(predictions)
-        )
-        return self.store.add(hashes, dims, times, scores, now=now)
+    def add(self, predictions: Sequence[Prediction], now: float) -> tuple[int, int]:
+        """Store predictions to wait for their labels; returns (stored, dropped for the dims budget)."""
+        interned: dict[tuple[str, ...], int] = {}
+        kept: list[Prediction] = []
+        dims: list[int] = []
+        for p in predictions:
+            key = _dims_key(p)
+            d = interned.get(key)
+            if d is None:
+                try:
+                    d = interned[key] = self.store.intern(key)
+                except DimsOverflow:
+                    continue
+            kept.append(p)
+            dims.append(d)
+        if not kept:
+            return 0, len(predictions)
+        times = np.fromiter((p.time or now for p in kept), np.float64, len(kept))
+        scores = np.fromiter((math.nan if p.score is None else p.score for p in kept), np.float64, len(kept))
+        result = self.store.add(request_id_hashes([p.request_id for p in kept]), dims, times, scores, now=now)
+        return result.stored, len(predictions) - len(kept)
 
     # -- labels -----------------------------------------------------------------------------------
     def label(self, events: Sequence[LabelEvent], now: float) -> JoinResult:
@@ -84,10 +94,7 @@ class LabelJoin:
         result = JoinResult()
         logged: list[StoreLabel] = []
         for event in events:
-            outcome = self.vocabulary.canonical(event.outcome)
-            label_time = event.label_time if event.label_time is not None else now
-            inline = event.inline
-            rid_hash = None if event.request_id is None else request_id_hash(event.request_id)
+            inline, rid_hash = event.inline, None
             if event.token is not None:
                 try:
                     token = _token.decode_token(event.token, self.token_keys, self.token_vocabularies)
@@ -101,11 +108,15 @@ class LabelJoin:
                 rid_hash = token.rid_hash
             stored = None
             if inline is not None:
-                score = math.nan if inline.score is None else inline.score
-                stored = StoredPrediction(
-                    rid_hash or 0, self.store.intern(_dims_key(inline)), inline.time or now, score
-                )
-            logged.append(StoreLabel(rid_hash, outcome, label_time, event.source, stored))
+                try:
+                    dims = self.store.intern(_dims_key(inline))
+                except DimsOverflow:
+                    result.received[event.source] = result.received.get(event.source, 0) + 1
+                    result.miss("dims_budget")
+                    continue
+                stored = InlinePrediction(dims, inline.time or None, inline.score)
+            outcome = self.vocabulary.canonical(event.outcome)
+            logged.append(StoreLabel(event.request_id, outcome, event.label_time, event.source, stored, rid_hash))
         for entry in self.store.label(logged, now=now):
             self._resolved(entry, result)
         return result
@@ -123,22 +134,23 @@ class LabelJoin:
         if entry.status != "joined":
             result.miss(entry.status)
             return
-        for row in entry.predictions:
-            result.joined.append(JoinedLabel(self.prediction_of(row), entry.outcome, entry.label_time))
+        for match in entry.matches:
+            result.joined.append(JoinedLabel(self.prediction_of(match), entry.outcome, entry.label_time))
 
-    def prediction_of(self, row: StoredPrediction) -> Prediction:
-        key = self.store.key_of(row.dims)
+    def prediction_of(self, match: Match) -> Prediction:
+        key = self.store.dims_key(match.dims)
         segments = tuple(zip(key[3::2], key[4::2]))
-        score = None if row.score != row.score else float(row.score)
-        return Prediction("", key[0], key[1], score, key[2] or None, segments, float(row.time))
+        score = None if match.score is None or match.score != match.score else float(match.score)
+        return Prediction("", key[0], key[1], score, key[2] or None, segments, float(match.time))
 
     # -- cohorts ----------------------------------------------------------------------------------
     def coverage(self, now: float) -> dict[tuple[str, str, str, str], tuple[int, int]]:
         """(predicted, labelled) per (model, version, cohort age, decision), ``__all__`` decisions too."""
         out: dict[tuple[str, str, str, str], list[int]] = {}
-        by_seconds = {seconds: name for name, seconds in COHORT_AGES.items()}
-        for (age, dims), (predicted, labelled) in self.store.coverage(now, tuple(COHORT_AGES.values())).items():
-            key = self.store.key_of(dims)
+        by_seconds = {int(seconds): name for name, seconds in COHORT_AGES.items()}
+        ages = tuple(int(a) for a in COHORT_AGES.values())
+        for (age, dims), (predicted, labelled) in self.store.coverage(now, ages).items():
+            key = self.store.dims_key(dims)
             for decision in ("__all__", key[2] or "none"):
                 cell = out.setdefault((key[0], key[1], by_seconds[age], decision), [0, 0])
                 cell[0] += predicted

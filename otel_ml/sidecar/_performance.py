@@ -133,16 +133,16 @@ def performance_outputs(
         (n.ONLINE_F1, realised.served.f1),
     ]
     for k, segment in enumerate(segments):
-        labels = {**base, n.LABEL_SEGMENT_KEY: segment[0], n.LABEL_SEGMENT: segment[1]}
-        yield n.ONLINE_LABEL_COUNT, labels, float(confusion[k].sum())
-        yield from _finite(n.ONLINE_ACCURACY, labels, realised.served.accuracy, k)
+        out = {**base, n.LABEL_SEGMENT_KEY: segment[0], n.LABEL_SEGMENT: segment[1]}
+        yield n.ONLINE_LABEL_COUNT, out, float(confusion[k].sum())
+        yield from _finite(n.ONLINE_ACCURACY, out, realised.served.accuracy, k)
         for inst, values in by_segment:
-            yield from _finite(inst, labels, values, k)
-        served_labels = {**labels, n.LABEL_THRESHOLD: n.THRESHOLD_SERVED}
+            yield from _finite(inst, out, values, k)
+        served_labels = {**out, n.LABEL_THRESHOLD: n.THRESHOLD_SERVED}
         for inst, values in served_metrics:
             yield from _finite(inst, served_labels, values, k)
         if segment == _ALL:
-            yield from _curve(labels, les, realised.curve, k)
+            yield from _curve(out, les, realised.curve, k)
 
 
 def _finite(inst: n.Instrument, labels: dict[str, str], values: object, k: int) -> Iterator[Gauge]:
@@ -210,7 +210,9 @@ def reference_performance_gauges(state: ModelState, base: dict[str, str]) -> Ite
     score = state.baseline.score
     if score is None:
         return
-    bounds = [{**base, n.LABEL_BIN_UPPER: upper, n.LABEL_BIN_LOWER: lower} for upper, lower in n.bin_bounds(score.edges)]
+    bounds = [
+        {**base, n.LABEL_BIN_UPPER: upper, n.LABEL_BIN_LOWER: lower} for upper, lower in n.bin_bounds(score.edges)
+    ]
     if score.calibration is not None:
         for labels, q in zip(bounds, score.calibration):
             yield n.SCORE_REFERENCE_POSITIVE_RATIO, labels, float(q)

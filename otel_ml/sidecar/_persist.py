@@ -58,14 +58,14 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
             "format": STATE_FORMAT,
             "saved_at": now,
             "models": [_model_meta(i, m, arrays) for i, m in enumerate(state.models.values())],
-            "label_seq": state.label_seq,
+            "label_seq": (covered := state.label_seq),
             "unmatched_labels": dict(state.unmatched_labels),
             "labels_received": dict(state.labels_received),
             "reexport": sorted(state.reexport),
         }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     written = atomic_write(target, lambda fh: np.savez(fh, **arrays))
-    state.joins.store.forget_log(int(meta["label_seq"]))  # the snapshot covers them now
+    state.joins.store.forget_log(covered)  # the snapshot covers them now
     return written
 
 

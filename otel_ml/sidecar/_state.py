@@ -20,7 +20,7 @@ from .. import _names as n
 from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from ..baseline import Baseline
-from ._join_store import JoinStore
+from ._join_store import SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
 from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
@@ -89,7 +89,7 @@ class SidecarState:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
             self.models[key] = self.new_model(b, start)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
-        store = JoinStore(
+        store = SqliteJoinStore(
             self.settings.join_store, ttl=self.settings.join_ttl, max_bytes=self.settings.limits.join_max_bytes
         )
         self.joins = LabelJoin(store, baselines, self.vocabulary, self.settings.token_keys)
@@ -187,7 +187,11 @@ class SidecarState:
                 self._error("request_id_too_long", len(predictions) - len(kept))
             for model, version in {(p.model, p.version) for p in kept} - self.models.keys():
                 self._note_unmatched(model, version)
-            added = self.joins.add([self.models[(p.model, p.version)].bounded_prediction(p) for p in known], now)
+            added, overflow = self.joins.add(
+                [self.models[(p.model, p.version)].bounded_prediction(p) for p in known], now
+            )
+            if overflow:
+                self._error("join_dims_budget", overflow)
             self._count_ingested(source)
             self.generation += 1
             return added
@@ -262,7 +266,6 @@ class SidecarState:
                 model.expire_sources(wall, self.settings.source_ttl)
             self.generation += 1
         self.joins.store.expire(wall)  # the store has its own lock: ingest does not wait for a drop
-        self.joins.store.enforce_cap()
 
     # -- outputs ---------------------------------------------------------------------------------
     def _coverage_gauges(self) -> list[Gauge]:
