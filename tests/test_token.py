@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import test_never_hurt as never_hurt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -474,3 +475,22 @@ class TestMonitor:
             assert predict(ROW) == 0.75
         assert captured.token is None
         assert instrumentation_errors(registry) == {"RuntimeError": 2.0}  # inside, then at the end
+
+
+@settings(max_examples=200, deadline=None)
+@given(row=never_hurt.rows, result=never_hurt.results, ask=st.booleans())
+def test_a_minting_monitor_never_hurts(baseline: Baseline, row: Any, result: Any, ask: bool) -> None:
+    """Hostile rows, results and scores handed to current_prediction_token: the call is the original's."""
+    mon = ModelMonitor(baseline=baseline, decision=0.5, token_key=KEY, registry=None)
+
+    @mon
+    def predict(features: Any) -> Any:
+        if ask:
+            otel_ml.current_prediction_token(result)
+        return result
+
+    with otel_ml.capture_prediction() as captured:
+        assert predict(row) is result
+    if captured.token is not None:  # whatever made it into a token decodes
+        vocab = TokenVocabulary.of(baseline)
+        assert decode_token(captured.token, KEY, {vocab.baseline_id: vocab}).model == "fraud"

@@ -150,7 +150,7 @@ class Call:
         if rec.minter is None:
             self.state = state = CallState()
         else:
-            self.state = state = TokenCallState(rec.minter, rec.errors, self._features)
+            self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
         self._span, self._ctx = rec.start_span(state, self._features)
         self._start = time.perf_counter()

@@ -30,24 +30,32 @@ _log = logging.getLogger("otel_ml")
 class TokenMinter:
     """Signs the token of one row's prediction with a monitor's vocabulary and key."""
 
-    __slots__ = ("_decide", "_keys", "_signer")
+    __slots__ = ("_decide", "_keys", "_known", "_signer")
 
     def __init__(self, signer: TokenSigner, decide: Callable[[float | None], str | None]) -> None:
         self._signer = signer
-        self._keys = signer.vocabulary.segment_keys
+        vocabulary = signer.vocabulary
+        self._keys = vocabulary.segment_keys
+        self._known = {
+            key: frozenset(values) for key, values in zip(vocabulary.segment_keys, vocabulary.segment_values)
+        }
         self._decide = decide  # the monitor's rule: score -> decision label (None: no decision)
 
     def mint(self, row: Any, score: float | None, decision: str | None, request_id: str) -> str | None:
         """The token of a prediction already decided (the counted score and decision)."""
-        if not is_single_row(row):
-            return None
-        segments = {key: scalar_label(row.get(key)) for key in self._keys}
+        segments = {}
+        for key in self._keys:
+            value = row.get(key)
+            # a string the vocabulary holds is already its label (labels are canonical): skip the spelling
+            segments[key] = value if type(value) is str and value in self._known[key] else scalar_label(value)
         return self._signer.sign(
             minute=int(time.time() // 60), score=score, decision=decision, segments=segments, request_id=request_id
         )
 
     def mint_for_score(self, row: Any, score: float, request_id: str) -> str | None:
         """The token for a score the function is about to return (the rule decides it here)."""
+        if not is_single_row(row):
+            return None
         score = float(score)
         decision = self._decide(score) if math.isfinite(score) else None
         return self.mint(row, score, decision, request_id)
@@ -86,13 +94,24 @@ class TokenCallState(CallState):
     """The state of a call whose monitor mints tokens: the token is made once, for the score
     the function hands to :func:`~otel_ml.current_prediction_token` or else for the counted one."""
 
-    __slots__ = ("_errors", "_minter", "_read", "_score")
+    __slots__ = ("_args", "_errors", "_kwargs", "_minter", "_read", "_score")
 
-    def __init__(self, minter: TokenMinter, errors: InstrumentationErrors, read: Callable[[], Any]) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        minter: TokenMinter,
+        errors: InstrumentationErrors,
+        read: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._request_id = None
+        self.fallback = None
+        self.token = None
         self._minter = minter
         self._errors = errors
-        self._read = read  # the call's features
+        self._read = read  # the call's features are read(args, kwargs); no reference to the Call (no cycle)
+        self._args = args
+        self._kwargs = kwargs
         self._score: float | None = None  # the score self.token was made for
 
     def prediction_token(self, score: float | None) -> str | None:
@@ -101,7 +120,8 @@ class TokenCallState(CallState):
         try:
             value = float(score)
             if self.token is None or not _same(self._score, value):
-                self.token = self._minter.mint_for_score(self._read(), value, self.request_id)
+                row = self._read(self._args, self._kwargs)
+                self.token = self._minter.mint_for_score(row, value, self.request_id)
                 self._score = value
         except Exception as exc:  # never into the app: counted, and no token
             self._errors.report("token", exc)
@@ -111,8 +131,9 @@ class TokenCallState(CallState):
     def issue(self, row: Any, score: Any, decision: Any) -> None:
         """At the end of a counted single-row call: the token of what was counted, unless the
         function already took one for the same score."""
-        if score is not None and not isinstance(score, float):
-            return  # a batch (of one row, e.g. a DataFrame): tokens are for single rows
+        # a float score comes only from the single-row path; a batch of one row is no token
+        if not isinstance(score, float) and (score is not None or not is_single_row(row)):
+            return
         if self.token is not None and _same(self._score, score):
             return
         self.token = self._minter.mint(row, score, decision, self.request_id)
