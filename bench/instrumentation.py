@@ -8,6 +8,8 @@ Batch (100k rows x 20 features): ``ModelCounters.add_columns`` vs raw numpy
 ``searchsorted`` + ``bincount`` per feature, on the same arrays.
 Multiprocess mode (``OTEL_ML_MULTIPROC_DIR``): the same single row counted into a memory-mapped
 file instead of process memory, and the scrape that sums 4 workers' files.
+Prediction token: the same single row (2 segment keys, tracing off) with and without a token
+key, and the signing step alone.
 
 Run: ``python bench/instrumentation.py`` (``--quick`` for fewer repetitions). Both sides are
 measured in the same run, interleaved; the table shows medians of repeated timings.
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from otel_ml import ModelMonitor, fit_baseline
 from otel_ml._frame import to_columns
+from otel_ml._token import TokenSigner, TokenVocabulary
 from otel_ml.instrument import ModelCounters, set_multiproc_dir
 
 N_FEATURES = 20
@@ -183,6 +186,50 @@ def bench_multiproc(baseline: Any, repeats: int, calls: int) -> tuple[float, flo
     return statistics.median(t_mem), statistics.median(t_map), statistics.median(t_scrape)
 
 
+def bench_token(repeats: int, calls: int) -> tuple[float, float, float]:
+    """Per-call time of one row (tracing off, 2 segment keys) without and with a token key,
+    and the signing step alone (``TokenSigner.sign``)."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    train: dict[str, Any] = {f"f{j:02d}": rng.normal(size=n) for j in range(N_FEATURES)}
+    train["region"] = rng.choice(["eu", "us", "apac"], n)
+    train["device"] = rng.choice(["ios", "android", "web"], n)
+    baseline = fit_baseline(
+        train, model="bench", version="tok", scores=rng.uniform(size=n), segments=["region", "device"], decision=0.7
+    )
+    row: dict[str, Any] = {f"f{j:02d}": float(rng.normal()) for j in range(N_FEATURES)}
+    row.update(region="eu", device="web")
+    provider = _provider(False)
+    key = bytes(range(32))
+
+    def wrapper(token_key: bytes | None) -> Callable[[Any], Any]:
+        mon = ModelMonitor(
+            baseline=baseline,
+            segments=["region", "device"],
+            decision=0.7,
+            token_key=token_key,
+            tracer_provider=provider,
+            registry=CollectorRegistry(),
+        )
+        return mon(_model)
+
+    plain, tokened = wrapper(None), wrapper(key)
+    signer = TokenSigner(TokenVocabulary.of(baseline), key)
+    segments = {"region": "eu", "device": "web"}
+
+    def sign(_: Any) -> str:
+        return signer.sign(minute=29_000_000, score=0.42, decision="false", segments=segments, request_id="a1b2c3-9f")
+
+    for fn in (plain, tokened, sign):
+        time_per_call(fn, row, 2000)
+    t_plain, t_token, t_sign = [], [], []
+    for _ in range(repeats):
+        t_plain.append(time_per_call(plain, row, calls))
+        t_token.append(time_per_call(tokened, row, calls))
+        t_sign.append(time_per_call(sign, row, calls))
+    return statistics.median(t_plain), statistics.median(t_token), statistics.median(t_sign)
+
+
 def bench_batch(baseline: Any, repeats: int, n_rows: int) -> tuple[float, float]:
     rng = np.random.default_rng(2)
     matrix = rng.normal(size=(n_rows, N_FEATURES))
@@ -242,6 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\nmultiprocess mode: {mapped * 1e6:.1f} us per call vs {mem * 1e6:.1f} us in memory"
         f" ({(mapped - mem) * 1e6:+.1f} us); a scrape summing 4 workers' files takes {scrape * 1e3:.1f} ms"
+    )
+    plain, tokened, sign = bench_token(repeats, calls)
+    label = "single row + token, off"
+    print(f"| {label:<28} | {tokened * 1e6:9.1f} us | {plain * 1e6:9.1f} us | {tokened / plain:6.2f} | report |")
+    print(
+        f"\nprediction token (2 segment keys): {tokened * 1e6:.1f} us per call with a key vs {plain * 1e6:.1f} us"
+        f" without ({(tokened - plain) * 1e6:+.1f} us; signing alone {sign * 1e6:.1f} us);"
+        " the naive column of that row is otel-ml without a key"
     )
     print(
         f"\nbatch throughput: otel-ml {n_rows / ours / 1e6:.2f} M rows/s, raw numpy {n_rows / raw / 1e6:.2f} M rows/s"

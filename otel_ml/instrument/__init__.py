@@ -1,7 +1,17 @@
 """In-process instrumentation: the ``@monitor`` decorator and its exposition paths."""
 
 from ._counters import ModelCounters
-from ._monitor import ModelMonitor, Observation, current_request_id, mark_fallback, monitor
+from ._export import PredictionExportError, export_predictions
+from ._monitor import (
+    ModelMonitor,
+    Observation,
+    PredictionCapture,
+    capture_prediction,
+    current_prediction_token,
+    current_request_id,
+    mark_fallback,
+    monitor,
+)
 from ._multiproc import MULTIPROC_DIR_ENV, multiproc_dir, set_multiproc_dir
 from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
 from ._prometheus import (
@@ -22,10 +32,15 @@ __all__ = [
     "ModelMonitor",
     "Observation",
     "OtlpMetricsPusher",
+    "PredictionCapture",
+    "PredictionExportError",
+    "capture_prediction",
     "collector_for",
     "counts_families",
     "counts_metrics_data",
+    "current_prediction_token",
     "current_request_id",
+    "export_predictions",
     "make_asgi_app",
     "make_wsgi_app",
     "mark_fallback",

@@ -18,11 +18,12 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from .._names import SPAN_NAME
-from ._context import ACTIVE, CURRENT, CallState
+from ._context import ACTIVE, CAPTURED, CURRENT, CallState
 from ._counters import ModelCounters
 from ._counting import NO_INPUT, CallCounter
 from ._errors import InstrumentationErrors
 from ._spans import SpanEnder
+from ._tokens import TokenCallState, TokenMinter
 
 __all__ = ["Call", "CallRecorder", "Reader"]
 
@@ -32,7 +33,18 @@ Reader = Callable[[tuple[Any, ...], dict[str, Any]], Any]  # a call's features f
 class CallRecorder:
     """What one monitor does around each call: start its span, then count it and end the span."""
 
-    __slots__ = ("_attributes", "_counting", "_spans", "_tracer", "alone", "counters", "errors", "key", "request_id")
+    __slots__ = (
+        "_attributes",
+        "_counting",
+        "_spans",
+        "_tracer",
+        "alone",
+        "counters",
+        "errors",
+        "key",
+        "minter",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -44,12 +56,14 @@ class CallRecorder:
         tracer: Tracer,
         attributes: dict[str, str],
         request_id: Callable[[Any], Any] | None,
+        minter: TokenMinter | None = None,
     ) -> None:
         self.key = key  # (model, version): a call inside a call of the same pair is not counted again
         self.alone = frozenset((key,))
         self.counters = counters
         self.errors = errors
         self.request_id = request_id
+        self.minter = minter  # None: this monitor mints no prediction tokens
         self._counting = counting
         self._spans = spans
         self._tracer = tracer
@@ -61,7 +75,8 @@ class CallRecorder:
         try:
             span = self._tracer.start_span(SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes)
             ctx = otel_context.attach(trace.set_span_in_context(span))
-            if self.request_id is not None and span.is_recording():
+            # the id names the span, and the token (which needs it even when nothing is traced)
+            if self.request_id is not None and (span.is_recording() or self.minter is not None):
                 found = features()
                 if found is not NO_INPUT:
                     state.request_id = str(self.request_id(found))
@@ -98,6 +113,11 @@ class CallRecorder:
                 counters.add_fallback(call.fallback)
         except Exception as exc:
             self.errors.report("counters", exc)
+        if n == 1 and error is None and isinstance(call, TokenCallState):
+            try:
+                call.issue(features, scores, decisions)
+            except Exception as exc:
+                self.errors.report("token", exc)
         if span is not None:
             self._spans.end(span, call, features, n, scores, decisions, error)
 
@@ -111,7 +131,7 @@ class Call:
     unchanged. Inside a monitored call of the same model and version it does nothing.
     """
 
-    __slots__ = ("_args", "_ctx", "_kwargs", "_read", "_recorder", "_span", "_start", "_state", "_tokens", "result")
+    __slots__ = ("_args", "_ctx", "_kwargs", "_read", "_recorder", "_span", "_start", "_tokens", "result", "state")
 
     def __init__(self, recorder: CallRecorder, read: Reader, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._recorder = recorder
@@ -120,13 +140,17 @@ class Call:
         self._kwargs = kwargs
         self._tokens: Any = None  # None: a nested call, not counted
         self.result: Any = None
+        self.state: CallState | None = None  # None: a nested call
 
     def __enter__(self) -> Call:
         rec = self._recorder
         active = ACTIVE.get()
         if rec.key in active:
             return self
-        self._state = state = CallState()
+        if rec.minter is None:
+            self.state = state = CallState()
+        else:
+            self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
         self._span, self._ctx = rec.start_span(state, self._features)
         self._start = time.perf_counter()
@@ -137,12 +161,16 @@ class Call:
     ) -> None:
         if self._tokens is None:
             return
+        state: CallState = self.state  # type: ignore[assignment]  # set when _tokens is
         if exc is None:
             self._detach()
-            self._recorder.finish(self._state, self._span, self._features(), self.result, self._start, None)
+            self._recorder.finish(state, self._span, self._features(), self.result, self._start, None)
+            capture = CAPTURED.get()
+            if capture is not None:  # capture_prediction(): hand the call back to its caller
+                capture.request_id, capture.token = state.request_id, state.token
             return
         try:  # an error is counted while the call's context is still attached
-            self._recorder.finish(self._state, self._span, self._features(), None, self._start, exc)
+            self._recorder.finish(state, self._span, self._features(), None, self._start, exc)
         finally:
             self._detach()
 

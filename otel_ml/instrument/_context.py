@@ -1,32 +1,51 @@
 """What the wrapped function can reach of the monitored call it runs in.
 
-A context variable holds the call's :class:`CallState` (its request id and fallback reason), so
-:func:`current_request_id` and :func:`mark_fallback` work from anywhere below the decorated
-function, threads and tasks included when they copy the context. A second one holds the models
-whose call is in progress, so a monitored call inside a monitored call of the same model and
-version is not counted again (like OpenTelemetry's ``suppress_instrumentation``).
+A context variable holds the call's :class:`CallState` (its request id, fallback reason and
+prediction token), so :func:`current_request_id`, :func:`current_prediction_token` and
+:func:`mark_fallback` work from anywhere below the decorated function, threads and tasks
+included when they copy the context. A second one holds the models whose call is in progress,
+so a monitored call inside a monitored call of the same model and version is not counted again
+(like OpenTelemetry's ``suppress_instrumentation``). A third one, set by
+:func:`capture_prediction`, hands the request id and token of a call back to its caller.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from itertools import count
 
-__all__ = ["ACTIVE", "CURRENT", "CallState", "current_request_id", "mark_fallback"]
+__all__ = [
+    "ACTIVE",
+    "CAPTURED",
+    "CURRENT",
+    "CallState",
+    "PredictionCapture",
+    "capture_prediction",
+    "current_prediction_token",
+    "current_request_id",
+    "mark_fallback",
+]
 
 _ids = count(1)
 _ID_PREFIX = os.urandom(6).hex()  # request ids stay unique across processes and restarts
 
 
 class CallState:
-    """Per-call state reachable from inside the wrapped function (request id, fallback)."""
+    """Per-call state reachable from inside the wrapped function (request id, fallback, token)."""
 
-    __slots__ = ("_request_id", "fallback")
+    __slots__ = ("_request_id", "fallback", "token")
 
     def __init__(self, request_id: str | None = None) -> None:
         self._request_id = request_id
         self.fallback: str | None = None
+        self.token: str | None = None  # set only by monitors that mint tokens
+
+    def prediction_token(self, score: float | None) -> str | None:
+        """The call's token (a monitor without a token key has none)."""
+        return self.token
 
     @property
     def request_id(self) -> str:
@@ -46,11 +65,60 @@ CURRENT: ContextVar[CallState | None] = ContextVar("otel_ml_call", default=None)
 ACTIVE: ContextVar[frozenset[tuple[str, str]]] = ContextVar("otel_ml_active", default=frozenset())
 
 
+class PredictionCapture:
+    """What :func:`capture_prediction` hands back: the last monitored call that returned in its block."""
+
+    __slots__ = ("request_id", "token")
+
+    def __init__(self) -> None:
+        self.request_id: str | None = None
+        self.token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"PredictionCapture(request_id={self.request_id!r}, token={self.token!r})"
+
+
+CAPTURED: ContextVar[PredictionCapture | None] = ContextVar("otel_ml_capture", default=None)
+
+
+@contextmanager
+def capture_prediction() -> Iterator[PredictionCapture]:
+    """Read a monitored call's request id and token after it returned, outside the function::
+
+        with otel_ml.capture_prediction() as p:
+            score = predict(row)
+        return {"score": score, "token": p.token, "request_id": p.request_id}
+
+    The last monitored call that returns inside the block fills it (a call that raised does
+    not); ``token`` stays ``None`` unless the monitor mints tokens and the call was one row.
+    """
+    capture = PredictionCapture()
+    reset = CAPTURED.set(capture)
+    try:
+        yield capture
+    finally:
+        CAPTURED.reset(reset)
+
+
 def current_request_id() -> str | None:
     """The request id of the prediction being made, for returning it to the caller and
     posting the outcome (label) to the sidecar later. ``None`` outside a monitored call."""
     call = CURRENT.get()
     return None if call is None else call.request_id
+
+
+def current_prediction_token(score: float | None = None) -> str | None:
+    """The prediction token of the call being made, to return to the caller with the score.
+
+    A token is the signed prediction (score, decision, segments, request id) the label
+    producer posts back with the outcome to any sidecar. The score is known only once the
+    function has it, so pass it: ``return {"score": s, "token": current_prediction_token(s)}``;
+    the call's span and :func:`capture_prediction` carry the same token when the function
+    returns that score. Without ``score``, the token already made in this call. ``None``
+    outside a monitored call, for a monitor without a token key, or for a batch.
+    """
+    call = CURRENT.get()
+    return None if call is None else call.prediction_token(score)
 
 
 def mark_fallback(reason: str = "fallback") -> None:

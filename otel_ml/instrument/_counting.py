@@ -127,12 +127,19 @@ class CallCounter:
 
     def _row_prediction(self, result: Any) -> tuple[float | None, str | None]:
         score = self._row_score(result)
-        decision: str | None = NO_DECISION
+        return score, self._row_decision(score)
+
+    def _row_decision(self, score: float | None) -> str | None:
         rule = self._decision
         if rule is not None and score is not None and math.isfinite(score):
             verdict = score > rule if isinstance(rule, (int, float)) else rule(score)  # type: ignore[arg-type]
-            decision = scalar_label(verdict)
-        return score, decision
+            return scalar_label(verdict)
+        return NO_DECISION
+
+    def decide(self, score: float | None) -> str | None:
+        """One score's decision label under the monitor's rule, as a row is counted; ``None``: none."""
+        decision = self._row_decision(score)
+        return None if decision == NO_DECISION else decision
 
     def _row_score(self, result: Any) -> float | None:
         raw = self._score(result) if self._score is not None else result

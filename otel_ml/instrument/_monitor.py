@@ -31,14 +31,32 @@ from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION
 from .._version import __version__
 from ..baseline import Baseline
 from ._call import Call, CallRecorder
-from ._context import CallState, current_request_id, mark_fallback
+from ._context import (
+    CURRENT,
+    CallState,
+    PredictionCapture,
+    capture_prediction,
+    current_prediction_token,
+    current_request_id,
+    mark_fallback,
+)
 from ._counters import ModelCounters
 from ._counting import CallCounter, Decision
 from ._errors import InstrumentationErrors
 from ._prometheus import collector_for
 from ._spans import SpanEnder
+from ._tokens import minter_for
 
-__all__ = ["ModelMonitor", "Observation", "current_request_id", "mark_fallback", "monitor"]
+__all__ = [
+    "ModelMonitor",
+    "Observation",
+    "PredictionCapture",
+    "capture_prediction",
+    "current_prediction_token",
+    "current_request_id",
+    "mark_fallback",
+    "monitor",
+]
 
 _log = logging.getLogger("otel_ml")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,12 +65,25 @@ Inputs = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
 class Observation:
-    """Holder for the result of a call made inside :meth:`ModelMonitor.observe`."""
+    """Holder for the result of a call made inside :meth:`ModelMonitor.observe`; after the
+    block it also gives the call's request id and prediction token."""
 
-    __slots__ = ("result",)
+    __slots__ = ("_state", "result")
 
     def __init__(self) -> None:
         self.result: Any = None
+        self._state: CallState | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        """The call's request id (the one ``current_request_id()`` gives inside the block)."""
+        return None if self._state is None else self._state.request_id
+
+    @property
+    def token(self) -> str | None:
+        """The call's prediction token once the block has set ``result`` and ended (one row,
+        a monitor with a token key); ``None`` otherwise."""
+        return None if self._state is None else self._state.token
 
 
 class ModelMonitor:
@@ -71,6 +102,16 @@ class ModelMonitor:
     ``segment_budget``/``decision_budget`` distinct values; the rest is ``__other__``.
     ``record_features`` puts a single row's features on the span; ``tracer_provider`` and
     ``registry`` default to the global ones (``registry=None``: expose nothing).
+
+    ``token_key`` (bytes, at least 16) makes every single-row call mint a prediction token: a
+    signed, opaque string of the prediction (score, decision, the baseline's segments, request
+    id) that the label producer posts back with the outcome to any sidecar sharing the key, so
+    labels join with no store even behind a load balancer. It needs a baseline. Without it the
+    key comes from ``OTEL_ML_TOKEN_KEY`` (hex) or the file named by ``OTEL_ML_TOKEN_KEY_FILE``
+    when the baseline has a score profile. The caller gets the token from
+    :func:`current_prediction_token` inside the call, :func:`capture_prediction` or
+    :attr:`Observation.token` after it, and the span attribute ``ml.prediction.token``. A monitor
+    without a key pays nothing for tokens.
 
     ``decision`` turns scores into the ``ml_decision`` label of ``ml_predictions_total``:
 
@@ -106,6 +147,7 @@ class ModelMonitor:
         record_features: bool = False,
         segment_budget: int = 50,
         decision_budget: int = 16,
+        token_key: bytes | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
@@ -140,6 +182,7 @@ class ModelMonitor:
             trace.get_tracer("otel_ml", __version__, tracer_provider),
             {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver},
             request_id,
+            minter_for(token_key, baseline, counting.decide),
         )
         self.registry = registry
         if registry is not None:
@@ -198,6 +241,7 @@ class ModelMonitor:
         """
         obs = Observation()
         with Call(self._recorder, _first, (features,), {}) as call:
+            obs._state = call.state if call.state is not None else CURRENT.get()
             yield obs
             call.result = obs.result
 
@@ -254,6 +298,7 @@ def monitor(
     record_features: bool = False,
     segment_budget: int = 50,
     decision_budget: int = 16,
+    token_key: bytes | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = REGISTRY,
 ) -> ModelMonitor:
@@ -278,6 +323,7 @@ def monitor(
         record_features=record_features,
         segment_budget=segment_budget,
         decision_budget=decision_budget,
+        token_key=token_key,
         tracer_provider=tracer_provider,
         registry=registry,
     )

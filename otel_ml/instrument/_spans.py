@@ -24,13 +24,15 @@ from .._names import (
 from ._context import CallState
 from ._counting import scalar_label
 from ._errors import InstrumentationErrors
+from ._tokens import ATTR_PREDICTION_TOKEN
 
 __all__ = ["SpanEnder"]
 
 
 class SpanEnder:
     """Sets a call's attributes on its span and ends it: the request id, batch size, score (a
-    row's own, a batch's mean), decision, fallback, error, segments and optionally features."""
+    row's own, a batch's mean), decision, prediction token, fallback, error, segments and
+    optionally features."""
 
     __slots__ = ("_errors", "_record_features", "_segments")
 
@@ -83,6 +85,8 @@ class SpanEnder:
                 attrs[ATTR_PREDICTION_DECISION] = decisions
         elif scores is not None and np.isfinite(scores).any():
             attrs[ATTR_SCORE_MEAN] = float(np.nanmean(scores))
+        if call.token is not None:
+            attrs[ATTR_PREDICTION_TOKEN] = call.token
         if call.fallback is not None:
             attrs[ATTR_FALLBACK] = True
             attrs[ATTR_FALLBACK_REASON] = call.fallback
