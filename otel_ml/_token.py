@@ -33,7 +33,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import math
 import os
 import struct
@@ -123,10 +122,7 @@ def baseline_id(baseline: Baseline) -> bytes:
     """4 bytes naming a baseline's content: the first bytes of the SHA-256 that the sidecar's
     ``baseline_fingerprint`` hashes (canonical JSON without ``created``/``library_version``),
     so refitting the same data at another time keeps the id."""
-    data = baseline.to_dict()
-    data.pop("created", None)
-    data.pop("library_version", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).digest()[:4]
+    return baseline.fingerprint()[:4]
 
 
 @dataclass(frozen=True)

@@ -158,9 +158,13 @@ class TestRealisedMetrics:
         for edge in labelled_baseline.score.edges:
             if not (s > edge).any():
                 continue
-            got = gauge(found, "ml_online_precision", ml_segment_key="__all__", ml_threshold=format_le(edge))
+            got = gauge(
+                found, "ml_online_precision", ml_segment_key="__all__", ml_threshold=format_le(edge), ml_window="1h"
+            )
             assert got == pytest.approx(precision_score(y, s > edge), abs=1e-12), edge
-            got = gauge(found, "ml_online_recall", ml_segment_key="__all__", ml_threshold=format_le(edge))
+            got = gauge(
+                found, "ml_online_recall", ml_segment_key="__all__", ml_threshold=format_le(edge), ml_window="1h"
+            )
             assert got == pytest.approx(recall_score(y, s > edge), abs=1e-12), edge
 
     def test_per_segment(self, found: Gauges, labelled_baseline: Baseline, window: pd.DataFrame) -> None:
@@ -285,7 +289,7 @@ class TestJoinHealth:
             ]
             == 1.0
         )
-        assert shown[("ml_labels_received_total", frozenset({("ml_source", "api")}))] == 5.0
+        assert shown[("ml_labels_received_total", frozenset({("ml_source", "api")}))] == 6.0
 
     def test_label_body_with_token_inline_and_time(self) -> None:
         body = json.dumps(

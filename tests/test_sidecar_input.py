@@ -41,6 +41,7 @@ from otel_ml._names import le_labels
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import HttpLimits, LimitSettings, SidecarState, StateSettings, WindowSpec, load_state, save_state
 from otel_ml.sidecar._collector import SidecarCollector
+from otel_ml.sidecar._label_input import parse_label_events
 from otel_ml.sidecar._otlp_input import (
     PROTOBUF,
     decode_body,
@@ -48,7 +49,6 @@ from otel_ml.sidecar._otlp_input import (
     metric_batches,
     predictions_from_traces,
 )
-from otel_ml.sidecar._outcomes import JoinStore, entry_bytes, parse_label_events
 from otel_ml.sidecar._series import IngestError, Prediction, SeriesKey
 
 T0 = 1_700_000_000.0
@@ -617,30 +617,7 @@ def _prediction(i: int, rid_len: int = 200, segments: int = 4) -> Prediction:
 
 
 class TestJoinStore:
-    def test_bounded_in_bytes_as_well_as_entries(self) -> None:
-        budget = 4_000_000
-        store = JoinStore(capacity=10**6, ttl=60.0, max_bytes=budget)
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            for start in range(0, 12_000, 1000):  # ~1.5 kB each: about 18 MB offered
-                store.add([_prediction(i) for i in range(start, start + 1000)], now=T0)
-            held = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
-        assert store.bytes <= budget and store.evicted > 0
-        assert 1000 < len(store) < 12_000
-        assert held <= budget  # the estimate is from above: the memory really held stays within the budget
-        assert store.bytes == sum(entry_bytes(p) for _, _, p in store.items())
-        oldest_kept = int(next(store.items())[0][:8])
-        assert oldest_kept == 12_000 - len(store)  # the oldest went first
-
-    def test_pop_and_expire_give_the_bytes_back(self) -> None:
-        store = JoinStore(capacity=100, ttl=10.0, max_bytes=10**6)
-        store.add([_prediction(i) for i in range(10)], now=T0)
-        assert store.pop(_prediction(3).request_id, T0 + 1)[1] == "ok"
-        store.expire(T0 + 11)
-        assert len(store) == 0 and store.bytes == 0
+    """The store itself is tested in test_join_store.py; here what ingest hands it."""
 
     def test_long_request_ids_in_spans_are_dropped_and_counted(self, state: SidecarState) -> None:
         request = ExportTraceServiceRequest()
@@ -650,7 +627,7 @@ class TestJoinStore:
             span.attributes.extend([*model_attrs(), _kv(n.ATTR_REQUEST_ID, rid)])
         assert ingest(state, "/v1/traces", request.SerializeToString()) == 200
         assert state.ingest_errors == {"request_id_too_long": 2}
-        assert [rid for rid, _, _ in state.join.items()] == ["ok-id"]
+        assert state.joins.store.rows == 1
 
     def test_configured_from_yaml(self, tmp_path: Path) -> None:
         from otel_ml.sidecar import SidecarConfig

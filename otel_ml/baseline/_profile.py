@@ -10,6 +10,7 @@ names the offending field, e.g. ``features[2].edges: must be strictly increasing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -218,6 +219,14 @@ class Baseline:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 of the content (canonical JSON without ``created``/``library_version``): a refit of
+        the same data at another time has the same fingerprint. Saved state and tokens name a baseline by it."""
+        data = self.to_dict()
+        data.pop("created", None)
+        data.pop("library_version", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).digest()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (temporary file in the same directory, then rename)."""

@@ -80,6 +80,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from .._token import request_id_hash
+
 __all__ = [
     "DAY",
     "DimsOverflow",
@@ -123,15 +125,11 @@ class DimsOverflow(JoinStoreError):
     """More distinct dims (or outcome/source words) than the store allows: count it, drop the row."""
 
 
-def request_id_hash(rid: str) -> int:
-    """The first 8 bytes of blake2b(rid, digest_size=8), little-endian, as a signed 64-bit int."""
-    return int.from_bytes(blake2b(rid.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
-
-
 def request_id_hashes(rids: Sequence[str]) -> npt.NDArray[np.int64]:
-    """:func:`request_id_hash` of every id, as one int64 array (one C call per id, no int objects)."""
+    """:func:`otel_ml._token.request_id_hash` of every id, as one int64 array (one C call per id,
+    no int objects): the app's tokens carry the same hash, so either finds the same rows."""
     joined = b"".join(blake2b(r.encode("utf-8", "surrogatepass"), digest_size=8).digest() for r in rids)
-    return np.frombuffer(joined, dtype="<i8").astype(np.int64)
+    return np.frombuffer(joined, dtype=">i8").astype(np.int64)
 
 
 class InlinePrediction(NamedTuple):

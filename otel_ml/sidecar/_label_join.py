@@ -61,9 +61,7 @@ class LabelJoin:
         self.store = store
         self.vocabulary = vocabulary
         self.token_keys = tuple(token_keys)
-        self.token_vocabularies: Mapping[bytes, _token.TokenVocabulary] = {
-            _token.baseline_id(b): _token.TokenVocabulary.of(b) for b in baselines if b.score is not None
-        }
+        self.token_vocabularies: Mapping[bytes, _token.TokenVocabulary] = _token.vocabularies_of(baselines)
 
     # -- predictions ---------------------------------------------------------------------------
     def add(self, predictions: Sequence[Prediction], now: float) -> tuple[int, int]:
@@ -96,6 +94,10 @@ class LabelJoin:
         for event in events:
             inline, rid_hash = event.inline, None
             if event.token is not None:
+                if not self.token_keys:  # a token this sidecar has no key to verify: never trusted
+                    result.received[event.source] = result.received.get(event.source, 0) + 1
+                    result.miss("no_token_key")
+                    continue
                 try:
                     token = _token.decode_token(event.token, self.token_keys, self.token_vocabularies)
                 except _token.TokenError as exc:

@@ -8,7 +8,6 @@ new one, never half of one. A model whose baseline changed since the snapshot st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,10 +35,7 @@ _MAX_STATE_BYTES = 4 * 2**30
 
 
 def baseline_fingerprint(model: ModelState) -> str:
-    data = model.baseline.to_dict()
-    data.pop("created", None)
-    data.pop("library_version", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return model.baseline.fingerprint().hex()[:16]
 
 
 def _model_meta(i: int, model: ModelState, arrays: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ RawSample = tuple[str, Labels, float]
 Gauge = tuple[n.Instrument, dict[str, str], float]  # one output value: instrument, labels, value
 
 
-_HISTOGRAMS: Final = tuple(i for i in n.APP_INSTRUMENTS if i.kind == "histogram")
+_HISTOGRAMS: Final = tuple(i for i in (*n.APP_INSTRUMENTS, *n.SIDECAR_COUNTERS) if i.kind == "histogram")
 BUCKET_SERIES: Final = frozenset(i.bucket_series for i in _HISTOGRAMS)
 SUM_SERIES: Final = frozenset(i.sum_series for i in _HISTOGRAMS)  # the one kind of sample that may go down
 ACCEPTED: Final = frozenset(  # sample names the sidecar keeps; anything else is ignored
