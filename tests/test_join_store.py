@@ -543,3 +543,15 @@ def test_the_ttl_boundary_to_the_second(tmp_path: Path) -> None:
     assert [r.status for r in out] == ["joined", "joined"]  # exactly ttl old: still joined
     add(store, ["late"], d, NOW - 10)
     assert store.label([LabelEvent("late", "true")], now=NOW - 9 + 3 * DAY)[0].status == "expired"
+
+
+def test_synchronous_and_an_unopenable_path(tmp_path: Path) -> None:
+    store = SqliteJoinStore(tmp_path / "full.db", synchronous="FULL")
+    assert store._con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._con.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
+    store.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteJoinStore(tmp_path / "x.db", synchronous="OFF")
+    with pytest.raises(JoinStoreError, match="cannot be opened"):
+        SqliteJoinStore(tmp_path / "no" / "such" / "dir.db")

@@ -8,15 +8,23 @@ Data model
 ----------
 * ``p_<day>`` (one table per UTC day of the *prediction* time, ``day = t // 86400``):
   ``(h, d, t, s, l)``, ``PRIMARY KEY (h, d) WITHOUT ROWID``. ``h`` is :func:`request_id_hash`
-  (signed 64 bits), ``d`` a dims id from :meth:`JoinStore.intern` (model, version, decision,
+  (signed 64 bits), ``d`` a dims id from :meth:`SqliteJoinStore.intern` (model, version, decision,
   seg_key1, seg_val1, ...), ``t`` seconds since the partition's midnight (3 bytes on disk instead
   of 4), ``s`` the score as a REAL (NULL when none), ``l`` the labelled flag (0 bytes on disk:
-  SQLite stores the integers 0 and 1 in the record header alone). Measured: ~32 bytes a row.
+  SQLite stores the integers 0 and 1 in the record header alone). Measured: ~31 bytes a row.
   Why float64 for the score: it is exact, and float32 (4 bytes less) is not exact enough for log
   loss: a negative scored 0.99999997 becomes 1.0 in float32, and its term goes from 17.3 to 34.5.
 * Keyed by (h, d): the same request scored by a primary and a shadow version is two rows, and one
   label joins every unlabelled row of its hash. The same (h, d) twice: the first prediction wins,
   the second is counted in ``rejected["duplicate"]``.
+* A label resolves to one of :data:`STATUSES`: ``sampled_out`` (its hash fails the sample),
+  ``unknown_request_id`` (no row), ``joined`` (every unlabelled row of its hash younger than the
+  TTL is marked and returned as :class:`Match` es), ``duplicate`` (rows, all labelled already),
+  ``expired`` (rows, none labelled, all older than the TTL). A seek costs ~0.7 us even when it
+  misses, so days are probed in the order of their past hits and a hash found leaves the probe;
+  the rows of one hash are looked for in the day it was found in, and in the day beside it when
+  the row is within ``SAME_REQUEST_SKEW`` (1 h) of midnight. Rows of one request id further apart
+  than that are not joined by one label (the id was reused, or the shadow lagged by hours).
 * ``s_<day>`` ``(h, d)``: label events that carried their prediction inline and a request id, so
   a replayed inline label is a ``duplicate`` too (by the inline prediction's day; dropped with the
   day). Inline events never touch ``p_*`` rows: a producer sending a request-id label as well as
@@ -62,6 +70,13 @@ counters; on restart replay ``log_after(snapshot_seq)``, and after saving a snap
 ``seq`` call ``forget_log(seq)``. ``coverage(now)`` is a dict walk, fine for every scrape.
 
 Thread safety: one connection (``check_same_thread=False``) behind the store's own lock.
+
+Costs measured (bench/labels.py, 2 shared cores): ~115k predictions stored per CPU second in
+batches of 10k; ~40-75k labels joined per CPU second in batches of 1000 when labels land in one
+day (~15k when spread evenly over 31 days: each probes half of them); dropping a 1M-row day
+~0.25 s; a cap shift rebuilds every day, ~1.5-2 s per 1M rows, holding the lock; opening scans
+every day once (GROUP BY), ~1 s per 1M rows. ``PRAGMA incremental_vacuum`` must run through
+``executescript``: ``execute`` steps it once, which frees one page.
 """
 
 from __future__ import annotations
@@ -106,7 +121,6 @@ _MAX_SHIFT = 62
 _MATCH = struct.Struct("<qqd")  # dims id, prediction time, score (NaN for none)
 _LOG_PAGE = 10_000
 SAME_REQUEST_SKEW = 3600  # a primary and its shadow score one request within this many seconds
-MMAP = 0
 _COUNTERS: tuple[str, ...] = (
     "evicted_ttl",
     "evicted_cap",
@@ -170,7 +184,8 @@ class LoggedLabel(NamedTuple):
 
 @dataclass
 class AddResult:
-    """What one :meth:`SqliteJoinStore.add` did; every row offered is in exactly one count."""
+    """What one :meth:`SqliteJoinStore.add` did: every row offered is in exactly one of stored,
+    duplicate, too_old, future, sampled_out; evicted_cap counts older rows the cap then removed."""
 
     stored: int = 0
     duplicate: int = 0
@@ -235,7 +250,10 @@ class SqliteJoinStore:
                 raise self._fail("not an SQLite database (corrupt or foreign file)")
             fresh = not head
         target = ":memory:" if self.path is None else str(self.path)
-        con = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        try:
+            con = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(f"cannot be opened ({exc})") from exc
         try:
             return self._init(con, fresh, synchronous)
         except sqlite3.DatabaseError as exc:
@@ -258,7 +276,6 @@ class SqliteJoinStore:
         con.execute(f"PRAGMA synchronous = {synchronous}")
         con.execute("PRAGMA temp_store = MEMORY")
         con.execute("PRAGMA journal_size_limit = 33554432")
-        con.execute(f"PRAGMA mmap_size = {MMAP}")
         if not tables:
             con.execute("BEGIN")
             con.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
@@ -598,46 +615,50 @@ class SqliteJoinStore:
             con.execute("BEGIN IMMEDIATE")
             try:
                 found = self._lookup(probe)
-                for h, e in zip(hashes, events):
+                for h, (_, outcome, label_time, source, inline) in zip(hashes, events):
                     seq += 1
-                    lt = now if e.label_time is None else float(e.label_time)
+                    lt = now if label_time is None else float(label_time)
                     matches: tuple[Match, ...] = ()
-                    if e.inline is not None:
-                        status, matches = self._inline(e.inline, h, now, cutoff, seen_batch, seen_new)
+                    blob: bytes | None = None
+                    if inline is not None:
+                        status, matches = self._inline(inline, h, now, cutoff, seen_batch, seen_new)
+                        if matches:
+                            blob = b"".join(pack(*m[:2], nan if m[2] is None else m[2]) for m in matches)
                     elif h is not None and h & mask:
                         status = "sampled_out"
                     else:
                         rs = found.get(h) if h is not None else None
                         if not rs:
                             status = "unknown_request_id"
+                        elif len(rs) == 1 and not rs[0][4] and rs[0][2] >= cutoff:  # the usual case
+                            status = "joined"
+                            r = rs[0]
+                            r[4] = 1
+                            marks.setdefault(r[0], []).append((h, r[1]))  # type: ignore[arg-type]
+                            matches = (Match(r[1], r[2], r[3]),)
+                            blob = pack(r[1], r[2], nan if r[3] is None else r[3])
                         else:
-                            if len(rs) == 1:
-                                fresh = rs if not rs[0][4] and rs[0][2] >= cutoff else []
-                            else:
-                                fresh = [r for r in rs if not r[4] and r[2] >= cutoff]
+                            fresh = [r for r in rs if not r[4] and r[2] >= cutoff]
                             if fresh:
                                 status = "joined"
                                 for r in fresh:
                                     r[4] = 1
                                     marks.setdefault(r[0], []).append((h, r[1]))  # type: ignore[arg-type]
                                 matches = tuple(Match(r[1], r[2], r[3]) for r in fresh)
+                                blob = b"".join(pack(r[1], r[2], nan if r[3] is None else r[3]) for r in fresh)
                             elif any(r[4] for r in rs):
                                 status = "duplicate"
                             else:
                                 status = "expired"
-                    o = words.get(e.outcome)
+                    o = words.get(outcome)
                     if o is None:
-                        o = self._word(e.outcome, new_words)
-                    src = words.get(e.source)
+                        o = self._word(outcome, new_words)
+                    src = words.get(source)
                     if src is None:
-                        src = self._word(e.source, new_words)
-                    if len(matches) == 1:
-                        m = matches[0]
-                        blob: bytes | None = pack(m.dims, m.time, nan if m.score is None else m.score)
-                    else:
-                        blob = b"".join(pack(m.dims, m.time, nan if m.score is None else m.score) for m in matches)
-                    log.append((seq, _CODE[status], h, o, src, lt, e.inline is not None, blob or None))
-                    out.append(LoggedLabel(seq, status, h, e.outcome, e.source, lt, e.inline is not None, matches))
+                        src = self._word(source, new_words)
+                    is_inline = inline is not None
+                    log.append((seq, _CODE[status], h, o, src, lt, is_inline, blob))
+                    out.append(LoggedLabel(seq, status, h, outcome, source, lt, is_inline, matches))
                 if new_words:
                     con.executemany("INSERT INTO words VALUES (?, ?)", new_words)
                 for x, keys in marks.items():
@@ -675,21 +696,18 @@ class SqliteJoinStore:
         found: dict[int, list[list[Any]]] = {}
         if not probe or not self._days:
             return found
-        con = self._con
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS probe (h INTEGER PRIMARY KEY)")
-        con.execute("DELETE FROM temp.probe")
-        con.executemany("INSERT INTO temp.probe VALUES (?)", [(h,) for h in probe])
         order = sorted(self._days, key=lambda x: (-self._hits.get(x, 0), -x))
         pos = {x: i for i, x in enumerate(order)}
         first: dict[int, int] = {}  # hash -> position of the day it was found in
+        left = list(probe)
         for i, x in enumerate(order):
-            new = self._probe_day(x, found)
-            for h in new:
-                first[h] = i
-            if len(first) == len(probe):
-                break
+            new = self._probe_day(x, left, found)
             if new:
-                con.executemany("DELETE FROM temp.probe WHERE h = ?", [(h,) for h in new])
+                for h in new:
+                    first[h] = i
+                if len(first) == len(probe):
+                    break
+                left = [h for h in left if h not in first]
         beside: dict[int, list[int]] = {}
         hits = self._hits
         for h, i in first.items():
@@ -705,18 +723,18 @@ class SqliteJoinStore:
             if (x + 1) * DAY - hi <= SAME_REQUEST_SKEW and pos.get(x + 1, -1) > i:
                 beside.setdefault(x + 1, []).append(h)
         for y, hs in beside.items():
-            con.execute("DELETE FROM temp.probe")
-            con.executemany("INSERT INTO temp.probe VALUES (?)", [(h,) for h in hs])
-            self._probe_day(y, found)
+            self._probe_day(y, hs, found)
         return found
 
-    def _probe_day(self, x: int, found: dict[int, list[list[Any]]]) -> list[int]:
-        """Add the rows of day ``x`` whose hash is in ``temp.probe``; the hashes found."""
+    def _probe_day(self, x: int, hashes: list[int], found: dict[int, list[list[Any]]]) -> list[int]:
+        """Add the rows of day ``x`` with one of these hashes to ``found``; the hashes found.
+
+        The hashes go in as one JSON array (``json_each``): cheaper than filling a temp table."""
         base = x * DAY
         new: list[int] = []
         # CROSS JOIN keeps the probe as the outer loop (SQLite never reorders it): one seek per hash
-        q = f"SELECT p.h, p.d, p.t, p.s, p.l FROM temp.probe q CROSS JOIN p_{x} p ON p.h = q.h"
-        for h, d, t, s, lab in self._con.execute(q):
+        q = f"SELECT p.h, p.d, p.t, p.s, p.l FROM json_each(?) q CROSS JOIN p_{x} p ON p.h = q.value"
+        for h, d, t, s, lab in self._con.execute(q, (json.dumps(hashes),)):
             rows = found.get(h)
             if rows is None:
                 found[h] = rows = []
