@@ -22,6 +22,7 @@ __all__ = [
     "INSTRUMENTS",
     "format_le",
     "le_labels",
+    "bin_bounds",
     "normalize_le",
     "instrument_of_sample",
 ]
@@ -343,11 +344,11 @@ ESTIMATED_ACCURACY: Final = _gauge(
 )
 REFERENCE_BAND_LOWER: Final = _gauge(
     "ml_reference_band_lower",
-    "Reference performance - 3 sampling standard deviations at the window's prediction count (ml_metric).",
+    "Reference performance - 3 standard deviations of a window this size vs the reference (ml_metric).",
 )
 REFERENCE_BAND_UPPER: Final = _gauge(
     "ml_reference_band_upper",
-    "Reference performance + 3 sampling standard deviations at the window's prediction count (ml_metric).",
+    "Reference performance + 3 standard deviations of a window this size vs the reference (ml_metric).",
 )
 ESTIMATED_VS_REALISED_GAP: Final = _gauge(
     "ml_estimated_vs_realised_gap", "Estimated (CBPE) minus realised performance in the same window (ml_metric)."
@@ -362,9 +363,17 @@ REFERENCE_PERFORMANCE_STDDEV: Final = _gauge(
 REFERENCE_CHUNK: Final = _gauge(
     "ml_reference_chunk_predictions", "Rows per reference chunk the performance standard deviation was measured on."
 )
+REFERENCE_LABELLED: Final = _gauge(
+    "ml_reference_labelled_predictions",
+    "Labelled reference rows the reference performance was measured on (its own error is in the band).",
+)
 SCORE_REFERENCE_POSITIVE_RATIO: Final = _gauge(
     "ml_score_reference_positive_ratio",
     "Baseline calibration: share of positive labels per score bin (ml_bin_upper, ml_bin_lower).",
+)
+SCORE_REFERENCE_POSITIVE_DECISION: Final = _gauge(
+    "ml_score_reference_positive_decision",
+    "Baseline served rule per score bin (ml_bin_upper, ml_bin_lower): 1 if score > decision_threshold there, else 0.",
 )
 LABEL_COVERAGE: Final = _gauge(
     "ml_label_coverage_ratio",
@@ -412,7 +421,7 @@ LABEL_DELAY: Final = Instrument(
     "ml.label.delay",
     "s",
     "histogram",
-    "ml_label_delay",
+    "ml_label_delay_seconds",
     "Time from a prediction to its label's time (negative delays clamped to 0 and counted).",
 )
 LABEL_NEGATIVE_DELAYS: Final = Instrument(
@@ -564,6 +573,12 @@ def format_le(value: float) -> str:
 def le_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
     """The ``le`` label values of a histogram with these finite edges, ``+Inf`` last."""
     return (*(format_le(e) for e in edges), "+Inf")
+
+
+def bin_bounds(edges: tuple[float, ...]) -> list[tuple[str, str]]:
+    """(upper, lower) of every bin, spelled like ``le``: the labels ml_bin_upper and ml_bin_lower."""
+    uppers = le_labels(edges)
+    return list(zip(uppers, ("-Inf", *uppers[:-1])))
 
 
 def normalize_le(le: str) -> str:

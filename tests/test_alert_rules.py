@@ -39,7 +39,7 @@ def _alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT)
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, check=False, timeout=600, cwd=ROOT)
 
 
 # (a) ------------------------------------------------------------------------------------------
@@ -180,7 +180,10 @@ def test_overridden_config_is_still_valid_promql(tmp_path: Path) -> None:
         aggregation_labels=("cluster", "namespace"),
         fleet_psi_windows=("1h", "24h"),
         error_rate_window="10m",
-        performance_metric="ml_online_brier_score",
+        performance_metrics=("roc_auc", "f1"),
+        evaluation_windows=("6h",),
+        label_coverage_floor=0.2,
+        label_delay_budget_seconds=0.0,
         decision_rate_min_relative_change=0.25,
         decision_rate_min_absolute_change=0.03,
     )
@@ -189,6 +192,10 @@ def test_overridden_config_is_still_valid_promql(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ml:feature_psi:24h" in paths[1].read_text()
     assert "ml:prediction_errors:ratio_rate10m" in paths[0].read_text()
+    assert "ml:online_roc_auc:6h" in paths[1].read_text() and "ml:estimated_roc_auc:6h" in paths[1].read_text()
+    alerts = paths[0].read_text()
+    assert "ml:online_f1:24h" in alerts and "ml:online_recall:24h" not in alerts
+    assert "< 0.2" in alerts and "> 1209600" not in alerts
 
 
 def _rendered(annotations: dict[str, str], labels: dict[str, str], value: str) -> dict[str, str]:
@@ -272,7 +279,13 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
         ({"keep_firing_for": "10m "}, "not a Prometheus duration"),
         ({"alert_label_overrides": {"MLNoSuchAlert": {"team": "x"}}}, "unknown alerts"),
         ({"latency_slo_target": 1.0}, "between 0 and 1"),
-        ({"performance_metric": "ml_online_f1"}, "performance_metric must be one of"),
+        ({"performance_metrics": ("brier_score",)}, "performance_metrics must name some of"),
+        ({"estimated_performance_metrics": ()}, "estimated_performance_metrics must name some of"),
+        ({"performance_coverage_cohort": "2d"}, "performance_coverage_cohort must be one of"),
+        ({"label_coverage_drop_ratio": 0.0}, "nothing to alert on"),
+        ({"label_delay_budget_seconds": 0.0, "label_delay_growth_ratio": 0.0}, "nothing to alert on"),
+        ({"label_delay_quantile": 1.0}, "between 0 and 1"),
+        ({"positive_outcome": ""}, "non-empty"),
         ({"decision_rate_min_absolute_change": -0.01}, "must be >= 0"),
     ],
 )
@@ -316,6 +329,8 @@ WINDOWED_ALERTS = {
     "MLUnknownCategorySurge",
     "MLSegmentDecisionRateChange",
     "MLOnlinePerformanceDrop",
+    "MLEstimatedPerformanceDrop",
+    "MLLabelCoverageCollapsed",
 }
 
 
@@ -471,6 +486,7 @@ def test_mixin_generate_applies_a_config_file(tmp_path: Path, capsys: pytest.Cap
         ("decision_rate_min_relative_change: lots\n", "decision_rate_min_relative_change: expected float, got str"),
         ("decision_rate_min_count: 200\n", "decision_rate_min_count (replaced by the sidecar's decisions: min_count"),
         ("decision_rate_change_threshold: 0.3\n", "(replaced by decision_rate_min_relative_change"),
+        ("performance_metric: ml_online_recall\n", "performance_metric (replaced by performance_metrics"),
         ("extra_alert_labels: {service: 3}\n", "extra_alert_labels.service: expected str, got int"),
         ("latency_page_windows: [1h]\n", "latency_page_windows: expected a list of 2 items"),
         ("drift_for: half an hour\n", "not a Prometheus duration"),

@@ -106,9 +106,16 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
 @pytest.mark.parametrize(
     ("layer", "must_not_import"),
     [
-        ("otel_ml.instrument", ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.demo", "otel_ml.drift")),
+        (
+            "otel_ml.instrument",
+            ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.demo", "otel_ml.drift", "otel_ml.evaluation"),
+        ),
         ("otel_ml.baseline", ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.demo", "otel_ml.instrument")),
         ("otel_ml.drift", ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.demo", "otel_ml.instrument")),
+        (
+            "otel_ml.evaluation",
+            ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.demo", "otel_ml.instrument", "otel_ml.baseline"),
+        ),
         ("otel_ml.sidecar", ("otel_ml.mixin", "otel_ml.demo")),
         ("otel_ml.mixin", ("otel_ml.sidecar", "otel_ml.instrument", "otel_ml.demo")),
     ],

@@ -497,7 +497,10 @@ class _SidecarStandIn:
     """
 
     def __init__(self, baseline: Any) -> None:
+        import time as _time
+
         self.baseline = baseline
+        self.started = _time.time()
 
     def collect(self) -> Iterator[Any]:
         import time as _time
@@ -543,11 +546,63 @@ class _SidecarStandIn:
         yield family(n.SEGMENT_DECISION_RATE_STATUS, [(r, float(i % 4 - 1)) for i, r in enumerate(refs)])
         yield family(n.SEGMENT_DECISION_RATE_PVALUE, [(r, 0.2) for r in refs])
         yield family(n.SEGMENT_WINDOW_COUNT, [(s, 500.0) for s in seg])
-        for inst in (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_ACCURACY, n.ONLINE_BRIER, n.ONLINE_LABEL_COUNT):
+        served = [{**s, n.LABEL_THRESHOLD: n.THRESHOLD_SERVED} for s in seg]
+        for inst in (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_F1):
+            yield family(inst, [(s, 0.8) for s in served])
+        for inst in (
+            n.ONLINE_ACCURACY,
+            n.ONLINE_BRIER,
+            n.ONLINE_LABEL_COUNT,
+            n.ONLINE_ROC_AUC,
+            n.ONLINE_CALIBRATION_ERROR,
+            n.ONLINE_LOG_LOSS,
+        ):
             yield family(inst, [(s, 0.8) for s in seg])
+        for inst in (n.ESTIMATED_ROC_AUC, n.ESTIMATED_PRECISION, n.ESTIMATED_RECALL, n.ESTIMATED_F1):
+            yield family(inst, [({}, 0.78)])
+        metrics = [{n.LABEL_METRIC: m} for m in ("roc_auc", "precision", "recall")]
+        for inst, value in (
+            (n.REFERENCE_BAND_LOWER, 0.75),
+            (n.REFERENCE_BAND_UPPER, 0.85),
+            (n.ESTIMATED_VS_REALISED_GAP, -0.02),
+        ):
+            yield family(inst, [(m, value) for m in metrics])
+        yield from self._labels(b)
         last = GaugeMetricFamily(n.SIDECAR_LAST_INGEST.series, "", labels=[n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION])
         last.add_metric([b.model_name, b.model_version], _time.time())
         yield last
+
+    def _labels(self, b: Any) -> Iterator[Any]:
+        """Coverage by cohort, a label delay histogram and join-store health; counters grow with time."""
+        import time as _time
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        model = [b.model_name, b.model_version]
+        mv = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
+        cohort = [*mv, n.LABEL_COHORT_AGE, n.LABEL_DECISION]
+        for inst, value in ((n.LABEL_COVERAGE, 0.6), (n.LABEL_COHORT_PREDICTIONS, 1000.0)):
+            fam = GaugeMetricFamily(inst.series, inst.description, labels=cohort)
+            for age in ("1d", "7d", "30d"):
+                for decision in (n.ALL, "True", "False"):
+                    fam.add_metric([*model, age, decision], value)
+            yield fam
+        ticks = _time.time() - self.started
+        buckets = [(format(bound, "g"), ticks * (i + 1)) for i, bound in enumerate(n.LABEL_DELAY_BUCKETS)]
+        delay = HistogramMetricFamily(n.LABEL_DELAY.prometheus, n.LABEL_DELAY.description, labels=mv)
+        delay.add_metric(model, [*buckets, ("+Inf", ticks * 20)], sum_value=ticks * 1e5)
+        yield delay
+        for inst, label, values in (
+            (n.LABELS_RECEIVED, n.LABEL_SOURCE, ("api", "token")),
+            (n.LABELS_UNMATCHED, n.LABEL_REASON, ("unknown_request_id", "duplicate")),
+            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, ("ttl",)),
+        ):
+            counter = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
+            for value in values:
+                counter.add_metric([value], ticks)
+            yield counter
+        for inst, value in ((n.JOIN_STORE_ROWS, 12345.0), (n.JOIN_STORE_BYTES, 345660.0), (n.JOIN_SAMPLE_RATIO, 1.0)):
+            yield GaugeMetricFamily(inst.series, inst.description, value=value)
 
 
 def _prometheus_query(port: int, expr: str) -> list[Any]:
@@ -635,13 +690,13 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
             time.sleep(0.5)
         else:
             pytest.fail("Prometheus never scraped the app and the stand-in sidecar")
-        empty = [
-            (name, title, expr)
-            for name, title, expr in concrete_queries(
-                DEFAULT_CONFIG, model=baseline.model_name, window="1h", rate_interval="10s"
-            )
-            if not _prometheus_query(port, expr)
-        ]
+        # rates and increases need two scrapes of every target: retry the empty ones for a while
+        empty = concrete_queries(DEFAULT_CONFIG, model=baseline.model_name, window="1h", rate_interval="10s")
+        deadline = time.monotonic() + 30
+        while empty and time.monotonic() < deadline:
+            empty = [(name, title, expr) for name, title, expr in empty if not _prometheus_query(port, expr)]
+            if empty:
+                time.sleep(1)
         assert not empty, "panels without data:\n" + "\n".join(f"{a} {b!r}: {c}" for a, b, c in empty)
     finally:
         stop.set()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_ml import OtlpMetricsPusher
 from otel_ml.demo._faults import FAULTS
-from otel_ml.demo._model import DemoModel, train_demo_model
+from otel_ml.demo._model import SEGMENT, THRESHOLD, DemoModel, train_demo_model
 from otel_ml.demo._run import demo_mixin_config
 from otel_ml.demo._server import ModelServer
 from otel_ml.demo._stack import PrometheusStack, free_port, stack_binaries
@@ -150,9 +151,36 @@ def check_page(page: dict[str, Any], alertname: str, feature: str) -> None:
     assert path.stem == alertname
 
 
-def test_drift_and_unknown_categories_page_on_call(loop: Loop) -> None:
+def post_old_cohorts(loop: Loop, model: DemoModel) -> None:
+    """Predictions made 1, 7 and 30 days ago (the batch path takes their times), half of them
+    labelled now: the label coverage panels need cohorts older than this test."""
+    import numpy as np
+
+    from otel_ml import export_predictions
+
+    rows = model.frame.iloc[:120]
+    scores = model.score(rows)
+    now = time.time()
+    for age in (1.5, 7.5, 30.5):
+        rids = [f"cohort-{age}-{i}" for i in range(len(rows))]
+        export_predictions(
+            loop.sidecar.url,
+            model=model.baseline.model_name,
+            version=model.baseline.model_version,
+            request_ids=rids,
+            scores=scores.tolist(),
+            decisions=["true" if s > THRESHOLD else "false" for s in scores],
+            segments={SEGMENT: rows[SEGMENT].astype(str).tolist()},
+            times=[now - age * 86400] * len(rows),
+        )
+        labels = [{"request_id": r, "label": int(y)} for r, y in zip(rids[::2], np.asarray(model.labels[:120])[::2])]
+        requests.post(loop.sidecar.url + "/v1/labels", json={"labels": labels}, timeout=10).raise_for_status()
+
+
+def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel) -> None:
     stack = loop.stack
     stack.wait_for(lambda: set(stack.target_health().values()) == {"up"}, 60, "every target up")
+    post_old_cohorts(loop, model)
     # -- clean phase: traffic from the training population, nothing may fire --------------------
     time.sleep(CLEAN_SECONDS)
     # Traffic flowed for the whole clean phase. The generator sends one request at a time and a

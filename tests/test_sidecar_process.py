@@ -4,17 +4,14 @@ gets no 5xx and leaves memory flat."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import free_port, make_training_frame
+from conftest import SidecarProcess, make_training_frame
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
@@ -24,48 +21,6 @@ from otel_ml import Baseline, ModelMonitor
 from otel_ml.instrument import counts_metrics_data
 
 PB = {"Content-Type": "application/x-protobuf"}
-
-
-class SidecarProcess:
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_ml.cli", "sidecar", "--listen", f"127.0.0.1:{self.port}", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "sidecar exited")
-        raise TimeoutError("sidecar did not become ready")
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=15)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[SidecarProcess]]:
-    started: list[SidecarProcess] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def drift_view(url: str) -> dict[tuple[str, str], float]:

@@ -1,7 +1,7 @@
 """Reference profiles fitted from training data (see :class:`Baseline`)."""
 
 from ._files import MissingExtraError, read_table
-from ._fit import DEFAULT_BINS, DEFAULT_TOP_K, fit_baseline, quantile_edges
+from ._fit import DEFAULT_BINS, DEFAULT_SCORE_BINS, DEFAULT_TOP_K, fit_baseline, quantile_edges
 from ._profile import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -9,11 +9,13 @@ from ._profile import (
     BaselineError,
     CategoricalProfile,
     NumericProfile,
+    ReferencePerformance,
     ScoreProfile,
 )
 
 __all__ = [
     "DEFAULT_BINS",
+    "DEFAULT_SCORE_BINS",
     "DEFAULT_TOP_K",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -22,6 +24,7 @@ __all__ = [
     "CategoricalProfile",
     "MissingExtraError",
     "NumericProfile",
+    "ReferencePerformance",
     "ScoreProfile",
     "fit_baseline",
     "quantile_edges",

@@ -5,28 +5,42 @@ labels stay readable, but only where no training value lies between the exact an
 edge, so rounding never moves a row to another bin; duplicates collapsed so heavy ties give one
 bin, not many empty ones);
 categorical features get their top-K values plus an ``__other__`` bucket; the score gets its
-own bins; reference decision rates per segment are stored when decisions are known. All
-counting is ``searchsorted``/``bincount`` over whole columns.
+own, finer bins (plus the decision threshold as an edge); reference decision rates per segment
+are stored when decisions are known, and with labels the per-bin calibration and the reference
+performance (:mod:`otel_ml.evaluation`). All counting is ``searchsorted``/``bincount`` over
+whole columns.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .._binning import bin_index
-from .._frame import Columns, as_float, factorize, to_columns
+from .._frame import Columns, as_float, canonical_label, factorize, to_columns
 from .._names import ALL, OTHER
 from .._version import __version__
-from ._profile import Baseline, BaselineError, CategoricalProfile, NumericProfile, ScoreProfile
+from ._profile import (
+    Baseline,
+    BaselineError,
+    CategoricalProfile,
+    NumericProfile,
+    ReferencePerformance,
+    ScoreProfile,
+)
 
-__all__ = ["fit_baseline", "quantile_edges", "DEFAULT_BINS", "DEFAULT_TOP_K"]
+__all__ = ["fit_baseline", "quantile_edges", "DEFAULT_BINS", "DEFAULT_SCORE_BINS", "DEFAULT_TOP_K"]
 
 DEFAULT_BINS = 10
+DEFAULT_SCORE_BINS = 30
+"""Quantile bins for the score: AUC on 30 bins is within ~2e-3 of the exact AUC on ordinary data
+(10 bins are ~1e-2 off, 50 bins ~7e-4; tested against scikit-learn), while 31 ``le`` buckets
+per model stay cheap. Features keep ``DEFAULT_BINS``: drift needs no such resolution."""
 DEFAULT_TOP_K = 50
 DEFAULT_RARE_LIMIT = 1000
 DEFAULT_SEGMENT_BUDGET = 50
@@ -70,10 +84,14 @@ def _fractions(counts: npt.NDArray[np.int64]) -> tuple[float, ...]:
     return tuple(float(c) / total for c in counts)
 
 
-def _fit_numeric(name: str, values: npt.NDArray[np.float64], bins: int) -> NumericProfile:
+def _fit_numeric(
+    name: str, values: npt.NDArray[np.float64], bins: int, extra_edge: float | None = None
+) -> NumericProfile:
     finite_mask = np.isfinite(values)
     finite = values[finite_mask]
     edges = quantile_edges(finite, bins)
+    if extra_edge is not None:  # the decision threshold: le=t then splits the decisions exactly
+        edges = np.union1d(edges, [extra_edge])
     counts = np.bincount(bin_index(edges, finite), minlength=edges.size + 1)
     n = int(finite.size)
     return NumericProfile(
@@ -171,7 +189,7 @@ def fit_baseline(
     categorical: Sequence[str] = (),
     exclude: Sequence[str] = (),
     bins: int = DEFAULT_BINS,
-    score_bins: int = DEFAULT_BINS,
+    score_bins: int = DEFAULT_SCORE_BINS,
     top_k: int = DEFAULT_TOP_K,
     rare_limit: int = DEFAULT_RARE_LIMIT,
     segments: Sequence[str] = (),
@@ -179,6 +197,10 @@ def fit_baseline(
     decision: Callable[[npt.NDArray[np.float64]], Any] | float | None = None,
     segment_budget: int = DEFAULT_SEGMENT_BUDGET,
     feature_names: Sequence[str] | None = None,
+    label_column: str | None = None,
+    labels: Iterable[Any] | None = None,
+    positive_label: Any = "true",
+    chunk_size: int | None = None,
 ) -> Baseline:
     """Fit a reference profile from a DataFrame, pyarrow table, dict of columns or list of rows.
 
@@ -188,26 +210,41 @@ def fit_baseline(
     per segment are stored when ``decision_column`` names a column of decisions, or
     ``decision`` is a threshold (``score > t``) or a vectorised function of the scores, the same
     one the app passes to ``@monitor``.
+
+    With labels (``label_column`` names a column, or ``labels=`` one per row: booleans, 0/1 or
+    strings) the score profile also stores the per-bin calibration (positive rate, made
+    monotone) and the reference performance with its spread over chunks of ``chunk_size``
+    labelled rows (default :func:`otel_ml.evaluation.default_chunk_size`). A row is positive when
+    its label is ``positive_label`` (compared as labels are everywhere: ``True``, ``"TRUE"`` and
+    ``"true"`` are one; a 0/1 column counts 1 as ``"true"``); any other label is negative (one vs
+    rest). Rows without a label or a finite score are left out of the calibration and the
+    performance; ``score.labelled_count`` says how many were used.
     """
     if not model or not version:
         raise BaselineError("model and version must be non-empty")
     columns = to_columns(data, feature_names)
     if columns.n_rows == 0:
         raise BaselineError("cannot fit a baseline from zero rows")
-    skip = {score_column, decision_column, *exclude}
+    skip = {score_column, decision_column, label_column, *exclude}
     names = list(features) if features is not None else [n for n in columns.names if n not in skip]
     if not names:
         raise BaselineError("no feature columns found")
     profiles = _fit_features(columns, names, categorical, bins, top_k, rare_limit)
     score_values = _score_values(columns, score_column, scores)
+    label_values = _label_values(columns, label_column, labels)
     score = None
     if score_values is not None:
-        s = _fit_numeric("score", score_values, score_bins)
+        threshold = _threshold(decision)
+        s = _fit_numeric("score", score_values, score_bins, extra_edge=threshold)
         decisions = _decisions(columns, score_values, decision_column, decision)
         rates = {} if decisions is None else _decision_rates(columns, decisions, segments, segment_budget)
-        score = ScoreProfile(s.edges, s.fractions, s.count, rates)
+        score = ScoreProfile(s.edges, s.fractions, s.count, rates, decision_threshold=threshold)
+        if label_values is not None:
+            score = _fit_labels(score, score_values, label_values, decisions, positive_label, chunk_size)
     elif decision_column is not None or decision is not None:
         raise BaselineError("reference decision rates need the scores (score_column= or scores=)")
+    elif label_values is not None:
+        raise BaselineError("a calibration needs the scores (score_column= or scores=) besides the labels")
 
     return Baseline(
         model_name=model,
@@ -272,3 +309,96 @@ def _decisions(
         threshold = float(decision)
         return as_labels(scores > threshold)
     return as_labels(np.asarray(decision(scores)))
+
+
+def _threshold(decision: Callable[[npt.NDArray[np.float64]], Any] | float | None) -> float | None:
+    """The ``t`` of a decision ``score > t``; None for a decision column or function."""
+    if isinstance(decision, (int, float)) and not isinstance(decision, bool):
+        t = float(decision)
+        if not np.isfinite(t):
+            raise BaselineError(f"decision threshold must be finite, got {decision!r}")
+        return t
+    return None
+
+
+def _label_values(columns: Columns, label_column: str | None, labels: Iterable[Any] | None) -> Any:
+    """The raw labels, one per row, from ``labels=`` or a column of the data; None without labels."""
+    if label_column is not None and labels is not None:
+        raise BaselineError("pass the labels as label_column= or as labels=, not both")
+    if label_column is not None:
+        raw = columns.raw(label_column)
+        if raw is None:
+            raise BaselineError(f"label column {label_column!r} is not in the data")
+        return raw
+    if labels is None:
+        return None
+    values: Any = labels if isinstance(labels, Sized) else list(labels)
+    if len(values) != columns.n_rows:
+        raise BaselineError(f"labels: expected {columns.n_rows} values, got {len(values)}")
+    return values
+
+
+_BINARY_SPELLING = {"1": "true", "0": "false"}
+
+
+def _positive_mask(raw: Any, positive_label: Any) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], str]:
+    """Which rows are labelled, which of them are positive, and the positive label's canonical name.
+
+    Labels compare by their canonical identity; a label column of only 0 and 1 is boolean, so
+    its 1 is ``"true"`` (the default positive label) as it is in ``ml_outcome``.
+    """
+    target = canonical_label(positive_label)
+    if target is None:
+        raise BaselineError(f"positive_label {positive_label!r} is not a usable label")
+    codes, names = factorize(raw)
+    seen = {n for n in names if n is not None}
+    if seen and seen <= set(_BINARY_SPELLING):
+        names = [None if n is None else _BINARY_SPELLING[n] for n in names]
+        target = _BINARY_SPELLING.get(target, target)
+        seen = {_BINARY_SPELLING[n] for n in seen}
+    if target not in seen:
+        shown = sorted(seen)[:10]
+        raise BaselineError(f"positive label {target!r} is not among the labels (seen: {shown})")
+    known = np.asarray([n is not None for n in names] + [False], dtype=bool)
+    positive = np.asarray([n == target for n in names] + [False], dtype=bool)
+    return known[codes], positive[codes], target
+
+
+def _fit_labels(
+    score: ScoreProfile,
+    scores: npt.NDArray[np.float64],
+    raw_labels: Any,
+    decisions: npt.NDArray[np.object_] | None,
+    positive_label: Any,
+    chunk_size: int | None,
+) -> ScoreProfile:
+    """Calibration per score bin and reference performance from the rows with a label and a score."""
+    from .. import evaluation
+
+    known, positive, target = _positive_mask(raw_labels, positive_label)
+    use = known & np.isfinite(scores)
+    if not use.any():
+        raise BaselineError("no row has both a finite score and a label: nothing to calibrate on")
+    edges = score.edges_array()
+    bins = bin_index(edges, scores[use])
+    y = positive[use]
+    n_bins = edges.size + 1
+    calibration = evaluation.bin_calibration(
+        np.bincount(bins[y], minlength=n_bins), np.bincount(bins[~y], minlength=n_bins)
+    )
+    predicted = None
+    if score.decision_threshold is not None:
+        predicted = scores[use] > score.decision_threshold
+    elif decisions is not None and {d for d in decisions[use].tolist()} <= {"true", "false"}:
+        predicted = decisions[use] == "true"  # a boolean decision column: "true" is the positive call
+    figures = evaluation.reference_performance(bins, y, n_bins, predicted=predicted, chunk_size=chunk_size)
+    performance = None
+    if figures is not None and figures.value:
+        performance = ReferencePerformance(figures.value, figures.stddev, figures.chunk_size, figures.chunks)
+    return replace(
+        score,
+        calibration=tuple(calibration.tolist()),
+        positive_label=target,
+        labelled_count=int(use.sum()),
+        performance=performance,
+    )

@@ -30,6 +30,7 @@ __all__ = [
     "BaselineError",
     "CategoricalProfile",
     "NumericProfile",
+    "ReferencePerformance",
     "ScoreProfile",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -107,17 +108,53 @@ class CategoricalProfile:
 
 
 @dataclass(frozen=True)
+class ReferencePerformance:
+    """Reference performance on the binned, labelled reference, and its spread over chunks.
+
+    ``value[metric]`` is the metric on the whole reference, computed as the sidecar computes it
+    from counts (ROC AUC on the score bins; precision, recall, F1 and accuracy at the served
+    rule); ``stddev[metric]`` its standard deviation over disjoint chunks of ``chunk_size``
+    labelled rows, the spread the reference band scales to a window
+    (:func:`otel_ml.evaluation.reference_band`).
+    """
+
+    value: Mapping[str, float]
+    stddev: Mapping[str, float]
+    chunk_size: int
+    chunks: int
+
+
+@dataclass(frozen=True)
 class ScoreProfile(_EdgeBins):
-    """The model score's bins, and its reference decision rates per segment when known.
+    """The model score's bins, its reference decision rates and, when fitted with labels, its performance.
 
     ``decision_rates[segment_key][segment_value][decision]`` is the training-time share of
-    each decision; the key and value ``__all__`` hold the overall rates.
+    each decision; the key and value ``__all__`` hold the overall rates. ``decision_threshold``
+    is ``t`` when the decision is ``score > t`` (``t`` is then one of the edges, so ``le=t``
+    splits the decisions exactly). ``calibration`` is the positive rate per score bin
+    (``len(edges) + 1`` values, monotone, see :func:`otel_ml.evaluation.bin_calibration`) of the
+    ``labelled_count`` rows whose label was known; ``positive_label`` names the positive class.
     """
 
     edges: tuple[float, ...]
     fractions: tuple[float, ...]
     count: int
     decision_rates: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    decision_threshold: float | None = None
+    calibration: tuple[float, ...] | None = None
+    positive_label: str | None = None
+    labelled_count: int = 0
+    performance: ReferencePerformance | None = None
+
+    @property
+    def first_positive_bin(self) -> int | None:
+        """The first bin the served rule ``score > decision_threshold`` predicts positive, if known."""
+        if self.decision_threshold is None:
+            return None
+        return self.edges.index(self.decision_threshold) + 1
+
+    def calibration_array(self) -> npt.NDArray[np.float64] | None:
+        return None if self.calibration is None else np.asarray(self.calibration, dtype=np.float64)
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
@@ -217,12 +254,25 @@ def _feature_to_dict(f: FeatureProfile) -> dict[str, Any]:
 
 
 def _score_to_dict(s: ScoreProfile) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "edges": list(s.edges),
         "fractions": list(s.fractions),
         "count": s.count,
         "decision_rates": {k: {v: dict(d) for v, d in vals.items()} for k, vals in s.decision_rates.items()},
     }
+    # Fields added with labelled baselines: written only when set, so an unlabelled fit's file is unchanged.
+    if s.decision_threshold is not None:
+        out["decision_threshold"] = s.decision_threshold
+    if s.calibration is not None:
+        out.update(calibration=list(s.calibration), positive_label=s.positive_label, labelled_count=s.labelled_count)
+    if s.performance is not None:
+        p = s.performance
+        out["performance"] = {
+            "chunk_size": p.chunk_size,
+            "chunks": p.chunks,
+            "metrics": {m: {"value": p.value[m], "stddev": p.stddev[m]} for m in p.value},
+        }
+    return out
 
 
 class _Field:
@@ -361,7 +411,65 @@ def _parse_score(data: Any, path: str) -> ScoreProfile:
             rates[key][value] = shares
     if rates and ALL not in rates:
         raise BaselineError(f"{f.where('decision_rates')}: must include the overall rates under {ALL!r}")
-    return ScoreProfile(edges, fractions, count, rates)
+    threshold = f.get("decision_threshold", (int, float), default=None, nullable=True)
+    if threshold is not None:
+        threshold = float(threshold)
+        if threshold not in edges:
+            raise BaselineError(f"{f.where('decision_threshold')}: {threshold!r} must be one of the score edges")
+    calibration = None
+    if f.get("calibration", list, default=None, nullable=True) is not None:
+        calibration = f.floats("calibration")
+        if len(calibration) != len(edges) + 1:
+            raise BaselineError(
+                f"{f.where('calibration')}: expected {len(edges) + 1} values (one per bin), got {len(calibration)}"
+            )
+        if any(not 0.0 <= q <= 1.0 for q in calibration):
+            raise BaselineError(f"{f.where('calibration')}: every value must be a positive rate in [0, 1]")
+    positive = f.get("positive_label", str, default=None, nullable=True)
+    if calibration is not None and not positive:
+        raise BaselineError(f"{f.where('positive_label')}: a calibration needs the positive label it counts")
+    labelled = f.count("labelled_count") if "labelled_count" in f.data else 0
+    if labelled > count:
+        raise BaselineError(f"{f.where('labelled_count')}: {labelled} labelled rows of {count} scored")
+    perf_raw = f.get("performance", dict, default=None, nullable=True)
+    performance = None if perf_raw is None else _parse_performance(perf_raw, f.where("performance"))
+    if performance is not None and calibration is None:
+        raise BaselineError(f"{f.where('performance')}: reference performance needs the calibration it was fitted with")
+    return ScoreProfile(
+        edges,
+        fractions,
+        count,
+        rates,
+        decision_threshold=threshold,
+        calibration=calibration,
+        positive_label=None if positive is None else label_value(positive),
+        labelled_count=labelled,
+        performance=performance,
+    )
+
+
+PERFORMANCE_METRICS = ("roc_auc", "precision", "recall", "f1", "accuracy")  # as otel_ml.evaluation, unimported
+
+
+def _parse_performance(data: Any, path: str) -> ReferencePerformance:
+    f = _Field(data, path)
+    chunk_size = f.count("chunk_size")
+    chunks = f.count("chunks")
+    if chunk_size < 1 or chunks < 2:
+        raise BaselineError(f"{path}: needs chunk_size >= 1 and chunks >= 2, got {chunk_size} and {chunks}")
+    metrics = _Field(f.get("metrics", dict), f.where("metrics"))
+    value: dict[str, float] = {}
+    stddev: dict[str, float] = {}
+    for name, entry in metrics.data.items():
+        if name not in PERFORMANCE_METRICS:
+            raise BaselineError(f"{metrics.where(name)}: unknown metric, expected one of {list(PERFORMANCE_METRICS)}")
+        m = _Field(entry, metrics.where(name))
+        value[name] = m.fraction("value")
+        spread = float(m.get("stddev", (int, float)))
+        if not 0.0 <= spread <= 1.0:
+            raise BaselineError(f"{m.where('stddev')}: must be in [0, 1], got {spread}")
+        stddev[name] = spread
+    return ReferencePerformance(value, stddev, chunk_size, chunks)
 
 
 def _parse_baseline(data: Any) -> Baseline:

@@ -93,6 +93,7 @@ def train_demo_model(seed: int = 7) -> DemoModel:
         model=MODEL_NAME,
         version=MODEL_VERSION,
         scores=scores,
+        labels=labels,  # the reference calibration and performance: CBPE and the realised-drop alert
         segments=[SEGMENT],
         decision=THRESHOLD,
         bins=8,

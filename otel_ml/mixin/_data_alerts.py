@@ -1,5 +1,5 @@
 """Alerts on what the model sees and decides: feature and score drift, input coverage,
-segment decision rates and label-based performance.
+segment decision rates (label-based performance is in ``_evaluation_alerts``).
 
 Every one reads the sidecar's verdicts for one window (``alert_window``) and refuses to page on
 low traffic: the drift and segment decision-rate verdicts are statistical tests, controlled
@@ -185,35 +185,9 @@ def _decision_rate_description(c: MixinConfig) -> str:
     )
 
 
-def _performance_expr(c: MixinConfig) -> str:
-    """The short window's metric is worse than the long window's by a relative threshold.
-
-    The long window contains the short one, so the short window's label count bounds both.
-    """
-    s_on = q.labels(c, *q.SEGMENT)
-    metric = c.performance_metric
-    online = (n.ONLINE_PRECISION, n.ONLINE_RECALL, n.ONLINE_ACCURACY, n.ONLINE_BRIER)
-    if metric not in {i.prometheus for i in online}:
-        raise ValueError(f"performance_metric must be one of {[i.prometheus for i in online]}, got {metric!r}")
-    short = f'{n.LABEL_WINDOW}="{c.performance_short_window}"'
-    long = f'{n.LABEL_WINDOW}="{c.performance_long_window}"'
-    now = f"max by ({s_on}) ({metric}{q.sidecar(c, short)})"
-    before = f"max by ({s_on}) ({metric}{q.sidecar(c, long)})"
-    # A drop is a fall for precision/recall/accuracy and a rise for the Brier score.
-    worse = f"{now} - on ({s_on}) {before}" if metric == n.ONLINE_BRIER.prometheus else f"{before} - on ({s_on}) {now}"
-    return f"""
-(
-  {worse}
-) / on ({s_on}) {before} > {q.num(c.performance_drop_threshold)}
-and on ({s_on})
-max by ({s_on}) ({n.ONLINE_LABEL_COUNT.series}{q.sidecar(c, short)}) >= {c.performance_min_labels}
-"""
-
-
 def decision_alerts(c: MixinConfig) -> list[Rule]:
-    """Decision rates per segment, and label-based performance once outcomes arrive."""
-    decision_rate, performance = _decision_rate_expr(c), _performance_expr(c)
-    metric_name = c.performance_metric.removeprefix("ml_online_").replace("_", " ")
+    """Decision rates per segment (label-based performance: :mod:`otel_ml.mixin._evaluation_alerts`)."""
+    decision_rate = _decision_rate_expr(c)
     return across_restarts(
         c,
         [
@@ -224,17 +198,6 @@ def decision_alerts(c: MixinConfig) -> list[Rule]:
                 PAGE,
                 f"Rate of decision {label(D)} changed for {SEGMENT_TEXT}.",
                 _decision_rate_description(c),
-            ),
-            alert(
-                "MLOnlinePerformanceDrop",
-                performance,
-                c.performance_for,
-                TICKET,
-                f"Online {metric_name} of {SEGMENT_TEXT} dropped.",
-                f"On labelled predictions, the {metric_name} of {SEGMENT_TEXT} over the last "
-                f"{c.performance_short_window} is {{{{ $value | humanizePercentage }}}} worse than over "
-                f"the last {c.performance_long_window} (alert beyond {q.num(c.performance_drop_threshold * 100)}%, "
-                f"with at least {c.performance_min_labels} labels). The model is making more mistakes.",
             ),
         ],
     )

@@ -13,7 +13,7 @@ from grafana_foundation_sdk.models import units
 
 from .. import _names as n
 from . import _panels as p
-from ._promql import MV, SEGMENT_LABELS, Exprs, M, V
+from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
 from .config import MixinConfig
 
 __all__ = ["model_panels"]
@@ -326,40 +326,156 @@ def _coverage(config: MixinConfig, e: Exprs) -> Items:
 
 
 def _performance(config: MixinConfig, e: Exprs) -> Items:
-    """Label-based metrics per segment, and how many labels they rest on."""
+    """Realised and estimated performance, calibration, and the labels they rest on."""
     seg = e.segment_matcher
+    served = f'{n.LABEL_THRESHOLD}="{n.THRESHOLD_SERVED}"'
+    overall = f'{K}="{n.ALL}"'
+    auc = f'{n.LABEL_METRIC}="roc_auc"'
     return [
-        p.row(600, "Online performance"),
-        p.share_panel(
+        p.row(600, "Model performance"),
+        p.timeseries_panel(
             601,
-            "Precision, recall, accuracy ($window)",
-            "From predictions joined with their delayed labels, per segment.",
+            "Realised vs estimated AUC ($window)",
+            "ROC AUC on labelled predictions (realised, from labels that arrived in the window) and estimated "
+            "from scores alone (CBPE, the baseline's per-bin positive rates), with the reference band: the "
+            "baseline's AUC +- 3 sampling standard deviations at the window's size. Estimated below the band "
+            "pages MLEstimatedPerformanceDrop; realised below its band MLOnlinePerformanceDrop.",
+            [
+                p.Query(e.gauge(n.ONLINE_ROC_AUC, MV, overall), f"realised {VERSION}"),
+                p.Query(e.gauge(n.ESTIMATED_ROC_AUC), f"estimated {VERSION}"),
+                p.Query(e.gauge(n.REFERENCE_BAND_LOWER, MV, auc), f"band lower {VERSION}"),
+                p.Query(e.gauge(n.REFERENCE_BAND_UPPER, MV, auc), f"band upper {VERSION}"),
+            ],
+            max_val=1,
+        ),
+        p.share_panel(
+            602,
+            "Precision and recall at the served rule ($window)",
+            "Realised per segment from the exact decision counts (ml_threshold=served), and estimated (CBPE) "
+            "overall. With selective labels (only approved cases get an outcome) recall is not observable: "
+            "read it together with the coverage by decision below.",
+            [
+                *(
+                    p.Query(e.gauge(inst, BY_SEGMENT, seg, served), f"{name} {SEGMENT}")
+                    for name, inst in (("precision", n.ONLINE_PRECISION), ("recall", n.ONLINE_RECALL))
+                ),
+                p.Query(e.gauge(n.ESTIMATED_PRECISION), f"estimated precision {VERSION}"),
+                p.Query(e.gauge(n.ESTIMATED_RECALL), f"estimated recall {VERSION}"),
+            ],
+        ),
+        p.timeseries_panel(
+            603,
+            "Calibration: ECE, Brier, log loss ($window)",
+            "Expected calibration error (sum over score bins of |scores - positives| / labels), Brier score "
+            "and log loss of the score against the label, per segment: lower is better.",
             [
                 p.Query(e.gauge(inst, BY_SEGMENT, seg), f"{name} {SEGMENT}")
                 for name, inst in (
-                    ("precision", n.ONLINE_PRECISION),
-                    ("recall", n.ONLINE_RECALL),
-                    ("accuracy", n.ONLINE_ACCURACY),
+                    ("ECE", n.ONLINE_CALIBRATION_ERROR),
+                    ("Brier", n.ONLINE_BRIER),
+                    ("log loss", n.ONLINE_LOG_LOSS),
                 )
             ],
-            span=8,
-        ),
-        p.timeseries_panel(
-            602,
-            "Brier score ($window)",
-            "Mean squared error of the score against the 0/1 label: lower is better calibrated.",
-            [p.Query(e.gauge(n.ONLINE_BRIER, BY_SEGMENT, seg), SEGMENT)],
             min_val=0,
             span=8,
         ),
         p.timeseries_panel(
-            603,
+            604,
             "Labelled predictions ($window)",
-            f"Predictions with a label in the window; below {config.performance_min_labels} "
-            "a performance drop does not page.",
+            f"Predictions whose label arrived in the window; below {config.performance_min_labels} "
+            "a realised performance drop does not page.",
             [p.Query(e.gauge(n.ONLINE_LABEL_COUNT, BY_SEGMENT, seg), SEGMENT)],
             min_val=0,
             span=8,
             threshold_steps=p.red_below(config.performance_min_labels),
+        ),
+        p.timeseries_panel(
+            605,
+            "Estimated minus realised ($window)",
+            "CBPE estimate minus the realised metric in the same window. CBPE is blind to concept drift "
+            "(P(label | score) changing): a gap that grows means the calibration no longer holds.",
+            [p.Query(e.gauge(n.ESTIMATED_VS_REALISED_GAP, f"{MV}, {n.LABEL_METRIC}"), p.legend(n.LABEL_METRIC, V))],
+            span=8,
+        ),
+        *_labels(config, e),
+    ]
+
+
+def _labels(config: MixinConfig, e: Exprs) -> Items:
+    """The outcome pipeline: coverage by cohort and decision, label delay, the join store."""
+    sidecar = matchers(config.sidecar_selector)
+    delay = n.LABEL_DELAY
+    w = config.label_delay_window
+    delay_buckets = f"sum by ({MV}, {n.LABEL_LE}) (increase({delay.bucket_series}{e.side(window=False)}[{w}]))"
+
+    def rate_by(inst: n.Instrument, label: str) -> str:
+        return f"sum by ({label}) (rate({inst.series}{sidecar}[{RATE_INTERVAL}]))"
+
+    return [
+        p.share_panel(
+            606,
+            "Label coverage by cohort age",
+            "Share of the predictions made 1, 7 and 30 days ago (one day each) that have their label: a "
+            f"vintage curve. MLLabelCoverageCollapsed reads the {config.label_coverage_cohort} cohort.",
+            [
+                p.Query(
+                    e.gauge(n.LABEL_COVERAGE, f"{MV}, {n.LABEL_COHORT_AGE}", f'{D}="{n.ALL}"', window=False),
+                    p.legend(n.LABEL_COHORT_AGE, V),
+                )
+            ],
+        ),
+        p.share_panel(
+            607,
+            f"Label coverage by decision ({config.label_coverage_cohort} cohort)",
+            "Coverage per decision: when only one decision gets outcomes (approved loans), metrics that need "
+            "the other (recall) are not observable.",
+            [
+                p.Query(
+                    e.gauge(
+                        n.LABEL_COVERAGE,
+                        f"{MV}, {D}",
+                        f'{n.LABEL_COHORT_AGE}="{config.label_coverage_cohort}"',
+                        window=False,
+                    ),
+                    p.legend(D, V),
+                )
+            ],
+        ),
+        p.timeseries_panel(
+            608,
+            f"Label delay p50 / p90 / p99 (labels of the last {w})",
+            "Time from prediction to label, from the delay histogram (1m to 30d buckets): realised metrics "
+            "describe predictions this old.",
+            [
+                p.Query(f"histogram_quantile({quantile}, {delay_buckets})", f"p{round(quantile * 100)} {VERSION}")
+                for quantile in (0.5, 0.9, 0.99)
+            ],
+            unit=units.Seconds,
+            min_val=0,
+            threshold_steps=p.red_above(config.label_delay_budget_seconds) if config.label_delay_budget_seconds else (),
+        ),
+        p.timeseries_panel(
+            609,
+            "Labels / s: received, unmatched, evicted",
+            "Labels the sidecars accepted (by source) and could not join (by reason), and stored predictions "
+            "evicted (ttl: expired; cap: the store is full and samples request ids).",
+            [
+                p.Query(rate_by(n.LABELS_RECEIVED, n.LABEL_SOURCE), f"received {p.legend(n.LABEL_SOURCE)}"),
+                p.Query(rate_by(n.LABELS_UNMATCHED, n.LABEL_REASON), f"unmatched {p.legend(n.LABEL_REASON)}"),
+                p.Query(rate_by(n.JOIN_STORE_EVICTED, n.LABEL_REASON), f"evicted {p.legend(n.LABEL_REASON)}"),
+            ],
+            unit=units.OpsPerSecond,
+            min_val=0,
+        ),
+        p.timeseries_panel(
+            610,
+            "Join store rows and sample ratio",
+            "Predictions waiting for a label per sidecar, and the share of request ids the store keeps "
+            "(1 = all; 2^-k above the byte cap: labelled counts are then a sample).",
+            [
+                p.Query(f"sum by (instance) ({n.JOIN_STORE_ROWS.series}{sidecar})", "rows {{instance}}"),
+                p.Query(f"min by (instance) ({n.JOIN_SAMPLE_RATIO.series}{sidecar})", "sample ratio {{instance}}"),
+            ],
+            min_val=0,
         ),
     ]

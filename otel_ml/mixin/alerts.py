@@ -1,7 +1,8 @@
 """Alerting rules as data: every group a pure function of :class:`MixinConfig`.
 
 The groups are written in :mod:`otel_ml.mixin._data_alerts` (drift, coverage, decisions: the
-sidecar's verdicts) and :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
+sidecar's verdicts), :mod:`otel_ml.mixin._evaluation_alerts` (realised and estimated performance,
+label coverage and delay, the join store) and :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
 itself), with an abstract level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
 :func:`alert_groups` then passes over every alert once (:func:`_finish`) to set ``severity``,
 ``team``, the extra and overridden labels and ``runbook_url``, and to check that ``summary``
@@ -15,6 +16,7 @@ from typing import Any
 
 from ._alert_helpers import PAGE, TICKET, Rule
 from ._data_alerts import coverage_alerts, decision_alerts, drift_alerts
+from ._evaluation_alerts import evaluation_alerts
 from ._serving_alerts import serving_alerts, sidecar_alerts
 from .config import MixinConfig
 
@@ -25,6 +27,7 @@ _GROUPS = (
     ("otel-ml.drift", drift_alerts),
     ("otel-ml.coverage", coverage_alerts),
     ("otel-ml.decisions", decision_alerts),
+    ("otel-ml.evaluation", evaluation_alerts),
     ("otel-ml.serving", serving_alerts),
     ("otel-ml.sidecar", sidecar_alerts),
 )

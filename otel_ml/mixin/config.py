@@ -80,13 +80,43 @@ class MixinConfig:
     error_for: str = "10m"
     instrumentation_error_window: str = "10m"
     instrumentation_error_for: str = "15m"
-    # -- label-based performance -----------------------------------------------------------------------
-    performance_metric: str = "ml_online_recall"
-    performance_drop_threshold: float = 0.10  # relative drop of the short window vs the long one
-    performance_short_window: str = "1h"
-    performance_long_window: str = "7d"
+    # -- label-based performance (realised, from the sidecar's join-time counters) -------------------
+    # The served rule's positive decision and the label value that means "positive" (the sidecar's
+    # outputs: positive_decision / positive_outcome).
+    positive_decision: str = "true"
+    positive_outcome: str = "true"
+    # Windows of the realised and estimated (CBPE) performance recording rules (ml:online_*:<w>,
+    # ml:estimated_*:<w>); the windows the alerts read are always added.
+    evaluation_windows: tuple[str, ...] = ("1h", "24h", "7d")
+    # MLOnlinePerformanceDrop: a metric (ml_metric of the baseline's reference performance) below
+    # reference - 3 stddev sqrt(chunk / labels) over performance_short_window, with enough labels and
+    # enough label coverage (labels are often selective: then realised recall means little).
+    performance_metrics: tuple[str, ...] = ("roc_auc", "recall", "precision")
+    performance_short_window: str = "24h"  # the window the alert reads (join time: when labels arrived)
+    performance_long_window: str = "7d"  # unused since the reference band (issue 13); kept so configs load
     performance_min_labels: int = 100
+    performance_min_coverage: float = 0.5  # ml_label_coverage_ratio of the cohort below, all decisions
+    performance_coverage_cohort: str = "7d"  # an ml_cohort_age value (1d, 7d, 30d)
     performance_for: str = "1h"
+    # -- estimated performance (CBPE, before labels arrive) ------------------------------------------
+    estimated_performance_metrics: tuple[str, ...] = ("roc_auc", "recall", "precision")
+    estimated_performance_window: str = "1h"
+    estimated_performance_min_predictions: int = 1000  # window predictions before an estimate may page
+    estimated_performance_for: str = "1h"
+    # -- the outcome pipeline: label coverage, label delay, join store --------------------------------
+    label_coverage_cohort: str = "7d"  # cohort age the coverage alert reads (predictions 7-8 days old)
+    label_coverage_drop_ratio: float = 0.5  # alert below this share of the same cohort's coverage a week ago
+    label_coverage_floor: float = 0.0  # and/or below this absolute coverage (0 = off)
+    label_coverage_min_predictions: int = 500  # predictions in the cohort before coverage may page
+    label_coverage_for: str = "2h"
+    label_delay_window: str = "1d"  # labels whose delay quantile the alert reads
+    label_delay_quantile: float = 0.9
+    label_delay_budget_seconds: float = 1209600.0  # 14 days; 0 = off (only growth pages)
+    label_delay_growth_ratio: float = 2.0  # the quantile doubling against a week before; 0 = off
+    label_delay_min_labels: int = 200  # labels in the window (and a week before, for growth)
+    label_delay_for: str = "2h"
+    join_store_eviction_window: str = "1h"
+    join_store_eviction_for: str = "5m"
     # -- the sidecar itself ------------------------------------------------------------------------------
     sidecar_down_for: str = "5m"
     ingest_stale_seconds: int = 600  # no data for a model version this long: not scraping / not receiving
@@ -157,6 +187,7 @@ DEFAULT_CONFIG = MixinConfig()
 
 # Fields that no longer exist, and what replaced them: an old overrides file fails naming the successor.
 _REPLACED = {
+    "performance_metric": "performance_metrics (ml_metric values: roc_auc, recall, precision, f1, accuracy)",
     "decision_rate_change_threshold": "decision_rate_min_relative_change (the sidecar's test decides)",
     "decision_rate_min_count": "the sidecar's decisions: min_count (it applies to both windows)",
 }

@@ -3,7 +3,8 @@
 Recording rules exist for two reasons: the dashboards' heavier queries (rates, decision
 shares, latency quantiles over many replicas) and computations Prometheus can do fleet-wide
 that the sidecar only sees per pod, mainly PSI from the summed bin counters of every replica,
-with the same 1e-4 smoothing of empty bins as the sidecar. The alerting rules of
+with the same 1e-4 smoothing of empty bins as the sidecar, and the realised and estimated
+performance of :mod:`otel_ml.mixin._evaluation_rules`. The alerting rules of
 :mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together;
 :mod:`otel_ml.mixin.generate` writes them.
 """
@@ -15,6 +16,7 @@ from typing import Any
 from .. import _names as n
 from .._durations import prometheus_duration
 from . import _rule_helpers as q
+from ._evaluation_rules import evaluation_rules
 from ._rule_helpers import latency_burn_rate_record, ratio_record
 from .config import MixinConfig
 
@@ -245,4 +247,5 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
         {"name": "otel-ml.serving.rules", "rules": serving_rules(config)},
         {"name": "otel-ml.latency-slo.rules", "rules": latency_slo_rules(config)},
         {"name": "otel-ml.fleet-psi.rules", "rules": fleet_psi_rules(config)},
+        {"name": "otel-ml.evaluation.rules", "rules": evaluation_rules(config)},
     ]

@@ -68,6 +68,9 @@ class Sidecar:
             self.restored = load_state(self.state, self.config.state_file)
             if self.restored:
                 _log.info("restored state from %s", self.config.state_file)
+        replayed = self.state.replay_labels()  # labels acknowledged after the last snapshot
+        if replayed:
+            _log.info("counted %d labels logged after the last state snapshot", replayed)
         _raise_file_limit()
         self.server = SidecarServer(
             self.config.listen,
@@ -171,6 +174,7 @@ class Sidecar:
         self.state.tick()
         if not self.persist():
             _log.error("exiting without saving the state: %s", self.persist_error)
+        self.state.joins.store.close()
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; save the state on the way out."""

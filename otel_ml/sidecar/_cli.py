@@ -14,13 +14,16 @@ DESCRIPTION = """\
 Run the otel-ml sidecar next to a model server. It takes the app's telemetry (by scraping its
 /metrics, or as OTLP/HTTP pushed to /v1/metrics), keeps rolling windows, and exposes drift
 (PSI with sample-size-aware critical values, JS distance, chi-square p-values), per-segment
-decision rates and their change, coverage and, once labels are posted to /v1/labels, online
-precision/recall on /metrics for Prometheus. Binds 127.0.0.1 unless --listen says otherwise.
+decision rates and their change, coverage and performance on /metrics for Prometheus: realised
+(AUC, precision/recall/F1, calibration, from labels posted to /v1/labels and joined to the
+predictions waiting in an on-disk SQLite store, or carried by signed tokens) and estimated
+before labels arrive (CBPE). Binds 127.0.0.1 unless --listen says otherwise.
 
 examples:
   otel-ml sidecar --baseline fraud-v3.baseline.json --scrape http://127.0.0.1:8000/metrics
   otel-ml sidecar --baseline fraud-v3.baseline.json --listen 0.0.0.0:9464 --state-file /var/lib/otel-ml/state.npz
   otel-ml sidecar --baseline fraud-v3.baseline.json --metrics-listen 0.0.0.0:9465   # ingest stays on loopback
+  otel-ml sidecar --baseline fraud-v3.baseline.json --state-file state.npz --token-key-file /run/secrets/otel-ml-token
   otel-ml sidecar --config /etc/otel-ml/sidecar.yaml
 """
 
@@ -68,6 +71,20 @@ def register(sub: Any) -> None:
         "--token-file", help="file holding a bearer token required on ingest endpoints (or set OTEL_ML_SIDECAR_TOKEN)"
     )
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 8 MiB)")
+    p.add_argument(
+        "--join-store",
+        metavar="FILE",
+        help="SQLite file of predictions waiting for labels (default: beside --state-file; in memory without one)",
+    )
+    p.add_argument("--join-ttl", metavar="DURATION", help="how long a prediction waits for its label (default 32d)")
+    p.add_argument(
+        "--join-max-bytes", type=int, help="join store size cap; above it request ids are hash-sampled (512 MiB)"
+    )
+    p.add_argument(
+        "--token-key-file",
+        metavar="FILE",
+        help="HMAC key(s) of signed prediction tokens, one per line, newest first (labels by token need no store)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -102,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             changes["persist_interval"] = _seconds(args.persist_interval, "--persist-interval")
         if args.max_body_bytes:
             changes["http"] = replace(config.http, max_body_bytes=args.max_body_bytes)
+        changes["state"] = _join_flags(args, config)
         token = os.environ.get("OTEL_ML_SIDECAR_TOKEN")
         if args.token_file:
             token = Path(args.token_file).read_text().strip()
@@ -123,3 +141,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"otel-ml sidecar: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _join_flags(args: argparse.Namespace, config: Any) -> Any:
+    """The state settings with the join-store flags applied over the config file's."""
+    from dataclasses import replace
+
+    from ._config import _seconds, token_keys
+
+    state, limits = config.state, config.state.limits
+    if args.join_store:
+        state = replace(state, join_store=Path(args.join_store))
+    if args.join_ttl:
+        state = replace(state, join_ttl=_seconds(args.join_ttl, "--join-ttl"))
+    if args.join_max_bytes:
+        state = replace(state, limits=replace(limits, join_max_bytes=args.join_max_bytes))
+    if args.token_key_file:
+        state = replace(state, token_keys=token_keys(Path(args.token_key_file)))
+    return state

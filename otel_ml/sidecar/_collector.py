@@ -45,8 +45,12 @@ class _OwnCounts:
     ingest_errors: dict[str, int]
     ingested: dict[str, int]
     unmatched_labels: dict[str, int]
+    labels_received: dict[str, int]
     overflow: list[tuple[str, str, dict[str, int]]]
-    join: int
+    join_rows: int
+    join_bytes: int
+    join_evicted: dict[str, int]
+    join_sample_ratio: float
     compute_seconds: float
 
 
@@ -60,13 +64,18 @@ class SidecarCollector:
     def collect(self) -> Iterator[Metric]:
         state = self.state
         yield from _gauge_families(state.outputs())
+        store = state.joins.store
         with state.lock:
             own = _OwnCounts(
                 dict(state.ingest_errors),
                 dict(state.ingested),
                 dict(state.unmatched_labels),
+                dict(state.labels_received),
                 [(m.model, m.version, m.overflow()) for m in state.models.values()],
-                len(state.join),
+                store.rows,
+                store.bytes,
+                dict(store.evicted),
+                store.sample_ratio,
                 state.compute_seconds,
             )
             models = [
@@ -81,6 +90,8 @@ class SidecarCollector:
             (n.SIDECAR_INGEST_ERRORS, n.LABEL_REASON, state.ingest_errors),
             (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
             (n.LABELS_UNMATCHED, n.LABEL_REASON, state.unmatched_labels),
+            (n.LABELS_RECEIVED, n.LABEL_SOURCE, state.labels_received),
+            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, state.join_evicted),
         ):
             family = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
             for value, count in sorted(counts.items()):
@@ -95,7 +106,12 @@ class SidecarCollector:
             for attribute, count in sorted(counts.items()):
                 overflow.add_metric([model_name, version, attribute], count)
         yield overflow
-        yield GaugeMetricFamily(n.JOIN_STORE_ROWS.prometheus, n.JOIN_STORE_ROWS.description, value=state.join)
+        for gauge, reading in (
+            (n.JOIN_STORE_ROWS, float(state.join_rows)),
+            (n.JOIN_STORE_BYTES, float(state.join_bytes)),
+            (n.JOIN_SAMPLE_RATIO, state.join_sample_ratio),
+        ):
+            yield GaugeMetricFamily(gauge.prometheus, gauge.description, value=reading)
         yield GaugeMetricFamily(
             n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
         )

@@ -79,7 +79,11 @@ class SidecarConfig:
         return specs
 
     def state_settings(self) -> StateSettings:
-        return replace(self.state, windows=self.window_specs())
+        """The state's settings; the join store sits beside the state file unless placed elsewhere."""
+        join_store = self.state.join_store
+        if join_store is None and self.state_file is not None:
+            join_store = self.state_file.with_name(self.state_file.stem + ".joins.sqlite")
+        return replace(self.state, windows=self.window_specs(), join_store=join_store)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> SidecarConfig:
@@ -120,7 +124,7 @@ class SidecarConfig:
             "scrape": _scrape_targets(data),
             "token": _token(data, base),
             **_top_level(data, base),
-            **_section_settings(data),
+            **_section_settings(data, base),
         }
         config = cls(**kwargs)
         config.window_specs()
@@ -178,7 +182,7 @@ def _top_level(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return kwargs
 
 
-def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
+def _section_settings(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """``http`` and ``state`` from the limits, labels, drift and decisions sections (and
     ``source_ttl``); anything left over in a section is an error."""
     state: dict[str, Any] = {}
@@ -193,7 +197,6 @@ def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
         "label_budget",
         "max_series_per_model",
         "max_sources_per_model",
-        "join_capacity",
     )
     http: dict[str, Any] = {"max_body_bytes": budgets.pop("max_body_bytes")} if "max_body_bytes" in budgets else {}
     budgets.update(_pop(limits, float, "max_count"))
@@ -201,8 +204,12 @@ def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
         http["read_timeout"] = _seconds(limits.pop("read_timeout"), "limits.read_timeout")
     if "join_ttl" in labels:
         state["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
-    budgets.update(_pop(labels, int, "join_capacity", "join_max_bytes"))
+    budgets.update(_pop(labels, int, "join_max_bytes"))
     state.update(_pop(labels, str, "negative_outcome"))
+    if "join_store" in labels:
+        state["join_store"] = (base / str(labels.pop("join_store"))).resolve()
+    if "token_key_file" in labels:
+        state["token_keys"] = token_keys(base / str(labels.pop("token_key_file")))
     outputs = {
         **_pop(labels, str, "positive_decision", "positive_outcome"),
         **_pop(drift, float, "alpha", "warn", "drift"),
@@ -217,6 +224,16 @@ def _section_settings(data: dict[str, Any]) -> dict[str, Any]:
     outputs.update(_decision_settings(data))
     settings = StateSettings(limits=LimitSettings(**budgets), outputs=OutputSettings(**outputs), **state)
     return {"http": HttpLimits(**http), "state": settings}
+
+
+def token_keys(path: Path) -> tuple[bytes, ...]:
+    """The HMAC keys of prediction tokens in a key file (see :func:`otel_ml._token.load_token_keys`)."""
+    from .. import _token
+
+    try:
+        return _token.load_token_keys(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"token key file {path}: {exc}") from None
 
 
 def _pop(section: dict[str, Any], kind: type, *keys: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ._label_input import parse_label_events, parse_predictions
 from ._otlp_input import (
     JSON,
     PROTOBUF,
@@ -28,11 +29,10 @@ from ._otlp_input import (
     metric_batches,
     predictions_from_traces,
 )
-from ._outcomes import parse_label_events
 from ._series import IngestError
 from ._state import SidecarState
 
-__all__ = ["handle_metrics", "handle_traces", "handle_labels"]
+__all__ = ["handle_metrics", "handle_traces", "handle_labels", "handle_predictions"]
 
 Reply = tuple[int, bytes, str]
 
@@ -73,10 +73,23 @@ def handle_traces(state: SidecarState, limit: int, body: bytes, headers: Mapping
     return _ok(headers, ExportTraceServiceResponse())
 
 
-def handle_labels(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
+def _json_body(body: bytes, headers: Mapping[str, str], limit: int, what: str) -> bytes:
     if _media(headers) != JSON:
-        raise IngestError(415, "unsupported_media_type", f"labels must be {JSON}")
-    raw = decompress(body, headers.get("content-encoding", ""), limit)
-    events = parse_label_events(raw)
+        raise IngestError(415, "unsupported_media_type", f"{what} must be {JSON}")
+    return decompress(body, headers.get("content-encoding", ""), limit)
+
+
+def handle_labels(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
+    """Labels are logged durably before the 200 goes out: an acknowledged label is never lost."""
+    events = parse_label_events(_json_body(body, headers, limit, "labels"))
     joined, unmatched = state.apply_labels(events)
     return 200, json.dumps({"joined": joined, "unmatched": unmatched}).encode(), JSON
+
+
+def handle_predictions(state: SidecarState, limit: int, body: bytes, headers: Mapping[str, str]) -> Reply:
+    """The batch path: columns of request ids and scores from a batch-scoring job, stored for the join."""
+    rows = parse_predictions(
+        _json_body(body, headers, limit, "predictions"), state.settings.limits.max_predictions_per_request
+    )
+    stored = state.add_predictions(rows, source="predictions")
+    return 200, json.dumps({"received": len(rows), "stored": stored}).encode(), JSON

@@ -275,6 +275,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                         float(score) if isinstance(score, (int, float)) else None,
                         None if decision is None else label_value(_label_value(decision)),
                         segments,
+                        span.start_time_unix_nano / 1e9,
                     )
                 )
     return out

@@ -7,12 +7,11 @@ Drift is controlled per model: the features and the score of a model share one f
 alpha (Bonferroni per feature, which pages on the same windows as Holm; see
 :mod:`otel_ml.drift._multiplicity`), and ``ml_feature_psi_critical`` is the critical value at
 that adjusted level. Segment decision rates are tests too (:mod:`._decisions`); delayed
-labels give precision, recall, accuracy and Brier score.
+labels give realised performance and the score bins an estimate before them (:mod:`._performance`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -21,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _names as n
-from .._names import le_labels
 from ..drift import (
     DEFAULT_DRIFT_THRESHOLD,
     DEFAULT_WARN_THRESHOLD,
@@ -30,9 +28,9 @@ from ..drift import (
     compare,
     family_alpha,
 )
-from ._decisions import grouped, segment_outputs
+from ._decisions import segment_outputs
 from ._model_state import ModelState
-from ._outcomes import SQUARED_ERROR
+from ._performance import estimated_outputs, performance_outputs, reference_performance_gauges
 from ._series import Gauge
 
 __all__ = ["model_outputs", "reference_outputs", "OutputSettings"]
@@ -145,36 +143,6 @@ def _feature_outputs(
         )
 
 
-def _performance_outputs(
-    state: ModelState, delta: FloatArray, base: dict[str, str], settings: OutputSettings
-) -> Iterator[Gauge]:
-    group = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
-    cells: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
-    for i, series_labels in state.series_of(n.OUTCOMES.series):
-        d = dict(series_labels)
-        key = (d.get(n.LABEL_SEGMENT_KEY, ""), d.get(n.LABEL_SEGMENT, ""))
-        predicted = d.get(n.LABEL_DECISION) == settings.positive_decision
-        actual = d.get(n.LABEL_OUTCOME) == settings.positive_outcome
-        cell = {(True, True): "tp", (True, False): "fp", (False, True): "fn", (False, False): "tn"}[(predicted, actual)]
-        cells[key][cell] = cells[key].get(cell, 0.0) + max(float(delta[i]), 0.0)
-    squared = grouped(state, SQUARED_ERROR, delta, group, "")
-    for segment, c in sorted(cells.items()):
-        tp, fp, fn, tn = (c.get(k, 0.0) for k in ("tp", "fp", "fn", "tn"))
-        total = tp + fp + fn + tn
-        labels = {**base, n.LABEL_SEGMENT_KEY: segment[0], n.LABEL_SEGMENT: segment[1]}
-        yield n.ONLINE_LABEL_COUNT, labels, total
-        if total <= 0:
-            continue
-        yield n.ONLINE_ACCURACY, labels, (tp + tn) / total
-        if tp + fp > 0:
-            yield n.ONLINE_PRECISION, labels, tp / (tp + fp)
-        if tp + fn > 0:
-            yield n.ONLINE_RECALL, labels, tp / (tp + fn)
-        sq = squared.get(segment, {}).get("", None)
-        if sq is not None:
-            yield n.ONLINE_BRIER, labels, sq / total
-
-
 def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> list[Gauge]:
     """Every windowed gauge of one model version.
 
@@ -187,14 +155,37 @@ def model_outputs(state: ModelState, now: float, settings: OutputSettings) -> li
         base = {n.LABEL_MODEL_NAME: state.model, n.LABEL_MODEL_VERSION: state.version, n.LABEL_WINDOW: window}
         out.extend(_feature_outputs(state, delta, base, settings))
         segments = segment_outputs(state, delta, previous, ring.pooled(now, totals), base, settings.decisions)
-        out.extend(islice(chain(segments, _performance_outputs(state, delta, base, settings)), state.max_series))
+        realised = list(performance_outputs(state, delta, base, settings.positive_decision, settings.positive_outcome))
+        out.extend(islice(chain(segments, realised), state.max_series))
+        out.extend(estimated_outputs(state, delta, base, _overall(realised)))
+    return out
+
+
+_REALISED_OVERALL = {
+    n.ONLINE_ROC_AUC: "roc_auc",
+    n.ONLINE_PRECISION: "precision",
+    n.ONLINE_RECALL: "recall",
+    n.ONLINE_F1: "f1",
+    n.ONLINE_ACCURACY: "accuracy",
+}
+
+
+def _overall(gauges: list[Gauge]) -> dict[str, float]:
+    """The realised metrics of the ``__all__`` segment at the served rule, by ``ml_metric`` name."""
+    out = {}
+    for inst, labels, value in gauges:
+        metric = _REALISED_OVERALL.get(inst)
+        if (
+            metric is not None
+            and labels.get(n.LABEL_SEGMENT_KEY) == n.ALL
+            and labels.get(n.LABEL_THRESHOLD, n.THRESHOLD_SERVED) == n.THRESHOLD_SERVED
+        ):
+            out[metric] = value
     return out
 
 
 def _bin_labels(edges: tuple[float, ...]) -> list[dict[str, str]]:
-    uppers = list(le_labels(edges))
-    lowers = ["-Inf", *uppers[:-1]]
-    return [{n.LABEL_BIN_UPPER: u, n.LABEL_BIN_LOWER: lo} for u, lo in zip(uppers, lowers)]
+    return [{n.LABEL_BIN_UPPER: u, n.LABEL_BIN_LOWER: lo} for u, lo in n.bin_bounds(edges)]
 
 
 def reference_outputs(state: ModelState) -> list[Gauge]:
@@ -223,4 +214,5 @@ def _reference_gauges(state: ModelState) -> list[Gauge]:
     if score is not None:
         for labels, fraction in zip(_bin_labels(score.edges), score.fractions):
             out.append((n.SCORE_REFERENCE_RATIO, {**base, **labels}, fraction))
+    out.extend(reference_performance_gauges(state, base))
     return out

@@ -14,12 +14,14 @@ import logging
 import os
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_write
+from .._label_hygiene import label_value
 from ._model_state import ModelState
 from ._series import Prediction
 from ._state import SidecarState
@@ -27,8 +29,9 @@ from ._state import SidecarState
 __all__ = ["save_state", "load_state", "baseline_fingerprint", "STATE_FORMAT"]
 
 _log = logging.getLogger("otel_ml.sidecar")
-STATE_FORMAT = 2  # 2: histogram buckets per bin; 1 (cumulative buckets) is converted on load
-_READABLE_FORMATS = (1, STATE_FORMAT)
+STATE_FORMAT = 3  # 3: waiting predictions live in the join store; 2: per-bin buckets; 1: cumulative (converted)
+_READABLE_FORMATS = (1, 2, STATE_FORMAT)
+_LEGACY_JOIN_TTL = 3 * 86400.0  # formats 1-2 kept predictions in the file, with their expiry at this TTL
 _MAX_STATE_BYTES = 4 * 2**30
 
 
@@ -55,14 +58,15 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
             "format": STATE_FORMAT,
             "saved_at": now,
             "models": [_model_meta(i, m, arrays) for i, m in enumerate(state.models.values())],
-            "join": [
-                [rid, expires, p.model, p.version, p.score, p.decision, [list(s) for s in p.segments]]
-                for rid, expires, p in state.join.items()
-            ],
+            "label_seq": (covered := state.label_seq),
+            "unmatched_labels": dict(state.unmatched_labels),
+            "labels_received": dict(state.labels_received),
             "reexport": sorted(state.reexport),
         }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    return atomic_write(target, lambda fh: np.savez(fh, **arrays))
+    written = atomic_write(target, lambda fh: np.savez(fh, **arrays))
+    state.joins.store.forget_log(covered)  # the snapshot covers them now
+    return written
 
 
 def _check_size(target: Path) -> None:
@@ -81,13 +85,29 @@ def _restored_times(times: Any, shift: float) -> list[float]:
     return out
 
 
-def _read(
-    state: SidecarState, target: Path
-) -> tuple[dict[tuple[str, str], ModelState], list[tuple[str, float, Prediction]], list[Any]] | None:
+@dataclass
+class _Staged:
+    """A state file fully parsed and checked, not yet applied."""
+
+    models: dict[tuple[str, str], ModelState] = field(default_factory=dict)
+    legacy_join: list[Prediction] = field(default_factory=list)
+    reexport: list[Any] = field(default_factory=list)
+    label_seq: int = 0
+    unmatched: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict) or not all(isinstance(v, int) and v >= 0 for v in raw.values()):
+        raise ValueError("saved label counts are not a map of non-negative integers")
+    return {label_value(str(k))[:64]: int(v) for k, v in raw.items()}
+
+
+def _read(state: SidecarState, target: Path) -> _Staged | None:
     """Everything the file holds, fully parsed and checked; None for another format (logged)."""
     _check_size(target)
-    models: dict[tuple[str, str], ModelState] = {}
-    join: list[tuple[str, float, Prediction]] = []
+    staged = _Staged()
+    models = staged.models
     with open(target, "rb") as fh, np.load(fh, allow_pickle=False) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         if meta.get("format") not in _READABLE_FORMATS:
@@ -115,13 +135,23 @@ def _read(
             fresh = state.new_model(model.baseline, saved_at + shift)
             fresh.restore(m, data, f"m{i}", cumulative_buckets=meta["format"] == 1)
             models[(model.model, model.version)] = fresh
-        for rid, expires, model_name, version, score, decision, segments in meta["join"]:
-            prediction = Prediction(
-                str(rid), str(model_name), str(version), score, decision, tuple(tuple(s) for s in segments)
+        for rid, expires, model_name, version, score, decision, segments in meta.get("join", []):
+            staged.legacy_join.append(
+                Prediction(
+                    str(rid),
+                    str(model_name),
+                    str(version),
+                    None if score is None else float(score),
+                    None if decision is None else str(decision),
+                    tuple((str(k), str(v)) for k, v in segments),
+                    float(expires) - _LEGACY_JOIN_TTL,
+                )
             )
-            join.append((str(rid), float(expires), prediction))
-        reexport = [tuple(x) for x in meta.get("reexport", [])]
-    return models, join, reexport
+        staged.reexport = [tuple(x) for x in meta.get("reexport", [])]
+        staged.label_seq = int(meta.get("label_seq", 0))
+        staged.unmatched = _counts(meta.get("unmatched_labels", {}))
+        staged.received = _counts(meta.get("labels_received", {}))
+    return staged
 
 
 def _move_aside(target: Path) -> Path | None:
@@ -150,9 +180,12 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
         return False
     if staged is None:
         return False
-    models, join, reexport = staged
     with state.lock:
-        state.models.update(models)
-        state.join.restore(join)
-        state.reexport.update(reexport)
+        state.models.update(staged.models)
+        state.reexport.update(staged.reexport)
+        state.label_seq = staged.label_seq
+        state.unmatched_labels.update(staged.unmatched)
+        state.labels_received.update(staged.received)
+    if staged.legacy_join:  # a file from before the join store: its waiting predictions move into it
+        state.add_predictions(staged.legacy_join)
     return True

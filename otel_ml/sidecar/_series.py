@@ -81,7 +81,8 @@ class MetricBatch:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One single-row prediction from an ``ml.predict`` span, kept until its label arrives."""
+    """One prediction (an ``ml.predict`` span, a row of ``/v1/predictions``, an inline label or a
+    token), kept until its label arrives. ``time`` is its Unix time; 0 means "when it arrived"."""
 
     request_id: str
     model: str
@@ -89,6 +90,7 @@ class Prediction:
     score: float | None
     decision: str | None
     segments: tuple[tuple[str, str], ...]
+    time: float = 0.0
 
 
 @dataclass
@@ -110,8 +112,8 @@ class LimitSettings:
     label_budget: int = 32  # values of any other bounded label (decision, error type ...)
     max_series_per_model: int = 20_000
     max_sources_per_model: int = 1000  # scrape targets and OTLP resources reporting one model at once
-    join_capacity: int = 200_000  # predictions waiting for their label
-    join_max_bytes: int = 64 * 1024 * 1024
+    join_max_bytes: int = 512 * 1024 * 1024  # join store on disk; above it request ids are hash-sampled
+    max_predictions_per_request: int = 100_000  # rows of one /v1/predictions body
     max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied
 
 

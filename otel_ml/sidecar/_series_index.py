@@ -11,6 +11,7 @@ sends the same series every time pays for normalisation once. Histogram series a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -26,22 +27,29 @@ from ._series import (
     ApplyResult,
     Labels,
     LimitSettings,
+    Prediction,
     SeriesKey,
     bins_from_cumulative,
 )
 
-__all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE"]
+__all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE", "DELAY_SCOPE"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 SCORE_SCOPE = "__score__"  # the allowed-``le`` scope of the score histogram (features use their name)
 DURATION_SCOPE = "__duration__"
+DELAY_SCOPE = "__label_delay__"
 _RESOLVE_KEY_CHARS = 4096  # raw series with more label text than this are resolved, not remembered
 _RESOLVE_CACHE_CHARS = 8_000_000  # label text the resolve cache may hold before it starts over
-_SCOPED_BUCKETS = {
-    n.PREDICTION_SCORE.bucket_series: SCORE_SCOPE,
-    n.PREDICTION_DURATION.bucket_series: DURATION_SCOPE,
+_SCOPES = {  # histograms whose buckets are not a feature's: the scope of their allowed ``le`` values
+    n.PREDICTION_SCORE: SCORE_SCOPE,
+    n.PREDICTION_DURATION: DURATION_SCOPE,
+    n.LABELLED_SCORE: SCORE_SCOPE,  # labelled scores use the score's own edges
+    n.LABEL_DELAY: DELAY_SCOPE,
 }
+_SCOPED_BUCKETS = {i.bucket_series: scope for i, scope in _SCOPES.items()}
+_SCOPE_OF_FAMILY = {i.prometheus: scope for i, scope in _SCOPES.items()}
+_SEGMENT_KEYS = "__segment_key__"  # the budget of distinct segment keys a model's stored predictions may name
 _BOUNDED_LABELS = {
     n.LABEL_SEGMENT,
     n.LABEL_DECISION,
@@ -207,6 +215,24 @@ class SeriesIndex:
             )
         return labels.label(labels.index(value))
 
+    def bounded_prediction(self, p: Prediction) -> Prediction:
+        """The prediction with its decision and segments folded into this model's label budgets,
+        as its counters will be: ids interned by the join store stay as bounded as the series."""
+        decision = None if p.decision is None else self._bound(n.LABEL_DECISION, "", label_value(p.decision))
+        segments = tuple(
+            sorted(
+                {
+                    self._bound(_SEGMENT_KEYS, "", label_value(k)): self._bound(
+                        n.LABEL_SEGMENT, label_value(k), label_value(v)
+                    )
+                    for k, v in p.segments
+                }.items()
+            )
+        )
+        if decision == p.decision and segments == p.segments:
+            return p
+        return replace(p, decision=decision, segments=segments)
+
     def overflow(self) -> dict[str, int]:
         """Observations folded into ``__other__`` per attribute (``ml.segment.<key>``, ``ml.decision`` ...)."""
         out: dict[str, int] = {}
@@ -287,8 +313,4 @@ class SeriesIndex:
 
 
 def _le_scope(family: str, labels: dict[str, str]) -> str:
-    if family == n.PREDICTION_SCORE.prometheus:
-        return SCORE_SCOPE
-    if family == n.PREDICTION_DURATION.prometheus:
-        return DURATION_SCOPE
-    return labels.get(n.LABEL_FEATURE, "")
+    return _SCOPE_OF_FAMILY.get(family) or labels.get(n.LABEL_FEATURE, "")

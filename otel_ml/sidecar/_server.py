@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from .._version import __version__
 from ._collector import Exposition
-from ._ingest import handle_labels, handle_metrics, handle_traces
+from ._ingest import handle_labels, handle_metrics, handle_predictions, handle_traces
 from ._listener import Listeners, bind
 from ._otlp_input import JSON, PROTOBUF
 from ._series import IngestError
@@ -48,7 +48,8 @@ _INDEX = (
     "GET  /readyz       readiness (baselines loaded, state restored and writable), with warnings\n"
     "POST /v1/metrics   OTLP/HTTP metrics (protobuf or JSON, gzip)\n"
     "POST /v1/traces    OTLP/HTTP traces (ml.predict spans, for joining labels)\n"
-    'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} or a list\n'
+    'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} (or "token": ...), or a list\n'
+    'POST /v1/predictions  batch predictions: {{"model", "version", "request_ids": [...], "scores": [...]}}\n'
 )
 Readiness = Callable[[], tuple[bool, list[str]]]
 
@@ -141,6 +142,7 @@ class SidecarServer:
                 Route("/v1/metrics", self._ingest(handle_metrics), methods=["POST"]),
                 Route("/v1/traces", self._ingest(handle_traces), methods=["POST"]),
                 Route("/v1/labels", self._ingest(handle_labels), methods=["POST"]),
+                Route("/v1/predictions", self._ingest(handle_predictions), methods=["POST"]),
             ]
         return Starlette(routes=routes, exception_handlers={404: self._not_found})
 
@@ -152,7 +154,9 @@ class SidecarServer:
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         if request.method == "POST":
-            return Response("not found: POST /v1/metrics, /v1/traces or /v1/labels\n", 404, media_type=_TEXT)
+            return Response(
+                "not found: POST /v1/metrics, /v1/traces, /v1/labels or /v1/predictions\n", 404, media_type=_TEXT
+            )
         return Response("not found\n", 404, media_type=_TEXT)
 
     async def _index(self, request: Request) -> Response:

@@ -13,13 +13,18 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .. import _names as n
+from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from ..baseline import Baseline
+from ._join_store import SqliteJoinStore
+from ._label_input import LabelEvent, request_id_ok
+from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
-from ._outcomes import JoinStore, Outcome, OutcomeVocabulary, outcome_samples, request_id_ok
+from ._outcomes import OutcomeCounts, OutcomeVocabulary
 from ._outputs import OutputSettings, model_outputs, reference_outputs
 from ._series import SUM_SERIES, ApplyResult, Gauge, IngestError, LimitSettings, MetricBatch, Prediction
 from ._throttle import Throttle
@@ -45,7 +50,9 @@ class StateSettings:
     windows: tuple[WindowSpec, ...] = tuple(WindowSpec.parse(w) for w in DEFAULT_WINDOWS)
     limits: LimitSettings = field(default_factory=LimitSettings)
     source_ttl: float = 3600.0  # a source silent this long is forgotten (its counts stay in the totals)
-    join_ttl: float = 3 * 86400.0  # how long a prediction waits for its label
+    join_ttl: float = 32 * 86400.0  # how long a prediction waits for its label (the 30d cohort needs 31)
+    join_store: Path | None = None  # the SQLite join store; None: in memory, lost on restart
+    token_keys: tuple[bytes, ...] = ()  # HMAC keys of signed prediction tokens (the first signs)
     negative_outcome: str = "false"
     compute_ttl: float = 1.0
     outputs: OutputSettings = field(default_factory=OutputSettings)
@@ -81,12 +88,23 @@ class SidecarState:
             if key in self.models:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
             self.models[key] = self.new_model(b, start)
-        limits = self.settings.limits
-        self.join = JoinStore(limits.join_capacity, self.settings.join_ttl, limits.join_max_bytes)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
+        store = SqliteJoinStore(
+            self.settings.join_store, ttl=self.settings.join_ttl, max_bytes=self.settings.limits.join_max_bytes
+        )
+        self.joins = LabelJoin(store, baselines, self.vocabulary, self.settings.token_keys)
+        self.outcome_counts = {
+            key: OutcomeCounts(m.baseline.score.edges if m.baseline.score else None, self.vocabulary.positive)
+            for key, m in self.models.items()
+        }
         self.ingest_errors: dict[str, int] = {}
         self.ingested: dict[str, int] = {}
         self.unmatched_labels: dict[str, int] = {}
+        self.labels_received: dict[str, int] = {}
+        budget = self.settings.limits.label_budget
+        self._outcomes = BoundedLabels(budget)  # label values (multiclass) and label sources: bounded
+        self._sources = BoundedLabels(budget)
+        self.label_seq = 0  # the last logged label counted into the models (saved with the state)
         self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
         self.compute_seconds = 0.0
         self._cache: tuple[float, list[Gauge]] | None = None
@@ -156,68 +174,86 @@ class SidecarState:
                 known,
             )
 
-    def add_predictions(self, predictions: Iterable[Prediction], now: float | None = None) -> int:
+    def add_predictions(
+        self, predictions: Iterable[Prediction], now: float | None = None, source: str = "traces"
+    ) -> int:
+        """Store predictions (spans, ``/v1/predictions``) to wait for their labels; returns how many."""
         now = time.time() if now is None else now
         predictions = list(predictions)
         kept = [p for p in predictions if request_id_ok(p.request_id)]
+        known = [p for p in kept if (p.model, p.version) in self.models]
         with self.lock:
             if len(kept) < len(predictions):
-                self.ingest_errors["request_id_too_long"] = (
-                    self.ingest_errors.get("request_id_too_long", 0) + len(predictions) - len(kept)
-                )
-            known = [p for p in kept if (p.model, p.version) in self.models]
-            added = self.join.add(known, now)
-            self._count_ingested("traces")
+                self._error("request_id_too_long", len(predictions) - len(kept))
+            for model, version in {(p.model, p.version) for p in kept} - self.models.keys():
+                self._note_unmatched(model, version)
+            added, overflow = self.joins.add(
+                [self.models[(p.model, p.version)].bounded_prediction(p) for p in known], now
+            )
+            if overflow:
+                self._error("join_dims_budget", overflow)
+            self._count_ingested(source)
             self.generation += 1
             return added
 
-    def apply_labels(
-        self, events: Sequence[tuple[str | None, Prediction | None, str]], now: float | None = None
-    ) -> tuple[int, int]:
-        """Join labels to predictions; returns (joined, unmatched)."""
-        now = time.time() if now is None else now
-        joined = unmatched = 0
-        positive = self.settings.outputs.positive_outcome
-        events = self._in_vocabulary(events)
-        with self.lock:
-            for rid, inline, outcome in events:
-                prediction = inline
-                if prediction is None and rid is not None:
-                    prediction, why = self.join.pop(rid, now)
-                    if prediction is None:
-                        self.unmatched_labels[why] = self.unmatched_labels.get(why, 0) + 1
-                        unmatched += 1
-                        continue
-                assert prediction is not None
-                model = self.models.get((prediction.model, prediction.version))
-                if model is None:
-                    self.ingest_errors["unknown_model"] = self.ingest_errors.get("unknown_model", 0) + 1
-                    unmatched += 1
-                    continue
-                model.apply(
-                    LABELS_SOURCE, outcome_samples(Outcome(prediction, outcome), positive), now=now, cumulative=False
-                )
-                joined += 1
-            self._count_ingested("labels")
-            self._cache = None
-            self.generation += 1
-        return joined, unmatched
+    def _error(self, reason: str, amount: int = 1) -> None:
+        self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + amount
 
-    def _in_vocabulary(
-        self, events: Sequence[tuple[str | None, Prediction | None, str]]
-    ) -> list[tuple[str | None, Prediction | None, str]]:
-        """Every outcome in its configured spelling, or the whole request is a 400 (nothing applied)."""
-        out = []
-        for i, (rid, inline, outcome) in enumerate(events):
-            canonical = self.vocabulary.canonical(outcome)
-            if canonical is None:
-                raise IngestError(
-                    400,
-                    "bad_label",
-                    f"labels[{i}].label: not one of the configured outcomes (positive_outcome, negative_outcome)",
-                )
-            out.append((rid, inline, canonical))
-        return out
+    def apply_labels(self, events: Sequence[LabelEvent], now: float | None = None) -> tuple[int, int]:
+        """Join labels to their predictions and count them; returns (joined, unmatched).
+
+        The store logs every label durably before this returns (and so before the HTTP answer):
+        a restart replays what the last state snapshot did not cover yet."""
+        now = time.time() if now is None else now
+        with self.lock:
+            bounded = [b for b in map(self._bounded, events) if b is not None]
+            if len(bounded) < len(events):
+                self._error("unknown_model", len(events) - len(bounded))
+            result = self.joins.label(bounded, now)
+            self._count_joined(result, now)
+            self._count_ingested("labels")
+        return len(result.joined), sum(result.unmatched.values())
+
+    def _bounded(self, event: LabelEvent) -> LabelEvent | None:
+        """The event with what becomes a label or an interned id held to the label budget; None for
+        an inline prediction of a model no baseline describes (nothing could count it)."""
+        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome)))
+        source = self._sources.label(self._sources.index(event.source))
+        inline = event.inline
+        model = None if inline is None else self.models.get((inline.model, inline.version))
+        if inline is not None:
+            if model is None:
+                return None
+            inline = model.bounded_prediction(inline)
+        if (outcome, source, inline) == (event.outcome, event.source, event.inline):
+            return event
+        return replace(event, outcome=outcome, source=source, inline=inline)
+
+    def replay_labels(self, now: float | None = None) -> int:
+        """Count the labels logged after the restored snapshot; returns how many were replayed."""
+        now = time.time() if now is None else now
+        with self.lock:
+            before = self.label_seq
+            result = self.joins.replay(self.label_seq)
+            self._count_joined(result, now)
+            return self.label_seq - before
+
+    def _count_joined(self, result: JoinResult, now: float) -> None:
+        for reason, count in result.unmatched.items():
+            self.unmatched_labels[reason] = self.unmatched_labels.get(reason, 0) + count
+        for source, count in result.received.items():
+            self.labels_received[source] = self.labels_received.get(source, 0) + count
+        for key, joined in joined_by_model(result.joined).items():
+            model = self.models.get(key)
+            if model is None:  # a logged label of a model no baseline describes any more
+                self._error("unknown_model", len(joined))
+                continue
+            model.apply(LABELS_SOURCE, self.outcome_counts[key].samples(joined), now=now, cumulative=False)
+        self.label_seq = max(self.label_seq, result.last_seq)
+        if self.settings.join_store is None:
+            self.joins.store.forget_log(self.label_seq)  # nothing persists: the log has no reader
+        self._cache = None
+        self.generation += 1
 
     # -- time ------------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
@@ -228,10 +264,27 @@ class SidecarState:
             for model in self.models.values():
                 model.take_snapshots(window_now)
                 model.expire_sources(wall, self.settings.source_ttl)
-            self.join.expire(wall)
             self.generation += 1
+        self.joins.store.expire(wall)  # the store has its own lock: ingest does not wait for a drop
 
     # -- outputs ---------------------------------------------------------------------------------
+    def _coverage_gauges(self) -> list[Gauge]:
+        """Label coverage per prediction cohort (the vintage curve), from the join store's counts."""
+        out: list[Gauge] = []
+        for (model, version, age, decision), (predicted, labelled) in sorted(self.joins.coverage(time.time()).items()):
+            if (model, version) not in self.models:
+                continue
+            labels = {
+                n.LABEL_MODEL_NAME: model,
+                n.LABEL_MODEL_VERSION: version,
+                n.LABEL_COHORT_AGE: age,
+                n.LABEL_DECISION: decision,
+            }
+            out.append((n.LABEL_COHORT_PREDICTIONS, labels, float(predicted)))
+            if predicted > 0:
+                out.append((n.LABEL_COVERAGE, labels, labelled / predicted))
+        return out
+
     def _output_failed(self, model: ModelState) -> None:
         """Count (reason ``output_error``) and log, at most once a minute, a model whose gauges failed."""
         self.count_error("output_error")
@@ -270,6 +323,7 @@ class SidecarState:
                         model.last_ingest,
                     )
                 )
+        gauges.extend(self._coverage_gauges())
         with self.lock:
             self.compute_seconds = time.perf_counter() - started
             if self.generation == generation:

@@ -1,0 +1,165 @@
+"""Where a label finds its prediction: the on-disk join store, a signed token, or the event itself.
+
+:class:`LabelJoin` translates between the sidecar's :class:`Prediction` and the store's packed
+rows (a request-id hash, an interned id for model/version/decision/segments, a time, a score),
+verifies tokens, and turns every logged label back into a :class:`JoinedLabel`. The store logs
+each label with its resolution before the HTTP answer goes out; the same translation replays
+that log after a restart, so counters rebuilt from the log equal the ones counted live.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _token
+from ..baseline import Baseline
+from ._join_store import DimsOverflow, InlinePrediction, LoggedLabel, Match, SqliteJoinStore, request_id_hashes
+from ._join_store import LabelEvent as StoreLabel
+from ._label_input import LabelEvent
+from ._outcomes import JoinedLabel, OutcomeVocabulary
+from ._series import Prediction
+
+__all__ = ["LabelJoin", "JoinResult", "COHORT_AGES"]
+
+COHORT_AGES = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+
+
+@dataclass
+class JoinResult:
+    """What a batch of labels did: the joined ones, unmatched per reason, received per source."""
+
+    joined: list[JoinedLabel] = field(default_factory=list)
+    unmatched: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def miss(self, reason: str) -> None:
+        self.unmatched[reason] = self.unmatched.get(reason, 0) + 1
+
+
+def _dims_key(p: Prediction) -> tuple[str, ...]:
+    flat = [p.model, p.version, p.decision or ""]
+    for key, value in p.segments:
+        flat += (key, value)
+    return tuple(flat)
+
+
+class LabelJoin:
+    """The join store seen as predictions and labels, plus the token keys and vocabularies."""
+
+    def __init__(
+        self,
+        store: SqliteJoinStore,
+        baselines: Sequence[Baseline],
+        vocabulary: OutcomeVocabulary,
+        token_keys: Sequence[bytes] = (),
+    ) -> None:
+        self.store = store
+        self.vocabulary = vocabulary
+        self.token_keys = tuple(token_keys)
+        self.token_vocabularies: Mapping[bytes, _token.TokenVocabulary] = {
+            _token.baseline_id(b): _token.TokenVocabulary.of(b) for b in baselines if b.score is not None
+        }
+
+    # -- predictions ---------------------------------------------------------------------------
+    def add(self, predictions: Sequence[Prediction], now: float) -> tuple[int, int]:
+        """Store predictions to wait for their labels; returns (stored, dropped for the dims budget)."""
+        interned: dict[tuple[str, ...], int] = {}
+        kept: list[Prediction] = []
+        dims: list[int] = []
+        for p in predictions:
+            key = _dims_key(p)
+            d = interned.get(key)
+            if d is None:
+                try:
+                    d = interned[key] = self.store.intern(key)
+                except DimsOverflow:
+                    continue
+            kept.append(p)
+            dims.append(d)
+        if not kept:
+            return 0, len(predictions)
+        times = np.fromiter((p.time or now for p in kept), np.float64, len(kept))
+        scores = np.fromiter((math.nan if p.score is None else p.score for p in kept), np.float64, len(kept))
+        result = self.store.add(request_id_hashes([p.request_id for p in kept]), dims, times, scores, now=now)
+        return result.stored, len(predictions) - len(kept)
+
+    # -- labels -----------------------------------------------------------------------------------
+    def label(self, events: Sequence[LabelEvent], now: float) -> JoinResult:
+        """Resolve, log durably, and return the joined labels (the store commits before this returns)."""
+        result = JoinResult()
+        logged: list[StoreLabel] = []
+        for event in events:
+            inline, rid_hash = event.inline, None
+            if event.token is not None:
+                try:
+                    token = _token.decode_token(event.token, self.token_keys, self.token_vocabularies)
+                except _token.TokenError as exc:
+                    result.received[event.source] = result.received.get(event.source, 0) + 1
+                    result.miss(exc.reason)
+                    continue
+                inline = Prediction(
+                    "", token.model, token.version, token.score, token.decision, token.segments, token.prediction_time
+                )
+                rid_hash = token.rid_hash
+            stored = None
+            if inline is not None:
+                try:
+                    dims = self.store.intern(_dims_key(inline))
+                except DimsOverflow:
+                    result.received[event.source] = result.received.get(event.source, 0) + 1
+                    result.miss("dims_budget")
+                    continue
+                stored = InlinePrediction(dims, inline.time or None, inline.score)
+            outcome = self.vocabulary.canonical(event.outcome)
+            logged.append(StoreLabel(event.request_id, outcome, event.label_time, event.source, stored, rid_hash))
+        for entry in self.store.label(logged, now=now):
+            self._resolved(entry, result)
+        return result
+
+    def replay(self, after_seq: int) -> JoinResult:
+        """The labels logged after ``after_seq``, resolved as they were when they arrived."""
+        result = JoinResult(last_seq=after_seq)
+        for entry in self.store.log_after(after_seq):
+            self._resolved(entry, result)
+        return result
+
+    def _resolved(self, entry: LoggedLabel, result: JoinResult) -> None:
+        result.last_seq = max(result.last_seq, entry.seq)
+        result.received[entry.source] = result.received.get(entry.source, 0) + 1
+        if entry.status != "joined":
+            result.miss(entry.status)
+            return
+        for match in entry.matches:
+            result.joined.append(JoinedLabel(self.prediction_of(match), entry.outcome, entry.label_time))
+
+    def prediction_of(self, match: Match) -> Prediction:
+        key = self.store.dims_key(match.dims)
+        segments = tuple(zip(key[3::2], key[4::2]))
+        score = None if match.score is None or match.score != match.score else float(match.score)
+        return Prediction("", key[0], key[1], score, key[2] or None, segments, float(match.time))
+
+    # -- cohorts ----------------------------------------------------------------------------------
+    def coverage(self, now: float) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+        """(predicted, labelled) per (model, version, cohort age, decision), ``__all__`` decisions too."""
+        out: dict[tuple[str, str, str, str], list[int]] = {}
+        by_seconds = {int(seconds): name for name, seconds in COHORT_AGES.items()}
+        ages = tuple(int(a) for a in COHORT_AGES.values())
+        for (age, dims), (predicted, labelled) in self.store.coverage(now, ages).items():
+            key = self.store.dims_key(dims)
+            for decision in ("__all__", key[2] or "none"):
+                cell = out.setdefault((key[0], key[1], by_seconds[age], decision), [0, 0])
+                cell[0] += predicted
+                cell[1] += labelled
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def joined_by_model(joined: Iterable[JoinedLabel]) -> dict[tuple[str, str], list[JoinedLabel]]:
+    out: dict[tuple[str, str], list[JoinedLabel]] = {}
+    for item in joined:
+        out.setdefault((item.prediction.model, item.prediction.version), []).append(item)
+    return out
