@@ -36,10 +36,10 @@ import hmac
 import math
 import os
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from .baseline import Baseline
@@ -285,21 +285,34 @@ class TokenSigner:
 
     def sign(
         self,
-        *,
         minute: int,
         score: float | None,
         decision: str | None,
-        segments: Mapping[str, str | None],
+        segments: Mapping[str, Any],
         request_id: str,
+        label: Callable[[Any], str | None] | None = None,
     ) -> str:
-        """The token of one prediction; ``segments`` maps segment keys to values (others ignored)."""
+        """The token of one prediction; ``segments`` maps segment keys to values (others ignored).
+
+        A value that is not one of the vocabulary's strings is spelled by ``label`` (the app's
+        label spelling) before it is looked up; without ``label`` it is ``__other__``."""
         if score is None or not math.isfinite(score) or abs(score) > _F32_MAX:
             score = math.nan  # float32 cannot hold it: no score, rather than an infinite one
         dec = DECISION_NONE if decision is None else self._decision_index.get(decision, DECISION_OTHER)
-        seg = [index.get(segments.get(key), SEGMENT_OTHER) for key, index in self._segment_index]
+        seg = []
+        for key, index in self._segment_index:
+            value = segments.get(key)
+            i = index.get(value) if type(value) is str else None
+            if i is None:
+                i = SEGMENT_OTHER if label is None or value is None else index.get(label(value), SEGMENT_OTHER)
+            seg.append(i)
         rid = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         payload = self._pack(TOKEN_VERSION, self.vocabulary.baseline_id, minute, score, dec, *seg, rid)
-        text = binascii.b2a_base64(payload + self.mac(payload), newline=False)
+        inner = self._inner.copy()
+        inner.update(payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        text = binascii.b2a_base64(payload + outer.digest()[:_MAC_BYTES], newline=False)
         return text.rstrip(b"=").translate(_URLSAFE).decode("ascii")
 
 

@@ -111,6 +111,7 @@ class TestVocabulary:
             model_name="m",
             model_version="1",
             to_dict=baseline.to_dict,
+            fingerprint=getattr(baseline, "fingerprint", None),  # the id is hashed from one or the other
             score=SimpleNamespace(decision_rates=rates, decision_threshold=0.7),
         )
         v = TokenVocabulary.of(fake)  # type: ignore[arg-type]
@@ -147,7 +148,11 @@ class TestVocabulary:
 
     def test_two_baselines_with_one_id_are_refused(self, baseline: Baseline) -> None:
         clash = SimpleNamespace(
-            model_name="x", model_version="y", to_dict=baseline.to_dict, score=baseline.score
+            model_name="x",
+            model_version="y",
+            to_dict=baseline.to_dict,
+            fingerprint=getattr(baseline, "fingerprint", None),
+            score=baseline.score,
         )  # same content hash, other names: a stand-in for a 4-byte collision
         with pytest.raises(ValueError, match="share the token id"):
             tk.vocabularies_of([baseline, clash])  # type: ignore[list-item]

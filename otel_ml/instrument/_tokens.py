@@ -30,27 +30,15 @@ _log = logging.getLogger("otel_ml")
 class TokenMinter:
     """Signs the token of one row's prediction with a monitor's vocabulary and key."""
 
-    __slots__ = ("_decide", "_keys", "_known", "_signer")
+    __slots__ = ("_decide", "_signer")
 
     def __init__(self, signer: TokenSigner, decide: Callable[[float | None], str | None]) -> None:
         self._signer = signer
-        vocabulary = signer.vocabulary
-        self._keys = vocabulary.segment_keys
-        self._known = {
-            key: frozenset(values) for key, values in zip(vocabulary.segment_keys, vocabulary.segment_values)
-        }
         self._decide = decide  # the monitor's rule: score -> decision label (None: no decision)
 
     def mint(self, row: Any, score: float | None, decision: str | None, request_id: str) -> str | None:
         """The token of a prediction already decided (the counted score and decision)."""
-        segments = {}
-        for key in self._keys:
-            value = row.get(key)
-            # a string the vocabulary holds is already its label (labels are canonical): skip the spelling
-            segments[key] = value if type(value) is str and value in self._known[key] else scalar_label(value)
-        return self._signer.sign(
-            minute=int(time.time() // 60), score=score, decision=decision, segments=segments, request_id=request_id
-        )
+        return self._signer.sign(int(time.time() // 60), score, decision, row, request_id, scalar_label)
 
     def mint_for_score(self, row: Any, score: float, request_id: str) -> str | None:
         """The token for a score the function is about to return (the rule decides it here)."""
