@@ -81,6 +81,7 @@ ATTR_FALLBACK_REASON: Final = "ml.fallback.reason"
 # span-only attributes
 ATTR_REQUEST_ID: Final = "ml.request.id"
 ATTR_SCORE: Final = "ml.prediction.score"
+ATTR_PREDICTION_TOKEN: Final = "ml.prediction.token"  # the signed token of a single-row call (labels by token)
 ATTR_SCORE_MEAN: Final = "ml.prediction.score_mean"
 ATTR_PREDICTION_DECISION: Final = "ml.prediction.decision"
 ATTR_BATCH_SIZE: Final = "ml.batch.size"

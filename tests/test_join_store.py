@@ -46,10 +46,12 @@ def add(store: SqliteJoinStore, rids: list[str], dims: int, t: float, scores: ob
     return store.add(request_id_hashes(rids), dims, t, scores, now=now)
 
 
-def test_hash_is_the_first_eight_bytes_of_blake2b_little_endian_signed() -> None:
+def test_hash_is_the_first_eight_bytes_of_blake2b_big_endian_signed() -> None:
+    """The same hash as the app's tokens carry (otel_ml._token), so a token label and a request-id
+    label of one request are one label."""
     for rid in ("", "a", "req-1", "ünïcode", "x" * 256):
         digest = hashlib.blake2b(rid.encode(), digest_size=8).digest()
-        assert request_id_hash(rid) == int.from_bytes(digest, "little", signed=True)
+        assert request_id_hash(rid) == int.from_bytes(digest, "big", signed=True)
     rids = [f"r{i}" for i in range(100)]
     hashes = request_id_hashes(rids)
     assert hashes.dtype == np.int64

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from .._frame import is_single_row
 from .._token import TokenSigner, TokenVocabulary, check_key, load_token_keys
@@ -23,7 +23,8 @@ from ._errors import InstrumentationErrors
 
 __all__ = ["ATTR_PREDICTION_TOKEN", "TokenCallState", "TokenMinter", "minter_for"]
 
-ATTR_PREDICTION_TOKEN: Final = "ml.prediction.token"  # span attribute (belongs in _names with the other keys)
+from .._names import ATTR_PREDICTION_TOKEN
+
 _log = logging.getLogger("otel_ml")
 
 

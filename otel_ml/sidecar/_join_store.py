@@ -615,7 +615,7 @@ class SqliteJoinStore:
             con.execute("BEGIN IMMEDIATE")
             try:
                 found = self._lookup(probe)
-                for h, (_, outcome, label_time, source, inline) in zip(hashes, events):
+                for h, (_, outcome, label_time, source, inline, _) in zip(hashes, events):
                     seq += 1
                     lt = now if label_time is None else float(label_time)
                     matches: tuple[Match, ...] = ()
