@@ -555,5 +555,5 @@ def test_synchronous_and_an_unopenable_path(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="synchronous"):
         SqliteJoinStore(tmp_path / "x.db", synchronous="OFF")
-    with pytest.raises(JoinStoreError, match="cannot be opened"):
+    with pytest.raises(JoinStoreError, match="cannot open the join store"):
         SqliteJoinStore(tmp_path / "no" / "such" / "dir.db")

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -118,9 +119,12 @@ def test_unwritable_state_dir(baseline: Baseline, tmp_path: Path, procs: list[Pr
     side = Proc(tmp_path, "--baseline", str(path), "--state-file", str(blocker / "s.npz"), "--persist-interval", "0.2s")
     procs.append(side)
     assert requests.post(side.url + "/v1/metrics", data=payload(baseline), headers=PB, timeout=5).status_code == 200
-    wait_for(lambda: requests.get(side.url + "/readyz", timeout=2).status_code == 503)
+    wait_for(lambda: "cannot write the state file" in requests.get(side.url + "/readyz", timeout=2).text)
     r = requests.get(side.url + "/readyz", timeout=2)
-    assert "cannot write the state file" in r.text and str(blocker / "s.npz") in r.text
+    assert r.status_code == 503 and str(blocker / "s.npz") in r.text
+    assert "cannot open the join store" in r.text  # beside the state file: labels wait (503), nothing is acked
+    label = requests.post(side.url + "/v1/labels", json={"request_id": "r1", "label": True}, timeout=5)
+    assert label.status_code == 503 and "send the labels again later" in label.text
     time.sleep(2.0)  # ten failed saves
     assert side.stderr().count("cannot write the state file") == 1  # one line a minute, not one a save
     assert requests.get(side.url + "/healthz", timeout=2).status_code == 200  # alive, serving from memory
@@ -128,9 +132,9 @@ def test_unwritable_state_dir(baseline: Baseline, tmp_path: Path, procs: list[Pr
     blocker.unlink()
     blocker.mkdir()
     wait_for(lambda: requests.get(side.url + "/readyz", timeout=2).status_code == 200)
-    assert (blocker / "s.npz").exists()
-    blocker.joinpath("s.npz").unlink()
-    blocker.rmdir()
+    assert (blocker / "s.npz").exists() and (blocker / "s.joins.sqlite").exists()
+    assert requests.post(side.url + "/v1/labels", json={"request_id": "r1", "label": True}, timeout=5).ok
+    shutil.rmtree(blocker)
     blocker.write_text("broken again")
     assert side.terminate() == 0  # SIGTERM: a clean exit even though the last save fails
     assert "exiting without saving the state" in side.stderr()
@@ -149,8 +153,8 @@ def test_full_disk(baseline: Baseline, tmp_path: Path, procs: list[Proc]) -> Non
         side = Proc(tmp_path, "--baseline", str(path), "--state-file", str(mnt / "s.npz"), "--persist-interval", "0.2s")
         procs.append(side)
         requests.post(side.url + "/v1/metrics", data=payload(baseline), headers=PB, timeout=5)
-        wait_for(lambda: requests.get(side.url + "/readyz", timeout=2).status_code == 503)
-        assert "No space left on device" in requests.get(side.url + "/readyz", timeout=2).text
+        wait_for(lambda: "No space left on device" in requests.get(side.url + "/readyz", timeout=2).text)
+        assert requests.get(side.url + "/readyz", timeout=2).status_code == 503
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]  # no half-written temp file left
         assert side.terminate() == 0
     finally:

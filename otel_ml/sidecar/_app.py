@@ -124,6 +124,10 @@ class Sidecar:
                 _log.exception("sidecar tick failed")
             if self.config.state_file and time.monotonic() - last_persist >= self.config.persist_interval:
                 self.persist()
+                try:
+                    self.state.retry_join_store()
+                except Exception:  # never the end of the tick thread
+                    _log.exception("reopening the join store failed")
                 last_persist = time.monotonic()
 
     def persist(self) -> bool:
@@ -154,6 +158,9 @@ class Sidecar:
         if self.persist_error is not None:
             ready = False
             notes.append(f"error: {self.persist_error}")
+        if self.state.join_store_error is not None:
+            ready = False
+            notes.append(f"error: {self.state.join_store_error} (labels are refused with 503 until it opens)")
         with self.state.lock:
             unmatched = sorted(self.state.unmatched_models.items())
             known = sorted(self.state.models)

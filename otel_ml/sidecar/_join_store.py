@@ -81,8 +81,10 @@ every day once (GROUP BY), ~1 s per 1M rows. ``PRAGMA incremental_vacuum`` must 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sqlite3
 import struct
 import threading
@@ -242,6 +244,17 @@ class SqliteJoinStore:
         return JoinStoreError(f"join store {self.path}: {why}; move it away or point the store elsewhere")
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
+        existed = self.path is not None and self.path.exists()
+        try:
+            return self._connect(synchronous)
+        except BaseException:
+            if self.path is not None and not existed:  # a file this open created (e.g. on a full disk)
+                for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink(missing_ok=True)
+            raise
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
         fresh = True
         if self.path is not None and self.path.exists():
             with open(self.path, "rb") as f:
@@ -253,11 +266,13 @@ class SqliteJoinStore:
         try:
             con = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         except sqlite3.DatabaseError as exc:
-            raise self._fail(f"cannot be opened ({exc})") from exc
+            raise JoinStoreError(f"cannot open the join store {self.path}: {exc}") from exc
         try:
             return self._init(con, fresh, synchronous)
         except sqlite3.DatabaseError as exc:
             con.close()
+            if fresh:  # nothing was there: the volume is the problem (full, read-only), not the file
+                raise JoinStoreError(f"cannot open the join store {self.path}: cannot create it ({exc})") from exc
             raise self._fail(f"unreadable ({exc})") from exc
         except BaseException:
             con.close()
@@ -317,6 +332,20 @@ class SqliteJoinStore:
             elif name.startswith("s_") and name[2:].isdigit():
                 self._seen_days.add(int(name[2:]))
         return con
+
+    def save_to(self, path: str | Path) -> None:
+        """Write the whole store to a new database file at ``path`` (``VACUUM INTO`` a temporary
+        name, then an atomic rename): how predictions held in memory while the volume was broken
+        move to disk once it is writable again. A failure leaves no file behind."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with self._lock:
+                self._con.execute("VACUUM INTO ?", (str(tmp),))
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:

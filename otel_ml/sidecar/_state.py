@@ -8,8 +8,10 @@ decoded, so a bad payload can never leave half of itself behind. Outputs are cac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +22,7 @@ from .. import _names as n
 from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from ..baseline import Baseline
-from ._join_store import SqliteJoinStore
+from ._join_store import JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
 from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
@@ -89,10 +91,8 @@ class SidecarState:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
             self.models[key] = self.new_model(b, start)
         self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
-        store = SqliteJoinStore(
-            self.settings.join_store, ttl=self.settings.join_ttl, max_bytes=self.settings.limits.join_max_bytes
-        )
-        self.joins = LabelJoin(store, baselines, self.vocabulary, self.settings.token_keys)
+        self.join_store_error: str | None = None  # why the configured store file is not in use
+        self.joins = LabelJoin(self._open_store(), baselines, self.vocabulary, self.settings.token_keys)
         self.outcome_counts = {
             key: OutcomeCounts(m.baseline.score.edges if m.baseline.score else None, self.vocabulary.positive)
             for key, m in self.models.items()
@@ -112,6 +112,51 @@ class SidecarState:
         self.unmatched_models: dict[tuple[str, str], int] = {}  # incoming (model, version) without a baseline
         self._log_throttle = Throttle()  # the unmatched-model and output-error lines, once a minute each
         self.ready = False
+
+    # -- the join store -----------------------------------------------------------------------
+    def _store(self, path: Path | None) -> SqliteJoinStore:
+        return SqliteJoinStore(path, ttl=self.settings.join_ttl, max_bytes=self.settings.limits.join_max_bytes)
+
+    def _open_store(self) -> SqliteJoinStore:
+        """The configured store, or one in memory (and the reason, for ``/readyz``) when its file
+        cannot be opened: the sidecar keeps serving, and labels wait (503) until it can be."""
+        path = self.settings.join_store
+        try:
+            return self._store(path)
+        except (JoinStoreError, OSError) as exc:
+            self.join_store_error = (
+                str(exc) if isinstance(exc, JoinStoreError) else f"cannot open the join store {path}: {exc}"
+            )
+            _log.error("%s: predictions are held in memory, labels are refused until it opens", exc)
+            return self._store(None)
+
+    @property
+    def labels_durable(self) -> bool:
+        """Whether an acknowledged label is on disk, as configured (in memory by choice counts as yes)."""
+        return self.join_store_error is None
+
+    def retry_join_store(self) -> bool:
+        """Move to the configured store file once it can be written (the store held in memory is
+        saved there first, so no waiting prediction is lost); a file that exists is never replaced."""
+        path = self.settings.join_store
+        if self.join_store_error is None or path is None:
+            return True
+        if path.exists():
+            return False  # corrupt or foreign: an operator moves it; it is never overwritten
+        try:
+            with self.lock:
+                self.joins.store.save_to(path)
+                opened = self._store(path)
+                old, self.joins.store = self.joins.store, opened
+                self.join_store_error = None
+        except (JoinStoreError, OSError, sqlite3.Error) as exc:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # the copy this attempt wrote, if it got that far
+            self.join_store_error = f"cannot open the join store {path}: {exc}"
+            return False
+        old.close()
+        _log.info("join store %s is in use again", path)
+        return True
 
     def new_model(self, baseline: Baseline, now: float) -> ModelState:
         """An empty model state for one baseline, with this state's windows and limits."""
@@ -205,6 +250,8 @@ class SidecarState:
         The store logs every label durably before this returns (and so before the HTTP answer):
         a restart replays what the last state snapshot did not cover yet."""
         now = time.time() if now is None else now
+        if not self.labels_durable:
+            raise IngestError(503, "join_store_unavailable", f"{self.join_store_error}; send the labels again later")
         with self.lock:
             bounded = [b for b in map(self._bounded, events) if b is not None]
             if len(bounded) < len(events):
@@ -250,7 +297,7 @@ class SidecarState:
                 continue
             model.apply(LABELS_SOURCE, self.outcome_counts[key].samples(joined), now=now, cumulative=False)
         self.label_seq = max(self.label_seq, result.last_seq)
-        if self.settings.join_store is None:
+        if self.joins.store.path is None:
             self.joins.store.forget_log(self.label_seq)  # nothing persists: the log has no reader
         self._cache = None
         self.generation += 1
