@@ -258,8 +258,9 @@ class TestLabels:
         decided = scores > 0.7
         tp, fp, fn = (decided & truth).sum(), (decided & ~truth).sum(), (~decided & truth).sum()
         labels = {"ml_segment_key": "__all__", "ml_segment": "__all__", "ml_window": "10m"}
-        assert value(sidecar.url, "ml_online_precision", **labels) == pytest.approx(tp / (tp + fp))
-        assert value(sidecar.url, "ml_online_recall", **labels) == pytest.approx(tp / (tp + fn))
+        served = {**labels, "ml_threshold": "served"}
+        assert value(sidecar.url, "ml_online_precision", **served) == pytest.approx(tp / (tp + fp))
+        assert value(sidecar.url, "ml_online_recall", **served) == pytest.approx(tp / (tp + fn))
         assert value(sidecar.url, "ml_online_brier_score", **labels) == pytest.approx(np.mean((scores - truth) ** 2))
         assert (
             value(sidecar.url, "ml_online_labels", **{**labels, "ml_segment_key": "country", "ml_segment": "DE"}) == 20

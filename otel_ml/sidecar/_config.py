@@ -206,6 +206,11 @@ def _section_settings(data: dict[str, Any], base: Path) -> dict[str, Any]:
         state["join_ttl"] = _seconds(labels.pop("join_ttl"), "labels.join_ttl")
     budgets.update(_pop(labels, int, "join_max_bytes"))
     state.update(_pop(labels, str, "negative_outcome"))
+    if "multiclass" in labels:
+        multiclass = labels.pop("multiclass")
+        if not isinstance(multiclass, bool):
+            raise ConfigError(f"labels.multiclass must be true or false, got {multiclass!r}")
+        state["multiclass"] = multiclass
     if "join_store" in labels:
         state["join_store"] = (base / str(labels.pop("join_store"))).resolve()
     if "token_key_file" in labels:

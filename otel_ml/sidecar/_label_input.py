@@ -92,19 +92,24 @@ def _request_id(value: Any, where: str, reason: str = "bad_label_event") -> str 
 
 
 def _scalar_text(value: Any, where: str, reason: str = "bad_label_event") -> str:
+    """A label value from a scalar, made exposition-safe (control characters replaced, over-long
+    text truncated) as every label the sidecar takes from data."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (str, int, float)) and len(str(value)) <= MAX_LABEL_VALUE_CHARS:
-        return label_value(str(value))
-    raise _bad(
-        where, f"expected a string, number or boolean of at most 256 characters, got {describe_kind(value)}", reason
-    )
+    if isinstance(value, str):
+        return label_value(value)
+    if isinstance(value, (int, float)):
+        return label_value(str(value)[:MAX_LABEL_VALUE_CHARS])
+    raise _bad(where, f"expected a string, number or boolean, got {describe_kind(value)}", reason)
 
 
 def _score(value: Any, where: str, reason: str = "bad_label_event") -> float | None:
     if value is None:
         return None
-    score = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    try:
+        score = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond any float
+        score = math.nan
     if not math.isfinite(score):
         raise _bad(where, "expected a finite number or null", reason)
     return score
@@ -132,7 +137,10 @@ def _timestamp(value: Any, where: str, reason: str = "bad_label_event") -> float
             raise _bad(where, "an RFC 3339 time needs its offset (Z or +hh:mm)", reason)
         seconds = parsed.timestamp()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         raise _bad(where, f"expected a time, got {describe_kind(value)}", reason)
     if not _EPOCH_MIN <= seconds <= _EPOCH_MAX:

@@ -117,7 +117,7 @@ class LabelJoin:
                     result.miss("dims_budget")
                     continue
                 stored = InlinePrediction(dims, inline.time or None, inline.score)
-            outcome = self.vocabulary.canonical(event.outcome)
+            outcome = self.vocabulary.canonical(event.outcome) or event.outcome  # checked by the state
             logged.append(StoreLabel(event.request_id, outcome, event.label_time, event.source, stored, rid_hash))
         for entry in self.store.label(logged, now=now):
             self._resolved(entry, result)

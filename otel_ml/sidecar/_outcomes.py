@@ -68,15 +68,16 @@ def describe_kind(value: Any) -> str:
 
 @dataclass(frozen=True)
 class OutcomeVocabulary:
-    """The configured positive and negative outcome; the usual boolean spellings of each
-    (``true``/``1``/``yes`` ... map to the positive one)."""
+    """The label values the sidecar accepts: the configured positive and negative outcome and the
+    usual boolean spellings of each (``true``/``1``/``yes`` ... map to the positive one); with
+    ``multiclass``, any other value too, as a class of its own (one-vs-rest against ``positive``;
+    the label budget bounds how many). Binary by default, so a typo is a 400, not a new class."""
 
     positive: str
     negative: str
+    multiclass: bool = False
 
-    def canonical(self, text: str) -> str:
-        """The configured spelling of a boolean label; any other value is a class of its own
-        (multiclass, one-vs-rest against ``positive``; the sidecar's label budget bounds them)."""
+    def canonical(self, text: str) -> str | None:
         if text in (self.positive, self.negative):
             return text
         low = text.lower()
@@ -84,7 +85,7 @@ class OutcomeVocabulary:
             return self.positive
         if low in _FALSE:
             return self.negative
-        return text
+        return text if self.multiclass else None
 
 
 @dataclass(frozen=True)

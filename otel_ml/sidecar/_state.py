@@ -56,6 +56,7 @@ class StateSettings:
     join_store: Path | None = None  # the SQLite join store; None: in memory, lost on restart
     token_keys: tuple[bytes, ...] = ()  # HMAC keys of signed prediction tokens (the first signs)
     negative_outcome: str = "false"
+    multiclass: bool = False  # other label values are classes of their own (else a 400)
     compute_ttl: float = 1.0
     outputs: OutputSettings = field(default_factory=OutputSettings)
 
@@ -90,7 +91,9 @@ class SidecarState:
             if key in self.models:
                 raise ValueError(f"two baselines for model {key[0]!r} version {key[1]!r}")
             self.models[key] = self.new_model(b, start)
-        self.vocabulary = OutcomeVocabulary(self.settings.outputs.positive_outcome, self.settings.negative_outcome)
+        self.vocabulary = OutcomeVocabulary(
+            self.settings.outputs.positive_outcome, self.settings.negative_outcome, self.settings.multiclass
+        )
         self.join_store_error: str | None = None  # why the configured store file is not in use
         self.joins = LabelJoin(self._open_store(), baselines, self.vocabulary, self.settings.token_keys)
         self.outcome_counts = {
@@ -252,6 +255,14 @@ class SidecarState:
         now = time.time() if now is None else now
         if not self.labels_durable:
             raise IngestError(503, "join_store_unavailable", f"{self.join_store_error}; send the labels again later")
+        for i, event in enumerate(events):  # the whole request is a 400 before anything changes
+            if self.vocabulary.canonical(event.outcome) is None:
+                raise IngestError(
+                    400,
+                    "bad_label",
+                    f"labels[{i}].label: not one of the configured outcomes (positive_outcome, negative_outcome;"
+                    " labels.multiclass: true takes any value)",
+                )
         with self.lock:
             bounded = [b for b in map(self._bounded, events) if b is not None]
             if len(bounded) < len(events):
@@ -264,7 +275,7 @@ class SidecarState:
     def _bounded(self, event: LabelEvent) -> LabelEvent | None:
         """The event with what becomes a label or an interned id held to the label budget; None for
         an inline prediction of a model no baseline describes (nothing could count it)."""
-        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome)))
+        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome) or event.outcome))
         source = self._sources.label(self._sources.index(event.source))
         inline = event.inline
         model = None if inline is None else self.models.get((inline.model, inline.version))
