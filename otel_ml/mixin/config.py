@@ -108,6 +108,7 @@ class MixinConfig:
     label_coverage_drop_ratio: float = 0.5  # alert below this share of the same cohort's coverage a week ago
     label_coverage_floor: float = 0.0  # and/or below this absolute coverage (0 = off)
     label_coverage_min_predictions: int = 500  # predictions in the cohort before coverage may page
+    label_coverage_z: float = 3.09  # one-sided two-proportion z the fall must exceed (alpha 0.1 %)
     label_coverage_for: str = "2h"
     label_delay_window: str = "1d"  # labels whose delay quantile the alert reads
     label_delay_quantile: float = 0.9
