@@ -378,7 +378,7 @@ SCORE_REFERENCE_POSITIVE_DECISION: Final = _gauge(
 )
 LABEL_COVERAGE: Final = _gauge(
     "ml_label_coverage_ratio",
-    "Share of the predictions of one day, ml_cohort_age old, that have their label (ml_decision or __all__).",
+    "Share of the predictions of the last whole UTC day that ended ml_cohort_age ago that have their label.",
 )
 LABEL_COHORT_PREDICTIONS: Final = _gauge(
     "ml_label_cohort_predictions", "Predictions in the cohort ml_cohort_age old (stored, before sampling weights)."

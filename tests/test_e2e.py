@@ -161,7 +161,8 @@ def post_old_cohorts(loop: Loop, model: DemoModel) -> None:
     rows = model.frame.iloc[:120]
     scores = model.score(rows)
     now = time.time()
-    for age in (1.5, 7.5, 30.5):
+    for age in (1, 7, 30):  # the middle of the cohort's day: the last whole UTC day that ended >= age ago
+        cohort_day = (now - age * 86400) // 86400 - 1
         rids = [f"cohort-{age}-{i}" for i in range(len(rows))]
         export_predictions(
             loop.sidecar.url,
@@ -171,7 +172,7 @@ def post_old_cohorts(loop: Loop, model: DemoModel) -> None:
             scores=scores.tolist(),
             decisions=["true" if s > THRESHOLD else "false" for s in scores],
             segments={SEGMENT: rows[SEGMENT].astype(str).tolist()},
-            times=[now - age * 86400] * len(rows),
+            times=[(cohort_day + 0.5) * 86400] * len(rows),
         )
         labels = [{"request_id": r, "label": int(y)} for r, y in zip(rids[::2], np.asarray(model.labels[:120])[::2])]
         requests.post(loop.sidecar.url + "/v1/labels", json={"labels": labels}, timeout=10).raise_for_status()
@@ -209,7 +210,7 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
     ):
         if not stack.query(expr):
             empty.append((file, title, expr))
-    assert empty == []
+    assert empty == [], [title for _, title, _ in empty]
     # -- the sidecar's per-pod PSI and the fleet-wide PromQL PSI (recording rules) agree ------------
     # mean_radius has been shifted for more than a window by now, so both windows hold the same
     # data up to their edges (snapshot steps vs increase() extrapolation).

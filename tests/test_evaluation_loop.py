@@ -280,7 +280,7 @@ class TestJoinHealth:
         state.apply_labels(skewed, now=T0 + 130)
         shown = exposition(state)
         reasons = {dict(k[1])["reason"]: v for k, v in shown.items() if k[0] == "ml_labels_unmatched_total"}
-        assert reasons == {"duplicate": 1.0, "unknown_request_id": 1.0, "expired": 1.0}
+        assert reasons == {"duplicate": 1.0, "unknown_request_id": 1.0, "expired": 1.0, "sampled_out": 0.0}
         delay = {dict(k[1])["le"]: v for k, v in shown.items() if k[0] == "ml_label_delay_seconds_bucket"}
         assert delay["60.0"] == 1.0 and delay["300.0"] == 3.0, "cumulative: the clamped one and two at 2 minutes"
         assert (
@@ -366,3 +366,66 @@ class TestBatchPath:
         with pytest.raises(IngestError) as caught:
             parse_predictions(body, max_rows=10)
         assert caught.value.status == 413
+
+
+def test_the_shipped_rules_equal_the_sidecars_gauges(labelled_baseline: Baseline, tmp_path: Path) -> None:
+    """What Prometheus would scrape from this sidecar (its counters, the app's re-exposed score
+    histogram, the baseline gauges), through the shipped recording rules in promtool: every
+    realised and estimated metric equals the sidecar's own gauge for the same hour."""
+    import subprocess
+
+    import yaml
+    from _rule_vocabulary import PROMTOOL, ROOT
+
+    if PROMTOOL is None:
+        pytest.fail("promtool is needed (apt-get install prometheus)")
+    window = _data(4_000, seed=6)
+    state = _state(labelled_baseline)
+    monitor = ModelMonitor(baseline=labelled_baseline, decision=THRESHOLD, registry=CollectorRegistry())
+    monitor.record(window[["x", "region"]], window["score"].to_numpy())
+    state.apply_metrics(metric_batches(_otlp_request(monitor))[0], "otlp", now=T0 + 5)
+    state.add_predictions(_predictions(window, "r", T0 + 10), now=T0 + 10)
+    state.apply_labels(_labels(window, "r", T0 + 600, rows=range(0, len(window), 2)), now=T0 + 600)
+    found = gauges(state, T0 + 700)
+    series = []
+    for (name, labels), value in exposition(state).items():
+        text = ", ".join(f'{k}="{v}"' for k, v in sorted({**dict(labels), "job": "otel-ml-sidecar"}.items()))
+        kind = "counter" if name.endswith(("_total", "_bucket", "_count", "_sum")) else "gauge"
+        values = f"0 {value!r}x10" if kind == "counter" else f"{value!r}x11"  # increase() over 1h is exact
+        series.append({"series": f"{name}{{{text}}}", "values": values})
+    cases = []
+    for (name, labels), value in found.items():
+        lab = dict(labels)
+        if lab.get("ml_window") != "1h" or lab.get("ml_threshold", "served") != "served":
+            continue
+        rule = _RULE_OF.get(name)
+        if rule is None:
+            continue
+        sel = ", ".join(f'{k}="{v}"' for k, v in sorted(lab.items()) if k in _RULE_LABELS)
+        cases.append(
+            {
+                "expr": f"count(abs({rule}{{{sel}}} - {value!r}) < 1e-9)",
+                "eval_time": "10m",
+                "exp_samples": [{"labels": "{}", "value": 1}],
+            }
+        )
+    assert len(cases) >= 40, "realised per segment, estimated and bands"
+    doc = {
+        "rule_files": [str(ROOT / "alert_rules" / "otel-ml-recording.yaml")],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": cases}],
+    }
+    path = tmp_path / "sidecar_vs_rules.yaml"
+    path.write_text(yaml.safe_dump(doc, width=100000))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+_RULE_LABELS = {"ml_segment_key", "ml_segment", "ml_metric"}
+_RULE_OF = {
+    **{f"ml_online_{m}": f"ml:online_{m}:1h" for m in ("roc_auc", "precision", "recall", "f1", "accuracy")},
+    **{f"ml_online_{m}": f"ml:online_{m}:1h" for m in ("calibration_error", "brier_score", "log_loss")},
+    **{f"ml_estimated_{m}": f"ml:estimated_{m}:1h" for m in ("roc_auc", "precision", "recall", "f1", "accuracy")},
+    "ml_reference_band_lower": "ml:estimated_reference_band_lower:1h",
+    "ml_reference_band_upper": "ml:estimated_reference_band_upper:1h",
+}

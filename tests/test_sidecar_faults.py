@@ -8,8 +8,8 @@ import dataclasses
 import io
 import json
 import logging
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time

@@ -3,12 +3,14 @@
 Realised and estimated performance read the recording rules of
 :mod:`otel_ml.mixin._evaluation_rules` (counters summed across replicas) and page when a metric
 falls below the baseline's reference band: reference - 3 standard deviations of a window this
-size against the reference (NannyML's chunk standard deviation scaled by sqrt(chunk / n + chunk / N_ref)). A quiet window has
-no recorded sample, so it cannot page. Coverage, delay and join-store alerts watch the labels
-themselves: a broken outcome pipeline looks like a performance change, or hides one.
+size against the reference (NannyML's chunk standard deviation scaled by
+sqrt(chunk / n + chunk / N_ref)). A quiet window has no recorded sample, so it cannot page.
+Coverage, delay and join-store alerts watch the labels themselves: a broken outcome pipeline
+looks like a performance change, or hides one.
 
 False-alarm rates and power quoted in the descriptions are simulated in
-``tests/test_performance_alert_sim.py`` (the bands) and ``tests/test_label_alert_sim.py`` (coverage, delay).
+``tests/test_performance_alert_sim.py`` (the bands) and ``tests/test_label_alert_sim.py``
+(coverage, delay).
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ _APP_FAMILIES = frozenset(n.APP_INSTRUMENTS)
 _SIDECAR_OWNED = frozenset(n.SIDECAR_COUNTERS)
 
 
+# Known reasons start at 0, so rate() and increase() see the first one happen (client_python's advice).
+_UNMATCHED_ZERO = dict.fromkeys(("unknown_request_id", "expired", "duplicate", "sampled_out"), 0)
+_EVICTED_ZERO = dict.fromkeys(("ttl", "cap"), 0)
+
 _ModelCounts = tuple[str, str, bool, list[SeriesKey], npt.NDArray[np.float64]]
 
 
@@ -89,9 +93,9 @@ class SidecarCollector:
         for inst, label, counts in (
             (n.SIDECAR_INGEST_ERRORS, n.LABEL_REASON, state.ingest_errors),
             (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
-            (n.LABELS_UNMATCHED, n.LABEL_REASON, state.unmatched_labels),
+            (n.LABELS_UNMATCHED, n.LABEL_REASON, {**_UNMATCHED_ZERO, **state.unmatched_labels}),
             (n.LABELS_RECEIVED, n.LABEL_SOURCE, state.labels_received),
-            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, state.join_evicted),
+            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, {**_EVICTED_ZERO, **state.join_evicted}),
         ):
             family = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
             for value, count in sorted(counts.items()):
