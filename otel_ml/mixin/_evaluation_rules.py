@@ -220,7 +220,38 @@ sum by ({s_on}) (
         _record(online_band_record(w), _band(c, labelled, metric, "-"), **{n.LABEL_METRIC: metric})
         for metric in PERFORMANCE_METRICS
     ]
-    return rules
+    return rules + _curve_rules(c, w, pos_bucket, neg_bucket, positives, negatives)
+
+
+def curve_record(metric: str, window: str) -> str:
+    """Name of precision/recall/F1 of the rule score > edge (``ml_threshold``), overall segment only."""
+    return f"ml:online_{metric}_at_threshold:{window}"
+
+
+def _curve_rules(
+    c: MixinConfig, w: str, pos_bucket: str, neg_bucket: str, positives: str, negatives: str
+) -> list[Rule]:
+    """The precision/recall/F1 curve at every finite score edge: with C+(t) and C-(t) the labelled
+    positives and negatives at or below t, TP = P - C+(t), FP = N - C-(t), FN = C+(t). For the
+    ``__all__`` segment only, as the sidecar's gauges (edges x segments would spend the series
+    budget); the edge moves from ``le`` to ``ml_threshold``, spelled alike."""
+    s_on, s_le = q.labels(c, *q.SEGMENT), q.labels(c, *q.SEGMENT, LE)
+    overall = f'{{{n.LABEL_SEGMENT_KEY}="{n.ALL}", {LE}!="+Inf"}}'
+    tp = f"({positives} - on ({s_on}) group_right () {pos_bucket}{overall})"
+    fp = f"({negatives} - on ({s_on}) group_right () {neg_bucket}{overall})"
+    actual = f"(0 * {pos_bucket}{overall} + on ({s_on}) group_left () {positives})"
+
+    def at_threshold(expr: str) -> str:
+        return _moved(f"(\n{expr}\n)", n.LABEL_THRESHOLD)
+
+    return [
+        _record(curve_record("precision", w), at_threshold(_guarded(tp, f"{tp} + on ({s_le}) {fp}", s_le))),
+        _record(curve_record("recall", w), at_threshold(_guarded(tp, actual, s_le))),
+        _record(
+            curve_record("f1", w),
+            at_threshold(_guarded(f"2 * {tp}", f"{tp} + on ({s_le}) {fp} + on ({s_le}) {actual}", s_le)),
+        ),
+    ]
 
 
 def score_bin_records(w: str) -> tuple[str, str]:
@@ -284,6 +315,15 @@ sum by ({m_on}) (
             )
             for metric in PERFORMANCE_METRICS
         ]
+    overall = f'{{{n.LABEL_SEGMENT_KEY}="{n.ALL}"}}'
+    rules += [  # what CBPE cannot see (concept drift) shows as a gap once labels exist
+        _record(
+            f"ml:estimated_vs_realised_gap:{w}",
+            f"{estimated_record(metric, w)}\n- on ({m_on})\nmax by ({m_on}) ({online_record(metric, w)}{overall})",
+            **{n.LABEL_METRIC: metric},
+        )
+        for metric in PERFORMANCE_METRICS
+    ]
     return rules
 
 
