@@ -267,6 +267,37 @@ class TestLabels:
         )
         assert value(sidecar.url, "ml_labels_unmatched_total", reason="unknown_request_id") == 1
 
+    def test_batch_predictions_from_the_client_wait_for_their_labels(self, sidecar: Sidecar) -> None:
+        """A batch-scoring job posts its rows with ``export_predictions`` (gzip JSON chunks); the labels
+        that arrive later join them like spans' predictions."""
+        from otel_ml import export_predictions
+
+        rng = np.random.default_rng(3)
+        scores = rng.uniform(size=5000)
+        rids = [f"batch-{i}" for i in range(scores.size)]
+        sent = export_predictions(
+            sidecar.url,
+            model="fraud",
+            version="v3",
+            request_ids=rids,
+            scores=scores,
+            decisions=scores > 0.7,
+            segments={"country": np.where(scores > 0.5, "US", "DE")},
+            chunk_rows=2000,  # three requests
+        )
+        assert sent == 5000 and sidecar.state.joins.store.rows == 5000
+        truth = rng.uniform(size=scores.size) < scores
+        events = [{"request_id": rid, "label": bool(t)} for rid, t in zip(rids, truth)]
+        assert requests.post(sidecar.url + "/v1/labels", json={"labels": events}).json() == {
+            "joined": 5000,
+            "unmatched": 0,
+        }
+        served = {"ml_segment_key": "__all__", "ml_segment": "__all__", "ml_window": "10m", "ml_threshold": "served"}
+        decided = scores > 0.7
+        tp, fp = (decided & truth).sum(), (decided & ~truth).sum()
+        assert value(sidecar.url, "ml_online_precision", **served) == pytest.approx(tp / (tp + fp))
+        assert value(sidecar.url, "ml_sidecar_ingested_total", ml_source="predictions") == 3
+
     def test_inline_prediction_needs_no_join(self, sidecar: Sidecar) -> None:
         event = {
             "model": "fraud",
