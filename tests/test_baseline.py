@@ -236,6 +236,17 @@ class TestCli:
         assert cli(["baseline", "show", str(path)]) == 0
         out = capsys.readouterr().out
         assert "balance_z" in out and "country" in out
+        assert "calibration" not in out  # fitted without labels
+
+    def test_show_a_labelled_baseline(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rng = np.random.default_rng(2)
+        s = rng.random(5000)
+        labelled = fit_baseline({"x": s}, model="m", version="1", scores=s, labels=rng.random(5000) < s, decision=0.5)
+        path = labelled.save(tmp_path / "b.json")
+        assert cli(["baseline", "show", str(path)]) == 0
+        out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+        assert "calibration: 5,000 labelled rows" in out and "served rule score > 0.5" in out
+        assert "reference performance (10 chunks of 500): roc_auc 0." in out
 
 
 def test_empty_csv_fields_are_missing_not_a_category(tmp_path: Path) -> None:

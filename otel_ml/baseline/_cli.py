@@ -120,13 +120,17 @@ def _fit(args: argparse.Namespace) -> int:
             f"labels: {score.labelled_count:,} rows calibrated (positive label {score.positive_label!r})"
             + (f"; {left_out:,} rows without a label or a finite score left out" if left_out else "")
         )
-        if score.performance is None:
-            print("reference performance: too few labelled rows for 10 chunks of 50; no band for the alerts")
-        else:
-            p = score.performance
-            figures = ", ".join(f"{m} {p.value[m]:.4f} +- {p.stddev[m]:.4f}" for m in p.value)
-            print(f"reference performance ({p.chunks} chunks of {p.chunk_size}): {figures}")
+        print(_performance_line(baseline))
     return 0
+
+
+def _performance_line(baseline: Any) -> str:
+    """The reference performance the alerts' bands are built on, in one line."""
+    p = baseline.score.performance
+    if p is None:
+        return "reference performance: too few labelled rows for 10 chunks of 50; no band for the alerts"
+    figures = ", ".join(f"{m} {p.value[m]:.4f} +- {p.stddev[m]:.4f}" for m in p.value)
+    return f"reference performance ({p.chunks} chunks of {p.chunk_size}): {figures}"
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -151,5 +155,15 @@ def _show(args: argparse.Namespace) -> int:
         table.add_row(f.name, f.kind, str(f.bin_count), f"{f.missing_fraction:.2%}", detail)
     if b.score:
         table.add_row("(score)", "numeric", str(b.score.bin_count), "", f"{len(b.score.decision_rates)} segment keys")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if b.score is not None and b.score.calibration is not None:
+        threshold = (
+            "" if b.score.decision_threshold is None else f", served rule score > {b.score.decision_threshold:g}"
+        )
+        console.print(
+            f"calibration: {b.score.labelled_count:,} labelled rows, positive label {b.score.positive_label!r}"
+            f"{threshold}; positive rate per score bin {b.score.calibration[0]:.3f} .. {b.score.calibration[-1]:.3f}"
+        )
+        console.print(_performance_line(b))
     return 0
