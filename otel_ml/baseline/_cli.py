@@ -51,6 +51,17 @@ def register(sub: Any) -> None:
     fit.add_argument(
         "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
     )
+    _add_outcome_arguments(fit)
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.set_defaults(func=_fit)
+
+    show = cmds.add_parser("show", help="validate a baseline file and print a summary")
+    show.add_argument("baseline", help="baseline JSON file")
+    show.set_defaults(func=_show)
+
+
+def _add_outcome_arguments(fit: argparse.ArgumentParser) -> None:
+    """The decision rule and the labels: reference decision rates, calibration, performance."""
     decision = fit.add_mutually_exclusive_group()
     decision.add_argument("--decision-column", help="column with the decision made on each training row")
     decision.add_argument("--decision-threshold", type=float, help="decision is score > THRESHOLD")
@@ -66,12 +77,6 @@ def register(sub: Any) -> None:
         type=int,
         help="labelled rows per reference chunk for the performance stddev (default: 500, or a tenth of the rows)",
     )
-    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    fit.set_defaults(func=_fit)
-
-    show = cmds.add_parser("show", help="validate a baseline file and print a summary")
-    show.add_argument("baseline", help="baseline JSON file")
-    show.set_defaults(func=_show)
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -218,7 +218,8 @@ def fit_baseline(
     its label is ``positive_label`` (compared as labels are everywhere: ``True``, ``"TRUE"`` and
     ``"true"`` are one; a 0/1 column counts 1 as ``"true"``); any other label is negative (one vs
     rest). Rows without a label or a finite score are left out of the calibration and the
-    performance; ``score.labelled_count`` says how many were used.
+    performance; ``score.labelled_count`` says how many were used. (Long only for its keyword
+    arguments and these docs: each step is a helper below.)
     """
     if not model or not version:
         raise BaselineError("model and version must be non-empty")
@@ -234,18 +235,15 @@ def fit_baseline(
     label_values = _label_values(columns, label_column, labels)
     score = None
     if score_values is not None:
-        threshold = _threshold(decision)
-        s = _fit_numeric("score", score_values, score_bins, extra_edge=threshold)
         decisions = _decisions(columns, score_values, decision_column, decision)
         rates = {} if decisions is None else _decision_rates(columns, decisions, segments, segment_budget)
-        score = ScoreProfile(s.edges, s.fractions, s.count, rates, decision_threshold=threshold)
+        score = _fit_score(score_values, score_bins, _threshold(decision), rates)
         if label_values is not None:
             score = _fit_labels(score, score_values, label_values, decisions, positive_label, chunk_size)
     elif decision_column is not None or decision is not None:
         raise BaselineError("reference decision rates need the scores (score_column= or scores=)")
     elif label_values is not None:
         raise BaselineError("a calibration needs the scores (score_column= or scores=) besides the labels")
-
     return Baseline(
         model_name=model,
         model_version=version,
@@ -255,6 +253,14 @@ def fit_baseline(
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         library_version=__version__,
     )
+
+
+def _fit_score(
+    values: npt.NDArray[np.float64], bins: int, threshold: float | None, rates: dict[str, Any]
+) -> ScoreProfile:
+    """The score's quantile bins, with the served threshold as one more edge so ``le=t`` splits the decisions."""
+    s = _fit_numeric("score", values, bins, extra_edge=threshold)
+    return ScoreProfile(s.edges, s.fractions, s.count, rates, decision_threshold=threshold)
 
 
 def _fit_features(

@@ -148,7 +148,7 @@ def _band(c: MixinConfig, count: str, metric: str, sign: str) -> str:
 def _realised_rules(c: MixinConfig, w: str) -> list[Rule]:
     """Realised metrics per segment from the sidecar's join-time counters."""
     s_on = q.labels(c, *q.SEGMENT)
-    s_le, s_upper = q.labels(c, *q.SEGMENT, LE), q.labels(c, *q.SEGMENT, UPPER)
+    s_le = q.labels(c, *q.SEGMENT, LE)
     s_out = q.labels(c, *q.SEGMENT, n.LABEL_DECISION, n.LABEL_OUTCOME)
     positive = f'{n.LABEL_OUTCOME}="{c.positive_outcome}"'
     negative = f'{n.LABEL_OUTCOME}!="{c.positive_outcome}"'
@@ -173,27 +173,8 @@ def _realised_rules(c: MixinConfig, w: str) -> list[Rule]:
     declined = f'{n.LABEL_DECISION}!="{c.positive_decision}"'
     tp, tn = cell(decided, positive), cell(declined, negative)
     predicted, actual = cell(decided), cell(positive)
-    pos_upper = _moved(pos_bucket, UPPER)
-    auc = f"""
-sum by ({s_on}) (
-  {neg_bin}
-  * on ({s_upper})
-  (
-    {pos_bin} / 2
-    + on ({s_upper}) group_left ()
-    ({positives} - on ({s_on}) group_right () {pos_upper})
-  )
-)"""
-    bin_sum = f"sum by ({s_upper}) (increase({n.LABELLED_SCORE_BIN_SUM.series}{q.sidecar(c)}[{w}]))"
-    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"
-    ece = f"""
-sum by ({s_on}) (
-  abs(
-    ({bin_sum} or on ({s_upper}) 0 * {pos_per_upper})
-    - on ({s_upper})
-    {pos_per_upper}
-  )
-)"""
+    auc = _realised_auc(c, pos_bucket, pos_bin, neg_bin, positives)
+    ece = _calibration_error(c, w, pos_bin)
 
     def total(inst: n.Instrument) -> str:
         return f"sum by ({s_on}) (increase({inst.series}{q.sidecar(c)}[{w}]))"
@@ -221,6 +202,38 @@ sum by ({s_on}) (
         for metric in PERFORMANCE_METRICS
     ]
     return rules + _curve_rules(c, w, pos_bucket, neg_bucket, positives, negatives)
+
+
+def _realised_auc(c: MixinConfig, pos_bucket: str, pos_bin: str, neg_bin: str, positives: str) -> str:
+    """Mann-Whitney on bins: sum_b N_b (P - C+_b + P_b / 2); the positives above a bin are P minus
+    the cumulative bucket at its upper edge, joined by the edge moved into ``ml_bin_upper``."""
+    s_on, s_upper = q.labels(c, *q.SEGMENT), q.labels(c, *q.SEGMENT, UPPER)
+    pos_upper = _moved(pos_bucket, UPPER)
+    return f"""
+sum by ({s_on}) (
+  {neg_bin}
+  * on ({s_upper})
+  (
+    {pos_bin} / 2
+    + on ({s_upper}) group_left ()
+    ({positives} - on ({s_on}) group_right () {pos_upper})
+  )
+)"""
+
+
+def _calibration_error(c: MixinConfig, w: str, pos_bin: str) -> str:
+    """The numerator of ECE, sum_b |S_b - P_b|: a bin with positives but no score sum counts S_b = 0."""
+    s_on, s_upper = q.labels(c, *q.SEGMENT), q.labels(c, *q.SEGMENT, UPPER)
+    bin_sum = f"sum by ({s_upper}) (increase({n.LABELLED_SCORE_BIN_SUM.series}{q.sidecar(c)}[{w}]))"
+    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"
+    return f"""
+sum by ({s_on}) (
+  abs(
+    ({bin_sum} or on ({s_upper}) 0 * {pos_per_upper})
+    - on ({s_upper})
+    {pos_per_upper}
+  )
+)"""
 
 
 def curve_record(metric: str, window: str) -> str:
@@ -306,15 +319,17 @@ sum by ({m_on}) (
         _record(estimated_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + on ({m_on}) {e_total}", m_on)),
         _record(estimated_record("accuracy", w), _guarded(f"{tp} + on ({m_on}) {tn}", predictions, m_on)),
     ]
-    for side, sign in (("lower", "-"), ("upper", "+")):
-        rules += [
-            _record(
-                estimated_band_record(side, w),
-                _band(c, predictions, metric, sign),
-                **{n.LABEL_METRIC: metric},
-            )
-            for metric in PERFORMANCE_METRICS
-        ]
+    return rules + _estimated_bands(c, w, predictions)
+
+
+def _estimated_bands(c: MixinConfig, w: str, predictions: str) -> list[Rule]:
+    """The reference band at the window's prediction count, and the gap to the realised metric."""
+    m_on = q.labels(c, *q.MODEL)
+    rules = [
+        _record(estimated_band_record(side, w), _band(c, predictions, metric, sign), **{n.LABEL_METRIC: metric})
+        for side, sign in (("lower", "-"), ("upper", "+"))
+        for metric in PERFORMANCE_METRICS
+    ]
     overall = f'{{{n.LABEL_SEGMENT_KEY}="{n.ALL}"}}'
     rules += [  # what CBPE cannot see (concept drift) shows as a gap once labels exist
         _record(

@@ -338,7 +338,7 @@ def _performance(config: MixinConfig, e: Exprs) -> Items:
             "Realised vs estimated AUC ($window)",
             "ROC AUC on labelled predictions (realised, from labels that arrived in the window) and estimated "
             "from scores alone (CBPE, the baseline's per-bin positive rates), with the reference band: the "
-            "baseline's AUC +- 3 sampling standard deviations at the window's size. Estimated below the band "
+            "baseline's AUC +- 3 standard deviations of a window this size. Estimated below the band "
             "pages MLEstimatedPerformanceDrop; realised below its band MLOnlinePerformanceDrop.",
             [
                 p.Query(e.gauge(n.ONLINE_ROC_AUC, MV, overall), f"realised {VERSION}"),
@@ -363,6 +363,15 @@ def _performance(config: MixinConfig, e: Exprs) -> Items:
                 p.Query(e.gauge(n.ESTIMATED_RECALL), f"estimated recall {VERSION}"),
             ],
         ),
+        *_calibration(config, e),
+        *_labels(config, e),
+    ]
+
+
+def _calibration(config: MixinConfig, e: Exprs) -> Items:
+    """Calibration and losses per segment, the labels they rest on, and the CBPE gap."""
+    seg = e.segment_matcher
+    return [
         p.timeseries_panel(
             603,
             "Calibration: ECE, Brier, log loss ($window)",
@@ -397,26 +406,17 @@ def _performance(config: MixinConfig, e: Exprs) -> Items:
             [p.Query(e.gauge(n.ESTIMATED_VS_REALISED_GAP, f"{MV}, {n.LABEL_METRIC}"), p.legend(n.LABEL_METRIC, V))],
             span=8,
         ),
-        *_labels(config, e),
     ]
 
 
 def _labels(config: MixinConfig, e: Exprs) -> Items:
-    """The outcome pipeline: coverage by cohort and decision, label delay, the join store."""
-    sidecar = matchers(config.sidecar_selector)
-    delay = n.LABEL_DELAY
-    w = config.label_delay_window
-    delay_buckets = f"sum by ({MV}, {n.LABEL_LE}) (increase({delay.bucket_series}{e.side(window=False)}[{w}]))"
-
-    def rate_by(inst: n.Instrument, label: str) -> str:
-        return f"sum by ({label}) (rate({inst.series}{sidecar}[{RATE_INTERVAL}]))"
-
+    """The outcome pipeline's coverage: by cohort age, and by decision (selective labels)."""
     return [
         p.share_panel(
             606,
             "Label coverage by cohort age",
-            "Share of the predictions made 1, 7 and 30 days ago (one day each) that have their label: a "
-            f"vintage curve. MLLabelCoverageCollapsed reads the {config.label_coverage_cohort} cohort.",
+            "Share of the predictions of the last whole UTC day that ended 1, 7 and 30 days ago that have "
+            f"their label: a vintage curve. MLLabelCoverageCollapsed reads the {config.label_coverage_cohort} cohort.",
             [
                 p.Query(
                     e.gauge(n.LABEL_COVERAGE, f"{MV}, {n.LABEL_COHORT_AGE}", f'{D}="{n.ALL}"', window=False),
@@ -441,6 +441,21 @@ def _labels(config: MixinConfig, e: Exprs) -> Items:
                 )
             ],
         ),
+        *_label_flow(config, e),
+    ]
+
+
+def _label_flow(config: MixinConfig, e: Exprs) -> Items:
+    """Label delay, labels received / unmatched / evicted, and the join store."""
+    sidecar = matchers(config.sidecar_selector)
+    delay = n.LABEL_DELAY
+    w = config.label_delay_window
+    delay_buckets = f"sum by ({MV}, {n.LABEL_LE}) (increase({delay.bucket_series}{e.side(window=False)}[{w}]))"
+
+    def rate_by(inst: n.Instrument, label: str) -> str:
+        return f"sum by ({label}) (rate({inst.series}{sidecar}[{RATE_INTERVAL}]))"
+
+    return [
         p.timeseries_panel(
             608,
             f"Label delay p50 / p90 / p99 (labels of the last {w})",
