@@ -151,6 +151,7 @@ class SidecarState:
                 self.joins.store.save_to(path)
                 opened = self._store(path)
                 old, self.joins.store = self.joins.store, opened
+                self.label_seq = opened.last_seq  # the log numbering is the new file's from here on
                 self.join_store_error = None
         except (JoinStoreError, OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
@@ -291,6 +292,16 @@ class SidecarState:
         """Count the labels logged after the restored snapshot; returns how many were replayed."""
         now = time.time() if now is None else now
         with self.lock:
+            if self.label_seq > self.joins.store.last_seq:
+                # the snapshot counted the log of another store (replaced, moved aside, a new path):
+                # every label in this one's log is newer than the snapshot, and its numbers start low
+                _log.warning(
+                    "the state snapshot covers label %d, the join store's log ends at %d: it is another"
+                    " store, its whole log is counted",
+                    self.label_seq,
+                    self.joins.store.last_seq,
+                )
+                self.label_seq = 0
             before = self.label_seq
             result = self.joins.replay(self.label_seq)
             self._count_joined(result, now)

@@ -1,0 +1,96 @@
+"""Adversarial review of the evaluation loop: each test names the defect it demonstrates."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from otel_ml import Baseline
+from otel_ml import _token as tk
+from otel_ml.sidecar._label_input import LabelEvent, parse_label_events
+from otel_ml.sidecar._persist import load_state, save_state
+from otel_ml.sidecar._series import Prediction
+from otel_ml.sidecar._state import SidecarState, StateSettings
+
+KEY = bytes(range(32))
+
+
+def _state(baseline: Baseline, store: Path, **kw: object) -> SidecarState:
+    return SidecarState([baseline], StateSettings(join_store=store, token_keys=(KEY,), **kw))  # type: ignore[arg-type]
+
+
+def _token(baseline: Baseline, rid: str, minute: int | None = None) -> str:
+    vocab = tk.TokenVocabulary.of(baseline)
+    minute = int(time.time() // 60) if minute is None else minute
+    return tk.encode_token(
+        vocab, KEY, minute=minute, score=0.8, decision="true", segments={"country": "US"}, request_id=rid
+    )
+
+
+def _outcomes(state: SidecarState) -> float:
+    return sum(
+        v for inst, labels, v in _collect(state) if inst == "ml_outcomes_total"
+    )
+
+
+def _collect(state: SidecarState) -> list[tuple[str, dict[str, str], float]]:
+    from prometheus_client import CollectorRegistry
+
+    from otel_ml.sidecar._collector import SidecarCollector
+
+    registry = CollectorRegistry()
+    registry.register(SidecarCollector(state))
+    return [(s.name, s.labels, s.value) for fam in registry.collect() for s in fam.samples]
+
+
+def test_a_token_is_counted_once_whatever_request_id_rides_along(baseline: Baseline, tmp_path: Path) -> None:
+    """Token replay: the dedupe key must be the token's own request-id hash, not a request_id the
+    poster adds beside it (else one genuine token counts as many labels as ids the poster invents)."""
+    state = _state(baseline, tmp_path / "j.sqlite")
+    token = _token(baseline, "req-1")
+    body = b"[" + b",".join(
+        f'{{"token": "{token}", "request_id": "forged-{i}", "label": true}}'.encode() for i in range(5)
+    ) + b"]"
+    joined, unmatched = state.apply_labels(parse_label_events(body))
+    assert (joined, unmatched) == (1, 4)
+    assert state.unmatched_labels == {"duplicate": 4}
+
+
+def test_rejected_token_labels_survive_a_kill_9(baseline: Baseline, tmp_path: Path) -> None:
+    """A forged or malformed token is acknowledged (2xx) and counted live as unmatched; after a
+    crash before the next snapshot the replay must count it again, like every other label."""
+    store = tmp_path / "j.sqlite"
+    live = _state(baseline, store)
+    live.apply_labels([LabelEvent("true", token="AAAA" * 12), LabelEvent("true", request_id="nobody")])
+    before = (dict(live.unmatched_labels), dict(live.labels_received))
+    # kill -9: no snapshot, the store file is simply reopened
+    restarted = _state(baseline, store)
+    restarted.replay_labels()
+    assert (restarted.unmatched_labels, restarted.labels_received) == before
+
+
+def test_a_new_join_store_under_an_old_snapshot_loses_no_acknowledged_label(
+    baseline: Baseline, tmp_path: Path
+) -> None:
+    """The snapshot's label_seq belongs to the store it was saved with. If the store file is
+    replaced (moved aside as corrupt, deleted, path changed), the new store numbers its log from 1
+    again; labels it acknowledged after the next snapshot must still be replayed after kill -9."""
+    state_file, store = tmp_path / "state.npz", tmp_path / "j.sqlite"
+    first = _state(baseline, store)
+    first.apply_labels([LabelEvent("true", request_id=f"x-{i}") for i in range(50)])
+    save_state(first, state_file, first.clock())
+    first.joins.store.close()
+    store.unlink()  # the operator moves the store away
+    second = _state(baseline, store)
+    load_state(second, state_file)
+    second.replay_labels()
+    second.add_predictions([Prediction("r-1", "fraud", "v3", 0.9, "true", (("country", "US"),), time.time())])
+    save_state(second, state_file, second.clock())
+    assert second.apply_labels([LabelEvent("true", request_id="r-1")]) == (1, 0)
+    want = _outcomes(second)
+    # kill -9 now: restart from the snapshot and the store's log
+    third = _state(baseline, store)
+    load_state(third, state_file)
+    third.replay_labels()
+    assert want > 0
+    assert _outcomes(third) == want
