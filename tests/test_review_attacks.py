@@ -94,3 +94,37 @@ def test_a_new_join_store_under_an_old_snapshot_loses_no_acknowledged_label(
     third.replay_labels()
     assert want > 0
     assert _outcomes(third) == want
+
+
+def test_a_null_segment_column_is_a_4xx_not_a_500(baseline: Baseline, tmp_path: Path) -> None:
+    import requests
+
+    from otel_ml.sidecar import Sidecar, SidecarConfig
+
+    config = SidecarConfig(baselines=(baseline.save(tmp_path / "b.json"),), listen=("127.0.0.1", 0))
+    side = Sidecar(config).start()
+    try:
+        body = {"model": "fraud", "version": "v3", "request_ids": ["a", "b"], "segments": {"country": None}}
+        response = requests.post(side.url + "/v1/predictions", json=body, timeout=10)
+        assert response.status_code < 500, response.text
+    finally:
+        side.stop()
+
+
+def test_label_sources_stay_within_the_budget_across_restarts(baseline: Baseline, tmp_path: Path) -> None:
+    """``source`` is free text from the poster: bounded by the label budget. The budget must hold
+    for the exported series, not per process lifetime (a restart must not admit a fresh budget)."""
+    from otel_ml.sidecar._series import LimitSettings
+
+    state_file, store = tmp_path / "state.npz", tmp_path / "j.sqlite"
+    limits = LimitSettings(label_budget=5)
+    seen: set[str] = set()
+    for run in range(3):
+        state = _state(baseline, store, limits=limits)
+        load_state(state, state_file)
+        state.replay_labels()
+        state.apply_labels([LabelEvent("true", request_id="x", source=f"s{run}-{i}") for i in range(20)])
+        save_state(state, state_file, state.clock())
+        seen = {labels["ml_source"] for name, labels, _ in _collect(state) if name == "ml_labels_received_total"}
+        state.joins.store.close()
+    assert len(seen) <= 5 + 1, sorted(seen)  # the budget, plus __other__

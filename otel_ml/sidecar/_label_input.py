@@ -254,9 +254,10 @@ def parse_predictions(body: bytes, max_rows: int) -> list[Prediction]:
         seg_block = block.get("segments") or {}
         if not isinstance(seg_block, dict) or len(seg_block) > MAX_SEGMENTS:
             raise _bad(where + ".segments", f"expected an object of at most {MAX_SEGMENTS} columns", bad)
-        seg_columns = [
-            (_scalar_text(k, where + ".segments", bad), _column(seg_block, k, n, where + ".segments") or [])
+        seg_columns = [  # a null column is no column (as a null scores or decisions column)
+            (_scalar_text(k, where + ".segments", bad), column)
             for k in seg_block
+            if (column := _column(seg_block, k, n, where + ".segments")) is not None
         ]
         for j in range(n):
             row = f"{where}[{j}]"
