@@ -128,3 +128,34 @@ def test_label_sources_stay_within_the_budget_across_restarts(baseline: Baseline
         seen = {labels["ml_source"] for name, labels, _ in _collect(state) if name == "ml_labels_received_total"}
         state.joins.store.close()
     assert len(seen) <= 5 + 1, sorted(seen)  # the budget, plus __other__
+
+
+def test_rules_equal_gauges_when_some_labelled_predictions_have_no_score(tmp_path: Path) -> None:
+    """A prediction without a score (a span without ml.score, a token with NaN, an inline label
+    without one) still counts in ml_outcomes_total; the accuracy rule must divide by the same
+    count the sidecar does, or it differs from the gauge (and can exceed 1)."""
+    from dataclasses import replace as dc_replace
+
+    import test_evaluation_loop as tel
+
+    reference = tel._data(20_000, seed=1)
+    baseline = tel.fit_baseline(
+        reference[["x", "region"]],
+        model="loans",
+        version="v7",
+        scores=reference["score"].to_numpy(),
+        labels=reference["y"].to_numpy(),
+        segments=["region"],
+        decision=tel.THRESHOLD,
+    ) if hasattr(tel, "fit_baseline") else None
+    assert baseline is not None
+    window = tel._data(2_000, seed=6)
+    state = tel._state(baseline)
+    predictions = tel._predictions(window, "r", tel.T0 + 10)
+    predictions = [dc_replace(p, score=None) if i % 3 == 0 else p for i, p in enumerate(predictions)]
+    state.add_predictions(predictions, now=tel.T0 + 10)
+    state.apply_labels(tel._labels(window, "r", tel.T0 + 600), now=tel.T0 + 600)
+    found = tel.gauges(state, tel.T0 + 700)
+    accuracy = {k: v for k, v in found.items() if k[0] == "ml_online_accuracy"}
+    assert accuracy
+    tel._rules_agree({"sc1": tel.exposition(state)}, accuracy, tmp_path, minimum=1)
