@@ -159,3 +159,45 @@ def test_rules_equal_gauges_when_some_labelled_predictions_have_no_score(tmp_pat
     accuracy = {k: v for k, v in found.items() if k[0] == "ml_online_accuracy"}
     assert accuracy
     tel._rules_agree({"sc1": tel.exposition(state)}, accuracy, tmp_path, minimum=1)
+
+
+def _loans_baseline():  # type: ignore[no-untyped-def]
+    import test_evaluation_loop as tel
+
+    reference = tel._data(20_000, seed=1)
+    return tel.fit_baseline(
+        reference[["x", "region"]],
+        model="loans",
+        version="v7",
+        scores=reference["score"].to_numpy(),
+        labels=reference["y"].to_numpy(),
+        segments=["region"],
+        decision=tel.THRESHOLD,
+    )
+
+
+def test_rules_equal_gauges_for_a_segment_with_one_outcome_only(tmp_path: Path) -> None:
+    """A segment whose labels are all negative (or all positive): every gauge the sidecar shows
+    for it, the shipped rule shows with the same value (calibration error included)."""
+    import test_evaluation_loop as tel
+
+    baseline = _loans_baseline()
+    window = tel._data(2_000, seed=7)
+    state = tel._state(baseline)
+    state.add_predictions(tel._predictions(window, "r", tel.T0 + 10), now=tel.T0 + 10)
+    events = tel._labels(window, "r", tel.T0 + 600)
+    region = window["region"].to_numpy()
+    events = [  # apac: only negatives; us: only positives
+        LabelEvent({"apac": "false", "us": "true"}.get(region[i], e.outcome), request_id=e.request_id,
+                   label_time=e.label_time)
+        for i, e in enumerate(events)
+    ]
+    state.apply_labels(events, now=tel.T0 + 600)
+    found = tel.gauges(state, tel.T0 + 700)
+    picked = {
+        k: v for k, v in found.items()
+        if dict(k[1]).get("ml_segment") in ("apac", "us") and k[0].startswith("ml_online_")
+        and k[0] != "ml_online_label_count"
+    }
+    assert any(k[0] == "ml_online_calibration_error" for k in picked)
+    tel._rules_agree({"sc1": tel.exposition(state)}, picked, tmp_path, minimum=1)

@@ -187,13 +187,13 @@ sum by ({s_on}) (
   )
 )"""
     bin_sum = f"sum by ({s_upper}) (increase({n.LABELLED_SCORE_BIN_SUM.series}{q.sidecar(c)}[{w}]))"
-    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"
+    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"  # absent in a segment without positives: then 0
     ece = f"""
 sum by ({s_on}) (
   abs(
     ({bin_sum} or on ({s_upper}) 0 * {pos_per_upper})
     - on ({s_upper})
-    {pos_per_upper}
+    ({pos_per_upper} or on ({s_upper}) 0 * {bin_sum})
   )
 )"""
 
