@@ -261,3 +261,26 @@ def test_a_token_label_counts_toward_its_cohorts_coverage(baseline: Baseline, tm
     assert state.apply_labels([LabelEvent("true", token=t) for t in tokens], now=t0 + 60) == (10, 0)
     coverage = {k: v for k, v in state.joins.coverage(t0 + 2 * day).items() if k[2] == "1d" and k[3] == "__all__"}
     assert coverage == {("fraud", "v3", "1d", "__all__"): (10, 10)}
+
+
+def test_export_predictions_with_a_missing_segment_value_is_accepted(baseline: Baseline, tmp_path: Path) -> None:
+    """A batch job's segment column with a missing value (None or NaN, as pandas gives) is encoded
+    by export_predictions as JSON null; the sidecar must take it (as the app counts it: missing),
+    not refuse the whole chunk with a 400."""
+    import otel_ml
+    from otel_ml.sidecar import Sidecar, SidecarConfig
+
+    config = SidecarConfig(baselines=(baseline.save(tmp_path / "b.json"),), listen=("127.0.0.1", 0))
+    side = Sidecar(config).start()
+    try:
+        sent = otel_ml.export_predictions(
+            side.url,
+            model="fraud",
+            version="v3",
+            request_ids=["a", "b", "c"],
+            scores=[0.1, 0.5, 0.9],
+            segments={"country": ["US", None, float("nan")]},
+        )
+        assert sent == 3
+    finally:
+        side.stop()

@@ -35,6 +35,7 @@ MAX_REQUEST_ID_BYTES = 256  # longer ids are refused: a request id is an id, not
 MAX_TOKEN_CHARS = 512
 MAX_SOURCE_CHARS = 64
 DEFAULT_LABEL_SOURCE = "api"
+MISSING = "__missing__"  # a segment value a batch row does not have (BoundedLabels' missing label)
 _EPOCH_MIN, _EPOCH_MAX = 946684800.0, 4102444800.0  # 2000-01-01 .. 2100-01-01: anything else is a unit mistake
 
 
@@ -264,8 +265,11 @@ def parse_predictions(body: bytes, max_rows: int) -> list[Prediction]:
             rid = _request_id(rids[j], row + ".request_id", bad)
             if rid is None:
                 raise _bad(row, "request_id must not be null", bad)
-            segments = tuple(
-                sorted((key, _scalar_text(column[j], f"{row}.segments.{key}", bad)) for key, column in seg_columns)
+            segments = tuple(  # a null value is a missing one, spelled as the app's counters spell it
+                sorted(
+                    (key, MISSING if column[j] is None else _scalar_text(column[j], f"{row}.segments.{key}", bad))
+                    for key, column in seg_columns
+                )
             )
             out.append(
                 Prediction(
