@@ -30,9 +30,7 @@ def _token(baseline: Baseline, rid: str, minute: int | None = None) -> str:
 
 
 def _outcomes(state: SidecarState) -> float:
-    return sum(
-        v for inst, labels, v in _collect(state) if inst == "ml_outcomes_total"
-    )
+    return sum(v for inst, labels, v in _collect(state) if inst == "ml_outcomes_total")
 
 
 def _collect(state: SidecarState) -> list[tuple[str, dict[str, str], float]]:
@@ -50,9 +48,11 @@ def test_a_token_is_counted_once_whatever_request_id_rides_along(baseline: Basel
     poster adds beside it (else one genuine token counts as many labels as ids the poster invents)."""
     state = _state(baseline, tmp_path / "j.sqlite")
     token = _token(baseline, "req-1")
-    body = b"[" + b",".join(
-        f'{{"token": "{token}", "request_id": "forged-{i}", "label": true}}'.encode() for i in range(5)
-    ) + b"]"
+    body = (
+        b"["
+        + b",".join(f'{{"token": "{token}", "request_id": "forged-{i}", "label": true}}'.encode() for i in range(5))
+        + b"]"
+    )
     joined, unmatched = state.apply_labels(parse_label_events(body))
     assert (joined, unmatched) == (1, 4)
     assert state.unmatched_labels == {"duplicate": 4}
@@ -71,9 +71,7 @@ def test_rejected_token_labels_survive_a_kill_9(baseline: Baseline, tmp_path: Pa
     assert (restarted.unmatched_labels, restarted.labels_received) == before
 
 
-def test_a_new_join_store_under_an_old_snapshot_loses_no_acknowledged_label(
-    baseline: Baseline, tmp_path: Path
-) -> None:
+def test_a_new_join_store_under_an_old_snapshot_loses_no_acknowledged_label(baseline: Baseline, tmp_path: Path) -> None:
     """The snapshot's label_seq belongs to the store it was saved with. If the store file is
     replaced (moved aside as corrupt, deleted, path changed), the new store numbers its log from 1
     again; labels it acknowledged after the next snapshot must still be replayed after kill -9."""
@@ -141,15 +139,19 @@ def test_rules_equal_gauges_when_some_labelled_predictions_have_no_score(tmp_pat
     import test_evaluation_loop as tel
 
     reference = tel._data(20_000, seed=1)
-    baseline = tel.fit_baseline(
-        reference[["x", "region"]],
-        model="loans",
-        version="v7",
-        scores=reference["score"].to_numpy(),
-        labels=reference["y"].to_numpy(),
-        segments=["region"],
-        decision=tel.THRESHOLD,
-    ) if hasattr(tel, "fit_baseline") else None
+    baseline = (
+        tel.fit_baseline(
+            reference[["x", "region"]],
+            model="loans",
+            version="v7",
+            scores=reference["score"].to_numpy(),
+            labels=reference["y"].to_numpy(),
+            segments=["region"],
+            decision=tel.THRESHOLD,
+        )
+        if hasattr(tel, "fit_baseline")
+        else None
+    )
     assert baseline is not None
     window = tel._data(2_000, seed=6)
     state = tel._state(baseline)
@@ -190,15 +192,18 @@ def test_rules_equal_gauges_for_a_segment_with_one_outcome_only(tmp_path: Path) 
     events = tel._labels(window, "r", tel.T0 + 600)
     region = window["region"].to_numpy()
     events = [  # apac: only negatives; us: only positives
-        LabelEvent({"apac": "false", "us": "true"}.get(region[i], e.outcome), request_id=e.request_id,
-                   label_time=e.label_time)
+        LabelEvent(
+            {"apac": "false", "us": "true"}.get(region[i], e.outcome), request_id=e.request_id, label_time=e.label_time
+        )
         for i, e in enumerate(events)
     ]
     state.apply_labels(events, now=tel.T0 + 600)
     found = tel.gauges(state, tel.T0 + 700)
     picked = {
-        k: v for k, v in found.items()
-        if dict(k[1]).get("ml_segment") in ("apac", "us") and k[0].startswith("ml_online_")
+        k: v
+        for k, v in found.items()
+        if dict(k[1]).get("ml_segment") in ("apac", "us")
+        and k[0].startswith("ml_online_")
         and k[0] != "ml_online_label_count"
     }
     assert any(k[0] == "ml_online_calibration_error" for k in picked)

@@ -19,7 +19,8 @@ Formulas (P, N = labelled positives / negatives, P_b, N_b per bin, C+ cumulative
   positive is compared with every prediction below it (ties half), minus the positive-positive pairs;
 - at the served rule: precision TP / predicted positives, recall TP / positives, F1 2 TP / (predicted
   positives + positives), accuracy (TP + TN) / n (every joined label, scored or not), realised from
-  ``ml_outcomes_total`` (exact), estimated from the bins the baseline's rule calls positive (``ml_score_reference_positive_decision``);
+  ``ml_outcomes_total`` (exact), estimated from the bins the baseline's rule calls positive
+  (``ml_score_reference_positive_decision``);
 - ECE ``sum_b |S_b - P_b| / n``, Brier and log loss their summed terms over the labelled count.
 
 Every ratio divides by ``(x > 0)``: a window without labels (or predictions) records no sample,

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import _names as n
-from .._cardinality import OTHER, BoundedLabels
+from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
+from .._names import OTHER
 from ..baseline import Baseline
 from ._join_store import JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
