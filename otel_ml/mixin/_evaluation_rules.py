@@ -18,8 +18,9 @@ Formulas (P, N = labelled positives / negatives, P_b, N_b per bin, C+ cumulative
   same Mann-Whitney sum rewritten so it needs no cumulative sum of e_b (PromQL has none): every
   positive is compared with every prediction below it (ties half), minus the positive-positive pairs;
 - at the served rule: precision TP / predicted positives, recall TP / positives, F1 2 TP / (predicted
-  positives + positives), accuracy (TP + TN) / n, realised from ``ml_outcomes_total`` (exact),
-  estimated from the bins the baseline's rule calls positive (``ml_score_reference_positive_decision``);
+  positives + positives), accuracy (TP + TN) / n (every joined label, scored or not), realised from
+  ``ml_outcomes_total`` (exact), estimated from the bins the baseline's rule calls positive
+  (``ml_score_reference_positive_decision``);
 - ECE ``sum_b |S_b - P_b| / n``, Brier and log loss their summed terms over the labelled count.
 
 Every ratio divides by ``(x > 0)``: a window without labels (or predictions) records no sample,
@@ -165,9 +166,11 @@ def _realised_rules(c: MixinConfig, w: str) -> list[Rule]:
     def bucket(sel: str) -> str:
         return f"sum by ({s_le}) (increase({score.bucket_series}{q.sidecar(c, sel)}[{w}]))"
 
+    judged = f"sum by ({s_on}) ({outcomes})"  # every joined label, with a score or without
+
     def cell(*matchers: str) -> str:
         """Sum of the recorded confusion counts matching ``matchers``; 0 (not nothing) where none."""
-        return f"(sum by ({s_on}) ({outcomes}{q.selector('', *matchers)}) or 0 * {labelled})"
+        return f"(sum by ({s_on}) ({outcomes}{q.selector('', *matchers)}) or 0 * {judged})"
 
     decided = f'{n.LABEL_DECISION}="{c.positive_decision}"'
     declined = f'{n.LABEL_DECISION}!="{c.positive_decision}"'
@@ -192,7 +195,7 @@ def _realised_rules(c: MixinConfig, w: str) -> list[Rule]:
         _record(online_record("precision", w), _guarded(tp, predicted, s_on)),
         _record(online_record("recall", w), _guarded(tp, actual, s_on)),
         _record(online_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + {actual}", s_on)),
-        _record(online_record("accuracy", w), _guarded(f"{tp} + {tn}", labelled, s_on)),
+        _record(online_record("accuracy", w), _guarded(f"{tp} + {tn}", judged, s_on)),
         _record(online_record("calibration_error", w), _guarded(ece.strip(), labelled, s_on)),
         _record(online_record("brier_score", w), _guarded(total(n.OUTCOME_SQUARED_ERROR), labelled, s_on)),
         _record(online_record("log_loss", w), _guarded(total(n.OUTCOME_LOG_LOSS), labelled, s_on)),
@@ -225,13 +228,13 @@ def _calibration_error(c: MixinConfig, w: str, pos_bin: str) -> str:
     """The numerator of ECE, sum_b |S_b - P_b|: a bin with positives but no score sum counts S_b = 0."""
     s_on, s_upper = q.labels(c, *q.SEGMENT), q.labels(c, *q.SEGMENT, UPPER)
     bin_sum = f"sum by ({s_upper}) (increase({n.LABELLED_SCORE_BIN_SUM.series}{q.sidecar(c)}[{w}]))"
-    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"
+    pos_per_upper = f"sum by ({s_upper}) ({pos_bin})"  # absent in a segment without positives: then 0
     return f"""
 sum by ({s_on}) (
   abs(
     ({bin_sum} or on ({s_upper}) 0 * {pos_per_upper})
     - on ({s_upper})
-    {pos_per_upper}
+    ({pos_per_upper} or on ({s_upper}) 0 * {bin_sum})
   )
 )"""
 

@@ -68,8 +68,8 @@ class SidecarCollector:
     def collect(self) -> Iterator[Metric]:
         state = self.state
         yield from _gauge_families(state.outputs())
-        store = state.joins.store
         with state.lock:
+            store = state.joins.store  # under the lock: retry_join_store swaps it there, then closes the old one
             own = _OwnCounts(
                 dict(state.ingest_errors),
                 dict(state.ingested),

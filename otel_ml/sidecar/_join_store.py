@@ -118,7 +118,11 @@ DAY = 86400
 SCHEMA_VERSION = 1
 _APP_ID = 0x6F6D4C4A  # "omLJ" in PRAGMA application_id: our files are recognisable as ours
 STATUSES = ("joined", "unknown_request_id", "expired", "duplicate", "sampled_out")
-_CODE = {name: i for i, name in enumerate(STATUSES)}
+# resolved by the caller before the store (a token that does not verify, the dims budget): logged
+# all the same, so a replay counts every acknowledged label; appended, so older logs read the same
+REJECTED = ("malformed", "forged_token", "unknown_baseline", "no_token_key", "dims_budget")
+_ALL_STATUSES = STATUSES + REJECTED
+_CODE = {name: i for i, name in enumerate(_ALL_STATUSES)}
 _MAX_SHIFT = 62
 _MATCH = struct.Struct("<qqd")  # dims id, prediction time, score (NaN for none)
 _LOG_PAGE = 10_000
@@ -163,6 +167,7 @@ class LabelEvent(NamedTuple):
     source: str = ""
     inline: InlinePrediction | None = None
     request_hash: int | None = None  # the hash itself, when only it travelled (a signed token)
+    rejected: str | None = None  # one of REJECTED: resolved already, only logged
 
 
 class Match(NamedTuple):
@@ -618,7 +623,10 @@ class SqliteJoinStore:
     def label(self, events: Sequence[LabelEvent], *, now: float) -> list[LoggedLabel]:
         """Resolve, mark and log every event in ONE transaction; returns after COMMIT."""
         for e in events:
-            if e.request_id is None and e.request_hash is None and e.inline is None:
+            if e.rejected is not None:
+                if e.rejected not in REJECTED or e.inline is not None:
+                    raise ValueError(f"a rejected label's status is one of {REJECTED}, without a prediction")
+            elif e.request_id is None and e.request_hash is None and e.inline is None:
                 raise ValueError("a label event needs a request id or an inline prediction")
             if e.inline is not None and not 0 <= e.inline.dims < len(self._dims_keys):
                 raise ValueError("inline dims ids must come from intern()")
@@ -632,7 +640,11 @@ class SqliteJoinStore:
             con = self._con
             mask = self._mask
             cutoff = now - self.ttl
-            probe = {h for h, e in zip(hashes, events) if h is not None and e.inline is None and not h & mask}
+            probe = {
+                h
+                for h, e in zip(hashes, events)
+                if h is not None and e.inline is None and e.rejected is None and not h & mask
+            }
             new_words: list[tuple[int, str]] = []
             log: list[tuple[Any, ...]] = []
             out: list[LoggedLabel] = []
@@ -644,12 +656,14 @@ class SqliteJoinStore:
             con.execute("BEGIN IMMEDIATE")
             try:
                 found = self._lookup(probe)
-                for h, (_, outcome, label_time, source, inline, _) in zip(hashes, events):
+                for h, (_, outcome, label_time, source, inline, _, rejected) in zip(hashes, events):
                     seq += 1
                     lt = now if label_time is None else float(label_time)
                     matches: tuple[Match, ...] = ()
                     blob: bytes | None = None
-                    if inline is not None:
+                    if rejected is not None:
+                        status = rejected
+                    elif inline is not None:
                         status, matches = self._inline(inline, h, now, cutoff, seen_batch, seen_new)
                         if matches:
                             blob = b"".join(pack(*m[:2], nan if m[2] is None else m[2]) for m in matches)
@@ -815,7 +829,7 @@ class SqliteJoinStore:
                 matches = tuple(
                     Match(d, t, None if math.isnan(s) else s) for d, t, s in _MATCH.iter_unpack(r[7] or b"")
                 )
-                yield LoggedLabel(r[0], STATUSES[r[1]], r[2], words[r[3]], words[r[4]], r[5], bool(r[6]), matches)
+                yield LoggedLabel(r[0], _ALL_STATUSES[r[1]], r[2], words[r[3]], words[r[4]], r[5], bool(r[6]), matches)
             if len(rows) < _LOG_PAGE:
                 return
             seq = rows[-1][0]

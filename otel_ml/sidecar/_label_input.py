@@ -35,6 +35,7 @@ MAX_REQUEST_ID_BYTES = 256  # longer ids are refused: a request id is an id, not
 MAX_TOKEN_CHARS = 512
 MAX_SOURCE_CHARS = 64
 DEFAULT_LABEL_SOURCE = "api"
+MISSING = "__missing__"  # a segment value a batch row does not have (BoundedLabels' missing label)
 _EPOCH_MIN, _EPOCH_MAX = 946684800.0, 4102444800.0  # 2000-01-01 .. 2100-01-01: anything else is a unit mistake
 
 
@@ -254,17 +255,21 @@ def parse_predictions(body: bytes, max_rows: int) -> list[Prediction]:
         seg_block = block.get("segments") or {}
         if not isinstance(seg_block, dict) or len(seg_block) > MAX_SEGMENTS:
             raise _bad(where + ".segments", f"expected an object of at most {MAX_SEGMENTS} columns", bad)
-        seg_columns = [
-            (_scalar_text(k, where + ".segments", bad), _column(seg_block, k, n, where + ".segments") or [])
+        seg_columns = [  # a null column is no column (as a null scores or decisions column)
+            (_scalar_text(k, where + ".segments", bad), column)
             for k in seg_block
+            if (column := _column(seg_block, k, n, where + ".segments")) is not None
         ]
         for j in range(n):
             row = f"{where}[{j}]"
             rid = _request_id(rids[j], row + ".request_id", bad)
             if rid is None:
                 raise _bad(row, "request_id must not be null", bad)
-            segments = tuple(
-                sorted((key, _scalar_text(column[j], f"{row}.segments.{key}", bad)) for key, column in seg_columns)
+            segments = tuple(  # a null value is a missing one, spelled as the app's counters spell it
+                sorted(
+                    (key, MISSING if column[j] is None else _scalar_text(column[j], f"{row}.segments.{key}", bad))
+                    for key, column in seg_columns
+                )
             )
             out.append(
                 Prediction(

@@ -92,33 +92,41 @@ class LabelJoin:
         result = JoinResult()
         logged: list[StoreLabel] = []
         for event in events:
-            inline, rid_hash = event.inline, None
+            inline, rid_hash, request_id = event.inline, None, event.request_id
+            outcome = self.vocabulary.canonical(event.outcome) or event.outcome  # checked by the state
+            rejected: str | None = None
             if event.token is not None:
+                request_id = None  # a token is deduplicated by its own (signed) hash, never a posted id
                 if not self.token_keys:  # a token this sidecar has no key to verify: never trusted
-                    result.received[event.source] = result.received.get(event.source, 0) + 1
-                    result.miss("no_token_key")
-                    continue
-                try:
-                    token = _token.decode_token(event.token, self.token_keys, self.token_vocabularies)
-                except _token.TokenError as exc:
-                    result.received[event.source] = result.received.get(event.source, 0) + 1
-                    result.miss(exc.reason)
-                    continue
-                inline = Prediction(
-                    "", token.model, token.version, token.score, token.decision, token.segments, token.prediction_time
-                )
-                rid_hash = token.rid_hash
+                    rejected = "no_token_key"
+                else:
+                    try:
+                        token = _token.decode_token(event.token, self.token_keys, self.token_vocabularies)
+                    except _token.TokenError as exc:
+                        rejected = exc.reason
+                    else:
+                        inline = Prediction(
+                            "",
+                            token.model,
+                            token.version,
+                            token.score,
+                            token.decision,
+                            token.segments,
+                            token.prediction_time,
+                        )
+                        rid_hash = token.rid_hash
             stored = None
-            if inline is not None:
+            if inline is not None and rejected is None:
                 try:
                     dims = self.store.intern(_dims_key(inline))
                 except DimsOverflow:
-                    result.received[event.source] = result.received.get(event.source, 0) + 1
-                    result.miss("dims_budget")
-                    continue
-                stored = InlinePrediction(dims, inline.time or None, inline.score)
-            outcome = self.vocabulary.canonical(event.outcome) or event.outcome  # checked by the state
-            logged.append(StoreLabel(event.request_id, outcome, event.label_time, event.source, stored, rid_hash))
+                    rejected = "dims_budget"
+                else:
+                    stored = InlinePrediction(dims, inline.time or None, inline.score)
+            if rejected is not None:  # logged too: a replay after kill -9 counts it like the live run
+                logged.append(StoreLabel(None, outcome, event.label_time, event.source, None, None, rejected))
+                continue
+            logged.append(StoreLabel(request_id, outcome, event.label_time, event.source, stored, rid_hash))
         for entry in self.store.label(logged, now=now):
             self._resolved(entry, result)
         return result

@@ -180,8 +180,7 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
         state.models.update(staged.models)
         state.reexport.update(staged.reexport)
         state.label_seq = staged.label_seq
-        state.unmatched_labels.update(staged.unmatched)
-        state.labels_received.update(staged.received)
+    state.restore_label_counts(staged.unmatched, staged.received)
     if staged.legacy_join:  # a file from before the join store: its waiting predictions move into it
         state.add_predictions(staged.legacy_join)
     return True

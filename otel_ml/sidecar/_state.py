@@ -21,6 +21,7 @@ from pathlib import Path
 from .. import _names as n
 from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
+from .._names import OTHER
 from ..baseline import Baseline
 from ._join_store import JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
@@ -151,6 +152,7 @@ class SidecarState:
                 self.joins.store.save_to(path)
                 opened = self._store(path)
                 old, self.joins.store = self.joins.store, opened
+                self.label_seq = opened.last_seq  # the log numbering is the new file's from here on
                 self.join_store_error = None
         except (JoinStoreError, OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
@@ -275,22 +277,47 @@ class SidecarState:
     def _bounded(self, event: LabelEvent) -> LabelEvent | None:
         """The event with what becomes a label or an interned id held to the label budget; None for
         an inline prediction of a model no baseline describes (nothing could count it)."""
-        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome) or event.outcome))
-        source = self._sources.label(self._sources.index(event.source))
         inline = event.inline
         model = None if inline is None else self.models.get((inline.model, inline.version))
         if inline is not None:
-            if model is None:
+            if model is None:  # before the budgets: nothing is counted, so no slot is taken
                 return None
             inline = model.bounded_prediction(inline)
+        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome) or event.outcome))
+        source = self.bounded_source(event.source)
         if (outcome, source, inline) == (event.outcome, event.source, event.inline):
             return event
         return replace(event, outcome=outcome, source=source, inline=inline)
+
+    def bounded_source(self, source: str) -> str:
+        """A label source held to the label budget (``__other__`` beyond it); ``__other__`` itself
+        (a source folded before it was logged or saved) takes no slot."""
+        return source if source == OTHER else self._sources.label(self._sources.index(source))
+
+    def restore_label_counts(self, unmatched: dict[str, int], received: dict[str, int]) -> None:
+        """Add saved label counters; the saved sources take their budget slots again (largest
+        first, the rest fold into ``__other__``), so a restart never admits a fresh budget."""
+        with self.lock:
+            for reason, count in unmatched.items():
+                self.unmatched_labels[reason] = self.unmatched_labels.get(reason, 0) + count
+            for source, count in sorted(received.items(), key=lambda kv: (-kv[1], kv[0])):
+                bounded = self.bounded_source(source)
+                self.labels_received[bounded] = self.labels_received.get(bounded, 0) + count
 
     def replay_labels(self, now: float | None = None) -> int:
         """Count the labels logged after the restored snapshot; returns how many were replayed."""
         now = time.time() if now is None else now
         with self.lock:
+            if self.label_seq > self.joins.store.last_seq:
+                # the snapshot counted the log of another store (replaced, moved aside, a new path):
+                # every label in this one's log is newer than the snapshot, and its numbers start low
+                _log.warning(
+                    "the state snapshot covers label %d, the join store's log ends at %d: it is another"
+                    " store, its whole log is counted",
+                    self.label_seq,
+                    self.joins.store.last_seq,
+                )
+                self.label_seq = 0
             before = self.label_seq
             result = self.joins.replay(self.label_seq)
             self._count_joined(result, now)
@@ -300,6 +327,7 @@ class SidecarState:
         for reason, count in result.unmatched.items():
             self.unmatched_labels[reason] = self.unmatched_labels.get(reason, 0) + count
         for source, count in result.received.items():
+            source = self.bounded_source(source)  # live: admitted already; replayed: admitted as live was
             self.labels_received[source] = self.labels_received.get(source, 0) + count
         for key, joined in joined_by_model(result.joined).items():
             model = self.models.get(key)
