@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from otel_ml import Baseline
 from otel_ml import _token as tk
 from otel_ml.sidecar._label_input import LabelEvent, parse_label_events
@@ -210,7 +208,6 @@ def test_rules_equal_gauges_for_a_segment_with_one_outcome_only(tmp_path: Path) 
     tel._rules_agree({"sc1": tel.exposition(state)}, picked, tmp_path, minimum=1)
 
 
-@pytest.mark.xfail(strict=True, reason="review: dims combinations are unbounded (not fixed, see the report)")
 def test_one_predictions_body_cannot_intern_unbounded_dims(baseline: Baseline, tmp_path: Path) -> None:
     """The store interns one dims id per distinct (model, version, decision, every segment pair)
     combination and never frees one. Each key and value is budgeted, but their combinations are
@@ -231,7 +228,6 @@ def test_one_predictions_body_cannot_intern_unbounded_dims(baseline: Baseline, t
     assert state.joins.store.dims_count < 10_000, state.joins.store.dims_count
 
 
-@pytest.mark.xfail(strict=True, reason="review: the label log counts against the byte cap (not fixed, see the report)")
 def test_a_flood_of_junk_labels_does_not_evict_waiting_predictions(baseline: Baseline, tmp_path: Path) -> None:
     """The byte cap covers the whole file, label log included, and only a snapshot forgets the
     log. Labels for unknown request ids posted between two snapshots grow the file; the next
@@ -251,11 +247,10 @@ def test_a_flood_of_junk_labels_does_not_evict_waiting_predictions(baseline: Bas
     assert state.joins.store.evicted["cap"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="review: token labels never count as coverage (not fixed, see the report)")
 def test_a_token_label_counts_toward_its_cohorts_coverage(baseline: Baseline, tmp_path: Path) -> None:
-    """In the per-pod token topology every label is a token. The coverage gauges only count store
-    rows a request-id label marked, so coverage stays 0 there, and MLOnlinePerformanceDrop, gated
-    on coverage >= 50 %, can never fire. Here even the sidecar holding the prediction ignores it."""
+    """A token label that reaches the sidecar holding its prediction joins the stored row (marks it
+    labelled), so coverage counts it. (A token that reaches another pod's sidecar is counted there
+    inline and cannot mark a row it does not hold: the README says so.)"""
     day = 86400.0
     t0 = (time.time() // day - 3) * day + 3600.0  # a whole UTC day that ended more than 1 day ago
     state = _state(baseline, tmp_path / "j.sqlite")
@@ -289,3 +284,28 @@ def test_export_predictions_with_a_missing_segment_value_is_accepted(baseline: B
         assert sent == 3
     finally:
         side.stop()
+
+
+def test_the_combination_budget_survives_a_restart(baseline: Baseline, tmp_path: Path) -> None:
+    """A restarted sidecar counts the combinations its store already interned: no fresh budget."""
+    from otel_ml.sidecar._series import LimitSettings
+
+    limits = LimitSettings(max_segment_combinations=3)
+    now = time.time()
+
+    def offer(state: SidecarState, first: int) -> None:
+        rows = [
+            Prediction(f"r{first + i}", "fraud", "v3", 0.5, "false", (("country", f"c{first + i}"),), now)
+            for i in range(3)
+        ]
+        state.add_predictions(rows, now=now)
+
+    state = _state(baseline, tmp_path / "j.sqlite", limits=limits)
+    offer(state, 0)
+    assert state.joins.store.dims_count == 3
+    state.joins.store.close()
+    restarted = _state(baseline, tmp_path / "j.sqlite", limits=limits)
+    offer(restarted, 3)  # three new countries: over the budget, stored without segments
+    model = restarted.models[("fraud", "v3")]
+    assert restarted.joins.store.dims_count == 4  # the three old ones and "no segments"
+    assert model.overflow()["ml.segment.combinations"] == 3

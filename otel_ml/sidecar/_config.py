@@ -197,6 +197,8 @@ def _section_settings(data: dict[str, Any], base: Path) -> dict[str, Any]:
         "label_budget",
         "max_series_per_model",
         "max_sources_per_model",
+        "max_segment_combinations",
+        "max_predictions_per_request",
     )
     http: dict[str, Any] = {"max_body_bytes": budgets.pop("max_body_bytes")} if "max_body_bytes" in budgets else {}
     budgets.update(_pop(limits, float, "max_count"))

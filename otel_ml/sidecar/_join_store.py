@@ -124,6 +124,7 @@ REJECTED = ("malformed", "forged_token", "unknown_baseline", "no_token_key", "di
 _ALL_STATUSES = STATUSES + REJECTED
 _CODE = {name: i for i, name in enumerate(_ALL_STATUSES)}
 _MAX_SHIFT = 62
+_ROW_BYTES_AT_MOST = 64  # a stored prediction on disk, page slack included (measured: 31)
 _MATCH = struct.Struct("<qqd")  # dims id, prediction time, score (NaN for none)
 _LOG_PAGE = 10_000
 SAME_REQUEST_SKEW = 3600  # a primary and its shadow score one request within this many seconds
@@ -582,7 +583,12 @@ class SqliteJoinStore:
         self._con.executescript("PRAGMA incremental_vacuum;")  # executescript steps it to the end
         evicted = 0
         while self._bytes() > self.max_bytes and self._rows > 0 and self._k < _MAX_SHIFT:
+            if self._rows * _ROW_BYTES_AT_MOST < self.max_bytes // 2:
+                break  # the predictions are not what fills the file (the label log until the next snapshot)
+            before = self._bytes()
             evicted += self._shift()
+            if self._bytes() > 0.9 * before:
+                break  # a shift that frees nothing would sample on until no prediction is left
         return evicted
 
     def raise_sample_shift(self) -> int:
@@ -640,11 +646,9 @@ class SqliteJoinStore:
             con = self._con
             mask = self._mask
             cutoff = now - self.ttl
-            probe = {
-                h
-                for h, e in zip(hashes, events)
-                if h is not None and e.inline is None and e.rejected is None and not h & mask
-            }
+            # inline events with a request hash (tokens) probe too: a prediction this store holds is
+            # joined as its row (marked labelled: coverage, and one label per request id either way)
+            probe = {h for h, e in zip(hashes, events) if h is not None and e.rejected is None and not h & mask}
             new_words: list[tuple[int, str]] = []
             log: list[tuple[Any, ...]] = []
             out: list[LoggedLabel] = []
@@ -663,7 +667,7 @@ class SqliteJoinStore:
                     blob: bytes | None = None
                     if rejected is not None:
                         status = rejected
-                    elif inline is not None:
+                    elif inline is not None and not (h is not None and h in found):
                         status, matches = self._inline(inline, h, now, cutoff, seen_batch, seen_new)
                         if matches:
                             blob = b"".join(pack(*m[:2], nan if m[2] is None else m[2]) for m in matches)

@@ -153,6 +153,15 @@ class LabelJoin:
         score = None if match.score is None or match.score != match.score else float(match.score)
         return Prediction("", key[0], key[1], score, key[2] or None, segments, float(match.time))
 
+    def combinations(self) -> dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]]:
+        """The (decision, segments) combinations the store has interned, per model version: what a
+        restarted sidecar counts against each model's combination budget."""
+        out: dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]] = {}
+        for d in range(self.store.dims_count):
+            key = self.store.dims_key(d)
+            out.setdefault((key[0], key[1]), set()).add((key[2] or None, tuple(zip(key[3::2], key[4::2]))))
+        return out
+
     # -- cohorts ----------------------------------------------------------------------------------
     def coverage(self, now: float) -> dict[tuple[str, str, str, str], tuple[int, int]]:
         """(predicted, labelled) per (model, version, cohort age, decision), ``__all__`` decisions too."""

@@ -178,6 +178,7 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
         return False
     with state.lock:
         state.models.update(staged.models)
+        state.seed_combinations()  # the restored models' budgets count what the store holds
         state.reexport.update(staged.reexport)
         state.label_seq = staged.label_seq
     state.restore_label_counts(staged.unmatched, staged.received)

@@ -114,6 +114,7 @@ class LimitSettings:
     max_sources_per_model: int = 1000  # scrape targets and OTLP resources reporting one model at once
     join_max_bytes: int = 512 * 1024 * 1024  # join store on disk; above it request ids are hash-sampled
     max_predictions_per_request: int = 100_000  # rows of one /v1/predictions body
+    max_segment_combinations: int = 5_000  # per model: distinct (decision, segments) of stored predictions
     max_count: float = 2.0**53  # a count above this is an attack or a bug, never applied
 
 

@@ -74,6 +74,11 @@ class SeriesIndex:
         self.bounded: dict[tuple[str, str], BoundedLabels] = {}
         self.allowed_le: dict[str, frozenset[str]] = {}  # per feature name, SCORE_SCOPE, DURATION_SCOPE
         self.categories: dict[str, frozenset[str]] = {}  # per categorical feature
+        # (decision, segments) combinations of stored predictions: each is one interned id in the join
+        # store, so their number is bounded too, not only each key's values (16 keys x 2 values = 65,536)
+        self.combinations: set[tuple[str | None, Labels]] = set()
+        self.max_combinations = limits.max_segment_combinations
+        self._combination_overflow = 0
         self._series_cache: dict[str, tuple[int, list[tuple[int, Labels]]]] = {}
         self._resolved: dict[tuple[str, Labels], int | str] = {}
         self._resolved_chars = 0
@@ -229,6 +234,13 @@ class SeriesIndex:
                 }.items()
             )
         )
+        combination = (decision, segments)
+        if combination not in self.combinations:
+            if segments and len(self.combinations) >= self.max_combinations:
+                self._combination_overflow += 1
+                segments = ()  # still counted overall (__all__), never as a new combination
+            else:
+                self.combinations.add(combination)
         if decision == p.decision and segments == p.segments:
             return p
         return replace(p, decision=decision, segments=segments)
@@ -236,6 +248,8 @@ class SeriesIndex:
     def overflow(self) -> dict[str, int]:
         """Observations folded into ``__other__`` per attribute (``ml.segment.<key>``, ``ml.decision`` ...)."""
         out: dict[str, int] = {}
+        if self._combination_overflow:
+            out["ml.segment.combinations"] = self._combination_overflow
         for (label, scope), labels in self.bounded.items():
             if labels.overflow:
                 name = f"ml.segment.{scope}" if label == n.LABEL_SEGMENT else label.replace("_", ".")

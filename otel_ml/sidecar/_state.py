@@ -97,6 +97,7 @@ class SidecarState:
         )
         self.join_store_error: str | None = None  # why the configured store file is not in use
         self.joins = LabelJoin(self._open_store(), baselines, self.vocabulary, self.settings.token_keys)
+        self.seed_combinations()
         self.outcome_counts = {
             key: OutcomeCounts(m.baseline.score.edges if m.baseline.score else None, self.vocabulary.positive)
             for key, m in self.models.items()
@@ -118,6 +119,14 @@ class SidecarState:
         self.ready = False
 
     # -- the join store -----------------------------------------------------------------------
+    def seed_combinations(self) -> None:
+        """Each model's combination budget starts with what the store already holds (restarts do
+        not grant a fresh budget)."""
+        for key, found in self.joins.combinations().items():
+            model = self.models.get(key)
+            if model is not None:
+                model.combinations.update(found)
+
     def _store(self, path: Path | None) -> SqliteJoinStore:
         return SqliteJoinStore(path, ttl=self.settings.join_ttl, max_bytes=self.settings.limits.join_max_bytes)
 
