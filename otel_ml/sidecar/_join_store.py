@@ -442,7 +442,8 @@ class SqliteJoinStore:
         now: float,
     ) -> AddResult:
         """Store predictions (hashes from :func:`request_id_hashes`; dims ids from :meth:`intern`,
-        one or one per row; unix times; scores with NaN for none), in one transaction."""
+        one or one per row; unix times; scores with NaN for none), in one transaction. One function:
+        every step (vectorised checks, partition split, insert, counts) shares the same arrays."""
         h = np.ascontiguousarray(hashes, dtype=np.int64).ravel()
         n = h.size
         d = np.broadcast_to(np.asarray(dims, dtype=np.int64), (n,))
@@ -627,7 +628,10 @@ class SqliteJoinStore:
 
     # ---- labels ----------------------------------------------------------------------------
     def label(self, events: Sequence[LabelEvent], *, now: float) -> list[LoggedLabel]:
-        """Resolve, mark and log every event in ONE transaction; returns after COMMIT."""
+        """Resolve, mark and log every event in ONE transaction; returns after COMMIT.
+
+        One long function on purpose: the per-label loop is the hot path (~66k labels/s), and its
+        steps share the transaction's probe results, marks and log rows."""
         for e in events:
             if e.rejected is not None:
                 if e.rejected not in REJECTED or e.inline is not None:
