@@ -523,6 +523,7 @@ LABEL_THRESHOLD: Final = "ml_threshold"  # "served" (the decision) or a score ed
 THRESHOLD_SERVED: Final = "served"
 LABEL_METRIC: Final = "ml_metric"  # roc_auc, precision, recall, f1, accuracy
 LABEL_COHORT_AGE: Final = "ml_cohort_age"
+COHORT_AGES: Final = ("1d", "7d", "30d")  # its values: the day of predictions that ended this long ago
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     FEATURE_PSI,

@@ -58,8 +58,8 @@ def reference() -> pd.DataFrame:
     return _data(40_000, seed=1)
 
 
-@pytest.fixture(scope="module")
-def labelled_baseline(reference: pd.DataFrame) -> Baseline:
+def fit_loans(reference: pd.DataFrame) -> Baseline:
+    """The labelled baseline of the loans model these tests score (segments by region)."""
     return fit_baseline(
         reference[["x", "region"]],
         model="loans",
@@ -69,6 +69,11 @@ def labelled_baseline(reference: pd.DataFrame) -> Baseline:
         segments=["region"],
         decision=THRESHOLD,
     )
+
+
+@pytest.fixture(scope="module")
+def labelled_baseline(reference: pd.DataFrame) -> Baseline:
+    return fit_loans(reference)
 
 
 def _state(baseline: Baseline, tmp: Path | None = None, **settings: Any) -> SidecarState:

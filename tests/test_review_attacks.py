@@ -136,21 +136,7 @@ def test_rules_equal_gauges_when_some_labelled_predictions_have_no_score(tmp_pat
 
     import test_evaluation_loop as tel
 
-    reference = tel._data(20_000, seed=1)
-    baseline = (
-        tel.fit_baseline(
-            reference[["x", "region"]],
-            model="loans",
-            version="v7",
-            scores=reference["score"].to_numpy(),
-            labels=reference["y"].to_numpy(),
-            segments=["region"],
-            decision=tel.THRESHOLD,
-        )
-        if hasattr(tel, "fit_baseline")
-        else None
-    )
-    assert baseline is not None
+    baseline = tel.fit_loans(tel._data(20_000, seed=1))
     window = tel._data(2_000, seed=6)
     state = tel._state(baseline)
     predictions = tel._predictions(window, "r", tel.T0 + 10)
@@ -163,27 +149,12 @@ def test_rules_equal_gauges_when_some_labelled_predictions_have_no_score(tmp_pat
     tel._rules_agree({"sc1": tel.exposition(state)}, accuracy, tmp_path, minimum=1)
 
 
-def _loans_baseline():  # type: ignore[no-untyped-def]
-    import test_evaluation_loop as tel
-
-    reference = tel._data(20_000, seed=1)
-    return tel.fit_baseline(
-        reference[["x", "region"]],
-        model="loans",
-        version="v7",
-        scores=reference["score"].to_numpy(),
-        labels=reference["y"].to_numpy(),
-        segments=["region"],
-        decision=tel.THRESHOLD,
-    )
-
-
 def test_rules_equal_gauges_for_a_segment_with_one_outcome_only(tmp_path: Path) -> None:
     """A segment whose labels are all negative (or all positive): every gauge the sidecar shows
     for it, the shipped rule shows with the same value (calibration error included)."""
     import test_evaluation_loop as tel
 
-    baseline = _loans_baseline()
+    baseline = tel.fit_loans(tel._data(20_000, seed=1))
     window = tel._data(2_000, seed=7)
     state = tel._state(baseline)
     state.add_predictions(tel._predictions(window, "r", tel.T0 + 10), now=tel.T0 + 10)

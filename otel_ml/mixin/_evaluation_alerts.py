@@ -31,7 +31,7 @@ from .config import MixinConfig
 __all__ = ["evaluation_alerts"]
 
 METRIC = n.LABEL_METRIC
-COHORT_AGES = ("1d", "7d", "30d")  # the sidecar's ml_cohort_age values
+COHORT_AGES = n.COHORT_AGES  # the sidecar's ml_cohort_age values
 
 
 def _check_metrics(field: str, metrics: tuple[str, ...]) -> None:

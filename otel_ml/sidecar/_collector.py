@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import _names as n
 from ..instrument._families import prometheus_families
 from ..instrument._points import Attributes, HistogramPoint, InstrumentPoints, NumberPoint
+from ._join_store import STATUSES
 from ._series import Gauge, Labels, SeriesKey
 from ._state import SidecarState
 
@@ -35,9 +36,9 @@ _APP_FAMILIES = frozenset(n.APP_INSTRUMENTS)
 _SIDECAR_OWNED = frozenset(n.SIDECAR_COUNTERS)
 
 
-# Known reasons start at 0, so rate() and increase() see the first one happen (client_python's advice).
-_UNMATCHED_ZERO = dict.fromkeys(("unknown_request_id", "expired", "duplicate", "sampled_out"), 0)
-_EVICTED_ZERO = dict.fromkeys(("ttl", "cap"), 0)
+# Known reasons start at 0, so rate() and increase() see the first one happen (client_python's
+# advice); the store's eviction counts always carry both of theirs.
+_UNMATCHED_ZERO = dict.fromkeys((s for s in STATUSES if s != "joined"), 0)
 
 _ModelCounts = tuple[str, str, bool, list[SeriesKey], npt.NDArray[np.float64]]
 
@@ -95,7 +96,7 @@ class SidecarCollector:
             (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
             (n.LABELS_UNMATCHED, n.LABEL_REASON, {**_UNMATCHED_ZERO, **state.unmatched_labels}),
             (n.LABELS_RECEIVED, n.LABEL_SOURCE, state.labels_received),
-            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, {**_EVICTED_ZERO, **state.join_evicted}),
+            (n.JOIN_STORE_EVICTED, n.LABEL_REASON, state.join_evicted),
         ):
             family = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
             for value, count in sorted(counts.items()):

@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _names as n
 from .. import _token
+from .._durations import parse_duration
 from ..baseline import Baseline
 from ._join_store import DimsOverflow, InlinePrediction, LoggedLabel, Match, SqliteJoinStore, request_id_hashes
 from ._join_store import LabelEvent as StoreLabel
 from ._label_input import LabelEvent
-from ._outcomes import JoinedLabel, OutcomeVocabulary
+from ._outcomes import JoinedLabel
 from ._series import Prediction
 
 __all__ = ["LabelJoin", "JoinResult", "COHORT_AGES"]
 
-COHORT_AGES = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+COHORT_AGES = {age: int(parse_duration(age)) for age in n.COHORT_AGES}  # ml_cohort_age -> seconds
 
 
 @dataclass
@@ -48,6 +50,11 @@ def _dims_key(p: Prediction) -> tuple[str, ...]:
     return tuple(flat)
 
 
+def _decoded(key: tuple[str, ...]) -> tuple[str, str, str | None, tuple[tuple[str, str], ...]]:
+    """(model, version, decision, segments) of a key :func:`_dims_key` made."""
+    return key[0], key[1], key[2] or None, tuple(zip(key[3::2], key[4::2]))
+
+
 class LabelJoin:
     """The join store seen as predictions and labels, plus the token keys and vocabularies."""
 
@@ -55,11 +62,9 @@ class LabelJoin:
         self,
         store: SqliteJoinStore,
         baselines: Sequence[Baseline],
-        vocabulary: OutcomeVocabulary,
         token_keys: Sequence[bytes] = (),
     ) -> None:
         self.store = store
-        self.vocabulary = vocabulary
         self.token_keys = tuple(token_keys)
         self.token_vocabularies: Mapping[bytes, _token.TokenVocabulary] = _token.vocabularies_of(baselines)
 
@@ -93,7 +98,6 @@ class LabelJoin:
         logged: list[StoreLabel] = []
         for event in events:
             inline, rid_hash, request_id = event.inline, None, event.request_id
-            outcome = self.vocabulary.canonical(event.outcome) or event.outcome  # checked by the state
             rejected: str | None = None
             if event.token is not None:
                 request_id = None  # a token is deduplicated by its own (signed) hash, never a posted id
@@ -124,9 +128,9 @@ class LabelJoin:
                 else:
                     stored = InlinePrediction(dims, inline.time or None, inline.score)
             if rejected is not None:  # logged too: a replay after kill -9 counts it like the live run
-                logged.append(StoreLabel(None, outcome, event.label_time, event.source, None, None, rejected))
+                logged.append(StoreLabel(None, event.outcome, event.label_time, event.source, None, None, rejected))
                 continue
-            logged.append(StoreLabel(request_id, outcome, event.label_time, event.source, stored, rid_hash))
+            logged.append(StoreLabel(request_id, event.outcome, event.label_time, event.source, stored, rid_hash))
         for entry in self.store.label(logged, now=now):
             self._resolved(entry, result)
         return result
@@ -148,30 +152,28 @@ class LabelJoin:
             result.joined.append(JoinedLabel(self.prediction_of(match), entry.outcome, entry.label_time))
 
     def prediction_of(self, match: Match) -> Prediction:
-        key = self.store.dims_key(match.dims)
-        segments = tuple(zip(key[3::2], key[4::2]))
+        model, version, decision, segments = _decoded(self.store.dims_key(match.dims))
         score = None if match.score is None or match.score != match.score else float(match.score)
-        return Prediction("", key[0], key[1], score, key[2] or None, segments, float(match.time))
+        return Prediction("", model, version, score, decision, segments, float(match.time))
 
     def combinations(self) -> dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]]:
         """The (decision, segments) combinations the store has interned, per model version: what a
         restarted sidecar counts against each model's combination budget."""
         out: dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]] = {}
         for d in range(self.store.dims_count):
-            key = self.store.dims_key(d)
-            out.setdefault((key[0], key[1]), set()).add((key[2] or None, tuple(zip(key[3::2], key[4::2]))))
+            model, version, decision, segments = _decoded(self.store.dims_key(d))
+            out.setdefault((model, version), set()).add((decision, segments))
         return out
 
     # -- cohorts ----------------------------------------------------------------------------------
     def coverage(self, now: float) -> dict[tuple[str, str, str, str], tuple[int, int]]:
         """(predicted, labelled) per (model, version, cohort age, decision), ``__all__`` decisions too."""
         out: dict[tuple[str, str, str, str], list[int]] = {}
-        by_seconds = {int(seconds): name for name, seconds in COHORT_AGES.items()}
-        ages = tuple(int(a) for a in COHORT_AGES.values())
-        for (age, dims), (predicted, labelled) in self.store.coverage(now, ages).items():
-            key = self.store.dims_key(dims)
-            for decision in ("__all__", key[2] or "none"):
-                cell = out.setdefault((key[0], key[1], by_seconds[age], decision), [0, 0])
+        by_seconds = {seconds: name for name, seconds in COHORT_AGES.items()}
+        for (age, dims), (predicted, labelled) in self.store.coverage(now, tuple(COHORT_AGES.values())).items():
+            model, version, decision, _ = _decoded(self.store.dims_key(dims))
+            for shown in ("__all__", decision or "none"):
+                cell = out.setdefault((model, version, by_seconds[age], shown), [0, 0])
                 cell[0] += predicted
                 cell[1] += labelled
         return {k: (v[0], v[1]) for k, v in out.items()}

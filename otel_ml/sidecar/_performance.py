@@ -22,6 +22,7 @@ import numpy.typing as npt
 from .. import _names as n
 from .. import evaluation as ev
 from .._names import le_labels
+from ._decisions import grouped
 from ._model_state import ModelState
 from ._series import Gauge
 
@@ -30,6 +31,7 @@ __all__ = ["performance_outputs", "estimated_outputs", "reference_performance_ga
 FloatArray = npt.NDArray[np.float64]
 _Segment = tuple[str, str]
 _ALL: _Segment = (n.ALL, n.ALL)
+_SEGMENT_LABELS = (n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
 
 
 def is_probability(state: ModelState) -> bool:
@@ -61,11 +63,8 @@ def _segment(labels: dict[str, str]) -> _Segment:
 
 
 def _per_segment(state: ModelState, name: str, delta: FloatArray) -> dict[_Segment, float]:
-    out: dict[_Segment, float] = {}
-    for i, labels in state.series_of(name):
-        key = _segment(dict(labels))
-        out[key] = out.get(key, 0.0) + max(float(delta[i]), 0.0)
-    return out
+    """Window sum per (segment key, segment) of a counter family without further labels."""
+    return {(k[0], k[1]): v.get("", 0.0) for k, v in grouped(state, name, delta, _SEGMENT_LABELS, "").items()}
 
 
 def _served(

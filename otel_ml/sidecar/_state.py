@@ -96,7 +96,7 @@ class SidecarState:
             self.settings.outputs.positive_outcome, self.settings.negative_outcome, self.settings.multiclass
         )
         self.join_store_error: str | None = None  # why the configured store file is not in use
-        self.joins = LabelJoin(self._open_store(), baselines, self.vocabulary, self.settings.token_keys)
+        self.joins = LabelJoin(self._open_store(), baselines, self.settings.token_keys)
         self.seed_combinations()
         self.outcome_counts = {
             key: OutcomeCounts(m.baseline.score.edges if m.baseline.score else None, self.vocabulary.positive)
@@ -266,16 +266,19 @@ class SidecarState:
         now = time.time() if now is None else now
         if not self.labels_durable:
             raise IngestError(503, "join_store_unavailable", f"{self.join_store_error}; send the labels again later")
+        outcomes = []
         for i, event in enumerate(events):  # the whole request is a 400 before anything changes
-            if self.vocabulary.canonical(event.outcome) is None:
+            canonical = self.vocabulary.canonical(event.outcome)
+            if canonical is None:
                 raise IngestError(
                     400,
                     "bad_label",
                     f"labels[{i}].label: not one of the configured outcomes (positive_outcome, negative_outcome;"
                     " labels.multiclass: true takes any value)",
                 )
+            outcomes.append(canonical)
         with self.lock:
-            bounded = [b for b in map(self._bounded, events) if b is not None]
+            bounded = [b for b in map(self._bounded, events, outcomes) if b is not None]
             if len(bounded) < len(events):
                 self._error("unknown_model", len(events) - len(bounded))
             result = self.joins.label(bounded, now)
@@ -283,16 +286,16 @@ class SidecarState:
             self._count_ingested("labels")
         return len(result.joined), sum(result.unmatched.values())
 
-    def _bounded(self, event: LabelEvent) -> LabelEvent | None:
-        """The event with what becomes a label or an interned id held to the label budget; None for
-        an inline prediction of a model no baseline describes (nothing could count it)."""
+    def _bounded(self, event: LabelEvent, outcome: str) -> LabelEvent | None:
+        """The event with its canonical ``outcome`` and what becomes a label or an interned id held
+        to the label budget; None for an inline prediction of a model no baseline describes."""
         inline = event.inline
         model = None if inline is None else self.models.get((inline.model, inline.version))
         if inline is not None:
             if model is None:  # before the budgets: nothing is counted, so no slot is taken
                 return None
             inline = model.bounded_prediction(inline)
-        outcome = self._outcomes.label(self._outcomes.index(self.vocabulary.canonical(event.outcome) or event.outcome))
+        outcome = self._outcomes.label(self._outcomes.index(outcome))
         source = self.bounded_source(event.source)
         if (outcome, source, inline) == (event.outcome, event.source, event.inline):
             return event
