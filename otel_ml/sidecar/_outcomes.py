@@ -111,11 +111,20 @@ class OutcomeCounts:
 
     def samples(self, joined: Iterable[JoinedLabel]) -> list[RawSample]:
         acc: dict[tuple[str, Labels], float] = {}
+        touched: set[tuple[str, Labels, tuple[str, ...]]] = set()
         for item in joined:
-            self._count(acc, item)
+            self._count(acc, touched, item)
+        for name, labels, bounds in touched:  # once per histogram of the batch, not once per label
+            for bound in bounds:
+                acc.setdefault((name, (*labels, (n.LABEL_LE, bound))), 0.0)
         return [(name, labels, value) for (name, labels), value in acc.items()]
 
-    def _count(self, acc: dict[tuple[str, Labels], float], item: JoinedLabel) -> None:
+    def _count(
+        self,
+        acc: dict[tuple[str, Labels], float],
+        touched: set[tuple[str, Labels, tuple[str, ...]]],
+        item: JoinedLabel,
+    ) -> None:
         p = item.prediction
         score = p.score if p.score is not None and math.isfinite(p.score) else None
         probability = score is not None and 0.0 <= score <= 1.0
@@ -128,10 +137,8 @@ class OutcomeCounts:
             if le is None or score is None:
                 continue
             by_outcome = (*seg, (n.LABEL_OUTCOME, item.outcome))
-            for bound in self.les:
-                _add(
-                    acc, n.LABELLED_SCORE.bucket_series, (*by_outcome, (n.LABEL_LE, bound)), 1.0 if bound == le else 0.0
-                )
+            _add(acc, n.LABELLED_SCORE.bucket_series, (*by_outcome, (n.LABEL_LE, le)), 1.0)
+            touched.add((n.LABELLED_SCORE.bucket_series, by_outcome, self.les))
             _add(acc, n.LABELLED_SCORE.count_series, by_outcome, 1.0)
             _add(acc, n.LABELLED_SCORE.sum_series, by_outcome, score)
             if probability:
@@ -143,9 +150,13 @@ class OutcomeCounts:
             if delay < 0:
                 _add(acc, n.LABEL_NEGATIVE_DELAYS.series, (), 1.0)
                 delay = 0.0
-            bin_le = _DELAY_LE[bisect_left(n.LABEL_DELAY_BUCKETS, delay)]
-            for bound in _DELAY_LE:
-                _add(acc, n.LABEL_DELAY.bucket_series, ((n.LABEL_LE, bound),), 1.0 if bound == bin_le else 0.0)
+            _add(
+                acc,
+                n.LABEL_DELAY.bucket_series,
+                ((n.LABEL_LE, _DELAY_LE[bisect_left(n.LABEL_DELAY_BUCKETS, delay)]),),
+                1.0,
+            )
+            touched.add((n.LABEL_DELAY.bucket_series, (), _DELAY_LE))
             _add(acc, n.LABEL_DELAY.count_series, (), 1.0)
             _add(acc, n.LABEL_DELAY.sum_series, (), delay)
 
