@@ -94,6 +94,26 @@ def test_a_new_join_store_under_an_old_snapshot_loses_no_acknowledged_label(base
     assert _outcomes(third) == want
 
 
+def test_a_replacement_store_with_a_longer_log_is_counted_whole(baseline: Baseline, tmp_path: Path) -> None:
+    """The snapshot names the store whose log it covered (``store_id``), so a store file put in
+    place from elsewhere (a backup, another sidecar's) is counted whole even when its log is longer
+    than the snapshot's ``label_seq``: comparing sequence numbers alone would skip its first labels."""
+    state_file, store, other = tmp_path / "state.npz", tmp_path / "j.sqlite", tmp_path / "other.sqlite"
+    first = _state(baseline, store)
+    first.apply_labels([LabelEvent("true", request_id=f"x-{i}") for i in range(50)])
+    save_state(first, state_file, first.clock())
+    first.joins.store.close()
+    elsewhere = _state(baseline, other)
+    elsewhere.apply_labels([LabelEvent("true", request_id=f"y-{i}") for i in range(80)])
+    elsewhere.joins.store.close()
+    store.unlink()
+    other.rename(store)
+    restarted = _state(baseline, store)
+    load_state(restarted, state_file)
+    assert restarted.replay_labels() == 80
+    assert restarted.unmatched_labels == {"unknown_request_id": 50 + 80}
+
+
 def test_a_null_segment_column_is_a_4xx_not_a_500(baseline: Baseline, tmp_path: Path) -> None:
     import requests
 

@@ -146,6 +146,10 @@ class DimsOverflow(JoinStoreError):
     """More distinct dims (or outcome/source words) than the store allows: count it, drop the row."""
 
 
+def _new_id() -> int:
+    return int.from_bytes(os.urandom(7), "big")  # fits an SQLite INTEGER, never negative
+
+
 def request_id_hashes(rids: Sequence[str]) -> npt.NDArray[np.int64]:
     """:func:`otel_ml._token.request_id_hash` of every id, as one int64 array (one C call per id,
     no int objects): the app's tokens carry the same hash, so either finds the same rows."""
@@ -241,6 +245,7 @@ class SqliteJoinStore:
         self._cov: dict[int, dict[int, list[int]]] = {}  # day -> dims -> [predicted, labelled]
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._k = 0
+        self._id = 0
         self._seq = 0
         self._rows = 0
         self._con = self._open(synchronous)
@@ -306,13 +311,14 @@ class SqliteJoinStore:
                 "CREATE TABLE label_log (seq INTEGER PRIMARY KEY, st INTEGER NOT NULL, h INTEGER,"
                 " o INTEGER NOT NULL, src INTEGER NOT NULL, lt REAL NOT NULL, inl INTEGER NOT NULL, m BLOB)"
             )
-            rows = [("schema_version", SCHEMA_VERSION), ("sample_shift", 0), ("seq_floor", 0)]
+            rows = [("schema_version", SCHEMA_VERSION), ("sample_shift", 0), ("seq_floor", 0), ("store_id", _new_id())]
             con.executemany("INSERT INTO meta VALUES (?, ?)", rows + [(c, 0) for c in _COUNTERS])
             con.execute("COMMIT")
         meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise self._fail(f"schema version {meta.get('schema_version')}, this otel-ml reads {SCHEMA_VERSION}")
         self._k = int(meta["sample_shift"])
+        self._id = int(meta["store_id"])
         self._counts = {c: int(meta.get(c, 0)) for c in _COUNTERS}
         for i, key in con.execute("SELECT id, key FROM dims ORDER BY id"):
             if i != len(self._dims_keys):
@@ -378,6 +384,12 @@ class SqliteJoinStore:
     @property
     def sample_ratio(self) -> float:
         return 2.0**-self._k
+
+    @property
+    def store_id(self) -> int:
+        """Random at creation, kept by copies (``save_to``): a state snapshot's ``label_seq`` counts
+        this store's log only, so a snapshot names the store whose log it covered."""
+        return self._id
 
     @property
     def evicted(self) -> dict[str, int]:

@@ -55,6 +55,7 @@ def save_state(state: SidecarState, path: str | os.PathLike[str], now: float) ->
             "saved_at": now,
             "models": [_model_meta(i, m, arrays) for i, m in enumerate(state.models.values())],
             "label_seq": (covered := state.label_seq),
+            "join_store_id": state.joins.store.store_id,  # whose log label_seq counts
             "unmatched_labels": dict(state.unmatched_labels),
             "labels_received": dict(state.labels_received),
             "reexport": sorted(state.reexport),
@@ -89,6 +90,7 @@ class _Staged:
     legacy_join: list[Prediction] = field(default_factory=list)
     reexport: list[Any] = field(default_factory=list)
     label_seq: int = 0
+    join_store_id: int | None = None
     unmatched: dict[str, int] = field(default_factory=dict)
     received: dict[str, int] = field(default_factory=dict)
 
@@ -145,6 +147,8 @@ def _read(state: SidecarState, target: Path) -> _Staged | None:
             )
         staged.reexport = [tuple(x) for x in meta.get("reexport", [])]
         staged.label_seq = int(meta.get("label_seq", 0))
+        store_id = meta.get("join_store_id")
+        staged.join_store_id = None if store_id is None else int(store_id)
         staged.unmatched = _counts(meta.get("unmatched_labels", {}))
         staged.received = _counts(meta.get("labels_received", {}))
     return staged
@@ -180,7 +184,14 @@ def load_state(state: SidecarState, path: str | os.PathLike[str]) -> bool:
         state.models.update(staged.models)
         state.seed_combinations()  # the restored models' budgets count what the store holds
         state.reexport.update(staged.reexport)
-        state.label_seq = staged.label_seq
+        if staged.join_store_id == state.joins.store.store_id:
+            state.label_seq = staged.label_seq
+        else:  # the snapshot counted another store's log (replaced, moved aside, a new path): count all of this one
+            _log.warning(
+                "state file %s covers the log of another join store than %s: its whole log is counted",
+                target,
+                state.joins.store.path or "the one in memory",
+            )
     state.restore_label_counts(staged.unmatched, staged.received)
     if staged.legacy_join:  # a file from before the join store: its waiting predictions move into it
         state.add_predictions(staged.legacy_join)

@@ -320,16 +320,6 @@ class SidecarState:
         """Count the labels logged after the restored snapshot; returns how many were replayed."""
         now = time.time() if now is None else now
         with self.lock:
-            if self.label_seq > self.joins.store.last_seq:
-                # the snapshot counted the log of another store (replaced, moved aside, a new path):
-                # every label in this one's log is newer than the snapshot, and its numbers start low
-                _log.warning(
-                    "the state snapshot covers label %d, the join store's log ends at %d: it is another"
-                    " store, its whole log is counted",
-                    self.label_seq,
-                    self.joins.store.last_seq,
-                )
-                self.label_seq = 0
             before = self.label_seq
             result = self.joins.replay(self.label_seq)
             self._count_joined(result, now)
