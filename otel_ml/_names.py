@@ -187,6 +187,42 @@ CARDINALITY_OVERFLOW: Final = Instrument(
 ATTR_ATTRIBUTE: Final = "ml.attribute"  # which segment key, feature or label overflowed
 LABEL_ATTRIBUTE: Final = prometheus_label(ATTR_ATTRIBUTE)
 
+# --- shadow scoring: a second version scored off the request path on the same input ------------
+# The comparison series carry the primary's ml_model_version and the shadow's ml_shadow_version.
+ATTR_SHADOW_VERSION: Final = "ml.shadow.version"
+LABEL_SHADOW_VERSION: Final = prometheus_label(ATTR_SHADOW_VERSION)
+ATTR_FLIP: Final = "ml.flip"  # "none", or "<primary decision>_to_<shadow decision>"
+LABEL_FLIP: Final = prometheus_label(ATTR_FLIP)
+FLIP_NONE: Final = "none"
+ATTR_DROP_REASON: Final = "reason"
+SHADOW_DROP_REASONS: Final = ("queue_full", "error", "timeout")
+# span-only: on the shadow's own ml.predict span, the version whose request it shadowed
+ATTR_SHADOW_OF: Final = "ml.shadow.primary_version"
+SHADOW_PAIRS: Final = Instrument(
+    "ml.shadow.pairs",
+    "{pair}",
+    "counter",
+    "ml_shadow_pairs",
+    "Requests scored by the primary and a shadow version, by segment and decision flip (none = same decision).",
+)
+SHADOW_SCORE_DIFFERENCE: Final = Instrument(
+    "ml.shadow.score_difference",
+    "{score}",
+    "histogram",
+    "ml_shadow_score_difference",
+    "Shadow score minus primary score on the same request (symmetric buckets around 0).",
+)
+SHADOW_DROPPED: Final = Instrument(
+    "ml.shadow.dropped",
+    "{request}",
+    "counter",
+    "ml_shadow_dropped",
+    "Requests the shadow did not score or compare, by reason (queue_full, error, timeout).",
+)
+# Buckets of shadow - primary: symmetric, finer near 0 where most pairs of close versions fall.
+_SHADOW_HALF: Final = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+SHADOW_DIFFERENCE_BUCKETS: Final[tuple[float, ...]] = (*(-b for b in reversed(_SHADOW_HALF)), 0.0, *_SHADOW_HALF)
+
 APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     FEATURE_VALUE,
     FEATURE_CATEGORY,
@@ -198,6 +234,9 @@ APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     PREDICTION_FALLBACKS,
     INSTRUMENTATION_ERRORS,
     CARDINALITY_OVERFLOW,
+    SHADOW_PAIRS,
+    SHADOW_SCORE_DIFFERENCE,
+    SHADOW_DROPPED,
 )
 
 INSTRUMENTS: Final[dict[str, Instrument]] = {i.otel_name: i for i in APP_INSTRUMENTS}
@@ -523,6 +562,20 @@ LABEL_THRESHOLD: Final = "ml_threshold"  # "served" (the decision) or a score ed
 THRESHOLD_SERVED: Final = "served"
 LABEL_METRIC: Final = "ml_metric"  # roc_auc, precision, recall, f1, accuracy
 LABEL_COHORT_AGE: Final = "ml_cohort_age"
+# A label joined to a primary and a shadow prediction of one request: who was right (McNemar's b and c).
+LABEL_PAIR_OUTCOME: Final = "ml_pair_outcome"
+PAIR_OUTCOMES: Final = ("both_correct", "primary_only", "shadow_only", "both_wrong")
+SHADOW_LABELLED_PAIRS: Final = Instrument(
+    "ml.shadow.labelled_pairs",
+    "{pair}",
+    "counter",
+    "ml_shadow_labelled_pairs",
+    "Labelled requests with a primary and a shadow prediction, by segment and which decision was right.",
+)
+# Recording-rule labels of the version comparison (ml:version_verdict:<w>, ml:version_check:<w>).
+LABEL_CANDIDATE_VERSION: Final = "ml_candidate_version"
+LABEL_REFERENCE_VERSION: Final = "ml_reference_version"
+LABEL_CHECK: Final = "ml_check"
 COHORT_AGES: Final = ("1d", "7d", "30d")  # its values: the day of predictions that ended this long ago
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
@@ -612,5 +665,6 @@ SIDECAR_COUNTERS: Final[tuple[Instrument, ...]] = (
     LABELLED_SCORE_BIN_SUM,
     LABEL_DELAY,
     LABEL_NEGATIVE_DELAYS,
+    SHADOW_LABELLED_PAIRS,
 )
 _SAMPLE_INSTRUMENT: Final = _samples_of(APP_INSTRUMENTS + SIDECAR_COUNTERS)
