@@ -15,10 +15,10 @@ import numpy.typing as npt
 from .. import _names as n
 from .._binning import DEFAULT_SCORE_EDGES
 from .._label_hygiene import label_value
-from .._names import DURATION_BUCKETS, LABEL_DELAY_BUCKETS, le_labels
+from .._names import DURATION_BUCKETS, LABEL_DELAY_BUCKETS, SHADOW_DIFFERENCE_BUCKETS, le_labels
 from ..baseline import Baseline
 from ._series import Labels, SeriesKey
-from ._series_index import DELAY_SCOPE, DURATION_SCOPE, SCORE_SCOPE, SeriesIndex
+from ._series_index import DELAY_SCOPE, DURATION_SCOPE, SCORE_SCOPE, SHADOW_SCOPE, SeriesIndex
 
 __all__ = ["FeatureLayout", "NumericLayout", "CategoricalLayout", "exposition_safe"]
 
@@ -111,6 +111,7 @@ class FeatureLayout:
         self.score_buckets = _score_buckets(baseline, series)
         series.allowed_le[DURATION_SCOPE] = frozenset(le_labels(DURATION_BUCKETS))
         series.allowed_le[DELAY_SCOPE] = frozenset(le_labels(LABEL_DELAY_BUCKETS))
+        series.allowed_le[SHADOW_SCOPE] = frozenset(le_labels(SHADOW_DIFFERENCE_BUCKETS))
         rows = [f.buckets for f in self.numeric] + [c.bins for c in self.categorical]
         width = max((r.size for r in rows), default=1)
         self.feature_names = tuple(f.name for f in self.numeric) + tuple(c.name for c in self.categorical)

@@ -243,6 +243,8 @@ def parse_predictions(body: bytes, max_rows: int) -> list[Prediction]:
             raise _bad(where, "needs model and version", bad)
         model = _scalar_text(block["model"], where + ".model", bad)
         version = _scalar_text(block["version"], where + ".version", bad)
+        shadow_of = block.get("shadow_of")  # a batch job scoring a candidate on the primary's requests
+        shadow_of = None if shadow_of is None else _scalar_text(shadow_of, where + ".shadow_of", bad)
         rids = block.get("request_ids")
         if not isinstance(rids, list):
             raise _bad(where + ".request_ids", "expected a list of request ids", bad)
@@ -280,6 +282,7 @@ def parse_predictions(body: bytes, max_rows: int) -> list[Prediction]:
                     _decision(decisions[j], row + ".decision", bad),
                     segments,
                     _timestamp(times[j], row + ".time", bad) or 0.0,
+                    shadow_of,
                 )
             )
     return out

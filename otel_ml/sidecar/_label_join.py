@@ -35,6 +35,7 @@ class JoinResult:
     """What a batch of labels did: the joined ones, unmatched per reason, received per source."""
 
     joined: list[JoinedLabel] = field(default_factory=list)
+    pairs: list[tuple[JoinedLabel, JoinedLabel]] = field(default_factory=list)  # (primary, shadow) of one label
     unmatched: dict[str, int] = field(default_factory=dict)
     received: dict[str, int] = field(default_factory=dict)
     last_seq: int = 0
@@ -44,15 +45,21 @@ class JoinResult:
 
 
 def _dims_key(p: Prediction) -> tuple[str, ...]:
+    """model, version, decision, the segment pairs flat, and for a shadow's prediction the primary
+    version last (an even length says it is there, so keys interned before shadows still decode)."""
     flat = [p.model, p.version, p.decision or ""]
     for key, value in p.segments:
         flat += (key, value)
+    if p.shadow_of is not None:
+        flat.append(p.shadow_of)
     return tuple(flat)
 
 
-def _decoded(key: tuple[str, ...]) -> tuple[str, str, str | None, tuple[tuple[str, str], ...]]:
-    """(model, version, decision, segments) of a key :func:`_dims_key` made."""
-    return key[0], key[1], key[2] or None, tuple(zip(key[3::2], key[4::2]))
+def _decoded(key: tuple[str, ...]) -> tuple[str, str, str | None, tuple[tuple[str, str], ...], str | None]:
+    """(model, version, decision, segments, shadow_of) of a key :func:`_dims_key` made."""
+    shadow_of = key[-1] if len(key) % 2 == 0 else None
+    pairs = key[3:-1] if shadow_of is not None else key[3:]
+    return key[0], key[1], key[2] or None, tuple(zip(pairs[::2], pairs[1::2])), shadow_of
 
 
 class LabelJoin:
@@ -148,20 +155,22 @@ class LabelJoin:
         if entry.status != "joined":
             result.miss(entry.status)
             return
-        for match in entry.matches:
-            result.joined.append(JoinedLabel(self.prediction_of(match), entry.outcome, entry.label_time))
+        joined = [JoinedLabel(self.prediction_of(match), entry.outcome, entry.label_time) for match in entry.matches]
+        result.joined += joined
+        if len(joined) > 1:
+            result.pairs += shadow_pairs(joined)
 
     def prediction_of(self, match: Match) -> Prediction:
-        model, version, decision, segments = _decoded(self.store.dims_key(match.dims))
+        model, version, decision, segments, shadow_of = _decoded(self.store.dims_key(match.dims))
         score = None if match.score is None or match.score != match.score else float(match.score)
-        return Prediction("", model, version, score, decision, segments, float(match.time))
+        return Prediction("", model, version, score, decision, segments, float(match.time), shadow_of)
 
     def combinations(self) -> dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]]:
         """The (decision, segments) combinations the store has interned, per model version: what a
         restarted sidecar counts against each model's combination budget."""
         out: dict[tuple[str, str], set[tuple[str | None, tuple[tuple[str, str], ...]]]] = {}
         for d in range(self.store.dims_count):
-            model, version, decision, segments = _decoded(self.store.dims_key(d))
+            model, version, decision, segments, _ = _decoded(self.store.dims_key(d))
             out.setdefault((model, version), set()).add((decision, segments))
         return out
 
@@ -171,12 +180,25 @@ class LabelJoin:
         out: dict[tuple[str, str, str, str], list[int]] = {}
         by_seconds = {seconds: name for name, seconds in COHORT_AGES.items()}
         for (age, dims), (predicted, labelled) in self.store.coverage(now, tuple(COHORT_AGES.values())).items():
-            model, version, decision, _ = _decoded(self.store.dims_key(dims))
+            model, version, decision, _, _ = _decoded(self.store.dims_key(dims))
             for shown in ("__all__", decision or "none"):
                 cell = out.setdefault((model, version, by_seconds[age], shown), [0, 0])
                 cell[0] += predicted
                 cell[1] += labelled
         return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def shadow_pairs(joined: Sequence[JoinedLabel]) -> list[tuple[JoinedLabel, JoinedLabel]]:
+    """(primary, shadow) among the predictions one label joined: a shadow's row names the version
+    it shadowed, and that version's own (not shadow) row of the same model is its primary."""
+    primaries = {(j.prediction.model, j.prediction.version): j for j in joined if j.prediction.shadow_of is None}
+    out = []
+    for j in joined:
+        p = j.prediction
+        primary = None if p.shadow_of is None else primaries.get((p.model, p.shadow_of))
+        if primary is not None:
+            out.append((primary, j))
+    return out
 
 
 def joined_by_model(joined: Iterable[JoinedLabel]) -> dict[tuple[str, str], list[JoinedLabel]]:

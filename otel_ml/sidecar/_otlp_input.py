@@ -260,6 +260,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                     continue
                 score = attrs.get(n.ATTR_SCORE)
                 decision = attrs.get(n.ATTR_PREDICTION_DECISION)
+                shadow_of = attrs.get(n.ATTR_SHADOW_OF)
                 segments = tuple(
                     sorted(
                         (label_value(k[len(n.ATTR_SEGMENT_PREFIX) :]), label_value(_label_value(v)))
@@ -276,6 +277,7 @@ def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Predicti
                         None if decision is None else label_value(_label_value(decision)),
                         segments,
                         span.start_time_unix_nano / 1e9,
+                        None if not shadow_of else label_value(_label_value(shadow_of)),
                     )
                 )
     return out

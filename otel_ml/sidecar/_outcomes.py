@@ -6,7 +6,9 @@ value: the score histogram by outcome (the baseline's score edges; per-bin count
 stored histogram), the scores' sum per bin (calibration error), the served rule's confusion
 counts, and the squared-error and log-loss sums (exact); per model, the label delay histogram.
 These are counts Prometheus can sum across sidecars and evaluate over any window, the same
-counts the sidecar's own gauges are computed from (``_performance``).
+counts the sidecar's own gauges are computed from (``_performance``). A label that joins a
+primary's and a shadow's prediction of one request also counts the pair by who was right
+(:func:`pair_samples`), McNemar's discordant cells for the version verdict.
 Squared error, log loss and bin sums need a probability: scores outside [0, 1] count only in the
 histogram and the confusion counts.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "JoinedLabel",
     "OutcomeCounts",
     "OutcomeVocabulary",
+    "pair_samples",
     "normalize_outcome",
     "describe_kind",
     "LOG_LOSS_EPSILON",
@@ -159,6 +162,40 @@ class OutcomeCounts:
             touched.add((n.LABEL_DELAY.bucket_series, (), _DELAY_LE))
             _add(acc, n.LABEL_DELAY.count_series, (), 1.0)
             _add(acc, n.LABEL_DELAY.sum_series, (), delay)
+
+
+def pair_samples(
+    pairs: Iterable[tuple[JoinedLabel, JoinedLabel]], positive_decision: str, positive_outcome: str, multiclass: bool
+) -> dict[tuple[str, str], list[RawSample]]:
+    """``ml_shadow_labelled_pairs_total`` deltas per primary (model, version), by the primary's
+    segments and :data:`~otel_ml._names.PAIR_OUTCOMES`. A decision is right when it says positive
+    (``positive_decision``) exactly when the label is positive; multiclass, when it names the
+    label's class. A pair with no decision on either side is not a pair anyone can judge."""
+    out: dict[tuple[str, str], dict[tuple[str, Labels], float]] = {}
+    both, primary_only, shadow_only, neither = n.PAIR_OUTCOMES
+    for primary, shadow in pairs:
+        p, s = primary.prediction, shadow.prediction
+        if p.decision is None or s.decision is None:
+            continue
+        if multiclass:
+            p_right, s_right = p.decision == primary.outcome, s.decision == primary.outcome
+        else:
+            positive = primary.outcome == positive_outcome
+            p_right, s_right = (
+                (p.decision == positive_decision) == positive,
+                (s.decision == positive_decision) == positive,
+            )
+        cell = (both if s_right else primary_only) if p_right else (shadow_only if s_right else neither)
+        acc = out.setdefault((p.model, p.version), {})
+        for key, segment in ((n.ALL, n.ALL), *p.segments):
+            labels = (
+                (n.LABEL_SHADOW_VERSION, s.version),
+                (n.LABEL_SEGMENT_KEY, key),
+                (n.LABEL_SEGMENT, segment),
+                (n.LABEL_PAIR_OUTCOME, cell),
+            )
+            _add(acc, n.SHADOW_LABELLED_PAIRS.series, labels, 1.0)
+    return {model: [(name, labels, value) for (name, labels), value in acc.items()] for model, acc in out.items()}
 
 
 def _add(acc: dict[tuple[str, Labels], float], name: str, labels: Labels, value: float) -> None:

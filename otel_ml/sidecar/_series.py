@@ -82,7 +82,8 @@ class MetricBatch:
 @dataclass(frozen=True)
 class Prediction:
     """One prediction (an ``ml.predict`` span, a row of ``/v1/predictions``, an inline label or a
-    token), kept until its label arrives. ``time`` is its Unix time; 0 means "when it arrived"."""
+    token), kept until its label arrives. ``time`` is its Unix time; 0 means "when it arrived".
+    ``shadow_of`` is the primary version when this is a shadow's prediction of the same request."""
 
     request_id: str
     model: str
@@ -91,6 +92,7 @@ class Prediction:
     decision: str | None
     segments: tuple[tuple[str, str], ...]
     time: float = 0.0
+    shadow_of: str | None = None
 
 
 @dataclass

@@ -32,13 +32,14 @@ from ._series import (
     bins_from_cumulative,
 )
 
-__all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE", "DELAY_SCOPE"]
+__all__ = ["SeriesIndex", "SCORE_SCOPE", "DURATION_SCOPE", "DELAY_SCOPE", "SHADOW_SCOPE"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 SCORE_SCOPE = "__score__"  # the allowed-``le`` scope of the score histogram (features use their name)
 DURATION_SCOPE = "__duration__"
 DELAY_SCOPE = "__label_delay__"
+SHADOW_SCOPE = "__shadow_difference__"
 _RESOLVE_KEY_CHARS = 4096  # raw series with more label text than this are resolved, not remembered
 _RESOLVE_CACHE_CHARS = 8_000_000  # label text the resolve cache may hold before it starts over
 _SCOPES = {  # histograms whose buckets are not a feature's: the scope of their allowed ``le`` values
@@ -46,6 +47,7 @@ _SCOPES = {  # histograms whose buckets are not a feature's: the scope of their 
     n.PREDICTION_DURATION: DURATION_SCOPE,
     n.LABELLED_SCORE: SCORE_SCOPE,  # labelled scores use the score's own edges
     n.LABEL_DELAY: DELAY_SCOPE,
+    n.SHADOW_SCORE_DIFFERENCE: SHADOW_SCOPE,
 }
 _SCOPED_BUCKETS = {i.bucket_series: scope for i, scope in _SCOPES.items()}
 _SCOPE_OF_FAMILY = {i.prometheus: scope for i, scope in _SCOPES.items()}
@@ -57,6 +59,10 @@ _BOUNDED_LABELS = {
     n.LABEL_FALLBACK_REASON,
     n.LABEL_ATTRIBUTE,
     n.LABEL_OUTCOME,
+    n.LABEL_SHADOW_VERSION,
+    n.LABEL_FLIP,
+    n.LABEL_PAIR_OUTCOME,
+    n.LABEL_REASON,
 }
 
 

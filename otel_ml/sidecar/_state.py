@@ -27,7 +27,7 @@ from ._join_store import JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
 from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
-from ._outcomes import OutcomeCounts, OutcomeVocabulary
+from ._outcomes import OutcomeCounts, OutcomeVocabulary, pair_samples
 from ._outputs import OutputSettings, model_outputs, reference_outputs
 from ._series import SUM_SERIES, ApplyResult, Gauge, IngestError, LimitSettings, MetricBatch, Prediction
 from ._throttle import Throttle
@@ -247,13 +247,20 @@ class SidecarState:
             for model, version in {(p.model, p.version) for p in kept} - self.models.keys():
                 self._note_unmatched(model, version)
             added, overflow = self.joins.add(
-                [self.models[(p.model, p.version)].bounded_prediction(p) for p in known], now
+                [self._shadow_known(self.models[(p.model, p.version)].bounded_prediction(p)) for p in known], now
             )
             if overflow:
                 self._error("join_dims_budget", overflow)
             self._count_ingested(source)
             self.generation += 1
             return added
+
+    def _shadow_known(self, p: Prediction) -> Prediction:
+        """A shadow's prediction names its primary only if a baseline describes that version: the
+        pair's counters live with the primary, and the name is stored in the join store's ids."""
+        if p.shadow_of is None or (p.model, p.shadow_of) in self.models:
+            return p
+        return replace(p, shadow_of=None)
 
     def _error(self, reason: str, amount: int = 1) -> None:
         self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + amount
@@ -337,6 +344,14 @@ class SidecarState:
                 self._error("unknown_model", len(joined))
                 continue
             model.apply(LABELS_SOURCE, self.outcome_counts[key].samples(joined), now=now, cumulative=False)
+        outputs = self.settings.outputs
+        pairs = pair_samples(
+            result.pairs, outputs.positive_decision, self.vocabulary.positive, self.settings.multiclass
+        )
+        for key, samples in pairs.items():
+            primary = self.models.get(key)
+            if primary is not None:  # None: a replayed pair whose primary's baseline is no longer loaded
+                primary.apply(LABELS_SOURCE, samples, now=now, cumulative=False)
         self.label_seq = max(self.label_seq, result.last_seq)
         if self.joins.store.path is None:
             self.joins.store.forget_log(self.label_seq)  # nothing persists: the log has no reader
