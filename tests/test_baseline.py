@@ -626,3 +626,25 @@ class TestLabelledBaseline:
         assert b.score.positive_label == "repaid" and b.score.labelled_count == 5900
         assert b.score.decision_threshold == 0.5 and b.score.performance is not None
         assert set(b.score.performance.value) == {"roc_auc", "precision", "recall", "f1", "accuracy"}
+
+    def test_cli_score_edges_from_a_stable_version(self, tmp_path: Path) -> None:
+        """A candidate fitted with its stable version's score edges shares every score bucket with
+        it (the threshold is still an edge), and its fractions are counted on those edges."""
+        rng = np.random.default_rng(3)
+        stable_scores, candidate_scores = rng.beta(2, 5, 4000), rng.beta(2.5, 5, 4000)
+        stable = fit_baseline({"x": stable_scores}, model="m", version="7", scores=stable_scores, decision=0.5)
+        stable_path = tmp_path / "v7.json"
+        stable.save(stable_path)
+        data = tmp_path / "train.csv"
+        pd.DataFrame({"x": candidate_scores, "score": candidate_scores}).to_csv(data, index=False)
+        out = tmp_path / "v8.json"
+        args = ["baseline", "fit", str(data), "--model", "m", "--version", "8", "-o", str(out), "--no-progress"]
+        assert cli([*args, "--score-column", "score", "--score-edges-from", str(stable_path)]) == 0
+        candidate = Baseline.load(out)
+        assert stable.score is not None and candidate.score is not None
+        assert candidate.score.edges == stable.score.edges and 0.5 in candidate.score.edges
+        expected = np.histogram(candidate_scores, bins=[-np.inf, *stable.score.edges, np.inf])[0]  # no ties at edges
+        np.testing.assert_allclose(candidate.score.fractions, expected / expected.sum(), atol=1e-12)
+        no_score = tmp_path / "plain.json"
+        fit_baseline({"x": stable_scores}, model="m", version="6").save(no_score)
+        assert cli([*args, "--score-column", "score", "--score-edges-from", str(no_score)]) == 2

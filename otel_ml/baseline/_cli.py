@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
         default=DEFAULT_SCORE_BINS,
         help="quantile bins for the score (30: binned AUC within ~2e-3 of the exact AUC)",
     )
+    fit.add_argument(
+        "--score-edges-from",
+        metavar="BASELINE",
+        help="use this baseline's score edges instead of quantiles (a new version fitted with its stable"
+        " version's edges shares every score bucket with it: the canary's score PSI uses them all)",
+    )
     fit.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary size per categorical feature")
     fit.add_argument(
         "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
@@ -79,12 +85,22 @@ def _add_outcome_arguments(fit: argparse.ArgumentParser) -> None:
     )
 
 
+def _score_edges_of(path: str) -> tuple[float, ...]:
+    from ._profile import Baseline, BaselineError
+
+    score = Baseline.load(path).score
+    if score is None:
+        raise BaselineError(f"{path}: has no score profile to take the score edges from")
+    return score.edges
+
+
 def _fit(args: argparse.Namespace) -> int:
     from ._files import read_table
     from ._fit import fit_baseline
     from ._profile import BaselineError
 
     try:
+        edges = None if args.score_edges_from is None else _score_edges_of(args.score_edges_from)
         text_columns = [
             *args.categorical,
             *args.segments,
@@ -108,6 +124,7 @@ def _fit(args: argparse.Namespace) -> int:
             decision=args.decision_threshold,
             label_column=args.label_column,
             positive_label=args.positive_label,
+            score_edges=edges,
             chunk_size=args.chunk_size,
         )
     except (BaselineError, FileNotFoundError, ValueError, ImportError) as exc:

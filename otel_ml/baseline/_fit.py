@@ -14,6 +14,7 @@ whole columns.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import replace
 from typing import Any
@@ -85,11 +86,15 @@ def _fractions(counts: npt.NDArray[np.int64]) -> tuple[float, ...]:
 
 
 def _fit_numeric(
-    name: str, values: npt.NDArray[np.float64], bins: int, extra_edge: float | None = None
+    name: str,
+    values: npt.NDArray[np.float64],
+    bins: int,
+    extra_edge: float | None = None,
+    edges_given: Sequence[float] | None = None,
 ) -> NumericProfile:
     finite_mask = np.isfinite(values)
     finite = values[finite_mask]
-    edges = quantile_edges(finite, bins)
+    edges = quantile_edges(finite, bins) if edges_given is None else np.unique(np.asarray(edges_given, np.float64))
     if extra_edge is not None:  # the decision threshold: le=t then splits the decisions exactly
         edges = np.union1d(edges, [extra_edge])
     counts = np.bincount(bin_index(edges, finite), minlength=edges.size + 1)
@@ -201,6 +206,7 @@ def fit_baseline(
     labels: Iterable[Any] | None = None,
     positive_label: Any = "true",
     chunk_size: int | None = None,
+    score_edges: Sequence[float] | None = None,
 ) -> Baseline:
     """Fit a reference profile from a DataFrame, pyarrow table, dict of columns or list of rows.
 
@@ -220,6 +226,11 @@ def fit_baseline(
     rest). Rows without a label or a finite score are left out of the calibration and the
     performance; ``score.labelled_count`` says how many were used. (Long only for its keyword
     arguments and these docs: each step is a helper below.)
+
+    ``score_edges`` replaces the score's quantile edges with given ones (the decision threshold is
+    still added): fit a candidate version with its stable version's edges
+    (``score_edges=stable.score.edges``) and the two versions' score histograms share every
+    bucket, so the canary's score PSI against the stable version uses all of them.
     """
     if not model or not version:
         raise BaselineError("model and version must be non-empty")
@@ -237,7 +248,7 @@ def fit_baseline(
     if score_values is not None:
         decisions = _decisions(columns, score_values, decision_column, decision)
         rates = {} if decisions is None else _decision_rates(columns, decisions, segments, segment_budget)
-        score = _fit_score(score_values, score_bins, _threshold(decision), rates)
+        score = _fit_score(score_values, score_bins, _threshold(decision), rates, score_edges)
         if label_values is not None:
             score = _fit_labels(score, score_values, label_values, decisions, positive_label, chunk_size)
     elif decision_column is not None or decision is not None:
@@ -256,10 +267,17 @@ def fit_baseline(
 
 
 def _fit_score(
-    values: npt.NDArray[np.float64], bins: int, threshold: float | None, rates: dict[str, Any]
+    values: npt.NDArray[np.float64],
+    bins: int,
+    threshold: float | None,
+    rates: dict[str, Any],
+    edges: Sequence[float] | None = None,
 ) -> ScoreProfile:
-    """The score's quantile bins, with the served threshold as one more edge so ``le=t`` splits the decisions."""
-    s = _fit_numeric("score", values, bins, extra_edge=threshold)
+    """The score's quantile bins (or given edges), with the served threshold as one more edge so
+    ``le=t`` splits the decisions."""
+    if edges is not None and (not len(edges) or not all(math.isfinite(e) for e in edges)):
+        raise BaselineError("score_edges must be a non-empty list of finite numbers")
+    s = _fit_numeric("score", values, bins, extra_edge=threshold, edges_given=edges)
     return ScoreProfile(s.edges, s.fractions, s.count, rates, decision_threshold=threshold)
 
 
