@@ -5,6 +5,8 @@ for any tabular risk model: a logistic regression flags cases for review when th
 is above 0.5. Two categorical columns, ``region`` and ``channel``, are added with a fixed seed
 so the demo can show segments and the "US" -> "United States" encoding failure; the model
 one-hot encodes them, so an unseen value really makes it run blind on that input.
+A second version (``v2``, more strongly regularised, trained on another split) is scored as a
+shadow on the same requests, so the demo and the end-to-end test show the version comparison.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ REGIONS = ("US", "EU", "APAC", "LATAM")
 CHANNELS = ("web", "mobile", "branch")
 THRESHOLD = 0.5
 MODEL_NAME, MODEL_VERSION = "risk", "v1"
+CANDIDATE_VERSION = "v2"
 
 
 @dataclass
@@ -42,10 +45,16 @@ class DemoModel:
     frame: Any  # pandas DataFrame of features (numeric + categorical)
     labels: Any  # numpy array: 1 = malignant ("positive": should be flagged)
     baseline: Baseline
+    candidate: Any = None  # the v2 pipeline the demo scores in shadow
+    candidate_baseline: Baseline | None = None
 
     def score(self, features: Any) -> Any:
         """P(positive) for a DataFrame of rows."""
         return self.pipeline.predict_proba(features)[:, 1]
+
+    def score_candidate(self, features: Any) -> Any:
+        """The candidate version's P(positive) for a DataFrame of rows."""
+        return self.candidate.predict_proba(features)[:, 1]
 
 
 def _frame(seed: int) -> tuple[Any, Any]:
@@ -71,32 +80,33 @@ def train_demo_model(seed: int = 7) -> DemoModel:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     frame, labels = _frame(seed)
-    train, _, y_train, _ = train_test_split(frame, labels, test_size=0.3, random_state=seed, stratify=labels)
-    pipeline = Pipeline(
-        [
-            (
-                "encode",
-                ColumnTransformer(
-                    [
-                        ("numeric", StandardScaler(), list(NUMERIC.values())),
-                        ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
-                    ]
-                ),
-            ),
-            ("classify", LogisticRegression(max_iter=1000)),
-        ]
-    )
-    pipeline.fit(train, y_train)
-    scores = pipeline.predict_proba(frame)[:, 1]
-    baseline = fit_baseline(
-        frame,
-        model=MODEL_NAME,
-        version=MODEL_VERSION,
-        scores=scores,
-        labels=labels,  # the reference calibration and performance: CBPE and the realised-drop alert
-        segments=[SEGMENT],
-        decision=THRESHOLD,
-        bins=8,
-        score_bins=8,
-    )
-    return DemoModel(pipeline, frame, labels, baseline)
+
+    def train(split_seed: int, c: float) -> Any:
+        part, _, y_part, _ = train_test_split(frame, labels, test_size=0.3, random_state=split_seed, stratify=labels)
+        encode = ColumnTransformer(
+            [
+                ("numeric", StandardScaler(), list(NUMERIC.values())),
+                ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
+            ]
+        )
+        return Pipeline([("encode", encode), ("classify", LogisticRegression(C=c, max_iter=1000))]).fit(part, y_part)
+
+    def profile(version: str, scores: Any, score_edges: Any = None) -> Baseline:
+        return fit_baseline(
+            frame,
+            model=MODEL_NAME,
+            version=version,
+            scores=scores,
+            labels=labels,  # the reference calibration and performance: CBPE and the realised-drop alert
+            segments=[SEGMENT],
+            decision=THRESHOLD,
+            bins=8,
+            score_bins=8,
+            score_edges=score_edges,  # v2 on v1's edges: the versions' score buckets line up
+        )
+
+    pipeline, candidate = train(seed, 1.0), train(seed + 1, 0.3)
+    baseline = profile(MODEL_VERSION, pipeline.predict_proba(frame)[:, 1])
+    assert baseline.score is not None
+    candidate_baseline = profile(CANDIDATE_VERSION, candidate.predict_proba(frame)[:, 1], baseline.score.edges)
+    return DemoModel(pipeline, frame, labels, baseline, candidate, candidate_baseline)
