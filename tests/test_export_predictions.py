@@ -51,6 +51,11 @@ def test_optional_columns_are_left_out() -> None:
     assert set(body) == {"model", "version", "request_ids", "scores"}
 
 
+def test_a_candidate_scored_on_the_primarys_requests_names_it_in_every_chunk() -> None:
+    chunks = bodies(version="v8", shadow_of="v7", request_ids=["a", "b", "c"], scores=[0.1, 0.2, 0.3], chunk_rows=2)
+    assert [(b["version"], b["shadow_of"]) for _, b in chunks] == [("v8", "v7"), ("v8", "v7")]
+
+
 def test_chunks_split_every_column_in_order() -> None:
     n = 10
     ids = [f"r{i}" for i in range(n)]
@@ -110,6 +115,8 @@ def test_nullable_pandas_scores() -> None:
         ({"request_ids": ["a"], "scores": [0.1], "segments": {"": ["x"]}}, "segment keys"),
         ({"request_ids": ["a"], "scores": [0.1], "model": ""}, "non-empty strings"),
         ({"request_ids": ["a"], "scores": [0.1], "chunk_rows": 0}, "chunk_rows"),
+        ({"request_ids": ["a"], "scores": [0.1], "shadow_of": ""}, "another version"),
+        ({"request_ids": ["a"], "scores": [0.1], "version": "v7", "shadow_of": "v7"}, "another version"),
     ],
 )
 def test_invalid_arguments_are_refused_before_anything_is_sent(kwargs: dict[str, Any], match: str) -> None:

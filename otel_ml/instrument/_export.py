@@ -53,6 +53,7 @@ def export_predictions(
     decisions: Any = None,
     segments: Mapping[str, Any] | None = None,
     times: Any = None,
+    shadow_of: str | None = None,
     timeout: float = 10.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     headers: Mapping[str, str] | None = None,
@@ -64,7 +65,9 @@ def export_predictions(
     numbers (``None`` or NaN: no score; infinite values are refused), ``decisions`` and the
     columns of ``segments`` any scalars, spelled as the app spells labels (``True`` is
     ``"true"``, ``1.0`` is ``"1"``); ``times`` unix seconds (default: when the sidecar receives
-    them). Lists, numpy arrays and pandas Series all work. Everything is checked before the
+    them). ``shadow_of`` names the version whose requests these predictions re-scored (a
+    candidate scored offline on the primary's request ids): a label for such a request id then
+    also counts the pair. Lists, numpy arrays and pandas Series all work. Everything is checked before the
     first request; a refused or failed request raises :class:`PredictionExportError`.
     """
     url = _url(endpoint)
@@ -76,6 +79,7 @@ def export_predictions(
         decisions=decisions,
         segments=segments,
         times=times,
+        shadow_of=shadow_of,
         chunk_rows=chunk_rows,
     )
     sent = 0
@@ -94,6 +98,7 @@ def encode_prediction_chunks(
     decisions: Any = None,
     segments: Mapping[str, Any] | None = None,
     times: Any = None,
+    shadow_of: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Iterator[tuple[int, bytes]]:
     """The request bodies :func:`export_predictions` sends: ``(rows, gzip(JSON))`` per chunk.
@@ -101,6 +106,8 @@ def encode_prediction_chunks(
     All arguments are validated here, before the first chunk is yielded."""
     if not isinstance(model, str) or not model or not isinstance(version, str) or not version:
         raise ValueError("model= and version= must be non-empty strings")
+    if shadow_of is not None and (not isinstance(shadow_of, str) or not shadow_of or shadow_of == version):
+        raise ValueError("shadow_of= must be another version's name (a non-empty string)")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     ids = _request_ids(request_ids)
@@ -114,13 +121,14 @@ def encode_prediction_chunks(
         columns["segments"] = {key: _labels(col, n, f"segments[{key!r}]") for key, col in segments.items()}
     if times is not None:
         columns["times"] = _times(times, n)
-    return _chunks(model, version, columns, n, chunk_rows)
+    head = {"model": model, "version": version, **({} if shadow_of is None else {"shadow_of": shadow_of})}
+    return _chunks(head, columns, n, chunk_rows)
 
 
-def _chunks(model: str, version: str, columns: dict[str, Any], n: int, size: int) -> Iterator[tuple[int, bytes]]:
+def _chunks(head: dict[str, str], columns: dict[str, Any], n: int, size: int) -> Iterator[tuple[int, bytes]]:
     for start in range(0, n, size):
         stop = min(start + size, n)
-        body: dict[str, Any] = {"model": model, "version": version}
+        body: dict[str, Any] = dict(head)
         for name, column in columns.items():
             if isinstance(column, dict):
                 body[name] = {key: values[start:stop] for key, values in column.items()}
