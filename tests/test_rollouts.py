@@ -266,6 +266,11 @@ def test_the_query_answers_promote_roll_back_and_inconclusive_from_a_real_promet
 
     if stack_binaries() is None:
         pytest.skip("apt-get install prometheus prometheus-alertmanager")
+    recorded = {
+        r.get("record") for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]
+    }
+    verdict = n.windowed(n.VERSION_VERDICT_RECORD, ARGS["window"])
+    assert verdict in recorded, f"{verdict} is not in the committed alert_rules/: run otel-ml mixin generate"
     models = [
         _Counters("loans", flip_share=0.01),  # 1 % flips, well inside the budget
         _Counters("cards", flip_share=0.20),  # 20 % flips
