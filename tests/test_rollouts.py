@@ -259,6 +259,41 @@ class _Target:
         self.server.server_close()
 
 
+CASES = {  # name: (Argo args, the verdict the query must return)
+    "within budget": ({**ARGS, "model-name": "loans", "candidate-version": "v8"}, 1.0),
+    "flipping too much": ({**ARGS, "model-name": "cards", "candidate-version": "v8"}, -1.0),
+    "50 pairs": ({**ARGS, "model-name": "tiny", "candidate-version": "v8"}, 0.0),
+    "zero traffic": ({**ARGS, "model-name": "loans", "candidate-version": "v9"}, 0.0),
+    "no such model": ({**ARGS, "model-name": "nope", "candidate-version": "v8"}, 0.0),
+}
+
+
+def _recorded_in_rule_files() -> set[str]:
+    groups = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
+    return {r["record"] for g in groups for r in g["rules"] if "record" in r}
+
+
+def _check_answers(stack: Any) -> None:
+    """Wait for the verdicts that move, then every case: one finite number, the controllers' decisions."""
+
+    def answers() -> dict[str, list[float]]:
+        return {
+            name: [float(r["value"][1]) for r in stack.query(render_argo(args))] for name, (args, _) in CASES.items()
+        }
+
+    # the rules need a scrape of the new values and an evaluation or two
+    stack.wait_for(lambda: answers()["flipping too much"] == [-1.0], 60, "a -1 verdict")
+    stack.wait_for(lambda: answers()["within budget"] == [1.0], 30, "a 1 verdict")
+    got = answers()
+    minimum = _commented_snippet(FLAGGER)["spec"]["analysis"]["metrics"][0]["thresholdRange"]["min"]
+    for name, (args, expected) in CASES.items():
+        (value,) = got[name]  # exactly one number, never an empty result
+        assert not math.isnan(value), name
+        assert value == expected, (name, render_argo(args), value)
+        assert argo_measurement([value]) == {1.0: "Successful", -1.0: "Failed", 0.0: "Inconclusive"}[expected]
+        assert (value >= minimum) == (expected == 1.0), name  # Flagger: only promote passes
+
+
 @pytest.mark.e2e  # about 10 s: two scrapes, a few rule evaluations
 def test_the_query_answers_promote_roll_back_and_inconclusive_from_a_real_prometheus(tmp_path: Path) -> None:
     from otel_ml.demo._stack import PrometheusStack, stack_binaries
@@ -266,11 +301,10 @@ def test_the_query_answers_promote_roll_back_and_inconclusive_from_a_real_promet
 
     if stack_binaries() is None:
         pytest.skip("apt-get install prometheus prometheus-alertmanager")
-    recorded = {
-        r.get("record") for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]
-    }
     verdict = n.windowed(n.VERSION_VERDICT_RECORD, ARGS["window"])
-    assert verdict in recorded, f"{verdict} is not in the committed alert_rules/: run otel-ml mixin generate"
+    assert verdict in _recorded_in_rule_files(), (
+        f"{verdict} is not in the committed alert_rules/: run otel-ml mixin generate"
+    )
     models = [
         _Counters("loans", flip_share=0.01),  # 1 % flips, well inside the budget
         _Counters("cards", flip_share=0.20),  # 20 % flips
@@ -278,46 +312,15 @@ def test_the_query_answers_promote_roll_back_and_inconclusive_from_a_real_promet
     ]
     app, sidecar = _Target(models, "app"), _Target(models, "sidecar")
     job = re.fullmatch(r'job="([^"]+)"', DEFAULT_CONFIG.sidecar_selector).group(1)  # type: ignore[union-attr]
-    stack = PrometheusStack(
-        tmp_path,
-        targets={"loans-app": [app.address], job: [sidecar.address]},
-        rule_files=RULE_FILES,
-        webhook_url="http://127.0.0.1:9/",
-    )
+    targets = {"loans-app": [app.address], job: [sidecar.address]}
+    stack = PrometheusStack(tmp_path, targets=targets, rule_files=RULE_FILES, webhook_url="http://127.0.0.1:9/")
     try:
         stack.start()
-        stack.wait_for(
-            lambda: len(stack.query("up == 1")) == 2 and stack.query("count_over_time(up[1m]) >= 2"), 60, "two scrapes"
-        )
+        two_scrapes = "count_over_time(up[1m]) >= 2"
+        stack.wait_for(lambda: len(stack.query("up == 1")) == 2 and stack.query(two_scrapes), 60, "two scrapes")
         for model in models:
             model.on = True
-        cases = {
-            "within budget": ({**ARGS, "model-name": "loans", "candidate-version": "v8"}, 1.0),
-            "flipping too much": ({**ARGS, "model-name": "cards", "candidate-version": "v8"}, -1.0),
-            "50 pairs": ({**ARGS, "model-name": "tiny", "candidate-version": "v8"}, 0.0),
-            "zero traffic": ({**ARGS, "model-name": "loans", "candidate-version": "v9"}, 0.0),
-            "no such model": ({**ARGS, "model-name": "nope", "candidate-version": "v8"}, 0.0),
-        }
-
-        def answers() -> dict[str, list[dict[str, Any]]]:
-            return {name: stack.query(render_argo(args)) for name, (args, _) in cases.items()}
-
-        # the rules need a scrape of the new values and an evaluation or two: wait for the two verdicts that move
-        stack.wait_for(
-            lambda: [float(r["value"][1]) for r in answers()["flipping too much"]] == [-1.0], 60, "a -1 verdict"
-        )
-        stack.wait_for(lambda: [float(r["value"][1]) for r in answers()["within budget"]] == [1.0], 30, "a 1 verdict")
-        got = answers()
-        for name, (args, expected) in cases.items():
-            (sample,) = got[name]  # exactly one number, never an empty result
-            value = float(sample["value"][1])
-            assert not math.isnan(value), name
-            assert value == expected, (name, render_argo(args), value)
-            assert argo_measurement([value]) == {1.0: "Successful", -1.0: "Failed", 0.0: "Inconclusive"}[expected]
-            flagger_passes = (
-                value >= _commented_snippet(FLAGGER)["spec"]["analysis"]["metrics"][0]["thresholdRange"]["min"]
-            )
-            assert flagger_passes == (expected == 1.0), name
+        _check_answers(stack)
     finally:
         stack.stop()
         app.stop()

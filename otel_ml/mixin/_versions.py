@@ -114,6 +114,11 @@ def _verdicts(config: MixinConfig, e: Exprs) -> Items:
 
 def _shadow_evidence(config: MixinConfig, e: Exprs) -> Items:
     """Flips per segment with their bounds, flips by kind, the score difference, paired accuracy."""
+    return [*_flips(config, e), *_shadow_scores(config, e)]
+
+
+def _flips(config: MixinConfig, e: Exprs) -> Items:
+    """The flip ratio per segment with its Wilson bounds, and flips by kind from the app's counters."""
     first = version_windows(config)[0]
     by_segment = f"{SHADOW_PAIR}, {SEGMENT_LABELS}"
     seg = e.segment_matcher
@@ -153,6 +158,14 @@ def _shadow_evidence(config: MixinConfig, e: Exprs) -> Items:
             unit=units.OpsPerSecond,
             min_val=0,
         ),
+    ]
+
+
+def _shadow_scores(config: MixinConfig, e: Exprs) -> Items:
+    """How far the shadow's scores are from the primary's, and who is right on labelled pairs."""
+    first = version_windows(config)[0]
+    by_segment = f"{SHADOW_PAIR}, {SEGMENT_LABELS}"
+    return [
         p.heatmap_panel(
             705,
             "Score difference, shadow minus primary",
@@ -171,7 +184,7 @@ def _shadow_evidence(config: MixinConfig, e: Exprs) -> Items:
             "The paired_accuracy check is McNemar's non-inferiority test on the discordant pairs.",
             [
                 p.Query(
-                    _shadowed(e, n.windowed(n.SHADOW_ACCURACY_DIFFERENCE_RECORD, first), by_segment, seg),
+                    _shadowed(e, n.windowed(n.SHADOW_ACCURACY_DIFFERENCE_RECORD, first), by_segment, e.segment_matcher),
                     f"{SHADOW_VS} {SEGMENT}",
                 )
             ],
@@ -182,28 +195,37 @@ def _shadow_evidence(config: MixinConfig, e: Exprs) -> Items:
 
 def _canary_evidence(config: MixinConfig, e: Exprs) -> Items:
     """Realised metrics per version, decision-rate differences, score PSI, error and latency ratios."""
-    windows = version_windows(config)
-    first, last = windows[0], windows[-1]
+    return [_realised(config, e), *_canary_ratios(config, e)]
+
+
+def _realised(config: MixinConfig, e: Exprs) -> p.PanelBuilder:
+    """The evaluation loop's realised metrics, one line per selected version, over the longest window."""
+    last = version_windows(config)[-1]
     overall = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
     realised = [("roc_auc", "AUC"), ("accuracy", "accuracy")]
     selected = matchers(e.model_matcher, e.version_matcher, overall)
+    return p.timeseries_panel(
+        707,
+        f"Realised metrics per version ({last})",
+        "AUC and accuracy on labelled predictions, side by side for every selected version (pick the "
+        "candidate and the reference in Version): the realised evidence behind paired_accuracy.",
+        [
+            p.Query(
+                f"max by ({MV}) ({online_record(metric, last)}{selected})",
+                f"{name} {p.legend(V)}",
+            )
+            for metric, name in realised
+        ],
+        max_val=1,
+        span=24,
+    )
+
+
+def _canary_ratios(config: MixinConfig, e: Exprs) -> Items:
+    """Candidate against reference over the same window: decision rates, score PSI, errors, latency."""
+    first = version_windows(config)[0]
     ratios = [(n.VERSION_ERROR_RATIO_RECORD, "error ratio"), (n.VERSION_LATENCY_P99_RATIO_RECORD, "p99 latency ratio")]
     return [
-        p.timeseries_panel(
-            707,
-            f"Realised metrics per version ({last})",
-            "AUC and accuracy on labelled predictions, side by side for every selected version (pick the "
-            "candidate and the reference in Version): the realised evidence behind paired_accuracy.",
-            [
-                p.Query(
-                    f"max by ({MV}) ({online_record(metric, last)}{selected})",
-                    f"{name} {p.legend(V)}",
-                )
-                for metric, name in realised
-            ],
-            max_val=1,
-            span=24,
-        ),
         p.timeseries_panel(
             708,
             f"Decision-rate difference by segment ({first})",
