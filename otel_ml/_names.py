@@ -576,6 +576,38 @@ SHADOW_LABELLED_PAIRS: Final = Instrument(
 LABEL_CANDIDATE_VERSION: Final = "ml_candidate_version"
 LABEL_REFERENCE_VERSION: Final = "ml_reference_version"
 LABEL_CHECK: Final = "ml_check"
+# Its values: the checks a verdict is the worst of (per segment where the check is per segment).
+VERSION_CHECKS: Final = ("flip_rate", "paired_accuracy", "decision_rate", "error_rate", "latency")
+# Values of ml:version_verdict:<w> and ml:version_check:<w>: never NaN, 0 whenever data is missing.
+VERDICT_PROMOTE: Final = 1
+VERDICT_INCONCLUSIVE: Final = 0
+VERDICT_ROLL_BACK: Final = -1
+VERDICT_NAMES: Final = {
+    VERDICT_PROMOTE: "promote",
+    VERDICT_INCONCLUSIVE: "inconclusive",
+    VERDICT_ROLL_BACK: "roll back",
+}
+# Recording rules of the version comparison, without their window: ``windowed(VERSION_VERDICT_RECORD, "1h")``
+# is ``ml:version_verdict:1h``. ml:shadow_* keep the app counters' labels (ml_model_version is the
+# primary, ml_shadow_version the shadow); ml:version_* carry ml_candidate_version / ml_reference_version.
+VERSION_VERDICT_RECORD: Final = "ml:version_verdict"
+VERSION_CHECK_RECORD: Final = "ml:version_check"
+SHADOW_PAIRS_RECORD: Final = "ml:shadow_pairs"
+SHADOW_FLIP_RATIO_RECORD: Final = "ml:shadow_flip_ratio"
+SHADOW_FLIP_RATIO_LOWER_RECORD: Final = "ml:shadow_flip_ratio_lower"  # Wilson bounds
+SHADOW_FLIP_RATIO_UPPER_RECORD: Final = "ml:shadow_flip_ratio_upper"
+SHADOW_FLIPS_RECORD: Final = "ml:shadow_flips"
+SHADOW_MCNEMAR_Z_RECORD: Final = "ml:shadow_mcnemar_z"
+SHADOW_ACCURACY_DIFFERENCE_RECORD: Final = "ml:shadow_accuracy_difference"
+VERSION_DECISION_RATE_DIFFERENCE_RECORD: Final = "ml:version_decision_rate_difference"
+VERSION_SCORE_PSI_RECORD: Final = "ml:version_score_psi"
+VERSION_ERROR_RATIO_RECORD: Final = "ml:version_error_ratio"
+VERSION_LATENCY_P99_RATIO_RECORD: Final = "ml:version_latency_p99_ratio"
+# Alerts on the comparison (their runbooks are runbooks/<name>.md).
+ALERT_SHADOW_DISAGREEMENT: Final = "MLShadowDisagreement"
+ALERT_VERSION_ROLLBACK: Final = "MLVersionRollback"
+ALERT_SHADOW_DROPPING: Final = "MLShadowDropping"
+
 COHORT_AGES: Final = ("1d", "7d", "30d")  # its values: the day of predictions that ended this long ago
 
 SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
@@ -616,6 +648,11 @@ SIDECAR_WINDOW_GAUGES: Final[tuple[Instrument, ...]] = (
     REFERENCE_BAND_UPPER,
     ESTIMATED_VS_REALISED_GAP,
 )
+
+
+def windowed(record: str, window: str) -> str:
+    """A recording rule's full name: its stem and the window it sums over (``ml:shadow_pairs:24h``)."""
+    return f"{record}:{window}"
 
 
 # --- bucket bounds: one spelling of ``le`` for the app, the OTLP path and the sidecar -------------

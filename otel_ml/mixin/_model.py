@@ -2,7 +2,8 @@
 
 Rows follow the order an investigation takes: serving health first (a drift alert during an
 outage is usually the outage), then feature drift sorted by PSI, the score distribution, segment
-decision rates, input coverage, and label-based performance once labels arrive. One function per
+decision rates, input coverage, label-based performance once labels arrive, and the comparison
+of a shadow or canary version with the version it would replace (``_versions``). One function per
 row; a row's panel ids are its own id plus 1, 2, ... and stay stable across regenerations.
 """
 
@@ -14,6 +15,7 @@ from grafana_foundation_sdk.models import units
 from .. import _names as n
 from . import _panels as p
 from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
+from ._versions import version_panels
 from .config import MixinConfig
 
 __all__ = ["model_panels"]
@@ -47,6 +49,7 @@ def model_panels(config: MixinConfig, e: Exprs) -> Items:
         *_segments(config, e),
         *_coverage(config, e),
         *_performance(config, e),
+        *version_panels(config, e),
     ]
 
 

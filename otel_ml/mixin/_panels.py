@@ -51,6 +51,7 @@ __all__ = [
     "unit",
     "verdict_stat",
     "verdict_timeline",
+    "version_verdict_mappings",
     "yellow_then_red",
 ]
 
@@ -138,6 +139,16 @@ def drift_status_mappings(worst: str = "drift") -> list[dm.ValueMapping]:
     options = {
         str(value): dm.ValueMappingResult(text=text, color=color, index=i)
         for i, (value, (text, color)) in enumerate(sorted(names.items()))
+    }
+    return [dm.ValueMap(options=options)]
+
+
+def version_verdict_mappings() -> list[dm.ValueMapping]:
+    """Words and colours of the version verdict and its checks: 1 promote, 0 inconclusive, -1 roll back."""
+    colours = {n.VERDICT_ROLL_BACK: "red", n.VERDICT_INCONCLUSIVE: "text", n.VERDICT_PROMOTE: "green"}
+    options = {
+        str(value): dm.ValueMappingResult(text=n.VERDICT_NAMES[value], color=colours[value], index=i)
+        for i, value in enumerate(sorted(colours))
     }
     return [dm.ValueMap(options=options)]
 

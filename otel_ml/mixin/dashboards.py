@@ -181,7 +181,7 @@ def build_dashboards(config: MixinConfig = DEFAULT_CONFIG) -> dict[str, dict[str
         MODEL,
         "otel-ml / Model",
         "One model: serving health, feature drift by PSI, score distribution, segment decision rates, "
-        "input coverage and label-based performance.",
+        "input coverage, label-based performance and shadow / canary version comparison.",
         model_panels(config, e),
         single_model=True,
         links=[_link("Fleet overview", fleet_uid)],
