@@ -300,7 +300,10 @@ def test_the_shadows_cost_is_in_its_own_latency_series(registry: CollectorRegist
     assert shadow.drain(30)
     name = n.PREDICTION_DURATION.prometheus
     assert _value(registry, name + "_count", ml_model_version="v7") == 40
-    assert _value(registry, name + "_bucket", ml_model_version="v7", le="0.0025") == 40
+    # had the shadow's 5 ms been on the served call, every v7 call would be above 5 ms; one slow
+    # call is allowed for a scheduler hiccup on a shared machine
+    assert _value(registry, name + "_bucket", ml_model_version="v7", le="0.005") >= 39
+    assert _value(registry, name + "_sum", ml_model_version="v7") < 40 * 0.005 / 4
     assert _value(registry, name + "_count", ml_model_version="v8") == 40
     assert _value(registry, name + "_bucket", ml_model_version="v8", le="0.005") == 0
     mon.close()
