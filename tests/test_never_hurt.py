@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from otel_ml import Baseline, ModelMonitor
+from otel_ml import Baseline, ModelMonitor, Shadow
 
 
 class Hostile(Exception):
@@ -162,6 +162,7 @@ callbacks = st.sampled_from(["none", "inputs", "score", "decision", "all"])
     rule=st.sampled_from(["threshold", "fn", "bad"]),
     raising=callbacks,
     is_async=st.booleans(),
+    shadowed=st.booleans(),
 )
 def test_decorated_function_behaves_exactly_like_the_original(
     baseline: Baseline,
@@ -171,8 +172,11 @@ def test_decorated_function_behaves_exactly_like_the_original(
     rule: str,
     raising: str,
     is_async: bool,
+    shadowed: bool,
 ) -> None:
     registry = CollectorRegistry()
+    # a shadow version sees the same hostile input and result on its worker, and fails the same way
+    shadow = Shadow(lambda x: result, version="v4-shadow", timeout=10)
     decision: Any = {"threshold": 0.5, "fn": lambda s: np.where(s > 0.5, "approve", "decline"), "bad": lambda s: 1 / 0}[
         rule
     ]
@@ -182,6 +186,7 @@ def test_decorated_function_behaves_exactly_like_the_original(
         segments=["country", "missing-key"],
         decision=hooks.get("decision", decision),
         segment_budget=2,
+        shadow=[shadow] if shadowed else [],
         registry=registry,
         **{k: v for k, v in hooks.items() if k != "decision"},
     )
@@ -228,6 +233,10 @@ def test_decorated_function_behaves_exactly_like_the_original(
         if s.name == "ml_prediction_errors_total"
     ]
     assert errors == ([] if error is None else [(type(error).__qualname__, 1.0)])
+    if shadowed:
+        assert shadow.drain(10)
+        assert "ml_shadow_dropped_total" in generate_latest(registry).decode()
+    mon.close()
 
 
 def test_instrumentation_failures_are_counted_not_raised(baseline: Baseline) -> None:

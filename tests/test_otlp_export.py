@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from requests import get as http_get
 from requests import post as http_post
 
-from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher
+from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, Shadow
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import Sidecar, SidecarConfig
@@ -74,13 +74,34 @@ def test_negative_feature_values_survive(fed_monitor: ModelMonitor, training_fra
     assert _attrs(point)[n.ATTR_MODEL_NAME] == "fraud" and _attrs(point)[n.ATTR_MODEL_VERSION] == "v3"
 
 
-def test_every_app_instrument_is_exported(fed_monitor: ModelMonitor) -> None:
+def test_every_app_instrument_is_exported(
+    fed_monitor: ModelMonitor, baseline: Baseline, training_frame: pd.DataFrame
+) -> None:
     fed_monitor.counters.add_error("TimeoutError")
     fed_monitor.counters.add_fallback("rules")
     fed_monitor.counters.instrumentation_errors.add("ValueError")
-    metrics = _metrics(encode_metrics(counts_metrics_data([fed_monitor.counters.snapshot()], start_time_ns=1)))
+    frame = training_frame.head(200).drop(columns="score")
+    shadow = Shadow(lambda f: np.linspace(0, 1, len(f)), version="v4")
+    shadowed = ModelMonitor(
+        baseline=baseline, segments=["country"], decision=0.7, shadow=[shadow], registry=CollectorRegistry()
+    )
+    shadowed(lambda f: np.linspace(1, 0, len(f)))(frame)
+    assert shadow.drain(10) and shadow.monitor is not None
+    snapshots = [fed_monitor.counters.snapshot(), shadow.monitor.counters.snapshot()]
+    metrics = _metrics(encode_metrics(counts_metrics_data(snapshots, start_time_ns=1)))
     overflow_free = {i.otel_name for i in n.APP_INSTRUMENTS} - {n.CARDINALITY_OVERFLOW.otel_name}
     assert overflow_free <= set(metrics)
+    pairs = metrics[n.SHADOW_PAIRS.otel_name].sum
+    assert pairs.is_monotonic
+    overall = [p for p in pairs.data_points if _attrs(p)[n.ATTR_SEGMENT_KEY] == n.ALL]
+    assert sum(p.as_int for p in overall) == 200
+    assert {_attrs(p)[n.ATTR_MODEL_VERSION] for p in overall} == {"v3"}
+    assert {_attrs(p)[n.ATTR_SHADOW_VERSION] for p in overall} == {"v4"}
+    diff = metrics[n.SHADOW_SCORE_DIFFERENCE.otel_name].histogram.data_points[0]
+    assert list(diff.explicit_bounds) == list(n.SHADOW_DIFFERENCE_BUCKETS) and diff.count == 200
+    dropped = metrics[n.SHADOW_DROPPED.otel_name].sum.data_points
+    assert sorted(_attrs(p)[n.ATTR_DROP_REASON] for p in dropped) == sorted(n.SHADOW_DROP_REASONS)
+    shadowed.close()
     preds = metrics[n.PREDICTIONS.otel_name].sum
     assert preds.is_monotonic
     keys = {(_attrs(p)[n.ATTR_SEGMENT_KEY], _attrs(p)[n.ATTR_DECISION]) for p in preds.data_points}

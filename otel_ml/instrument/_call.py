@@ -9,13 +9,13 @@ that counts its failure as an instrumentation error.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
 from .._names import SPAN_NAME
 from ._context import ACTIVE, CAPTURED, CURRENT, CallState
@@ -25,9 +25,23 @@ from ._errors import InstrumentationErrors
 from ._spans import SpanEnder
 from ._tokens import TokenCallState, TokenMinter
 
-__all__ = ["Call", "CallRecorder", "Reader"]
+__all__ = ["Call", "CallRecorder", "Reader", "ShadowSink"]
 
 Reader = Callable[[tuple[Any, ...], dict[str, Any]], Any]  # a call's features from its (args, kwargs)
+Counted = tuple[int | None, Any, Any]  # rows, scores, decisions of a finished call
+
+
+class ShadowSink(Protocol):
+    """Where a finished primary call hands its input and answer for a shadow to score (``_shadow``)."""
+
+    def submit(
+        self,
+        call: CallState,
+        span: Span | None,
+        features: Any,
+        inputs: tuple[tuple[Any, ...], dict[str, Any]],
+        counted: Counted,
+    ) -> None: ...
 
 
 class CallRecorder:
@@ -44,6 +58,7 @@ class CallRecorder:
         "key",
         "minter",
         "request_id",
+        "shadows",
     )
 
     def __init__(
@@ -68,15 +83,20 @@ class CallRecorder:
         self._spans = spans
         self._tracer = tracer
         self._attributes = attributes
+        self.shadows: tuple[ShadowSink, ...] = ()  # shadow versions scoring this model's successful calls
 
-    def start_span(self, state: CallState, features: Callable[[], Any]) -> tuple[Span | None, Any]:
+    def start_span(
+        self, state: CallState, features: Callable[[], Any], links: Sequence[Link] = ()
+    ) -> tuple[Span | None, Any]:
         """Start the call's span and make it current; ``request_id=`` names the call from its features."""
         span = ctx = None
         try:
-            span = self._tracer.start_span(SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes)
+            span = self._tracer.start_span(
+                SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes, links=links or None
+            )
             ctx = otel_context.attach(trace.set_span_in_context(span))
-            # the id names the span, and the token (which needs it even when nothing is traced)
-            if self.request_id is not None and (span.is_recording() or self.minter is not None):
+            # the id names the span, the token and the shadows' calls (sampled by it), even untraced
+            if self.request_id is not None and (span.is_recording() or self.minter is not None or self.shadows):
                 found = features()
                 if found is not NO_INPUT:
                     state.request_id = str(self.request_id(found))
@@ -93,8 +113,10 @@ class CallRecorder:
         start: float | None,
         error: BaseException | None,
         duration: float | None = None,
-    ) -> None:
-        """Count one call and end its span; never raises (each step has its own guard)."""
+        inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> Counted:
+        """Count one call, hand a successful one (its ``inputs``) to the shadows and end its span;
+        returns what was counted. Never raises (each step has its own guard)."""
         if start is not None:
             duration = time.perf_counter() - start
         n: int | None = None
@@ -118,8 +140,15 @@ class CallRecorder:
                 call.issue(features, scores, decisions)
             except Exception as exc:
                 self.errors.report("token", exc)
+        if self.shadows and error is None and inputs is not None:
+            for shadow in self.shadows:
+                try:
+                    shadow.submit(call, span, features, inputs, (n, scores, decisions))
+                except Exception as exc:
+                    self.errors.report("shadow", exc)
         if span is not None:
             self._spans.end(span, call, features, n, scores, decisions, error)
+        return n, scores, decisions
 
 
 class Call:
@@ -131,28 +160,55 @@ class Call:
     unchanged. Inside a monitored call of the same model and version it does nothing.
     """
 
-    __slots__ = ("_args", "_ctx", "_kwargs", "_read", "_recorder", "_span", "_start", "_tokens", "result", "state")
+    __slots__ = (
+        "_args",
+        "_ctx",
+        "_kwargs",
+        "_links",
+        "_read",
+        "_recorder",
+        "_span",
+        "_start",
+        "_tokens",
+        "counted",
+        "result",
+        "state",
+    )
 
-    def __init__(self, recorder: CallRecorder, read: Reader, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        recorder: CallRecorder,
+        read: Reader,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: CallState | None = None,
+        links: Sequence[Link] = (),
+    ) -> None:
+        """``state`` presets the call's state (a shadow's call carries its primary's request id)."""
         self._recorder = recorder
         self._read = read  # the features, read after the block (and before it for request_id=)
         self._args = args
         self._kwargs = kwargs
         self._tokens: Any = None  # None: a nested call, not counted
         self.result: Any = None
-        self.state: CallState | None = None  # None: a nested call
+        self.state: CallState | None = state  # None after entering: a nested call
+        self._links = links
+        self.counted: Counted | None = None  # rows, scores and decisions, once a successful call is counted
 
     def __enter__(self) -> Call:
         rec = self._recorder
         active = ACTIVE.get()
         if rec.key in active:
+            self.state = None
             return self
-        if rec.minter is None:
+        if self.state is not None:
+            state = self.state
+        elif rec.minter is None:
             self.state = state = CallState()
         else:
             self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
-        self._span, self._ctx = rec.start_span(state, self._features)
+        self._span, self._ctx = rec.start_span(state, self._features, self._links)
         self._start = time.perf_counter()
         return self
 
@@ -164,7 +220,9 @@ class Call:
         state: CallState = self.state  # type: ignore[assignment]  # set when _tokens is
         if exc is None:
             self._detach()
-            self._recorder.finish(state, self._span, self._features(), self.result, self._start, None)
+            self.counted = self._recorder.finish(
+                state, self._span, self._features(), self.result, self._start, None, inputs=(self._args, self._kwargs)
+            )
             capture = CAPTURED.get()
             if capture is not None:  # capture_prediction(): hand the call back to its caller
                 capture.request_id, capture.token = state.request_id, state.token

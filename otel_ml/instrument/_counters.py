@@ -9,7 +9,7 @@ families are built at scrape/export time, never on the request path. The arrays 
 one block laid out by :class:`~._snapshot.CounterLayout`: process memory, or this process's
 memory-mapped file in multiprocess mode, where ``_snapshot`` lets a scrape rebuild and sum the
 counts of every worker.
-It is a little over 400 lines because both hot paths (one row, one batch) and the storage
+It is about 450 lines because both hot paths (one row, one batch) and the storage
 they write into must be read together: splitting them would hide which array a count lands in.
 """
 
@@ -25,6 +25,7 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,11 @@ from ..baseline import Baseline, CategoricalProfile, NumericProfile
 from . import _multiproc
 from ._label_slots import PublishedLabels, SlotCounts
 from ._multiproc import CounterFile
+from ._pairs import NO_DECISION, PairCounts
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
 __all__ = ["NO_DECISION", "ModelCounters"]
 
-NO_DECISION = "none"
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _log = logging.getLogger("otel_ml")
@@ -76,6 +77,8 @@ class ModelCounters:
         segment_budget: int = 50,
         decision_budget: int = 16,
         error_budget: int = 32,
+        shadow_of: str | None = None,
+        flip_budget: int = 32,
         multiproc_dir: str | os.PathLike[str] | None | Any = _DEFAULT,
     ) -> None:
         self.model_name = model_name
@@ -108,6 +111,8 @@ class ModelCounters:
         self.segment_keys = (ALL, *segments)
         rare = tuple(tuple(f.rare_values) for f in categorical)
         self.layout = self._layout(rare, segment_budget, decision_budget, error_budget)
+        if shadow_of is not None:  # a shadow version: its block also holds the comparison with its primary
+            self.layout = replace(self.layout, shadow_of=shadow_of, flip_budget=flip_budget)
         directory = _multiproc.multiproc_dir() if multiproc_dir is _DEFAULT else multiproc_dir
         self._directory = None if directory is None else Path(directory)
         self.file: CounterFile | None = None
@@ -147,6 +152,12 @@ class ModelCounters:
         self.segment_labels[0].index(ALL)
         self.decision_labels = make(lay.decision_budget)
         self._error_labels = [make(lay.error_budget) for _ in range(3)]
+        self.flip_labels = make(lay.flip_budget) if lay.shadow_of is not None else None
+
+    def _growing_labels(self) -> list[BoundedLabels]:
+        """Every label set that grows at runtime (the published vocabulary), ``__all__`` excluded."""
+        flips = [] if self.flip_labels is None else [self.flip_labels]
+        return [*self.segment_labels[1:], self.decision_labels, *self._error_labels, *flips]
 
     def _allocate(self) -> dict[str, npt.NDArray[Any]]:
         specs = self.layout.specs()
@@ -165,7 +176,7 @@ class ModelCounters:
             return {
                 name: np.zeros(shape, dtype=np.int64 if code == "i8" else np.float64) for name, code, shape in specs
             }
-        for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
+        for lab in self._growing_labels():
             if isinstance(lab, PublishedLabels):
                 lab.published = len(lab.labels)
         return self.file.arrays
@@ -182,6 +193,9 @@ class ModelCounters:
         self.errors = SlotCounts(self._error_labels[0], arrays["errors"])
         self.fallbacks = SlotCounts(self._error_labels[1], arrays["fallbacks"])
         self.instrumentation_errors = SlotCounts(self._error_labels[2], arrays["instrumentation"])
+        self.pairs: PairCounts | None = None  # a shadow's comparison with its primary
+        if self.flip_labels is not None:
+            self.pairs = PairCounts(self.segment_labels, self.flip_labels, arrays, self._lock)
 
     def _vocab(self) -> dict[str, Any]:
         return {
@@ -190,13 +204,14 @@ class ModelCounters:
             "errors": list(self._error_labels[0].labels),
             "fallbacks": list(self._error_labels[1].labels),
             "instrumentation": list(self._error_labels[2].labels),
+            **({} if self.flip_labels is None else {"flips": list(self.flip_labels.labels)}),
         }
 
     def _publish_labels(self) -> None:
         """Write the label sidecar (a new label appeared); marks what readers can now resolve."""
         if self.file is None:
             return
-        labels = [*self.segment_labels[1:], self.decision_labels, *self._error_labels]
+        labels = self._growing_labels()
         sizes = [len(lab.labels) for lab in labels]
         self.file.write_labels(self._vocab())
         for lab, size in zip(labels, sizes):
@@ -206,7 +221,7 @@ class ModelCounters:
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks, and counts of its own (the parent's stay the parent's)."""
         self._lock = threading.Lock()
-        for lab in [*self.segment_labels, self.decision_labels, *self._error_labels]:
+        for lab in [self.segment_labels[0], *self._growing_labels()]:
             lab._lock = threading.Lock()
             lab._index = {label: i for i, label in enumerate(lab.labels)}
         self.file = None
@@ -359,6 +374,9 @@ class ModelCounters:
     def snapshot(self) -> CountsSnapshot:
         with self._lock:
             arrays = {name: getattr(self, attr).copy() for name, attr in _ARRAY_ATTRS.items()}
+            if self.pairs is not None:
+                for name, attr in _PAIR_ATTRS.items():
+                    arrays[name] = getattr(self.pairs, attr).copy()
         for name, counter in (("errors", self.errors), ("fallbacks", self.fallbacks)):
             with counter._lock:
                 arrays[name] = counter.slots.copy()
@@ -376,6 +394,13 @@ _ARRAY_ATTRS = {
     "scalars": "_scalars",
     "predictions": "predictions",
     "duration_bins": "duration_bins",
+}
+
+_PAIR_ATTRS = {
+    "shadow_pairs": "pairs",
+    "shadow_difference": "difference",
+    "shadow_scalars": "scalars",
+    "shadow_dropped": "dropped",
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._names import SHADOW_DIFFERENCE_BUCKETS
 from ._multiproc import (
     FileSkipped,
     RawCounts,
@@ -58,7 +59,8 @@ class _Part:
 
 
 def _exact_of(s: CountsSnapshot) -> tuple[Fraction, ...]:
-    return tuple(Fraction(v) for v in [*s.numeric_sums.tolist(), s.score_sum, s.duration_sum])
+    shadow = [] if s.shadow_of is None else [s.shadow_difference_sum]
+    return tuple(Fraction(v) for v in [*s.numeric_sums.tolist(), s.score_sum, s.duration_sum, *shadow])
 
 
 def _merge(parts: Sequence[_Part]) -> CountsSnapshot:
@@ -71,6 +73,7 @@ def _merge(parts: Sequence[_Part]) -> CountsSnapshot:
         numeric_sums=np.array([float(x) for x in exact[:n]], dtype=np.float64),
         score_sum=float(exact[n]),
         duration_sum=float(exact[n + 1]),
+        shadow_difference_sum=float(exact[n + 2]) if merged.shadow_of is not None else 0.0,
     )
 
 
@@ -91,6 +94,31 @@ def _archive_json(layout: Mapping[str, Any], digest: str, absorbed: Sequence[str
         "fallbacks": dict(s.fallbacks),
         "instrumentation_errors": dict(s.instrumentation_errors),
         "overflow": dict(s.overflow),
+        **_shadow_json(s),
+    }
+
+
+def _shadow_json(s: CountsSnapshot) -> dict[str, Any]:
+    """A shadow's comparison counts in an archive (its difference sum is the last exact sum)."""
+    if s.shadow_of is None or s.shadow_difference_bins is None:
+        return {}
+    return {
+        "shadow_pairs": [list(row) for row in s.shadow_pairs],
+        "shadow_difference_bins": s.shadow_difference_bins.tolist(),
+        "shadow_dropped": dict(s.shadow_dropped),
+    }
+
+
+def _shadow_part(data: Mapping[str, Any], layout: CounterLayout, exact: Sequence[Fraction]) -> dict[str, Any]:
+    if layout.shadow_of is None:
+        return {}
+    bins = np.asarray(data["shadow_difference_bins"], dtype=np.int64)
+    return {
+        "shadow_of": layout.shadow_of,
+        "shadow_pairs": tuple((str(k), str(s), str(f), int(c)) for k, s, f, c in data["shadow_pairs"]),
+        "shadow_difference_bins": bins.reshape(len(SHADOW_DIFFERENCE_BUCKETS) + 1),
+        "shadow_difference_sum": float(exact[-1]),
+        "shadow_dropped": _int_map(data["shadow_dropped"]),
     }
 
 
@@ -106,6 +134,8 @@ def _archive_part(data: Mapping[str, Any], path: Path) -> tuple[_Part, frozenset
     ] != [len(c) for c in layout.categorical_labels]:
         raise ValueError("archive arrays do not match its layout")
     n = len(layout.numeric_names)
+    if len(exact) != n + 2 + (layout.shadow_of is not None):
+        raise ValueError("archive sums do not match its layout")
     snapshot = CountsSnapshot(
         model_name=layout.model_name,
         model_version=layout.model_version,
@@ -128,9 +158,8 @@ def _archive_part(data: Mapping[str, Any], path: Path) -> tuple[_Part, frozenset
         fallbacks=_int_map(data["fallbacks"]),
         instrumentation_errors=_int_map(data["instrumentation_errors"]),
         overflow=_int_map(data["overflow"]),
+        **_shadow_part(data, layout, exact),
     )
-    if len(exact) != n + 2:
-        raise ValueError("archive sums do not match its layout")
     part = _Part(data["digest"], data["layout"], snapshot, exact, path.stat().st_mtime, path)
     return part, frozenset(str(name) for name in data["absorbed"])
 

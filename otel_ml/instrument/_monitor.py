@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION
+from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION, ATTR_SHADOW_OF
 from .._version import __version__
 from ..baseline import Baseline
 from ._call import Call, CallRecorder
@@ -44,12 +44,14 @@ from ._counters import ModelCounters
 from ._counting import CallCounter, Decision
 from ._errors import InstrumentationErrors
 from ._prometheus import collector_for
+from ._shadow import Inherit, Shadow, bind_shadows
 from ._spans import SpanEnder
 from ._tokens import minter_for
 
 __all__ = [
     "ModelMonitor",
     "Observation",
+    "Shadow",
     "PredictionCapture",
     "capture_prediction",
     "current_prediction_token",
@@ -130,7 +132,14 @@ class ModelMonitor:
 
     A call whose function raised counts its features and error but no prediction, and a
     result no score can be read from counts the predictions with decision ``"none"``.
+
+    ``shadow`` lists :class:`Shadow` versions scored on the same input off the request path
+    (see :class:`Shadow`); :meth:`close` stops them.
     """
+
+    counters: ModelCounters
+    shadows: tuple[Shadow, ...]
+    _recorder: CallRecorder
 
     def __init__(
         self,
@@ -148,6 +157,7 @@ class ModelMonitor:
         segment_budget: int = 50,
         decision_budget: int = 16,
         token_key: bytes | None = None,
+        shadow: Sequence[Shadow] = (),
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
@@ -159,20 +169,78 @@ class ModelMonitor:
         ver = version or (baseline.model_version if baseline else None)
         if not name or not ver:
             raise ValueError("ModelMonitor needs model= and version=, or a baseline that names them")
+        self._setup(
+            name,
+            ver,
+            segments=tuple(segments),
+            decision=decision,
+            score=score,
+            inputs=inputs,
+            request_id=request_id,
+            feature_names=feature_names,
+            record_features=record_features,
+            budgets=(segment_budget, decision_budget),
+            token_key=token_key,
+            tracer_provider=tracer_provider,
+            registry=registry,
+        )
+        try:
+            for sh in bind_shadows(shadow):
+                _attach_shadow(self, sh)
+                self.shadows = (*self.shadows, sh)
+        except BaseException:
+            self.close()  # a bad shadow= registers nothing
+            raise
+        self._recorder.shadows = self.shadows
+
+    def _setup(
+        self,
+        name: str,
+        ver: str,
+        *,
+        segments: tuple[str, ...],
+        decision: Decision | None,
+        score: Callable[[Any], Any] | None,
+        inputs: Inputs | None,
+        request_id: Callable[[Any], Any] | None,
+        feature_names: Sequence[str] | None,
+        record_features: bool,
+        budgets: tuple[int, int],
+        token_key: bytes | None,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+        shadow_of: str | None = None,
+    ) -> None:
+        """Counters, recorder and registration; a shadow's (``shadow_of``) mint no tokens and
+        carry the primary's version on their spans."""
+        baseline = self.baseline
         self.model_name: str = name
         self.model_version: str = ver
-        self.segments = tuple(segments)
+        self.segments = segments
         if feature_names is not None and len(set(feature_names)) != len(tuple(feature_names)):
             raise ValueError("feature_names= has duplicate names")
         self._inputs = inputs
+        self.shadows = ()
+        segment_budget, decision_budget = budgets
+        self._settings = (decision, score, inputs, feature_names, record_features, budgets, tracer_provider)
         self.counters = ModelCounters(
-            name, ver, baseline, self.segments, segment_budget=segment_budget, decision_budget=decision_budget
+            name,
+            ver,
+            baseline,
+            self.segments,
+            segment_budget=segment_budget,
+            decision_budget=decision_budget,
+            shadow_of=shadow_of,
         )
         errors = InstrumentationErrors(self.counters, self)
         names = tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
+        self.feature_names = names
         counting = CallCounter(
             self.counters, errors, segments=self.segments, decision=decision, score=score, feature_names=names
         )
+        attributes = {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver}
+        if shadow_of is not None:
+            attributes[ATTR_SHADOW_OF] = shadow_of
         self._recorder = CallRecorder(
             (name, ver),
             self.counters,
@@ -180,16 +248,20 @@ class ModelMonitor:
             counting,
             SpanEnder(errors, segments=self.segments, record_features=record_features),
             trace.get_tracer("otel_ml", __version__, tracer_provider),
-            {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver},
+            attributes,
             request_id,
-            minter_for(token_key, baseline, counting.decide),
+            None if shadow_of is not None else minter_for(token_key, baseline, counting.decide),
         )
         self.registry = registry
         if registry is not None:
             collector_for(registry).add(self.counters)
 
     def close(self) -> None:
-        """Stop exposing this model's metrics (e.g. when a model version is unloaded)."""
+        """Stop exposing this model's metrics (e.g. when a model version is unloaded), and its shadows'."""
+        for sh in self.shadows:
+            sh.close()
+            if sh.monitor is not None:
+                sh.monitor.close()
         if self.registry is not None:
             collector_for(self.registry).remove(self.counters)
 
@@ -202,15 +274,7 @@ class ModelMonitor:
 
     def wrap(self, fn: F) -> F:
         """Wrap a sync or async inference function; the wrapper has ``.monitor`` set to self."""
-        index, name = _first_data_parameter(fn)
-
-        def features_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if self._inputs is not None:
-                return self._inputs(args, kwargs)
-            if len(args) > index:
-                return args[index]
-            return kwargs.get(name) if name else None
-
+        features_of = _reader(fn, self._inputs)
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -248,6 +312,56 @@ class ModelMonitor:
     def record(self, features: Any, result: Any, *, duration_seconds: float | None = None) -> None:
         """Count features and predictions made elsewhere (e.g. a batch scoring job); no span."""
         self._recorder.finish(CallState(), None, features, result, None, None, duration_seconds)
+
+
+def _reader(fn: Callable[..., Any], inputs: Inputs | None) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """How a call of ``fn`` gives its features: ``inputs=``, else its first data argument."""
+    if inputs is not None:
+        return inputs
+    index, name = _first_data_parameter(fn)
+
+    def features_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if len(args) > index:
+            return args[index]
+        return kwargs.get(name) if name else None
+
+    return features_of
+
+
+def _attach_shadow(primary: ModelMonitor, shadow: Shadow) -> None:
+    """Give a shadow its own monitor: the primary's registry, tracer, segments, names and budgets."""
+    decision, score, inputs, feature_names, record_features, budgets, tracer_provider = primary._settings
+    if shadow.monitor is not None:
+        raise ValueError(f"{shadow!r} already shadows a model; make one Shadow per primary")
+    baseline = shadow.baseline
+    if isinstance(baseline, (str, os.PathLike, Path)):
+        baseline = Baseline.load(baseline)
+    _warn_if_baseline_differs(baseline, shadow.model, shadow.version)
+    name = shadow.model or (baseline.model_name if baseline else primary.model_name)
+    ver = shadow.version or (baseline.model_version if baseline else None)
+    if not ver:
+        raise ValueError("Shadow needs version=, or a baseline that names it")
+    if (name, ver) == (primary.model_name, primary.model_version):
+        raise ValueError(f"Shadow of model {name!r} has the primary's version {ver!r}: give it its own version")
+    mon = ModelMonitor.__new__(ModelMonitor)
+    mon.baseline = baseline
+    mon._setup(
+        name,
+        ver,
+        segments=primary.segments,
+        decision=decision if isinstance(shadow.decision, Inherit) else shadow.decision,
+        score=score if isinstance(shadow.score, Inherit) else shadow.score,
+        inputs=inputs if isinstance(shadow.inputs, Inherit) else shadow.inputs,
+        request_id=None,  # the primary's request id is the shadow call's
+        feature_names=feature_names,
+        record_features=record_features,
+        budgets=budgets,
+        token_key=None,
+        tracer_provider=tracer_provider,
+        registry=primary.registry,
+        shadow_of=primary.model_version,
+    )
+    shadow._attach(mon, mon._recorder, _reader(shadow.fn, mon._inputs), mon.feature_names)
 
 
 def _first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -299,6 +413,7 @@ def monitor(
     segment_budget: int = 50,
     decision_budget: int = 16,
     token_key: bytes | None = None,
+    shadow: Sequence[Shadow] = (),
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = REGISTRY,
 ) -> ModelMonitor:
@@ -324,6 +439,7 @@ def monitor(
         segment_budget=segment_budget,
         decision_budget=decision_budget,
         token_key=token_key,
+        shadow=shadow,
         tracer_provider=tracer_provider,
         registry=registry,
     )

@@ -101,6 +101,33 @@ def _add_snapshot(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]) 
         out[instrument].numbers.extend(
             NumberPoint((*model, (key, label)), count) for label, count in sorted(counts.items())
         )
+    if s.shadow_of is not None:
+        _add_comparison(s, out)
+
+
+def _add_comparison(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]) -> None:
+    """A shadow's comparison series: the primary's version as ``ml.model.version``, its own as
+    ``ml.shadow.version``, so they sit next to the primary's ``ml_predictions_total``."""
+    safe = label_value
+    pair: Attributes = (
+        (n.ATTR_MODEL_NAME, safe(s.model_name)),
+        (n.ATTR_MODEL_VERSION, safe(s.shadow_of or "")),
+        (n.ATTR_SHADOW_VERSION, safe(s.model_version)),
+    )
+    out[n.SHADOW_PAIRS].numbers.extend(
+        NumberPoint((*pair, (n.ATTR_SEGMENT_KEY, safe(key)), (n.ATTR_SEGMENT, segment), (n.ATTR_FLIP, flip)), count)
+        for key, segment, flip, count in s.shadow_pairs
+    )
+    if s.shadow_difference_bins is not None:
+        out[n.SHADOW_SCORE_DIFFERENCE].histograms.append(
+            HistogramPoint(
+                pair, n.SHADOW_DIFFERENCE_BUCKETS, s.shadow_difference_bins.tolist(), s.shadow_difference_sum
+            )
+        )
+    out[n.SHADOW_DROPPED].numbers.extend(
+        NumberPoint((*pair, (n.ATTR_DROP_REASON, reason)), s.shadow_dropped.get(reason, 0))
+        for reason in n.SHADOW_DROP_REASONS
+    )
 
 
 def snapshot_points(snapshots: Iterable[CountsSnapshot]) -> list[InstrumentPoints]:

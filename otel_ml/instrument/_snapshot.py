@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,11 @@ from .._names import (
     ATTR_ERROR_TYPE,
     ATTR_FALLBACK_REASON,
     ATTR_FEATURE_PREFIX,
+    ATTR_FLIP,
     ATTR_SEGMENT_PREFIX,
     OTHER,
+    SHADOW_DIFFERENCE_BUCKETS,
+    SHADOW_DROP_REASONS,
 )
 from ._multiproc import Spec
 
@@ -57,6 +60,12 @@ class CountsSnapshot:
     fallbacks: Mapping[str, int]
     instrumentation_errors: Mapping[str, int]
     overflow: Mapping[str, int]
+    # a shadow version's comparison with its primary (shadow_of: the primary's version; None: not a shadow)
+    shadow_of: str | None = None
+    shadow_pairs: tuple[tuple[str, str, str, int], ...] = ()  # segment key, segment, flip, count
+    shadow_difference_bins: IntArray | None = None  # per bin of SHADOW_DIFFERENCE_BUCKETS
+    shadow_difference_sum: float = 0.0
+    shadow_dropped: Mapping[str, int] = field(default_factory=dict)  # every reason, zeros included
 
 
 def _split(flat: IntArray, offsets: Sequence[int]) -> tuple[IntArray, ...]:
@@ -88,6 +97,8 @@ class CounterLayout:
     segment_budget: int
     decision_budget: int
     error_budget: int
+    shadow_of: str | None = None  # a shadow's primary version: the layout has the comparison arrays
+    flip_budget: int = 0
 
     def specs(self) -> list[Spec]:
         """The arrays, in file order: name, dtype code, shape."""
@@ -106,20 +117,41 @@ class CounterLayout:
             ("errors", "i8", slots),
             ("fallbacks", "i8", slots),
             ("instrumentation", "i8", slots),
+            *self._shadow_specs(),
+        ]
+
+    def _shadow_specs(self) -> list[Spec]:
+        """A shadow's comparison arrays; none for an ordinary model, which pays nothing for them."""
+        if self.shadow_of is None:
+            return []
+        pairs = (len(self.segment_keys), self.segment_budget + 1, self.flip_budget + 1)
+        return [
+            ("shadow_pairs", "i8", pairs),
+            ("shadow_difference", "i8", (len(SHADOW_DIFFERENCE_BUCKETS) + 1,)),
+            ("shadow_scalars", "f8", (1,)),  # sum of the differences
+            ("shadow_dropped", "i8", (len(SHADOW_DROP_REASONS),)),
         ]
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        """The layout as JSON; an ordinary model's has no shadow keys (its files and digest stay as they were)."""
+        out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        if self.shadow_of is None:
+            del out["shadow_of"], out["flip_budget"]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CounterLayout:
         """Rebuild a layout written by :meth:`to_json`; ``ValueError`` when it is not one."""
-        if not isinstance(data, Mapping) or set(data) != {f.name for f in fields(cls)}:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, Mapping) or set(data) not in (names, names - _SHADOW_KEYS):
             raise ValueError("not a counter layout of this otel-ml version")
-        layout = cls(**{f.name: _frozen(data[f.name]) for f in fields(cls)})
+        layout = cls(**{f.name: _frozen(data[f.name]) for f in fields(cls) if f.name in data})
         if layout.to_json() != dict(data):
             raise ValueError("counter layout has values of the wrong type")
         return layout
+
+
+_SHADOW_KEYS = frozenset(("shadow_of", "flip_budget"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -179,6 +211,9 @@ def snapshot_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping
     overflow[ATTR_FALLBACK_REASON] = int(arrays["fallbacks"][layout.error_budget])
     for j, name in enumerate(layout.categorical_names):
         overflow[ATTR_FEATURE_PREFIX + name] = int(cats[cat_offsets[j] + layout.categorical_other[j]])
+    shadow = _shadow_fields(layout, arrays, vocab)
+    if layout.shadow_of is not None:
+        overflow[ATTR_FLIP] = int(arrays["shadow_pairs"][0, 0, layout.flip_budget])
     scalars = arrays["scalars"].tolist()
     feature_names = layout.numeric_names + layout.categorical_names
     return CountsSnapshot(
@@ -205,7 +240,34 @@ def snapshot_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping
             arrays["instrumentation"], vocab.get("instrumentation", ()), layout.error_budget
         ),
         overflow={k: v for k, v in overflow.items() if v},
+        **shadow,
     )
+
+
+def _shadow_fields(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison part of a shadow's snapshot (nothing for an ordinary model)."""
+    if layout.shadow_of is None:
+        return {}
+    budgets = replace(layout, decision_budget=layout.flip_budget)  # flips are read like decisions
+    dropped = arrays["shadow_dropped"].tolist()
+    return {
+        "shadow_of": layout.shadow_of,
+        "shadow_pairs": _prediction_rows(
+            budgets, arrays["shadow_pairs"], vocab.get("segments", ()), vocab.get("flips", ())
+        ),
+        "shadow_difference_bins": arrays["shadow_difference"],
+        "shadow_difference_sum": float(arrays["shadow_scalars"][0]),
+        "shadow_dropped": {reason: int(c) for reason, c in zip(SHADOW_DROP_REASONS, dropped)},
+    }
+
+
+def _sum_rows(tables: Sequence[Sequence[tuple[str, str, str, int]]]) -> tuple[tuple[str, str, str, int], ...]:
+    """Labelled counts of several processes summed by label strings."""
+    rows: dict[tuple[str, str, str], int] = {}
+    for table in tables:
+        for key, segment, label, count in table:
+            rows[(key, segment, label)] = rows.get((key, segment, label), 0) + count
+    return tuple((*k, v) for k, v in sorted(rows.items()))
 
 
 def _sum_maps(maps: Sequence[Mapping[str, int]]) -> dict[str, int]:
@@ -225,10 +287,16 @@ def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
     first = snapshots[0]
     if len(snapshots) == 1:
         return first
-    rows: dict[tuple[str, str, str], int] = {}
-    for s in snapshots:
-        for key, segment, decision, count in s.predictions:
-            rows[(key, segment, decision)] = rows.get((key, segment, decision), 0) + count
+    shadow: dict[str, Any] = {}
+    if first.shadow_of is not None:
+        shadow = {
+            "shadow_pairs": _sum_rows([s.shadow_pairs for s in snapshots]),
+            "shadow_difference_bins": np.sum(
+                [s.shadow_difference_bins for s in snapshots if s.shadow_difference_bins is not None], axis=0
+            ),
+            "shadow_difference_sum": math.fsum(s.shadow_difference_sum for s in snapshots),
+            "shadow_dropped": _sum_maps([s.shadow_dropped for s in snapshots]),
+        }
     return replace(
         first,
         numeric_bins=tuple(np.sum(b, axis=0) for b in zip(*(s.numeric_bins for s in snapshots))),
@@ -237,11 +305,12 @@ def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
         missing=_sum_maps([s.missing for s in snapshots]),
         score_bins=np.sum([s.score_bins for s in snapshots], axis=0),
         score_sum=math.fsum(s.score_sum for s in snapshots),
-        predictions=tuple((*k, v) for k, v in sorted(rows.items())),
+        predictions=_sum_rows([s.predictions for s in snapshots]),
         duration_bins=np.sum([s.duration_bins for s in snapshots], axis=0),
         duration_sum=math.fsum(s.duration_sum for s in snapshots),
         errors=_sum_maps([s.errors for s in snapshots]),
         fallbacks=_sum_maps([s.fallbacks for s in snapshots]),
         instrumentation_errors=_sum_maps([s.instrumentation_errors for s in snapshots]),
         overflow=_sum_maps([s.overflow for s in snapshots]),
+        **shadow,
     )

@@ -1,0 +1,66 @@
+"""One shadowed request as a pair: the primary's and the shadow's counted answers on the same rows.
+
+The request path hands over what the primary's call counted (rows, scores, decisions) and its
+features; the shadow's own call gives the same for the shadow. This turns the two into segment
+values, a decision label per side and score differences, and counts them in the shadow's
+:class:`~._pairs.PairCounts`: one row without building arrays, a batch vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .._frame import InputMismatch, is_single_row, to_columns
+from ._call import Counted
+from ._counting import scalar_label
+from ._pairs import NO_DECISION, PairCounts, decision_labels
+
+__all__ = ["PairCounter"]
+
+
+class PairCounter:
+    """Counts pairs into one shadow's comparison counters, by the primary's segment values."""
+
+    __slots__ = ("_feature_names", "_pairs", "_segments")
+
+    def __init__(self, pairs: PairCounts, segments: tuple[str, ...], feature_names: tuple[str, ...]) -> None:
+        self._pairs = pairs
+        self._segments = segments
+        self._feature_names = feature_names  # to read a batch's segment columns as the counters do
+
+    def count(self, features: Any, primary: Counted, shadow: Counted) -> None:
+        """Count one request's pair(s); ``ValueError`` when there is nothing to compare."""
+        n, scores, decisions = primary
+        _, shadow_scores, shadow_decisions = shadow
+        if n is None:
+            raise ValueError("the primary's input could not be read: no rows to compare")
+        if n == 1 and is_single_row(features):
+            segments = [scalar_label(features.get(k)) for k in self._segments]
+            difference = None
+            if isinstance(scores, float) and isinstance(shadow_scores, float):
+                difference = shadow_scores - scores
+            self._pairs.add_row(
+                segments, _row_label(scores, decisions), _row_label(shadow_scores, shadow_decisions), difference
+            )
+            return
+        labels = decision_labels(n, scores, decisions), decision_labels(n, shadow_scores, shadow_decisions)
+        difference = None
+        if scores is not None and shadow_scores is not None and len(scores) == len(shadow_scores) == n:
+            difference = shadow_scores - scores
+        self._pairs.add(self._segment_columns(features), *labels, difference)
+
+    def _segment_columns(self, features: Any) -> list[Any]:
+        if not self._segments:
+            return []
+        try:
+            columns = to_columns(features, self._feature_names)
+        except InputMismatch:  # e.g. an array of another width: segments unknown, the pair still counts
+            return [None] * len(self._segments)
+        return [columns.raw(k) for k in self._segments]
+
+
+def _row_label(score: Any, decision: Any) -> str:
+    if decision is None or not isinstance(score, float) or not math.isfinite(score):
+        return NO_DECISION
+    return str(decision)

@@ -1,0 +1,363 @@
+"""Shadow scoring: a second model version scored on the primary's input, off the request path.
+
+A successful primary call hands one item per shadow to a bounded queue (an ``enqueue``, nothing
+else); a daemon thread per shadow runs the shadow function through the shadow monitor's own
+:class:`~otel_ml.instrument._call.Call` (so its features, scores, latency and errors are counted
+under its own version, its span carries the primary's request id) and then counts the pair in
+the shadow's comparison counters (``_pairs``). A coroutine shadow under an async primary is a
+task on the primary's event loop instead. Whatever happens here is counted, never raised.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry.trace import Link, Span, SpanContext
+
+from ._call import Call, CallRecorder, Counted, Reader
+from ._comparison import PairCounter
+from ._context import CallState
+
+if TYPE_CHECKING:
+    import asyncio  # imported when a coroutine shadow first runs: ``import otel_ml`` stays light
+
+    from ..baseline import Baseline
+    from ._counting import Decision
+    from ._monitor import ModelMonitor
+
+__all__ = ["INHERIT", "Inherit", "Shadow"]
+
+
+class Inherit:
+    """The default of ``decision=``/``score=``/``inputs=``: the primary's."""
+
+    def __repr__(self) -> str:
+        return "<inherit>"
+
+
+INHERIT: Final = Inherit()
+_STOP: Any = object()
+_POLL_SECONDS = 0.0005  # how often an idle worker looks at its queue while traffic flows
+_IDLE_POLLS = 200  # after 100 ms without an item it blocks instead
+_live: weakref.WeakSet[Shadow] = weakref.WeakSet()
+# args, kwargs, features, rows, scores, decisions, request id, primary span context, end time
+Item = tuple[tuple[Any, ...], dict[str, Any], Any, int | None, Any, Any, str, SpanContext | None, float]
+
+
+def sampled(request_id: str, ratio: float) -> bool:
+    """Whether a request is shadowed: a hash of its id, so every replica picks the same requests."""
+    return zlib.crc32(request_id.encode("utf-8", "surrogatepass")) < ratio * 4294967296.0
+
+
+class Shadow:
+    """A candidate version scored on the same input as the primary, its answer discarded.
+
+    ``@monitor(baseline=b7, decision=0.7, shadow=[Shadow(predict_v8, baseline=b8)])``: after each
+    successful primary call (a failed one enqueues nothing) the call's arguments, the primary's
+    scores and decisions and its request id are put on a bounded queue of ``queue_size``; a
+    daemon thread started on first use calls ``fn`` with the same arguments. The shadow gets its
+    own :class:`ModelMonitor` (the primary's registry, tracer provider, segments, feature names
+    and budgets; ``decision``, ``score`` and ``inputs`` are the primary's unless given), so its
+    feature, score, prediction, latency and error series appear under its own version and its
+    cost is never added to the primary's. Its span has the primary's ``ml.request.id``, the
+    attribute ``ml.shadow.primary_version`` and a link to the primary's span.
+
+    Compared per request: ``ml_shadow_pairs_total`` by segment (the primary's segment values)
+    and ``ml_flip`` (``none`` when both decided alike, else ``<primary>_to_<shadow>``; a row
+    without a decision on one side, e.g. a missing score, counts as ``none``), and
+    ``ml_shadow_score_difference`` (shadow minus primary, both scores finite).
+
+    Dropped and counted in ``ml_shadow_dropped_total{reason}``: ``queue_full`` (the queue, or
+    for an async shadow the tasks in flight, already hold ``queue_size``), ``error`` (``fn``
+    raised: also counted in the shadow's own error series) and ``timeout`` (the shadow's answer
+    came more than ``timeout`` seconds after the primary call ended, queue wait included; an
+    item already that old is not run at all). A thread cannot be killed: a shadow that hangs
+    keeps its worker, and its queue then fills and drops as ``queue_full``. An async shadow is
+    cancelled by ``asyncio.wait_for`` at the timeout (its own error series counts the
+    cancellation).
+
+    ``sample_ratio`` below 1 shadows a deterministic share of requests chosen by a hash of the
+    request id (the same requests on every replica when ids come from ``request_id=``); the
+    others are neither scored nor counted as dropped. A single-row mapping is shallow-copied
+    when enqueued (the app may reuse it); arrays and DataFrames are not copied, so an app that
+    mutates a batch in place after the call returns changes what the shadow sees.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        baseline: Baseline | str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        decision: Decision | None | Inherit = INHERIT,
+        score: Callable[[Any], Any] | None | Inherit = INHERIT,
+        inputs: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None | Inherit = INHERIT,
+        queue_size: int = 1000,
+        timeout: float = 1.0,
+        sample_ratio: float = 1.0,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError("Shadow needs the shadow version's inference function")
+        if queue_size < 1 or not timeout > 0 or not 0.0 <= sample_ratio <= 1.0:
+            raise ValueError("Shadow needs queue_size >= 1, timeout > 0 and 0 <= sample_ratio <= 1")
+        self.fn = fn
+        self.baseline = baseline
+        self.model, self.version = model, version
+        self.decision, self.score, self.inputs = decision, score, inputs
+        self.queue_size, self.timeout, self.sample_ratio = queue_size, float(timeout), float(sample_ratio)
+        self.monitor: ModelMonitor | None = None  # the shadow's own monitor, once attached to a primary
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._reset()
+
+    def __repr__(self) -> str:
+        return f"Shadow({getattr(self.fn, '__qualname__', self.fn)!r}, monitor={self.monitor!r})"
+
+    def _reset(self, closed: bool = False) -> None:
+        """Fresh queue and no worker (construction, and a forked child, which has no threads)."""
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = closed
+
+    def _attach(
+        self, monitor: ModelMonitor, recorder: CallRecorder, read: Reader, feature_names: tuple[str, ...]
+    ) -> None:
+        """Bind to its own monitor (made by the primary's ``ModelMonitor``): once per Shadow."""
+        if self.monitor is not None:
+            raise ValueError(f"{self!r} already shadows a model; make one Shadow per primary")
+        pairs = monitor.counters.pairs
+        if pairs is None:
+            raise ValueError("a shadow's counters need the comparison block")
+        self.monitor = monitor
+        self._recorder, self._read, self._pairs = recorder, read, pairs
+        self._counter = PairCounter(pairs, monitor.segments, feature_names)
+        _live.add(self)
+
+    # -- request path -------------------------------------------------------------------------
+    def submit(
+        self,
+        call: CallState,
+        span: Span | None,
+        features: Any,
+        inputs: tuple[tuple[Any, ...], dict[str, Any]],
+        counted: Counted,
+    ) -> None:
+        """Enqueue one finished primary call (or drop it, counted); the only work on the request path."""
+        if self._closed:
+            return
+        request_id = call.request_id
+        if self.sample_ratio < 1.0 and not sampled(request_id, self.sample_ratio):
+            return
+        args, kwargs = inputs
+        n, scores, decisions = counted
+        if n == 1 and isinstance(features, Mapping):
+            features, args, kwargs = _copied(features, args, kwargs)
+        context = span.get_span_context() if span is not None else None
+        item: Item = (args, kwargs, features, n, scores, decisions, request_id, context, time.perf_counter())
+        if self._is_async:
+            import asyncio
+
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._schedule(loop, item)
+                return
+        if self._thread is None:
+            self._start()
+        if self._queue.qsize() >= self.queue_size:
+            self._pairs.add_dropped("queue_full")
+            return
+        self._queue.put(item)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._closed:
+                name = f"otel-ml-shadow-{self.monitor.model_version if self.monitor else ''}"
+                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, item: Item) -> None:
+        if len(self._tasks) >= self.queue_size:
+            self._pairs.add_dropped("queue_full")
+            return
+        task = loop.create_task(self._run_task(item))
+        self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
+        task.add_done_callback(self._tasks.discard)
+
+    # -- worker -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        loop: asyncio.AbstractEventLoop | None = None
+        polls = 0
+        while True:
+            if self._queue.empty():
+                if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
+                    polls += 1
+                    time.sleep(_POLL_SECONDS)
+                    continue
+                item = self._queue.get()  # idle for a while: block until a put wakes us
+            else:
+                item = self._queue.get()
+            polls = 0
+            if item is _STOP:
+                break
+            if isinstance(item, threading.Event):  # drain(): everything queued before it is done
+                item.set()
+                continue
+            try:
+                if self._is_async:
+                    loop = loop or _new_event_loop()
+                    loop.run_until_complete(self._run_task(item))
+                else:
+                    self._run(item)
+            except BaseException as exc:  # never let the worker die
+                self._recorder.errors.report("shadow", exc)
+            # Hand the GIL back after each item: a served thread waiting for it gets it now, not
+            # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without).
+            time.sleep(0)
+        if loop is not None:
+            loop.close()
+
+    def _call(self, item: Item) -> Call:
+        links = [Link(item[7])] if item[7] is not None and item[7].is_valid else []
+        return Call(self._recorder, self._read, item[0], item[1], CallState(item[6]), links)
+
+    def _run(self, item: Item) -> None:
+        if time.perf_counter() - item[8] > self.timeout:
+            self._pairs.add_dropped("timeout")
+            return
+        call = self._call(item)
+        try:
+            with call:
+                call.result = self.fn(*item[0], **item[1])
+        except BaseException:  # counted in the shadow's own error series by its Call
+            self._pairs.add_dropped("error")
+            return
+        if time.perf_counter() - item[8] > self.timeout:
+            self._pairs.add_dropped("timeout")
+            return
+        self._compare(item, call.counted)
+
+    async def _run_task(self, item: Item) -> None:
+        import asyncio
+
+        remaining = self.timeout - (time.perf_counter() - item[8])
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            counted = await asyncio.wait_for(self._scored(item), remaining)
+        except TimeoutError:
+            self._pairs.add_dropped("timeout")
+            return
+        except BaseException:
+            self._pairs.add_dropped("error")
+            return
+        self._compare(item, counted)
+
+    async def _scored(self, item: Item) -> Counted | None:
+        call = self._call(item)
+        with call:
+            result = self.fn(*item[0], **item[1])
+            call.result = await result if inspect.isawaitable(result) else result
+        return call.counted
+
+    # -- comparison ---------------------------------------------------------------------------
+    def _compare(self, item: Item, counted: Counted | None) -> None:
+        """Count the pair; a pair that cannot be compared is dropped as ``error`` (and reported)."""
+        try:
+            if counted is None:
+                raise ValueError("the shadow's call was not counted (nested in a call of the same version?)")
+            self._counter.count(item[2], (item[3], item[4], item[5]), counted)
+        except Exception as exc:
+            self._recorder.errors.report("shadow", exc)
+            self._pairs.add_dropped("error")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until everything enqueued so far was scored; ``False`` if ``timeout`` ran out.
+        Tasks on an event loop are awaited with :meth:`adrain` from that loop."""
+        deadline = time.monotonic() + timeout
+        if self._thread is not None and self._thread.is_alive():
+            done = threading.Event()
+            self._queue.put(done)
+            if not done.wait(timeout):
+                return False
+        while self._tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    async def adrain(self, timeout: float = 5.0) -> bool:
+        """:meth:`drain` from inside a running event loop (awaits its shadow tasks too)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        done = await asyncio.get_running_loop().run_in_executor(None, self._drain_thread, timeout)
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+        return done and not self._tasks
+
+    def _drain_thread(self, timeout: float) -> bool:
+        """Wait for the worker thread's queue only (what :meth:`adrain` runs off the loop)."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop taking requests and stop the worker once its queue is done (``ModelMonitor.close``)."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    import asyncio
+
+    return asyncio.new_event_loop()
+
+
+def _copied(
+    row: Mapping[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[Any, ...], dict[str, Any]]:
+    """A shallow copy of the row, put wherever the call's arguments held it."""
+    copy = dict(row)
+    if len(args) == 1 and args[0] is row and not kwargs:  # the usual predict(row): no scan
+        return copy, (copy,), kwargs
+    return (
+        copy,
+        tuple([copy if a is row else a for a in args]),
+        {k: copy if v is row else v for k, v in kwargs.items()} if kwargs else kwargs,
+    )
+
+
+def _after_fork_in_child() -> None:
+    for shadow in list(_live):
+        shadow._reset(shadow._closed)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def bind_shadows(shadows: Sequence[Shadow]) -> tuple[Shadow, ...]:
+    """The shadows as the recorder's sinks (checked to be Shadow objects)."""
+    for s in shadows:
+        if not isinstance(s, Shadow):
+            raise TypeError(f"shadow= takes Shadow(...) objects, got {type(s).__name__}")
+    return tuple(shadows)
