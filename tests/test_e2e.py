@@ -74,7 +74,10 @@ class Loop:
         scrape = (ScrapeTarget(self.app.url + "/metrics", 1.0, 1.0),) if mode == "scrape" else ()
         self.sidecar = Sidecar(
             SidecarConfig(
-                baselines=(model.baseline.save(tmp / "risk-v1.baseline.json"),),
+                baselines=(
+                    model.baseline.save(tmp / "risk-v1.baseline.json"),
+                    model.candidate_baseline.save(tmp / "risk-v2.baseline.json"),  # the shadow version
+                ),
                 listen=parse_listen(sidecar_url.removeprefix("http://")),
                 scrape=scrape,
                 windows=(WINDOW,),

@@ -32,7 +32,7 @@ from ..mixin import DEFAULT_CONFIG, MixinConfig
 from ..sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from ..sidecar._config import parse_listen
 from ._faults import FAULTS, Fault
-from ._model import SEGMENT, train_demo_model
+from ._model import MODEL_VERSION, SEGMENT, train_demo_model
 from ._server import ModelServer
 from ._stack import PrometheusStack, free_port, stack_binaries
 from ._traffic import Traffic
@@ -109,7 +109,8 @@ class Demo:
     def _outputs(self, sidecar: Sidecar) -> dict[str, list[tuple[dict[str, str], float]]]:
         out: dict[str, list[tuple[dict[str, str], float]]] = {}
         for inst, labels, value in sidecar.state.outputs():
-            if labels.get(n.LABEL_WINDOW, self.o.window) == self.o.window:
+            served = labels.get(n.LABEL_MODEL_VERSION, MODEL_VERSION) == MODEL_VERSION  # not the shadow's
+            if served and labels.get(n.LABEL_WINDOW, self.o.window) == self.o.window:
                 out.setdefault(inst.prometheus, []).append((labels, value))
         return out
 
@@ -217,14 +218,16 @@ class Demo:
             f"shipped with scikit-learn); working directory {workdir}"
         )
         model = train_demo_model()
-        baseline_path = model.baseline.save(workdir / "risk-v1.baseline.json")
+        baseline_paths = [model.baseline.save(workdir / "risk-v1.baseline.json")]
+        if model.candidate_baseline is not None:  # the shadow version: its own series, pairs and labels
+            baseline_paths.append(model.candidate_baseline.save(workdir / "risk-v2.baseline.json"))
         sidecar_url = f"http://127.0.0.1:{free_port()}"
         tracer_provider = TracerProvider(resource=Resource.create({"service.name": "risk-model"}))
         tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
         app = ModelServer(model, tracer_provider=tracer_provider).start()
-        sidecar = self._sidecar(workdir, baseline_path, sidecar_url, app.url)
+        sidecar = self._sidecar(workdir, baseline_paths, sidecar_url, app.url)
         traffic = Traffic(model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels").start()
         try:
             if o.use_prometheus and stack_binaries():
@@ -260,9 +263,9 @@ class Demo:
             sidecar.stop()
         return status
 
-    def _sidecar(self, workdir: Path, baseline: Path, url: str, app_url: str) -> Sidecar:
+    def _sidecar(self, workdir: Path, baselines: list[Path], url: str, app_url: str) -> Sidecar:
         config = SidecarConfig(
-            baselines=(baseline,),
+            baselines=tuple(baselines),
             listen=parse_listen(url.removeprefix("http://")),
             scrape=(ScrapeTarget(app_url + "/metrics", 1.0, 1.0),),
             windows=(self.o.window,),

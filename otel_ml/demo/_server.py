@@ -2,7 +2,8 @@
 
 It is what a user's service looks like with otel-ml: the predict function is wrapped with
 ``@monitor``, Prometheus (or the sidecar) scrapes ``/metrics`` from the app's own registry, and
-spans go to whatever tracer provider the app configured.
+spans go to whatever tracer provider the app configured. The model's candidate version, when it
+has one, is scored in shadow on every request (its answer is never served).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ..instrument import ModelMonitor, current_request_id
+from ..instrument import ModelMonitor, Shadow, current_request_id
 from ._model import SEGMENT, THRESHOLD, DemoModel
 
 __all__ = ["ModelServer"]
@@ -30,6 +31,9 @@ class ModelServer:
     ) -> None:
         self.model = model
         self.registry = registry or CollectorRegistry()
+        shadow = (
+            () if model.candidate is None else (Shadow(self._predict_candidate, baseline=model.candidate_baseline),)
+        )
         self.monitor = ModelMonitor(
             baseline=model.baseline,
             segments=[SEGMENT],
@@ -37,6 +41,7 @@ class ModelServer:
             score=lambda result: result["score"],
             tracer_provider=tracer_provider,
             registry=self.registry,
+            shadow=shadow,
         )
         self.predict = self.monitor(self._predict)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
@@ -46,6 +51,9 @@ class ModelServer:
     def _predict(self, features: dict[str, Any]) -> dict[str, Any]:
         score = float(self.model.score(pd.DataFrame([features]))[0])
         return {"score": score, "flagged": score > THRESHOLD, "request_id": current_request_id()}
+
+    def _predict_candidate(self, features: dict[str, Any]) -> dict[str, Any]:
+        return {"score": float(self.model.score_candidate(pd.DataFrame([features]))[0])}
 
     @property
     def url(self) -> str:
@@ -61,6 +69,7 @@ class ModelServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.monitor.close()  # stops the shadow's worker too
 
 
 def _handler(app: ModelServer) -> type[BaseHTTPRequestHandler]:
