@@ -119,6 +119,28 @@ def test_an_error_regression_at_the_budget_is_rarely_rolled_back() -> None:
     assert worst[1] <= 0.011
 
 
+def _paired_sizes(n: int, only_primary: float) -> tuple[float, float]:
+    """Exact P(-1), P(1) of paired_accuracy with (b - c) / n exactly at the margin (trinomial b, c)."""
+    margin = C.version_accuracy_margin
+    b, c = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+    possible = b + c <= n
+    shares = [only_primary, only_primary - margin, 1 - 2 * only_primary + margin]
+    counts = np.stack(np.broadcast_arrays(b, c, np.where(possible, n - b - c, 0)), axis=-1)
+    pmf = np.where(possible, stats.multinomial.pmf(counts, n, shares), 0.0)
+    check = v.noninferiority_check(*v.paired_difference_bounds(b, c, n, Z), margin, True)
+    return float(pmf[possible & (check == -1)].sum()), float(pmf[possible & (check == 1)].sum())
+
+
+def test_an_accuracy_loss_at_the_margin_is_rarely_rolled_back() -> None:
+    """McNemar (Wald on paired differences) at harm = margin: P(-1) near the per-check level; a
+    false promote is likelier when discordant pairs are few (quoted, not hidden)."""
+    sizes = [_paired_sizes(n, p) for n, p in ((200, 0.02), (200, 0.1), (500, 0.05), (1000, 0.02), (1000, 0.1))]
+    worst = np.max(sizes, axis=0)
+    print(f"accuracy loss at the margin: max P(-1) = {worst[0]:.6f}, max P(1) = {worst[1]:.5f}")
+    assert worst[0] <= 1.1 * ALPHA
+    assert worst[1] <= 0.003
+
+
 def test_power_twice_the_budget_in_one_segment_of_1000_pairs() -> None:
     rng = np.random.default_rng(143)
     pairs = np.full(SEGMENTS, 1000)
