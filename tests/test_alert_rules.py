@@ -287,6 +287,11 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
         ({"label_delay_quantile": 1.0}, "between 0 and 1"),
         ({"positive_outcome": ""}, "non-empty"),
         ({"decision_rate_min_absolute_change": -0.01}, "must be >= 0"),
+        ({"version_confidence": 1.0}, "0 < confidence < 1"),
+        ({"version_windows": ()}, "at least one window"),
+        ({"version_flip_budget": 0.0}, "between 0 and 1"),
+        ({"version_min_pairs": 0}, ">= 1"),
+        ({"version_reference_window": "1 day"}, "not a Prometheus duration"),
     ],
 )
 def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:

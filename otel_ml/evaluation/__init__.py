@@ -3,8 +3,9 @@
 Pure numpy over per-score-bin counts, shared by the baseline fit (reference calibration and
 performance) and the sidecar (window gauges); no I/O and no metric objects. Bins sit on the last
 axis, so one call evaluates a segments x bins matrix; a ratio whose denominator is 0 is NaN,
-"no sample", never a warning. Not imported by ``import otel_ml``: only the baseline fit and the
-sidecar need it.
+"no sample", never a warning. The version comparison's statistics (``_versions``: bounds, checks,
+verdict) are the numpy reference of its recording rules. Not imported by ``import otel_ml``:
+only the baseline fit, the sidecar and the tests need it.
 """
 
 from ._cbpe import EstimatedPerformance, estimate_performance, expected_counts, served_bin
@@ -33,6 +34,16 @@ from ._reference import (
     reference_band,
     reference_performance,
 )
+from ._versions import (
+    bonferroni_z,
+    equivalence_check,
+    flip_check,
+    noninferiority_check,
+    paired_difference_bounds,
+    two_proportion_bounds,
+    verdict,
+    wilson_bounds,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -46,20 +57,28 @@ __all__ = [
     "ReferenceFigures",
     "ThresholdCurve",
     "bin_calibration",
+    "bonferroni_z",
     "calibration_error",
     "confusion_at_bin",
     "confusion_metrics",
     "default_chunk_size",
+    "equivalence_check",
     "estimate_performance",
     "expected_counts",
+    "flip_check",
     "guarded_ratio",
     "mean_loss",
+    "noninferiority_check",
+    "paired_difference_bounds",
     "realised_metrics",
     "reference_band",
     "reference_performance",
     "roc_auc",
     "served_bin",
     "threshold_curve",
+    "two_proportion_bounds",
+    "verdict",
+    "wilson_bounds",
 ]
 
 for _name in __all__:  # reprs and docs show the public path, as for httpx

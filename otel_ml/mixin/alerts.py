@@ -2,7 +2,8 @@
 
 The groups are written in :mod:`otel_ml.mixin._data_alerts` (drift, coverage, decisions: the
 sidecar's verdicts), :mod:`otel_ml.mixin._evaluation_alerts` (realised and estimated performance,
-label coverage and delay, the join store) and :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
+label coverage and delay, the join store), :mod:`otel_ml.mixin._version_alerts` (shadow and
+canary comparison) and :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
 itself), with an abstract level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
 :func:`alert_groups` then passes over every alert once (:func:`_finish`) to set ``severity``,
 ``team``, the extra and overridden labels and ``runbook_url``, and to check that ``summary``
@@ -18,6 +19,7 @@ from ._alert_helpers import PAGE, TICKET, Rule
 from ._data_alerts import coverage_alerts, decision_alerts, drift_alerts
 from ._evaluation_alerts import evaluation_alerts
 from ._serving_alerts import serving_alerts, sidecar_alerts
+from ._version_alerts import version_alerts
 from .config import MixinConfig
 
 __all__ = ["PAGE", "TICKET", "alert_groups", "alert_names"]
@@ -28,6 +30,7 @@ _GROUPS = (
     ("otel-ml.coverage", coverage_alerts),
     ("otel-ml.decisions", decision_alerts),
     ("otel-ml.evaluation", evaluation_alerts),
+    ("otel-ml.versions", version_alerts),
     ("otel-ml.serving", serving_alerts),
     ("otel-ml.sidecar", sidecar_alerts),
 )

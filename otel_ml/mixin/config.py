@@ -118,6 +118,42 @@ class MixinConfig:
     label_delay_for: str = "2h"
     join_store_eviction_window: str = "1h"
     join_store_eviction_for: str = "5m"
+    # -- two versions side by side: shadow and canary (ml:version_check:<w>, ml:version_verdict:<w>) ----
+    # Every check is three-way: 1 = confidently inside its budget, -1 = confidently outside it,
+    # 0 = inconclusive. -1 needs the LOWER confidence bound of the harm above the budget (the
+    # data prove harm: a noisy small window cannot roll back a good version) and 1 needs the
+    # UPPER bound below it (the data prove safety: a quiet window cannot promote a bad one).
+    # Between the two the check is 0, which Argo Rollouts and Flagger treat as inconclusive and
+    # which is never a pass; so are missing data and windows below the minimum counts (0, never
+    # NaN: every comparison uses ``bool``). Example at the defaults: 100 flips in 5,000 pairs
+    # (summed over two pods) has Wilson upper bound 2.8 % < 5 %: 1; 591 / 5,000 has lower bound
+    # 10.4 % > 5 %: -1; 3 / 50 is below version_min_pairs: 0. (The flip check itself is the score
+    # test at the budget that a Wilson bound is, corrected for the binomial's skew, so that a share
+    # exactly at the budget gets -1, or 1, at most (1 - confidence) / version_max_checks of the time.)
+    version_windows: tuple[str, ...] = ("1h", "24h")
+    # Family-wise confidence per (model, candidate, reference, window): one-sided bounds at
+    # z = inv_cdf(1 - (1 - confidence) / version_max_checks) (Bonferroni over at most this many
+    # judged checks; at the defaults z = 3.29). More judged checks than that loosen the guarantee.
+    version_confidence: float = 0.99
+    version_max_checks: int = 20
+    version_flip_budget: float = 0.05  # share of pairs whose decision differs (shadow)
+    version_min_pairs: int = 1000  # pairs / predictions / calls before an overall check is judged
+    version_min_segment_pairs: int = 200  # below this a segment is not judged (no check at all)
+    version_min_labelled_pairs: int = 200  # labelled pairs before the McNemar check is judged
+    version_accuracy_margin: float = 0.01  # non-inferiority margin of accuracy (shadow - primary)
+    version_decision_rate_budget: float = 0.05  # |candidate - reference| positive-decision share
+    version_error_rate_budget: float = 0.01  # candidate - reference share of calls that raise
+    version_latency_budget: float = 0.01  # candidate - reference share slower than the SLO threshold
+    # Canary reference: per model the version with the most predictions over this window, among
+    # versions that are not some version's shadow (a shadow scores the same requests).
+    version_reference_window: str = "24h"
+    version_psi_min_bins: int = 5  # score bins both versions' baselines share before a PSI is recorded
+    version_alert_for: str = "30m"  # MLShadowDisagreement
+    version_rollback_for: str = "10m"  # MLVersionRollback
+    shadow_drop_ratio_threshold: float = 0.1  # MLShadowDropping: queue_full share of submitted requests
+    shadow_drop_window: str = "15m"
+    shadow_drop_min_requests: int = 100  # pairs + drops in the window before it may fire
+    shadow_drop_for: str = "15m"
     # -- the sidecar itself ------------------------------------------------------------------------------
     sidecar_down_for: str = "5m"
     ingest_stale_seconds: int = 600  # no data for a model version this long: not scraping / not receiving

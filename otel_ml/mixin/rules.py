@@ -4,7 +4,8 @@ Recording rules exist for two reasons: the dashboards' heavier queries (rates, d
 shares, latency quantiles over many replicas) and computations Prometheus can do fleet-wide
 that the sidecar only sees per pod, mainly PSI from the summed bin counters of every replica,
 with the same 1e-4 smoothing of empty bins as the sidecar, and the realised and estimated
-performance of :mod:`otel_ml.mixin._evaluation_rules`. The alerting rules of
+performance of :mod:`otel_ml.mixin._evaluation_rules` and the version comparison of
+:mod:`otel_ml.mixin._version_rules`. The alerting rules of
 :mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together;
 :mod:`otel_ml.mixin.generate` writes them.
 """
@@ -18,6 +19,7 @@ from .._durations import prometheus_duration
 from . import _rule_helpers as q
 from ._evaluation_rules import evaluation_rules
 from ._rule_helpers import latency_burn_rate_record, ratio_record
+from ._version_rules import version_rules
 from .config import MixinConfig
 
 __all__ = [
@@ -248,4 +250,5 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
         {"name": "otel-ml.latency-slo.rules", "rules": latency_slo_rules(config)},
         {"name": "otel-ml.fleet-psi.rules", "rules": fleet_psi_rules(config)},
         {"name": "otel-ml.evaluation.rules", "rules": evaluation_rules(config)},
+        {"name": "otel-ml.versions.rules", "rules": version_rules(config)},
     ]
