@@ -588,8 +588,8 @@ VERDICT_NAMES: Final = {
     VERDICT_ROLL_BACK: "roll back",
 }
 # Recording rules of the version comparison, without their window: ``windowed(VERSION_VERDICT_RECORD, "1h")``
-# is ``ml:version_verdict:1h``. ml:shadow_* keep the app counters' labels (ml_model_version is the
-# primary, ml_shadow_version the shadow); ml:version_* carry ml_candidate_version / ml_reference_version.
+# is ``ml:version_verdict:1h``. All carry ml_candidate_version / ml_reference_version (for ml:shadow_*
+# the shadow and its primary), never ml_model_version.
 VERSION_VERDICT_RECORD: Final = "ml:version_verdict"
 VERSION_CHECK_RECORD: Final = "ml:version_check"
 SHADOW_PAIRS_RECORD: Final = "ml:shadow_pairs"
@@ -602,6 +602,8 @@ SHADOW_ACCURACY_DIFFERENCE_RECORD: Final = "ml:shadow_accuracy_difference"
 VERSION_DECISION_RATE_DIFFERENCE_RECORD: Final = "ml:version_decision_rate_difference"
 VERSION_SCORE_PSI_RECORD: Final = "ml:version_score_psi"
 VERSION_ERROR_RATIO_RECORD: Final = "ml:version_error_ratio"
+VERSION_CANDIDATE_ERROR_RATE_RECORD: Final = "ml:version_candidate_error_rate"  # errors / calls, 0 without errors
+VERSION_REFERENCE_ERROR_RATE_RECORD: Final = "ml:version_reference_error_rate"
 VERSION_LATENCY_P99_RATIO_RECORD: Final = "ml:version_latency_p99_ratio"
 # Alerts on the comparison (their runbooks are runbooks/<name>.md).
 ALERT_SHADOW_DISAGREEMENT: Final = "MLShadowDisagreement"

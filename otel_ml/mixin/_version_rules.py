@@ -52,11 +52,11 @@ def version_windows(c: MixinConfig) -> list[str]:
 
 
 def check_record(window: str) -> str:
-    return f"ml:version_check:{window}"
+    return n.windowed(n.VERSION_CHECK_RECORD, window)
 
 
 def verdict_record(window: str) -> str:
-    return f"ml:version_verdict:{window}"
+    return n.windowed(n.VERSION_VERDICT_RECORD, window)
 
 
 def _as(expr: str, dst: str, src: str) -> str:
@@ -107,8 +107,15 @@ def _shadow_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
         inner = f"sum by ({by}) (increase({pairs_series}{sel}[{w}]))"
         return _as(_as(inner, C, SV), R, V)
 
-    pairs, flips, count = f"ml:shadow_pairs:{w}", f"ml:shadow_flips:{w}", f"ml:shadow_flipped_pairs:{w}"
-    ratio, lower, upper = (f"ml:shadow_flip_ratio{s}:{w}" for s in ("", "_lower", "_upper"))
+    pairs, flips, count = (
+        n.windowed(n.SHADOW_PAIRS_RECORD, w),
+        n.windowed(n.SHADOW_FLIPS_RECORD, w),
+        f"ml:shadow_flipped_pairs:{w}",
+    )
+    ratio, lower, upper = (
+        n.windowed(r, w)
+        for r in (n.SHADOW_FLIP_RATIO_RECORD, n.SHADOW_FLIP_RATIO_LOWER_RECORD, n.SHADOW_FLIP_RATIO_UPPER_RECORD)
+    )
     z2 = f"{z} ^ 2"
     wilson = f"""
 (
@@ -186,8 +193,10 @@ and on ({seg})
 """
     return [
         _record(labelled, f"sum by ({seg_out}) (\n  {_as(_as(inner, C, SV), R, V)}\n)"),
-        _record(f"ml:shadow_mcnemar_z:{w}", f"({b} - on ({seg}) {cc})\n/ on ({seg})\n({discordant} > 0)"),
-        _record(f"ml:shadow_accuracy_difference:{w}", f"({cc} - on ({seg}) {b})\n/ on ({seg})\n({total} > 0)"),
+        _record(n.windowed(n.SHADOW_MCNEMAR_Z_RECORD, w), f"({b} - on ({seg}) {cc})\n/ on ({seg})\n({discordant} > 0)"),
+        _record(
+            n.windowed(n.SHADOW_ACCURACY_DIFFERENCE_RECORD, w), f"({cc} - on ({seg}) {b})\n/ on ({seg})\n({total} > 0)"
+        ),
         _record(harm_lower, bound.replace("{sign}", "-")),
         _record(harm_upper, bound.replace("{sign}", "+")),
         _record(check_record(w), check, **{n.LABEL_CHECK: "paired_accuracy"}),
@@ -290,7 +299,7 @@ or
         _record(nr, ref_n),
         _record(rc, f"(\n{_candidate(c, positives)}\n)\n/ on ({seg})\n({nc} > 0)"),
         _record(rr, f"(\n{ref_pos}\n)\n/ on ({seg})\n({nr} > 0)"),
-        _record(f"ml:version_decision_rate_difference:{w}", f"{rc} - on ({seg}) {rr}"),
+        _record(n.windowed(n.VERSION_DECISION_RATE_DIFFERENCE_RECORD, w), f"{rc} - on ({seg}) {rr}"),
         _record(check_record(w), check, **{n.LABEL_CHECK: "decision_rate"}),
     ]
 
@@ -328,11 +337,17 @@ or on ({q.labels(c, *SEG)})
 {pairs}
 """
         rules.append(_record(check_record(w), check, **{n.LABEL_CHECK: "error_rate" if name == "error" else "latency"}))
-    errors_c, errors_r = f"ml:version_candidate_error_rate:{w}", f"ml:version_reference_error_rate:{w}"
+    errors_c, errors_r = (
+        n.windowed(n.VERSION_CANDIDATE_ERROR_RATE_RECORD, w),
+        n.windowed(n.VERSION_REFERENCE_ERROR_RATE_RECORD, w),
+    )
     p99_c, p99_r = _candidate(c, p99), _reference(c, p99, nc, ())
     rules += [
-        _record(f"ml:version_error_ratio:{w}", f"{errors_c}\n/ on ({pair})\n({errors_r} > 0)"),
-        _record(f"ml:version_latency_p99_ratio:{w}", f"(\n({p99_c})\n>= 0\n)\n/ on ({pair})\n(\n({p99_r})\n> 0\n)"),
+        _record(n.windowed(n.VERSION_ERROR_RATIO_RECORD, w), f"{errors_c}\n/ on ({pair})\n({errors_r} > 0)"),
+        _record(
+            n.windowed(n.VERSION_LATENCY_P99_RATIO_RECORD, w),
+            f"(\n({p99_c})\n>= 0\n)\n/ on ({pair})\n(\n({p99_r})\n> 0\n)",
+        ),
     ]
     return rules
 
@@ -373,7 +388,7 @@ def _psi_rules(c: MixinConfig, w: str) -> list[Rule]:
         _record(ref, _reference(c, share, f"(\n{every_bin}\n)", edges)),
         _record(cand, f"{every_bin}\nand on ({pair_bin})\n{ref}"),
         _record(
-            f"ml:version_score_psi:{w}",
+            n.windowed(n.VERSION_SCORE_PSI_RECORD, w),
             f"(\n  sum by ({pair}) ({term(cand, ref)})\n  + on ({pair})\n  ({term(rest_c, rest_r)})\n)\n"
             f"and on ({pair})\n{shared}",
         ),

@@ -7,10 +7,10 @@ rates, score PSI, errors and latency), and last whether the shadow was even scor
 
 Two kinds of series: the app's shadow counters (live, per rate interval) and the version
 comparison's recording rules over a fixed window (``ml:<stem>:<window>``, windows from
-``MixinConfig.version_windows``). ``ml:shadow_*`` keep the counters' labels (``ml_model_version``
-is the primary, ``ml_shadow_version`` the shadow); ``ml:version_*`` name the candidate and the
-reference. Each query requires the labels its legend names (``label!=""``), so a renamed label
-shows as "No data" in the end-to-end test instead of one unlabelled line.
+``MixinConfig.version_windows``). The app's counters carry ``ml_model_version`` (the primary) and
+``ml_shadow_version``; every recording rule names the candidate and the reference instead. Each
+query requires the labels its legend names (``label!=""``), so a renamed label shows as "No data"
+in the end-to-end test instead of one unlabelled line.
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def _pairwise(e: Exprs, record: str, by: str, *extra: str, agg: str = "max") -> 
 
 
 def _shadowed(e: Exprs, record: str, by: str, *extra: str) -> str:
-    """A shadow_* recording rule per (model, primary, shadow) and ``by``."""
-    sel = matchers(e.model_matcher, e.version_matcher, *_present(SHADOW), *extra)
+    """A shadow_* recording rule per (model, candidate, reference) and ``by``; the selected
+    versions are the primaries (the references) whose shadows are shown."""
+    reference = e.version_matcher.replace(V, REFERENCE, 1)
+    sel = matchers(e.model_matcher, reference, *_present(CANDIDATE), *extra)
     return f"max by ({by}) ({record}{sel})"
 
 
@@ -120,7 +122,7 @@ def _shadow_evidence(config: MixinConfig, e: Exprs) -> Items:
 def _flips(config: MixinConfig, e: Exprs) -> Items:
     """The flip ratio per segment with its Wilson bounds, and flips by kind from the app's counters."""
     first = version_windows(config)[0]
-    by_segment = f"{SHADOW_PAIR}, {SEGMENT_LABELS}"
+    by_segment = f"{PAIR}, {SEGMENT_LABELS}"
     seg = e.segment_matcher
     ratio = [
         (n.SHADOW_FLIP_RATIO_RECORD, "flip ratio"),
@@ -137,7 +139,7 @@ def _flips(config: MixinConfig, e: Exprs) -> Items:
             "with its Wilson confidence interval. The flip_rate check rolls back when the lower bound is above "
             "the budget and passes when the upper bound is below it.",
             [
-                p.Query(_shadowed(e, n.windowed(record, first), by_segment, seg), f"{name} {SHADOW_VS} {SEGMENT}")
+                p.Query(_shadowed(e, n.windowed(record, first), by_segment, seg), f"{name} {VS} {SEGMENT}")
                 for record, name in ratio
             ],
             unit=units.PercentUnit,
@@ -164,7 +166,7 @@ def _flips(config: MixinConfig, e: Exprs) -> Items:
 def _shadow_scores(config: MixinConfig, e: Exprs) -> Items:
     """How far the shadow's scores are from the primary's, and who is right on labelled pairs."""
     first = version_windows(config)[0]
-    by_segment = f"{SHADOW_PAIR}, {SEGMENT_LABELS}"
+    by_segment = f"{PAIR}, {SEGMENT_LABELS}"
     return [
         p.heatmap_panel(
             705,
@@ -185,7 +187,7 @@ def _shadow_scores(config: MixinConfig, e: Exprs) -> Items:
             [
                 p.Query(
                     _shadowed(e, n.windowed(n.SHADOW_ACCURACY_DIFFERENCE_RECORD, first), by_segment, e.segment_matcher),
-                    f"{SHADOW_VS} {SEGMENT}",
+                    f"{VS} {SEGMENT}",
                 )
             ],
             unit=units.PercentUnit,
@@ -224,7 +226,12 @@ def _realised(config: MixinConfig, e: Exprs) -> p.PanelBuilder:
 def _canary_ratios(config: MixinConfig, e: Exprs) -> Items:
     """Candidate against reference over the same window: decision rates, score PSI, errors, latency."""
     first = version_windows(config)[0]
-    ratios = [(n.VERSION_ERROR_RATIO_RECORD, "error ratio"), (n.VERSION_LATENCY_P99_RATIO_RECORD, "p99 latency ratio")]
+    # error rates, not their ratio: with no errors on the reference the ratio has no sample
+    ratios = [
+        (n.VERSION_CANDIDATE_ERROR_RATE_RECORD, "candidate error rate"),
+        (n.VERSION_REFERENCE_ERROR_RATE_RECORD, "reference error rate"),
+        (n.VERSION_LATENCY_P99_RATIO_RECORD, "p99 latency ratio"),
+    ]
     return [
         p.timeseries_panel(
             708,
@@ -257,9 +264,10 @@ def _canary_ratios(config: MixinConfig, e: Exprs) -> Items:
         ),
         p.timeseries_panel(
             710,
-            f"Error and p99 latency ratios, candidate / reference ({first})",
-            "The candidate's error ratio and p99 latency divided by the reference's: 1 is parity; the "
-            "error_rate and latency checks roll back above their budgets.",
+            f"Error rates and p99 latency ratio, candidate and reference ({first})",
+            "Share of calls that raised for the candidate and for the reference, and the candidate's p99 "
+            "latency divided by the reference's (1 is parity); the error_rate and latency checks roll back "
+            "when the candidate is confidently worse by more than their budgets.",
             [p.Query(_pairwise(e, n.windowed(record, first), PAIR), f"{name} {VS}") for record, name in ratios],
             min_val=0,
             span=8,
