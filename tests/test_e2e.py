@@ -181,6 +181,29 @@ def post_old_cohorts(loop: Loop, model: DemoModel) -> None:
         requests.post(loop.sidecar.url + "/v1/labels", json={"labels": labels}, timeout=10).raise_for_status()
 
 
+def check_rollout_queries(stack: PrometheusStack) -> None:
+    """The shipped Argo Rollouts and Flagger queries, on this Prometheus: v2 (the demo's shadow) gets a
+    number in {-1, 0, 1} for the demo's window, and a version that never ran gets 0, never nothing."""
+    import yaml
+
+    from otel_ml.demo._model import CANDIDATE_VERSION
+
+    argo = yaml.safe_load((ROOT / "exporters/rollouts/argo-analysistemplate.yaml").read_text())
+    flagger = yaml.safe_load((ROOT / "exporters/rollouts/flagger-metrictemplate.yaml").read_text())
+    templates = {
+        "argo": (argo["spec"]["metrics"][0]["provider"]["prometheus"]["query"], "{{args.%s}}"),
+        "flagger": (flagger["spec"]["query"], "{{ variables.%s }}"),
+    }
+    for name, (query, slot) in templates.items():
+        for candidate, allowed in ((CANDIDATE_VERSION, {-1.0, 0.0, 1.0}), ("v999", {0.0})):
+            expr = query
+            for key, value in (("model-name", "risk"), ("candidate-version", candidate), ("window", WINDOW)):
+                expr = expr.replace(slot % key, value).replace(slot % key.replace("-", "_"), value)
+            assert "{{" not in expr, (name, expr)
+            result = stack.query(expr)
+            assert len(result) == 1 and float(result[0]["value"][1]) in allowed, (name, candidate, result)
+
+
 def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel) -> None:
     stack = loop.stack
     stack.wait_for(lambda: set(stack.target_health().values()) == {"up"}, 60, "every target up")
@@ -214,6 +237,7 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
         if not stack.query(expr):
             empty.append((file, title, expr))
     assert empty == [], [title for _, title, _ in empty]
+    check_rollout_queries(stack)
     # -- the sidecar's per-pod PSI and the fleet-wide PromQL PSI (recording rules) agree ------------
     # mean_radius has been shifted for more than a window by now, so both windows hold the same
     # data up to their edges (snapshot steps vs increase() extrapolation).

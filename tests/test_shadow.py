@@ -573,3 +573,35 @@ def test_a_failing_shadow_path_is_an_instrumentation_error_of_the_primary(regist
     assert _value(registry, errors, ml_model_version="v7", error_type="RuntimeError") == 1
     assert _served_errors(registry, "v7") == 0 and _pairs(registry) == {}
     mon.close()
+
+
+# -- the shadow's CPU is capped: the served threads share the GIL with it ---------------------------------
+@pytest.mark.parametrize("max_load", [0.25, 1.0])
+def test_max_load_caps_the_workers_cpu_share(max_load: float) -> None:
+    def costly(row: Any) -> float:
+        _burn(0.004)
+        return 0.5
+
+    registry = CollectorRegistry()
+    shadow = Shadow(costly, version="v8", timeout=60, max_load=max_load)
+    mon, predict = _shadowed(shadow, registry)
+    rows = _rows(50, seed=9).to_dict("records")
+    cpu_before = time.process_time()
+    start = time.perf_counter()
+    for row in rows:
+        predict(row)
+    assert shadow.drain(60)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_before
+    share = cpu / wall  # the process' CPU (the shadow's burn dominates) per second of wall time
+    if max_load < 1:
+        assert share < max_load * 1.3, share  # rests cpu * (1/max_load - 1) after each item
+        assert sum(_dropped(registry).values()) == 0  # throttled, not dropped: the queue held them
+    else:
+        assert share > 0.6, share  # unthrottled: the worker runs flat out
+    mon.close()
+
+
+def test_max_load_must_be_a_share() -> None:
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="max_load"):
+            Shadow(lambda row: 0.5, version="v8", max_load=bad)

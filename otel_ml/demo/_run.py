@@ -86,6 +86,12 @@ def demo_mixin_config(window: str, scrape: str = "1s") -> MixinConfig:
         ingest_stale_for=short,
         ingest_error_for=short,
         keep_firing_for=short,  # the demo never restarts its sidecar
+        # the shadow comparison over the demo's window (alerts read it) and the dashboards' windows
+        version_windows=(window, *DEFAULT_CONFIG.version_windows),
+        version_alert_for=short,
+        version_rollback_for=short,
+        shadow_drop_window=window,
+        shadow_drop_for=short,
         runbook_url_pattern=_runbook_pattern(),
     )
 

@@ -31,8 +31,11 @@ class ModelServer:
     ) -> None:
         self.model = model
         self.registry = registry or CollectorRegistry()
+        # Half the requests: the shadow scores them within its quarter of a CPU (max_load), so none queue.
         shadow = (
-            () if model.candidate is None else (Shadow(self._predict_candidate, baseline=model.candidate_baseline),)
+            ()
+            if model.candidate is None
+            else (Shadow(self._predict_candidate, baseline=model.candidate_baseline, sample_ratio=0.5),)
         )
         self.monitor = ModelMonitor(
             baseline=model.baseline,

@@ -80,7 +80,14 @@ class Shadow:
     raised: also counted in the shadow's own error series) and ``timeout`` (the shadow's answer
     came more than ``timeout`` seconds after the primary call ended, queue wait included; an
     item already that old is not run at all). A thread cannot be killed: a shadow that hangs
-    keeps its worker, and its queue then fills and drops as ``queue_full``. An async shadow is
+    keeps its worker, and its queue then fills and drops as ``queue_full``.
+
+    ``max_load`` caps the worker's CPU at that share of one core (default a quarter): after each
+    item it rests ``cpu * (1 / max_load - 1)`` seconds. The shadow runs Python under the app's GIL,
+    so a shadow allowed a whole core slows the served threads down (the demo's scikit-learn model
+    served 71 requests/s alone, 40 with an unthrottled shadow, 71 again at 0.25); what it cannot
+    keep up with queues and drops as ``queue_full``. Time spent waiting (a remote model, I/O)
+    is not CPU and is not throttled. ``sample_ratio`` lowers the load without dropping at random. An async shadow is
     cancelled by ``asyncio.wait_for`` at the timeout (its own error series counts the
     cancellation).
 
@@ -104,11 +111,14 @@ class Shadow:
         queue_size: int = 1000,
         timeout: float = 1.0,
         sample_ratio: float = 1.0,
+        max_load: float = 0.25,
     ) -> None:
         if not callable(fn):
             raise TypeError("Shadow needs the shadow version's inference function")
-        if queue_size < 1 or not timeout > 0 or not 0.0 <= sample_ratio <= 1.0:
-            raise ValueError("Shadow needs queue_size >= 1, timeout > 0 and 0 <= sample_ratio <= 1")
+        if queue_size < 1 or not timeout > 0 or not 0.0 <= sample_ratio <= 1.0 or not 0.0 < max_load <= 1.0:
+            raise ValueError("Shadow needs queue_size >= 1, timeout > 0, 0 <= sample_ratio <= 1 and 0 < max_load <= 1")
+        self.max_load = float(max_load)
+        self._rest_factor = 1.0 / self.max_load - 1.0  # seconds of rest per second of scoring
         self.fn = fn
         self.baseline = baseline
         self.model, self.version = model, version
@@ -211,6 +221,7 @@ class Shadow:
             else:
                 item = self._queue.get()
             polls = 0
+            started = time.thread_time()  # CPU time: a shadow waiting on I/O is not throttled
             if item is _STOP:
                 break
             if isinstance(item, threading.Event):  # drain(): everything queued before it is done
@@ -225,8 +236,9 @@ class Shadow:
             except BaseException as exc:  # never let the worker die
                 self._recorder.errors.report("shadow", exc)
             # Hand the GIL back after each item: a served thread waiting for it gets it now, not
-            # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without).
-            time.sleep(0)
+            # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without);
+            # then rest long enough that the worker uses at most max_load of one CPU.
+            time.sleep((time.thread_time() - started) * self._rest_factor)
         if loop is not None:
             loop.close()
 
