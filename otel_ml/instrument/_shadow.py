@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, Span, SpanContext
 
 from ._call import Call, CallRecorder, Counted, Reader
 from ._comparison import PairCounter
-from ._context import CallState
+from ._context import ACTIVE, CallState
 
 if TYPE_CHECKING:
     import asyncio  # imported when a coroutine shadow first runs: ``import otel_ml`` stays light
@@ -130,9 +130,16 @@ class Shadow:
         self._closed = closed
 
     def _attach(
-        self, monitor: ModelMonitor, recorder: CallRecorder, read: Reader, feature_names: tuple[str, ...]
+        self,
+        monitor: ModelMonitor,
+        recorder: CallRecorder,
+        read: Reader,
+        feature_names: tuple[str, ...],
+        primary: tuple[str, str],
     ) -> None:
-        """Bind to its own monitor (made by the primary's ``ModelMonitor``): once per Shadow."""
+        """Bind to its own monitor (made by the primary's ``ModelMonitor``): once per Shadow.
+        ``primary`` is the primary's (model, version), in progress in every shadow call: a shadow
+        that calls the primary (a candidate built on it) is not a served call, and feeds no shadow."""
         if self.monitor is not None:
             raise ValueError(f"{self!r} already shadows a model; make one Shadow per primary")
         pairs = monitor.counters.pairs
@@ -141,6 +148,7 @@ class Shadow:
         self.monitor = monitor
         self._recorder, self._read, self._pairs = recorder, read, pairs
         self._counter = PairCounter(pairs, monitor.segments, feature_names)
+        self._inside = frozenset((primary,))
         _live.add(self)
 
     # -- request path -------------------------------------------------------------------------
@@ -201,6 +209,7 @@ class Shadow:
     def _work(self) -> None:
         loop: asyncio.AbstractEventLoop | None = None
         polls = 0
+        ACTIVE.set(self._inside)  # this thread's own context: the primary is in progress in it
         while True:
             if self._queue.empty():
                 if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
