@@ -9,12 +9,15 @@ values, a decision label per side and score differences, and counts them in the 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._frame import InputMismatch, is_single_row, to_columns
 from ._call import Counted
 from ._counting import scalar_label
 from ._pairs import NO_DECISION, PairCounts, decision_labels
+
+if TYPE_CHECKING:
+    from ._counters import ModelCounters
 
 __all__ = ["PairCounter"]
 
@@ -22,10 +25,10 @@ __all__ = ["PairCounter"]
 class PairCounter:
     """Counts pairs into one shadow's comparison counters, by the primary's segment values."""
 
-    __slots__ = ("_feature_names", "_pairs", "_segments")
+    __slots__ = ("_counters", "_feature_names", "_segments")
 
-    def __init__(self, pairs: PairCounts, segments: tuple[str, ...], feature_names: tuple[str, ...]) -> None:
-        self._pairs = pairs
+    def __init__(self, counters: ModelCounters, segments: tuple[str, ...], feature_names: tuple[str, ...]) -> None:
+        self._counters = counters  # its ``pairs`` read per count: a forked child rebinds them
         self._segments = segments
         self._feature_names = feature_names  # to read a batch's segment columns as the counters do
 
@@ -33,6 +36,7 @@ class PairCounter:
         """Count one request's pair(s); ``ValueError`` when there is nothing to compare."""
         n, scores, decisions = primary
         _, shadow_scores, shadow_decisions = shadow
+        pairs = self._pairs()
         if n is None:
             raise ValueError("the primary's input could not be read: no rows to compare")
         if n == 1 and is_single_row(features):
@@ -40,7 +44,7 @@ class PairCounter:
             difference = None
             if isinstance(scores, float) and isinstance(shadow_scores, float):
                 difference = shadow_scores - scores
-            self._pairs.add_row(
+            pairs.add_row(
                 segments, _row_label(scores, decisions), _row_label(shadow_scores, shadow_decisions), difference
             )
             return
@@ -48,7 +52,13 @@ class PairCounter:
         difference = None
         if scores is not None and shadow_scores is not None and len(scores) == len(shadow_scores) == n:
             difference = shadow_scores - scores
-        self._pairs.add(self._segment_columns(features), *labels, difference)
+        pairs.add(self._segment_columns(features), *labels, difference)
+
+    def _pairs(self) -> PairCounts:
+        pairs = self._counters.pairs
+        if pairs is None:
+            raise ValueError("a shadow's counters need the comparison block")
+        return pairs
 
     def _segment_columns(self, features: Any) -> list[Any]:
         if not self._segments:

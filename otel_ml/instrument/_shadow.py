@@ -142,14 +142,18 @@ class Shadow:
         that calls the primary (a candidate built on it) is not a served call, and feeds no shadow."""
         if self.monitor is not None:
             raise ValueError(f"{self!r} already shadows a model; make one Shadow per primary")
-        pairs = monitor.counters.pairs
-        if pairs is None:
+        if monitor.counters.pairs is None:
             raise ValueError("a shadow's counters need the comparison block")
         self.monitor = monitor
-        self._recorder, self._read, self._pairs = recorder, read, pairs
-        self._counter = PairCounter(pairs, monitor.segments, feature_names)
+        self._recorder, self._read = recorder, read
+        self._counter = PairCounter(monitor.counters, monitor.segments, feature_names)
         self._inside = frozenset((primary,))
         _live.add(self)
+
+    def _dropped(self, reason: str) -> None:
+        """Count one dropped item in the counters' comparison block as it is now (a forked child
+        rebinds its counters to arrays and a lock of its own)."""
+        self._recorder.counters.pairs.add_dropped(reason)  # type: ignore[union-attr]  # checked in _attach
 
     # -- request path -------------------------------------------------------------------------
     def submit(
@@ -185,7 +189,7 @@ class Shadow:
         if self._thread is None:
             self._start()
         if self._queue.qsize() >= self.queue_size:
-            self._pairs.add_dropped("queue_full")
+            self._dropped("queue_full")
             return
         self._queue.put(item)
 
@@ -199,7 +203,7 @@ class Shadow:
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, item: Item) -> None:
         if len(self._tasks) >= self.queue_size:
-            self._pairs.add_dropped("queue_full")
+            self._dropped("queue_full")
             return
         task = loop.create_task(self._run_task(item))
         self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
@@ -245,17 +249,17 @@ class Shadow:
 
     def _run(self, item: Item) -> None:
         if time.perf_counter() - item[8] > self.timeout:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
             return
         call = self._call(item)
         try:
             with call:
                 call.result = self.fn(*item[0], **item[1])
         except BaseException:  # counted in the shadow's own error series by its Call
-            self._pairs.add_dropped("error")
+            self._dropped("error")
             return
         if time.perf_counter() - item[8] > self.timeout:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
             return
         self._compare(item, call.counted)
 
@@ -268,10 +272,10 @@ class Shadow:
                 raise TimeoutError
             counted = await asyncio.wait_for(self._scored(item), remaining)
         except TimeoutError:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
             return
         except BaseException:
-            self._pairs.add_dropped("error")
+            self._dropped("error")
             return
         self._compare(item, counted)
 
@@ -291,7 +295,7 @@ class Shadow:
             self._counter.count(item[2], (item[3], item[4], item[5]), counted)
         except Exception as exc:
             self._recorder.errors.report("shadow", exc)
-            self._pairs.add_dropped("error")
+            self._dropped("error")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def drain(self, timeout: float = 5.0) -> bool:
