@@ -121,3 +121,31 @@ def test_an_async_shadow_leaves_the_apps_capture_alone(registry: CollectorRegist
     assert token is not None and later == token
     assert _total(registry, PAIRS, ml_segment_key=n.ALL, ml_flip="true_to_false") == 1
     mon.close()
+
+
+def test_an_async_shadow_that_calls_the_primary_does_not_loop(registry: CollectorRegistry) -> None:
+    """The same feedback loop on the primary's event loop (a coroutine shadow's task)."""
+    holder: dict[str, Any] = {}
+
+    async def v8(row: Any) -> float:
+        return float(await holder["predict"](row)) * 0.5
+
+    shadow = Shadow(v8, version="v8")
+    mon = ModelMonitor("credit", "v7", decision=0.7, shadow=[shadow], registry=registry)
+
+    @mon
+    async def v7(row: Any) -> float:
+        return 0.8
+
+    holder["predict"] = v7
+
+    async def serve() -> None:
+        for _ in range(3):
+            await v7({"x": 1.0})
+        assert await shadow.adrain(10)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(serve())
+    assert _total(registry, PREDICTIONS, ml_model_version="v7", ml_segment_key=n.ALL) == 3
+    assert _total(registry, PAIRS, ml_segment_key=n.ALL, ml_flip="true_to_false") == 3
+    mon.close()

@@ -10,6 +10,7 @@ task on the primary's event loop instead. Whatever happens here is counted, neve
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 import threading
@@ -205,7 +206,11 @@ class Shadow:
         if len(self._tasks) >= self.queue_size:
             self._dropped("queue_full")
             return
-        task = loop.create_task(self._run_task(item))
+        # A context of its own, as the worker thread's: the app's (its capture_prediction(), its
+        # span) is not the shadow's, and the primary is in progress in it.
+        context = contextvars.Context()
+        context.run(ACTIVE.set, self._inside)
+        task = loop.create_task(self._run_task(item), context=context)
         self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
         task.add_done_callback(self._tasks.discard)
 
