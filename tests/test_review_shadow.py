@@ -149,3 +149,76 @@ def test_an_async_shadow_that_calls_the_primary_does_not_loop(registry: Collecto
     assert _total(registry, PREDICTIONS, ml_model_version="v7", ml_segment_key=n.ALL) == 3
     assert _total(registry, PAIRS, ml_segment_key=n.ALL, ml_flip="true_to_false") == 3
     mon.close()
+
+
+DIFFERENCE_BUCKET = n.SHADOW_SCORE_DIFFERENCE.bucket_series
+
+
+def test_the_primarys_scores_are_compared_as_served_even_if_the_app_reuses_its_array(
+    registry: CollectorRegistry,
+) -> None:
+    """The app scales the returned array in place (``out *= 100`` for display, or a reused
+    output buffer) before the shadow ran: the pair was compared with the mutated scores."""
+    shadow = Shadow(lambda frame: np.full(len(frame), 0.5), version="v8")
+    mon = ModelMonitor("credit", "v7", decision=0.7, shadow=[shadow], feature_names=["x"], registry=registry)
+    predict = mon(lambda frame: np.full(len(frame), 0.9))
+    entered = 0
+    for _ in range(5):
+        out = predict(pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
+        out *= 100
+        entered += len(out)
+    assert shadow.drain(10)
+    differences = np.full(entered, 0.5 - 0.9)  # as served: every row's shadow minus primary
+    for bound in n.SHADOW_DIFFERENCE_BUCKETS:
+        expected = float(np.sum(differences <= bound))
+        assert _total(registry, DIFFERENCE_BUCKET, le=n.le_labels((bound,))[0]) == expected, bound
+    mon.close()
+
+
+def _pairs_by_region(registry: CollectorRegistry) -> dict[str, float]:
+    text = generate_latest(registry).decode()
+    return {
+        s.labels[n.LABEL_SEGMENT]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == PAIRS and s.labels[n.LABEL_SEGMENT_KEY] == "region"
+    }
+
+
+def test_a_shadow_that_rewrites_its_row_is_counted_in_the_served_segment(registry: CollectorRegistry) -> None:
+    """Pairs count by the primary's segment values; a shadow that rewrites a feature of the row
+    it was handed (feature engineering in place) moved its pairs into its own value."""
+
+    def v8(row: dict[str, Any]) -> float:
+        row["region"] = "normalised"
+        return 0.5
+
+    shadow = Shadow(v8, version="v8")
+    mon = ModelMonitor("credit", "v7", decision=0.7, segments=["region"], shadow=[shadow], registry=registry)
+    predict = mon(lambda row: 0.9)
+    served = ["north", "south", "north"]
+    for region in served:
+        predict({"x": 1.0, "region": region})
+    assert shadow.drain(10)
+    assert _pairs_by_region(registry) == {"north": 2.0, "south": 1.0}
+    mon.close()
+
+
+def test_a_shadow_that_rewrites_its_batch_is_counted_in_the_served_segments(registry: CollectorRegistry) -> None:
+    """The same for a batch: the segment columns are the primary's, read before the shadow ran."""
+
+    def v8(frame: pd.DataFrame) -> Any:
+        frame["region"] = "normalised"  # a new column in the frame the app also holds
+        return np.full(len(frame), 0.5)
+
+    shadow = Shadow(v8, version="v8")
+    mon = ModelMonitor(
+        "credit", "v7", decision=0.7, segments=["region"], shadow=[shadow], feature_names=["x"], registry=registry
+    )
+    predict = mon(lambda frame: np.full(len(frame), 0.9))
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "region": ["north", "south", "north"]})
+    expected = frame["region"].value_counts().astype(float).to_dict()
+    predict(frame)
+    assert shadow.drain(10)
+    assert _pairs_by_region(registry) == expected
+    mon.close()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from opentelemetry.trace import Link, Span, SpanContext
 
 from ._call import Call, CallRecorder, Counted, Reader
@@ -89,7 +90,8 @@ class Shadow:
     request id (the same requests on every replica when ids come from ``request_id=``); the
     others are neither scored nor counted as dropped. A single-row mapping is shallow-copied
     when enqueued (the app may reuse it); arrays and DataFrames are not copied, so an app that
-    mutates a batch in place after the call returns changes what the shadow sees.
+    mutates a batch in place after the call returns changes what the shadow sees (the primary's
+    scores are copied: they are often the returned array itself).
     """
 
     def __init__(
@@ -175,6 +177,8 @@ class Shadow:
         n, scores, decisions = counted
         if n == 1 and isinstance(features, Mapping):
             features, args, kwargs = _copied(features, args, kwargs)
+        elif isinstance(scores, np.ndarray):  # often the app's result itself, which it may reuse (out *= 100)
+            scores = scores.copy()
         context = span.get_span_context() if span is not None else None
         item: Item = (args, kwargs, features, n, scores, decisions, request_id, context, time.perf_counter())
         if self._is_async:
