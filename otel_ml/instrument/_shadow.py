@@ -25,7 +25,7 @@ import numpy as np
 from opentelemetry.trace import Link, Span, SpanContext
 
 from ._call import Call, CallRecorder, Counted, Reader
-from ._comparison import PairCounter
+from ._comparison import PairCounter, Segments
 from ._context import ACTIVE, CallState
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ class Shadow:
     others are neither scored nor counted as dropped. A single-row mapping is shallow-copied
     when enqueued (the app may reuse it); arrays and DataFrames are not copied, so an app that
     mutates a batch in place after the call returns changes what the shadow sees (the primary's
-    scores are copied: they are often the returned array itself).
+    scores are copied: they are often the returned array itself). A shadow that changes its
+    input changes the app's batch too; its pairs still count by the segments as served.
     """
 
     def __init__(
@@ -256,9 +257,22 @@ class Shadow:
         links = [Link(item[7])] if item[7] is not None and item[7].is_valid else []
         return Call(self._recorder, self._read, item[0], item[1], CallState(item[6]), links)
 
+    def _served_segments(self, item: Item) -> Segments | None:
+        """The primary's segments, read before the shadow may rewrite its input; ``None``
+        (dropped as ``error``, reported) when they cannot be read."""
+        try:
+            return self._counter.segments(item[2], item[3])
+        except Exception as exc:
+            self._recorder.errors.report("shadow", exc)
+            self._dropped("error")
+            return None
+
     def _run(self, item: Item) -> None:
         if time.perf_counter() - item[8] > self.timeout:
             self._dropped("timeout")
+            return
+        served = self._served_segments(item)
+        if served is None:
             return
         call = self._call(item)
         try:
@@ -270,15 +284,19 @@ class Shadow:
         if time.perf_counter() - item[8] > self.timeout:
             self._dropped("timeout")
             return
-        self._compare(item, call.counted)
+        self._compare(item, served, call.counted)
 
     async def _run_task(self, item: Item) -> None:
         import asyncio
 
         remaining = self.timeout - (time.perf_counter() - item[8])
+        if remaining <= 0:
+            self._dropped("timeout")
+            return
+        served = self._served_segments(item)
+        if served is None:
+            return
         try:
-            if remaining <= 0:
-                raise TimeoutError
             counted = await asyncio.wait_for(self._scored(item), remaining)
         except TimeoutError:
             self._dropped("timeout")
@@ -286,7 +304,7 @@ class Shadow:
         except BaseException:
             self._dropped("error")
             return
-        self._compare(item, counted)
+        self._compare(item, served, counted)
 
     async def _scored(self, item: Item) -> Counted | None:
         call = self._call(item)
@@ -296,12 +314,12 @@ class Shadow:
         return call.counted
 
     # -- comparison ---------------------------------------------------------------------------
-    def _compare(self, item: Item, counted: Counted | None) -> None:
+    def _compare(self, item: Item, served: Segments, counted: Counted | None) -> None:
         """Count the pair; a pair that cannot be compared is dropped as ``error`` (and reported)."""
         try:
             if counted is None:
                 raise ValueError("the shadow's call was not counted (nested in a call of the same version?)")
-            self._counter.count(item[2], (item[3], item[4], item[5]), counted)
+            self._counter.count(served, (item[3], item[4], item[5]), counted)
         except Exception as exc:
             self._recorder.errors.report("shadow", exc)
             self._dropped("error")
