@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from test_evaluation_loop import T0, exposition
+from test_shadow_labels import DAY, _expected_pairs, _labels, _pair_counts, _predictions, _state, baselines, frame
 
-from otel_ml import ModelMonitor, Shadow, capture_prediction
+from otel_ml import Baseline, ModelMonitor, Shadow, capture_prediction
 from otel_ml import _names as n
 from otel_ml.baseline import fit_baseline
+from otel_ml.sidecar._label_input import LabelEvent
+from otel_ml.sidecar._persist import load_state, save_state
+from otel_ml.sidecar._series import Prediction
+
+__all__ = ["baselines", "frame"]  # the sidecar fixtures of test_shadow_labels, used here too
 
 
 def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -222,3 +230,46 @@ def test_a_shadow_that_rewrites_its_batch_is_counted_in_the_served_segments(regi
     assert shadow.drain(10)
     assert _pairs_by_region(registry) == expected
     mon.close()
+
+
+def test_pairs_survive_a_snapshot_and_a_replay_exactly_once(
+    frame: pd.DataFrame, baselines: tuple[Baseline, Baseline], tmp_path: Path
+) -> None:
+    """Half the labels before the state snapshot, half after (logged, not yet snapshotted), then
+    a restart: snapshot plus replay gives the live run's pair counts, none counted twice."""
+    labels = _labels(frame)
+    live = _state(baselines, tmp_path)
+    live.add_predictions(_predictions(frame), now=T0)
+    live.apply_labels(labels[: len(labels) // 2], now=T0 + DAY)
+    save_state(live, tmp_path / "state.npz", now=T0 + DAY)
+    live.apply_labels(labels[len(labels) // 2 :], now=T0 + DAY)
+    expected = _pair_counts(live)
+    assert expected == _expected_pairs(frame)
+    live.joins.store.close()  # as kill -9 after the second batch was acknowledged
+    restarted = _state(baselines, tmp_path)
+    assert load_state(restarted, tmp_path / "state.npz")
+    assert restarted.replay_labels(now=T0 + DAY) == len(labels) - len(labels) // 2
+    assert _pair_counts(restarted) == expected
+
+
+def test_a_prediction_that_shadows_its_own_version_is_no_pair(
+    baselines: tuple[Baseline, Baseline], tmp_path: Path
+) -> None:
+    """``shadow_of`` naming the row's own version (a buggy batch job, a hostile producer) made a
+    v8-vs-v8 pair series, a verdict input comparing a version with itself; the app refuses such a
+    Shadow, the sidecar now stores it as a plain prediction. Hostile names stay one dims id."""
+    state = _state(baselines, tmp_path)
+    state.add_predictions(
+        [Prediction(f"h-{i}", "loans", "v8", 0.5, "false", (), T0, f"hostile-{i}") for i in range(2000)], now=T0
+    )
+    assert state.joins.store.dims_count == 1  # unknown primaries are not stored as names
+    state.add_predictions(
+        [
+            Prediction("a", "loans", "v8", 0.9, "true", (), T0),
+            Prediction("a", "loans", "v8", 0.1, "false", (), T0, "v8"),
+        ],
+        now=T0,
+    )
+    state.apply_labels([LabelEvent("true", request_id="a")], T0 + 60)
+    pairs = {k: v for k, v in exposition(state).items() if k[0] == n.SHADOW_LABELLED_PAIRS.series and v}
+    assert pairs == {}
