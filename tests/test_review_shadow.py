@@ -7,6 +7,7 @@ out by hand from the calls made here.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,22 @@ def test_a_prediction_that_shadows_its_own_version_is_no_pair(
     state.apply_labels([LabelEvent("true", request_id="a")], T0 + 60)
     pairs = {k: v for k, v in exposition(state).items() if k[0] == n.SHADOW_LABELLED_PAIRS.series and v}
     assert pairs == {}
+
+
+def test_a_shadow_whose_monitor_is_never_closed_does_not_leak_its_worker() -> None:
+    """A server that loads a model version per reload and forgets ``close()``: the monitor and
+    its shadow are garbage, but the worker thread held the shadow and blocked on its queue
+    forever (one thread, its queue and the batches in it, per reload)."""
+    workers = []
+    for _ in range(5):
+        shadow = Shadow(lambda row: 0.1, version="v8")
+        mon = ModelMonitor("credit", "v7", decision=0.7, shadow=[shadow], registry=None)
+        mon(lambda row: 0.9)({"x": 1.0})
+        assert shadow.drain(10)
+        workers.append(shadow._thread)
+        del shadow, mon
+    gc.collect()
+    for worker in workers:
+        assert worker is not None
+        worker.join(10)
+        assert not worker.is_alive()

@@ -203,9 +203,11 @@ class Shadow:
         with self._start_lock:
             if self._thread is None and not self._closed:
                 name = f"otel-ml-shadow-{self.monitor.model_version if self.monitor else ''}"
-                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                args = (weakref.ref(self), self._queue, self._inside)
+                thread = threading.Thread(target=_work, args=args, name=name, daemon=True)
                 thread.start()
                 self._thread = thread
+                weakref.finalize(self, self._queue.put, _STOP)  # never closed, then collected: the worker ends
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, item: Item) -> None:
         if len(self._tasks) >= self.queue_size:
@@ -220,38 +222,17 @@ class Shadow:
         task.add_done_callback(self._tasks.discard)
 
     # -- worker -------------------------------------------------------------------------------
-    def _work(self) -> None:
-        loop: asyncio.AbstractEventLoop | None = None
-        polls = 0
-        ACTIVE.set(self._inside)  # this thread's own context: the primary is in progress in it
-        while True:
-            if self._queue.empty():
-                if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
-                    polls += 1
-                    time.sleep(_POLL_SECONDS)
-                    continue
-                item = self._queue.get()  # idle for a while: block until a put wakes us
+    def _process(self, item: Item, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+        """Score one item on the worker (a coroutine shadow in the worker's own loop); never raises."""
+        try:
+            if self._is_async:
+                loop = loop or _new_event_loop()
+                loop.run_until_complete(self._run_task(item))
             else:
-                item = self._queue.get()
-            polls = 0
-            if item is _STOP:
-                break
-            if isinstance(item, threading.Event):  # drain(): everything queued before it is done
-                item.set()
-                continue
-            try:
-                if self._is_async:
-                    loop = loop or _new_event_loop()
-                    loop.run_until_complete(self._run_task(item))
-                else:
-                    self._run(item)
-            except BaseException as exc:  # never let the worker die
-                self._recorder.errors.report("shadow", exc)
-            # Hand the GIL back after each item: a served thread waiting for it gets it now, not
-            # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without).
-            time.sleep(0)
-        if loop is not None:
-            loop.close()
+                self._run(item)
+        except BaseException as exc:  # never let the worker die
+            self._recorder.errors.report("shadow", exc)
+        return loop
 
     def _call(self, item: Item) -> Call:
         links = [Link(item[7])] if item[7] is not None and item[7].is_valid else []
@@ -365,6 +346,39 @@ class Shadow:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(timeout)
+
+
+def _work(ref: weakref.ref[Shadow], queue: SimpleQueue[Any], inside: frozenset[tuple[str, str]]) -> None:
+    """A shadow's worker thread. It holds its shadow weakly between items, so a shadow whose
+    monitor was never closed is still collected, and its finalizer's stop ends this thread."""
+    loop: asyncio.AbstractEventLoop | None = None
+    polls = 0
+    ACTIVE.set(inside)  # this thread's own context: the primary is in progress in it
+    while True:
+        if queue.empty():
+            if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
+                polls += 1
+                time.sleep(_POLL_SECONDS)
+                continue
+            item = queue.get()  # idle for a while: block until a put wakes us
+        else:
+            item = queue.get()
+        polls = 0
+        if item is _STOP:
+            break
+        if isinstance(item, threading.Event):  # drain(): everything queued before it is done
+            item.set()
+            continue
+        shadow = ref()
+        if shadow is None:
+            break
+        loop = shadow._process(item, loop)
+        del shadow, item
+        # Hand the GIL back after each item: a served thread waiting for it gets it now, not
+        # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without).
+        time.sleep(0)
+    if loop is not None:
+        loop.close()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
