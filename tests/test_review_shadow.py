@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_evaluation_loop import T0, exposition
@@ -326,4 +330,38 @@ def test_an_async_shadow_on_a_loop_that_ends_is_not_a_silent_error(registry: Col
     assert shadow.drain(10)
     errors = _total(registry, ERRORS, ml_model_version="v8")
     assert _total(registry, DROPPED, reason="error") == errors  # README: error = it raised, also in its own errors
+    mon.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design: the shadow's span is a new root with a link, so a ratio sampler decides it "
+    "independently of the primary's: at 50 % only ~25 % of requests have both spans at the sidecar "
+    "(pairs for labels go from r to r squared). A child of the primary's span context follows "
+    "ParentBased sampling but puts the shadow's queue wait and run in the served trace's duration.",
+)
+def test_a_sampled_primary_has_its_shadows_span(registry: CollectorRegistry) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    shadow = Shadow(lambda row: 0.1, version="v8")
+    mon = ModelMonitor(
+        "credit",
+        "v7",
+        decision=0.7,
+        shadow=[shadow],
+        tracer_provider=provider,
+        request_id=lambda row: row["id"],
+        registry=registry,
+    )
+    predict = mon(lambda row: 0.9)
+    for i in range(400):
+        predict({"x": 1.0, "id": f"r-{i}"})
+    assert shadow.drain(10)
+    versions: dict[str, set[str]] = {}
+    for span in exporter.get_finished_spans():
+        attributes = span.attributes or {}
+        versions.setdefault(str(attributes[n.ATTR_REQUEST_ID]), set()).add(str(attributes[n.ATTR_MODEL_VERSION]))
+    sampled_primaries = [v for v in versions.values() if "v7" in v]
+    assert sampled_primaries and all(v == {"v7", "v8"} for v in versions.values())
     mon.close()
