@@ -116,6 +116,8 @@ class Loop:
         ]
 
     def wait_for_page(self, alertname: str, timeout: float = 120.0, **labels: str) -> dict[str, Any]:
+        """The first page for the served version (the shadow v2 sees the same faults and pages too)."""
+        labels.setdefault("ml_model_version", "v1")
         pages = self.stack.wait_for(
             lambda: self.firing(alertname, **labels), timeout, f"a page {alertname} {labels}", interval=1.0
         )

@@ -361,7 +361,7 @@ def _attach_shadow(primary: ModelMonitor, shadow: Shadow) -> None:
         registry=primary.registry,
         shadow_of=primary.model_version,
     )
-    shadow._attach(mon, mon._recorder, _reader(shadow.fn, mon._inputs), mon.feature_names)
+    shadow._attach(mon, mon._recorder, _reader(shadow.fn, mon._inputs), mon.feature_names, primary._recorder.key)
 
 
 def _first(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ task on the primary's event loop instead. Whatever happens here is counted, neve
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 import threading
@@ -20,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from opentelemetry.trace import Link, Span, SpanContext
 
 from ._call import Call, CallRecorder, Counted, Reader
-from ._comparison import PairCounter
-from ._context import CallState
+from ._comparison import PairCounter, Segments
+from ._context import ACTIVE, CallState
 
 if TYPE_CHECKING:
     import asyncio  # imported when a coroutine shadow first runs: ``import otel_ml`` stays light
@@ -95,7 +97,9 @@ class Shadow:
     request id (the same requests on every replica when ids come from ``request_id=``); the
     others are neither scored nor counted as dropped. A single-row mapping is shallow-copied
     when enqueued (the app may reuse it); arrays and DataFrames are not copied, so an app that
-    mutates a batch in place after the call returns changes what the shadow sees.
+    mutates a batch in place after the call returns changes what the shadow sees (the primary's
+    scores are copied: they are often the returned array itself). A shadow that changes its
+    input changes the app's batch too; its pairs still count by the segments as served.
     """
 
     def __init__(
@@ -140,18 +144,30 @@ class Shadow:
         self._closed = closed
 
     def _attach(
-        self, monitor: ModelMonitor, recorder: CallRecorder, read: Reader, feature_names: tuple[str, ...]
+        self,
+        monitor: ModelMonitor,
+        recorder: CallRecorder,
+        read: Reader,
+        feature_names: tuple[str, ...],
+        primary: tuple[str, str],
     ) -> None:
-        """Bind to its own monitor (made by the primary's ``ModelMonitor``): once per Shadow."""
+        """Bind to its own monitor (made by the primary's ``ModelMonitor``): once per Shadow.
+        ``primary`` is the primary's (model, version), in progress in every shadow call: a shadow
+        that calls the primary (a candidate built on it) is not a served call, and feeds no shadow."""
         if self.monitor is not None:
             raise ValueError(f"{self!r} already shadows a model; make one Shadow per primary")
-        pairs = monitor.counters.pairs
-        if pairs is None:
+        if monitor.counters.pairs is None:
             raise ValueError("a shadow's counters need the comparison block")
         self.monitor = monitor
-        self._recorder, self._read, self._pairs = recorder, read, pairs
-        self._counter = PairCounter(pairs, monitor.segments, feature_names)
+        self._recorder, self._read = recorder, read
+        self._counter = PairCounter(monitor.counters, monitor.segments, feature_names)
+        self._inside = frozenset((primary,))
         _live.add(self)
+
+    def _dropped(self, reason: str) -> None:
+        """Count one dropped item in the counters' comparison block as it is now (a forked child
+        rebinds its counters to arrays and a lock of its own)."""
+        self._recorder.counters.pairs.add_dropped(reason)  # type: ignore[union-attr]  # checked in _attach
 
     # -- request path -------------------------------------------------------------------------
     def submit(
@@ -172,6 +188,8 @@ class Shadow:
         n, scores, decisions = counted
         if n == 1 and isinstance(features, Mapping):
             features, args, kwargs = _copied(features, args, kwargs)
+        elif isinstance(scores, np.ndarray):  # often the app's result itself, which it may reuse (out *= 100)
+            scores = scores.copy()
         context = span.get_span_context() if span is not None else None
         item: Item = (args, kwargs, features, n, scores, decisions, request_id, context, time.perf_counter())
         if self._is_async:
@@ -187,7 +205,7 @@ class Shadow:
         if self._thread is None:
             self._start()
         if self._queue.qsize() >= self.queue_size:
-            self._pairs.add_dropped("queue_full")
+            self._dropped("queue_full")
             return
         self._queue.put(item)
 
@@ -195,88 +213,89 @@ class Shadow:
         with self._start_lock:
             if self._thread is None and not self._closed:
                 name = f"otel-ml-shadow-{self.monitor.model_version if self.monitor else ''}"
-                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                args = (weakref.ref(self), self._queue, self._inside)
+                thread = threading.Thread(target=_work, args=args, name=name, daemon=True)
                 thread.start()
                 self._thread = thread
+                weakref.finalize(self, self._queue.put, _STOP)  # never closed, then collected: the worker ends
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, item: Item) -> None:
         if len(self._tasks) >= self.queue_size:
-            self._pairs.add_dropped("queue_full")
+            self._dropped("queue_full")
             return
-        task = loop.create_task(self._run_task(item))
+        # A context of its own, as the worker thread's: the app's (its capture_prediction(), its
+        # span) is not the shadow's, and the primary is in progress in it.
+        context = contextvars.Context()
+        context.run(ACTIVE.set, self._inside)
+        task = loop.create_task(self._run_task(item), context=context)
         self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
         task.add_done_callback(self._tasks.discard)
 
     # -- worker -------------------------------------------------------------------------------
-    def _work(self) -> None:
-        loop: asyncio.AbstractEventLoop | None = None
-        polls = 0
-        while True:
-            if self._queue.empty():
-                if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
-                    polls += 1
-                    time.sleep(_POLL_SECONDS)
-                    continue
-                item = self._queue.get()  # idle for a while: block until a put wakes us
+    def _process(self, item: Item, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+        """Score one item on the worker (a coroutine shadow in the worker's own loop); never raises."""
+        try:
+            if self._is_async:
+                loop = loop or _new_event_loop()
+                loop.run_until_complete(self._run_task(item))
             else:
-                item = self._queue.get()
-            polls = 0
-            started = time.thread_time()  # CPU time: a shadow waiting on I/O is not throttled
-            if item is _STOP:
-                break
-            if isinstance(item, threading.Event):  # drain(): everything queued before it is done
-                item.set()
-                continue
-            try:
-                if self._is_async:
-                    loop = loop or _new_event_loop()
-                    loop.run_until_complete(self._run_task(item))
-                else:
-                    self._run(item)
-            except BaseException as exc:  # never let the worker die
-                self._recorder.errors.report("shadow", exc)
-            # Hand the GIL back after each item: a served thread waiting for it gets it now, not
-            # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without);
-            # then rest long enough that the worker uses at most max_load of one CPU.
-            time.sleep((time.thread_time() - started) * self._rest_factor)
-        if loop is not None:
-            loop.close()
+                self._run(item)
+        except BaseException as exc:  # never let the worker die
+            self._recorder.errors.report("shadow", exc)
+        return loop
 
     def _call(self, item: Item) -> Call:
         links = [Link(item[7])] if item[7] is not None and item[7].is_valid else []
         return Call(self._recorder, self._read, item[0], item[1], CallState(item[6]), links)
 
+    def _served_segments(self, item: Item) -> Segments | None:
+        """The primary's segments, read before the shadow may rewrite its input; ``None``
+        (dropped as ``error``, reported) when they cannot be read."""
+        try:
+            return self._counter.segments(item[2], item[3])
+        except Exception as exc:
+            self._recorder.errors.report("shadow", exc)
+            self._dropped("error")
+            return None
+
     def _run(self, item: Item) -> None:
         if time.perf_counter() - item[8] > self.timeout:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
+            return
+        served = self._served_segments(item)
+        if served is None:
             return
         call = self._call(item)
         try:
             with call:
                 call.result = self.fn(*item[0], **item[1])
         except BaseException:  # counted in the shadow's own error series by its Call
-            self._pairs.add_dropped("error")
+            self._dropped("error")
             return
         if time.perf_counter() - item[8] > self.timeout:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
             return
-        self._compare(item, call.counted)
+        self._compare(item, served, call.counted)
 
     async def _run_task(self, item: Item) -> None:
         import asyncio
 
         remaining = self.timeout - (time.perf_counter() - item[8])
+        if remaining <= 0:
+            self._dropped("timeout")
+            return
+        served = self._served_segments(item)
+        if served is None:
+            return
         try:
-            if remaining <= 0:
-                raise TimeoutError
             counted = await asyncio.wait_for(self._scored(item), remaining)
         except TimeoutError:
-            self._pairs.add_dropped("timeout")
+            self._dropped("timeout")
             return
         except BaseException:
-            self._pairs.add_dropped("error")
+            self._dropped("error")
             return
-        self._compare(item, counted)
+        self._compare(item, served, counted)
 
     async def _scored(self, item: Item) -> Counted | None:
         call = self._call(item)
@@ -286,15 +305,15 @@ class Shadow:
         return call.counted
 
     # -- comparison ---------------------------------------------------------------------------
-    def _compare(self, item: Item, counted: Counted | None) -> None:
+    def _compare(self, item: Item, served: Segments, counted: Counted | None) -> None:
         """Count the pair; a pair that cannot be compared is dropped as ``error`` (and reported)."""
         try:
             if counted is None:
                 raise ValueError("the shadow's call was not counted (nested in a call of the same version?)")
-            self._counter.count(item[2], (item[3], item[4], item[5]), counted)
+            self._counter.count(served, (item[3], item[4], item[5]), counted)
         except Exception as exc:
             self._recorder.errors.report("shadow", exc)
-            self._pairs.add_dropped("error")
+            self._dropped("error")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def drain(self, timeout: float = 5.0) -> bool:
@@ -337,6 +356,42 @@ class Shadow:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(timeout)
+
+
+def _work(ref: weakref.ref[Shadow], queue: SimpleQueue[Any], inside: frozenset[tuple[str, str]]) -> None:
+    """A shadow's worker thread. It holds its shadow weakly between items, so a shadow whose
+    monitor was never closed is still collected, and its finalizer's stop ends this thread."""
+    loop: asyncio.AbstractEventLoop | None = None
+    polls = 0
+    ACTIVE.set(inside)  # this thread's own context: the primary is in progress in it
+    while True:
+        if queue.empty():
+            if polls < _IDLE_POLLS:  # poll while traffic flows: a put then never has to wake us
+                polls += 1
+                time.sleep(_POLL_SECONDS)
+                continue
+            item = queue.get()  # idle for a while: block until a put wakes us
+        else:
+            item = queue.get()
+        polls = 0
+        if item is _STOP:
+            break
+        if isinstance(item, threading.Event):  # drain(): everything queued before it is done
+            item.set()
+            continue
+        shadow = ref()
+        if shadow is None:
+            break
+        started = time.thread_time()  # CPU time: a shadow waiting on I/O is not throttled
+        loop = shadow._process(item, loop)
+        rest = (time.thread_time() - started) * shadow._rest_factor
+        del shadow, item
+        # Hand the GIL back after each item: a served thread waiting for it gets it now, not
+        # after the interpreter's 5 ms switch interval (bench/shadow.py: served p99 +4.7 ms without);
+        # and rest long enough that the worker uses at most max_load of one CPU.
+        time.sleep(rest)
+    if loop is not None:
+        loop.close()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

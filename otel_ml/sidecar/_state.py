@@ -257,8 +257,9 @@ class SidecarState:
 
     def _shadow_known(self, p: Prediction) -> Prediction:
         """A shadow's prediction names its primary only if a baseline describes that version: the
-        pair's counters live with the primary, and the name is stored in the join store's ids."""
-        if p.shadow_of is None or (p.model, p.shadow_of) in self.models:
+        pair's counters live with the primary, and the name is stored in the join store's ids. A
+        version shadowing itself is no pair (the app refuses such a shadow; a producer may not)."""
+        if p.shadow_of is None or (p.shadow_of != p.version and (p.model, p.shadow_of) in self.models):
             return p
         return replace(p, shadow_of=None)
 
