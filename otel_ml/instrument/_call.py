@@ -9,13 +9,13 @@ that counts its failure as an instrumentation error.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Tracer
 
 from .._names import SPAN_NAME
 from ._context import ACTIVE, CAPTURED, CURRENT, CallState
@@ -86,14 +86,14 @@ class CallRecorder:
         self.shadows: tuple[ShadowSink, ...] = ()  # shadow versions scoring this model's successful calls
 
     def start_span(
-        self, state: CallState, features: Callable[[], Any], links: Sequence[Link] = ()
+        self, state: CallState, features: Callable[[], Any], parent: SpanContext | None = None
     ) -> tuple[Span | None, Any]:
-        """Start the call's span and make it current; ``request_id=`` names the call from its features."""
+        """Start the call's span and make it current; ``request_id=`` names the call from its features.
+        ``parent`` (a shadow's primary span) makes it that span's child: sampled with it."""
         span = ctx = None
         try:
-            span = self._tracer.start_span(
-                SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes, links=links or None
-            )
+            under = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
+            span = self._tracer.start_span(SPAN_NAME, under, kind=SpanKind.INTERNAL, attributes=self._attributes)
             ctx = otel_context.attach(trace.set_span_in_context(span))
             # the id names the span, the token and the shadows' calls (sampled by it), even untraced
             if self.request_id is not None and (span.is_recording() or self.minter is not None or self.shadows):
@@ -164,7 +164,7 @@ class Call:
         "_args",
         "_ctx",
         "_kwargs",
-        "_links",
+        "_parent",
         "_read",
         "_recorder",
         "_span",
@@ -182,7 +182,7 @@ class Call:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         state: CallState | None = None,
-        links: Sequence[Link] = (),
+        parent: SpanContext | None = None,
     ) -> None:
         """``state`` presets the call's state (a shadow's call carries its primary's request id)."""
         self._recorder = recorder
@@ -192,7 +192,7 @@ class Call:
         self._tokens: Any = None  # None: a nested call, not counted
         self.result: Any = None
         self.state: CallState | None = state  # None after entering: a nested call
-        self._links = links
+        self._parent = parent
         self.counted: Counted | None = None  # rows, scores and decisions, once a successful call is counted
 
     def __enter__(self) -> Call:
@@ -208,7 +208,7 @@ class Call:
         else:
             self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
-        self._span, self._ctx = rec.start_span(state, self._features, self._links)
+        self._span, self._ctx = rec.start_span(state, self._features, self._parent)
         self._start = time.perf_counter()
         return self
 

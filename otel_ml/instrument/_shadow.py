@@ -22,7 +22,7 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-from opentelemetry.trace import Link, Span, SpanContext
+from opentelemetry.trace import Span, SpanContext
 
 from ._call import Call, CallRecorder, Counted, Reader
 from ._comparison import PairCounter, Segments
@@ -70,7 +70,7 @@ class Shadow:
     and budgets; ``decision``, ``score`` and ``inputs`` are the primary's unless given), so its
     feature, score, prediction, latency and error series appear under its own version and its
     cost is never added to the primary's. Its span has the primary's ``ml.request.id``, the
-    attribute ``ml.shadow.primary_version`` and a link to the primary's span.
+    attribute ``ml.shadow.primary_version`` and is a child of the primary's span (sampled with it).
 
     Compared per request: ``ml_shadow_pairs_total`` by segment (the primary's segment values)
     and ``ml_flip`` (``none`` when both decided alike, else ``<primary>_to_<shadow>``; a row
@@ -202,6 +202,9 @@ class Shadow:
             if loop is not None:
                 self._schedule(loop, item)
                 return
+        self._to_worker(item)
+
+    def _to_worker(self, item: Item) -> None:
         if self._thread is None:
             self._start()
         if self._queue.qsize() >= self.queue_size:
@@ -245,8 +248,9 @@ class Shadow:
         return loop
 
     def _call(self, item: Item) -> Call:
-        links = [Link(item[7])] if item[7] is not None and item[7].is_valid else []
-        return Call(self._recorder, self._read, item[0], item[1], CallState(item[6]), links)
+        # a child of the primary's span: a ratio sampler keeps or drops both (labels need both spans)
+        parent = item[7] if item[7] is not None and item[7].is_valid else None
+        return Call(self._recorder, self._read, item[0], item[1], CallState(item[6]), parent)
 
     def _served_segments(self, item: Item) -> Segments | None:
         """The primary's segments, read before the shadow may rewrite its input; ``None``
@@ -284,20 +288,29 @@ class Shadow:
         if remaining <= 0:
             self._dropped("timeout")
             return
-        served = self._served_segments(item)
+        served = self._served_segments(item)  # before the shadow may rewrite its input
         if served is None:
             return
+        begun: list[bool] = []
         try:
-            counted = await asyncio.wait_for(self._scored(item), remaining)
+            counted = await asyncio.wait_for(self._scored(item, begun), remaining)
         except TimeoutError:
             self._dropped("timeout")
+            return
+        except asyncio.CancelledError:
+            if begun or self._closed:
+                self._dropped("error")  # cancelled while it ran: its own errors count the cancellation
+            else:  # the primary's loop ended first (asyncio.run per request): score it on the worker's
+                self._to_worker(item)
             return
         except BaseException:
             self._dropped("error")
             return
         self._compare(item, served, counted)
 
-    async def _scored(self, item: Item) -> Counted | None:
+    async def _scored(self, item: Item, begun: list[bool] | None = None) -> Counted | None:
+        if begun is not None:
+            begun.append(True)
         call = self._call(item)
         with call:
             result = self.fn(*item[0], **item[1])
