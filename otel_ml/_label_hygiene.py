@@ -17,7 +17,6 @@ from ._names import (
     LABEL_BIN_UPPER,
     LABEL_MODEL_NAME,
     LABEL_MODEL_VERSION,
-    LABEL_REASON,
     LABEL_REFERENCE,
     LABEL_SOURCE,
     LABEL_WINDOW,
@@ -55,9 +54,10 @@ RESERVED_LABEL_NAMES: Final = frozenset(
         LABEL_BIN_LOWER,
         LABEL_BIN_UPPER,
         LABEL_SOURCE,
-        LABEL_REASON,
     }
 )
+# ``reason`` is not reserved: the sidecar's own reason-labelled counters are families no input
+# may send, and an app family declares it (ml_shadow_dropped_total{reason}).
 
 
 def label_value(value: str) -> str:

@@ -213,12 +213,14 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
     # -- clean phase: traffic from the training population, nothing may fire --------------------
     time.sleep(CLEAN_SECONDS)
     # Traffic flowed for the whole clean phase. The generator sends one request at a time and a
-    # request costs ~7 ms here (5 ms of it scikit-learn scoring one row), so on 2 cores shared with
-    # Prometheus, Alertmanager and the sidecar it reaches 65-100 of the nominal 150 req/s.
-    assert loop.traffic.sent > RATE * CLEAN_SECONDS * 0.3, loop.traffic.sent
+    # request costs ~7 ms here (5 ms of it scikit-learn scoring one row); app, shadow, sidecar and
+    # generator share one interpreter's GIL, and 2 cores with Prometheus and Alertmanager, so it
+    # reaches 35-55 of the nominal 150 req/s (50-55 without the shadow version, 65-100 before the
+    # sidecar also held v2's windows).
+    assert loop.traffic.sent > RATE * CLEAN_SECONDS * 0.2, loop.traffic.sent
     assert loop.webhook.alerts() == [], [a["labels"] for a in loop.webhook.alerts()]
     assert [a for a in stack.alerts() if a["state"] == "firing"] == []
-    assert stack.query('ml_feature_drift_status{ml_feature="mean_radius"}')[0]["value"][1] == "0"
+    assert stack.query('ml_feature_drift_status{ml_feature="mean_radius",ml_model_version="v1"}')[0]["value"][1] == "0"
     # -- a numeric feature shifts upstream ------------------------------------------------------
     loop.traffic.inject(FAULT["shift"])
     check_page(loop.wait_for_page("MLFeatureDrift", ml_feature="mean_radius"), "MLFeatureDrift", "mean_radius")
@@ -243,8 +245,10 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
     # -- the sidecar's per-pod PSI and the fleet-wide PromQL PSI (recording rules) agree ------------
     # mean_radius has been shifted for more than a window by now, so both windows hold the same
     # data up to their edges (snapshot steps vs increase() extrapolation).
-    sidecar_psi = float(stack.query(f'ml_feature_psi{{ml_feature="mean_radius",ml_window="{WINDOW}"}}')[0]["value"][1])
-    fleet = stack.query(f'ml:feature_psi:{WINDOW}{{ml_feature="mean_radius"}}')
+    served = 'ml_model_version="v1"'  # the shadow v2 saw the same shift: its PSI is its own series
+    psi = stack.query(f'ml_feature_psi{{ml_feature="mean_radius",ml_window="{WINDOW}",{served}}}')
+    sidecar_psi = float(psi[0]["value"][1])
+    fleet = stack.query(f'ml:feature_psi:{WINDOW}{{ml_feature="mean_radius",{served}}}')
     assert len(fleet) == 1, fleet
     assert float(fleet[0]["value"][1]) == pytest.approx(sidecar_psi, rel=0.15)
     # -- and otel-ml never failed internally on the way ------------------------------------------

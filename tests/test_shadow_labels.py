@@ -195,3 +195,41 @@ def test_spans_and_batch_rows_name_the_version_they_shadow() -> None:
         json.dumps({"predictions": [{"model": "m", "version": "1", "request_ids": ["a"]}]}).encode(), 10
     )
     assert plain[0].shadow_of is None
+
+
+def test_a_shadows_counters_pushed_over_otlp_are_re_exposed_whole(
+    baselines: tuple[Baseline, Baseline], frame: pd.DataFrame
+) -> None:
+    """An app that pushes OTLP gets its shadow series back on the sidecar's /metrics, every label
+    (``reason`` of the drops included) intact and no ingest error; the counts are the app's."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_evaluation_loop import _otlp_request
+
+    from otel_ml import ModelMonitor, Shadow
+    from otel_ml.sidecar._otlp_input import metric_batches
+
+    v7, v8 = baselines
+    registry = CollectorRegistry()
+    shadow = Shadow(lambda row: min(1.0, row["x"] / 3 + 0.5), baseline=v8)
+    primary = ModelMonitor(baseline=v7, segments=["region"], decision=THRESHOLD, shadow=[shadow], registry=registry)
+    predict = primary(lambda row: min(1.0, row["x"] / 4 + 0.5))
+    for row in frame[["x", "region"]].iloc[:300].to_dict("records"):
+        predict(row)
+    assert shadow.drain(30)
+    app = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
+        if s.name.startswith("ml_shadow_")
+    }
+    assert any(dict(k[1]).get("reason") == "queue_full" for k in app)
+    state = SidecarState(list(baselines), StateSettings(), now=T0)
+    for monitor in (primary, shadow.monitor):
+        assert monitor is not None
+        batches = metric_batches(_otlp_request(monitor))[0]
+        state.apply_metrics(batches, "otlp", now=T0 + 5)
+    assert state.ingest_errors == {}
+    served = {k: v for k, v in exposition(state).items() if k[0].startswith("ml_shadow_") and "_labelled_" not in k[0]}
+    assert served == app
+    primary.close()

@@ -31,11 +31,12 @@ class ModelServer:
     ) -> None:
         self.model = model
         self.registry = registry or CollectorRegistry()
-        # Half the requests: the shadow scores them within its quarter of a CPU (max_load), so none queue.
+        # Every request: v2's windows then hold what v1's do (the sidecar's simulated drift
+        # critical values are shared); its worker keeps within max_load, a quarter of a CPU.
         shadow = (
             ()
             if model.candidate is None
-            else (Shadow(self._predict_candidate, baseline=model.candidate_baseline, sample_ratio=0.5),)
+            else (Shadow(self._predict_candidate, baseline=model.candidate_baseline),)
         )
         self.monitor = ModelMonitor(
             baseline=model.baseline,
