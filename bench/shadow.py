@@ -133,7 +133,7 @@ def throughput(baseline: Any, count: int) -> float:
         gate.wait()
         return 0.40
 
-    shadow = Shadow(v8, version="v8", queue_size=count + 1, timeout=600)
+    shadow = Shadow(v8, version="v8", queue_size=count + 1, timeout=600, max_load=1.0)  # capacity: uncapped
     predict = _monitor(baseline, shadow)
     for row in _rows(count):
         predict(row)

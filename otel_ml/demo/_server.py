@@ -34,9 +34,7 @@ class ModelServer:
         # Every request: v2's windows then hold what v1's do (the sidecar's simulated drift
         # critical values are shared); its worker keeps within max_load, a quarter of a CPU.
         shadow = (
-            ()
-            if model.candidate is None
-            else (Shadow(self._predict_candidate, baseline=model.candidate_baseline),)
+            () if model.candidate is None else (Shadow(self._predict_candidate, baseline=model.candidate_baseline),)
         )
         self.monitor = ModelMonitor(
             baseline=model.baseline,

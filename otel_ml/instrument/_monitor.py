@@ -238,23 +238,38 @@ class ModelMonitor:
         counting = CallCounter(
             self.counters, errors, segments=self.segments, decision=decision, score=score, feature_names=names
         )
-        attributes = {ATTR_MODEL_NAME: name, ATTR_MODEL_VERSION: ver}
-        if shadow_of is not None:
-            attributes[ATTR_SHADOW_OF] = shadow_of
-        self._recorder = CallRecorder(
-            (name, ver),
-            self.counters,
-            errors,
-            counting,
-            SpanEnder(errors, segments=self.segments, record_features=record_features),
-            trace.get_tracer("otel_ml", __version__, tracer_provider),
-            attributes,
-            request_id,
-            None if shadow_of is not None else minter_for(token_key, baseline, counting.decide),
-        )
+        spans = SpanEnder(errors, segments=self.segments, record_features=record_features)
+        self._recorder = self._recorder_for(errors, counting, spans, tracer_provider, request_id, token_key, shadow_of)
         self.registry = registry
         if registry is not None:
             collector_for(registry).add(self.counters)
+
+    def _recorder_for(
+        self,
+        errors: InstrumentationErrors,
+        counting: CallCounter,
+        spans: SpanEnder,
+        tracer_provider: TracerProvider | None,
+        request_id: Callable[[Any], Any] | None,
+        token_key: bytes | None,
+        shadow_of: str | None,
+    ) -> CallRecorder:
+        """What runs around each call; a shadow's spans name the version it shadows, and it mints no tokens."""
+        key = (self.model_name, self.model_version)
+        attributes = {ATTR_MODEL_NAME: key[0], ATTR_MODEL_VERSION: key[1]}
+        if shadow_of is not None:
+            attributes[ATTR_SHADOW_OF] = shadow_of
+        return CallRecorder(
+            key,
+            self.counters,
+            errors,
+            counting,
+            spans,
+            trace.get_tracer("otel_ml", __version__, tracer_provider),
+            attributes,
+            request_id,
+            None if shadow_of is not None else minter_for(token_key, self.baseline, counting.decide),
+        )
 
     def close(self) -> None:
         """Stop exposing this model's metrics (e.g. when a model version is unloaded), and its shadows'."""

@@ -126,6 +126,21 @@ def _shadow_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
 (1 + {z2} / {pairs})
 """
     flipped = f'{n.LABEL_FLIP}!="{n.FLIP_NONE}"'
+    check = _flip_rate_check(c, seg, pairs, count, z)
+    return [
+        _record(pairs, f"sum by ({seg}) (\n  {renamed(src, q.app(c))}\n)"),
+        _record(flips, f"sum by ({seg_flip}) (\n  {renamed(src_flip, q.app(c, flipped))}\n)"),
+        _record(count, f"sum by ({seg}) ({flips})\nor\n0 * {pairs}"),
+        _record(ratio, f"{count}\n/ on ({seg})\n({pairs} > 0)"),
+        _record(lower, wilson.replace("{sign}", "-")),
+        _record(upper, wilson.replace("{sign}", "+")),
+        _record(check_record(w), check, **{n.LABEL_CHECK: "flip_rate"}),
+    ]
+
+
+def _flip_rate_check(c: MixinConfig, seg: str, pairs: str, count: str, z: str) -> str:
+    """The flip_rate check: overall always present (0 below the minimum pairs), a segment only
+    with enough pairs; each the score tests at the budget (continuity and skewness corrected)."""
     budget, skew = q.num(c.version_flip_budget), repr(flip_skew(c.version_flip_budget, float(z)))
     variance = repr(c.version_flip_budget * (1 - c.version_flip_budget))
 
@@ -137,7 +152,7 @@ def _shadow_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
             f"{f} - 0.5 > bool on ({seg}) ({budget} * {pn} + {z} * sqrt({variance} * {pn}) + {skew})",
         )
 
-    check = f"""
+    return f"""
 (
   {test(OVERALL)}
   * on ({seg})
@@ -152,15 +167,6 @@ or
   {pairs}{{{SEGMENTS}}} >= {c.version_min_segment_pairs}
 )
 """
-    return [
-        _record(pairs, f"sum by ({seg}) (\n  {renamed(src, q.app(c))}\n)"),
-        _record(flips, f"sum by ({seg_flip}) (\n  {renamed(src_flip, q.app(c, flipped))}\n)"),
-        _record(count, f"sum by ({seg}) ({flips})\nor\n0 * {pairs}"),
-        _record(ratio, f"{count}\n/ on ({seg})\n({pairs} > 0)"),
-        _record(lower, wilson.replace("{sign}", "-")),
-        _record(upper, wilson.replace("{sign}", "+")),
-        _record(check_record(w), check, **{n.LABEL_CHECK: "flip_rate"}),
-    ]
 
 
 def _labelled_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
