@@ -42,7 +42,7 @@ from .._names import (
 )
 from ..baseline import Baseline, CategoricalProfile, NumericProfile
 from . import _multiproc
-from ._label_slots import PublishedLabels, SlotCounts
+from ._label_slots import PublishedLabels, SlotCounts, segment_grids
 from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
@@ -341,16 +341,7 @@ class ModelCounters:
             if decisions is None
             else self.decision_labels.encode(decisions)
         )
-        width = self.predictions.shape[2]
-        grids = []
-        for k, labels in enumerate(self.segment_labels):
-            if k == 0:
-                seg = np.zeros(n, dtype=np.intp)
-            else:
-                raw = segment_values[k - 1]
-                seg = labels.encode(as_labels(raw) if raw is not None else np.full(n, None, dtype=object))
-            cells = np.bincount(seg * width + dec, minlength=self.predictions.shape[1] * width)
-            grids.append(cells.reshape(self.predictions.shape[1:]))
+        grids = segment_grids(self.segment_labels, segment_values, dec, self.predictions.shape[1:])
         with self._lock:
             if score_counts is not None:
                 self.score_bins += score_counts

@@ -9,15 +9,17 @@ a reader never finds a count it cannot name.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .._cardinality import BoundedLabels
+from .._frame import as_labels
 from ._snapshot import by_label
 
-__all__ = ["PublishedLabels", "SlotCounts"]
+__all__ = ["PublishedLabels", "SlotCounts", "segment_grids"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -58,3 +60,20 @@ class PublishedLabels(BoundedLabels):
         if self.published <= i < self.budget:
             self._publish()
         return i
+
+
+def segment_grids(
+    segment_labels: Sequence[BoundedLabels], segment_values: Sequence[Any], codes: Any, shape: tuple[int, int]
+) -> list[npt.NDArray[np.intp]]:
+    """Per segment key (0 is ``__all__``), a batch's counts by (segment slot, code): one
+    ``bincount`` per key. ``segment_values[k]`` is the column of key k + 1, or None (missing)."""
+    n = len(codes)
+    grids = []
+    for k, labels in enumerate(segment_labels):
+        if k == 0:
+            seg = np.zeros(n, dtype=np.intp)
+        else:
+            raw = segment_values[k - 1]
+            seg = labels.encode(as_labels(raw) if raw is not None else np.full(n, None, dtype=object))
+        grids.append(np.bincount(seg * shape[1] + codes, minlength=shape[0] * shape[1]).reshape(shape))
+    return grids

@@ -21,6 +21,7 @@ from .._binning import finite_bin_counts
 from .._cardinality import BoundedLabels
 from .._frame import as_labels, factorize
 from .._names import FLIP_NONE, SHADOW_DIFFERENCE_BUCKETS, SHADOW_DROP_REASONS
+from ._label_slots import segment_grids
 
 __all__ = ["NO_DECISION", "PairCounts", "decision_labels", "flip_label"]
 
@@ -94,17 +95,7 @@ class PairCounts:
         n = primary.size
         if n == 0:
             return
-        flips = self._flip_codes(primary, shadow)
-        width = self.pairs.shape[2]
-        grids = []
-        for k, labels in enumerate(self._segments):
-            if k == 0:
-                seg = np.zeros(n, dtype=np.intp)
-            else:
-                raw = segment_values[k - 1]
-                seg = labels.encode(as_labels(raw) if raw is not None else np.full(n, None, dtype=object))
-            cells = np.bincount(seg * width + flips, minlength=self.pairs.shape[1] * width)
-            grids.append(cells.reshape(self.pairs.shape[1:]))
+        grids = segment_grids(self._segments, segment_values, self._flip_codes(primary, shadow), self.pairs.shape[1:])
         diff = None
         if differences is not None:
             diff, total, _ = finite_bin_counts(_DIFF_EDGES, np.asarray(differences, dtype=np.float64))
