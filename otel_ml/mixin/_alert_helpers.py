@@ -7,10 +7,9 @@ rest. Annotation texts name a model, feature or segment with the same label temp
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import _names as n
 from .._durations import prometheus_duration
+from ._rule_helpers import Rule
 from .config import MixinConfig
 
 __all__ = [
@@ -27,8 +26,6 @@ __all__ = [
 
 PAGE = "page"  # maps to MixinConfig.severity_page
 TICKET = "ticket"  # maps to MixinConfig.severity_ticket
-
-Rule = dict[str, Any]
 
 
 def label(name: str) -> str:

@@ -30,11 +30,10 @@ never NaN or 0. The reference band is ref +- 3 stddev sqrt(chunk / n + chunk / N
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import _names as n
 from .._durations import prometheus_duration
 from . import _rule_helpers as q
+from ._rule_helpers import Rule, record
 from .config import MixinConfig
 
 __all__ = [
@@ -48,19 +47,11 @@ __all__ = [
     "online_record",
 ]
 
-Rule = dict[str, Any]
 
 BAND_SIGMAS = 3  # the reference band is mean +- 3 sampling standard deviations
 PERFORMANCE_METRICS = ("roc_auc", "precision", "recall", "f1", "accuracy")  # ml_metric values with a reference
 
 UPPER, LOWER, LE = n.LABEL_BIN_UPPER, n.LABEL_BIN_LOWER, n.LABEL_LE
-
-
-def _record(name: str, expr: str, **labels: str) -> Rule:
-    rule: Rule = {"record": name, "expr": expr.strip() + "\n"}
-    if labels:
-        rule["labels"] = labels
-    return rule
 
 
 def evaluation_windows(c: MixinConfig) -> list[str]:
@@ -183,25 +174,25 @@ def _realised_rules(c: MixinConfig, w: str) -> list[Rule]:
         return f"sum by ({s_on}) (increase({inst.series}{q.sidecar(c)}[{w}]))"
 
     rules = [
-        _record(pos_bucket, bucket(positive)),
-        _record(neg_bucket, bucket(negative)),
-        _record(pos_bin, _bins(c, pos_bucket, q.SEGMENT, n.SCORE_REFERENCE_RATIO.series)),
-        _record(neg_bin, _bins(c, neg_bucket, q.SEGMENT, n.SCORE_REFERENCE_RATIO.series)),
-        _record(positives, f"sum by ({s_on}) ({pos_bin})"),
-        _record(negatives, f"sum by ({s_on}) ({neg_bin})"),
-        _record(labelled, f"sum by ({s_on}) (increase({score.count_series}{q.sidecar(c)}[{w}]))"),
-        _record(outcomes, f"sum by ({s_out}) (increase({n.OUTCOMES.series}{q.sidecar(c)}[{w}]))"),
-        _record(online_record("roc_auc", w), _guarded(auc.strip(), f"{positives} * on ({s_on}) {negatives}", s_on)),
-        _record(online_record("precision", w), _guarded(tp, predicted, s_on)),
-        _record(online_record("recall", w), _guarded(tp, actual, s_on)),
-        _record(online_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + {actual}", s_on)),
-        _record(online_record("accuracy", w), _guarded(f"{tp} + {tn}", judged, s_on)),
-        _record(online_record("calibration_error", w), _guarded(ece.strip(), labelled, s_on)),
-        _record(online_record("brier_score", w), _guarded(total(n.OUTCOME_SQUARED_ERROR), labelled, s_on)),
-        _record(online_record("log_loss", w), _guarded(total(n.OUTCOME_LOG_LOSS), labelled, s_on)),
+        record(pos_bucket, bucket(positive)),
+        record(neg_bucket, bucket(negative)),
+        record(pos_bin, _bins(c, pos_bucket, q.SEGMENT, n.SCORE_REFERENCE_RATIO.series)),
+        record(neg_bin, _bins(c, neg_bucket, q.SEGMENT, n.SCORE_REFERENCE_RATIO.series)),
+        record(positives, f"sum by ({s_on}) ({pos_bin})"),
+        record(negatives, f"sum by ({s_on}) ({neg_bin})"),
+        record(labelled, f"sum by ({s_on}) (increase({score.count_series}{q.sidecar(c)}[{w}]))"),
+        record(outcomes, f"sum by ({s_out}) (increase({n.OUTCOMES.series}{q.sidecar(c)}[{w}]))"),
+        record(online_record("roc_auc", w), _guarded(auc.strip(), f"{positives} * on ({s_on}) {negatives}", s_on)),
+        record(online_record("precision", w), _guarded(tp, predicted, s_on)),
+        record(online_record("recall", w), _guarded(tp, actual, s_on)),
+        record(online_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + {actual}", s_on)),
+        record(online_record("accuracy", w), _guarded(f"{tp} + {tn}", judged, s_on)),
+        record(online_record("calibration_error", w), _guarded(ece.strip(), labelled, s_on)),
+        record(online_record("brier_score", w), _guarded(total(n.OUTCOME_SQUARED_ERROR), labelled, s_on)),
+        record(online_record("log_loss", w), _guarded(total(n.OUTCOME_LOG_LOSS), labelled, s_on)),
     ]
     rules += [
-        _record(online_band_record(w), _band(c, labelled, metric, "-"), **{n.LABEL_METRIC: metric})
+        record(online_band_record(w), _band(c, labelled, metric, "-"), **{n.LABEL_METRIC: metric})
         for metric in PERFORMANCE_METRICS
     ]
     return rules + _curve_rules(c, w, pos_bucket, neg_bucket, positives, negatives)
@@ -261,9 +252,9 @@ def _curve_rules(
         return _moved(f"(\n{expr}\n)", n.LABEL_THRESHOLD)
 
     return [
-        _record(curve_record("precision", w), at_threshold(_guarded(tp, f"{tp} + on ({s_le}) {fp}", s_le))),
-        _record(curve_record("recall", w), at_threshold(_guarded(tp, actual, s_le))),
-        _record(
+        record(curve_record("precision", w), at_threshold(_guarded(tp, f"{tp} + on ({s_le}) {fp}", s_le))),
+        record(curve_record("recall", w), at_threshold(_guarded(tp, actual, s_le))),
+        record(
             curve_record("f1", w),
             at_threshold(_guarded(f"2 * {tp}", f"{tp} + on ({s_le}) {fp} + on ({s_le}) {actual}", s_le)),
         ),
@@ -282,8 +273,8 @@ def _estimated_rules(c: MixinConfig, w: str) -> list[Rule]:
     bucket, bins = score_bin_records(w)
     m_le = q.labels(c, *q.MODEL, LE)
     rules = [
-        _record(bucket, f"sum by ({m_le}) (increase({n.PREDICTION_SCORE.bucket_series}{q.app(c)}[{w}]))"),
-        _record(bins, _bins(c, bucket, q.MODEL, n.SCORE_REFERENCE_RATIO.series)),
+        record(bucket, f"sum by ({m_le}) (increase({n.PREDICTION_SCORE.bucket_series}{q.app(c)}[{w}]))"),
+        record(bins, _bins(c, bucket, q.MODEL, n.SCORE_REFERENCE_RATIO.series)),
     ]
     expected = f"ml:estimated_positives_bin:{w}"
     predictions = f"ml:score_predictions:increase{w}"
@@ -311,16 +302,16 @@ sum by ({m_on}) (
     # TN = negatives among predicted negatives = (n - predicted) - (E - TP)
     tn = f"(({predictions} - on ({m_on}) {predicted}) - on ({m_on}) ({e_total} - on ({m_on}) {tp}))"
     rules += [
-        _record(expected, f"{bins}\n* on ({m_bin}) group_left ()\n{calibration}"),
-        _record(predictions, f"sum by ({m_on}) ({bins})"),
-        _record(
+        record(expected, f"{bins}\n* on ({m_bin}) group_left ()\n{calibration}"),
+        record(predictions, f"sum by ({m_on}) ({bins})"),
+        record(
             estimated_record("roc_auc", w),
             _guarded(auc_num.strip(), f"{e_total} * on ({m_on}) {e_negatives}", m_on),
         ),
-        _record(estimated_record("precision", w), _guarded(tp, predicted, m_on)),
-        _record(estimated_record("recall", w), _guarded(tp, e_total, m_on)),
-        _record(estimated_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + on ({m_on}) {e_total}", m_on)),
-        _record(estimated_record("accuracy", w), _guarded(f"{tp} + on ({m_on}) {tn}", predictions, m_on)),
+        record(estimated_record("precision", w), _guarded(tp, predicted, m_on)),
+        record(estimated_record("recall", w), _guarded(tp, e_total, m_on)),
+        record(estimated_record("f1", w), _guarded(f"2 * {tp}", f"{predicted} + on ({m_on}) {e_total}", m_on)),
+        record(estimated_record("accuracy", w), _guarded(f"{tp} + on ({m_on}) {tn}", predictions, m_on)),
     ]
     return rules + _estimated_bands(c, w, predictions)
 
@@ -329,13 +320,13 @@ def _estimated_bands(c: MixinConfig, w: str, predictions: str) -> list[Rule]:
     """The reference band at the window's prediction count, and the gap to the realised metric."""
     m_on = q.labels(c, *q.MODEL)
     rules = [
-        _record(estimated_band_record(side, w), _band(c, predictions, metric, sign), **{n.LABEL_METRIC: metric})
+        record(estimated_band_record(side, w), _band(c, predictions, metric, sign), **{n.LABEL_METRIC: metric})
         for side, sign in (("lower", "-"), ("upper", "+"))
         for metric in PERFORMANCE_METRICS
     ]
     overall = f'{{{n.LABEL_SEGMENT_KEY}="{n.ALL}"}}'
     rules += [  # what CBPE cannot see (concept drift) shows as a gap once labels exist
-        _record(
+        record(
             f"ml:estimated_vs_realised_gap:{w}",
             f"{estimated_record(metric, w)}\n- on ({m_on})\nmax by ({m_on}) ({online_record(metric, w)}{overall})",
             **{n.LABEL_METRIC: metric},

@@ -9,6 +9,8 @@ names it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import _binning
 from .. import _names as n
 from .config import MixinConfig
@@ -18,6 +20,7 @@ __all__ = [
     "FEATURE",
     "MODEL",
     "PSI_EPSILON",
+    "Rule",
     "SEGMENT",
     "app",
     "labels",
@@ -25,15 +28,27 @@ __all__ = [
     "le_value",
     "num",
     "ratio_record",
+    "record",
     "selector",
     "short",
     "sidecar",
 ]
 
+Rule = dict[str, Any]  # one rule as it is written to YAML
+
 MODEL: tuple[str, ...] = (n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION)
 FEATURE: tuple[str, ...] = (*MODEL, n.LABEL_FEATURE)
 SEGMENT: tuple[str, ...] = (*MODEL, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT)
 DECISION: tuple[str, ...] = (*SEGMENT, n.LABEL_DECISION)
+
+
+def record(name: str, expr: str, **labels: str) -> Rule:
+    """A recording rule; ``labels`` are added to the series it records."""
+    rule: Rule = {"record": name, "expr": expr.strip() + "\n"}
+    if labels:
+        rule["labels"] = labels
+    return rule
+
 
 # Smoothing of empty bins in PSI: the very floor the sidecar's numpy PSI uses.
 PSI_EPSILON = repr(_binning.PSI_EPSILON)

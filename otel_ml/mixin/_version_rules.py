@@ -18,18 +18,16 @@ present and 0 at zero traffic. Segments below their minimum are not judged at al
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import _names as n
 from .._durations import prometheus_duration
 from ..evaluation._versions import bonferroni_z, flip_skew
 from . import _rule_helpers as q
 from ._evaluation_rules import _bins
+from ._rule_helpers import Rule, record
 from .config import MixinConfig
 
 __all__ = ["check_record", "verdict_record", "version_rules", "version_windows"]
 
-Rule = dict[str, Any]
 
 M, V, SV = n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION, n.LABEL_SHADOW_VERSION
 C, R = n.LABEL_CANDIDATE_VERSION, n.LABEL_REFERENCE_VERSION
@@ -40,14 +38,8 @@ OVERALL = f'{SK}="{n.ALL}"'
 SEGMENTS = f'{SK}!="{n.ALL}"'
 
 
-def _record(name: str, expr: str, **labels: str) -> Rule:
-    rule: Rule = {"record": name, "expr": expr.strip() + "\n"}
-    if labels:
-        rule["labels"] = labels
-    return rule
-
-
 def version_windows(c: MixinConfig) -> list[str]:
+    """The comparison's windows, shortest first: the alerts and rollout controllers read the first."""
     return sorted(set(c.version_windows), key=prometheus_duration)
 
 
@@ -128,13 +120,13 @@ def _shadow_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
     flipped = f'{n.LABEL_FLIP}!="{n.FLIP_NONE}"'
     check = _flip_rate_check(c, seg, pairs, count, z)
     return [
-        _record(pairs, f"sum by ({seg}) (\n  {renamed(src, q.app(c))}\n)"),
-        _record(flips, f"sum by ({seg_flip}) (\n  {renamed(src_flip, q.app(c, flipped))}\n)"),
-        _record(count, f"sum by ({seg}) ({flips})\nor\n0 * {pairs}"),
-        _record(ratio, f"{count}\n/ on ({seg})\n({pairs} > 0)"),
-        _record(lower, wilson.replace("{sign}", "-")),
-        _record(upper, wilson.replace("{sign}", "+")),
-        _record(check_record(w), check, **{n.LABEL_CHECK: "flip_rate"}),
+        record(pairs, f"sum by ({seg}) (\n  {renamed(src, q.app(c))}\n)"),
+        record(flips, f"sum by ({seg_flip}) (\n  {renamed(src_flip, q.app(c, flipped))}\n)"),
+        record(count, f"sum by ({seg}) ({flips})\nor\n0 * {pairs}"),
+        record(ratio, f"{count}\n/ on ({seg})\n({pairs} > 0)"),
+        record(lower, wilson.replace("{sign}", "-")),
+        record(upper, wilson.replace("{sign}", "+")),
+        record(check_record(w), check, **{n.LABEL_CHECK: "flip_rate"}),
     ]
 
 
@@ -198,14 +190,14 @@ and on ({seg})
 {total} >= {c.version_min_labelled_pairs}
 """
     return [
-        _record(labelled, f"sum by ({seg_out}) (\n  {_as(_as(inner, C, SV), R, V)}\n)"),
-        _record(n.windowed(n.SHADOW_MCNEMAR_Z_RECORD, w), f"({b} - on ({seg}) {cc})\n/ on ({seg})\n({discordant} > 0)"),
-        _record(
+        record(labelled, f"sum by ({seg_out}) (\n  {_as(_as(inner, C, SV), R, V)}\n)"),
+        record(n.windowed(n.SHADOW_MCNEMAR_Z_RECORD, w), f"({b} - on ({seg}) {cc})\n/ on ({seg})\n({discordant} > 0)"),
+        record(
             n.windowed(n.SHADOW_ACCURACY_DIFFERENCE_RECORD, w), f"({cc} - on ({seg}) {b})\n/ on ({seg})\n({total} > 0)"
         ),
-        _record(harm_lower, bound.replace("{sign}", "-")),
-        _record(harm_upper, bound.replace("{sign}", "+")),
-        _record(check_record(w), check, **{n.LABEL_CHECK: "paired_accuracy"}),
+        record(harm_lower, bound.replace("{sign}", "-")),
+        record(harm_upper, bound.replace("{sign}", "+")),
+        record(check_record(w), check, **{n.LABEL_CHECK: "paired_accuracy"}),
     ]
 
 
@@ -226,9 +218,9 @@ def _pair_rules(c: MixinConfig) -> list[Rule]:
     candidates = _drop(_as(f"{served} > 0", C, V), V)
     busiest = f"topk by ({m}) (1, {served} > 0 unless on ({mv}) {shadows})"
     return [
-        _record(served, f"sum by ({mv}) (increase({n.PREDICTIONS.series}{q.app(c, OVERALL)}[{w}]))"),
-        _record(reference, f"max by ({q.labels(c, M, R)}) (\n  {_as(busiest, R, V)}\n)"),
-        _record(
+        record(served, f"sum by ({mv}) (increase({n.PREDICTIONS.series}{q.app(c, OVERALL)}[{w}]))"),
+        record(reference, f"max by ({q.labels(c, M, R)}) (\n  {_as(busiest, R, V)}\n)"),
+        record(
             pair_record(c),
             f"group by ({pair}) (\n  {candidates}\n  * on ({m}) group_left ({R})\n  {reference}\n)\n"
             f"unless on ({q.labels(c, M, C)})\n{_as(reference, C, R)}",
@@ -301,12 +293,12 @@ or
 )
 """
     return [
-        _record(nc, _candidate(c, counts)),
-        _record(nr, ref_n),
-        _record(rc, f"(\n{_candidate(c, positives)}\n)\n/ on ({seg})\n({nc} > 0)"),
-        _record(rr, f"(\n{ref_pos}\n)\n/ on ({seg})\n({nr} > 0)"),
-        _record(n.windowed(n.VERSION_DECISION_RATE_DIFFERENCE_RECORD, w), f"{rc} - on ({seg}) {rr}"),
-        _record(check_record(w), check, **{n.LABEL_CHECK: "decision_rate"}),
+        record(nc, _candidate(c, counts)),
+        record(nr, ref_n),
+        record(rc, f"(\n{_candidate(c, positives)}\n)\n/ on ({seg})\n({nc} > 0)"),
+        record(rr, f"(\n{ref_pos}\n)\n/ on ({seg})\n({nr} > 0)"),
+        record(n.windowed(n.VERSION_DECISION_RATE_DIFFERENCE_RECORD, w), f"{rc} - on ({seg}) {rr}"),
+        record(check_record(w), check, **{n.LABEL_CHECK: "decision_rate"}),
     ]
 
 
@@ -320,7 +312,7 @@ def _serving_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
     slow = f"(\n  {calls}\n  - on ({mv})\n  sum by ({mv}) (increase({duration.bucket_series}{fast_sel}[{w}]))\n)"
     p99 = f"histogram_quantile(0.99, sum by ({mv_le}) (increase({duration.bucket_series}{q.app(c)}[{w}])))"
     nc, nr = f"ml:version_candidate_calls:{w}", f"ml:version_reference_calls:{w}"
-    rules = [_record(nc, _candidate(c, calls)), _record(nr, _reference(c, calls, nc, ()))]
+    rules = [record(nc, _candidate(c, calls)), record(nr, _reference(c, calls, nc, ()))]
     pairs = _overall(f"0 * {pair_record(c)}")
     for name, per_version, budget in (
         ("error", errors, c.version_error_rate_budget),
@@ -328,8 +320,8 @@ def _serving_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
     ):
         rc, rr = f"ml:version_candidate_{name}_rate:{w}", f"ml:version_reference_{name}_rate:{w}"
         rules += [
-            _record(rc, f"(\n{_candidate(c, per_version)}\n)\n/ on ({pair})\n({nc} > 0)"),
-            _record(rr, f"(\n{_reference(c, per_version, nc, ())}\n)\n/ on ({pair})\n({nr} > 0)"),
+            record(rc, f"(\n{_candidate(c, per_version)}\n)\n/ on ({pair})\n({nc} > 0)"),
+            record(rr, f"(\n{_reference(c, per_version, nc, ())}\n)\n/ on ({pair})\n({nr} > 0)"),
         ]
         check = f"""
 {
@@ -342,15 +334,15 @@ def _serving_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
 or on ({q.labels(c, *SEG)})
 {pairs}
 """
-        rules.append(_record(check_record(w), check, **{n.LABEL_CHECK: "error_rate" if name == "error" else "latency"}))
+        rules.append(record(check_record(w), check, **{n.LABEL_CHECK: "error_rate" if name == "error" else "latency"}))
     errors_c, errors_r = (
         n.windowed(n.VERSION_CANDIDATE_ERROR_RATE_RECORD, w),
         n.windowed(n.VERSION_REFERENCE_ERROR_RATE_RECORD, w),
     )
     p99_c, p99_r = _candidate(c, p99), _reference(c, p99, nc, ())
     rules += [
-        _record(n.windowed(n.VERSION_ERROR_RATIO_RECORD, w), f"{errors_c}\n/ on ({pair})\n({errors_r} > 0)"),
-        _record(
+        record(n.windowed(n.VERSION_ERROR_RATIO_RECORD, w), f"{errors_c}\n/ on ({pair})\n({errors_r} > 0)"),
+        record(
             n.windowed(n.VERSION_LATENCY_P99_RATIO_RECORD, w),
             f"(\n({p99_c})\n>= 0\n)\n/ on ({pair})\n(\n({p99_r})\n> 0\n)",
         ),
@@ -388,12 +380,12 @@ def _psi_rules(c: MixinConfig, w: str) -> list[Rule]:
     edges = (n.LABEL_BIN_UPPER, n.LABEL_BIN_LOWER)
     every_bin = _candidate(c, share)  # the candidate's bins; the reference side keeps the shared ones
     return [
-        _record(bucket, f"sum by ({le_keys}) (increase({n.PREDICTION_SCORE.bucket_series}{q.app(c)}[{w}]))"),
-        _record(bins, _bins(c, bucket, q.MODEL, n.SCORE_REFERENCE_RATIO.series)),
-        _record(share, f"{bins}\n/ on ({mv}) group_left ()\n(sum by ({mv}) ({bins}) > 0)"),
-        _record(ref, _reference(c, share, f"(\n{every_bin}\n)", edges)),
-        _record(cand, f"{every_bin}\nand on ({pair_bin})\n{ref}"),
-        _record(
+        record(bucket, f"sum by ({le_keys}) (increase({n.PREDICTION_SCORE.bucket_series}{q.app(c)}[{w}]))"),
+        record(bins, _bins(c, bucket, q.MODEL, n.SCORE_REFERENCE_RATIO.series)),
+        record(share, f"{bins}\n/ on ({mv}) group_left ()\n(sum by ({mv}) ({bins}) > 0)"),
+        record(ref, _reference(c, share, f"(\n{every_bin}\n)", edges)),
+        record(cand, f"{every_bin}\nand on ({pair_bin})\n{ref}"),
+        record(
             n.windowed(n.VERSION_SCORE_PSI_RECORD, w),
             f"(\n  sum by ({pair}) ({term(cand, ref)})\n  + on ({pair})\n  ({term(rest_c, rest_r)})\n)\n"
             f"and on ({pair})\n{shared}",
@@ -412,5 +404,5 @@ def version_rules(c: MixinConfig) -> list[Rule]:
         rules += _decision_rules(c, w, z)
         rules += _serving_rules(c, w, z)
         rules += _psi_rules(c, w)
-        rules.append(_record(verdict_record(w), f"min by ({q.labels(c, *PAIR)}) ({check_record(w)})"))
+        rules.append(record(verdict_record(w), f"min by ({q.labels(c, *PAIR)}) ({check_record(w)})"))
     return rules

@@ -22,9 +22,10 @@ from .. import _names as n
 from . import _panels as p
 from ._evaluation_rules import online_record
 from ._promql import ALL_SEGMENTS, MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
+from ._version_rules import version_windows
 from .config import MixinConfig
 
-__all__ = ["version_panels", "version_windows"]
+__all__ = ["version_panels"]
 
 SHADOW = n.LABEL_SHADOW_VERSION
 CANDIDATE = n.LABEL_CANDIDATE_VERSION
@@ -37,12 +38,6 @@ SHADOW_VS = f"{p.legend(SHADOW)} vs {p.legend(V)}"
 SEGMENT = f"{p.legend(n.LABEL_SEGMENT_KEY)}={p.legend(n.LABEL_SEGMENT)}"
 
 Items = list[db.Row | p.PanelBuilder]
-
-
-def version_windows(config: MixinConfig) -> tuple[str, ...]:
-    """The comparison's windows, shortest first (the verdict a rollout controller reads is the first)."""
-    # MixinConfig.version_windows arrives with the version rules; until then the rules' default.
-    return tuple(getattr(config, "version_windows", ("1h", "24h")))
 
 
 def _present(*labels: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from .. import _names as n
 from .._durations import prometheus_duration
 from . import _rule_helpers as q
 from ._evaluation_rules import evaluation_rules
-from ._rule_helpers import latency_burn_rate_record, ratio_record
+from ._rule_helpers import Rule, latency_burn_rate_record, ratio_record, record
 from ._version_rules import version_rules
 from .config import MixinConfig
 
@@ -30,15 +30,6 @@ __all__ = [
 ]
 
 LATENCY_QUANTILES = (0.5, 0.9, 0.99)  # the dashboards' latency percentiles
-
-Rule = dict[str, Any]
-
-
-def _record(name: str, expr: str, **labels: str) -> Rule:
-    rule: Rule = {"record": name, "expr": expr.strip() + "\n"}
-    if labels:
-        rule["labels"] = labels
-    return rule
 
 
 def _sorted_windows(*windows: str) -> list[str]:
@@ -53,11 +44,11 @@ def serving_rules(c: MixinConfig) -> list[Rule]:
     rules: list[Rule] = []
     for w in _sorted_windows(c.recording_window, c.error_rate_window):
         calls_rate = f"ml:prediction_calls:rate{w}"
-        rules.append(_record(calls_rate, f"sum by ({m_on}) (rate({calls}{q.app(c)}[{w}]))"))
+        rules.append(record(calls_rate, f"sum by ({m_on}) (rate({calls}{q.app(c)}[{w}]))"))
         for counter in (n.PREDICTION_ERRORS, n.PREDICTION_FALLBACKS):
             # "or 0 *": a model without errors has no error series; record 0, not nothing.
             rules.append(
-                _record(
+                record(
                     ratio_record(counter.prometheus, w),
                     f"""
 (
@@ -74,21 +65,21 @@ def serving_rules(c: MixinConfig) -> list[Rule]:
     buckets = f"ml:{q.short(duration.bucket_series)}:rate{w}"
     all_segments = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
     rules += [
-        _record(
+        record(
             f"ml:predictions:rate{w}", f"sum by ({m_on}) (rate({n.PREDICTIONS.series}{q.app(c, all_segments)}[{w}]))"
         ),
-        _record(decisions, f"sum by ({d_on}) (rate({n.PREDICTIONS.series}{q.app(c)}[{w}]))"),
-        _record(
+        record(decisions, f"sum by ({d_on}) (rate({n.PREDICTIONS.series}{q.app(c)}[{w}]))"),
+        record(
             f"ml:segment_decisions:ratio_rate{w}",
             f"{decisions}\n/ on ({s_on}) group_left ()\n(sum by ({s_on}) ({decisions}) > 0)",
         ),
-        _record(
+        record(
             buckets,
             f"sum by ({q.labels(c, *q.MODEL, n.LABEL_LE)}) (rate({duration.bucket_series}{q.app(c)}[{w}]))",
         ),
     ]
     rules += [
-        _record(
+        record(
             f"ml:{q.short(duration.prometheus)}:quantile_rate{w}",
             f"histogram_quantile({q.num(quantile)}, {buckets})",
             quantile=q.num(quantile),
@@ -115,7 +106,7 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
     for w in _sorted_windows(*c.latency_page_windows, *c.latency_ticket_windows):
         slow_share = f"ml:prediction_latency_slo_errors:ratio_rate{w}"
         rules.append(
-            _record(
+            record(
                 slow_share,
                 f"""
 1 - (
@@ -125,7 +116,7 @@ def latency_slo_rules(c: MixinConfig) -> list[Rule]:
 """,
             )
         )
-        rules.append(_record(latency_burn_rate_record(w), f"{slow_share} / {budget}"))
+        rules.append(record(latency_burn_rate_record(w), f"{slow_share} / {budget}"))
     return rules
 
 
@@ -154,8 +145,8 @@ def _numeric_psi_rules(
         return f'label_replace(label_replace({bucket}, "{label}", "$1", "{le}", "(.+)"), "{le}", "", "{le}", ".*")'
 
     return [
-        _record(bucket, f"sum by ({k_le}) (increase({family.bucket_series}{q.app(c)}[{w}]))"),
-        _record(
+        record(bucket, f"sum by ({k_le}) (increase({family.bucket_series}{q.app(c)}[{w}]))"),
+        record(
             bins,
             f"""
 (
@@ -171,8 +162,8 @@ def _numeric_psi_rules(
 )
 """,
         ),
-        _record(share, f"{bins}\n/ on ({k}) group_left ()\n(sum by ({k}) ({bins}) > 0)"),
-        _record(
+        record(share, f"{bins}\n/ on ({k}) group_left ()\n(sum by ({k}) ({bins}) > 0)"),
+        record(
             psi,
             f"""
 sum by ({k}) (
@@ -201,8 +192,8 @@ def _categorical_psi_rules(c: MixinConfig, w: str) -> list[Rule]:
     own_share = f"clamp_min({share}, {q.PSI_EPSILON})"
     seen = f"(sum by ({k}) ({counts}) > 0)"
     return [
-        _record(counts, f"sum by ({k_cat}) (increase({n.FEATURE_CATEGORY.series}{q.app(c)}[{w}]))"),
-        _record(
+        record(counts, f"sum by ({k_cat}) (increase({n.FEATURE_CATEGORY.series}{q.app(c)}[{w}]))"),
+        record(
             share,
             f"""
 {counts} / on ({k}) group_left () {seen}
@@ -210,7 +201,7 @@ or on ({k_cat})
 (0 * {ref} and on ({k}) {seen})
 """,
         ),
-        _record(
+        record(
             f"ml:feature_psi:{w}",
             f"""
 sum by ({k}) (
