@@ -58,12 +58,12 @@ def reference() -> pd.DataFrame:
     return _data(40_000, seed=1)
 
 
-def fit_loans(reference: pd.DataFrame) -> Baseline:
+def fit_loans(reference: pd.DataFrame, version: str = "v7") -> Baseline:
     """The labelled baseline of the loans model these tests score (segments by region)."""
     return fit_baseline(
         reference[["x", "region"]],
         model="loans",
-        version="v7",
+        version=version,
         scores=reference["score"].to_numpy(),
         labels=reference["y"].to_numpy(),
         segments=["region"],

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from test_evaluation_loop import T0, THRESHOLD, _data, exposition, fit_loans, gauge, gauges
 
-from otel_ml import Baseline, fit_baseline
+from otel_ml import Baseline
 from otel_ml import _names as n
 from otel_ml.sidecar import SidecarState, StateSettings
 from otel_ml.sidecar._label_input import LabelEvent, parse_predictions
@@ -43,17 +43,7 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def baselines(frame: pd.DataFrame) -> tuple[Baseline, Baseline]:
     reference = _data(20_000, seed=1)
-    v7 = fit_loans(reference)
-    v8 = fit_baseline(
-        reference[["x", "region"]],
-        model="loans",
-        version="v8",
-        scores=reference["score"].to_numpy(),
-        labels=reference["y"].to_numpy(),
-        segments=["region"],
-        decision=THRESHOLD,
-    )
-    return v7, v8
+    return fit_loans(reference), fit_loans(reference, "v8")
 
 
 def _decision(score: float) -> str:
