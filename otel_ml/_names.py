@@ -577,7 +577,12 @@ LABEL_CANDIDATE_VERSION: Final = "ml_candidate_version"
 LABEL_REFERENCE_VERSION: Final = "ml_reference_version"
 LABEL_CHECK: Final = "ml_check"
 # Its values: the checks a verdict is the worst of (per segment where the check is per segment).
-VERSION_CHECKS: Final = ("flip_rate", "paired_accuracy", "decision_rate", "error_rate", "latency")
+CHECK_FLIP_RATE: Final = "flip_rate"
+CHECK_PAIRED_ACCURACY: Final = "paired_accuracy"
+CHECK_DECISION_RATE: Final = "decision_rate"
+CHECK_ERROR_RATE: Final = "error_rate"
+CHECK_LATENCY: Final = "latency"
+VERSION_CHECKS: Final = (CHECK_FLIP_RATE, CHECK_PAIRED_ACCURACY, CHECK_DECISION_RATE, CHECK_ERROR_RATE, CHECK_LATENCY)
 # Values of ml:version_verdict:<w> and ml:version_check:<w>: never NaN, 0 whenever data is missing.
 VERDICT_PROMOTE: Final = 1
 VERDICT_INCONCLUSIVE: Final = 0

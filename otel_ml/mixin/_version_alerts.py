@@ -32,8 +32,8 @@ def _disagreement(c: MixinConfig, w: str) -> Rule:
     pct = q.num(c.version_flip_budget * 100)
     conf = q.num(c.version_confidence * 100)
     return alert(
-        "MLShadowDisagreement",
-        f'{check_record(w)}{{{n.LABEL_CHECK}="flip_rate"}} == -1',
+        n.ALERT_SHADOW_DISAGREEMENT,
+        f'{check_record(w)}{{{n.LABEL_CHECK}="{n.CHECK_FLIP_RATE}"}} == -1',
         c.version_alert_for,
         TICKET,
         f"The decisions of {PAIR_TEXT} differ in more than {pct}% of segment "
@@ -53,7 +53,7 @@ def _disagreement(c: MixinConfig, w: str) -> Rule:
 
 def _rollback(c: MixinConfig, w: str) -> Rule:
     return alert(
-        "MLVersionRollback",
+        n.ALERT_VERSION_ROLLBACK,
         f"{verdict_record(w)} == -1",
         c.version_rollback_for,
         PAGE,
@@ -90,7 +90,7 @@ sum by ({k}) (increase({n.SHADOW_DROPPED.series}{full}[{w}]))
 > {q.num(c.shadow_drop_ratio_threshold)}
 """
     return alert(
-        "MLShadowDropping",
+        n.ALERT_SHADOW_DROPPING,
         expr,
         c.shadow_drop_for,
         TICKET,

@@ -126,7 +126,7 @@ def _shadow_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
         record(ratio, f"{count}\n/ on ({seg})\n({pairs} > 0)"),
         record(lower, wilson.replace("{sign}", "-")),
         record(upper, wilson.replace("{sign}", "+")),
-        record(check_record(w), check, **{n.LABEL_CHECK: "flip_rate"}),
+        record(check_record(w), check, **{n.LABEL_CHECK: n.CHECK_FLIP_RATE}),
     ]
 
 
@@ -197,7 +197,7 @@ and on ({seg})
         ),
         record(harm_lower, bound.replace("{sign}", "-")),
         record(harm_upper, bound.replace("{sign}", "+")),
-        record(check_record(w), check, **{n.LABEL_CHECK: "paired_accuracy"}),
+        record(check_record(w), check, **{n.LABEL_CHECK: n.CHECK_PAIRED_ACCURACY}),
     ]
 
 
@@ -298,7 +298,7 @@ or
         record(rc, f"(\n{_candidate(c, positives)}\n)\n/ on ({seg})\n({nc} > 0)"),
         record(rr, f"(\n{ref_pos}\n)\n/ on ({seg})\n({nr} > 0)"),
         record(n.windowed(n.VERSION_DECISION_RATE_DIFFERENCE_RECORD, w), f"{rc} - on ({seg}) {rr}"),
-        record(check_record(w), check, **{n.LABEL_CHECK: "decision_rate"}),
+        record(check_record(w), check, **{n.LABEL_CHECK: n.CHECK_DECISION_RATE}),
     ]
 
 
@@ -334,7 +334,11 @@ def _serving_rules(c: MixinConfig, w: str, z: str) -> list[Rule]:
 or on ({q.labels(c, *SEG)})
 {pairs}
 """
-        rules.append(record(check_record(w), check, **{n.LABEL_CHECK: "error_rate" if name == "error" else "latency"}))
+        rules.append(
+            record(
+                check_record(w), check, **{n.LABEL_CHECK: n.CHECK_ERROR_RATE if name == "error" else n.CHECK_LATENCY}
+            )
+        )
     errors_c, errors_r = (
         n.windowed(n.VERSION_CANDIDATE_ERROR_RATE_RECORD, w),
         n.windowed(n.VERSION_REFERENCE_ERROR_RATE_RECORD, w),
