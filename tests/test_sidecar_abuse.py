@@ -368,9 +368,7 @@ def test_metrics_output_stays_within_the_series_budget(baseline: Baseline) -> No
         for i in range(20_000)
     ]
     state.apply_metrics([MetricBatch("x", "fraud", "v3", True, 0, flood)], "otlp")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SidecarCollector(state))
-    body, _, _ = Exposition(registry, state).render()
+    body, _, _ = Exposition(SidecarCollector(state)).render()
     lines = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
     features = len(baseline.features)
     reference = (

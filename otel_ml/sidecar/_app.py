@@ -17,8 +17,6 @@ import threading
 import time
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
-
 from .._atomic import clean_orphans
 from ..baseline import Baseline
 from ._collector import Exposition, SidecarCollector
@@ -42,8 +40,7 @@ class Sidecar:
         self.config = config
         baselines = [Baseline.load(p) for p in config.baselines]
         self.state = SidecarState(baselines, config.state_settings())
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SidecarCollector(self.state))
+        self.collector = SidecarCollector(self.state)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.server: SidecarServer | None = None
@@ -75,7 +72,7 @@ class Sidecar:
         self.server = SidecarServer(
             self.config.listen,
             self.state,
-            Exposition(self.registry, self.state),
+            Exposition(self.collector),
             token=self.config.token,
             limits=self.config.http,
             metrics_address=self.config.metrics_listen,

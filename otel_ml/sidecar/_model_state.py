@@ -52,6 +52,7 @@ class ModelState(SeriesIndex):
         self.max_sources = limits.max_sources_per_model  # each source holds a vector of last values: bounded memory
         self.sources: dict[str, SourceState] = {}
         self.last_ingest = 0.0
+        self.changes = 0  # bumped by every change of counts or snapshots: the outputs' cache key
         self.reference_gauges: list[Gauge] | None = None  # filled by the outputs, once
         self.layout = FeatureLayout(baseline, self)
         self.rings = {w.name: SnapshotRing(w, now, self.size) for w in windows}
@@ -95,6 +96,7 @@ class ModelState(SeriesIndex):
         """Add one payload's samples. Cumulative values become increases against the source's last
         report (a decrease is a restart); delta values are added as they are."""
         result = ApplyResult()
+        self.changes += 1  # even a rejected payload may have added series keys
         idx, values, mismatched = self._indices(samples, result)
         if not idx:
             return result
@@ -153,10 +155,16 @@ class ModelState(SeriesIndex):
         return increase
 
     # -- time --------------------------------------------------------------------------------------
-    def take_snapshots(self, now: float) -> None:
+    def take_snapshots(self, now: float) -> bool:
+        """Take the snapshots that are due; whether any was."""
         current = self.totals[: self.size]
-        for ring in self.rings.values():
-            ring.maybe_take(now, current)
+        taken = any([ring.maybe_take(now, current) for ring in self.rings.values()])
+        self.changes += taken
+        return taken
+
+    def output_key(self, now: float) -> tuple[Any, ...]:
+        """Equal keys, equal outputs: the changes so far and which snapshots the windows start from."""
+        return (self.changes, tuple(ring.selection(now) for ring in self.rings.values()))
 
     def expire_sources(self, now: float, ttl: float) -> int:
         """Forget sources silent for ``ttl`` seconds (their counts stay in the totals)."""
@@ -233,6 +241,7 @@ class ModelState(SeriesIndex):
                 for vector in ring.vectors:
                     self.bins_from_cumulative(vector)
         self.last_ingest = float(meta["last_ingest"])
+        self.changes += 1
         for label, scope, labels, overflow in meta["bounded"]:
             bounded = BoundedLabels(self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget)
             for value in labels:

@@ -2,8 +2,9 @@
 
 Inputs arrive on HTTP threads and scrape threads; outputs are computed on a Prometheus scrape.
 Every mutation goes through :class:`SidecarState` under its lock, after the payload was fully
-decoded, so a bad payload can never leave half of itself behind. Outputs are cached for
-``compute_ttl`` seconds so several scrapers do not multiply the work.
+decoded, so a bad payload can never leave half of itself behind. Outputs are computed again
+only when :meth:`SidecarState.page_key` changed (and at most once per ``compute_ttl`` seconds
+under steady input), so several scrapers do not multiply the work.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .. import _names as n
 from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from .._names import OTHER
 from ..baseline import Baseline
-from ._join_store import JoinStoreError, SqliteJoinStore
+from ._join_store import DAY, JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
 from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
@@ -38,6 +40,11 @@ __all__ = ["SidecarState", "StateSettings"]
 _log = logging.getLogger("otel_ml.sidecar")
 LABELS_SOURCE = "labels"
 _MAX_UNMATCHED = 100
+
+
+ModelKey = tuple[str, str]
+OutputPart = tuple[tuple[str, ...], tuple[Any, ...], list[Gauge]]
+"""(part id, key, gauges): while a part's key stays the same, so do its gauges."""
 
 
 def window_clock() -> Callable[[], float]:
@@ -112,7 +119,7 @@ class SidecarState:
         self.label_seq = 0  # the last logged label counted into the models (saved with the state)
         self.reexport: set[tuple[str, str]] = set()  # models whose app counters arrived over OTLP
         self.compute_seconds = 0.0
-        self._cache: tuple[float, list[Gauge]] | None = None
+        self._parts: dict[ModelKey, tuple[tuple[Any, ...], float, list[Gauge], list[Gauge]]] = {}  # key, at, gauges
         self.generation = 0  # bumped by every input, so cached expositions know they are stale
         self.unmatched_models: dict[tuple[str, str], int] = {}  # incoming (model, version) without a baseline
         self._log_throttle = Throttle()  # the unmatched-model and output-error lines, once a minute each
@@ -163,6 +170,7 @@ class SidecarState:
                 old, self.joins.store = self.joins.store, opened
                 self.label_seq = opened.last_seq  # the log numbering is the new file's from here on
                 self.join_store_error = None
+                self._changed()
         except (JoinStoreError, OSError, sqlite3.Error) as exc:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)  # the copy this attempt wrote, if it got that far
@@ -180,7 +188,7 @@ class SidecarState:
     def count_error(self, reason: str, amount: int = 1) -> None:
         with self.lock:
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + amount
-            self.generation += 1
+            self._changed()
 
     def _count_ingested(self, source: str) -> None:
         self.ingested[source] = self.ingested.get(source, 0) + 1
@@ -214,8 +222,7 @@ class SidecarState:
             for reason, count in total.rejected.items():
                 self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
             self._count_ingested(source_kind)
-            self._cache = None
-            self.generation += 1
+            self._changed()
         return total
 
     def _note_unmatched(self, model: str, version: str) -> None:
@@ -252,7 +259,7 @@ class SidecarState:
             if overflow:
                 self._error("join_dims_budget", overflow)
             self._count_ingested(source)
-            self.generation += 1
+            self._changed()
             return added
 
     def _shadow_known(self, p: Prediction) -> Prediction:
@@ -323,6 +330,7 @@ class SidecarState:
             for source, count in sorted(received.items(), key=lambda kv: (-kv[1], kv[0])):
                 bounded = self.bounded_source(source)
                 self.labels_received[bounded] = self.labels_received.get(bounded, 0) + count
+            self._changed()
 
     def replay_labels(self, now: float | None = None) -> int:
         """Count the labels logged after the restored snapshot; returns how many were replayed."""
@@ -356,8 +364,7 @@ class SidecarState:
         self.label_seq = max(self.label_seq, result.last_seq)
         if self.joins.store.path is None:
             self.joins.store.forget_log(self.label_seq)  # nothing persists: the log has no reader
-        self._cache = None
-        self.generation += 1
+        self._changed()
 
     # -- time ------------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
@@ -365,11 +372,15 @@ class SidecarState:
         window_now = self.clock() if now is None else now
         wall = time.time() if now is None else now
         with self.lock:
+            changed = False
             for model in self.models.values():
-                model.take_snapshots(window_now)
-                model.expire_sources(wall, self.settings.source_ttl)
-            self.generation += 1
-        self.joins.store.expire(wall)  # the store has its own lock: ingest does not wait for a drop
+                changed |= model.take_snapshots(window_now)
+                changed |= model.expire_sources(wall, self.settings.source_ttl) > 0
+            if changed:
+                self._changed()
+        if self.joins.store.expire(wall):  # the store has its own lock: ingest does not wait for a drop
+            with self.lock:
+                self._changed()
 
     # -- outputs ---------------------------------------------------------------------------------
     def _coverage_gauges(self) -> list[Gauge]:
@@ -395,41 +406,77 @@ class SidecarState:
         if self._log_throttle.allow("output_error"):
             _log.exception("computing the outputs of %s %s failed; its gauges are left out", model.model, model.version)
 
-    def outputs(self, now: float | None = None) -> list[Gauge]:
-        """Every gauge for every model and window (cached for ``compute_ttl`` seconds).
+    def _changed(self) -> None:
+        """Something on the page changed: cached expositions are stale (the models' own change
+        counts tell which outputs are)."""
+        self.generation += 1
 
-        Computed from detached copies of the models, off the lock: ingest never waits for it."""
+    def page_key(self, now: float | None = None) -> tuple[Any, ...]:
+        """Equal keys, equal ``/metrics`` pages: the generation (every change of state bumps it),
+        the snapshots each window starts from (time moves a window only when it passes one), and
+        the UTC day (the label-coverage cohorts are whole days). Cheap: no output is computed."""
         now = self.clock() if now is None else now
         with self.lock:
-            if self._cache is not None and now - self._cache[0] < self.settings.compute_ttl:
-                return self._cache[1]
-            for m in self.models.values():
+            return self._page_key(now)
+
+    def _page_key(self, now: float) -> tuple[Any, ...]:
+        windows = tuple(m.output_key(now)[1] for m in self.models.values())
+        return (self.generation, windows, math.floor(time.time() / DAY))
+
+    def outputs(self, now: float | None = None) -> list[Gauge]:
+        """Every gauge for every model and window, then the label-coverage gauges (see
+        :meth:`output_parts`)."""
+        return [g for _, _, gauges in self.output_parts(now) for g in gauges]
+
+    def output_parts(self, now: float | None = None) -> list[OutputPart]:
+        """The gauges in parts that change independently, each with a key that changes when its
+        gauges may: per model its baseline's reference gauges (never), its windowed gauges (its
+        own changes and window starts), then the label coverage (any change, the UTC day).
+
+        Only a model whose key moved is computed again, at most once per ``compute_ttl`` seconds
+        while its input keeps moving it, from a detached copy, off the lock: ingest never waits
+        for it, and a sidecar serving many models pays for the ones that changed."""
+        now = self.clock() if now is None else now
+        ttl = self.settings.compute_ttl
+        with self.lock:
+            due: list[tuple[ModelKey, tuple[Any, ...], ModelState]] = []
+            for key, m in self.models.items():
                 try:
                     reference_outputs(m)  # computed once per model, then shared by every copy
                 except Exception:
                     pass  # counted and logged below, off the lock
-            models = [m.detached() for m in self.models.values()]
-            generation = self.generation
-        started = time.perf_counter()
-        gauges: list[Gauge] = []
-        for model in models:
-            try:
-                model_gauges = [*reference_outputs(model), *model_outputs(model, now, self.settings.outputs)]
-            except Exception:  # one broken model must not turn every scrape into a 500
-                self._output_failed(model)
-                continue
-            gauges.extend(model_gauges)
-            if model.last_ingest:
-                gauges.append(
-                    (
-                        n.SIDECAR_LAST_INGEST,
-                        {n.LABEL_MODEL_NAME: model.model, n.LABEL_MODEL_VERSION: model.version},
-                        model.last_ingest,
-                    )
-                )
-        gauges.extend(self._coverage_gauges())
+                part_key = m.output_key(now)
+                cached = self._parts.get(key)
+                if cached is None or (cached[0] != part_key and now - cached[1] >= ttl):
+                    due.append((key, part_key, m.detached()))
+            coverage_key = (self.generation, math.floor(time.time() / DAY))
+        if due:
+            started = time.perf_counter()
+            computed = [(key, part_key, self._model_gauges(model, now)) for key, part_key, model in due]
+            with self.lock:
+                for key, part_key, gauges in computed:
+                    if gauges is not None:
+                        self._parts[key] = (part_key, now, *gauges)
+                self.compute_seconds = time.perf_counter() - started
+        parts: list[OutputPart] = []
         with self.lock:
-            self.compute_seconds = time.perf_counter() - started
-            if self.generation == generation:
-                self._cache = (now, gauges)
-        return gauges
+            for key in self.models:
+                cached = self._parts.get(key)
+                if cached is not None:  # None: its outputs failed (counted), it is left out
+                    parts.append((("reference", *key), (), cached[2]))
+                    parts.append((("windows", *key), cached[0], cached[3]))
+        parts.append((("coverage",), coverage_key, self._coverage_gauges()))
+        return parts
+
+    def _model_gauges(self, model: ModelState, now: float) -> tuple[list[Gauge], list[Gauge]] | None:
+        """One model's reference gauges, and its windowed gauges with its last-ingest time; None
+        (counted and logged) if they failed."""
+        try:
+            reference, gauges = reference_outputs(model), model_outputs(model, now, self.settings.outputs)
+        except Exception:  # one broken model must not turn every scrape into a 500
+            self._output_failed(model)
+            return None
+        if model.last_ingest:
+            labels = {n.LABEL_MODEL_NAME: model.model, n.LABEL_MODEL_VERSION: model.version}
+            gauges.append((n.SIDECAR_LAST_INGEST, labels, model.last_ingest))
+        return reference, gauges

@@ -11,6 +11,7 @@ A sidecar younger than W compares with its first (all-zero) snapshot: a partial 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,12 @@ class SnapshotRing:
         i = int(np.searchsorted(np.asarray(self.times), t, side="right")) - 1
         i = max(i, 0)
         return self.times[i], self.vectors[i]
+
+    def selection(self, now: float) -> tuple[int, int, int]:
+        """Which snapshots the windows at ``now`` start from (``window`` and ``pooled`` read
+        these three): the outputs change with time only when one of them moves."""
+        times, w = self.times, self.spec.seconds
+        return (bisect_right(times, now - w), bisect_right(times, now - 2 * w), bisect_right(times, now - 3 * w))
 
     def window(self, now: float, totals: FloatArray) -> tuple[FloatArray, FloatArray | None]:
         """Counts in [now - W, now] and in the previous window [now - 2W, now - W] (None if unknown)."""
