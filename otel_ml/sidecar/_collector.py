@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,22 @@ class _HistogramSeries:
     sum: float | None = None
 
 
+_NUMBER, _BUCKET, _SUM, _OTHER = range(4)
+
+
+@lru_cache(maxsize=1 << 16)
+def _series_plan(key: SeriesKey) -> tuple[n.Instrument | None, int, Labels, float]:
+    """What one stored series is on the page: its instrument, its role, its labels without ``le``
+    and its bound. Series keys repeat on every scrape, so this is worked out once per key."""
+    inst = n.instrument_of_sample(key.name)
+    if inst is None or inst.kind != "histogram":
+        return inst, _NUMBER, key.labels, math.nan
+    labels = tuple((k, v) for k, v in key.labels if k != n.LABEL_LE)
+    if key.name == inst.bucket_series:
+        return inst, _BUCKET, labels, float(dict(key.labels)[n.LABEL_LE])
+    return inst, _SUM if key.name == inst.sum_series else _OTHER, labels, math.nan
+
+
 def _model_points(models: list[_ModelCounts]) -> list[InstrumentPoints]:
     """The app's counters (for models fed over OTLP) and the sidecar's own, as neutral points:
     the same encoder as the app's ``/metrics`` turns them into families, so the names, types and
@@ -184,18 +200,21 @@ def _model_points(models: list[_ModelCounts]) -> list[InstrumentPoints]:
         model = ((n.LABEL_MODEL_NAME, model_name), (n.LABEL_MODEL_VERSION, version))
         histograms: dict[tuple[n.Instrument, Labels], _HistogramSeries] = {}
         for key, value in zip(keys, totals.tolist()):
-            inst = n.instrument_of_sample(key.name)
+            inst, role, labels, le = _series_plan(key)
             if inst is None or not (inst in _SIDECAR_OWNED or (reexport and inst in _APP_FAMILIES)):
                 continue
-            points = out.setdefault(inst, InstrumentPoints(inst))
-            if inst.kind != "histogram":
-                points.numbers.append(NumberPoint((*model, *key.labels), value))
+            points = out.get(inst)
+            if points is None:
+                points = out[inst] = InstrumentPoints(inst)
+            if role == _NUMBER:
+                points.numbers.append(NumberPoint((*model, *labels), value))
                 continue
-            labels = tuple((k, v) for k, v in key.labels if k != n.LABEL_LE)
-            series = histograms.setdefault((inst, labels), _HistogramSeries())
-            if key.name == inst.bucket_series:
-                series.buckets.append((float(dict(key.labels)[n.LABEL_LE]), value))
-            elif key.name == inst.sum_series:
+            series = histograms.get((inst, labels))
+            if series is None:
+                series = histograms[(inst, labels)] = _HistogramSeries()
+            if role == _BUCKET:
+                series.buckets.append((le, value))
+            elif role == _SUM:
                 series.sum = value
         for (inst, labels), series in histograms.items():
             if series.buckets:
