@@ -101,9 +101,10 @@ def check_columns(dataset: Any, needed: Sequence[str], what: str = "the data") -
     partition columns of a hive directory, so a file without a feature fails here instead of
     being scanned as all-null.
     """
-    partition = set(dataset.partitioning.schema.names) if getattr(dataset, "partitioning", None) else set()
+    import pyarrow.dataset as ds
+
     for fragment in dataset.get_fragments():
-        have = set(fragment.physical_schema.names) | partition
+        have = set(fragment.physical_schema.names) | set(ds.get_partition_keys(fragment.partition_expression))
         missing = [n for n in needed if n not in have]
         if missing:
             where = f"{what} ({Path(fragment.path).name})" if len(dataset.files) > 1 else what
@@ -134,10 +135,19 @@ def batches(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = count_rows(dataset) if progress else None
-    scanner = dataset.to_batches(
-        columns=list(columns), batch_size=batch_size, batch_readahead=2, fragment_readahead=1, use_threads=True
-    )
+    import pyarrow.dataset as ds
+
     is_csv = dataset.format.default_extname == "csv"
+    # Parquet pre-buffering reads whole row groups of every column ahead: +400 MB RSS and slower here.
+    options = None if is_csv else ds.ParquetFragmentScanOptions(pre_buffer=False)
+    scanner = dataset.to_batches(
+        columns=list(columns),
+        batch_size=batch_size,
+        batch_readahead=2,
+        fragment_readahead=1,
+        use_threads=True,
+        fragment_scan_options=options,
+    )
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         disable=not progress, transient=True,

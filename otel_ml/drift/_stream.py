@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +68,12 @@ def stream_counts(
     numeric = _numeric_columns(baseline, score_column)
     sample = RowSample(numeric, sample_rows) if sample_rows else None
     total: BinCounts | None = None
-    for batch in batches(dataset, needed, batch_size=batch_size, progress=progress, description="counting"):
-        part = count_columns(baseline, batch, score_column, names, fingerprint)
-        total = part if total is None else total + part
-        if sample is not None:
-            sample.add({n: _floats(batch, n) for n in numeric})
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for batch in batches(dataset, needed, batch_size=batch_size, progress=progress, description="counting"):
+            part = count_columns(baseline, batch, score_column, names, fingerprint, pool)
+            total = part if total is None else total + part
+            if sample is not None:
+                sample.add({n: _floats(batch, n) for n in numeric})
     if total is None:  # no rows at all: counts of an empty table
         import pyarrow as pa
 
