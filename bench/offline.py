@@ -171,7 +171,8 @@ def main() -> int:
         (f"naive: pandas.read_parquet + drift_report, {small_rows:,} rows", f"{naive_s:.2f} s (in-process)",
          f"{naive_rss:.0f} MiB", f"(whole data set would need ~{args.rows * 50 * 8 / 2**30:.1f} GiB)"),
         ("baseline fit, streaming (2 passes, sampled edges)", f"{fit_s:.2f} s", f"{fit_rss:.0f} MiB", ""),
-        ("fit: max rank error of edges (6 columns)", f"{rank:.4%}", "", f"<= 0.5 % ({'ok' if rank <= RANK_TARGET else 'MISSED'})"),
+        ("fit: max rank error of edges (6 columns)", f"{rank:.4%}", "",
+         f"<= 0.5 % ({'ok' if rank <= RANK_TARGET else 'MISSED'})"),
     ]  # fmt: skip
     print(f"| {'what':<58} | {'time':<28} | {'peak RSS':>9} | target |")
     print(f"|{'-' * 60}|{'-' * 30}|{'-' * 11}|--------|")
