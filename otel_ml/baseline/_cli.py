@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
             "columns are read from CSV as text, and booleans, 1/1.0/'1' and 'True'/'true' are one category. "
             "Parquet and CSV data (a file, a directory of files with hive partitions, or a quoted glob) are "
             "streamed in two passes of record batches: numeric edges from a uniform sample of --sample-rows "
-            "rows (rank error <= 0.5%%, exact when the data is smaller), then exact reference counts."
+            "rows (rank error <= 0.5 %, exact when the data is smaller), then exact reference counts."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -60,9 +60,6 @@ def register(sub: Any) -> None:
         " version's edges shares every score bucket with it: the canary's score PSI uses them all)",
     )
     fit.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary size per categorical feature")
-    fit.add_argument(
-        "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
-    )
     _add_outcome_arguments(fit)
     fit.add_argument(
         "--sample-rows",
@@ -80,6 +77,9 @@ def register(sub: Any) -> None:
 
 def _add_outcome_arguments(fit: argparse.ArgumentParser) -> None:
     """The decision rule and the labels: reference decision rates, calibration, performance."""
+    fit.add_argument(
+        "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
+    )
     decision = fit.add_mutually_exclusive_group()
     decision.add_argument("--decision-column", help="column with the decision made on each training row")
     decision.add_argument("--decision-threshold", type=float, help="decision is score > THRESHOLD")

@@ -48,7 +48,7 @@ from ._fit import (
     categorical_profile,
     quantile_edges,
 )
-from ._profile import Baseline, BaselineError, CategoricalProfile, NumericProfile, ScoreProfile
+from ._profile import Baseline, BaselineError, NumericProfile, ScoreProfile
 from ._sample import DEFAULT_SAMPLE_ROWS, RowSample
 
 __all__ = ["DEFAULT_DISTINCT_CAP", "fit_baseline_stream"]
@@ -179,6 +179,8 @@ def fit_baseline_stream(
     if not names:
         raise BaselineError("no feature columns found")
     outcome = [c for c in (decision_column, label_column, *segments) if c]
+    if score_column is None and (outcome or decision is not None):
+        raise BaselineError("reference decision rates and calibration need the scores (score_column=)")
     check_columns(dataset, [*names, *([score_column] if score_column else []), *outcome])
     schema = dataset.schema
     numeric = [n for n in names if n not in categorical and _is_numeric_type(schema.field(n).type)]
@@ -192,24 +194,21 @@ def fit_baseline_stream(
     if score_column is not None:
         score_moments = _Moments.at(_score_edges(sample, score_column, score_bins, score_edges, decision))
         moments[score_column] = score_moments
-    read = [*numeric, *([score_column] if score_column else [])]
-    for batch in batches(dataset, read, batch_size=batch_size, progress=progress, description="pass 2/2: counting"):
+    for batch in batches(dataset, list(moments), batch_size=batch_size, progress=progress,
+                         description="pass 2/2: counting"):  # fmt: skip
         for n, m in moments.items():
             m.add(_floats(batch, n))
-    profiles: list[NumericProfile | CategoricalProfile] = []
-    for n in names:
-        if n in numeric:
-            profiles.append(moments[n].profile(n, rows))
-        else:
-            c = labels[n]
-            profiles.append(categorical_profile(n, c.counts, c.missing, top_k, rare_limit, c.pruned))
+    profiles = [
+        moments[n].profile(n, rows)
+        if n in numeric
+        else categorical_profile(n, labels[n].counts, labels[n].missing, top_k, rare_limit, labels[n].pruned)
+        for n in names
+    ]
     score = None
     if score_column is not None and score_moments is not None:
         score = _score_profile(dataset, score_column, score_moments, rows, outcome, locals_=_Outcome(
             decision_column, decision, segments, label_column, positive_label, chunk_size, score_bins
         ))  # fmt: skip
-    elif outcome or decision is not None:
-        raise BaselineError("reference decision rates and calibration need the scores (score_column=)")
     return Baseline(
         model_name=model,
         model_version=version,

@@ -72,14 +72,6 @@ def register(sub: Any) -> None:
         "glob, or a .json/.jsonl file",
     )
     cmd.add_argument(
-        "--counts",
-        nargs="+",
-        metavar="FILE",
-        help="instead of DATA: merge these counts files (from --write-counts or otel_ml.drift.bin_counts) "
-        "and report on all of them together",
-    )
-    cmd.add_argument("--write-counts", metavar="OUT", help="also write the data's mergeable bin counts as JSON to OUT")
-    cmd.add_argument(
         "--score-column", metavar="COL", help="also compare this score column with the baseline's score bins"
     )
     cmd.add_argument(
@@ -124,6 +116,21 @@ def register(sub: Any) -> None:
         metavar="N",
         help="fewest values for a verdict (default: max(30, 5 x bins) per feature)",
     )
+    _add_scale_arguments(cmd)
+    cmd.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar while reading files")
+    cmd.set_defaults(func=_drift)
+
+
+def _add_scale_arguments(cmd: argparse.ArgumentParser) -> None:
+    """Counts files in and out, and the KS/Wasserstein sample size for streamed data."""
+    cmd.add_argument(
+        "--counts",
+        nargs="+",
+        metavar="FILE",
+        help="instead of DATA: merge these counts files (from --write-counts or otel_ml.drift.bin_counts) "
+        "and report on all of them together",
+    )
+    cmd.add_argument("--write-counts", metavar="OUT", help="also write the data's mergeable bin counts as JSON to OUT")
     cmd.add_argument(
         "--sample-rows",
         type=int,
@@ -131,8 +138,6 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"rows per side kept for KS/Wasserstein with --reference-data (default: {DEFAULT_SAMPLE_ROWS:,})",
     )
-    cmd.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar while reading files")
-    cmd.set_defaults(func=_drift)
 
 
 def _fail(message: str) -> int:
