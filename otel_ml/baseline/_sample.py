@@ -9,7 +9,7 @@ the k rows with the smallest keys, so two samples merge exactly (concatenate, ke
 smallest keys) and inputs of at most k rows are kept whole: small data gets exactly the edges of
 the in-memory fit. Chosen over a KLL/REQ sketch (``datasketches``): no dependency, exact below
 k, one vectorised comparison per batch once the sample is full (only rows with a key under the
-current k-th smallest are kept), and 8 bytes x k per column (2 MiB).
+current k-th smallest are kept), and 8 bytes x k per column (2 MiB, plus a quarter of that buffered).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RowSample:
             values = {name: np.asarray(values[name])[keep] for name in self.names}
         self._parts.append((keys, {name: np.array(values[name], dtype=np.float64) for name in self.names}))
         self._buffered += keys.size
-        if self._keys.size + self._buffered > 2 * self.capacity:
+        if self._keys.size + self._buffered > self.capacity + max(self.capacity // 4, 1):
             self._compact()
 
     def merge(self, other: RowSample) -> RowSample:
@@ -71,18 +71,22 @@ class RowSample:
         return self
 
     def _compact(self) -> None:
+        """Keep the ``capacity`` smallest keys; columns are rebuilt one at a time, freeing the
+        buffered parts as they go, so the peak is the sample plus the buffer, not twice that."""
         if not self._parts:
             return
         keys = np.concatenate([self._keys, *(k for k, _ in self._parts)])
-        values = {n: np.concatenate([self._values[n], *(v[n] for _, v in self._parts)]) for n in self.names}
-        self._parts, self._buffered = [], 0
+        keep = None
         if keys.size > self.capacity:
             keep = np.argpartition(keys, self.capacity - 1)[: self.capacity]
             keep.sort()  # arrival order, so a sample of everything is the input as it came
             keys = keys[keep]
-            values = {n: v[keep] for n, v in values.items()}
             self._threshold = float(keys.max())
-        self._keys, self._values = keys, values
+        for name in self.names:
+            column = np.concatenate([self._values[name], *(v.pop(name) for _, v in self._parts)])
+            self._values[name] = column if keep is None else column[keep]
+            del column
+        self._parts, self._buffered, self._keys = [], 0, keys
 
     @property
     def complete(self) -> bool:
