@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,18 +84,35 @@ def generate(directory: Path, rows: int, shift: float, seed: int) -> Path:
     return directory
 
 
+def _watch(argv: list[str]) -> tuple[float, float, str, int]:
+    """Wall seconds, peak RSS (MiB), stdout and exit code of a child process.
+
+    The peak is the child's own ``VmHWM``, polled from /proc: ``ru_maxrss`` of a child also counts
+    the parent's pages at fork time (this script holds generated data), which is not the child's use.
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as sink, subprocess.Popen(argv, stdout=sink) as proc:
+        peak = 0.0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) / 1024.0)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        sink.seek(0)
+        return elapsed, peak, sink.read().decode(), proc.returncode
+
+
 def run_cli(args: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) and stdout of one ``otel-ml`` run in a child process."""
-    env = dict(os.environ)
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "otel_ml.cli", *args], stdout=subprocess.PIPE, env=env)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"otel-ml {' '.join(args)} failed ({proc.returncode})")
-    return elapsed, usage.ru_maxrss / 1024.0, out
+    elapsed, peak, out, code = _watch([sys.executable, "-m", "otel_ml.cli", *args])
+    if code not in (0, 1):
+        raise SystemExit(f"otel-ml {' '.join(args)} failed ({code})")
+    return elapsed, peak, out
 
 
 NAIVE = """
@@ -111,10 +128,8 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rows": report.row_count})
 
 
 def run_naive(baseline: Path, data: Path) -> tuple[float, float]:
-    proc = subprocess.Popen([sys.executable, "-c", NAIVE, str(baseline), str(data)], stdout=subprocess.PIPE)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    _, _, usage = os.wait4(proc.pid, 0)
-    return float(json.loads(out)["seconds"]), usage.ru_maxrss / 1024.0
+    _, peak, out, _ = _watch([sys.executable, "-c", NAIVE, str(baseline), str(data)])
+    return float(json.loads(out)["seconds"]), peak
 
 
 def max_rank_error(reference: Path, baseline_path: Path, columns: list[str]) -> float:

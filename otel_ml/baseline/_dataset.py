@@ -128,8 +128,8 @@ def batches(
 ) -> Iterator[Any]:
     """Record batches of ``columns`` only, with a progress bar over rows (Parquet) or files (CSV).
 
-    Read-ahead is capped (one file, two batches) so memory does not grow with the data set;
-    decoding still runs on pyarrow's threads, overlapping the caller's counting.
+    Files are scanned one after the other with two batches of read-ahead, so memory does not grow
+    with the data set; decoding still runs on pyarrow's threads, overlapping the caller's counting.
     """
     pa = _pyarrow()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -140,13 +140,19 @@ def batches(
     is_csv = dataset.format.default_extname == "csv"
     # Parquet pre-buffering reads whole row groups of every column ahead: +400 MB RSS and slower here.
     options = None if is_csv else ds.ParquetFragmentScanOptions(pre_buffer=False)
-    scanner = dataset.to_batches(
-        columns=list(columns),
-        batch_size=batch_size,
-        batch_readahead=2,
-        fragment_readahead=1,
-        use_threads=True,
-        fragment_scan_options=options,
+    # One file at a time: a data set scanner reads the next files ahead of a slow consumer without
+    # bound (RSS grew from 0.5 to 1.2 GB over ten 1M-row files); a fragment's own scan is bounded.
+    scanner = (
+        batch
+        for fragment in dataset.get_fragments()
+        for batch in fragment.to_batches(
+            schema=dataset.schema,
+            columns=list(columns),
+            batch_size=batch_size,
+            batch_readahead=2,
+            use_threads=True,
+            fragment_scan_options=options,
+        )
     )
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
