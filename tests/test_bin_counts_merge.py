@@ -72,6 +72,10 @@ def test_json_round_trip(baseline: Baseline, current: pd.DataFrame) -> None:
         doc = counts.to_dict()
         doc["features"][0]["counts"][0] = -1
         BinCounts.from_dict(doc)
+    doc = counts.to_dict()
+    doc["features"][0]["counts"].append(3)  # same fingerprint, one bin too many
+    with pytest.raises(CountsError, match="do not have the baseline's features and bins"):
+        report_from_counts(baseline, BinCounts.from_dict(doc))
 
 
 def test_cli_merges_written_counts_into_the_report_of_the_union(

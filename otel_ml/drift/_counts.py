@@ -118,6 +118,8 @@ class BinCounts:
             counts = tuple(np.asarray(f["counts"], dtype=np.int64) for f in feats)
             if any(c.ndim != 1 or (c < 0).any() for c in counts) or int(data["rows"]) < 0:
                 raise CountsError("counts must be lists of non-negative integers")
+            if any(f["kind"] not in ("numeric", "categorical", "score") for f in feats):
+                raise CountsError("a feature's kind must be numeric, categorical or score")
             return cls(
                 baseline=str(b["fingerprint"]),
                 model_name=str(b["model"]),
@@ -142,13 +144,20 @@ class BinCounts:
             raise CountsError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
 
     def check_baseline(self, baseline: Baseline) -> None:
-        """Raise :class:`CountsError` unless these counts were made against ``baseline``."""
+        """Raise :class:`CountsError` unless these counts were made against ``baseline`` (its
+        fingerprint) and have its features and bins (a hand-edited file fails here, not in numpy)."""
         if self.baseline != baseline.fingerprint().hex():
             raise CountsError(
                 f"counts were made against another baseline ({self.model_name} {self.model_version}, "
                 f"{self.baseline[:12]}) than {baseline.model_name} {baseline.model_version} "
                 f"({baseline.fingerprint().hex()[:12]})"
             )
+        expected: list[tuple[str, str, int]] = [(f.name, f.kind, f.bin_count) for f in baseline.features]
+        if baseline.score is not None and self.score_column is not None:
+            expected.append((self.score_column, "score", baseline.score.bin_count))
+        got = [(n, k, int(c.size)) for n, k, c in zip(self.names, self.kinds, self.counts)]
+        if got != expected or len(self.missing) != len(got):
+            raise CountsError("the counts do not have the baseline's features and bins")
 
 
 def _numeric(columns: Columns, name: str, edges: npt.NDArray[np.float64]) -> tuple[IntArray, int]:
