@@ -21,7 +21,6 @@ from scipy.spatial.distance import jensenshannon
 from otel_ml._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from otel_ml.drift import (
     PSI_EPSILON,
-    bin_counts,
     chi_square_pvalue,
     compare,
     default_min_count,
@@ -36,6 +35,9 @@ from otel_ml.drift import (
     simulated_psi_critical_value,
     status_name,
     wasserstein,
+)
+from otel_ml.drift import (
+    edge_bin_counts as bin_counts,
 )
 
 TEN_BINS = np.full(10, 0.1)  # what a baseline's 10 quantile bins hold for a continuous feature

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ._fit import DEFAULT_BINS, DEFAULT_SCORE_BINS, DEFAULT_TOP_K
+from ._sample import DEFAULT_SAMPLE_ROWS
 
 __all__ = ["register"]
 
@@ -21,16 +22,21 @@ def register(sub: Any) -> None:
 
     fit = cmds.add_parser(
         "fit",
-        help="fit a baseline from a CSV, Parquet or JSON file",
+        help="fit a baseline from CSV, Parquet or JSON data (Parquet/CSV: a file, a directory or a glob)",
         description=(
             "Fit bin edges, reference fractions and category vocabularies from training data "
             "(CSV, CSV.gz, Parquet or JSON Lines) and write the versioned baseline JSON the app and "
             "the sidecar load. Integer and float columns are numeric, others categorical; --categorical "
-            "columns are read from CSV as text, and booleans, 1/1.0/'1' and 'True'/'true' are one category."
+            "columns are read from CSV as text, and booleans, 1/1.0/'1' and 'True'/'true' are one category. "
+            "Parquet and CSV data (a file, a directory of files with hive partitions, or a quoted glob) are "
+            "streamed in two passes of record batches: numeric edges from a uniform sample of --sample-rows "
+            "rows (rank error <= 0.5 %, exact when the data is smaller), then exact reference counts."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    fit.add_argument("data", help="training data file (.csv, .csv.gz, .parquet, .json, .jsonl)")
+    fit.add_argument(
+        "data", help="training data: a .parquet/.csv(.gz) file, a directory of them, a quoted glob, or .json/.jsonl"
+    )
     fit.add_argument("--model", required=True, help="model name (label ml_model_name)")
     fit.add_argument("--version", required=True, help="model version (label ml_model_version)")
     fit.add_argument("-o", "--output", required=True, help="baseline JSON file to write")
@@ -54,11 +60,14 @@ def register(sub: Any) -> None:
         " version's edges shares every score bucket with it: the canary's score PSI uses them all)",
     )
     fit.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary size per categorical feature")
-    fit.add_argument(
-        "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
-    )
     _add_outcome_arguments(fit)
-    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.add_argument(
+        "--sample-rows",
+        type=int,
+        default=DEFAULT_SAMPLE_ROWS,
+        help="rows sampled for the quantile edges of Parquet/CSV data (rank error ~ sqrt(0.25 / N) per edge)",
+    )
+    fit.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(func=_fit)
 
     show = cmds.add_parser("show", help="validate a baseline file and print a summary")
@@ -68,6 +77,9 @@ def register(sub: Any) -> None:
 
 def _add_outcome_arguments(fit: argparse.ArgumentParser) -> None:
     """The decision rule and the labels: reference decision rates, calibration, performance."""
+    fit.add_argument(
+        "--segments", nargs="+", default=[], metavar="COL", help="columns to store reference decision rates for"
+    )
     decision = fit.add_mutually_exclusive_group()
     decision.add_argument("--decision-column", help="column with the decision made on each training row")
     decision.add_argument("--decision-threshold", type=float, help="decision is score > THRESHOLD")
@@ -95,9 +107,11 @@ def _score_edges_of(path: str) -> tuple[float, ...]:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from ._dataset import is_streamable
     from ._files import read_table
     from ._fit import fit_baseline
     from ._profile import BaselineError
+    from ._stream_fit import fit_baseline_stream
 
     try:
         edges = None if args.score_edges_from is None else _score_edges_of(args.score_edges_from)
@@ -107,9 +121,8 @@ def _fit(args: argparse.Namespace) -> int:
             *([args.decision_column] if args.decision_column else []),
             *([args.label_column] if args.label_column else []),
         ]
-        table = read_table(args.data, progress=not args.no_progress and sys.stderr.isatty(), strings=text_columns)
-        baseline = fit_baseline(
-            table,
+        progress = not args.no_progress and sys.stderr.isatty()
+        options: dict[str, Any] = dict(
             model=args.model,
             version=args.version,
             score_column=args.score_column,
@@ -127,6 +140,10 @@ def _fit(args: argparse.Namespace) -> int:
             score_edges=edges,
             chunk_size=args.chunk_size,
         )
+        if is_streamable(args.data):
+            baseline = fit_baseline_stream(args.data, sample_rows=args.sample_rows, progress=progress, **options)
+        else:
+            baseline = fit_baseline(read_table(args.data, progress=progress, strings=text_columns), **options)
     except (BaselineError, FileNotFoundError, ValueError, ImportError) as exc:
         print(f"otel-ml baseline fit: {exc}", file=sys.stderr)
         return 2

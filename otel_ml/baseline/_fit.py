@@ -112,33 +112,40 @@ def _fit_numeric(
     )
 
 
-def _top_labels(raw: Any) -> tuple[list[str], npt.NDArray[np.int64], int]:
-    """Distinct non-missing labels sorted by count (desc, then label), their counts, missing count."""
+def _label_counts(raw: Any) -> tuple[dict[str, int], int]:
+    """Count per distinct non-missing label (two raw values can share one: 1 and "1"), and the missing count."""
     codes, labels = factorize(raw)
     counts = np.bincount(codes, minlength=len(labels))
     missing = sum(int(counts[i]) for i, lab in enumerate(labels) if lab is None)
-    # Two distinct raw values can share a label (1 and "1"): merge by label.
     merged: dict[str, int] = {}
     for lab, c in zip(labels, counts.tolist()):
         if lab is not None and c:
             merged[lab] = merged.get(lab, 0) + c
-    order = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [k for k, _ in order], np.array([c for _, c in order], dtype=np.int64), missing
+    return merged, missing
 
 
 def _fit_categorical(name: str, raw: Any, top_k: int, rare_limit: int) -> CategoricalProfile:
-    labels, counts, missing = _top_labels(raw)
+    merged, missing = _label_counts(raw)
+    return categorical_profile(name, merged, missing, top_k, rare_limit)
+
+
+def categorical_profile(
+    name: str, merged: dict[str, int], missing: int, top_k: int, rare_limit: int, pruned: int = 0
+) -> CategoricalProfile:
+    """The profile from per-label counts: top-``top_k`` vocabulary by count (then label), the rest
+    ``__other__`` with up to ``rare_limit`` of them named. ``pruned`` counts rows of values a
+    bounded counter dropped (streaming fit): they are rare values, counted in ``__other__``."""
     reserved = {OTHER, "__unknown__"}
-    keep = [i for i, lab in enumerate(labels) if lab not in reserved]
-    labels = [labels[i] for i in keep]
-    counts = counts[keep]
+    order = sorted(((k, v) for k, v in merged.items() if k not in reserved), key=lambda kv: (-kv[1], kv[0]))
+    labels = [k for k, _ in order]
+    counts = np.array([c for _, c in order], dtype=np.int64)
     vocab, vocab_counts = labels[:top_k], counts[:top_k]
-    rare_counts = counts[top_k:]
-    total = int(counts.sum())
+    rare_counts = int(counts[top_k:].sum()) + pruned
+    total = int(counts.sum()) + pruned
     return CategoricalProfile(
         name=name,
         vocabulary=tuple(vocab),
-        fractions=_fractions(np.append(vocab_counts, rare_counts.sum())),
+        fractions=_fractions(np.append(vocab_counts, rare_counts)),
         count=total,
         missing_fraction=float(missing / (total + missing)) if total + missing else 0.0,
         rare_values=tuple(labels[top_k : top_k + rare_limit]),

@@ -2,13 +2,18 @@
 
 :func:`compare` turns reference fractions and current bin counts (features x bins) into PSI,
 its sample-size-aware critical value, JS distance, Hellinger, chi-square p-value and a verdict
-per feature; :func:`drift_report` does the binning from a baseline and a data table first.
+per feature; :func:`drift_report` does the binning from a baseline and a data table first: it is
+:func:`bin_counts` (mergeable counts of one part of the data against a baseline) then
+:func:`report_from_counts`, so partitions counted apart give the report of the whole.
+:func:`edge_bin_counts` is the edges-level counter (right-closed bins of one column).
 The single statistics, the critical values and the verdict rule are public too. No I/O and no
 metric objects here: the sidecar turns :class:`DriftResult` into gauges, the CLI into a table.
 """
 
-from .._binning import PSI_EPSILON, bin_counts
+from .._binning import PSI_EPSILON
+from .._binning import bin_counts as edge_bin_counts
 from ._compare import DriftResult, compare
+from ._counts import COUNTS_SCHEMA, BinCounts, CountsError, bin_counts
 from ._multiplicity import MULTIPLICITY, Multiplicity, family_alpha, holm
 from ._rates import (
     DEFAULT_DECISION_ALPHA,
@@ -19,7 +24,7 @@ from ._rates import (
     rate_verdicts,
     two_proportion_pvalue,
 )
-from ._report import DriftReport, FeatureDrift, drift_report
+from ._report import DriftReport, FeatureDrift, drift_report, report_from_counts
 from ._stats import (
     chi_square_pvalue,
     hellinger,
@@ -45,6 +50,7 @@ from ._verdict import (
 
 __all__ = [
     "ASYMPTOTIC_MIN_EXPECTED",
+    "COUNTS_SCHEMA",
     "DEFAULT_ALPHA",
     "DEFAULT_DECISION_ALPHA",
     "DEFAULT_DRIFT_THRESHOLD",
@@ -52,6 +58,8 @@ __all__ = [
     "MULTIPLICITY",
     "PSI_EPSILON",
     "STATUS_NAMES",
+    "BinCounts",
+    "CountsError",
     "DecisionSettings",
     "DriftReport",
     "DriftResult",
@@ -65,6 +73,7 @@ __all__ = [
     "default_min_count",
     "drift_report",
     "drift_status",
+    "edge_bin_counts",
     "family_alpha",
     "hellinger",
     "holm",
@@ -76,6 +85,7 @@ __all__ = [
     "psi_critical_value",
     "rate_pvalue",
     "rate_verdicts",
+    "report_from_counts",
     "simulated_psi_critical_value",
     "status_name",
     "two_proportion_pvalue",

@@ -24,16 +24,16 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import CategoryEncoder, bin_counts
 from .._frame import Columns, to_columns
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
-from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
+from ..baseline._profile import Baseline
 from ._compare import Critical, DriftResult, compare
+from ._counts import BinCounts, bin_counts
 from ._multiplicity import Multiplicity, family_alpha
 from ._stats import ks_test, pad_bins, wasserstein
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
-__all__ = ["DriftReport", "FeatureDrift", "REPORT_SCHEMA", "drift_report"]
+__all__ = ["DriftReport", "FeatureDrift", "REPORT_SCHEMA", "drift_report", "report_from_counts"]
 
 REPORT_SCHEMA = "otel-ml/drift-report"
 REPORT_SCHEMA_VERSION = 1
@@ -148,44 +148,13 @@ class DriftReport:
         }
 
 
-@dataclass(frozen=True)
-class _Binned:
-    name: str
-    kind: Kind
-    reference: FloatArray
-    reference_count: int
-    counts: FloatArray
-    rows: int
-    unknown_ratio: float | None
-    sample: FloatArray | None  # finite current values, for KS and Wasserstein
-
-
-def _column(columns: Columns, name: str, what: str) -> Any:
-    raw = columns.raw(name)
-    if raw is None:
-        raise ValueError(f"{what} has no column {name!r}")
-    return raw
-
-
-def _bin_numeric(
-    name: str, kind: Kind, edges: FloatArray, fractions: FloatArray, count: int, columns: Columns
-) -> _Binned:
-    values = columns.floats(name)
-    assert values is not None  # checked by the caller
-    finite = values[np.isfinite(values)]  # the baseline counted finite values only
-    counts = bin_counts(edges, finite).astype(np.float64)
-    return _Binned(name, kind, fractions, count, counts, columns.n_rows, None, finite)
-
-
-def _bin_categorical(profile: CategoricalProfile, columns: Columns) -> _Binned:
-    encoder = CategoryEncoder(profile.vocabulary, profile.rare_values)
-    codes = encoder.encode(columns.raw(profile.name))
-    present = codes[codes >= 0]
-    counts = np.bincount(present, minlength=encoder.size).astype(np.float64)
-    unknown = float(counts[encoder.unknown_code] / present.size) if present.size else math.nan
-    return _Binned(
-        profile.name, "categorical", profile.fractions_array(), profile.count, counts, columns.n_rows, unknown, None
-    )
+def _reference_of(baseline: Baseline, name: str, kind: Kind) -> tuple[FloatArray, int]:
+    """The baseline's fractions and reference count for one entry of the counts."""
+    if kind == "score":
+        assert baseline.score is not None
+        return baseline.score.fractions_array(), baseline.score.count
+    profile = baseline.feature(name)
+    return profile.fractions_array(), profile.count
 
 
 def drift_report(
@@ -210,29 +179,70 @@ def drift_report(
     ``reference_data`` (the raw training data), numeric features and the score also get the
     two-sample KS test and the Wasserstein distance; columns it lacks get ``None``.
     ``alpha`` is family-wise over the features and the score (module docstring). The other
-    options are those of :func:`compare`.
+    options are those of :func:`compare`. This is :func:`bin_counts` then
+    :func:`report_from_counts`, the same two steps a streaming or distributed run takes.
     """
     names = feature_names if feature_names is not None else list(baseline.feature_names)
-    columns = to_columns(data, names)
-    binned = _bin_all(baseline, columns, score_column)
-    level = family_alpha(alpha, len(binned), multiplicity)
+    counts = bin_counts(baseline, data, score_column=score_column, feature_names=names)
+    samples = None
+    if reference_data is not None:
+        current = _finite_samples(to_columns(data, names), counts)
+        reference = _finite_samples(to_columns(reference_data, names), counts)
+        samples = {n: (reference[n], current[n]) for n in current if n in reference}
+    return report_from_counts(
+        baseline,
+        counts,
+        alpha=alpha,
+        warn=warn,
+        drift=drift,
+        min_count=min_count,
+        critical=critical,
+        multiplicity=multiplicity,
+        samples=samples,
+    )
+
+
+def report_from_counts(
+    baseline: Baseline,
+    counts: BinCounts,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    warn: float = DEFAULT_WARN_THRESHOLD,
+    drift: float = DEFAULT_DRIFT_THRESHOLD,
+    min_count: int | None = None,
+    critical: Critical = "auto",
+    multiplicity: Multiplicity = "holm",
+    samples: Mapping[str, tuple[FloatArray, FloatArray]] | None = None,
+) -> DriftReport:
+    """The drift report of (merged) :class:`BinCounts`: one vectorised :func:`compare` over all features.
+
+    ``samples`` maps a numeric feature (or the score column) to finite (reference, current) raw
+    values for KS and Wasserstein; features without one get ``None`` there. Raises
+    :class:`~otel_ml.drift.CountsError` when the counts were made against another baseline.
+    """
+    counts.check_baseline(baseline)
+    refs = [_reference_of(baseline, n, k) for n, k in zip(counts.names, counts.kinds)]
+    level = family_alpha(alpha, len(refs), multiplicity)
     result = compare(
-        pad_bins([b.reference for b in binned]),
-        pad_bins([b.counts for b in binned]),
-        np.array([b.reference_count for b in binned], dtype=np.float64),
+        pad_bins([r for r, _ in refs]),
+        pad_bins([c.astype(np.float64) for c in counts.counts]),
+        np.array([n for _, n in refs], dtype=np.float64),
         alpha=level,
         warn=warn,
         drift=drift,
         min_count=min_count,
         critical=critical,
     )
-    raw_reference = _raw_reference(reference_data, names, binned)
+    features = tuple(
+        _feature_drift(i, counts, refs[i][0].size, result, (samples or {}).get(counts.names[i]), level)
+        for i in range(len(refs))
+    )
     return DriftReport(
         model_name=baseline.model_name,
         model_version=baseline.model_version,
-        row_count=columns.n_rows,
+        row_count=counts.rows,
         reference_row_count=baseline.row_count,
-        features=tuple(_feature_drift(i, b, result, raw_reference.get(b.name), level) for i, b in enumerate(binned)),
+        features=features,
         alpha=alpha,
         warn_threshold=warn,
         drift_threshold=drift,
@@ -240,51 +250,39 @@ def drift_report(
     )
 
 
-def _bin_all(baseline: Baseline, columns: Columns, score_column: str | None) -> list[_Binned]:
-    """The current counts of every baseline feature (and the score), in the baseline's bins."""
-    missing = [f.name for f in baseline.features if columns.raw(f.name) is None]
-    if missing:
-        raise ValueError(f"the data has no column for baseline feature(s) {', '.join(map(repr, missing))}")
-    binned: list[_Binned] = []
-    for f in baseline.features:
-        if isinstance(f, NumericProfile):
-            binned.append(_bin_numeric(f.name, "numeric", f.edges_array(), f.fractions_array(), f.count, columns))
-        else:
-            binned.append(_bin_categorical(f, columns))
-    if score_column is not None:
-        if score_column in baseline.feature_names:
-            raise ValueError(f"score column {score_column!r} is also a baseline feature")
-        if baseline.score is None:
-            raise ValueError("the baseline has no score profile (fit it with --score-column to compare scores)")
-        _column(columns, score_column, "the data")
-        s = baseline.score
-        binned.append(_bin_numeric(score_column, "score", s.edges_array(), s.fractions_array(), s.count, columns))
-    return binned
-
-
 def _feature_drift(
-    i: int, b: _Binned, result: DriftResult, ref_sample: FloatArray | None, alpha: float
+    i: int,
+    counts: BinCounts,
+    bins: int,
+    result: DriftResult,
+    sample: tuple[FloatArray, FloatArray] | None,
+    alpha: float,
 ) -> FeatureDrift:
-    """One feature's row of the report; KS and Wasserstein when the raw reference sample is there."""
+    """One feature's row of the report; KS and Wasserstein when raw samples of both sides are given."""
     ks: tuple[float | None, float | None] = (None, None)
     w: float | None = None
-    if ref_sample is not None and b.sample is not None:
-        ks = ks_test(ref_sample, b.sample)
-        w = wasserstein(ref_sample, b.sample)
+    kind = counts.kinds[i]
+    if sample is not None and kind != "categorical":
+        ks = ks_test(sample[0], sample[1])
+        w = wasserstein(sample[0], sample[1])
+    unknown: float | None = None
+    if kind == "categorical":
+        c = counts.counts[i]
+        unknown = float(c[-1] / c.sum()) if c.sum() else math.nan  # __unknown__ is the last bin
     count = int(result.count[i])
     return FeatureDrift(
-        name=b.name,
-        kind=b.kind,
+        name=counts.names[i],
+        kind=kind,
         count=count,
-        missing_ratio=1.0 - count / b.rows if b.rows else math.nan,
+        missing_ratio=1.0 - count / counts.rows if counts.rows else math.nan,
         psi=float(result.psi[i]),
         psi_critical=float(result.psi_critical[i]),
         js_distance=float(result.js_distance[i]),
         hellinger=float(result.hellinger[i]),
         pvalue=float(result.pvalue[i]),
         status=int(result.status[i]),
-        bins=int(b.reference.size),
-        unknown_ratio=b.unknown_ratio,
+        bins=bins,
+        unknown_ratio=unknown,
         alpha=alpha,
         ks_statistic=ks[0],
         ks_pvalue=ks[1],
@@ -292,16 +290,13 @@ def _feature_drift(
     )
 
 
-def _raw_reference(reference_data: Any, names: Any, binned: list[_Binned]) -> Mapping[str, FloatArray]:
-    """Finite raw reference values per numeric column that ``reference_data`` has."""
-    if reference_data is None:
-        return {}
-    columns = to_columns(reference_data, names)
+def _finite_samples(columns: Columns, counts: BinCounts) -> dict[str, FloatArray]:
+    """Finite raw values per numeric column (and the score) that ``columns`` has."""
     out: dict[str, FloatArray] = {}
-    for b in binned:
-        if b.sample is None:
+    for name, kind in zip(counts.names, counts.kinds):
+        if kind == "categorical":
             continue
-        values = columns.floats(b.name)
+        values = columns.floats(name)
         if values is not None:
-            out[b.name] = values[np.isfinite(values)]
+            out[name] = values[np.isfinite(values)]
     return out
