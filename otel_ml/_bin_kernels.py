@@ -57,16 +57,18 @@ Cumulative = npt.NDArray[np.int64]
 def prepared(edges: Any, values: Any) -> tuple[Values, Values]:
     """Edges and values in one float dtype, so every compare is exact and needs no conversion.
 
-    float64 and float32 columns are used as they are (a strided column is copied by the
-    cumulative kernel only); other dtypes (ints, bools, objects) become float64 as everywhere
-    else in otel-ml. For float32 values each edge becomes the largest float32 ``<=`` it:
-    for a float32 ``x``, ``x <= edge`` exactly when ``x <= that float32``, so the counts are
-    those of the float64 comparison without converting the column.
+    float64 and float32 columns are used as they are (a strided one is copied: 0.4 ms per 100k
+    values, against 3.5 ms for ten compares on the strided view); other dtypes (ints, bools,
+    objects) become float64 as everywhere else in otel-ml. For float32 values each edge becomes
+    the largest float32 ``<=`` it: for a float32 ``x``, ``x <= edge`` exactly when ``x <= that
+    float32``, so the counts are those of the float64 comparison without converting the column.
     """
     v = np.asarray(values)
     if v.dtype != np.float64 and v.dtype != np.float32:
         v = np.asarray(v, dtype=np.float64)
     v = v.reshape(-1)
+    if not v.flags.c_contiguous:
+        v = np.ascontiguousarray(v)  # a column of a C-order matrix: compares and sums on it cost 10x the copy
     e = np.asarray(edges, dtype=np.float64).reshape(-1)
     if v.dtype == np.float32:
         with np.errstate(over="ignore"):  # an edge beyond float32's range becomes +-inf, then stepped down
@@ -85,8 +87,6 @@ def cumulative_counts(kernel: Kernel, edges: Values, values: Values, sorted_vali
     if sorted_valid is not None:
         return np.searchsorted(values[:sorted_valid], edges, side="right").astype(np.int64)
     if kernel == "cumulative":
-        if edges.size > 1 and not values.flags.c_contiguous:
-            values = np.ascontiguousarray(values)  # strided compares cost 10x a copy
         return np.fromiter((np.count_nonzero(values <= t) for t in edges), dtype=np.int64, count=edges.size)
     if kernel == "searchsorted":
         index = np.searchsorted(edges, values, side="left")  # NaN lands past the last edge: not counted
