@@ -24,13 +24,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import CategoryEncoder, bin_counts
+from .._binning import CategoryEncoder, finite_bin_counts
 from .._frame import Columns, to_columns
 from .._names import DRIFT_STATUS_DRIFT, DRIFT_STATUS_INSUFFICIENT, DRIFT_STATUS_OK, DRIFT_STATUS_WARN
 from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
 from ._compare import Critical, DriftResult, compare
 from ._multiplicity import Multiplicity, family_alpha
-from ._stats import ks_test, pad_bins, wasserstein
+from ._stats import ks_wasserstein, pad_bins
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
 __all__ = ["DriftReport", "FeatureDrift", "REPORT_SCHEMA", "drift_report"]
@@ -157,7 +157,7 @@ class _Binned:
     counts: FloatArray
     rows: int
     unknown_ratio: float | None
-    sample: FloatArray | None  # finite current values, for KS and Wasserstein
+    sample: FloatArray | None  # current values (non-finite ones included), for KS and Wasserstein
 
 
 def _column(columns: Columns, name: str, what: str) -> Any:
@@ -172,9 +172,8 @@ def _bin_numeric(
 ) -> _Binned:
     values = columns.floats(name)
     assert values is not None  # checked by the caller
-    finite = values[np.isfinite(values)]  # the baseline counted finite values only
-    counts = bin_counts(edges, finite).astype(np.float64)
-    return _Binned(name, kind, fractions, count, counts, columns.n_rows, None, finite)
+    counts, _, _ = finite_bin_counts(edges, values)  # the baseline counted finite values only
+    return _Binned(name, kind, fractions, count, counts.astype(np.float64), columns.n_rows, None, values)
 
 
 def _bin_categorical(profile: CategoricalProfile, columns: Columns) -> _Binned:
@@ -269,8 +268,8 @@ def _feature_drift(
     ks: tuple[float | None, float | None] = (None, None)
     w: float | None = None
     if ref_sample is not None and b.sample is not None:
-        ks = ks_test(ref_sample, b.sample)
-        w = wasserstein(ref_sample, b.sample)
+        d, p, w = ks_wasserstein(ref_sample, b.sample)  # one sort per sample for both
+        ks = (d, p)
     count = int(result.count[i])
     return FeatureDrift(
         name=b.name,
@@ -293,7 +292,7 @@ def _feature_drift(
 
 
 def _raw_reference(reference_data: Any, names: Any, binned: list[_Binned]) -> Mapping[str, FloatArray]:
-    """Finite raw reference values per numeric column that ``reference_data`` has."""
+    """Raw reference values per numeric column that ``reference_data`` has (KS drops non-finite ones)."""
     if reference_data is None:
         return {}
     columns = to_columns(reference_data, names)
@@ -303,5 +302,5 @@ def _raw_reference(reference_data: Any, names: Any, binned: list[_Binned]) -> Ma
             continue
         values = columns.floats(b.name)
         if values is not None:
-            out[b.name] = values[np.isfinite(values)]
+            out[b.name] = values
     return out
