@@ -216,23 +216,27 @@ def _sorted_finite(sample: Any) -> FloatArray:
     return ordered[lo:hi]
 
 
-def _ecdf_steps(ref: FloatArray, cur: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Both ECDFs at every distinct value of the pooled samples (but the largest), and the gap to the next.
+def _ecdf_gaps(ref: FloatArray, cur: FloatArray) -> tuple[float, float]:
+    """KS statistic and W1 distance of two sorted, non-empty samples from their pooled order.
 
-    ``ref`` and ``cur`` are sorted, so the stable argsort of their concatenation is a merge of
-    two runs (linear); the number of reference values up to each pooled position is a running
-    count, read at the last position of each run of equal values (where it is the ECDF).
+    The stable argsort of the concatenation merges two sorted runs (linear); a running count of
+    reference values gives both ECDFs at every pooled position. Inside a run of equal values
+    the count is partial, so the statistic is taken only where a run ends; W1 needs no such
+    care, as the gap to the next value is 0 there.
     """
     pooled = np.concatenate([ref, cur])
     order = np.argsort(pooled, kind="stable")
     values = pooled[order]
     count = np.int32 if pooled.size < 2**31 else np.int64  # a 32-bit running count is 3x faster
-    from_ref = np.cumsum(order < ref.size, dtype=count)
-    ends = np.flatnonzero(values[1:] != values[:-1])
-    below_ref = from_ref[ends].astype(np.float64)
-    f = below_ref / ref.size
-    g = (ends + 1 - below_ref) / cur.size
-    return f, g, values[ends + 1] - values[ends]
+    below_ref = np.cumsum(order < ref.size, dtype=count)
+    below_cur = np.arange(1, pooled.size + 1, dtype=count) - below_ref
+    delta = below_ref / ref.size  # scipy's cdf1 - cdf2, to the bit, in place (each array is 2 MB)
+    np.subtract(delta, below_cur / cur.size, out=delta)
+    np.abs(delta, out=delta)
+    gaps = np.diff(values)
+    run_ends = gaps != 0.0
+    d = float(np.max(delta[:-1], where=run_ends, initial=0.0))
+    return d, float(np.dot(delta[:-1], gaps))
 
 
 def ks_wasserstein(reference_sample: Any, current_sample: Any) -> tuple[float, float, float]:
@@ -246,10 +250,8 @@ def ks_wasserstein(reference_sample: Any, current_sample: Any) -> tuple[float, f
     ref, cur = _sorted_finite(reference_sample), _sorted_finite(current_sample)
     if ref.size == 0 or cur.size == 0:
         return math.nan, math.nan, math.nan
-    f, g, gaps = _ecdf_steps(ref, cur)
-    delta = np.abs(f - g)
-    d = float(delta.max()) if delta.size else 0.0
-    return d, ks_pvalue(d, ref, cur), float(np.dot(delta, gaps))
+    d, w = _ecdf_gaps(ref, cur)
+    return d, ks_pvalue(d, ref, cur), w
 
 
 def ks_test(reference_sample: Any, current_sample: Any) -> tuple[float, float]:
