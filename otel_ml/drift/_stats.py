@@ -227,8 +227,8 @@ def _ecdf_gaps(ref: FloatArray, cur: FloatArray) -> tuple[float, float]:
     pooled = np.concatenate([ref, cur])
     order = np.argsort(pooled, kind="stable")
     values = pooled[order]
-    count = np.int32 if pooled.size < 2**31 else np.int64  # a 32-bit running count is 3x faster
-    below_ref = np.cumsum(order < ref.size, dtype=count)
+    count = np.dtype(np.int32 if pooled.size < 2**31 else np.int64)  # a 32-bit running count is 3x faster
+    below_ref: npt.NDArray[np.signedinteger[Any]] = np.cumsum(order < ref.size, dtype=count)
     below_cur = np.arange(1, pooled.size + 1, dtype=count) - below_ref
     delta = below_ref / ref.size  # scipy's cdf1 - cdf2, to the bit, in place (each array is 2 MB)
     np.subtract(delta, below_cur / cur.size, out=delta)
