@@ -19,8 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import MISSING_CODE, CategoryEncoder
-from .._binning import bin_counts as edge_bin_counts
+from .._binning import MISSING_CODE, CategoryEncoder, finite_bin_counts
 from .._frame import Columns, canonical_label, to_columns
 from ..baseline._profile import Baseline, CategoricalProfile, NumericProfile
 
@@ -161,16 +160,12 @@ class BinCounts:
 
 
 def _numeric(columns: Columns, name: str, edges: npt.NDArray[np.float64]) -> tuple[IntArray, int]:
-    """Counts of the finite values and the number of missing ones (None, NaN, +-inf).
-
-    The edges-level counter skips NaN; infinities land in the open outer bins and are taken out
-    again with two SIMD compares, instead of copying the finite values out of every column."""
+    """Counts of the finite values (the baseline counted finite values only) and the number of
+    missing ones (None, NaN, +-inf)."""
     values = columns.floats(name)
     assert values is not None  # checked by the caller
-    counts = edge_bin_counts(edges, values).astype(np.int64)
-    counts[-1] -= np.count_nonzero(values == np.inf)  # the baseline counted finite values only
-    counts[0] -= np.count_nonzero(values == -np.inf)
-    return counts, int(columns.n_rows - counts.sum())
+    counts, _, finite = finite_bin_counts(edges, values)
+    return counts.astype(np.int64), int(columns.n_rows - finite)
 
 
 def _arrow_codes(encoder: CategoryEncoder, array: Any) -> npt.NDArray[np.intp] | None:

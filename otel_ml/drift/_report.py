@@ -30,7 +30,7 @@ from ..baseline._profile import Baseline
 from ._compare import Critical, DriftResult, compare
 from ._counts import BinCounts, bin_counts
 from ._multiplicity import Multiplicity, family_alpha
-from ._stats import ks_test, pad_bins, wasserstein
+from ._stats import ks_wasserstein, pad_bins
 from ._verdict import DEFAULT_ALPHA, DEFAULT_DRIFT_THRESHOLD, DEFAULT_WARN_THRESHOLD, status_name
 
 __all__ = ["DriftReport", "FeatureDrift", "REPORT_SCHEMA", "drift_report", "report_from_counts"]
@@ -263,8 +263,8 @@ def _feature_drift(
     w: float | None = None
     kind = counts.kinds[i]
     if sample is not None and kind != "categorical":
-        ks = ks_test(sample[0], sample[1])
-        w = wasserstein(sample[0], sample[1])
+        d, p, w = ks_wasserstein(sample[0], sample[1])  # one sort per sample for both
+        ks = (d, p)
     unknown: float | None = None
     if kind == "categorical":
         c = counts.counts[i]
