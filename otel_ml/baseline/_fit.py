@@ -7,8 +7,8 @@ bin, not many empty ones);
 categorical features get their top-K values plus an ``__other__`` bucket; the score gets its
 own, finer bins (plus the decision threshold as an edge); reference decision rates per segment
 are stored when decisions are known, and with labels the per-bin calibration and the reference
-performance (:mod:`otel_ml.evaluation`). All counting is ``searchsorted``/``bincount`` over
-whole columns.
+performance (:mod:`otel_ml.evaluation`). All counting is vectorised over whole columns (the batch
+kernels of :mod:`otel_ml._binning` for bins, ``bincount`` for codes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._binning import bin_index
+from .._binning import bin_counts, bin_index
 from .._frame import Columns, as_float, canonical_label, factorize, to_columns
 from .._names import ALL, OTHER
 from .._quantiles import readable_edges
@@ -67,20 +67,6 @@ def quantile_edges(values: npt.NDArray[np.float64], bins: int = DEFAULT_BINS) ->
     return readable_edges(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
 
 
-def _readable_edge(edge: float, ordered: npt.NDArray[np.float64]) -> float:
-    """``edge`` rounded to as few significant digits (>= six) as keep the same values at or below it.
-
-    Bins are right-closed, so a value's bin only depends on ``value <= edge``: a rounding is
-    safe exactly when the count of values ``<=`` it is unchanged.
-    """
-    below = int(np.searchsorted(ordered, edge, side="right"))
-    for digits in range(EDGE_DIGITS, 18):
-        rounded = float(f"{edge:.{digits}g}")
-        if int(np.searchsorted(ordered, rounded, side="right")) == below:
-            return rounded
-    return edge
-
-
 def _fractions(counts: npt.NDArray[np.int64]) -> tuple[float, ...]:
     total = int(counts.sum())
     if total == 0:
@@ -100,7 +86,7 @@ def _fit_numeric(
     edges = quantile_edges(finite, bins) if edges_given is None else np.unique(np.asarray(edges_given, np.float64))
     if extra_edge is not None:  # the decision threshold: le=t then splits the decisions exactly
         edges = np.union1d(edges, [extra_edge])
-    counts = np.bincount(bin_index(edges, finite), minlength=edges.size + 1)
+    counts = bin_counts(edges, finite)  # the batch kernels: count per edge, no index per value
     n = int(finite.size)
     return NumericProfile(
         name=name,
