@@ -153,6 +153,7 @@ class ModelCounters:
         self._no_segments = (0,) * len(self._segment_slots)  # a row without a prediction: not read
         self._plan = RowPlan(
             tuple(self._edges),
+            *RowPlan.padded_edges(self._edges),
             tuple(int(o) for o in self._num_offsets),
             tuple(int(o) for o in self._cat_offsets),
             self._score_edges,
@@ -258,7 +259,7 @@ class ModelCounters:
         if self._row_getter is not None:
             try:
                 return self._row_getter(row)  # type: ignore[no-any-return]
-            except KeyError:
+            except (KeyError, TypeError):
                 pass
         return tuple(row.get(n) for n in self.numeric_names)
 
@@ -284,7 +285,14 @@ class ModelCounters:
         process killed with SIGKILL loses at most its unflushed buffer (``ROW_BATCH`` rows, or
         ``FLUSH_AGE`` seconds of them).
         """
-        values = self._row_tuple(row) if self.numeric_names else ()
+        getter = self._row_getter
+        if getter is None:
+            values = self._row_tuple(row) if self.numeric_names else ()
+        else:
+            try:
+                values = getter(row)
+            except KeyError:  # a missing key is a missing value (JSON's way to spell one)
+                values = self._row_tuple(row)
         codes = (
             tuple(enc.code(_row_label(row.get(name))) for enc, name in zip(self._encoders, self.categorical_names))
             if self._encoders

@@ -70,7 +70,7 @@ class CallCounter:
         still to count (``None`` once the single-row path counted it with the row)."""
         if features is NO_INPUT:
             return None, None, None, duration
-        if is_single_row(features):
+        if _is_scalar_dict(features) or is_single_row(features):
             try:
                 scores, decisions = self._record_row(features, result, duration, error)
                 return 1, scores, decisions, None
@@ -120,7 +120,7 @@ class CallCounter:
             except Exception as exc:  # a raising score=/decision=: the features still count, the prediction can't
                 self._errors.report("predictions", exc)
                 score = None
-        segments = [scalar_label(row.get(k)) for k in self._segments]
+        segments = [scalar_label(row.get(k)) for k in self._segments] if self._segments else ()
         # A failed call still saw its features, but made no prediction (decision None).
         self._counters.add_row(row, score, decision, segments, duration)
         return score, (None if decision == NO_DECISION else decision)
@@ -133,6 +133,8 @@ class CallCounter:
         rule = self._decision
         if rule is not None and score is not None and math.isfinite(score):
             verdict = score > rule if isinstance(rule, (int, float)) else rule(score)  # type: ignore[arg-type]
+            if verdict is True or verdict is False:  # a threshold's: skip the general label rules
+                return "true" if verdict else "false"
             return scalar_label(verdict)
         return NO_DECISION
 
@@ -185,6 +187,17 @@ def _score_array(raw: Any, n: int) -> npt.NDArray[np.float64]:
     if scores.size != n:
         raise ValueError(f"expected {n} scores for {n} rows, got {scores.size}")
     return scores
+
+
+_SCALARS = frozenset({float, int, str, bool, type(None)})
+
+
+def _is_scalar_dict(features: Any) -> bool:
+    """The common single row, a plain dict whose first value is a scalar: :func:`is_single_row`
+    without its ``Mapping`` check (an ABC ``isinstance``)."""
+    if type(features) is not dict:
+        return False
+    return type(next(iter(features.values()), None)) in _SCALARS
 
 
 def scalar_label(value: Any) -> str | None:
