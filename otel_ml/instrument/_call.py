@@ -224,7 +224,7 @@ class Call:
     def __enter__(self) -> Call:
         rec = self._recorder
         active = ACTIVE.get()
-        if rec.key in active:
+        if active and rec.key in active:
             self.state = None
             return self
         if self.state is not None:
@@ -234,7 +234,10 @@ class Call:
         else:
             self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
-        self._span, self._ctx = rec.start_span(state, self._features, self._parent)
+        if rec._noop and rec.request_id is None and self._parent is None:  # nothing to start (see untraced)
+            self._span = self._ctx = None
+        else:
+            self._span, self._ctx = rec.start_span(state, self._features, self._parent)
         self._start = time.perf_counter()
         return self
 
@@ -246,8 +249,13 @@ class Call:
         state: CallState = self.state  # type: ignore[assignment]  # set when _tokens is
         if exc is None:
             self._detach()
+            try:
+                features = self._read(self._args, self._kwargs)
+            except Exception as exc:  # a raising inputs= callback: count the call, not its features
+                self._recorder.errors.report("inputs", exc)
+                features = NO_INPUT
             self.counted = self._recorder.finish(
-                state, self._span, self._features(), self.result, self._start, None, inputs=(self._args, self._kwargs)
+                state, self._span, features, self.result, self._start, None, inputs=(self._args, self._kwargs)
             )
             capture = CAPTURED.get()
             if capture is not None:  # capture_prediction(): hand the call back to its caller

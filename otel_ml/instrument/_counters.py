@@ -304,22 +304,33 @@ class ModelCounters:
         else:
             seg = self._no_segments
         entry = (values, codes, math.nan if score is None else score, dec, seg, duration)
-        with self._lock:
-            pending = self._pending
-            pending.append(entry)
-            full = len(pending) >= ROW_BATCH
-        if full:
-            self.flush()
+        pending = self._pending
+        pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
+        if len(pending) >= ROW_BATCH:
+            self.flush(wait=False)
         elif not self._flusher_started and self.file is not None:
             self._flusher_started = _start_flusher()
 
-    def flush(self) -> None:
-        """Count the buffered rows into the arrays (a no-op when none are buffered)."""
-        with self._flush_lock:
-            with self._lock:
-                rows, self._pending = self._pending, []
-            if not rows:
-                return
+    def flush(self, wait: bool = True) -> None:
+        """Count the buffered rows into the arrays (a no-op when none are buffered).
+
+        Flushes take turns; ``wait=False`` (a full buffer on the request path) leaves the rows
+        to a flush already running rather than waiting for it. The rows counted are cut from
+        the head of the buffer in one step, so rows appended meanwhile by other threads stay
+        for the next flush: none is lost or counted twice, and appending needs no lock.
+        """
+        if not self._flush_lock.acquire(blocking=wait):
+            return
+        try:
+            self._flush_pending()
+        finally:
+            self._flush_lock.release()
+
+    def _flush_pending(self) -> None:
+        pending = self._pending
+        if pending:
+            rows = pending[:]  # one step: rows appended from now on stay in the buffer
+            del pending[: len(rows)]
             try:
                 counts = count_rows(rows, self._plan)
             except Exception as exc:  # never hurt the caller or a scrape: count and log the loss

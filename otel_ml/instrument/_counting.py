@@ -116,7 +116,8 @@ class CallCounter:
         decision: str | None = None  # None: count the features only
         if error is None:
             try:
-                score, decision = self._row_prediction(result)
+                score = result if type(result) is float and self._score is None else self._row_score(result)
+                decision = self._row_decision(score)
             except Exception as exc:  # a raising score=/decision=: the features still count, the prediction can't
                 self._errors.report("predictions", exc)
                 score = None
@@ -124,10 +125,6 @@ class CallCounter:
         # A failed call still saw its features, but made no prediction (decision None).
         self._counters.add_row(row, score, decision, segments, duration)
         return score, (None if decision == NO_DECISION else decision)
-
-    def _row_prediction(self, result: Any) -> tuple[float | None, str | None]:
-        score = self._row_score(result)
-        return score, self._row_decision(score)
 
     def _row_decision(self, score: float | None) -> str | None:
         rule = self._decision

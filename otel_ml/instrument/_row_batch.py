@@ -51,7 +51,6 @@ class RowPlan:
     n_bins: int
     n_categories: int
 
-
     @staticmethod
     def padded_edges(edges: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """The padded edge matrix and the mask of each feature's ``len(edges) + 1`` bins."""
@@ -111,10 +110,13 @@ def _numeric(values: Sequence[tuple[Any, ...]], plan: RowPlan) -> tuple[IntArray
     """
     x = np.ascontiguousarray(_matrix(values, len(plan.edges)).T)
     finite = np.isfinite(x)
-    clean = np.where(finite, x, np.nan)  # NaN compares false with every edge, +inf padding included
-    cumulative = (clean[:, None, :] <= plan.padded[:, :, None]).sum(axis=2)
+    if finite.all():
+        sums = x.sum(axis=1)
+    else:
+        sums = np.where(finite, x, 0.0).sum(axis=1)
+        x = np.where(finite, x, np.nan)  # NaN compares false with every edge, +inf padding included
+    cumulative = (x[:, None, :] <= plan.padded[:, :, None]).sum(axis=2)
     bins = np.diff(cumulative, axis=1, prepend=0)[plan.keep].astype(np.int64, copy=False)
-    sums = np.where(finite, x, 0.0).sum(axis=1)
     return bins, sums, cumulative[:, -1]
 
 
