@@ -158,7 +158,7 @@ class ModelCounters:
             tuple(int(o) for o in self._cat_offsets),
             self._score_edges,
             tuple(DURATION_BUCKETS),
-            self.predictions.shape,  # type: ignore[arg-type]
+            self.predictions.shape,
             self.bins.size,
             self.categories.size,
         )
