@@ -67,6 +67,8 @@ _value = st.one_of(
     st.just(10**400),  # too large for a float
     st.none(),
     st.booleans(),
+    st.fractions(max_denominator=1000),  # anything with __float__ converts as numpy converts it
+    st.floats(width=32, allow_nan=False).map(np.float32),
     st.sampled_from(["1.5", "abc", "", "nan", "-inf"]),
 )
 _row = st.fixed_dictionaries(

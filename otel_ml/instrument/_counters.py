@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import multiprocessing.util
 import os
+import struct
 import sys
 import threading
 import time
@@ -147,6 +148,7 @@ class ModelCounters:
     def _init_row_buffer(self) -> None:
         """The single-row buffer (see :meth:`add_row`) and the plan its flush counts with."""
         self._pending: list[Row] = []
+        self._pack = struct.Struct(f"={len(self.numeric_names)}d").pack
         self._flush_lock = threading.Lock()
         self._flusher_started = False  # multiprocess mode: this process's flusher thread runs
         self._segment_slots = self.segment_labels[1:]
@@ -286,6 +288,7 @@ class ModelCounters:
         ``FLUSH_AGE`` seconds of them).
         """
         getter = self._row_getter
+        values: bytes | tuple[Any, ...]
         if getter is None:
             values = self._row_tuple(row) if self.numeric_names else ()
         else:
@@ -293,6 +296,10 @@ class ModelCounters:
                 values = getter(row)
             except KeyError:  # a missing key is a missing value (JSON's way to spell one)
                 values = self._row_tuple(row)
+        try:  # numbers as doubles now (as numpy converts them); anything else stays for the flush
+            values = self._pack(*values)
+        except Exception:
+            pass
         codes = (
             tuple(enc.code(_row_label(row.get(name))) for enc, name in zip(self._encoders, self.categorical_names))
             if self._encoders

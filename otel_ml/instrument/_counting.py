@@ -70,7 +70,9 @@ class CallCounter:
         still to count (``None`` once the single-row path counted it with the row)."""
         if features is NO_INPUT:
             return None, None, None, duration
-        if _is_scalar_dict(features) or is_single_row(features):
+        if (type(features) is dict and type(next(iter(features.values()), None)) in _SCALARS) or is_single_row(
+            features
+        ):  # the first test: a plain dict row, without the Mapping ABC check
             try:
                 scores, decisions = self._record_row(features, result, duration, error)
                 return 1, scores, decisions, None
@@ -187,14 +189,6 @@ def _score_array(raw: Any, n: int) -> npt.NDArray[np.float64]:
 
 
 _SCALARS = frozenset({float, int, str, bool, type(None)})
-
-
-def _is_scalar_dict(features: Any) -> bool:
-    """The common single row, a plain dict whose first value is a scalar: :func:`is_single_row`
-    without its ``Mapping`` check (an ABC ``isinstance``)."""
-    if type(features) is not dict:
-        return False
-    return type(next(iter(features.values()), None)) in _SCALARS
 
 
 def scalar_label(value: Any) -> str | None:

@@ -18,7 +18,6 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,9 @@ __all__ = ["Row", "RowCounts", "RowPlan", "count_rows", "row_floats"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-# values, category codes, score (NaN: none), decision index (-1: none), segment indices, duration (None: none)
-Row = tuple[tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None]
+# values (as doubles, or as given), category codes, score (NaN: none), decision index (-1: none),
+# segment indices, duration (None: none)
+Row = tuple[bytes | tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None]
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,14 @@ def row_floats(values: tuple[Any, ...]) -> FloatArray:
     return x
 
 
-def _matrix(values: Sequence[tuple[Any, ...]], width: int) -> FloatArray:
-    """All rows' values, one row each. ``fromiter`` converts each value as the row path's
-    ``np.array`` does (the same float64 setitem); a buffer holding a value numpy can't convert
-    (``None`` inside a ``fromiter``, a string that is no number) goes row by row."""
+def _matrix(values: Sequence[bytes | tuple[Any, ...]], width: int) -> FloatArray:
+    """All rows' values, one row each. A row whose values all converted to doubles at call time
+    (``struct``'s ``d``: the same ``float()`` of each value numpy's float64 conversion makes) is
+    its bytes; any other row is its tuple, converted here as the row path always did."""
     try:
-        return np.fromiter(chain.from_iterable(values), dtype=np.float64, count=len(values) * width).reshape(-1, width)
-    except (TypeError, ValueError, OverflowError):
-        return np.stack([row_floats(v) for v in values])
+        return np.frombuffer(b"".join(values), dtype=np.float64).reshape(-1, width)  # type: ignore[arg-type]
+    except TypeError:  # some rows kept their tuples
+        return np.stack([np.frombuffer(v, dtype=np.float64) if isinstance(v, bytes) else row_floats(v) for v in values])
 
 
 def _numeric(values: Sequence[tuple[Any, ...]], plan: RowPlan) -> tuple[IntArray, FloatArray, IntArray]:
