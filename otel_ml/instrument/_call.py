@@ -255,7 +255,13 @@ class Call:
                 self._recorder.errors.report("inputs", exc)
                 features = NO_INPUT
             self.counted = self._recorder.finish(
-                state, self._span, features, self.result, self._start, None, inputs=(self._args, self._kwargs)
+                state,
+                self._span,
+                features,
+                self.result,
+                self._start,
+                None,
+                inputs=(self._args, self._kwargs) if self._recorder.shadows else None,  # only shadows need them
             )
             capture = CAPTURED.get()
             if capture is not None:  # capture_prediction(): hand the call back to its caller

@@ -44,7 +44,7 @@ class CallCounter:
     row and for a batch). Each step has its own guard: a failure is an instrumentation error.
     """
 
-    __slots__ = ("_counters", "_decision", "_errors", "_feature_names", "_score", "_segments")
+    __slots__ = ("_counters", "_decision", "_errors", "_feature_names", "_score", "_segments", "_threshold")
 
     def __init__(
         self,
@@ -60,6 +60,9 @@ class CallCounter:
         self._errors = errors
         self._segments = segments
         self._decision = decision
+        # a plain threshold, for the single row's fast path (a bool is a rule's value, not a threshold)
+        plain = isinstance(decision, (int, float)) and not isinstance(decision, bool)
+        self._threshold: float | None = decision if plain else None  # type: ignore[assignment]
         self._score = score
         self._feature_names = feature_names
 
@@ -119,7 +122,11 @@ class CallCounter:
         if error is None:
             try:
                 score = result if type(result) is float and self._score is None else self._row_score(result)
-                decision = self._row_decision(score)
+                threshold = self._threshold
+                if threshold is not None and type(score) is float and math.isfinite(score):
+                    decision = "true" if score > threshold else "false"  # what _row_decision gives
+                else:
+                    decision = self._row_decision(score)
             except Exception as exc:  # a raising score=/decision=: the features still count, the prediction can't
                 self._errors.report("predictions", exc)
                 score = None
