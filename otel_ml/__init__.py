@@ -2,14 +2,20 @@
 
 The public API is re-exported here from private implementation modules; each re-exported
 object's ``__module__`` is rewritten so reprs and docs show ``otel_ml.X``.
+
+Importing it stays cheap for the app (``bench/instrumentation.py`` measures it): what only the
+OTLP export (the OTel metrics SDK) or fitting a baseline needs is imported on first use of the
+name, through the module ``__getattr__`` (PEP 562).
 """
 
+import importlib
+import typing
+
 from ._version import __version__ as __version__
-from .baseline import Baseline, BaselineError, fit_baseline
+from .baseline import Baseline, BaselineError
 from .instrument import (
     ModelMonitor,
     Observation,
-    OtlpMetricsPusher,
     PredictionCapture,
     PredictionExportError,
     Shadow,
@@ -20,8 +26,17 @@ from .instrument import (
     mark_fallback,
     monitor,
     start_http_server,
-    start_otlp_exporter,
 )
+
+if typing.TYPE_CHECKING:
+    from .baseline import fit_baseline
+    from .instrument import OtlpMetricsPusher, start_otlp_exporter
+
+_LAZY = {
+    "OtlpMetricsPusher": "otel_ml.instrument._otlp",
+    "fit_baseline": "otel_ml.baseline._fit",
+    "start_otlp_exporter": "otel_ml.instrument._otlp",
+}
 
 __all__ = [
     "Baseline",
@@ -44,5 +59,17 @@ __all__ = [
 ]
 
 for _name in __all__:
-    globals()[_name].__module__ = "otel_ml"
+    if _name not in _LAZY:
+        globals()[_name].__module__ = "otel_ml"
 del _name
+
+
+def __getattr__(name: str) -> typing.Any:
+    """A public name whose module is imported on first use (see the module docstring)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otel_ml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    value.__module__ = "otel_ml"
+    globals()[name] = value
+    return value

@@ -25,11 +25,13 @@ def isort_order(name: str) -> tuple[int, str]:
 
 
 def public_names(package: types.ModuleType) -> list[str]:
-    return sorted(
+    """The public objects a package holds, the ones it imports on first use (``_LAZY``) included."""
+    held = {
         name
         for name, value in vars(package).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    )
+    }
+    return sorted(held | set(getattr(package, "_LAZY", ())))
 
 
 def test_isort_order_is_rufs() -> None:

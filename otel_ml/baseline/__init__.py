@@ -1,7 +1,12 @@
-"""Reference profiles fitted from training data (see :class:`Baseline`)."""
+"""Reference profiles fitted from training data (see :class:`Baseline`).
 
-from ._files import MissingExtraError, read_table
-from ._fit import DEFAULT_BINS, DEFAULT_SCORE_BINS, DEFAULT_TOP_K, fit_baseline, quantile_edges
+Loading a baseline is what the app does; fitting one and reading tables are the CLI's and the
+training job's, so ``_fit`` and ``_files`` are imported on first use of their names.
+"""
+
+import importlib
+import typing
+
 from ._profile import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -12,6 +17,20 @@ from ._profile import (
     ReferencePerformance,
     ScoreProfile,
 )
+
+if typing.TYPE_CHECKING:
+    from ._files import MissingExtraError, read_table
+    from ._fit import DEFAULT_BINS, DEFAULT_SCORE_BINS, DEFAULT_TOP_K, fit_baseline, quantile_edges
+
+_LAZY = {
+    "DEFAULT_BINS": "._fit",
+    "DEFAULT_SCORE_BINS": "._fit",
+    "DEFAULT_TOP_K": "._fit",
+    "MissingExtraError": "._files",
+    "fit_baseline": "._fit",
+    "quantile_edges": "._fit",
+    "read_table": "._files",
+}
 
 __all__ = [
     "DEFAULT_BINS",
@@ -30,3 +49,13 @@ __all__ = [
     "quantile_edges",
     "read_table",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """Fitting and table reading, imported on first use (see the module docstring)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otel_ml.baseline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,10 @@
-"""In-process instrumentation: the ``@monitor`` decorator and its exposition paths."""
+"""In-process instrumentation: the ``@monitor`` decorator and its exposition paths.
+
+The OTLP path (``_otlp``: the OTel metrics SDK) is imported on first use of its names.
+"""
+
+import importlib
+import typing
 
 from ._counters import ModelCounters
 from ._export import PredictionExportError, export_predictions
@@ -14,7 +20,6 @@ from ._monitor import (
     monitor,
 )
 from ._multiproc import MULTIPROC_DIR_ENV, multiproc_dir, set_multiproc_dir
-from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
 from ._prometheus import (
     CountersCollector,
     collector_for,
@@ -24,6 +29,11 @@ from ._prometheus import (
     start_http_server,
 )
 from ._snapshot import CountsSnapshot
+
+if typing.TYPE_CHECKING:
+    from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
+
+_LAZY = frozenset({"OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"})
 
 __all__ = [
     "MULTIPROC_DIR_ENV",
@@ -52,3 +62,12 @@ __all__ = [
     "start_http_server",
     "start_otlp_exporter",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """The OTLP names, imported on first use (the app that only serves /metrics never needs the SDK)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'otel_ml.instrument' has no attribute {name!r}")
+    value = getattr(importlib.import_module("otel_ml.instrument._otlp"), name)
+    globals()[name] = value
+    return value

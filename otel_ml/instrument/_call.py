@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Tracer
+from opentelemetry.trace import NonRecordingSpan, NoOpTracer, ProxyTracer, Span, SpanContext, SpanKind, Tracer
 
 from .._names import SPAN_NAME
 from ._context import ACTIVE, CAPTURED, CURRENT, CallState
@@ -50,6 +50,8 @@ class CallRecorder:
     __slots__ = (
         "_attributes",
         "_counting",
+        "_noop",
+        "_proxy",
         "_spans",
         "_tracer",
         "alone",
@@ -82,27 +84,51 @@ class CallRecorder:
         self._counting = counting
         self._spans = spans
         self._tracer = tracer
+        self._noop = type(tracer) is NoOpTracer
+        self._proxy = tracer if type(tracer) is ProxyTracer else None  # NoOp until a global provider is set
         self._attributes = attributes
         self.shadows: tuple[ShadowSink, ...] = ()  # shadow versions scoring this model's successful calls
+
+    def untraced(self) -> bool:
+        """True when the tracer is a no-op one. Its span would be non-recording and carry the
+        current span's context (or none), so starting, attaching and ending it changes nothing
+        anyone can see: skipping it saves ~1 us per call. A real SDK's sampled-out span has a
+        context of its own and is always attached, so children inherit the decision."""
+        if self._noop:
+            return True
+        proxy = self._proxy
+        return proxy is not None and type(getattr(proxy, "_tracer", None)) is NoOpTracer
 
     def start_span(
         self, state: CallState, features: Callable[[], Any], parent: SpanContext | None = None
     ) -> tuple[Span | None, Any]:
         """Start the call's span and make it current; ``request_id=`` names the call from its features.
-        ``parent`` (a shadow's primary span) makes it that span's child: sampled with it."""
+        ``parent`` (a shadow's primary span) makes it that span's child: sampled with it.
+        ``(None, None)`` without a tracer (see :meth:`untraced`)."""
         span = ctx = None
+        if parent is None and self.untraced():
+            if self.request_id is not None and (self.minter is not None or self.shadows):
+                try:
+                    self._name_call(state, features)
+                except Exception as exc:
+                    self.errors.report("span", exc)
+            return None, None
         try:
             under = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
             span = self._tracer.start_span(SPAN_NAME, under, kind=SpanKind.INTERNAL, attributes=self._attributes)
             ctx = otel_context.attach(trace.set_span_in_context(span))
             # the id names the span, the token and the shadows' calls (sampled by it), even untraced
             if self.request_id is not None and (span.is_recording() or self.minter is not None or self.shadows):
-                found = features()
-                if found is not NO_INPUT:
-                    state.request_id = str(self.request_id(found))
+                self._name_call(state, features)
         except Exception as exc:
             self.errors.report("span", exc)
         return span, ctx
+
+    def _name_call(self, state: CallState, features: Callable[[], Any]) -> None:
+        found = features()
+        if found is not NO_INPUT:
+            assert self.request_id is not None
+            state.request_id = str(self.request_id(found))
 
     def finish(
         self,
@@ -198,7 +224,7 @@ class Call:
     def __enter__(self) -> Call:
         rec = self._recorder
         active = ACTIVE.get()
-        if rec.key in active:
+        if active and rec.key in active:
             self.state = None
             return self
         if self.state is not None:
@@ -208,7 +234,10 @@ class Call:
         else:
             self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
-        self._span, self._ctx = rec.start_span(state, self._features, self._parent)
+        if rec._noop and rec.request_id is None and self._parent is None:  # nothing to start (see untraced)
+            self._span = self._ctx = None
+        else:
+            self._span, self._ctx = rec.start_span(state, self._features, self._parent)
         self._start = time.perf_counter()
         return self
 
@@ -220,8 +249,19 @@ class Call:
         state: CallState = self.state  # type: ignore[assignment]  # set when _tokens is
         if exc is None:
             self._detach()
+            try:
+                features = self._read(self._args, self._kwargs)
+            except Exception as exc:  # a raising inputs= callback: count the call, not its features
+                self._recorder.errors.report("inputs", exc)
+                features = NO_INPUT
             self.counted = self._recorder.finish(
-                state, self._span, self._features(), self.result, self._start, None, inputs=(self._args, self._kwargs)
+                state,
+                self._span,
+                features,
+                self.result,
+                self._start,
+                None,
+                inputs=(self._args, self._kwargs) if self._recorder.shadows else None,  # only shadows need them
             )
             capture = CAPTURED.get()
             if capture is not None:  # capture_prediction(): hand the call back to its caller

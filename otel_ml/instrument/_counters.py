@@ -2,9 +2,10 @@
 
 Every metric otel-ml exposes for a model is a set of mergeable counts: feature bins, category
 bins, missing values, score bins, predictions per segment and decision, latency buckets. They
-live in a few preallocated numpy arrays laid out by the baseline. One call costs one binning
-step over all features (a broadcast comparison for one row, ``searchsorted``/``bincount`` per
-column for a batch) and one locked in-place add; cumulative buckets, label strings and metric
+live in a few preallocated numpy arrays laid out by the baseline. A batch costs one binning
+step per feature column and one locked in-place add; a single row is buffered and counted with
+the next few hundred rows in one such step (``_row_batch``), before anything reads the
+counts; cumulative buckets, label strings and metric
 families are built at scrape/export time, never on the request path. The arrays are views into
 one block laid out by :class:`~._snapshot.CounterLayout`: process memory, or this process's
 memory-mapped file in multiprocess mode, where ``_snapshot`` lets a scrape rebuild and sum the
@@ -15,13 +16,17 @@ they write into must be read together: splitting them would hide which array a c
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
 import multiprocessing
+import multiprocessing.util
 import os
+import struct
 import sys
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +40,7 @@ import numpy.typing as npt
 
 from .._binning import DEFAULT_SCORE_EDGES, MISSING_CODE, CategoryEncoder, finite_bin_counts
 from .._cardinality import BoundedLabels
-from .._frame import Columns, as_float, as_labels
+from .._frame import Columns, as_labels
 from .._names import (
     ALL,
     DURATION_BUCKETS,
@@ -45,15 +50,19 @@ from . import _multiproc
 from ._label_slots import PublishedLabels, SlotCounts, segment_grids
 from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
+from ._row_batch import Row, RowPlan, count_rows, row_floats
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
-__all__ = ["NO_DECISION", "ModelCounters"]
+__all__ = ["FLUSH_AGE", "NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _log = logging.getLogger("otel_ml")
 _DEFAULT: Any = object()  # multiproc_dir= not given: follow OTEL_ML_MULTIPROC_DIR
 
+
+ROW_BATCH = 512  # buffered single rows per flush: amortises numpy's per-call cost, bounds the buffer
+FLUSH_AGE = 0.5  # seconds: in multiprocess mode a thread flushes every buffer this often
 
 _live: weakref.WeakSet[ModelCounters] = weakref.WeakSet()
 _warned_unshared = False
@@ -92,12 +101,6 @@ class ModelCounters:
         self.numeric_edges = tuple(f.edges for f in numeric)
         self._edges = [f.edges_array() for f in numeric]
         self._num_offsets = offsets([f.bin_count for f in numeric])
-        width = max((len(e) for e in self.numeric_edges), default=0)
-        # For one row all features are binned at once: the first edge >= value is its bin
-        # (right-closed bins); padding with +inf makes the open top bin the answer for large values.
-        self._padded_edges = np.full((len(numeric), width + 1), np.inf)
-        for j, e in enumerate(self._edges):
-            self._padded_edges[j, : e.size] = e
         self._row_getter = itemgetter(*self.numeric_names) if len(self.numeric_names) > 1 else None
 
         self.categorical_names = tuple(f.name for f in categorical)
@@ -118,6 +121,7 @@ class ModelCounters:
         self.file: CounterFile | None = None
         self._make_labels()
         self._bind(self._allocate())
+        self._init_row_buffer()
         _live.add(self)
         if self._directory is None:
             _warn_if_unshared()
@@ -139,6 +143,26 @@ class ModelCounters:
             segments,
             decisions,
             errors,
+        )
+
+    def _init_row_buffer(self) -> None:
+        """The single-row buffer (see :meth:`add_row`) and the plan its flush counts with."""
+        self._pending: list[Row] = []
+        self._pack = struct.Struct(f"={len(self.numeric_names)}d").pack
+        self._flush_lock = threading.Lock()
+        self._flusher_started = False  # multiprocess mode: this process's flusher thread runs
+        self._segment_slots = self.segment_labels[1:]
+        self._no_segments = (0,) * len(self._segment_slots)  # a row without a prediction: not read
+        self._plan = RowPlan(
+            tuple(self._edges),
+            *RowPlan.padded_edges(self._edges),
+            tuple(int(o) for o in self._num_offsets),
+            tuple(int(o) for o in self._cat_offsets),
+            self._score_edges,
+            tuple(DURATION_BUCKETS),
+            self.predictions.shape,
+            self.bins.size,
+            self.categories.size,
         )
 
     def _make_labels(self) -> None:
@@ -226,21 +250,20 @@ class ModelCounters:
             lab._index = {label: i for i, label in enumerate(lab.labels)}
         self.file = None
         self._bind(self._allocate())
+        self._init_row_buffer()  # the parent flushed its rows before forking: none are the child's
 
     # -- features ---------------------------------------------------------------------------
     def row_values(self, row: Mapping[str, Any]) -> FloatArray:
         """The numeric features of one mapping as a float array (NaN where absent or invalid)."""
+        return row_floats(self._row_tuple(row))
+
+    def _row_tuple(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         if self._row_getter is not None:
             try:
-                values = self._row_getter(row)
-            except KeyError:
-                values = tuple(row.get(n) for n in self.numeric_names)
-        else:
-            values = tuple(row.get(n) for n in self.numeric_names)
-        try:
-            return np.array(values, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            return as_float(np.array(values, dtype=object))
+                return self._row_getter(row)  # type: ignore[no-any-return]
+            except (KeyError, TypeError):
+                pass
+        return tuple(row.get(n) for n in self.numeric_names)
 
     def add_row(
         self,
@@ -254,38 +277,83 @@ class ModelCounters:
 
         ``decision=None`` counts the features only (the call raised: no prediction was made).
 
-        All numeric features are binned in one broadcast comparison against the padded edge
-        matrix (``argmax`` finds the first edge >= value); scalars (score, latency) use bisect.
+        The row is buffered (its values, category codes, score, decision and segment indices,
+        latency) and counted with the batch kernels when :data:`ROW_BATCH` rows have
+        accumulated, before every read of these counters in this process (:meth:`snapshot`, a
+        scrape, an OTLP export), before a fork, at interpreter and ``multiprocessing`` child
+        exit and, in multiprocess mode, every :data:`FLUSH_AGE` seconds from a daemon thread,
+        so other processes reading the files see counts at most that old. Label indices
+        (segments, decisions, their budgets) are assigned now, in call order, as before. A
+        process killed with SIGKILL loses at most its unflushed buffer (``ROW_BATCH`` rows, or
+        ``FLUSH_AGE`` seconds of them).
         """
-        if self.numeric_names:
-            x = self.row_values(row)
-            finite = np.isfinite(x)
-            idx = self._num_offsets[:-1] + (self._padded_edges >= x[:, None]).argmax(axis=1)
-        cat_codes = [enc.code(_row_label(row.get(name))) for enc, name in zip(self._encoders, self.categorical_names)]
+        getter = self._row_getter
+        values: bytes | tuple[Any, ...]
+        if getter is None:
+            values = self._row_tuple(row) if self.numeric_names else ()
+        else:
+            try:
+                values = getter(row)
+            except KeyError:  # a missing key is a missing value (JSON's way to spell one)
+                values = self._row_tuple(row)
+        try:  # numbers as doubles now (as numpy converts them); anything else stays for the flush
+            values = self._pack(*values)
+        except Exception:
+            pass
+        codes = (
+            tuple(enc.code(_row_label(row.get(name))) for enc, name in zip(self._encoders, self.categorical_names))
+            if self._encoders
+            else ()
+        )
         dec = -1 if decision is None else self.decision_labels.index(decision)
-        seg = [labels.index(value) for labels, value in zip(self.segment_labels[1:], segments)] if dec >= 0 else []
-        score_bin = bisect_left(self.score_edges, score) if score is not None and math.isfinite(score) else -1
-        with self._lock:
-            if self.numeric_names:
-                self.bins[idx] += finite
-                np.add(self.sums, x, out=self.sums, where=finite)
-                self.missing[: x.size] += ~finite
-            base = len(self.numeric_names)
-            for j, code in enumerate(cat_codes):
-                if code == MISSING_CODE:
-                    self.missing[base + j] += 1
-                else:
-                    self.categories[self._cat_offsets[j] + code] += 1
-            if score_bin >= 0:
-                self.score_bins[score_bin] += 1
-                self._scalars[0] += score
-            if dec >= 0:
-                self.predictions[0, 0, dec] += 1
-                for k, s in enumerate(seg, start=1):
-                    self.predictions[k, s, dec] += 1
-            if duration is not None:
-                self.duration_bins[bisect_left(DURATION_BUCKETS, duration)] += 1
-                self._scalars[1] += duration
+        if dec >= 0 and self._segment_slots:
+            seg = tuple([labels.index(value) for labels, value in zip(self._segment_slots, segments)])
+        else:
+            seg = self._no_segments
+        entry = (values, codes, math.nan if score is None else score, dec, seg, duration)
+        pending = self._pending
+        pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
+        if len(pending) >= ROW_BATCH:
+            self.flush(wait=False)
+        elif not self._flusher_started and self.file is not None:
+            self._flusher_started = _start_flusher()
+
+    def flush(self, wait: bool = True) -> None:
+        """Count the buffered rows into the arrays (a no-op when none are buffered).
+
+        Flushes take turns; ``wait=False`` (a full buffer on the request path) leaves the rows
+        to a flush already running rather than waiting for it. The rows counted are cut from
+        the head of the buffer in one step, so rows appended meanwhile by other threads stay
+        for the next flush: none is lost or counted twice, and appending needs no lock.
+        """
+        if not self._flush_lock.acquire(blocking=wait):
+            return
+        try:
+            self._flush_pending()
+        finally:
+            self._flush_lock.release()
+
+    def _flush_pending(self) -> None:
+        pending = self._pending
+        if pending:
+            rows = pending[:]  # one step: rows appended from now on stay in the buffer
+            del pending[: len(rows)]
+            try:
+                counts = count_rows(rows, self._plan)
+            except Exception as exc:  # never hurt the caller or a scrape: count and log the loss
+                _log.error("otel-ml: counting %d buffered rows of %s failed: %r", len(rows), self.model_name, exc)
+                self.instrumentation_errors.add(type(exc).__qualname__)
+                return
+            with self._lock:
+                self.bins += counts.bins
+                self.sums += counts.sums
+                self.missing += counts.missing
+                self.categories += counts.categories
+                self.score_bins += counts.score_bins
+                self.predictions += counts.predictions
+                self.duration_bins += counts.duration_bins
+                self._scalars[0] += counts.score_sum
+                self._scalars[1] += counts.duration_sum
 
     def add_columns(self, columns: Columns) -> None:
         """Count a batch: one sort-based binning per feature column, then one locked add."""
@@ -363,6 +431,7 @@ class ModelCounters:
 
     # -- read side ----------------------------------------------------------------------------
     def snapshot(self) -> CountsSnapshot:
+        self.flush()
         with self._lock:
             arrays = {name: getattr(self, attr).copy() for name, attr in _ARRAY_ATTRS.items()}
             if self.pairs is not None:
@@ -426,11 +495,58 @@ def _reinit_after_fork() -> None:
             _log.exception("otel-ml: resetting %s counters after fork failed", c.model_name)
             c.file, c._directory = None, None
             c._bind(c._allocate())
+            c._init_row_buffer()
     if any(c._directory is None for c in counters):
         _warn_if_unshared(forked=True)
 
 
-os.register_at_fork(after_in_child=_reinit_after_fork)
+def flush_all() -> None:
+    """Flush every live counters' row buffer (before a fork, at exit, before reading the files)."""
+    for c in list(_live):
+        try:
+            c.flush()
+        except Exception:  # at-fork and atexit hooks must not raise
+            _log.exception("otel-ml: flushing %s counters failed", c.model_name)
+
+
+_flusher_lock = threading.Lock()
+_flusher_pid = 0  # the process whose flusher thread is running
+
+
+def _start_flusher() -> bool:
+    """Start this process's flusher thread (multiprocess mode) once; a forked child starts its own."""
+    global _flusher_pid
+    with _flusher_lock:
+        if _flusher_pid != os.getpid():
+            _flusher_pid = os.getpid()
+            threading.Thread(target=_flush_periodically, name="otel-ml-flush", daemon=True).start()
+    return True
+
+
+def _flush_periodically() -> None:
+    """Other processes read this one's counter files: bound how stale they can be."""
+    pid = os.getpid()
+    while _flusher_pid == pid:
+        time.sleep(FLUSH_AGE)
+        for c in list(_live):
+            try:
+                if c._pending and c.file is not None:
+                    c.flush()
+            except Exception:  # e.g. at interpreter shutdown: keep the thread quiet, not the app
+                _log.debug("otel-ml: periodic flush of %s failed", c.model_name, exc_info=True)
+
+
+class _ChildExit:
+    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so flush in its finalizers."""
+
+    def __call__(self, _: object) -> None:
+        multiprocessing.util.Finalize(None, flush_all, exitpriority=100)
+
+
+_CHILD_EXIT = _ChildExit()
+os.register_at_fork(before=flush_all, after_in_child=_reinit_after_fork)
+multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
+atexit.register(flush_all)
 
 
 def _row_label(value: Any) -> str | None:

@@ -44,7 +44,7 @@ class CallCounter:
     row and for a batch). Each step has its own guard: a failure is an instrumentation error.
     """
 
-    __slots__ = ("_counters", "_decision", "_errors", "_feature_names", "_score", "_segments")
+    __slots__ = ("_counters", "_decision", "_errors", "_feature_names", "_score", "_segments", "_threshold")
 
     def __init__(
         self,
@@ -60,6 +60,9 @@ class CallCounter:
         self._errors = errors
         self._segments = segments
         self._decision = decision
+        # a plain threshold, for the single row's fast path (a bool is a rule's value, not a threshold)
+        plain = isinstance(decision, (int, float)) and not isinstance(decision, bool)
+        self._threshold: float | None = decision if plain else None  # type: ignore[assignment]
         self._score = score
         self._feature_names = feature_names
 
@@ -70,7 +73,9 @@ class CallCounter:
         still to count (``None`` once the single-row path counted it with the row)."""
         if features is NO_INPUT:
             return None, None, None, duration
-        if is_single_row(features):
+        if (type(features) is dict and type(next(iter(features.values()), None)) in _SCALARS) or is_single_row(
+            features
+        ):  # the first test: a plain dict row, without the Mapping ABC check
             try:
                 scores, decisions = self._record_row(features, result, duration, error)
                 return 1, scores, decisions, None
@@ -116,23 +121,26 @@ class CallCounter:
         decision: str | None = None  # None: count the features only
         if error is None:
             try:
-                score, decision = self._row_prediction(result)
+                score = result if type(result) is float and self._score is None else self._row_score(result)
+                threshold = self._threshold
+                if threshold is not None and type(score) is float and math.isfinite(score):
+                    decision = "true" if score > threshold else "false"  # what _row_decision gives
+                else:
+                    decision = self._row_decision(score)
             except Exception as exc:  # a raising score=/decision=: the features still count, the prediction can't
                 self._errors.report("predictions", exc)
                 score = None
-        segments = [scalar_label(row.get(k)) for k in self._segments]
+        segments = [scalar_label(row.get(k)) for k in self._segments] if self._segments else ()
         # A failed call still saw its features, but made no prediction (decision None).
         self._counters.add_row(row, score, decision, segments, duration)
         return score, (None if decision == NO_DECISION else decision)
-
-    def _row_prediction(self, result: Any) -> tuple[float | None, str | None]:
-        score = self._row_score(result)
-        return score, self._row_decision(score)
 
     def _row_decision(self, score: float | None) -> str | None:
         rule = self._decision
         if rule is not None and score is not None and math.isfinite(score):
             verdict = score > rule if isinstance(rule, (int, float)) else rule(score)  # type: ignore[arg-type]
+            if verdict is True or verdict is False:  # a threshold's: skip the general label rules
+                return "true" if verdict else "false"
             return scalar_label(verdict)
         return NO_DECISION
 
@@ -185,6 +193,9 @@ def _score_array(raw: Any, n: int) -> npt.NDArray[np.float64]:
     if scores.size != n:
         raise ValueError(f"expected {n} scores for {n} rows, got {scores.size}")
     return scores
+
+
+_SCALARS = frozenset({float, int, str, bool, type(None)})
 
 
 def scalar_label(value: Any) -> str | None:

@@ -135,6 +135,11 @@ class ModelMonitor:
 
     ``shadow`` lists :class:`Shadow` versions scored on the same input off the request path
     (see :class:`Shadow`); :meth:`close` stops them.
+
+    A single row's counts are buffered (up to 512 rows) and counted in one vectorised step
+    before anything in this process reads them (a scrape, an OTLP export, ``counters.snapshot()``),
+    before a fork and at exit; in multiprocess mode also every 0.5 s, the most a scrape served
+    by another worker lags. A process killed with SIGKILL loses at most that buffer.
     """
 
     counters: ModelCounters

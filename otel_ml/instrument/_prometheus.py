@@ -25,7 +25,7 @@ from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import Metric
 
 from .. import _names as n
-from ._counters import ModelCounters
+from ._counters import ModelCounters, flush_all
 from ._dirsum import DirSummer
 from ._families import prometheus_families
 from ._multiproc import multiproc_dir
@@ -92,6 +92,7 @@ class CountersCollector:
         directory = multiproc_dir()
         if directory is None:
             return [c.snapshot() for c in counters]
+        flush_all()  # this process's buffered rows into its files before the files are summed
         shared = [c for c in counters if c.file is not None and c.file.path.parent == directory]
         prefer = {(c.model_name, c.model_version): c.file.digest for c in shared if c.file is not None}
         merged = {(s.model_name, s.model_version): s for s in self._summer.snapshots(directory, prefer)}

@@ -90,9 +90,9 @@ class SpanEnder:
         if call.fallback is not None:
             attrs[ATTR_FALLBACK] = True
             attrs[ATTR_FALLBACK_REASON] = call.fallback
-        span.set_attributes(attrs)
-        if n == 1 and isinstance(features, Mapping):
-            span.set_attributes(self._row_attributes(features))
+        if n == 1 and (self._segments or self._record_features) and isinstance(features, Mapping):
+            attrs.update(self._row_attributes(features))
+        span.set_attributes(attrs)  # once: the SDK takes its lock per call
 
     def _row_attributes(self, row: Mapping[str, Any]) -> dict[str, Any]:
         attrs: dict[str, Any] = {}

@@ -1,0 +1,196 @@
+"""Counting buffered single rows in one vectorised step.
+
+One row of 20 features costs ~14 us when it is binned with numpy on its own (numpy's per-call
+overhead, not the work, dominates), so the single-row path only reads what it must at call time
+(the feature values as a tuple, the category codes, the score, the decision and segment
+indices, the latency) and :class:`~._counters.ModelCounters` buffers these :data:`Row` tuples.
+A flush turns a buffer into count deltas here, vectorised over the rows (one ``searchsorted``
+per feature, one ``bincount``; a few hundred values per feature are too few for the sort-based
+batch kernel to pay off), then the counters add them under their lock. The counts are exactly
+those of binning each row alone: a row's values are converted to float as the row path always
+did (numpy's float64 conversion of each value; when one fails, the row's values each through
+``float()``, NaN where it raises), and right-closed bins are the same in both.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._binning import MISSING_CODE
+from .._frame import as_float
+
+__all__ = ["Row", "RowCounts", "RowPlan", "count_rows", "row_floats"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# values (as doubles, or as given), category codes, score (NaN: none), decision index (-1: none),
+# segment indices, duration (None: none)
+Row = tuple[bytes | tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None]
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Where a row's counts land: the layout of a model's arrays, fixed at construction
+    (:meth:`padded_edges` builds its edge matrix)."""
+
+    edges: tuple[FloatArray, ...]
+    padded: FloatArray  # features x (most edges + 1), padded with +inf: column k is edge k
+    keep: npt.NDArray[np.bool_]  # the bins of ``diff(cumulative)`` that are a feature's own, in layout order
+    num_offsets: tuple[int, ...]
+    cat_offsets: tuple[int, ...]
+    score_edges: FloatArray
+    duration_edges: tuple[float, ...]
+    predictions_shape: tuple[int, int, int]
+    n_bins: int
+    n_categories: int
+
+    @staticmethod
+    def padded_edges(edges: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """The padded edge matrix and the mask of each feature's ``len(edges) + 1`` bins."""
+        width = max((e.size for e in edges), default=0) + 1
+        padded = np.full((len(edges), width), np.inf)
+        keep = np.zeros((len(edges), width), dtype=bool)
+        for j, e in enumerate(edges):
+            padded[j, : e.size] = e
+            keep[j, : e.size + 1] = True
+        return padded, keep
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """The count deltas of a flushed buffer, shaped like the counters' arrays."""
+
+    bins: IntArray
+    sums: FloatArray
+    missing: IntArray
+    categories: IntArray
+    score_bins: IntArray
+    score_sum: float
+    predictions: IntArray
+    duration_bins: IntArray
+    duration_sum: float
+
+
+def row_floats(values: tuple[Any, ...]) -> FloatArray:
+    """One row's feature values as float64 (NaN where absent or not a number): the row path's rule."""
+    try:
+        x = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        x = as_float(np.array(values, dtype=object))
+    if x.shape != (len(values),):  # a nested sequence as a value: not a number
+        return np.full(len(values), np.nan)
+    return x
+
+
+def _matrix(values: Sequence[bytes | tuple[Any, ...]], width: int) -> FloatArray:
+    """All rows' values, one row each. A row whose values all converted to doubles at call time
+    (``struct``'s ``d``: the same ``float()`` of each value numpy's float64 conversion makes) is
+    its bytes; any other row is its tuple, converted here as the row path always did."""
+    try:
+        return np.frombuffer(b"".join(values), dtype=np.float64).reshape(-1, width)  # type: ignore[arg-type]
+    except TypeError:  # some rows kept their tuples
+        return np.stack([np.frombuffer(v, dtype=np.float64) if isinstance(v, bytes) else row_floats(v) for v in values])
+
+
+def _numeric(values: Sequence[tuple[Any, ...]], plan: RowPlan) -> tuple[IntArray, FloatArray, IntArray]:
+    """Bins, sums and finite-value counts of all numeric features at once.
+
+    Each feature's values are compared with each of its edges (``x <= edge``, the cumulative
+    ``le`` counts of right-closed bins) in one broadcast over the padded edge matrix, and the
+    bins are the differences: branch-free comparisons, about twice as fast here as a binary
+    search per value, whose branches mispredict. A value equal to an edge lands in that edge's
+    bin, as ``bisect_left`` places a single row's value. NaN and +-inf are not binned.
+    """
+    x = np.ascontiguousarray(_matrix(values, len(plan.edges)).T)
+    finite = np.isfinite(x)
+    if finite.all():
+        sums = x.sum(axis=1)
+    else:
+        sums = np.where(finite, x, 0.0).sum(axis=1)
+        x = np.where(finite, x, np.nan)  # NaN compares false with every edge, +inf padding included
+    cumulative = (x[:, None, :] <= plan.padded[:, :, None]).sum(axis=2)
+    bins = np.diff(cumulative, axis=1, prepend=0)[plan.keep].astype(np.int64, copy=False)
+    return bins, sums, cumulative[:, -1]
+
+
+def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
+    """The counts of ``rows``, as if each had been counted alone."""
+    n = len(rows)
+    values, codes, scores, decisions, segments, durations = zip(*rows)
+    n_num = len(plan.edges)
+    n_cat = len(plan.cat_offsets) - 1
+    bins = np.zeros(plan.n_bins, dtype=np.int64)
+    sums = np.zeros(n_num, dtype=np.float64)
+    missing = np.zeros(n_num + n_cat, dtype=np.int64)
+    if n_num:
+        bins, sums, n_finite = _numeric(values, plan)
+        missing[:n_num] = n - n_finite
+    categories = np.zeros(plan.n_categories, dtype=np.int64)
+    if n_cat:
+        c = np.array(codes, dtype=np.intp).reshape(n, n_cat).T
+        for j in range(n_cat):
+            present = c[j][c[j] != MISSING_CODE]
+            lo, hi = plan.cat_offsets[j], plan.cat_offsets[j + 1]
+            categories[lo:hi] = np.bincount(present, minlength=hi - lo)
+            missing[n_num + j] = n - present.size
+    score_bins, score_sum = _finite_counts(plan.score_edges, np.array(scores, dtype=np.float64))
+    duration_bins, duration_sum = _durations(durations, plan.duration_edges)
+    return RowCounts(
+        bins,
+        sums,
+        missing,
+        categories,
+        score_bins,
+        score_sum,
+        _predictions(decisions, segments, plan.predictions_shape),
+        duration_bins,
+        duration_sum,
+    )
+
+
+def _predictions(
+    decisions: Sequence[int], segments: Sequence[tuple[int, ...]], shape: tuple[int, int, int]
+) -> IntArray:
+    """Per segment key, the (segment, decision) grid of the rows that made a prediction."""
+    out = np.zeros(shape, dtype=np.int64)
+    dec = np.array(decisions, dtype=np.intp)
+    made = dec >= 0
+    if not made.any():
+        return out
+    dec = dec[made]
+    n_dec = shape[2]
+    out[0, 0] = np.bincount(dec, minlength=n_dec)
+    if shape[0] > 1:
+        seg = np.array(segments, dtype=np.intp).reshape(len(decisions), shape[0] - 1)[made]
+        for k in range(1, shape[0]):
+            flat = seg[:, k - 1] * n_dec + dec
+            out[k] = np.bincount(flat, minlength=shape[1] * n_dec).reshape(shape[1], n_dec)
+    return out
+
+
+def _durations(durations: Sequence[float | None], edges: tuple[float, ...]) -> tuple[IntArray, float]:
+    """Latency buckets of the rows that carry one, placed as ``bisect_left`` places each (NaN first)."""
+    if None in durations:  # rows counted without a latency (``record()`` without one)
+        given = np.array(durations, dtype=object)
+        d = given[given != None].astype(np.float64)  # noqa: E711  # elementwise: the rows with a latency
+    else:
+        d = np.array(durations, dtype=np.float64)
+    if d.size == 0:
+        return np.zeros(len(edges) + 1, dtype=np.int64), 0.0
+    idx = np.searchsorted(np.asarray(edges), d, side="left")
+    idx[np.isnan(d)] = bisect_left(edges, math.nan)  # searchsorted puts NaN last, bisect first
+    return np.bincount(idx, minlength=len(edges) + 1).astype(np.int64, copy=False), float(d.sum())
+
+
+def _finite_counts(edges: FloatArray, values: FloatArray) -> tuple[IntArray, float]:
+    """Right-closed bin counts and sum of the finite values (NaN, +-inf skipped), as a row's bisect."""
+    finite = values[np.isfinite(values)]
+    idx = np.searchsorted(edges, finite, side="left")
+    return np.bincount(idx, minlength=edges.size + 1).astype(np.int64, copy=False), float(finite.sum())
