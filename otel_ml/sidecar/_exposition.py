@@ -74,9 +74,9 @@ class _Writer:
         text = self._label_sets[items] = "{" + ",".join([f'{k}="{value(v)}"' for k, v in sorted(items)]) + "}"
         return text
 
-    def sample(self, name: str, labels: dict[str, str], value: float) -> str:
-        items = tuple(labels.items())
-        return f"{name}{self._label_sets.get(items) or self._label_set(items)} {_go_float(value)}\n"
+    def label_set(self, items: tuple[tuple[str, str], ...]) -> str:
+        """``{name="value",...}`` of one label set, sorted by name as the library writes it."""
+        return self._label_sets.get(items) or self._label_set(items)
 
     def lines(self, metric: Metric, out: list[str]) -> None:
         memo, label_set, number = self._label_sets, self._label_set, _go_float
@@ -160,20 +160,31 @@ def encode_families(families: Sequence[Metric], openmetrics_format: bool) -> Enc
 
 
 def encode_gauges(gauges: Sequence[Gauge]) -> Encoded | None:
-    """The sidecar's computed gauges as encoded parts, grouped by family in first-seen order."""
+    """The sidecar's computed gauges as encoded parts, grouped by family in first-seen order.
+
+    A model's gauges share one labels dict per feature and window across their families, so
+    label sets are looked up by the dict's identity first (the list keeps every dict alive
+    for the call, so an identity cannot be reused within it)."""
     by_family: dict[str, tuple[Header, list[str]]] = {}
-    write = _WRITER.sample
+    by_identity: dict[int, str] = {}
+    label_set = _WRITER.label_set
     checked = _CHECKED_LABELS
     for inst, labels, value in gauges:
-        keys = tuple(labels)
-        if keys not in checked:
-            if not all(_LEGACY_LABEL.match(k) for k in keys) or not _LEGACY_NAME.match(inst.prometheus):
-                return None
-            checked.add(keys)
-        found = by_family.get(inst.prometheus)
+        name = inst.prometheus
+        rendered = by_identity.get(id(labels))
+        if rendered is None:
+            keys = tuple(labels)
+            if keys not in checked:
+                if not all(_LEGACY_LABEL.match(k) for k in keys) or not _LEGACY_NAME.match(name):
+                    return None
+                checked.add(keys)
+            rendered = by_identity[id(labels)] = label_set(tuple(labels.items()))
+        found = by_family.get(name)
         if found is None:
-            found = by_family[inst.prometheus] = ((inst.prometheus, "gauge", inst.description), [])
-        found[1].append(write(inst.prometheus, labels, value))
+            if not _LEGACY_NAME.match(name):
+                return None
+            found = by_family[name] = ((name, "gauge", inst.description), [])
+        found[1].append(f"{name}{rendered} {_go_float(value)}\n")
     return [(header, "".join(lines)) for header, lines in by_family.values()]
 
 
