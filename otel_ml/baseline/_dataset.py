@@ -69,11 +69,15 @@ def is_streamable(source: str | os.PathLike[str]) -> bool:
     return _format_of(files[0]) != "json"
 
 
-def open_dataset(source: str | os.PathLike[str], *, strings: Sequence[str] = ()) -> Any:
+def open_dataset(
+    source: str | os.PathLike[str], *, strings: Sequence[str] = (), dictionary: bool = False
+) -> Any:
     """A ``pyarrow.dataset.Dataset`` over a file, a directory (hive partitions) or a glob of files.
 
     All files must share one format (Parquet, or CSV optionally compressed). CSV columns named
-    in ``strings`` are read as text; other CSV columns keep pyarrow's type inference.
+    in ``strings`` are read as text; other CSV columns keep pyarrow's type inference. With
+    ``dictionary``, Parquet text columns among ``strings`` arrive dictionary-encoded as the file
+    stores them, so a reader that wants codes per distinct value does not encode every batch again.
     """
     pa = _pyarrow()
     import pyarrow.dataset as ds
@@ -83,6 +87,8 @@ def open_dataset(source: str | os.PathLike[str], *, strings: Sequence[str] = ())
     if len(formats) != 1 or None in formats or "json" in formats:
         raise ValueError(f"{source}: expected Parquet or CSV files of one format, found {sorted(map(str, formats))}")
     fmt: Any = "parquet"
+    if dictionary and strings and formats == {"parquet"}:
+        fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(strings)))
     if formats == {"csv"}:
         convert = pa.csv.ConvertOptions(strings_can_be_null=False, column_types={n: pa.string() for n in strings})
         fmt = ds.CsvFileFormat(convert_options=convert)

@@ -58,7 +58,7 @@ def stream_counts(
     Wasserstein. Raises ``ValueError`` when a file lacks a baseline column (or the score column).
     """
     text = [f.name for f in baseline.categorical]
-    dataset = open_dataset(source, strings=text)
+    dataset = open_dataset(source, strings=text, dictionary=True)  # categories: codes per distinct value
     needed = [*baseline.feature_names, *([score_column] if score_column is not None else [])]
     check_columns(dataset, list(baseline.feature_names))
     if score_column is not None:
