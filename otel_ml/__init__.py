@@ -73,3 +73,8 @@ def __getattr__(name: str) -> typing.Any:
     value.__module__ = "otel_ml"
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for ``dir()``, ``help()`` and completion."""
+    return sorted({*globals(), *_LAZY})

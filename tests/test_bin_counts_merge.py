@@ -10,6 +10,7 @@ import json
 import operator
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def test_json_round_trip(baseline: Baseline, current: pd.DataFrame) -> None:
         doc["features"][0]["counts"][0] = -1
         BinCounts.from_dict(doc)
     doc = counts.to_dict()
-    doc["features"][0]["counts"].append(3)  # same fingerprint, one bin too many
+    doc["features"][0]["counts"].append(0)  # same fingerprint and rows, one bin too many
     with pytest.raises(CountsError, match="do not have the baseline's features and bins"):
         report_from_counts(baseline, BinCounts.from_dict(doc))
 
@@ -114,3 +115,36 @@ def test_the_readme_dask_example(tmp_path: Path, baseline: Baseline, current: pd
     # --
     assert total.rows == len(current)
     assert total == bin_counts(baseline, current, score_column="score")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("counts", [1.7], "whole numbers"),  # a float is not silently truncated
+        ("counts", [2**64], "whole numbers"),  # nor an overflow a raw OverflowError
+        ("counts", [True], "whole numbers"),
+        ("missing", -1, "whole numbers"),
+        ("missing", 1, "add up to rows"),  # rows are checked against every feature
+    ],
+)
+def test_hand_edited_counts_are_refused(
+    baseline: Baseline, current: pd.DataFrame, field: str, value: Any, message: str
+) -> None:
+    doc = bin_counts(baseline, current, score_column="score").to_dict()
+    feature = doc["features"][0]
+    if field == "counts":
+        feature["counts"] = value + feature["counts"][len(value) :]
+    else:
+        feature["missing"] = feature["missing"] + value if message == "add up to rows" else value
+    with pytest.raises(CountsError, match=message):
+        BinCounts.from_dict(doc)
+
+
+def test_merge_refuses_counts_of_other_bins(baseline: Baseline, current: pd.DataFrame) -> None:
+    """One count for a feature of ten bins would broadcast onto every bin: refused at the merge."""
+    a = bin_counts(baseline, current.iloc[:500], score_column="score")
+    doc = bin_counts(baseline, current.iloc[500:], score_column="score").to_dict()
+    feature = doc["features"][0]
+    feature["counts"] = [sum(feature["counts"])]
+    with pytest.raises(CountsError, match="different bins"):
+        a + BinCounts.from_dict(doc)

@@ -202,3 +202,28 @@ def test_gzip_is_the_same_page(two_models: tuple[SidecarState, list[bytes]]) -> 
     plain, _, zipped = exposition.render(PROMETHEUS_ACCEPT, gzip_ok=False)
     body, _, zipped = exposition.render(PROMETHEUS_ACCEPT, gzip_ok=True)
     assert zipped and gzip.decompress(body) == plain
+
+
+def test_a_part_held_back_by_compute_ttl_is_never_cached_as_current(baseline: Baseline) -> None:
+    """A push within ``compute_ttl`` of the last computation is served with the older part; that
+    page must not become the cached page for the new key: once the ttl has passed, with no other
+    input, the page is the state's."""
+    state = SidecarState([baseline], StateSettings(windows=(WINDOW,), compute_ttl=1.0), now=T0)
+    clock = [T0 + 30.0]
+    state.clock = lambda: clock[0]
+    exposition = Exposition(SidecarCollector(state))
+    apply(state, otlp_body(baseline, 500, 1), clock[0])
+    exposition.render()
+    clock[0] += 0.2
+    apply(state, otlp_body(baseline, 2000, 2, shift=3.0), clock[0])
+    exposition.render()  # within the ttl: the older windowed part
+    clock[0] += 5.0  # past the ttl, no input, no snapshot passed
+    served, _, _ = exposition.render()
+    assert timeless(served) == timeless(uncached_page(state, ""))
+
+
+def test_a_name_with_a_colon_goes_through_the_library() -> None:
+    """OpenMetrics' writer rewrites ':' in sample names; the fast writer leaves such names to it."""
+    families: list[Metric] = [GaugeMetricFamily("job:ml_psi:max", "a recording-rule style name", value=1.0)]
+    for accept in ACCEPTS:
+        assert encode_page(families, accept)[0] == library_page(families, accept)

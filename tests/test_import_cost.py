@@ -57,3 +57,14 @@ def test_the_lazy_names_still_resolve_and_load_their_modules() -> None:
     )
     modules = _loaded(code)
     assert "otel_ml.baseline._fit" in modules and "opentelemetry.sdk.metrics" in modules
+
+
+def test_lazy_names_are_listed_by_dir() -> None:
+    """``dir()`` (completion, ``help()``) lists the names loaded on first use too."""
+    import otel_ml
+    import otel_ml.baseline
+    import otel_ml.instrument
+
+    assert {"fit_baseline", "start_otlp_exporter", "OtlpMetricsPusher"} <= set(dir(otel_ml))
+    assert {"fit_baseline", "read_table", "quantile_edges"} <= set(dir(otel_ml.baseline))
+    assert {"start_otlp_exporter", "counts_metrics_data"} <= set(dir(otel_ml.instrument))

@@ -14,12 +14,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import right_closed_counts
 
 from otel_ml.baseline import fit_baseline, read_table
 from otel_ml.baseline._sample import RowSample
@@ -253,3 +255,39 @@ def test_cli_peak_rss_is_bounded_by_the_batch_not_the_rows(tmp_path: Path) -> No
 
     assert BinCounts.from_json((tmp_path / "c.json").read_text()) == expected
     assert json.loads(stdout) == report_from_counts(baseline, expected).to_dict()
+
+
+@pytest.fixture(scope="module")
+def xc_baseline() -> Any:
+    rng = np.random.default_rng(0)
+    return fit_baseline({"x": rng.normal(5, 2, 2000), "c": rng.choice(["a", "b"], 2000)}, model="m", version="v")
+
+
+@pytest.mark.parametrize(
+    ("files", "missing"),
+    [
+        ({"a.csv": "x,c\n1,a\n5,b\n", "b.csv": "x,c\n4.5,a\n7.25,b\n"}, 0),  # integers, then decimals
+        ({"a.csv": "x,c\n,a\n,b\n", "b.csv": "x,c\n4.5,a\n7.25,b\n"}, 2),  # an all-empty column first
+        (
+            {  # pandas writes int64 for a day without NaN, float64 for a day with one
+                "a.parquet": pa.table({"x": pa.array([1, 5], pa.int64()), "c": ["a", "b"]}),
+                "b.parquet": pa.table({"x": pa.array([4.5, None]), "c": ["a", "b"]}),
+            },
+            1,
+        ),
+    ],
+)
+def test_files_whose_numbers_pyarrow_types_differently_stream_as_one(
+    tmp_path: Path, xc_baseline: Any, files: dict[str, Any], missing: int
+) -> None:
+    """A data set's schema is its first file's: numeric features are read as float64 in every file."""
+    for name, content in files.items():
+        if name.endswith(".parquet"):
+            pq.write_table(content, tmp_path / name)
+        else:
+            (tmp_path / name).write_text(content)
+    (tmp_path / "README").write_text("not data: a directory's other files are skipped")
+    counts = stream_counts(xc_baseline, str(tmp_path)).counts
+    assert counts.rows == 4 and counts.missing[0] == missing
+    values = [1, 5, 4.5, 7.25] if missing == 0 else [4.5, 7.25] if missing == 2 else [1, 5, 4.5]
+    assert counts.feature("x").tolist() == right_closed_counts(xc_baseline.feature("x").edges, values).tolist()

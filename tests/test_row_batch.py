@@ -183,3 +183,25 @@ def test_eight_threads_lose_and_double_count_no_row(baseline: Baseline) -> None:
     assert snap.missing["color"] == 8 * calls  # the absent categorical feature, once per row
     assert int(snap.numeric_bins[1][0]) == 8 * calls  # b = -5 sits in b's first bin
     assert int(snap.duration_bins.sum()) == 8 * calls
+
+
+class _Raises:
+    def __float__(self) -> float:
+        raise RuntimeError("a value whose conversion raises")
+
+
+def test_one_row_numpy_cannot_take_costs_only_itself(baseline: Baseline) -> None:
+    """A value whose ``__float__`` raises something else than numpy expects fails the buffer's
+    one-step count: the rows are then counted one by one, and only that row is lost (counted)."""
+    counters = ModelCounters("m", "v", baseline)
+    good = [{name: 0.01 * i for name in counters.numeric_names} for i in range(100)]
+    for row in good[:50]:
+        counters.add_row(row, 0.5, "true", [], None)
+    counters.add_row({**good[0], counters.numeric_names[0]: _Raises()}, 0.5, "true", [], None)
+    for row in good[50:]:
+        counters.add_row(row, 0.5, "true", [], None)
+    counters.flush()
+    last = counters.numeric_names[-1]  # a feature every good row has
+    j = counters.numeric_names.index(last)
+    assert int(counters.bins[counters._num_offsets[j] : counters._num_offsets[j + 1]].sum()) == 100
+    assert sum(counters.instrumentation_errors.counts().values()) == 1

@@ -59,3 +59,8 @@ def __getattr__(name: str) -> typing.Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for ``dir()``, ``help()`` and completion."""
+    return sorted({*globals(), *_LAZY})

@@ -70,12 +70,19 @@ def is_streamable(source: str | os.PathLike[str]) -> bool:
 
 
 def open_dataset(
-    source: str | os.PathLike[str], *, strings: Sequence[str] = (), dictionary: bool = False
+    source: str | os.PathLike[str],
+    *,
+    strings: Sequence[str] = (),
+    floats: Sequence[str] = (),
+    dictionary: bool = False,
 ) -> Any:
     """A ``pyarrow.dataset.Dataset`` over a file, a directory (hive partitions) or a glob of files.
 
     All files must share one format (Parquet, or CSV optionally compressed). CSV columns named
-    in ``strings`` are read as text; other CSV columns keep pyarrow's type inference. With
+    in ``strings`` are read as text and columns in ``floats`` as float64, in every file: the data
+    set's schema is otherwise its first file's, and a file whose column pyarrow typed differently
+    (integers in one, decimals or an all-empty column in another) would fail. Other CSV columns
+    keep pyarrow's type inference. With
     ``dictionary``, Parquet text columns among ``strings`` arrive dictionary-encoded as the file
     stores them, so a reader that wants codes per distinct value does not encode every batch again.
     """
@@ -90,14 +97,29 @@ def open_dataset(
     if dictionary and strings and formats == {"parquet"}:
         fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(strings)))
     if formats == {"csv"}:
-        convert = pa.csv.ConvertOptions(strings_can_be_null=False, column_types={n: pa.string() for n in strings})
+        types = {**{n: pa.float64() for n in floats}, **{n: pa.string() for n in strings}}
+        convert = pa.csv.ConvertOptions(strings_can_be_null=False, column_types=types)
         fmt = ds.CsvFileFormat(convert_options=convert)
     try:
-        if is_dir:
-            return ds.dataset(str(source), format=fmt, partitioning="hive", exclude_invalid_files=False)
-        return ds.dataset(files, format=fmt)
+        dataset = _dataset(ds, source, files, is_dir, fmt)
+        if floats and formats == {"parquet"}:  # one schema for every file: numbers as float64
+            schema = dataset.schema
+            for name in floats:
+                i = schema.get_field_index(name)
+                if i >= 0 and (pa.types.is_integer(schema.field(i).type) or pa.types.is_null(schema.field(i).type)):
+                    schema = schema.set(i, pa.field(name, pa.float64()))
+            if schema != dataset.schema:
+                dataset = _dataset(ds, source, files, is_dir, fmt, schema)
+        return dataset
     except pa.ArrowInvalid as exc:
         raise ValueError(f"{source}: {exc}") from None
+
+
+def _dataset(ds: Any, source: Any, files: list[str], is_dir: bool, fmt: Any, schema: Any = None) -> Any:
+    """The data set of exactly ``files`` (a directory's other files, a README say, are not data)."""
+    if is_dir:
+        return ds.dataset(files, format=fmt, partitioning="hive", partition_base_dir=str(source), schema=schema)
+    return ds.dataset(files, format=fmt, schema=schema)
 
 
 def check_columns(dataset: Any, needed: Sequence[str], what: str = "the data") -> None:

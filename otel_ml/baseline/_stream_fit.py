@@ -184,6 +184,8 @@ def fit_baseline_stream(
     check_columns(dataset, [*names, *([score_column] if score_column else []), *outcome])
     schema = dataset.schema
     numeric = [n for n in names if n not in categorical and _is_numeric_type(schema.field(n).type)]
+    # every file's numbers as float64 (the data set's schema is the first file's otherwise)
+    dataset = open_dataset(source, strings=text, floats=[*numeric, *([score_column] if score_column else [])])
     sampled = numeric + ([score_column] if score_column and score_edges is None else [])
     rows, sample, labels = _pass_one(dataset, names, numeric, sampled, score_column, sample_rows, distinct_cap,
                                      batch_size, progress)  # fmt: skip

@@ -35,6 +35,13 @@ class CountsError(ValueError):
     """Counts that cannot be merged or read: another baseline, another score column, a bad file."""
 
 
+def _whole_numbers(values: Any, what: str) -> IntArray:
+    """Non-negative integers that fit int64 (JSON ints, not floats or bools), else :class:`CountsError`."""
+    if not isinstance(values, list) or not all(type(v) is int and 0 <= v < 2**63 for v in values):
+        raise CountsError(f"{what}: must be non-negative whole numbers below 2**63")
+    return np.asarray(values, dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class BinCounts:
     """Current bin counts per feature (and the score) against one baseline, plus missing counts and rows.
@@ -69,6 +76,8 @@ class BinCounts:
                 "counts with different score columns cannot be merged: "
                 f"{self.score_column!r} and {other.score_column!r}"
             )
+        if [c.shape for c in other.counts] != [c.shape for c in self.counts] or other.kinds != self.kinds:
+            raise CountsError("counts with different bins cannot be merged (a file not written by otel-ml?)")
         return BinCounts(
             self.baseline,
             self.model_name,
@@ -114,9 +123,13 @@ class BinCounts:
             if data.get("schema") != COUNTS_SCHEMA or data.get("schema_version") != COUNTS_SCHEMA_VERSION:
                 raise CountsError(f"not an {COUNTS_SCHEMA} document (version {COUNTS_SCHEMA_VERSION})")
             b, feats = data["baseline"], data["features"]
-            counts = tuple(np.asarray(f["counts"], dtype=np.int64) for f in feats)
-            if any(c.ndim != 1 or (c < 0).any() for c in counts) or int(data["rows"]) < 0:
-                raise CountsError("counts must be lists of non-negative integers")
+            counts = tuple(_whole_numbers(f["counts"], f"counts of {f['name']!r}") for f in feats)
+            missing = tuple(int(_whole_numbers([f["missing"]], f"missing of {f['name']!r}")[0]) for f in feats)
+            rows = int(_whole_numbers([data["rows"]], "rows")[0])
+            if any(c.ndim != 1 for c in counts):
+                raise CountsError("counts must be flat lists")
+            if any(int(c.sum()) + m != rows for c, m in zip(counts, missing)):
+                raise CountsError("every feature's counts and missing must add up to rows")
             if any(f["kind"] not in ("numeric", "categorical", "score") for f in feats):
                 raise CountsError("a feature's kind must be numeric, categorical or score")
             return cls(
@@ -126,8 +139,8 @@ class BinCounts:
                 names=tuple(str(f["name"]) for f in feats),
                 kinds=tuple(f["kind"] for f in feats),
                 counts=counts,
-                missing=tuple(int(f["missing"]) for f in feats),
-                rows=int(data["rows"]),
+                missing=missing,
+                rows=rows,
                 score_column=data.get("score_column"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -58,7 +58,8 @@ def stream_counts(
     Wasserstein. Raises ``ValueError`` when a file lacks a baseline column (or the score column).
     """
     text = [f.name for f in baseline.categorical]
-    dataset = open_dataset(source, strings=text, dictionary=True)  # categories: codes per distinct value
+    floats = _numeric_columns(baseline, score_column)  # as float64 in every file, whatever each one says
+    dataset = open_dataset(source, strings=text, floats=floats, dictionary=True)  # categories: codes per value
     needed = [*baseline.feature_names, *([score_column] if score_column is not None else [])]
     check_columns(dataset, list(baseline.feature_names))
     if score_column is not None:
@@ -97,7 +98,7 @@ def stream_sample(
     progress: bool = False,
 ) -> RowSample:
     """A uniform row sample of the numeric columns ``names`` that the data set has (others are skipped)."""
-    dataset = open_dataset(source, strings=strings)
+    dataset = open_dataset(source, strings=strings, floats=names)
     have = [n for n in names if n in dataset.schema.names]
     sample = RowSample(have, sample_rows, seed=1)
     if have:

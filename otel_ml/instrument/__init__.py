@@ -71,3 +71,8 @@ def __getattr__(name: str) -> typing.Any:
     value = getattr(importlib.import_module("otel_ml.instrument._otlp"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for ``dir()``, ``help()`` and completion."""
+    return sorted({*globals(), *_LAZY})

@@ -26,7 +26,6 @@ import os
 import struct
 import sys
 import threading
-import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -50,10 +49,10 @@ from . import _multiproc
 from ._label_slots import PublishedLabels, SlotCounts, segment_grids
 from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
-from ._row_batch import Row, RowPlan, count_rows, row_floats
+from ._row_batch import Row, RowCounts, RowPlan, count_rows, row_floats
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
-__all__ = ["FLUSH_AGE", "NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
+__all__ = ["NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -62,7 +61,6 @@ _DEFAULT: Any = object()  # multiproc_dir= not given: follow OTEL_ML_MULTIPROC_D
 
 
 ROW_BATCH = 512  # buffered single rows per flush: amortises numpy's per-call cost, bounds the buffer
-FLUSH_AGE = 0.5  # seconds: in multiprocess mode a thread flushes every buffer this often
 
 _live: weakref.WeakSet[ModelCounters] = weakref.WeakSet()
 _warned_unshared = False
@@ -150,7 +148,6 @@ class ModelCounters:
         self._pending: list[Row] = []
         self._pack = struct.Struct(f"={len(self.numeric_names)}d").pack
         self._flush_lock = threading.Lock()
-        self._flusher_started = False  # multiprocess mode: this process's flusher thread runs
         self._segment_slots = self.segment_labels[1:]
         self._no_segments = (0,) * len(self._segment_slots)  # a row without a prediction: not read
         self._plan = RowPlan(
@@ -277,15 +274,15 @@ class ModelCounters:
 
         ``decision=None`` counts the features only (the call raised: no prediction was made).
 
-        The row is buffered (its values, category codes, score, decision and segment indices,
-        latency) and counted with the batch kernels when :data:`ROW_BATCH` rows have
-        accumulated, before every read of these counters in this process (:meth:`snapshot`, a
-        scrape, an OTLP export), before a fork, at interpreter and ``multiprocessing`` child
-        exit and, in multiprocess mode, every :data:`FLUSH_AGE` seconds from a daemon thread,
-        so other processes reading the files see counts at most that old. Label indices
-        (segments, decisions, their budgets) are assigned now, in call order, as before. A
-        process killed with SIGKILL loses at most its unflushed buffer (``ROW_BATCH`` rows, or
-        ``FLUSH_AGE`` seconds of them).
+        In process memory the row is buffered (its values, category codes, score, decision and
+        segment indices, latency) and counted with the batch kernels when :data:`ROW_BATCH`
+        rows have accumulated, and before every read of these counters (:meth:`snapshot`, a
+        scrape, an OTLP export), a fork and interpreter exit: nothing outside the process can
+        see the buffer, and a killed process loses its in-memory counts anyway. In
+        multiprocess mode the file is what other processes read and what outlives a killed or
+        terminated worker (``multiprocessing.Pool`` ends its workers with SIGTERM), so each
+        row is counted into it before the call returns. Label indices (segments, decisions,
+        their budgets) are assigned now, in call order, as before.
         """
         getter = self._row_getter
         values: bytes | tuple[Any, ...]
@@ -313,10 +310,10 @@ class ModelCounters:
         entry = (values, codes, math.nan if score is None else score, dec, seg, duration)
         pending = self._pending
         pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
-        if len(pending) >= ROW_BATCH:
+        if self.file is not None:  # multiprocess mode writes through: the file is what others read
+            self.flush()
+        elif len(pending) >= ROW_BATCH:
             self.flush(wait=False)
-        elif not self._flusher_started and self.file is not None:
-            self._flusher_started = _start_flusher()
 
     def flush(self, wait: bool = True) -> None:
         """Count the buffered rows into the arrays (a no-op when none are buffered).
@@ -340,23 +337,37 @@ class ModelCounters:
             del pending[: len(rows)]
             try:
                 counts = count_rows(rows, self._plan)
-            except Exception as exc:  # never hurt the caller or a scrape: count and log the loss
-                _log.error("otel-ml: counting %d buffered rows of %s failed: %r", len(rows), self.model_name, exc)
-                self.instrumentation_errors.add(type(exc).__qualname__)
+            except Exception:  # one row numpy cannot take must not cost the others: count them one by one
+                self._count_one_by_one(rows)
                 return
-            with self._lock:
-                self.bins += counts.bins
-                self.sums += counts.sums
-                self.missing += counts.missing
-                self.categories += counts.categories
-                self.score_bins += counts.score_bins
-                self.predictions += counts.predictions
-                self.duration_bins += counts.duration_bins
-                self._scalars[0] += counts.score_sum
-                self._scalars[1] += counts.duration_sum
+            self._add_counts(counts)
+
+    def _count_one_by_one(self, rows: list[Row]) -> None:
+        """Count each row alone; a row that still fails is lost alone, counted and logged (as a
+        row whose counting raised was before rows were buffered)."""
+        for row in rows:
+            try:
+                counts = count_rows([row], self._plan)
+            except Exception as exc:  # never hurt the caller or a scrape
+                _log.error("otel-ml: counting a buffered row of %s failed: %r", self.model_name, exc)
+                self.instrumentation_errors.add(type(exc).__qualname__)
+                continue
+            self._add_counts(counts)
+
+    def _add_counts(self, counts: RowCounts) -> None:
+        with self._lock:
+            self.bins += counts.bins
+            self.sums += counts.sums
+            self.missing += counts.missing
+            self.categories += counts.categories
+            self.score_bins += counts.score_bins
+            self.predictions += counts.predictions
+            self.duration_bins += counts.duration_bins
+            self._scalars[0] += counts.score_sum
+            self._scalars[1] += counts.duration_sum
 
     def add_columns(self, columns: Columns) -> None:
-        """Count a batch: one sort-based binning per feature column, then one locked add."""
+        """Count a batch: the batch kernels per feature column, then one locked add."""
         n = columns.n_rows
         if n == 0:
             return
@@ -507,33 +518,6 @@ def flush_all() -> None:
             c.flush()
         except Exception:  # at-fork and atexit hooks must not raise
             _log.exception("otel-ml: flushing %s counters failed", c.model_name)
-
-
-_flusher_lock = threading.Lock()
-_flusher_pid = 0  # the process whose flusher thread is running
-
-
-def _start_flusher() -> bool:
-    """Start this process's flusher thread (multiprocess mode) once; a forked child starts its own."""
-    global _flusher_pid
-    with _flusher_lock:
-        if _flusher_pid != os.getpid():
-            _flusher_pid = os.getpid()
-            threading.Thread(target=_flush_periodically, name="otel-ml-flush", daemon=True).start()
-    return True
-
-
-def _flush_periodically() -> None:
-    """Other processes read this one's counter files: bound how stale they can be."""
-    pid = os.getpid()
-    while _flusher_pid == pid:
-        time.sleep(FLUSH_AGE)
-        for c in list(_live):
-            try:
-                if c._pending and c.file is not None:
-                    c.flush()
-            except Exception:  # e.g. at interpreter shutdown: keep the thread quiet, not the app
-                _log.debug("otel-ml: periodic flush of %s failed", c.model_name, exc_info=True)
 
 
 class _ChildExit:

@@ -67,6 +67,7 @@ class PageParts:
     gauges: list[OutputPart]
     own: list[Metric]
     counters: list[tuple[tuple[str, ...], tuple[Any, ...], list[Metric]]]
+    current: bool  # False: compute_ttl held a part back, so the page is not the current state's
 
 
 class SidecarCollector:
@@ -79,7 +80,10 @@ class SidecarCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Every family of the page, for prometheus_client (and its encoders)."""
-        parts = self.page_parts()
+        return self.families(self.page_parts())
+
+    def families(self, parts: PageParts) -> Iterator[Metric]:
+        """The page's parts as prometheus_client families, one per name."""
         yield from _gauge_families([g for _, _, gauges in parts.gauges for g in gauges])
         yield from parts.own
         yield from _merged(families for _, _, families in parts.counters)
@@ -88,7 +92,7 @@ class SidecarCollector:
         """The computed gauges, the sidecar's own counters and, per model, its counters (the app's
         re-exported and the sidecar's per-model ones), each model's cached until it changes."""
         state = self.state
-        gauges = state.output_parts()
+        gauges, current = state.output_parts()
         with state.lock:
             store = state.joins.store  # under the lock: retry_join_store swaps it there, then closes the old one
             own = _OwnCounts(
@@ -116,10 +120,12 @@ class SidecarCollector:
                     )
         for model, key, counts in due:
             self._counters[model] = (key, _model_families(counts))
+        for gone in self._counters.keys() - {model for model, _ in keys}:
+            del self._counters[gone]
         counters: list[tuple[tuple[str, ...], tuple[Any, ...], list[Metric]]] = [
             (("counters", *model), key, self._counters[model][1]) for model, key in keys
         ]
-        return PageParts(gauges, list(self._own_counters(own)), counters)
+        return PageParts(gauges, list(self._own_counters(own)), counters, current)
 
     def _own_counters(self, state: _OwnCounts) -> Iterator[Metric]:
         for inst, label, counts in (
@@ -241,7 +247,7 @@ def _gauge_families(gauges: list[Gauge]) -> Iterator[Metric]:
 
 @dataclass
 class _Rendered:
-    key: tuple[Any, ...]
+    key: tuple[Any, ...] | None  # None: never a hit (a part was held back)
     body: bytes
     content_type: str
     gzipped: bytes | None = None
@@ -272,21 +278,25 @@ class Exposition:
             if hit is None or hit.key != key:
                 if len(self._cache) >= _ACCEPT_VARIANTS:
                     self._cache.clear()  # a client cycling Accept headers gets no memory for it
-                body, content_type = self._encode(accept)
-                hit = self._cache[accept] = _Rendered(key, body, content_type)
+                body, content_type, current = self._encode(accept)
+                # a page with a part compute_ttl held back is served, but never a hit for this key
+                hit = self._cache[accept] = _Rendered(key if current else None, body, content_type)
             if not gzip_ok:
                 return hit.body, hit.content_type, False
             if hit.gzipped is None:
                 hit.gzipped = gzip.compress(hit.body, compresslevel=1)
             return hit.gzipped, hit.content_type, True
 
-    def _encode(self, accept: str) -> tuple[bytes, str]:
+    def _encode(self, accept: str) -> tuple[bytes, str, bool]:
+        """The page, its content type and whether it is the current state's."""
+        parts = self.collector.page_parts()
         openmetrics_format, content_type = fast_format(accept)
         if openmetrics_format is not None:
-            body = self._fast_page(self.collector.page_parts(), openmetrics_format)
+            body = self._fast_page(parts, openmetrics_format)
             if body is not None:
-                return body, content_type
-        return encode_page(list(self.collector.collect()), accept)  # the library's encoder, whole
+                return body, content_type, parts.current
+        body, content_type = encode_page(list(self.collector.families(parts)), accept)  # the library's, whole
+        return body, content_type, parts.current
 
     def _fast_page(self, parts: PageParts, openmetrics_format: bool) -> bytes | None:
         writer = self._writers[openmetrics_format]

@@ -28,7 +28,7 @@ from ._series import Gauge
 
 __all__ = ["PageWriter", "encode_families", "encode_gauges", "encode_page", "fast_format"]
 
-_LEGACY_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LEGACY_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # no ':': OpenMetrics' writer rewrites it in sample names
 _LEGACY_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PLAIN_TYPES = frozenset({"counter", "gauge", "histogram"})
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")  # the text format moves these to extra families

@@ -9,6 +9,7 @@ Prometheus' ``increase()`` handles it: the new value is the increase.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,11 @@ class SourceState:
     seen_at: float = 0.0
 
 
+_STAMPS = itertools.count(1)
+"""Change stamps unique in the process: a model state restored into a new object can never
+present the key of an output computed for another (``itertools.count`` is atomic under the GIL)."""
+
+
 class ModelState(SeriesIndex):
     """All counts of one model version, with their windows."""
 
@@ -52,7 +58,7 @@ class ModelState(SeriesIndex):
         self.max_sources = limits.max_sources_per_model  # each source holds a vector of last values: bounded memory
         self.sources: dict[str, SourceState] = {}
         self.last_ingest = 0.0
-        self.changes = 0  # bumped by every change of counts or snapshots: the outputs' cache key
+        self.changes = next(_STAMPS)  # new at every change of counts or snapshots: the outputs' cache key
         self.reference_gauges: list[Gauge] | None = None  # filled by the outputs, once
         self.layout = FeatureLayout(baseline, self)
         self.rings = {w.name: SnapshotRing(w, now, self.size) for w in windows}
@@ -96,7 +102,7 @@ class ModelState(SeriesIndex):
         """Add one payload's samples. Cumulative values become increases against the source's last
         report (a decrease is a restart); delta values are added as they are."""
         result = ApplyResult()
-        self.changes += 1  # even a rejected payload may have added series keys
+        self.changes = next(_STAMPS)  # even a rejected payload may have added series keys
         idx, values, mismatched = self._indices(samples, result)
         if not idx:
             return result
@@ -159,7 +165,8 @@ class ModelState(SeriesIndex):
         """Take the snapshots that are due; whether any was."""
         current = self.totals[: self.size]
         taken = any([ring.maybe_take(now, current) for ring in self.rings.values()])
-        self.changes += taken
+        if taken:
+            self.changes = next(_STAMPS)
         return taken
 
     def output_key(self, now: float) -> tuple[Any, ...]:
@@ -241,7 +248,7 @@ class ModelState(SeriesIndex):
                 for vector in ring.vectors:
                     self.bins_from_cumulative(vector)
         self.last_ingest = float(meta["last_ingest"])
-        self.changes += 1
+        self.changes = next(_STAMPS)
         for label, scope, labels, overflow in meta["bounded"]:
             bounded = BoundedLabels(self.segment_budget if label == n.LABEL_SEGMENT else self.label_budget)
             for value in labels:

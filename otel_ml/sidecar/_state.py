@@ -426,16 +426,18 @@ class SidecarState:
     def outputs(self, now: float | None = None) -> list[Gauge]:
         """Every gauge for every model and window, then the label-coverage gauges (see
         :meth:`output_parts`)."""
-        return [g for _, _, gauges in self.output_parts(now) for g in gauges]
+        return [g for _, _, gauges in self.output_parts(now)[0] for g in gauges]
 
-    def output_parts(self, now: float | None = None) -> list[OutputPart]:
+    def output_parts(self, now: float | None = None) -> tuple[list[OutputPart], bool]:
         """The gauges in parts that change independently, each with a key that changes when its
         gauges may: per model its baseline's reference gauges (never), its windowed gauges (its
         own changes and window starts), then the label coverage (any change, the UTC day).
 
         Only a model whose key moved is computed again, at most once per ``compute_ttl`` seconds
         while its input keeps moving it, from a detached copy, off the lock: ingest never waits
-        for it, and a sidecar serving many models pays for the ones that changed."""
+        for it, and a sidecar serving many models pays for the ones that changed. The flag says
+        whether every part is current (False while ``compute_ttl`` holds an older one back: a
+        page built from them must not be cached as the current page)."""
         now = self.clock() if now is None else now
         ttl = self.settings.compute_ttl
         with self.lock:
@@ -459,14 +461,16 @@ class SidecarState:
                         self._parts[key] = (part_key, now, *gauges)
                 self.compute_seconds = time.perf_counter() - started
         parts: list[OutputPart] = []
+        current = True
         with self.lock:
-            for key in self.models:
+            for key, m in self.models.items():
                 cached = self._parts.get(key)
                 if cached is not None:  # None: its outputs failed (counted), it is left out
                     parts.append((("reference", *key), (), cached[2]))
                     parts.append((("windows", *key), cached[0], cached[3]))
+                current &= cached is not None and cached[0] == m.output_key(now)
         parts.append((("coverage",), coverage_key, self._coverage_gauges()))
-        return parts
+        return parts, current
 
     def _model_gauges(self, model: ModelState, now: float) -> tuple[list[Gauge], list[Gauge]] | None:
         """One model's reference gauges, and its windowed gauges with its last-ingest time; None
