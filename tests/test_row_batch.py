@@ -8,6 +8,7 @@ it raises, as the row path always converted a row holding a non-number) and nump
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 from dataclasses import replace
 from typing import Any
@@ -99,13 +100,22 @@ def _predictions(snap: Any, key: str = "__all__") -> int:
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(_row, min_size=1, max_size=40), data=st.data())
 def test_buffered_rows_count_exactly_as_the_oracle(baseline: Baseline, rows: list[dict[str, Any]], data: Any) -> None:
-    c = ModelCounters("rb", "v1", _with_edges(baseline), ["region"], multiproc_dir=None)
+    """In memory (buffered, counted 512 at a time) and in multiprocess mode (each row written
+    through with bisect), the same counts as an independent oracle."""
     any_float = st.floats(allow_nan=True, allow_infinity=True)
     scores = [data.draw(st.one_of(st.none(), any_float, st.sampled_from([0.5]))) for _ in rows]
     decisions = [data.draw(st.sampled_from([None, "true", "false"])) for _ in rows]
-    for row, score, decision in zip(rows, scores, decisions):
-        region = row.get("region")
-        c.add_row(row, score, decision, [None if region is None else str(region)], 0.001)
+    with tempfile.TemporaryDirectory() as directory:
+        for mode in (None, directory):
+            c = ModelCounters("rb", "v1", _with_edges(baseline), ["region"], multiproc_dir=mode)
+            assert (c.file is not None) == (mode is not None)
+            for row, score, decision in zip(rows, scores, decisions):
+                region = row.get("region")
+                c.add_row(row, score, decision, [None if region is None else str(region)], 0.001)
+            _check_oracle(c, rows, scores, decisions)
+
+
+def _check_oracle(c: ModelCounters, rows: list[dict[str, Any]], scores: list[Any], decisions: list[Any]) -> None:
     snap = c.snapshot()
     matrix = np.array([_row_floats(r) for r in rows], dtype=np.float64).reshape(len(rows), len(NAMES))
     edges = np.asarray(EDGES)

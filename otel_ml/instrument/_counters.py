@@ -49,7 +49,7 @@ from . import _multiproc
 from ._label_slots import PublishedLabels, SlotCounts, segment_grids
 from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
-from ._row_batch import Row, RowCounts, RowPlan, count_rows, row_floats
+from ._row_batch import Row, RowCounts, RowPlan, RowWriter, count_rows, row_floats
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
 
 __all__ = ["NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
@@ -214,6 +214,7 @@ class ModelCounters:
         self.errors = SlotCounts(self._error_labels[0], arrays["errors"])
         self.fallbacks = SlotCounts(self._error_labels[1], arrays["fallbacks"])
         self.instrumentation_errors = SlotCounts(self._error_labels[2], arrays["instrumentation"])
+        self._writer: RowWriter | None = None  # built on first use, over these arrays
         self.pairs: PairCounts | None = None  # a shadow's comparison with its primary
         if self.flip_labels is not None:
             self.pairs = PairCounts(self.segment_labels, self.flip_labels, arrays, self._lock)
@@ -308,12 +309,30 @@ class ModelCounters:
         else:
             seg = self._no_segments
         entry = (values, codes, math.nan if score is None else score, dec, seg, duration)
+        if self.file is not None:  # multiprocess mode writes through: the file is what others read
+            self._write_through(entry)
+            return
         pending = self._pending
         pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
-        if self.file is not None:  # multiprocess mode writes through: the file is what others read
-            self.flush()
-        elif len(pending) >= ROW_BATCH:
+        if len(pending) >= ROW_BATCH:
             self.flush(wait=False)
+
+    def _write_through(self, entry: Row) -> None:
+        writer = self._writer
+        if writer is None:
+            arrays = {
+                "bins": self.bins,
+                "sums": self.sums,
+                "missing": self.missing,
+                "categories": self.categories,
+                "score_bins": self.score_bins,
+                "scalars": self._scalars,
+                "predictions": self.predictions,
+                "duration_bins": self.duration_bins,
+            }
+            writer = self._writer = RowWriter(self._plan, arrays)
+        with self._lock:
+            writer.add(entry)
 
     def flush(self, wait: bool = True) -> None:
         """Count the buffered rows into the arrays (a no-op when none are buffered).
