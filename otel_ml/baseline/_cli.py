@@ -13,6 +13,8 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
+    """The ``baseline`` command's arguments, one declaration per option in ``--help`` order (long for
+    that reason only: split, the help text would no longer read top to bottom in the source)."""
     group = sub.add_parser(
         "baseline",
         help="fit or inspect a reference profile (baseline file)",

@@ -168,6 +168,7 @@ def fit_baseline_stream(
 
     The options are :func:`fit_baseline`'s; ``sample_rows`` sizes the quantile sample (rank error
     about ``sqrt(0.25 / sample_rows)`` per edge, one sigma), ``distinct_cap`` the categorical counters.
+    (Long only for :func:`fit_baseline`'s keyword arguments: each pass is a helper below.)
     """
     if not model or not version:
         raise BaselineError("model and version must be non-empty")

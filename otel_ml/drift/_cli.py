@@ -57,6 +57,8 @@ _STYLES = {"drift": "bold red", "warn": "yellow", "ok": "green", "insufficient_d
 
 
 def register(sub: Any) -> None:
+    """The ``drift`` command's arguments, one declaration per option in ``--help`` order (long for
+    that reason only: split, the help text would no longer read top to bottom in the source)."""
     cmd = sub.add_parser(
         "drift",
         help="per-feature drift of a data file against a baseline (table, JSON, CI exit code)",
