@@ -1,14 +1,39 @@
-"""The sidecar exporter: rolling windows, drift and decision rates for Prometheus."""
+"""The sidecar exporter: rolling windows, drift and decision rates for Prometheus.
 
-from .._durations import parse_duration
-from ._app import Sidecar
-from ._config import ConfigError, ScrapeTarget, SidecarConfig
-from ._outputs import OutputSettings
-from ._persist import load_state, save_state
-from ._series import LimitSettings
-from ._server import HttpLimits
-from ._state import SidecarState, StateSettings
-from ._windows import WindowSpec
+Names are imported on first use (PEP 562): the ``otel-ml`` command line imports this package
+to register ``otel-ml sidecar``, and the state, statistics and HTTP server (scipy, starlette,
+uvicorn) cost half a second that ``otel-ml drift --help`` must not pay.
+"""
+
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from .._durations import parse_duration
+    from ._app import Sidecar
+    from ._config import ConfigError, ScrapeTarget, SidecarConfig
+    from ._outputs import OutputSettings
+    from ._persist import load_state, save_state
+    from ._series import LimitSettings
+    from ._server import HttpLimits
+    from ._state import SidecarState, StateSettings
+    from ._windows import WindowSpec
+
+_LAZY = {
+    "ConfigError": "._config",
+    "HttpLimits": "._server",
+    "LimitSettings": "._series",
+    "OutputSettings": "._outputs",
+    "ScrapeTarget": "._config",
+    "Sidecar": "._app",
+    "SidecarConfig": "._config",
+    "SidecarState": "._state",
+    "StateSettings": "._state",
+    "WindowSpec": "._windows",
+    "load_state": "._persist",
+    "parse_duration": ".._durations",
+    "save_state": "._persist",
+}
 
 __all__ = [
     "ConfigError",
@@ -25,3 +50,18 @@ __all__ = [
     "parse_duration",
     "save_state",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """A public name whose module is imported on first use (see the module docstring)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otel_ml.sidecar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for ``dir()``, ``help()`` and completion."""
+    return sorted({*globals(), *_LAZY})
