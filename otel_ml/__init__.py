@@ -8,9 +8,9 @@ OTLP export (the OTel metrics SDK) or fitting a baseline needs is imported on fi
 name, through the module ``__getattr__`` (PEP 562).
 """
 
-import importlib
 import typing
 
+from ._lazy import lazy_names as _lazy_names
 from ._version import __version__ as __version__
 from .baseline import Baseline, BaselineError
 from .instrument import (
@@ -64,17 +64,4 @@ for _name in __all__:
 del _name
 
 
-def __getattr__(name: str) -> typing.Any:
-    """A public name whose module is imported on first use (see the module docstring)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'otel_ml' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    value.__module__ = "otel_ml"
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, for ``dir()``, ``help()`` and completion."""
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, rename=True)

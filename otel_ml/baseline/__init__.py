@@ -4,9 +4,9 @@ Loading a baseline is what the app does; fitting one and reading tables are the 
 training job's, so ``_fit`` and ``_files`` are imported on first use of their names.
 """
 
-import importlib
 import typing
 
+from .._lazy import lazy_names as _lazy_names
 from ._profile import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -51,16 +51,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
-    """Fitting and table reading, imported on first use (see the module docstring)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'otel_ml.baseline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, for ``dir()``, ``help()`` and completion."""
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)  # fitting and table reading

@@ -3,9 +3,9 @@
 The OTLP path (``_otlp``: the OTel metrics SDK) is imported on first use of its names.
 """
 
-import importlib
 import typing
 
+from .._lazy import lazy_names as _lazy_names
 from ._counters import ModelCounters
 from ._export import PredictionExportError, export_predictions
 from ._monitor import (
@@ -33,7 +33,7 @@ from ._snapshot import CountsSnapshot
 if typing.TYPE_CHECKING:
     from ._otlp import OtlpMetricsPusher, counts_metrics_data, start_otlp_exporter
 
-_LAZY = frozenset({"OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"})
+_LAZY = dict.fromkeys(("OtlpMetricsPusher", "counts_metrics_data", "start_otlp_exporter"), "._otlp")
 
 __all__ = [
     "MULTIPROC_DIR_ENV",
@@ -64,15 +64,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
-    """The OTLP names, imported on first use (the app that only serves /metrics never needs the SDK)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'otel_ml.instrument' has no attribute {name!r}")
-    value = getattr(importlib.import_module("otel_ml.instrument._otlp"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, for ``dir()``, ``help()`` and completion."""
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)  # the app that only serves /metrics never needs the SDK

@@ -5,8 +5,9 @@ to register ``otel-ml sidecar``, and the state, statistics and HTTP server (scip
 uvicorn) cost half a second that ``otel-ml drift --help`` must not pay.
 """
 
-import importlib
 import typing
+
+from .._lazy import lazy_names as _lazy_names
 
 if typing.TYPE_CHECKING:
     from .._durations import parse_duration
@@ -52,16 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
-    """A public name whose module is imported on first use (see the module docstring)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'otel_ml.sidecar' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, for ``dir()``, ``help()`` and completion."""
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)
