@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -200,18 +201,50 @@ class _Raises:
         raise RuntimeError("a value whose conversion raises")
 
 
-def test_one_row_numpy_cannot_take_costs_only_itself(baseline: Baseline) -> None:
-    """A value whose ``__float__`` raises something else than numpy expects fails the buffer's
-    one-step count: the rows are then counted one by one, and only that row is lost (counted)."""
+def test_one_value_numpy_cannot_take_costs_only_that_value(baseline: Baseline) -> None:
+    """A value whose ``__float__`` raises something numpy does not expect fails the buffer's
+    one-step count: the rows are counted again, that row's values one by one, and only the
+    value is missing; the other 100 rows and the rest of that row are counted."""
     counters = ModelCounters("m", "v", baseline)
     good = [{name: 0.01 * i for name in counters.numeric_names} for i in range(100)]
     for row in good[:50]:
         counters.add_row(row, 0.5, "true", [], None)
-    counters.add_row({**good[0], counters.numeric_names[0]: _Raises()}, 0.5, "true", [], None)
+    first = counters.numeric_names[0]
+    counters.add_row({**good[0], first: _Raises()}, 0.5, "true", [], None)
     for row in good[50:]:
         counters.add_row(row, 0.5, "true", [], None)
-    counters.flush()
-    last = counters.numeric_names[-1]  # a feature every good row has
-    j = counters.numeric_names.index(last)
-    assert int(counters.bins[counters._num_offsets[j] : counters._num_offsets[j + 1]].sum()) == 100
-    assert sum(counters.instrumentation_errors.counts().values()) == 1
+    snap = counters.snapshot()
+    assert snap.missing[first] == 1
+    assert int(snap.numeric_bins[0].sum()) == 100 and int(snap.numeric_bins[-1].sum()) == 101
+    assert _predictions(snap) == 101
+    assert counters.instrumentation_errors.counts() == {}
+
+
+class _HalfMapping(Mapping[str, Any]):
+    """A value numpy tries to read as a sequence: it yields one key, then raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("getitem")
+
+    def __iter__(self) -> Iterator[str]:
+        yield "amount"
+        raise RuntimeError("iter")
+
+    def __len__(self) -> int:
+        return 2
+
+
+@pytest.mark.parametrize("directory", [None, "multiprocess"])
+def test_a_value_whose_methods_raise_is_missing_and_the_call_still_counted(
+    baseline: Baseline, tmp_path: Any, directory: str | None
+) -> None:
+    """numpy fails for the whole row: each value is converted alone (NaN where it raises), so
+    the prediction and the latency of that call are counted, in memory and in the file."""
+    c = ModelCounters("rb", "v1", baseline, multiproc_dir=None if directory is None else tmp_path)
+    first = c.numeric_names[0]
+    row = {name: 0.5 for name in c.numeric_names} | {first: _HalfMapping()}
+    c.add_row(row, 0.9, "true", [], 0.002)
+    snap = c.snapshot()
+    assert snap.missing[first] == 1
+    assert all(int(b.sum()) == 1 for b in snap.numeric_bins[1:])
+    assert _predictions(snap) == 1 and int(snap.duration_bins.sum()) == 1

@@ -81,14 +81,28 @@ class RowCounts:
 
 
 def row_floats(values: tuple[Any, ...]) -> FloatArray:
-    """One row's feature values as float64 (NaN where absent or not a number): the row path's rule."""
+    """One row's feature values as float64 (NaN where absent or not a number): the row path's rule.
+
+    Never raises: a value whose own methods raise (a hostile ``__len__``, ``__iter__`` or
+    ``__float__``) makes numpy fail for the whole row, and then each value is converted alone,
+    NaN where it raises, so the row's prediction and latency are still counted."""
     try:
-        x = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        x = as_float(np.array(values, dtype=object))
+        try:
+            x = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            x = as_float(np.array(values, dtype=object))
+    except Exception:
+        return np.array([_float_or_nan(v) for v in values], dtype=np.float64)
     if x.shape != (len(values),):  # a nested sequence as a value: not a number
         return np.full(len(values), np.nan)
     return x
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except Exception:
+        return math.nan
 
 
 def _matrix(values: Sequence[bytes | tuple[Any, ...]], width: int) -> FloatArray:
