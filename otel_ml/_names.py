@@ -223,6 +223,155 @@ SHADOW_DROPPED: Final = Instrument(
 _SHADOW_HALF: Final = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 SHADOW_DIFFERENCE_BUCKETS: Final[tuple[float, ...]] = (*(-b for b in reversed(_SHADOW_HALF)), 0.0, *_SHADOW_HALF)
 
+# --- unit economics: CPU time, cost with a declared basis, tokens, the price table -------------
+# ml_cost_usd_total carries where a cost comes from and how it was priced; different bases are
+# never summed (a configured rate, an allocation of the node bill, a vendor's bill).
+ATTR_COST_SOURCE: Final = "ml.cost.source"
+LABEL_COST_SOURCE: Final = prometheus_label(ATTR_COST_SOURCE)
+ATTR_COST_BASIS: Final = "ml.cost.basis"
+LABEL_COST_BASIS: Final = prometheus_label(ATTR_COST_BASIS)
+COST_COMPUTE: Final = "compute"  # CPU time x $/CPU-hour, GPU wall share x $/GPU-hour
+COST_API: Final = "api"  # what the app reports per call (otel_ml.add_cost)
+COST_TOKENS: Final = "tokens"  # input/output tokens x the price table
+COST_SOURCES: Final = (COST_COMPUTE, COST_API, COST_TOKENS)
+BASIS_CONFIGURED_RATE: Final = "configured_rate"
+BASIS_ALLOCATION: Final = "allocation"  # OpenCost's node prices x the pod's allocation (recording rule only)
+BASIS_BILLED: Final = "billed"
+COST_BASES: Final = (BASIS_CONFIGURED_RATE, BASIS_ALLOCATION, BASIS_BILLED)
+# OpenTelemetry GenAI semantic conventions: the token type attribute and the span usage attributes
+ATTR_TOKEN_TYPE: Final = "gen_ai.token.type"
+LABEL_TOKEN_TYPE: Final = prometheus_label(ATTR_TOKEN_TYPE)
+TOKEN_TYPES: Final = ("input", "output")
+ATTR_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+ATTR_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+ATTR_COST_USD: Final = "ml.cost.usd"  # span-only: the cost the app reported for the call (add_cost)
+LABEL_PRICE_HASH: Final = "ml_price_hash"  # the price table's content hash (12 hex digits of SHA-256)
+LABEL_PRICE_UPDATED: Final = "ml_price_updated"  # the table's own "updated" date, as written (RFC 3339)
+PREDICTION_CPU: Final = Instrument(
+    "ml.prediction.cpu",
+    "s",
+    "counter",
+    "ml_prediction_cpu_seconds",
+    "CPU time of the calling thread during sync calls: a lower bound (work on other threads, BLAS's included, is not in it).",
+)
+PROCESS_CPU: Final = Instrument(
+    "ml.process.cpu",
+    "s",
+    "counter",
+    "ml_process_cpu_seconds",
+    "CPU time of the processes serving the model, all threads (the attribution ratio's denominator; per model, never sum models).",
+)
+COST: Final = Instrument(
+    "ml.cost",
+    "USD",
+    "counter",
+    "ml_cost_usd",
+    "Cost of the model's predictions in US dollars, by ml_cost_source and ml_cost_basis (never sum different bases).",
+)
+TOKENS: Final = Instrument(
+    "ml.tokens",
+    "{token}",
+    "counter",
+    "ml_tokens",
+    "Tokens the model's calls used, by gen_ai_token_type (input, output), as the app reported them (add_tokens).",
+)
+PRICE_CONFIG_INFO: Final = Instrument(
+    "ml.price.config.info",
+    "",
+    "gauge",
+    "ml_price_config_info",
+    "The price table the process prices with (1): its content hash and its updated date.",
+)
+PRICE_CONFIG_UPDATED: Final = Instrument(
+    "ml.price.config.updated",
+    "s",
+    "gauge",
+    "ml_price_config_updated_timestamp_seconds",
+    "Unix time of the price table's updated date: how stale the prices are.",
+)
+
+# --- human review: stratified hash sampling whose inclusion probabilities travel with the ids ---
+# A stratum is (model, version, segment, review bin): the score's bins plus extra edges around
+# the decision threshold. ml_stratum spells the review bin as an interval, e.g. "(0.65,0.7]".
+ATTR_STRATUM: Final = "ml.stratum"
+LABEL_STRATUM: Final = prometheus_label(ATTR_STRATUM)
+REVIEW_CORRECT: Final = "correct"
+REVIEW_ERROR: Final = "error"
+REVIEW_OUTCOMES: Final = (REVIEW_CORRECT, REVIEW_ERROR)
+REVIEW_SOURCE: Final = "review"  # the ml_source of labels that answer a review item
+# span-only
+ATTR_REVIEW_SAMPLED: Final = "ml.review.sampled"
+ATTR_REVIEW_PROBABILITY: Final = "ml.review.inclusion_probability"
+REVIEW_DROP_REASONS: Final = ("buffer_full", "send_failed", "rejected")
+REVIEW_POPULATION: Final = Instrument(
+    "ml.review.population",
+    "{prediction}",
+    "counter",
+    "ml_review_population",
+    "Predictions by review stratum (ml_segment_key, ml_segment, ml_stratum): the N_h of the stratified estimate.",
+)
+REVIEW_SAMPLED: Final = Instrument(
+    "ml.review.sampled",
+    "{prediction}",
+    "counter",
+    "ml_review_sampled",
+    "Predictions selected for human review by hash64(salt, request_id) < pi * 2^64, by stratum.",
+)
+REVIEW_DROPPED: Final = Instrument(
+    "ml.review.dropped",
+    "{prediction}",
+    "counter",
+    "ml_review_dropped",
+    "Selected predictions the app could not hand to the sidecar's review queue, by reason.",
+)
+REVIEW_LABELLED: Final = Instrument(
+    "ml.review.labelled",
+    "{prediction}",
+    "counter",
+    "ml_review_labelled",
+    "Reviewed predictions by stratum and ml_outcome (correct, error): the r_h and e_h of the stratified estimate.",
+)
+REVIEW_QUEUED: Final = Instrument(
+    "ml.review.queued",
+    "{prediction}",
+    "counter",
+    "ml_review_queued",
+    "Review items the sidecar accepted into its queue (a retried item is counted once).",
+)
+REVIEW_QUEUE_DROPPED: Final = Instrument(
+    "ml.review.queue.dropped",
+    "{prediction}",
+    "counter",
+    "ml_review_queue_dropped",
+    "Review items the sidecar's queue refused or let go unreviewed, by reason (full, expired).",
+)
+REVIEW_PENDING: Final = Instrument(
+    "ml.review.pending",
+    "{prediction}",
+    "gauge",
+    "ml_review_pending",
+    "Review items queued and not yet labelled.",
+)
+REVIEW_OLDEST_PENDING: Final = Instrument(
+    "ml.review.oldest_pending.age",
+    "s",
+    "gauge",
+    "ml_review_oldest_pending_age_seconds",
+    "Age of the oldest review item not yet labelled (0 when none is pending).",
+)
+
+# --- cost and review recording rules and alerts (the mixin's; add new ones below this line) ---
+COST_RATE_RECORD: Final = "ml:cost_usd_per_second"  # by model, version, ml_cost_source, ml_cost_basis
+COST_PER_1K_RECORD: Final = "ml:cost_per_1k_predictions"  # 1000 x cost / predictions, per basis
+CPU_ATTRIBUTION_RECORD: Final = "ml:prediction_cpu_attribution_ratio"
+POD_ALLOCATION_COST_RECORD: Final = "ml:pod_cost_usd_per_second"  # OpenCost series, per namespace and pod
+REVIEW_ERROR_RATE_RECORD: Final = "ml:review_error_rate"  # stratified inverse-probability-weighted estimate
+REVIEW_ERROR_RATE_STDERR_RECORD: Final = "ml:review_error_rate_stderr"
+ALERT_COST_OVER_BUDGET: Final = "MLCostOverBudget"
+ALERT_PRICES_STALE: Final = "MLPricesStale"
+ALERT_REVIEW_BACKLOG: Final = "MLReviewBacklogGrowing"
+ALERT_REVIEW_ERROR_RATE: Final = "MLReviewErrorRateOutOfBand"
+
 APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     FEATURE_VALUE,
     FEATURE_CATEGORY,
@@ -237,7 +386,17 @@ APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     SHADOW_PAIRS,
     SHADOW_SCORE_DIFFERENCE,
     SHADOW_DROPPED,
+    PREDICTION_CPU,
+    PROCESS_CPU,
+    COST,
+    TOKENS,
+    REVIEW_POPULATION,
+    REVIEW_SAMPLED,
+    REVIEW_DROPPED,
 )
+# The app's gauges: per-process facts (not summable counts). A scrape reads them from each
+# process; the sidecar re-exposes the last value each source pushed over OTLP.
+APP_GAUGES: Final[tuple[Instrument, ...]] = (PRICE_CONFIG_INFO, PRICE_CONFIG_UPDATED)
 
 INSTRUMENTS: Final[dict[str, Instrument]] = {i.otel_name: i for i in APP_INSTRUMENTS}
 
