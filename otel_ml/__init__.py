@@ -11,6 +11,7 @@ name, through the module ``__getattr__`` (PEP 562).
 import typing
 
 from ._lazy import lazy_names as _lazy_names
+from ._prices import PriceError, Prices, TokenPrice
 from ._version import __version__ as __version__
 from .baseline import Baseline, BaselineError
 from .instrument import (
@@ -18,7 +19,10 @@ from .instrument import (
     Observation,
     PredictionCapture,
     PredictionExportError,
+    Review,
     Shadow,
+    add_cost,
+    add_tokens,
     capture_prediction,
     current_prediction_token,
     current_request_id,
@@ -46,7 +50,13 @@ __all__ = [
     "OtlpMetricsPusher",
     "PredictionCapture",
     "PredictionExportError",
+    "PriceError",
+    "Prices",
+    "Review",
     "Shadow",
+    "TokenPrice",
+    "add_cost",
+    "add_tokens",
     "capture_prediction",
     "current_prediction_token",
     "current_request_id",

@@ -245,25 +245,27 @@ TOKEN_TYPES: Final = ("input", "output")
 ATTR_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 ATTR_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 ATTR_COST_USD: Final = "ml.cost.usd"  # span-only: the cost the app reported for the call (add_cost)
-LABEL_PRICE_HASH: Final = "ml_price_hash"  # the price table's content hash (12 hex digits of SHA-256)
-LABEL_PRICE_UPDATED: Final = "ml_price_updated"  # the table's own "updated" date, as written (RFC 3339)
+ATTR_PRICE_HASH: Final = "ml.price.hash"  # the price table's content hash (12 hex digits of SHA-256)
+LABEL_PRICE_HASH: Final = prometheus_label(ATTR_PRICE_HASH)
+ATTR_PRICE_UPDATED: Final = "ml.price.updated"  # the table's own "updated" date, as written (RFC 3339)
+LABEL_PRICE_UPDATED: Final = prometheus_label(ATTR_PRICE_UPDATED)
 PREDICTION_CPU: Final = Instrument(
     "ml.prediction.cpu",
     "s",
     "counter",
     "ml_prediction_cpu_seconds",
-    "CPU time of the calling thread during sync calls: a lower bound (work on other threads, BLAS's included, is not in it).",
+    "CPU time of the calling thread during sync calls: a lower bound (other threads' work, BLAS's, is not in it).",
 )
 PROCESS_CPU: Final = Instrument(
     "ml.process.cpu",
     "s",
     "counter",
     "ml_process_cpu_seconds",
-    "CPU time of the processes serving the model, all threads (the attribution ratio's denominator; per model, never sum models).",
+    "CPU time of the processes serving the model, all threads: the attribution ratio's denominator (never sum models).",
 )
 COST: Final = Instrument(
-    "ml.cost",
-    "USD",
+    "ml.cost.usd",
+    "{USD}",  # no UCUM unit for money: the currency is in the name, as OTel's translation keeps it
     "counter",
     "ml_cost_usd",
     "Cost of the model's predictions in US dollars, by ml_cost_source and ml_cost_basis (never sum different bases).",

@@ -537,6 +537,11 @@ def test_sync_async_and_observe_count_a_call_alike(baseline: Baseline, fails: bo
             for fam in registry.collect()
             for s in fam.samples
             if s.name not in ("ml_prediction_duration_seconds_sum", "ml_prediction_duration_seconds_bucket")
+            and "cpu_seconds" not in s.name
         }
+        cpu = {s.name: s.value for fam in registry.collect() for s in fam.samples if "cpu_seconds" in s.name}
+        # an async call's thread runs other tasks between its awaits: its CPU is not measured
+        assert (cpu["ml_prediction_cpu_seconds_total"] > 0) is (way != "async"), (way, cpu)
+        assert cpu["ml_process_cpu_seconds_total"] > 0
     assert seen["sync"] == seen["async"] == seen["observe"]  # timings aside (the _count is compared)
     assert any(name == "ml_prediction_errors_total" for name, _ in seen["sync"]) is fails

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from requests import get as http_get
 from requests import post as http_post
 
-from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, Shadow
+from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, Prices, Review, Shadow, add_cost, add_tokens
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import Sidecar, SidecarConfig
@@ -82,15 +82,33 @@ def test_every_app_instrument_is_exported(
     fed_monitor.counters.instrumentation_errors.add("ValueError")
     frame = training_frame.head(200).drop(columns="score")
     shadow = Shadow(lambda f: np.linspace(0, 1, len(f)), version="v4")
-    shadowed = ModelMonitor(
-        baseline=baseline, segments=["country"], decision=0.7, shadow=[shadow], registry=CollectorRegistry()
+    prices = Prices.from_dict(
+        {"updated": "2026-11-20", "compute": {"cpu_hour": 0.05}, "tokens": {"*": {"input": 1, "output": 2}}}
     )
-    shadowed(lambda f: np.linspace(1, 0, len(f)))(frame)
+    shadowed = ModelMonitor(
+        baseline=baseline,
+        segments=["country"],
+        decision=0.7,
+        shadow=[shadow],
+        prices=prices,
+        review=Review(rate=0.5),
+        registry=CollectorRegistry(),
+    )
+
+    def scored(f: Any) -> Any:
+        add_cost(0.01)
+        add_tokens(input=100, output=20)
+        return np.linspace(1, 0, len(f))
+
+    shadowed(scored)(frame)
     assert shadow.drain(10) and shadow.monitor is not None
-    snapshots = [fed_monitor.counters.snapshot(), shadow.monitor.counters.snapshot()]
+    snapshots = [fed_monitor.counters.snapshot(), shadow.monitor.counters.snapshot(), shadowed.counters.snapshot()]
     metrics = _metrics(encode_metrics(counts_metrics_data(snapshots, start_time_ns=1)))
-    overflow_free = {i.otel_name for i in n.APP_INSTRUMENTS} - {n.CARDINALITY_OVERFLOW.otel_name}
+    overflow_free = {i.otel_name for i in (*n.APP_INSTRUMENTS, *n.APP_GAUGES)} - {n.CARDINALITY_OVERFLOW.otel_name}
     assert overflow_free <= set(metrics)
+    assert metrics[n.PRICE_CONFIG_UPDATED.otel_name].WhichOneof("data") == "gauge"
+    tokens = {_attrs(p)[n.ATTR_TOKEN_TYPE]: p.as_int for p in metrics[n.TOKENS.otel_name].sum.data_points}
+    assert tokens == {"input": 100, "output": 20}
     pairs = metrics[n.SHADOW_PAIRS.otel_name].sum
     assert pairs.is_monotonic
     overall = [p for p in pairs.data_points if _attrs(p)[n.ATTR_SEGMENT_KEY] == n.ALL]
@@ -330,7 +348,7 @@ def test_the_sidecar_re_exposes_exactly_what_the_app_serves(
     predict = fed_monitor(lambda row: 0.9)
     for amount in (-3.0, 0.5, 1e9):
         predict({"amount": amount, "country": "ZZ"})
-    app_names = {i.prometheus for i in n.APP_INSTRUMENTS}
+    app_names = {i.prometheus for i in n.APP_INSTRUMENTS} - {n.PROCESS_CPU.prometheus}  # it grows between reads
 
     def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
         return {

@@ -6,6 +6,7 @@ The OTLP path (``_otlp``: the OTel metrics SDK) is imported on first use of its 
 import typing
 
 from .._lazy import lazy_names as _lazy_names
+from ._context import add_cost, add_tokens
 from ._counters import ModelCounters
 from ._export import PredictionExportError, export_predictions
 from ._monitor import (
@@ -28,6 +29,7 @@ from ._prometheus import (
     make_wsgi_app,
     start_http_server,
 )
+from ._review import Review
 from ._snapshot import CountsSnapshot
 
 if typing.TYPE_CHECKING:
@@ -45,7 +47,10 @@ __all__ = [
     "OtlpMetricsPusher",
     "PredictionCapture",
     "PredictionExportError",
+    "Review",
     "Shadow",
+    "add_cost",
+    "add_tokens",
     "capture_prediction",
     "collector_for",
     "counts_families",

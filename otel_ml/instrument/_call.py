@@ -13,6 +13,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, NoOpTracer, ProxyTracer, Span, SpanContext, SpanKind, Tracer
@@ -24,11 +26,13 @@ from ._counting import NO_INPUT, CallCounter
 from ._errors import InstrumentationErrors
 from ._spans import SpanEnder
 from ._tokens import TokenCallState, TokenMinter
+from ._usage import CallUsage
 
 __all__ = ["Call", "CallRecorder", "Reader", "ShadowSink"]
 
 Reader = Callable[[tuple[Any, ...], dict[str, Any]], Any]  # a call's features from its (args, kwargs)
 Counted = tuple[int | None, Any, Any]  # rows, scores, decisions of a finished call
+Slot = int | npt.NDArray[np.int64] | None  # a call's cost slot: a row's, a batch's rows per slot, or none
 
 
 class ShadowSink(Protocol):
@@ -130,6 +134,16 @@ class CallRecorder:
             assert self.request_id is not None
             state.request_id = str(self.request_id(found))
 
+    def _report_usage(self, usage: CallUsage, slot: Slot) -> None:
+        """Count what the app reported in the call; a bad report or unpriced tokens are instrumentation errors."""
+        unpriced = self.counters.add_reported(usage, slot)
+        if usage.invalid:
+            self.errors.report("usage", None, reason="invalid_usage", detail=usage.invalid)
+        if unpriced:
+            names = ", ".join(sorted(set(unpriced)))[:200]
+            detail = f"no price for the tokens of {names} (add it, or '*', to the price table)"
+            self.errors.report("usage", None, reason="unpriced_tokens", detail=detail)
+
     def finish(
         self,
         call: CallState,
@@ -140,19 +154,27 @@ class CallRecorder:
         error: BaseException | None,
         duration: float | None = None,
         inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        cpu_ns: int = -1,
     ) -> Counted:
         """Count one call, hand a successful one (its ``inputs``) to the shadows and end its span;
-        returns what was counted. Never raises (each step has its own guard)."""
+        returns what was counted. Never raises (each step has its own guard). ``cpu_ns``: the
+        calling thread's CPU time during the call (-1: not measured)."""
         if start is not None:
             duration = time.perf_counter() - start
         n: int | None = None
         scores = decisions = None
+        wall = duration
+        slot: Slot = None
         try:
-            n, scores, decisions, duration = self._counting.count(features, result, duration, error)
+            n, scores, decisions, duration, slot = self._counting.count(features, result, duration, error, cpu_ns, call)
         except Exception as exc:
             self.errors.report("features", exc)
         try:
             counters = self.counters
+            if not isinstance(slot, int):  # a row's times were counted with the row
+                counters.add_call_usage(cpu_ns, wall, slot)
+            if call.usage is not None:
+                self._report_usage(call.usage, slot)
             if duration is not None:
                 counters.add_duration(duration)
             if error is not None:
@@ -188,6 +210,7 @@ class Call:
 
     __slots__ = (
         "_args",
+        "_cpu",
         "_ctx",
         "_kwargs",
         "_parent",
@@ -209,8 +232,11 @@ class Call:
         kwargs: dict[str, Any],
         state: CallState | None = None,
         parent: SpanContext | None = None,
+        cpu: bool = True,
     ) -> None:
-        """``state`` presets the call's state (a shadow's call carries its primary's request id)."""
+        """``state`` presets the call's state (a shadow's call carries its primary's request id).
+        ``cpu=False`` (an async call) measures no CPU time: the thread runs other tasks between
+        the call's awaits, so its thread CPU time would bill them to this call."""
         self._recorder = recorder
         self._read = read  # the features, read after the block (and before it for request_id=)
         self._args = args
@@ -219,6 +245,7 @@ class Call:
         self.result: Any = None
         self.state: CallState | None = state  # None after entering: a nested call
         self._parent = parent
+        self._cpu = 0 if cpu else -1  # the thread's CPU clock at entry; -1: not measured
         self.counted: Counted | None = None  # rows, scores and decisions, once a successful call is counted
 
     def __enter__(self) -> Call:
@@ -238,6 +265,8 @@ class Call:
             self._span = self._ctx = None
         else:
             self._span, self._ctx = rec.start_span(state, self._features, self._parent)
+        if self._cpu == 0:
+            self._cpu = time.thread_time_ns()
         self._start = time.perf_counter()
         return self
 
@@ -247,6 +276,7 @@ class Call:
         if self._tokens is None:
             return
         state: CallState = self.state  # type: ignore[assignment]  # set when _tokens is
+        cpu = time.thread_time_ns() - self._cpu if self._cpu >= 0 else -1
         if exc is None:
             self._detach()
             try:
@@ -262,13 +292,14 @@ class Call:
                 self._start,
                 None,
                 inputs=(self._args, self._kwargs) if self._recorder.shadows else None,  # only shadows need them
+                cpu_ns=cpu,
             )
             capture = CAPTURED.get()
             if capture is not None:  # capture_prediction(): hand the call back to its caller
                 capture.request_id, capture.token = state.request_id, state.token
             return
         try:  # an error is counted while the call's context is still attached
-            self._recorder.finish(state, self._span, self._features(), None, self._start, exc)
+            self._recorder.finish(state, self._span, self._features(), None, self._start, exc, cpu_ns=cpu)
         finally:
             self._detach()
 

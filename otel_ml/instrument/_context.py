@@ -17,12 +17,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from itertools import count
 
+from .._names import BASIS_BILLED
+from ._usage import CallUsage
+
 __all__ = [
     "ACTIVE",
     "CAPTURED",
     "CURRENT",
     "CallState",
     "PredictionCapture",
+    "add_cost",
+    "add_tokens",
     "capture_prediction",
     "current_prediction_token",
     "current_request_id",
@@ -36,12 +41,19 @@ _ID_PREFIX = os.urandom(6).hex()  # request ids stay unique across processes and
 class CallState:
     """Per-call state reachable from inside the wrapped function (request id, fallback, token)."""
 
-    __slots__ = ("_request_id", "fallback", "token")
+    __slots__ = ("_request_id", "fallback", "review_pi", "token", "usage")
 
     def __init__(self, request_id: str | None = None) -> None:
         self._request_id = request_id
         self.fallback: str | None = None
         self.token: str | None = None  # set only by monitors that mint tokens
+        self.usage: CallUsage | None = None  # costs and tokens reported inside the call
+        self.review_pi: float | None = None  # review sampling: pi if selected, 0.0 if not, None: not sampled
+
+    def reported(self) -> CallUsage:
+        if self.usage is None:
+            self.usage = CallUsage()
+        return self.usage
 
     def prediction_token(self, score: float | None) -> str | None:
         """The call's token (a monitor without a token key has none)."""
@@ -130,3 +142,34 @@ def mark_fallback(reason: str = "fallback") -> None:
     call = CURRENT.get()
     if call is not None:
         call.fallback = reason
+
+
+def add_cost(usd: float, *, basis: str = BASIS_BILLED) -> None:
+    """Add what the current monitored call cost outside this process (a paid API, a vendor model).
+
+    Counted in ``ml_cost_usd_total{ml_cost_source="api", ml_cost_basis=basis}`` on the call's model,
+    version (and cost segment), and put on its span as ``ml.cost.usd``. ``basis`` says how the
+    amount was arrived at: ``"billed"`` (the vendor's own figure for this call, the default) or
+    ``"configured_rate"`` (your price times usage); bases are never summed. Several calls add up.
+    Outside a monitored call this does nothing (use :meth:`ModelMonitor.add_cost` there); a
+    negative, non-finite or absurd amount (over $1M) is not counted but counted as an
+    instrumentation error (``invalid_usage``), and the call is unaffected.
+    """
+    call = CURRENT.get()
+    if call is not None:
+        call.reported().add_cost(usd, basis)
+
+
+def add_tokens(input: int = 0, output: int = 0, *, model: str | None = None) -> None:
+    """Add the tokens the current monitored call used with an LLM (OTel GenAI's input/output).
+
+    Counted in ``ml_tokens_total{gen_ai_token_type}`` and, priced with the monitor's price table
+    entry for ``model`` (the LLM's name, OTel's ``gen_ai.request.model``; ``"*"`` prices any
+    other), in ``ml_cost_usd_total{ml_cost_source="tokens", ml_cost_basis="configured_rate"}``.
+    On the span as ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens``. Tokens the
+    table has no price for are counted, not priced, and reported once as ``unpriced_tokens``.
+    Outside a monitored call this does nothing.
+    """
+    call = CURRENT.get()
+    if call is not None:
+        call.reported().add_tokens(input, output, model)

@@ -26,6 +26,7 @@ import os
 import struct
 import sys
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +44,9 @@ from .._frame import Columns, as_labels
 from .._names import (
     ALL,
     DURATION_BUCKETS,
+    REVIEW_DROP_REASONS,
 )
+from .._prices import Prices
 from ..baseline import Baseline, CategoricalProfile, NumericProfile
 from . import _multiproc
 from ._label_slots import PublishedLabels, SlotCounts, segment_grids
@@ -51,6 +54,7 @@ from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
 from ._row_batch import Row, RowCounts, RowPlan, RowWriter, count_rows, row_floats
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
+from ._usage import NANO, REVIEW_ARRAYS, USAGE_ARRAYS, CallUsage
 
 __all__ = ["NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
 
@@ -86,8 +90,16 @@ class ModelCounters:
         error_budget: int = 32,
         shadow_of: str | None = None,
         flip_budget: int = 32,
+        cost_segment: str | None = None,
+        review_edges: Sequence[float] | None = None,
+        review_segment: str | None = None,
+        prices: Prices | None = None,
+        gpu_share: float = 0.0,
         multiproc_dir: str | os.PathLike[str] | None | Any = _DEFAULT,
     ) -> None:
+        """``cost_segment`` (one of ``segments``) splits costs by its values; ``review_edges``
+        (with ``review_segment``, one of ``segments`` or None) lays out the review strata;
+        ``prices`` and ``gpu_share`` (of one GPU, held for a call's wall time) price compute."""
         self.model_name = model_name
         self.model_version = model_version
         self._lock = threading.Lock()
@@ -114,6 +126,22 @@ class ModelCounters:
         self.layout = self._layout(rare, segment_budget, decision_budget, error_budget)
         if shadow_of is not None:  # a shadow version: its block also holds the comparison with its primary
             self.layout = replace(self.layout, shadow_of=shadow_of, flip_budget=flip_budget)
+        for key in (cost_segment, review_segment):
+            if key is not None and key not in segments:
+                raise ValueError(f"segment key {key!r} is not one of segments= {tuple(segments)!r}")
+        self.layout = replace(
+            self.layout,
+            cost_segment=cost_segment,
+            review_edges=None if review_edges is None else tuple(float(e) for e in review_edges),
+            review_segment=review_segment if review_edges is not None else None,
+        )
+        self.prices = prices
+        self._rates = (
+            (prices.cpu_second * NANO / 1e9, prices.gpu_second * gpu_share * NANO / 1e9) if prices else (0.0, 0.0)
+        )
+        self.cost_key = self.layout.segment_keys.index(cost_segment) if cost_segment is not None else 0
+        self.review_key = self.layout.segment_keys.index(review_segment) if review_segment is not None else 0
+        self._calls = 0  # calls written through since the process CPU was last noted (multiprocess)
         directory = _multiproc.multiproc_dir() if multiproc_dir is _DEFAULT else multiproc_dir
         self._directory = None if directory is None else Path(directory)
         self.file: CounterFile | None = None
@@ -160,6 +188,8 @@ class ModelCounters:
             self.predictions.shape,
             self.bins.size,
             self.categories.size,
+            self.cost_key,
+            self.cpu_ns.size,
         )
 
     def _make_labels(self) -> None:
@@ -214,6 +244,13 @@ class ModelCounters:
         self.errors = SlotCounts(self._error_labels[0], arrays["errors"])
         self.fallbacks = SlotCounts(self._error_labels[1], arrays["fallbacks"])
         self.instrumentation_errors = SlotCounts(self._error_labels[2], arrays["instrumentation"])
+        self.cpu_ns: IntArray = arrays["cpu_ns"]  # per cost slot: thread CPU time of sync calls
+        self.wall_ns: IntArray = arrays["wall_ns"]  # per cost slot: wall time (priced with the GPU share)
+        self.process_cpu_ns: IntArray = arrays["process_cpu_ns"]  # this process's CPU time, as last noted
+        self.reported_nano: IntArray = arrays["reported_nano"]  # slot x (api, tokens) x (configured, billed)
+        self.tokens: IntArray = arrays["tokens"]
+        arrays["rates"][:] = self._rates  # a reader prices this file's times with its process's rates
+        self._review = tuple(arrays[name] for name in REVIEW_ARRAYS) if self.layout.review_edges is not None else None
         self._writer: RowWriter | None = None  # built on first use, over these arrays
         self.pairs: PairCounts | None = None  # a shadow's comparison with its primary
         if self.flip_labels is not None:
@@ -227,6 +264,7 @@ class ModelCounters:
             "fallbacks": list(self._error_labels[1].labels),
             "instrumentation": list(self._error_labels[2].labels),
             **({} if self.flip_labels is None else {"flips": list(self.flip_labels.labels)}),
+            **({} if self.prices is None else {"prices": _price_vocab(self.prices)}),
         }
 
     def _publish_labels(self) -> None:
@@ -270,8 +308,10 @@ class ModelCounters:
         decision: str | None,
         segments: Sequence[str | None],
         duration: float | None,
-    ) -> None:
+        cpu_ns: int = -1,
+    ) -> int:
         """Count one prediction made from one mapping of features: the single-row hot path.
+        Returns the row's cost slot (its value of the cost segment; 0 without one).
 
         ``decision=None`` counts the features only (the call raised: no prediction was made).
 
@@ -304,18 +344,19 @@ class ModelCounters:
             else ()
         )
         dec = -1 if decision is None else self.decision_labels.index(decision)
-        if dec >= 0 and self._segment_slots:
+        if (dec >= 0 or self.cost_key) and self._segment_slots:  # a failed call's cost has its segment too
             seg = tuple([labels.index(value) for labels, value in zip(self._segment_slots, segments)])
         else:
             seg = self._no_segments
-        entry = (values, codes, math.nan if score is None else score, dec, seg, duration)
+        entry = (values, codes, math.nan if score is None else score, dec, seg, duration, cpu_ns)
         if self.file is not None:  # multiprocess mode writes through: the file is what others read
             self._write_through(entry)
-            return
-        pending = self._pending
-        pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
-        if len(pending) >= ROW_BATCH:
-            self.flush(wait=False)
+        else:
+            pending = self._pending
+            pending.append(entry)  # atomic; the list is never swapped, only its head cut (see flush)
+            if len(pending) >= ROW_BATCH:
+                self.flush(wait=False)
+        return seg[self.cost_key - 1] if self.cost_key else 0
 
     def _write_through(self, entry: Row) -> None:
         writer = self._writer
@@ -329,10 +370,21 @@ class ModelCounters:
                 "scalars": self._scalars,
                 "predictions": self.predictions,
                 "duration_bins": self.duration_bins,
+                "cpu_ns": self.cpu_ns,
+                "wall_ns": self.wall_ns,
             }
             writer = self._writer = RowWriter(self._plan, arrays)
         with self._lock:
             writer.add(entry)
+        self._calls += 1
+        if not self._calls & 63:  # readers in other processes see this process's CPU at most 64 calls late
+            self.note_process_cpu()
+
+    def note_process_cpu(self) -> None:
+        """Write this process's CPU time (all threads) where readers find it: the attribution
+        ratio's denominator. Noted before every read in this process and, in multiprocess mode,
+        every 64 calls (reading the clock costs ~0.3 us, too much for every call)."""
+        self.process_cpu_ns[0] = time.process_time_ns()
 
     def flush(self, wait: bool = True) -> None:
         """Count the buffered rows into the arrays (a no-op when none are buffered).
@@ -348,6 +400,8 @@ class ModelCounters:
             self._flush_pending()
         finally:
             self._flush_lock.release()
+        if wait:
+            self.note_process_cpu()
 
     def _flush_pending(self) -> None:
         pending = self._pending
@@ -384,6 +438,8 @@ class ModelCounters:
             self.duration_bins += counts.duration_bins
             self._scalars[0] += counts.score_sum
             self._scalars[1] += counts.duration_sum
+            self.cpu_ns += counts.cpu_ns
+            self.wall_ns += counts.wall_ns
 
     def add_columns(self, columns: Columns) -> None:
         """Count a batch: the batch kernels per feature column, then one locked add."""
@@ -426,14 +482,15 @@ class ModelCounters:
         decisions: Any,
         segment_values: Sequence[Any],
         n: int,
-    ) -> None:
-        """Count scores and decisions; ``segment_values[k]`` is the column of segment key k (or None)."""
+    ) -> npt.NDArray[np.int64] | None:
+        """Count scores and decisions; ``segment_values[k]`` is the column of segment key k (or None).
+        Returns the batch's rows per cost slot when costs are split by a segment (else ``None``)."""
         if scores is not None and scores.size:
             score_counts, score_sum, _ = finite_bin_counts(self._score_edges, scores)
         else:
             score_counts, score_sum = None, 0.0
         if n == 0:
-            return
+            return None
         dec = (
             np.full(n, self.decision_labels.index(NO_DECISION, n), dtype=np.intp)
             if decisions is None
@@ -446,6 +503,70 @@ class ModelCounters:
                 self._scalars[0] += score_sum
             for k, grid in enumerate(grids):
                 self.predictions[k] += grid
+        return grids[self.cost_key].sum(axis=1) if self.cost_key else None
+
+    def add_call_usage(self, cpu_ns: int, seconds: float | None, slot_rows: npt.NDArray[np.int64] | None) -> None:
+        """A call counted outside the row path (a batch, a call without readable input): its CPU
+        and wall time, split over cost slots by rows (a batch's cost divides by rows)."""
+        wall = 0 if seconds is None or not math.isfinite(seconds) or seconds < 0 else round(seconds * 1e9)
+        cpu = max(cpu_ns, 0)
+        with self._lock:
+            if slot_rows is None or not slot_rows.sum():
+                self.cpu_ns[0] += cpu
+                self.wall_ns[0] += wall
+            else:  # exact integer shares: the remainder goes to the largest slot
+                self.cpu_ns += _shares(cpu, slot_rows)
+                self.wall_ns += _shares(wall, slot_rows)
+
+    def add_reported(self, usage: CallUsage, slot: int | npt.NDArray[np.int64] | None) -> list[str]:
+        """Costs and tokens the app reported inside one call, on its cost slot (a batch's by rows);
+        returns the LLM names whose tokens the price table does not price."""
+        reported, unpriced = usage.reported(self.prices)
+        with self._lock:
+            if isinstance(slot, np.ndarray) and slot.sum():
+                for (j, b), nano in reported:
+                    self.reported_nano[:, j, b] += _shares(nano, slot)
+            else:
+                i = slot if isinstance(slot, int) else 0
+                for (j, b), nano in reported:
+                    self.reported_nano[i, j, b] += nano
+            self.tokens[0] += usage.input_tokens
+            self.tokens[1] += usage.output_tokens
+        return unpriced
+
+    def add_review(self, slot: int, stratum: int, sampled: bool) -> None:
+        """One prediction in a review stratum, and whether it was selected for review."""
+        review = self._review
+        if review is None:
+            return
+        with self._lock:
+            review[0][slot, stratum] += 1
+            if sampled:
+                review[1][slot, stratum] += 1
+
+    def add_review_batch(
+        self, slots: npt.NDArray[np.intp], strata: npt.NDArray[np.intp], sampled: npt.NDArray[np.bool_]
+    ) -> None:
+        """A batch's predictions per stratum, and those selected (one bincount each)."""
+        review = self._review
+        if review is None:
+            return
+        shape = review[0].shape
+        flat = slots * shape[1] + strata
+        population = np.bincount(flat, minlength=shape[0] * shape[1]).reshape(shape)
+        chosen = np.bincount(flat[sampled], minlength=shape[0] * shape[1]).reshape(shape)
+        counted, selected = review[0], review[1]
+        with self._lock:
+            counted += population
+            selected += chosen
+
+    def add_review_dropped(self, reason: str, count: int) -> None:
+        """Selected predictions that never reached the sidecar's queue (the review client says why)."""
+        review = self._review
+        if review is None or reason not in _DROP_REASONS:
+            return
+        with self._lock:
+            review[2][_DROP_REASONS[reason]] += count
 
     def add_duration(self, seconds: float) -> None:
         i = bisect_left(DURATION_BUCKETS, seconds)
@@ -464,6 +585,9 @@ class ModelCounters:
         self.flush()
         with self._lock:
             arrays = {name: getattr(self, attr).copy() for name, attr in _ARRAY_ATTRS.items()}
+            arrays["rates"] = np.asarray(self._rates, dtype=np.float64)
+            if self._review is not None:
+                arrays.update({name: a.copy() for name, a in zip(REVIEW_ARRAYS, self._review)})
             if self.pairs is not None:
                 for name, attr in _PAIR_ATTRS.items():
                     arrays[name] = getattr(self.pairs, attr).copy()
@@ -484,6 +608,7 @@ _ARRAY_ATTRS = {
     "scalars": "_scalars",
     "predictions": "predictions",
     "duration_bins": "duration_bins",
+    **{name: name for name in USAGE_ARRAYS if name != "rates"},
 }
 
 _PAIR_ATTRS = {
@@ -492,6 +617,21 @@ _PAIR_ATTRS = {
     "shadow_scalars": "scalars",
     "shadow_dropped": "dropped",
 }
+
+
+_DROP_REASONS = {reason: i for i, reason in enumerate(REVIEW_DROP_REASONS)}
+
+
+def _shares(total: int, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``total`` split over slots in proportion to their rows, in integers that add up to it."""
+    out = (total * rows) // int(rows.sum())
+    out[int(np.argmax(rows))] += total - int(out.sum())
+    return out.astype(np.int64, copy=False)
+
+
+def _price_vocab(prices: Prices) -> dict[str, Any]:
+    """What a reader needs of this process's price table: its hash and date."""
+    return {"hash": prices.hash, "updated": prices.updated_text, "updated_ts": prices.updated_timestamp}
 
 
 def _warn_if_unshared(forked: bool = False) -> None:

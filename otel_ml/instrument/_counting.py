@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,10 @@ from .._frame import (
 from ._counters import NO_DECISION, ModelCounters
 from ._errors import InstrumentationErrors
 
+if TYPE_CHECKING:
+    from ._context import CallState
+    from ._review import ReviewSampler
+
 __all__ = ["NO_INPUT", "CallCounter", "Decision", "scalar_label"]
 
 Decision = Callable[[npt.NDArray[np.float64]], Any] | float
@@ -44,7 +48,16 @@ class CallCounter:
     row and for a batch). Each step has its own guard: a failure is an instrumentation error.
     """
 
-    __slots__ = ("_counters", "_decision", "_errors", "_feature_names", "_score", "_segments", "_threshold")
+    __slots__ = (
+        "_counters",
+        "_decision",
+        "_errors",
+        "_feature_names",
+        "_score",
+        "_segments",
+        "_threshold",
+        "review",
+    )
 
     def __init__(
         self,
@@ -65,33 +78,54 @@ class CallCounter:
         self._threshold: float | None = decision if plain else None  # type: ignore[assignment]
         self._score = score
         self._feature_names = feature_names
+        self.review: ReviewSampler | None = None  # human-review sampling of the predictions
 
     def count(
-        self, features: Any, result: Any, duration: float | None, error: BaseException | None
-    ) -> tuple[int | None, Any, Any, float | None]:
-        """Count features and predictions; returns rows, scores, decisions and the duration
-        still to count (``None`` once the single-row path counted it with the row)."""
+        self,
+        features: Any,
+        result: Any,
+        duration: float | None,
+        error: BaseException | None,
+        cpu_ns: int = -1,
+        call: CallState | None = None,
+    ) -> tuple[int | None, Any, Any, float | None, Any]:
+        """Count features and predictions; returns rows, scores, decisions, the duration still
+        to count (``None`` once the single-row path counted it, and ``cpu_ns``, with the row)
+        and the call's cost slot: a row's index, a batch's rows per slot, or ``None``."""
         if features is NO_INPUT:
-            return None, None, None, duration
+            return None, None, None, duration, None
         if (type(features) is dict and type(next(iter(features.values()), None)) in _SCALARS) or is_single_row(
             features
         ):  # the first test: a plain dict row, without the Mapping ABC check
             try:
-                scores, decisions = self._record_row(features, result, duration, error)
-                return 1, scores, decisions, None
+                scores, decisions, slot = self._record_row(features, result, duration, error, cpu_ns)
             except Exception as exc:
                 self._errors.report("row", exc)
-                return 1, None, None, duration
+                return 1, None, None, duration, None
+            if self.review is not None and call is not None and error is None:
+                try:
+                    self.review.row(call, features, scores, decisions)
+                except Exception as exc:
+                    self._errors.report("review", exc)
+            return 1, scores, decisions, None, slot
         columns = self._columns(features)
         if columns is None:
-            return None, None, None, duration
-        scores = decisions = None
+            return None, None, None, duration, None
+        scores = decisions = slots = None
         if error is None:
             try:
-                scores, decisions = self._count_predictions(columns, result, columns.n_rows)
+                scores, decisions, slots = self._count_predictions(columns, result, columns.n_rows)
             except Exception as exc:
                 self._errors.report("predictions", exc)
-        return columns.n_rows, scores, decisions, duration
+                return columns.n_rows, None, None, duration, None
+            if self.review is not None and call is not None:
+                try:
+                    key = self.review.config.segment
+                    segment = columns.raw(key) if key is not None else None
+                    self.review.batch(call, scores, decisions, segment, columns.n_rows)
+                except Exception as exc:
+                    self._errors.report("review", exc)
+        return columns.n_rows, scores, decisions, duration, slots
 
     def _columns(self, features: Any) -> Columns | None:
         """The batch as columns with its features counted, or rows only when they can't be attributed."""
@@ -115,8 +149,8 @@ class CallCounter:
         return columns
 
     def _record_row(
-        self, row: Mapping[str, Any], result: Any, duration: float | None, error: BaseException | None
-    ) -> tuple[Any, Any]:
+        self, row: Mapping[str, Any], result: Any, duration: float | None, error: BaseException | None, cpu_ns: int
+    ) -> tuple[Any, Any, int]:
         score: float | None = None
         decision: str | None = None  # None: count the features only
         if error is None:
@@ -132,8 +166,8 @@ class CallCounter:
                 score = None
         segments = [scalar_label(row.get(k)) for k in self._segments] if self._segments else ()
         # A failed call still saw its features, but made no prediction (decision None).
-        self._counters.add_row(row, score, decision, segments, duration)
-        return score, (None if decision == NO_DECISION else decision)
+        slot = self._counters.add_row(row, score, decision, segments, duration, cpu_ns)
+        return score, (None if decision == NO_DECISION else decision), slot
 
     def _row_decision(self, score: float | None) -> str | None:
         rule = self._decision
@@ -158,11 +192,11 @@ class CallCounter:
         scores = self._scores(raw, 1)
         return None if scores is None else float(scores[0])
 
-    def _count_predictions(self, columns: Columns, result: Any, n: int) -> tuple[Any, Any]:
+    def _count_predictions(self, columns: Columns, result: Any, n: int) -> tuple[Any, Any, Any]:
         scores = self._scores(result, n)
         decisions = self._decisions(scores) if scores is not None else None
-        self._counters.add_predictions(scores, decisions, [columns.raw(k) for k in self._segments], n)
-        return scores, decisions
+        slots = self._counters.add_predictions(scores, decisions, [columns.raw(k) for k in self._segments], n)
+        return scores, decisions, slots
 
     def _scores(self, result: Any, n: int) -> npt.NDArray[np.float64] | None:
         raw = self._score(result) if self._score is not None else result

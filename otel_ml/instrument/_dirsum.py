@@ -38,6 +38,7 @@ from ._multiproc import (
     read_counter_file,
 )
 from ._snapshot import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
+from ._usage import UsageCounts, review_from_json, review_json, usage_from_json, usage_json
 
 __all__ = ["DirSummer"]
 
@@ -95,6 +96,8 @@ def _archive_json(layout: Mapping[str, Any], digest: str, absorbed: Sequence[str
         "instrumentation_errors": dict(s.instrumentation_errors),
         "overflow": dict(s.overflow),
         **_shadow_json(s),
+        "usage": usage_json(s.usage),
+        "review": review_json(s.review),
     }
 
 
@@ -159,6 +162,9 @@ def _archive_part(data: Mapping[str, Any], path: Path) -> tuple[_Part, frozenset
         instrumentation_errors=_int_map(data["instrumentation_errors"]),
         overflow=_int_map(data["overflow"]),
         **_shadow_part(data, layout, exact),
+        # an archive written before costs were counted has none: its other counts still add up
+        usage=usage_from_json(data["usage"]) if "usage" in data else UsageCounts(),
+        review=review_from_json(data.get("review")),
     )
     part = _Part(data["digest"], data["layout"], snapshot, exact, path.stat().st_mtime, path)
     return part, frozenset(str(name) for name in data["absorbed"])

@@ -21,13 +21,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION, ATTR_SHADOW_OF
+from .._binning import DEFAULT_SCORE_EDGES
+from .._names import ATTR_MODEL_NAME, ATTR_MODEL_VERSION, ATTR_SHADOW_OF, BASIS_BILLED
+from .._prices import PRICES_ENV, PriceError, Prices, prices_from_env
 from .._version import __version__
 from ..baseline import Baseline
 from ._call import Call, CallRecorder
@@ -44,9 +46,11 @@ from ._counters import ModelCounters
 from ._counting import CallCounter, Decision
 from ._errors import InstrumentationErrors
 from ._prometheus import collector_for
+from ._review import Review, ReviewSampler
 from ._shadow import Inherit, Shadow, bind_shadows
 from ._spans import SpanEnder
 from ._tokens import minter_for
+from ._usage import CallUsage
 
 __all__ = [
     "ModelMonitor",
@@ -64,6 +68,40 @@ _log = logging.getLogger("otel_ml")
 F = TypeVar("F", bound=Callable[..., Any])
 BaselineSource = Baseline | str | os.PathLike[str]
 Inputs = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+class _Usage(NamedTuple):
+    """How a monitor prices its calls: the price table, its GPU share, the segment key of costs."""
+
+    prices: Prices | None
+    gpu_share: float
+    cost_segment: str | None
+
+
+def _review_layout(
+    config: Review, segments: Sequence[str], baseline: Baseline | None, decision: Decision | None
+) -> tuple[tuple[float, ...], str | None]:
+    """The review bins (the score's, split near a threshold decision) and the strata's segment key."""
+    if config.segment is not None and config.segment not in tuple(segments):
+        raise ValueError(f"Review(segment={config.segment!r}) is not one of segments={tuple(segments)!r}")
+    score = baseline.score if baseline is not None else None
+    threshold = decision if isinstance(decision, (int, float)) and not isinstance(decision, bool) else None
+    edges = ReviewSampler.edges_for(score.edges if score else DEFAULT_SCORE_EDGES, threshold, config.near)
+    return edges, config.segment
+
+
+def _prices_of(prices: Prices | str | os.PathLike[str] | None) -> Prices | None:
+    """The monitor's price table: given, a file, else ``OTEL_ML_PRICES`` (a bad file there is
+    logged and the model runs unpriced: an environment variable must not stop the app)."""
+    if isinstance(prices, Prices):
+        return prices
+    if prices is not None:
+        return Prices.load(prices)
+    try:
+        return prices_from_env()
+    except PriceError as exc:
+        _log.error("otel-ml: %s names an unusable price table (%s); costs are not priced", PRICES_ENV, exc)
+        return None
 
 
 class Observation:
@@ -163,6 +201,10 @@ class ModelMonitor:
         decision_budget: int = 16,
         token_key: bytes | None = None,
         shadow: Sequence[Shadow] = (),
+        prices: Prices | str | os.PathLike[str] | None = None,
+        gpu_share: float = 0.0,
+        cost_segment: str | None = None,
+        review: Review | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
@@ -188,7 +230,11 @@ class ModelMonitor:
             token_key=token_key,
             tracer_provider=tracer_provider,
             registry=registry,
+            usage=_Usage(_prices_of(prices), gpu_share, cost_segment),
+            review_layout=None if review is None else _review_layout(review, segments, baseline, decision),
         )
+        if review is not None:
+            self._start_review(review)
         try:
             for sh in bind_shadows(shadow):
                 _attach_shadow(self, sh)
@@ -214,7 +260,9 @@ class ModelMonitor:
         token_key: bytes | None,
         tracer_provider: TracerProvider | None,
         registry: CollectorRegistry | None,
+        usage: _Usage,
         shadow_of: str | None = None,
+        review_layout: tuple[Sequence[float], str | None] | None = None,
     ) -> None:
         """Counters, recorder and registration; a shadow's (``shadow_of``) mint no tokens and
         carry the primary's version on their spans."""
@@ -227,7 +275,7 @@ class ModelMonitor:
         self._inputs = inputs
         self.shadows = ()
         segment_budget, decision_budget = budgets
-        self._settings = (decision, score, inputs, feature_names, record_features, budgets, tracer_provider)
+        self._settings = (decision, score, inputs, feature_names, record_features, budgets, tracer_provider, usage)
         self.counters = ModelCounters(
             name,
             ver,
@@ -236,11 +284,18 @@ class ModelMonitor:
             segment_budget=segment_budget,
             decision_budget=decision_budget,
             shadow_of=shadow_of,
+            cost_segment=usage.cost_segment,
+            review_edges=None if review_layout is None else review_layout[0],
+            review_segment=None if review_layout is None else review_layout[1],
+            prices=usage.prices,
+            gpu_share=usage.gpu_share,
         )
+        self.prices = usage.prices
+        self.review: ReviewSampler | None = None
         errors = InstrumentationErrors(self.counters, self)
         names = tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
         self.feature_names = names
-        counting = CallCounter(
+        self._counting = counting = CallCounter(
             self.counters, errors, segments=self.segments, decision=decision, score=score, feature_names=names
         )
         spans = SpanEnder(errors, segments=self.segments, record_features=record_features)
@@ -276,8 +331,41 @@ class ModelMonitor:
             None if shadow_of is not None else minter_for(token_key, self.baseline, counting.decide),
         )
 
+    def _start_review(self, config: Review) -> None:
+        """Start review sampling over the strata the counters were laid out with."""
+        edges = self.counters.layout.review_edges or ()
+        client = None
+        if config.sidecar is not None:
+            from ._review_client import ReviewClient
+
+            counters = self.counters
+            client = ReviewClient(
+                config.sidecar,
+                model=self.model_name,
+                version=self.model_version,
+                token=config.token,
+                on_drop=counters.add_review_dropped,
+            )
+        self.review = ReviewSampler(config, self.counters, edges, client=client, feature_names=self.feature_names)
+        self._counting.review = self.review
+
+    def add_cost(self, usd: float, *, basis: str = BASIS_BILLED) -> None:
+        """Add a cost of this model known only outside a call (a nightly bill, a batch job's API
+        spend): ``ml_cost_usd_total{ml_cost_source="api", ml_cost_basis=basis}``, no segment."""
+        usage = CallUsage()
+        usage.add_cost(usd, basis)
+        self._recorder._report_usage(usage, None)
+
+    def add_tokens(self, input: int = 0, output: int = 0, *, model: str | None = None) -> None:
+        """Add tokens used outside a call, priced like :func:`otel_ml.add_tokens`'."""
+        usage = CallUsage()
+        usage.add_tokens(input, output, model)
+        self._recorder._report_usage(usage, None)
+
     def close(self) -> None:
         """Stop exposing this model's metrics (e.g. when a model version is unloaded), and its shadows'."""
+        if self.review is not None and self.review.client is not None:
+            self.review.client.close()
         for sh in self.shadows:
             sh.close()
             if sh.monitor is not None:
@@ -299,7 +387,7 @@ class ModelMonitor:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with Call(self._recorder, features_of, args, kwargs) as call:
+                with Call(self._recorder, features_of, args, kwargs, cpu=False) as call:
                     call.result = await fn(*args, **kwargs)
                 return call.result
 
@@ -350,7 +438,7 @@ def _reader(fn: Callable[..., Any], inputs: Inputs | None) -> Callable[[tuple[An
 
 def _attach_shadow(primary: ModelMonitor, shadow: Shadow) -> None:
     """Give a shadow its own monitor: the primary's registry, tracer, segments, names and budgets."""
-    decision, score, inputs, feature_names, record_features, budgets, tracer_provider = primary._settings
+    decision, score, inputs, feature_names, record_features, budgets, tracer_provider, usage = primary._settings
     if shadow.monitor is not None:
         raise ValueError(f"{shadow!r} already shadows a model; make one Shadow per primary")
     baseline = shadow.baseline
@@ -379,6 +467,7 @@ def _attach_shadow(primary: ModelMonitor, shadow: Shadow) -> None:
         token_key=None,
         tracer_provider=tracer_provider,
         registry=primary.registry,
+        usage=usage,  # a shadow's calls cost what they cost, on the shadow's version only
         shadow_of=primary.model_version,
     )
     shadow._attach(mon, mon._recorder, _reader(shadow.fn, mon._inputs), mon.feature_names, primary._recorder.key)
@@ -434,6 +523,10 @@ def monitor(
     decision_budget: int = 16,
     token_key: bytes | None = None,
     shadow: Sequence[Shadow] = (),
+    prices: Prices | str | os.PathLike[str] | None = None,
+    gpu_share: float = 0.0,
+    cost_segment: str | None = None,
+    review: Review | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = REGISTRY,
 ) -> ModelMonitor:
@@ -460,6 +553,10 @@ def monitor(
         decision_budget=decision_budget,
         token_key=token_key,
         shadow=shadow,
+        prices=prices,
+        gpu_share=gpu_share,
+        cost_segment=cost_segment,
+        review=review,
         tracer_provider=tracer_provider,
         registry=registry,
     )

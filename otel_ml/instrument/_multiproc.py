@@ -49,7 +49,7 @@ __all__ = [
 
 MULTIPROC_DIR_ENV = "OTEL_ML_MULTIPROC_DIR"
 MAGIC = b"OTELMLC\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the usage arrays (CPU, costs, tokens) in every file
 _HEADER = struct.Struct("<8sII")  # magic, format version, JSON length
 _ALIGN = 64
 SUFFIX = ".counts"
@@ -228,7 +228,8 @@ def read_counter_file(path: Path, specs_of: Any) -> RawCounts:
         raise FileSkipped("truncated", guess, f"{path.name}: {len(data)} bytes, shorter than a header")
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC or version != FORMAT_VERSION:
-        raise FileSkipped("incompatible_format", guess, f"{path.name}: not an otel-ml counter file of format 1")
+        detail = f"{path.name}: not an otel-ml counter file of format {FORMAT_VERSION}"
+        raise FileSkipped("incompatible_format", guess, detail)
     try:
         meta = json.loads(data[_HEADER.size : _HEADER.size + length])
         layout = meta["layout"]

@@ -26,6 +26,7 @@ from typing import Any, Final, ParamSpec, Protocol
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
 from opentelemetry.sdk.metrics.export import (
+    Gauge,
     AggregationTemporality,
     Histogram,
     HistogramDataPoint,
@@ -100,9 +101,11 @@ def _histogram_points(points: InstrumentPoints, start: int, now: int) -> list[Hi
 
 def _metric(points: InstrumentPoints, start: int, now: int) -> Metric:
     inst = points.instrument
-    data: Histogram | Sum
+    data: Histogram | Sum | Gauge
     if inst.kind == "histogram":
         data = Histogram(data_points=_histogram_points(points, start, now), aggregation_temporality=_CUMULATIVE)
+    elif inst.kind == "gauge":  # a per-process fact (the price table): the last value, not a sum
+        data = Gauge(data_points=_number_points(points, start, now))
     else:
         data = Sum(
             data_points=_number_points(points, start, now), aggregation_temporality=_CUMULATIVE, is_monotonic=True

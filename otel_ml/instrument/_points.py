@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .. import _names as n
 from .._label_hygiene import label_value
 from ._snapshot import CountsSnapshot
+from ._usage import add_usage_points
 
 __all__ = ["Attributes", "HistogramPoint", "InstrumentPoints", "NumberPoint", "snapshot_points"]
 
@@ -101,6 +102,7 @@ def _add_snapshot(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]) 
         out[instrument].numbers.extend(
             NumberPoint((*model, (key, label)), count) for label, count in sorted(counts.items())
         )
+    add_usage_points(model, s.usage, s.review, out)
     if s.shadow_of is not None:
         _add_comparison(s, out)
 
@@ -133,7 +135,7 @@ def _add_comparison(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]
 def snapshot_points(snapshots: Iterable[CountsSnapshot]) -> list[InstrumentPoints]:
     """The points of these model snapshots, one entry per app instrument in declaration order
     (empty entries included: an encoder decides whether an empty family is worth sending)."""
-    out = {instrument: InstrumentPoints(instrument) for instrument in n.APP_INSTRUMENTS}
+    out = {instrument: InstrumentPoints(instrument) for instrument in (*n.APP_INSTRUMENTS, *n.APP_GAUGES)}
     for s in snapshots:
         _add_snapshot(s, out)
     return list(out.values())

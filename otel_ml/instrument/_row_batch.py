@@ -33,8 +33,8 @@ __all__ = ["Row", "RowCounts", "RowPlan", "RowWriter", "count_rows", "row_floats
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # values (as doubles, or as given), category codes, score (NaN: none), decision index (-1: none),
-# segment indices, duration (None: none)
-Row = tuple[bytes | tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None]
+# segment indices, duration (None: none), thread CPU nanoseconds (-1: not measured)
+Row = tuple[bytes | tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None, int]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class RowPlan:
     predictions_shape: tuple[int, int, int]
     n_bins: int
     n_categories: int
+    cost_key: int = 0  # the segment key (index into the segment keys) whose values split costs; 0: none
+    cost_slots: int = 1
 
     @staticmethod
     def padded_edges(edges: Sequence[FloatArray]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
@@ -78,6 +80,8 @@ class RowCounts:
     predictions: IntArray
     duration_bins: IntArray
     duration_sum: float
+    cpu_ns: IntArray  # per cost slot
+    wall_ns: IntArray
 
 
 def row_floats(values: tuple[Any, ...]) -> FloatArray:
@@ -139,7 +143,7 @@ def _numeric(values: Sequence[tuple[Any, ...]], plan: RowPlan) -> tuple[IntArray
 def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
     """The counts of ``rows``, as if each had been counted alone."""
     n = len(rows)
-    values, codes, scores, decisions, segments, durations = zip(*rows)
+    values, codes, scores, decisions, segments, durations, cpus = zip(*rows)
     n_num = len(plan.edges)
     n_cat = len(plan.cat_offsets) - 1
     bins = np.zeros(plan.n_bins, dtype=np.int64)
@@ -158,6 +162,7 @@ def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
             missing[n_num + j] = n - present.size
     score_bins, score_sum = _finite_counts(plan.score_edges, np.array(scores, dtype=np.float64))
     duration_bins, duration_sum = _durations(durations, plan.duration_edges)
+    cpu_ns, wall_ns = _usage(cpus, durations, segments, plan)
     return RowCounts(
         bins,
         sums,
@@ -168,7 +173,31 @@ def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
         _predictions(decisions, segments, plan.predictions_shape),
         duration_bins,
         duration_sum,
+        cpu_ns,
+        wall_ns,
     )
+
+
+def _usage(
+    cpus: Sequence[int], durations: Sequence[float | None], segments: Sequence[tuple[int, ...]], plan: RowPlan
+) -> tuple[IntArray, IntArray]:
+    """CPU and wall nanoseconds of the rows per cost slot (integers: exact sums)."""
+    cpu = np.array(cpus, dtype=np.int64)
+    wall = np.array(durations, dtype=np.float64)  # None (no latency) becomes NaN
+    with np.errstate(invalid="ignore"):
+        wall_ns = np.rint(np.where(np.isfinite(wall) & (wall >= 0), wall, 0.0) * 1e9).astype(np.int64)
+    np.maximum(cpu, 0, out=cpu)
+    if plan.cost_key == 0:
+        return np.array([cpu.sum()], dtype=np.int64), np.array([wall_ns.sum()], dtype=np.int64)
+    slot = np.array(segments, dtype=np.intp).reshape(len(cpus), -1)[:, plan.cost_key - 1]
+    return _bincount_int(slot, cpu, plan.cost_slots), _bincount_int(slot, wall_ns, plan.cost_slots)
+
+
+def _bincount_int(slot: npt.NDArray[np.intp], values: IntArray, size: int) -> IntArray:
+    """Integer sums per slot (``bincount`` weights are float64: exact only below 2^53)."""
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, slot, values)
+    return out
 
 
 def _predictions(
@@ -225,7 +254,17 @@ class RowWriter:
     returns. The same counts as :func:`count_rows` of that row (right-closed bins, NaN and
     +-inf not binned, the row's values converted by the same rule); the caller holds the lock."""
 
-    __slots__ = ("_edges", "_offsets", "_cat_offsets", "_score_edges", "_durations", "_grid", "_cells", "_unpack")
+    __slots__ = (
+        "_cat_offsets",
+        "_cells",
+        "_cost_key",
+        "_durations",
+        "_edges",
+        "_grid",
+        "_offsets",
+        "_score_edges",
+        "_unpack",
+    )
 
     def __init__(self, plan: RowPlan, arrays: dict[str, npt.NDArray[Any]]) -> None:
         self._edges = tuple(tuple(e.tolist()) for e in plan.edges)
@@ -237,9 +276,10 @@ class RowWriter:
         self._grid = (segments * decisions, decisions)
         self._cells = {name: _cells(array) for name, array in arrays.items()}
         self._unpack = struct.Struct(f"={len(plan.edges)}d").unpack
+        self._cost_key = plan.cost_key
 
     def add(self, row: Row) -> None:
-        values, codes, score, dec, segments, duration = row
+        values, codes, score, dec, segments, duration, cpu = row
         cells = self._cells
         if self._edges:
             floats = self._unpack(values) if isinstance(values, bytes) else row_floats(values).tolist()
@@ -268,6 +308,11 @@ class RowWriter:
             predictions[dec] += 1  # key __all__, segment __all__
             for k, s in enumerate(segments, start=1):
                 predictions[k * per_key + s * per_segment + dec] += 1
+        slot = segments[self._cost_key - 1] if self._cost_key else 0
         if duration is not None:
             cells["duration_bins"][bisect_left(self._durations, duration)] += 1
             scalars[1] += duration
+            if duration - duration == 0.0 and duration >= 0:
+                cells["wall_ns"][slot] += round(duration * 1e9)
+        if cpu > 0:
+            cells["cpu_ns"][slot] += cpu

@@ -28,6 +28,7 @@ from .._names import (
     SHADOW_DROP_REASONS,
 )
 from ._multiproc import Spec
+from ._usage import ReviewCounts, UsageCounts, merge_review, merge_usage, review_of, usage_of, usage_specs
 
 __all__ = ["CounterLayout", "CountsSnapshot", "by_label", "merge_snapshots", "offsets", "snapshot_of", "specs_of"]
 
@@ -66,6 +67,8 @@ class CountsSnapshot:
     shadow_difference_bins: IntArray | None = None  # per bin of SHADOW_DIFFERENCE_BUCKETS
     shadow_difference_sum: float = 0.0
     shadow_dropped: Mapping[str, int] = field(default_factory=dict)  # every reason, zeros included
+    usage: UsageCounts = field(default_factory=UsageCounts)  # CPU time, costs, tokens, prices
+    review: ReviewCounts | None = None  # review sampling per stratum (None: the model samples none)
 
 
 def _split(flat: IntArray, offsets: Sequence[int]) -> tuple[IntArray, ...]:
@@ -99,6 +102,15 @@ class CounterLayout:
     error_budget: int
     shadow_of: str | None = None  # a shadow's primary version: the layout has the comparison arrays
     flip_budget: int = 0
+    # the segment key whose values split costs (``_usage``); None: costs per model only
+    cost_segment: str | None = None
+    # human-review sampling: the review bins' edges and the segment key of the strata (None: __all__)
+    review_edges: tuple[float, ...] | None = None
+    review_segment: str | None = None
+
+    def segment_slots(self, key: str | None) -> int:
+        """Slots of one segment key's values (its budget and ``__other__``); 1 for no key (``__all__``)."""
+        return 1 if key is None else self.segment_budget + 1
 
     def specs(self) -> list[Spec]:
         """The arrays, in file order: name, dtype code, shape."""
@@ -118,6 +130,7 @@ class CounterLayout:
             ("fallbacks", "i8", slots),
             ("instrumentation", "i8", slots),
             *self._shadow_specs(),
+            *usage_specs(self),
         ]
 
     def _shadow_specs(self) -> list[Spec]:
@@ -133,17 +146,22 @@ class CounterLayout:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        """The layout as JSON; an ordinary model's has no shadow keys (its files and digest stay as they were)."""
+        """The layout as JSON; the keys of an option not in use (a shadow's, a cost segment, review)
+        are left out, so the files and digest of a model without them stay as they were."""
         out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
-        if self.shadow_of is None:
-            del out["shadow_of"], out["flip_budget"]
+        for group in _OPTIONAL_KEYS:
+            if getattr(self, group[0]) is None:
+                for key in group:
+                    del out[key]
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CounterLayout:
         """Rebuild a layout written by :meth:`to_json`; ``ValueError`` when it is not one."""
         names = {f.name for f in fields(cls)}
-        if not isinstance(data, Mapping) or set(data) not in (names, names - _SHADOW_KEYS):
+        if not isinstance(data, Mapping) or not (
+            set(data) <= names and names - set(data) <= frozenset().union(*_OPTIONAL_KEYS)
+        ):
             raise ValueError("not a counter layout of this otel-ml version")
         layout = cls(**{f.name: _frozen(data[f.name]) for f in fields(cls) if f.name in data})
         if layout.to_json() != dict(data):
@@ -151,7 +169,8 @@ class CounterLayout:
         return layout
 
 
-_SHADOW_KEYS = frozenset(("shadow_of", "flip_budget"))
+# options whose keys a layout JSON has only when the option is used (the first key says whether)
+_OPTIONAL_KEYS = (("shadow_of", "flip_budget"), ("cost_segment",), ("review_edges", "review_segment"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -241,6 +260,8 @@ def snapshot_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping
         ),
         overflow={k: v for k, v in overflow.items() if v},
         **shadow,
+        usage=usage_of(layout, arrays, vocab),
+        review=review_of(layout, arrays, vocab),
     )
 
 
@@ -313,4 +334,6 @@ def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
         instrumentation_errors=_sum_maps([s.instrumentation_errors for s in snapshots]),
         overflow=_sum_maps([s.overflow for s in snapshots]),
         **shadow,
+        usage=merge_usage([s.usage for s in snapshots]),
+        review=merge_review([s.review for s in snapshots]),
     )

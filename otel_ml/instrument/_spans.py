@@ -11,15 +11,20 @@ from opentelemetry.trace import Span, Status, StatusCode
 from .._label_hygiene import label_value
 from .._names import (
     ATTR_BATCH_SIZE,
+    ATTR_COST_USD,
     ATTR_ERROR_TYPE,
     ATTR_FALLBACK,
     ATTR_FALLBACK_REASON,
     ATTR_FEATURE_PREFIX,
     ATTR_PREDICTION_DECISION,
     ATTR_REQUEST_ID,
+    ATTR_REVIEW_PROBABILITY,
+    ATTR_REVIEW_SAMPLED,
     ATTR_SCORE,
     ATTR_SCORE_MEAN,
     ATTR_SEGMENT_PREFIX,
+    ATTR_USAGE_INPUT_TOKENS,
+    ATTR_USAGE_OUTPUT_TOKENS,
 )
 from ._context import CallState
 from ._counting import scalar_label
@@ -90,6 +95,17 @@ class SpanEnder:
         if call.fallback is not None:
             attrs[ATTR_FALLBACK] = True
             attrs[ATTR_FALLBACK_REASON] = call.fallback
+        usage = call.usage
+        if usage is not None:  # what the app reported in the call: its cost and GenAI token usage
+            if usage.usd:
+                attrs[ATTR_COST_USD] = usage.usd
+            if usage.token_uses:
+                attrs[ATTR_USAGE_INPUT_TOKENS] = usage.input_tokens
+                attrs[ATTR_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        if call.review_pi is not None:
+            attrs[ATTR_REVIEW_SAMPLED] = call.review_pi > 0
+            if call.review_pi > 0:
+                attrs[ATTR_REVIEW_PROBABILITY] = call.review_pi
         if n == 1 and (self._segments or self._record_features) and isinstance(features, Mapping):
             attrs.update(self._row_attributes(features))
         span.set_attributes(attrs)  # once: the SDK takes its lock per call

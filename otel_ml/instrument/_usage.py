@@ -1,0 +1,348 @@
+"""What a model's calls cost and what review sampling saw: their arrays, snapshot and points.
+
+Costs are kept as integers so that sums stay exact wherever they are taken (a worker's file,
+the sum of a multiprocess directory, an archive of dead workers): CPU and wall time in
+nanoseconds, reported costs in nano-dollars (1e-9 USD: one token at $0.15 per million is 150,
+and int64 holds 9.2 billion dollars). A float sum could lose its last bit when dead workers'
+files are folded, and Prometheus would read that counter going down as a restart. A file also
+records the rates its process priced CPU and GPU time with, so its compute cost is
+``round(ns x rate)`` in nano-dollars, computed from the exact time totals (no rounding per
+call), exact and never decreasing, even when processes of one model priced with different tables.
+
+The review arrays count, per stratum (review segment slot x review bin, the last bin for calls
+without a finite score), every prediction (``population``) and those selected for review.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import _names as n
+from .._label_hygiene import label_value
+
+if TYPE_CHECKING:
+    from .._prices import Prices
+    from ._multiproc import Spec
+    from ._points import Attributes, InstrumentPoints
+    from ._snapshot import CounterLayout
+
+__all__ = [
+    "CallUsage",
+    "NANO",
+    "REPORTED_BASES",
+    "REPORTED_SOURCES",
+    "ReviewCounts",
+    "UsageCounts",
+    "add_usage_points",
+    "merge_review",
+    "merge_usage",
+    "review_from_json",
+    "review_json",
+    "review_of",
+    "usage_from_json",
+    "usage_json",
+    "usage_of",
+    "usage_specs",
+]
+
+NANO = 1e9  # nano-dollars per dollar
+REPORTED_SOURCES = (n.COST_API, n.COST_TOKENS)  # costs added per call, by the app or from tokens
+REPORTED_BASES = (n.BASIS_CONFIGURED_RATE, n.BASIS_BILLED)  # allocation never comes from the app
+
+Cost = tuple[str | None, str | None, str, str, int]  # segment key, segment, source, basis, nano-USD
+Price = tuple[str, str, float]  # the table's hash, its updated date as written, as Unix seconds
+
+
+MAX_CALL_USD = 1e6  # one call reporting more is a unit mistake (cents, micro-dollars), not a cost
+MAX_CALL_TOKENS = 10**9
+
+
+class CallUsage:
+    """What the app reported inside one call (``add_cost``, ``add_tokens``), priced when the call
+    is counted. Invalid reports are kept out and named in ``invalid`` (an instrumentation error)."""
+
+    __slots__ = ("billed_usd", "configured_usd", "input_tokens", "invalid", "output_tokens", "token_uses")
+
+    def __init__(self) -> None:
+        self.billed_usd = 0.0
+        self.configured_usd = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.token_uses: list[tuple[str | None, int, int]] = []  # (LLM, input, output) per add_tokens
+        self.invalid: str | None = None
+
+    @property
+    def usd(self) -> float:
+        """The cost the app reported for the call (``ml.cost.usd`` on its span)."""
+        return self.billed_usd + self.configured_usd
+
+    def add_cost(self, usd: Any, basis: str) -> None:
+        try:  # a number (int, float, numpy, Decimal), never a string or a bool
+            value = float(usd) if isinstance(usd, numbers.Real) and not isinstance(usd, bool) else math.nan
+        except (TypeError, ValueError, OverflowError):
+            value = math.nan
+        if not (0.0 <= value <= MAX_CALL_USD):
+            self.invalid = f"add_cost({usd!r:.40}): expected US dollars between 0 and {MAX_CALL_USD:g}"
+        elif basis == n.BASIS_BILLED:
+            self.billed_usd += value
+        elif basis == n.BASIS_CONFIGURED_RATE:
+            self.configured_usd += value
+        else:
+            self.invalid = f"add_cost(basis={basis!r:.40}): expected {n.BASIS_BILLED!r} or {n.BASIS_CONFIGURED_RATE!r}"
+
+    def add_tokens(self, input_tokens: Any, output_tokens: Any, llm: str | None) -> None:
+        counts = []
+        for value in (input_tokens, output_tokens):
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value <= MAX_CALL_TOKENS
+            counts.append(int(value) if ok else -1)
+        if min(counts) < 0:
+            given = f"{input_tokens!r:.20}, {output_tokens!r:.20}"
+            self.invalid = f"add_tokens({given}): expected counts 0..{MAX_CALL_TOKENS:g}"
+            return
+        self.input_tokens += counts[0]
+        self.output_tokens += counts[1]
+        self.token_uses.append((None if llm is None else str(llm), counts[0], counts[1]))
+
+    def reported(self, prices: Prices | None) -> tuple[list[tuple[tuple[int, int], int]], list[str]]:
+        """Nano-dollars per (source, basis) index pair, and the LLMs whose tokens have no price."""
+        out: list[tuple[tuple[int, int], int]] = []
+        if self.configured_usd:
+            out.append(((0, 0), round(self.configured_usd * NANO)))
+        if self.billed_usd:
+            out.append(((0, 1), round(self.billed_usd * NANO)))
+        unpriced: list[str] = []
+        tokens = 0.0
+        for llm, inp, outp in self.token_uses:
+            price = None if prices is None else prices.token_price(llm)
+            if price is None:
+                unpriced.append(llm or "(unnamed)")
+                continue
+            tokens += (inp * price.input + outp * price.output) * (NANO / 1e6)  # prices are per million
+        if tokens:
+            out.append(((1, 0), round(tokens)))
+        return out, unpriced
+
+
+@dataclass(frozen=True)
+class UsageCounts:
+    """CPU time, costs and tokens of one model's calls (integers: see the module docstring)."""
+
+    cpu_ns: int = 0
+    process_cpu_ns: int = 0
+    costs: tuple[Cost, ...] = ()
+    tokens: tuple[int, int] = (0, 0)  # input, output
+    prices: tuple[Price, ...] = ()  # the price tables the processes priced with (none: unpriced)
+
+
+@dataclass(frozen=True)
+class ReviewCounts:
+    """Predictions and review selections per stratum (segment key, segment, stratum label)."""
+
+    rows: tuple[tuple[str, str, str, int, int], ...] = ()  # key, segment, stratum, population, sampled
+    dropped: Mapping[str, int] = field(default_factory=dict)  # every reason, zeros included
+
+
+def usage_specs(layout: CounterLayout) -> list[Spec]:
+    """The cost arrays (always, a few dozen bytes) and the review arrays (only with review)."""
+    slots = layout.segment_slots(layout.cost_segment)
+    specs: list[Spec] = [
+        ("cpu_ns", "i8", (slots,)),
+        ("wall_ns", "i8", (slots,)),
+        ("process_cpu_ns", "i8", (1,)),
+        ("reported_nano", "i8", (slots, len(REPORTED_SOURCES), len(REPORTED_BASES))),
+        ("tokens", "i8", (len(n.TOKEN_TYPES),)),
+        ("rates", "f8", (2,)),  # nano-USD per CPU-nanosecond, per wall-nanosecond (GPU share x price)
+    ]
+    if layout.review_edges is not None:
+        strata = (layout.segment_slots(layout.review_segment), len(layout.review_edges) + 2)
+        specs += [
+            ("review_population", "i8", strata),
+            ("review_sampled", "i8", strata),
+            ("review_dropped", "i8", (len(n.REVIEW_DROP_REASONS),)),
+        ]
+    return specs
+
+
+USAGE_ARRAYS = ("cpu_ns", "wall_ns", "process_cpu_ns", "reported_nano", "tokens", "rates")
+REVIEW_ARRAYS = ("review_population", "review_sampled", "review_dropped")
+
+
+def _slot_labels(layout: CounterLayout, key: str | None, vocab: Mapping[str, Any]) -> list[tuple[str, str] | None]:
+    """(segment key, segment) of each slot of ``key``'s values; None where not yet published."""
+    if key is None:
+        return [(n.ALL, n.ALL)]
+    k = layout.segment_keys.index(key)
+    segments = vocab.get("segments", ())
+    published = list(segments[k]) if k < len(segments) else []
+    out: list[tuple[str, str] | None] = [
+        (key, published[i]) if i < len(published) else None for i in range(layout.segment_budget)
+    ]
+    out.append((key, n.OTHER))
+    return out
+
+
+def usage_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[str, Any]) -> UsageCounts:
+    """The usage part of a snapshot of one set of arrays (copies)."""
+    cpu, wall = arrays["cpu_ns"], arrays["wall_ns"]
+    cpu_rate, wall_rate = (float(r) for r in arrays["rates"])
+    reported = arrays["reported_nano"]
+    labels = _slot_labels(layout, layout.cost_segment, vocab)
+    costs: list[Cost] = []
+    for i, slot in enumerate(labels):
+        if slot is None:
+            continue  # not published yet: next read
+        key, segment = (None, None) if layout.cost_segment is None else slot
+        if cpu_rate or wall_rate:
+            nano = round(int(cpu[i]) * cpu_rate + int(wall[i]) * wall_rate)
+            if nano or layout.cost_segment is None:  # the model's series exists from the start
+                costs.append((key, segment, n.COST_COMPUTE, n.BASIS_CONFIGURED_RATE, nano))
+        for j, source in enumerate(REPORTED_SOURCES):
+            for b, basis in enumerate(REPORTED_BASES):
+                if reported[i, j, b]:
+                    costs.append((key, segment, source, basis, int(reported[i, j, b])))
+    price = vocab.get("prices")
+    prices: tuple[Price, ...] = ()
+    if isinstance(price, Mapping):
+        prices = ((str(price["hash"]), str(price["updated"]), float(price["updated_ts"])),)
+    return UsageCounts(
+        cpu_ns=int(cpu.sum()),
+        process_cpu_ns=int(arrays["process_cpu_ns"][0]),
+        costs=tuple(costs),
+        tokens=(int(arrays["tokens"][0]), int(arrays["tokens"][1])),
+        prices=prices,
+    )
+
+
+def review_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[str, Any]) -> ReviewCounts | None:
+    """The review part of a snapshot, or None for a model without review sampling."""
+    if layout.review_edges is None:
+        return None
+    from .._review_sampling import stratum_labels
+
+    strata = stratum_labels(layout.review_edges)
+    population, sampled = arrays["review_population"], arrays["review_sampled"]
+    slots = _slot_labels(layout, layout.review_segment, vocab)
+    rows = []
+    for i, b in np.argwhere(population > 0).tolist():
+        slot = slots[i]
+        if slot is not None:
+            rows.append((slot[0], slot[1], strata[b], int(population[i, b]), int(sampled[i, b])))
+    dropped = arrays["review_dropped"].tolist()
+    return ReviewCounts(tuple(rows), dict(zip(n.REVIEW_DROP_REASONS, (int(d) for d in dropped))))
+
+
+def _sum_keyed(tables: Sequence[Sequence[tuple[Any, ...]]], width: int) -> tuple[tuple[Any, ...], ...]:
+    """Rows of several processes summed by their first ``width`` fields (the label strings)."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for table in tables:
+        for row in table:
+            key, values = row[:width], row[width:]
+            acc = out.setdefault(key, [0] * len(values))
+            for i, v in enumerate(values):
+                acc[i] += v
+    return tuple((*k, *v) for k, v in sorted(out.items(), key=lambda kv: tuple(str(x) for x in kv[0])))
+
+
+def merge_usage(parts: Sequence[UsageCounts]) -> UsageCounts:
+    """Several processes' usage summed exactly (integers); price tables listed once each."""
+    return UsageCounts(
+        cpu_ns=sum(u.cpu_ns for u in parts),
+        process_cpu_ns=sum(u.process_cpu_ns for u in parts),
+        costs=_sum_keyed([u.costs for u in parts], 4),
+        tokens=(sum(u.tokens[0] for u in parts), sum(u.tokens[1] for u in parts)),
+        prices=tuple(sorted({p for u in parts for p in u.prices})),
+    )
+
+
+def merge_review(parts: Sequence[ReviewCounts | None]) -> ReviewCounts | None:
+    given = [r for r in parts if r is not None]
+    if not given:
+        return None
+    dropped: dict[str, int] = {}
+    for r in given:
+        for reason, count in r.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    return ReviewCounts(_sum_keyed([r.rows for r in given], 3), dropped)
+
+
+# -- archives of dead workers' files (``_dirsum``): the same integers as JSON ---------------------
+def usage_json(u: UsageCounts) -> dict[str, Any]:
+    return {
+        "cpu_ns": u.cpu_ns,
+        "process_cpu_ns": u.process_cpu_ns,
+        "costs": [list(c) for c in u.costs],
+        "tokens": list(u.tokens),
+        "prices": [list(p) for p in u.prices],
+    }
+
+
+def usage_from_json(data: Mapping[str, Any]) -> UsageCounts:
+    return UsageCounts(
+        cpu_ns=int(data["cpu_ns"]),
+        process_cpu_ns=int(data["process_cpu_ns"]),
+        costs=tuple(
+            (None if k is None else str(k), None if s is None else str(s), str(src), str(b), int(v))
+            for k, s, src, b, v in data["costs"]
+        ),
+        tokens=(int(data["tokens"][0]), int(data["tokens"][1])),
+        prices=tuple((str(h), str(u), float(t)) for h, u, t in data["prices"]),
+    )
+
+
+def review_json(r: ReviewCounts | None) -> dict[str, Any] | None:
+    return None if r is None else {"rows": [list(row) for row in r.rows], "dropped": dict(r.dropped)}
+
+
+def review_from_json(data: Mapping[str, Any] | None) -> ReviewCounts | None:
+    if data is None:
+        return None
+    rows = tuple((str(k), str(s), str(h), int(p), int(c)) for k, s, h, p, c in data["rows"])
+    return ReviewCounts(rows, {str(k): int(v) for k, v in data["dropped"].items()})
+
+
+# -- points ----------------------------------------------------------------------------------------
+def add_usage_points(
+    model: Attributes, usage: UsageCounts, review: ReviewCounts | None, out: dict[n.Instrument, InstrumentPoints]
+) -> None:
+    """The cost, token, price and review series of one model snapshot."""
+    from ._points import NumberPoint
+
+    out[n.PREDICTION_CPU].numbers.append(NumberPoint(model, usage.cpu_ns * 1e-9))
+    out[n.PROCESS_CPU].numbers.append(NumberPoint(model, usage.process_cpu_ns * 1e-9))
+    for key, segment, source, basis, nano in usage.costs:
+        seg: Attributes = ()
+        if key is not None:
+            seg = ((n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment or ""))
+        attrs = (*model, *seg, (n.ATTR_COST_SOURCE, source), (n.ATTR_COST_BASIS, basis))
+        out[n.COST].numbers.append(NumberPoint(attrs, nano / NANO))
+    if any(usage.tokens):
+        out[n.TOKENS].numbers.extend(
+            NumberPoint((*model, (n.ATTR_TOKEN_TYPE, kind)), count) for kind, count in zip(n.TOKEN_TYPES, usage.tokens)
+        )
+    for price_hash, updated, _ in usage.prices:
+        info = (*model, (n.ATTR_PRICE_HASH, price_hash), (n.ATTR_PRICE_UPDATED, label_value(updated)))
+        out[n.PRICE_CONFIG_INFO].numbers.append(NumberPoint(info, 1.0))
+    if usage.prices:  # the stalest table decides
+        out[n.PRICE_CONFIG_UPDATED].numbers.append(NumberPoint(model, min(ts for _, _, ts in usage.prices)))
+    if review is None:
+        return
+    for key, segment, stratum, population, sampled in review.rows:
+        attrs = (*model, (n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment), (n.ATTR_STRATUM, stratum))
+        out[n.REVIEW_POPULATION].numbers.append(NumberPoint(attrs, population))
+        out[n.REVIEW_SAMPLED].numbers.append(NumberPoint(attrs, sampled))
+    out[n.REVIEW_DROPPED].numbers.extend(
+        NumberPoint((*model, (n.ATTR_DROP_REASON, reason)), review.dropped.get(reason, 0))
+        for reason in n.REVIEW_DROP_REASONS
+    )
+
+
+def slot_rows(slots: npt.NDArray[np.intp], size: int) -> npt.NDArray[np.int64]:
+    """Rows per slot of a batch: how its cost is split (a batch's cost divides by rows)."""
+    return np.bincount(slots, minlength=size).astype(np.int64, copy=False)
