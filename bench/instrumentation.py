@@ -286,6 +286,59 @@ def bench_token(repeats: int, calls: int) -> tuple[float, float, float]:
     return statistics.median(t_plain), statistics.median(t_token), statistics.median(t_sign)
 
 
+def bench_cost_capture(baseline: Any, repeats: int, calls: int) -> tuple[float, float, float]:
+    """Per-call time of one row (tracing off) with the CPU-time capture every sync call makes,
+    the same wrapper without it (``Call(cpu=False)``, what an async call runs), and a call that
+    also reports a cost with ``add_cost`` and tokens with ``add_tokens`` (priced)."""
+    from otel_ml import Prices, add_cost, add_tokens
+    from otel_ml.instrument._call import Call
+
+    rng = np.random.default_rng(4)
+    row = {f.name: float(rng.normal()) for f in baseline.numeric}
+    provider = _provider(False)
+    prices = Prices.from_dict(
+        {"updated": "2026-11-20", "compute": {"cpu_hour": 0.05}, "tokens": {"*": {"input": 1, "output": 2}}}
+    )
+
+    def monitored() -> ModelMonitor:
+        return ModelMonitor(
+            "bench",
+            "v1",
+            baseline=baseline,
+            decision=0.7,
+            prices=prices,
+            tracer_provider=provider,
+            registry=CollectorRegistry(),
+        )
+
+    captured = monitored()(_model)
+    plain_monitor = monitored()
+
+    def uncaptured(features: dict[str, float]) -> float:  # the sync wrapper's code, CPU capture off
+        with Call(plain_monitor._recorder, _first_argument, (features,), {}, cpu=False) as call:
+            call.result = _model(features)
+        return call.result  # type: ignore[no-any-return]
+
+    def reporting_model(features: dict[str, float]) -> float:
+        add_cost(0.0001)
+        add_tokens(input=100, output=20)
+        return _model(features)
+
+    reporting = monitored()(reporting_model)
+    for fn in (captured, uncaptured, reporting):
+        time_per_call(fn, row, 2000)
+    t_on, t_off, t_report = [], [], []
+    for _ in range(repeats):
+        t_on.append(time_per_call(captured, row, calls))
+        t_off.append(time_per_call(uncaptured, row, calls))
+        t_report.append(time_per_call(reporting, row, calls))
+    return statistics.median(t_on), statistics.median(t_off), statistics.median(t_report)
+
+
+def _first_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0]
+
+
 def bench_batch(baseline: Any, repeats: int, n_rows: int) -> tuple[float, float]:
     rng = np.random.default_rng(2)
     matrix = rng.normal(size=(n_rows, N_FEATURES))
@@ -342,6 +395,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"| {label:<28} | {(on - span_cost) * 1e6:9.1f} us | {span_cost * 1e6:9.1f} us | {'':>6} | <= 5 us |"
         "  (naive column: the bare span)"
+    )
+    captured, uncaptured, reporting = bench_cost_capture(baseline, repeats, calls)
+    overhead = captured - uncaptured
+    ok &= overhead <= 1e-6
+    label = "cost capture (CPU time)"
+    print(
+        f"| {label:<28} | {overhead * 1e6:9.2f} us | {uncaptured * 1e6:9.1f} us | "
+        f"{captured / uncaptured:6.2f} | <= 1 us |"
+        "  (otel-ml column: the difference; naive column: the call without capture)"
+    )
+    label = "+ add_cost + add_tokens"
+    print(
+        f"| {label:<28} | {(reporting - captured) * 1e6:9.2f} us | {captured * 1e6:9.1f} us | "
+        f"{reporting / captured:6.2f} | report |  (a call that also reports its cost and tokens, priced)"
     )
     n_rows = 100_000
     ours, raw = bench_batch(baseline, batch_repeats, n_rows)

@@ -413,26 +413,24 @@ def test_costs_of_forked_workers_sum_exactly(tmp_path: Path, monkeypatch: pytest
     """Multiprocess mode: every worker's integer nano-dollars add up to the exact total."""
     import multiprocessing
 
-    from otel_ml.instrument import set_multiproc_dir
+    from otel_ml.instrument import MULTIPROC_DIR_ENV
 
-    set_multiproc_dir(tmp_path)
-    try:
-        registry = CollectorRegistry()
-        mon = ModelMonitor("mp", "v1", prices=Prices.from_dict(PRICES), registry=registry)
-        predict = mon(lambda row: add_cost(0.001) or 0.5)
-        ctx = multiprocessing.get_context("fork")
-        workers = [ctx.Process(target=_worker, args=(predict, 70)) for _ in range(3)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(60)
-            assert w.exitcode == 0
-        _worker(predict, 30)
-        values = samples(registry)
-        assert cost(values, n.COST_API, n.BASIS_BILLED) == pytest.approx(240 * 0.001, abs=1e-12)
-        assert values[(n.PREDICTION_CPU.series, ())] > 0
-    finally:
-        set_multiproc_dir(None)
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(tmp_path))
+    registry = CollectorRegistry()
+    mon = ModelMonitor("mp", "v1", prices=Prices.from_dict(PRICES), registry=registry)
+    predict = mon(lambda row: add_cost(0.001) or 0.5)
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_worker, args=(predict, 70)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    _worker(predict, 30)
+    values = samples(registry)
+    assert cost(values, n.COST_API, n.BASIS_BILLED) == pytest.approx(240 * 0.001, abs=1e-12)
+    assert values[(n.PREDICTION_CPU.series, ())] > 0
+    assert values[(n.PROCESS_CPU.series, ())] > values[(n.PREDICTION_CPU.series, ())]
 
 
 def _worker(predict: Any, calls: int) -> None:

@@ -308,7 +308,7 @@ class ModelCounters:
         decision: str | None,
         segments: Sequence[str | None],
         duration: float | None,
-        cpu_ns: int = -1,
+        cpu_ns: int = 0,
     ) -> int:
         """Count one prediction made from one mapping of features: the single-row hot path.
         Returns the row's cost slot (its value of the cost segment; 0 without one).
@@ -509,7 +509,7 @@ class ModelCounters:
         """A call counted outside the row path (a batch, a call without readable input): its CPU
         and wall time, split over cost slots by rows (a batch's cost divides by rows)."""
         wall = 0 if seconds is None or not math.isfinite(seconds) or seconds < 0 else round(seconds * 1e9)
-        cpu = max(cpu_ns, 0)
+        cpu = cpu_ns
         with self._lock:
             if slot_rows is None or not slot_rows.sum():
                 self.cpu_ns[0] += cpu

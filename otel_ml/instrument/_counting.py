@@ -86,7 +86,7 @@ class CallCounter:
         result: Any,
         duration: float | None,
         error: BaseException | None,
-        cpu_ns: int = -1,
+        cpu_ns: int = 0,
         call: CallState | None = None,
     ) -> tuple[int | None, Any, Any, float | None, Any]:
         """Count features and predictions; returns rows, scores, decisions, the duration still

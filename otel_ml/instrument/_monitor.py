@@ -174,6 +174,22 @@ class ModelMonitor:
     ``shadow`` lists :class:`Shadow` versions scored on the same input off the request path
     (see :class:`Shadow`); :meth:`close` stops them.
 
+    Cost: every sync call's CPU time on the calling thread is counted
+    (``ml_prediction_cpu_seconds_total``, a lower bound: BLAS threads are not in it, and
+    ``ml_process_cpu_seconds_total`` beside it shows how much), async calls' is not (their thread
+    runs other tasks between awaits). ``prices`` (a :class:`~otel_ml.Prices`, or a YAML/JSON
+    file; default: the file named by ``OTEL_ML_PRICES``) prices it in
+    ``ml_cost_usd_total{ml_cost_source="compute", ml_cost_basis="configured_rate"}``, plus wall
+    time x ``gpu_share`` (the share of one GPU the model holds during a call) x the GPU price;
+    :func:`~otel_ml.add_cost` and :func:`~otel_ml.add_tokens` inside the call add what it cost
+    elsewhere. ``cost_segment`` (one of ``segments``) splits costs by its values; a batch's cost
+    is split by its rows. A shadow's calls cost on the shadow's version.
+
+    ``review`` (a :class:`~otel_ml.Review`) samples predictions for human review: strata of the
+    review segment and the score (finer near a threshold ``decision``), a deterministic hash of
+    the request id against each stratum's inclusion probability, counts per stratum, and the
+    selected ids sent to the sidecar's review queue with their probabilities.
+
     A single row's counts are buffered (up to 512 rows) and counted in one vectorised step
     before anything in this process reads them (a scrape, an OTLP export, ``counters.snapshot()``),
     before a fork and at exit; in multiprocess mode also every 0.5 s, the most a scrape served

@@ -33,7 +33,7 @@ __all__ = ["Row", "RowCounts", "RowPlan", "RowWriter", "count_rows", "row_floats
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # values (as doubles, or as given), category codes, score (NaN: none), decision index (-1: none),
-# segment indices, duration (None: none), thread CPU nanoseconds (-1: not measured)
+# segment indices, duration (None: none), thread CPU nanoseconds (0: not measured)
 Row = tuple[bytes | tuple[Any, ...], tuple[int, ...], float, int, tuple[int, ...], float | None, int]
 
 
@@ -161,8 +161,11 @@ def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
             categories[lo:hi] = np.bincount(present, minlength=hi - lo)
             missing[n_num + j] = n - present.size
     score_bins, score_sum = _finite_counts(plan.score_edges, np.array(scores, dtype=np.float64))
-    duration_bins, duration_sum = _durations(durations, plan.duration_edges)
-    cpu_ns, wall_ns = _usage(cpus, durations, segments, plan)
+    duration_bins, duration_sum, wall_total = _durations(durations, plan.duration_edges)
+    if plan.cost_key == 0:  # the common case: one slot, totals only (C-level sums, no arrays)
+        cpu_ns, wall_ns = np.array([sum(cpus)], dtype=np.int64), np.array([wall_total], dtype=np.int64)
+    else:
+        cpu_ns, wall_ns = _usage(cpus, durations, segments, plan)
     return RowCounts(
         bins,
         sums,
@@ -178,17 +181,18 @@ def count_rows(rows: Sequence[Row], plan: RowPlan) -> RowCounts:
     )
 
 
+def _wall_ns(d: FloatArray) -> IntArray:
+    """Each latency in whole nanoseconds (negative or not finite: 0), rounded as ``round()`` rounds."""
+    with np.errstate(invalid="ignore"):
+        return np.rint(np.where(np.isfinite(d) & (d >= 0), d, 0.0) * 1e9).astype(np.int64)
+
+
 def _usage(
     cpus: Sequence[int], durations: Sequence[float | None], segments: Sequence[tuple[int, ...]], plan: RowPlan
 ) -> tuple[IntArray, IntArray]:
     """CPU and wall nanoseconds of the rows per cost slot (integers: exact sums)."""
     cpu = np.array(cpus, dtype=np.int64)
-    wall = np.array(durations, dtype=np.float64)  # None (no latency) becomes NaN
-    with np.errstate(invalid="ignore"):
-        wall_ns = np.rint(np.where(np.isfinite(wall) & (wall >= 0), wall, 0.0) * 1e9).astype(np.int64)
-    np.maximum(cpu, 0, out=cpu)
-    if plan.cost_key == 0:
-        return np.array([cpu.sum()], dtype=np.int64), np.array([wall_ns.sum()], dtype=np.int64)
+    wall_ns = _wall_ns(np.array(durations, dtype=np.float64))  # None (no latency) becomes NaN
     slot = np.array(segments, dtype=np.intp).reshape(len(cpus), -1)[:, plan.cost_key - 1]
     return _bincount_int(slot, cpu, plan.cost_slots), _bincount_int(slot, wall_ns, plan.cost_slots)
 
@@ -220,18 +224,20 @@ def _predictions(
     return out
 
 
-def _durations(durations: Sequence[float | None], edges: tuple[float, ...]) -> tuple[IntArray, float]:
-    """Latency buckets of the rows that carry one, placed as ``bisect_left`` places each (NaN first)."""
+def _durations(durations: Sequence[float | None], edges: tuple[float, ...]) -> tuple[IntArray, float, int]:
+    """Latency buckets of the rows that carry one, placed as ``bisect_left`` places each (NaN
+    first), their sum, and their total in whole nanoseconds (what GPU time is priced on)."""
     if None in durations:  # rows counted without a latency (``record()`` without one)
         given = np.array(durations, dtype=object)
         d = given[given != None].astype(np.float64)  # noqa: E711  # elementwise: the rows with a latency
     else:
         d = np.array(durations, dtype=np.float64)
     if d.size == 0:
-        return np.zeros(len(edges) + 1, dtype=np.int64), 0.0
+        return np.zeros(len(edges) + 1, dtype=np.int64), 0.0, 0
     idx = np.searchsorted(np.asarray(edges), d, side="left")
     idx[np.isnan(d)] = bisect_left(edges, math.nan)  # searchsorted puts NaN last, bisect first
-    return np.bincount(idx, minlength=len(edges) + 1).astype(np.int64, copy=False), float(d.sum())
+    bins = np.bincount(idx, minlength=len(edges) + 1).astype(np.int64, copy=False)
+    return bins, float(d.sum()), int(_wall_ns(d).sum())
 
 
 def _finite_counts(edges: FloatArray, values: FloatArray) -> tuple[IntArray, float]:
@@ -314,5 +320,5 @@ class RowWriter:
             scalars[1] += duration
             if duration - duration == 0.0 and duration >= 0:
                 cells["wall_ns"][slot] += round(duration * 1e9)
-        if cpu > 0:
+        if cpu:
             cells["cpu_ns"][slot] += cpu

@@ -96,6 +96,8 @@ class TokenCallState(CallState):
         self._request_id = None
         self.fallback = None
         self.token = None
+        self.usage = None
+        self.review_pi = None
         self._minter = minter
         self._errors = errors
         self._read = read  # the call's features are read(args, kwargs); no reference to the Call (no cycle)
