@@ -65,6 +65,7 @@ class CallRecorder:
         "key",
         "minter",
         "request_id",
+        "reviewed",
         "shadows",
     )
 
@@ -93,6 +94,7 @@ class CallRecorder:
         self._proxy = tracer if type(tracer) is ProxyTracer else None  # NoOp until a global provider is set
         self._attributes = attributes
         self.shadows: tuple[ShadowSink, ...] = ()  # shadow versions scoring this model's successful calls
+        self.reviewed = False  # review sampling hashes every call's request id: make it from the input
 
     def untraced(self) -> bool:
         """True when the tracer is a no-op one. Its span would be non-recording and carry the
@@ -112,7 +114,7 @@ class CallRecorder:
         ``(None, None)`` without a tracer (see :meth:`untraced`)."""
         span = ctx = None
         if parent is None and self.untraced():
-            if self.request_id is not None and (self.minter is not None or self.shadows):
+            if self.request_id is not None and (self.minter is not None or self.shadows or self.reviewed):
                 try:
                     self._name_call(state, features)
                 except Exception as exc:
@@ -123,7 +125,8 @@ class CallRecorder:
             span = self._tracer.start_span(SPAN_NAME, under, kind=SpanKind.INTERNAL, attributes=self._attributes)
             ctx = otel_context.attach(trace.set_span_in_context(span))
             # the id names the span, the token and the shadows' calls (sampled by it), even untraced
-            if self.request_id is not None and (span.is_recording() or self.minter is not None or self.shadows):
+            named = span.is_recording() or self.minter is not None or self.shadows or self.reviewed
+            if self.request_id is not None and named:
                 self._name_call(state, features)
         except Exception as exc:
             self.errors.report("span", exc)

@@ -86,7 +86,7 @@ def _review_layout(
         raise ValueError(f"Review(segment={config.segment!r}) is not one of segments={tuple(segments)!r}")
     score = baseline.score if baseline is not None else None
     threshold = decision if isinstance(decision, (int, float)) and not isinstance(decision, bool) else None
-    edges = ReviewSampler.edges_for(score.edges if score else DEFAULT_SCORE_EDGES, threshold, config.near)
+    edges = ReviewSampler.edges_for(score.edges if score else DEFAULT_SCORE_EDGES, threshold, config.near, config.bins)
     return edges, config.segment
 
 
@@ -364,6 +364,7 @@ class ModelMonitor:
             )
         self.review = ReviewSampler(config, self.counters, edges, client=client, feature_names=self.feature_names)
         self._counting.review = self.review
+        self._recorder.reviewed = True
 
     def add_cost(self, usd: float, *, basis: str = BASIS_BILLED) -> None:
         """Add a cost of this model known only outside a call (a nightly bill, a batch job's API

@@ -57,7 +57,9 @@ class Review:
     its review queue and the inclusion probabilities come from it. ``rate`` is the probability
     used for every stratum until the sidecar has answered, or always without a sidecar.
     ``segment`` is the segment key (one of the monitor's ``segments``) whose values are strata;
-    the score's bins are split further ``near`` the decision threshold, where the errors are.
+    the score is cut into ``bins`` bins (at the baseline's score edges, evenly spaced among
+    them), split further ``near`` a threshold decision, where the errors are: with the defaults,
+    12 score strata and ``none`` per segment value.
     ``salt`` (default: derived from the model name and version) must be the same on every
     replica; change it and a new set of ids is drawn. ``features=True`` sends the row's feature
     values with the item (they may hold personal data: off by default). ``token`` is the
@@ -67,6 +69,7 @@ class Review:
     sidecar: str | None = None
     rate: float = 0.0
     segment: str | None = None
+    bins: int = 5
     near: tuple[float, ...] = (0.01, 0.02, 0.05)
     salt: str | None = None
     features: bool = False
@@ -75,6 +78,8 @@ class Review:
     def __post_init__(self) -> None:
         if not (isinstance(self.rate, (int, float)) and 0.0 <= self.rate <= 1.0):
             raise ValueError(f"Review(rate={self.rate!r}): an inclusion probability between 0 and 1")
+        if not (isinstance(self.bins, int) and 1 <= self.bins <= 100):
+            raise ValueError(f"Review(bins={self.bins!r}): between 1 and 100 score bins")
         if self.sidecar is None and self.rate == 0.0:
             raise ValueError("Review needs sidecar= (its rates) or rate= (a fixed inclusion probability)")
 
@@ -106,9 +111,14 @@ class ReviewSampler:
         self._table: tuple[Any, npt.NDArray[np.float64]] | None = None
 
     @staticmethod
-    def edges_for(score_edges: Sequence[float], threshold: float | None, near: Sequence[float]) -> tuple[float, ...]:
-        """The review bins: the score's bins plus edges around the decision threshold."""
-        return review_edges(tuple(score_edges), () if threshold is None else (threshold,), tuple(near))
+    def edges_for(
+        score_edges: Sequence[float], threshold: float | None, near: Sequence[float], bins: int
+    ) -> tuple[float, ...]:
+        """The review bins: ``bins`` of the score's (every k-th of its edges, so each holds about
+        the same share of the reference scores) plus edges around the decision threshold."""
+        edges = tuple(score_edges)
+        picked = tuple(edges[round(i * (len(edges) + 1) / bins) - 1] for i in range(1, bins)) if edges else ()
+        return review_edges(picked, () if threshold is None else (threshold,), tuple(near))
 
     # -- inclusion probabilities ---------------------------------------------------------------
     def _current_rates(self) -> Any:
