@@ -32,6 +32,7 @@ from otel_ml.sidecar._review_config import ReviewSettings
 from otel_ml.sidecar._review_input import ReviewItem
 from otel_ml.sidecar._review_queue import ReviewQueue
 from otel_ml.sidecar._review_rates import RateSettings
+from otel_ml.sidecar._series import LimitSettings
 from otel_ml.sidecar._state import StateSettings
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -99,8 +100,11 @@ def baseline_file(baseline: Baseline, tmp_path: Path) -> Path:
     return baseline.save(tmp_path / "fraud-v3.baseline.json")
 
 
-def start(baseline_file: Path, tmp_path: Path, review: ReviewSettings | None = None, **kw: Any) -> Sidecar:
-    settings = StateSettings(review=review or ReviewSettings())
+def start(
+    baseline_file: Path, tmp_path: Path, review: ReviewSettings | None = None, combinations: int = 5000, **kw: Any
+) -> Sidecar:
+    limits = LimitSettings(max_segment_combinations=combinations)
+    settings = StateSettings(review=review or ReviewSettings(), limits=limits)
     config = SidecarConfig(
         baselines=(baseline_file,),
         listen=("127.0.0.1", 0),
@@ -304,6 +308,30 @@ def test_items_without_a_decision_are_marked_but_not_judged(sidecar: Sidecar) ->
     assert one(sidecar.url, "ml_review_pending") == 0
     assert samples(sidecar.url, "ml_review_labelled_total") == {}
     assert one(sidecar.url, "ml_labels_unmatched_total", reason="no_decision") == 1
+
+
+def test_labelled_series_are_bounded_across_restarts(baseline_file: Path, tmp_path: Path) -> None:
+    side = start(baseline_file, tmp_path, combinations=2)
+    try:
+        post_items(side.url, [item("a", stratum="(0.1,0.2]"), item("b", stratum="(0.2,0.3]")])
+    finally:
+        side.stop()
+    side = start(baseline_file, tmp_path, combinations=2)  # the budget spent before is still spent
+    try:
+        post_items(side.url, [item("c", stratum="(0.3,0.4]"), item("d", stratum="(0.1,0.2]", segment="DE")])
+        for rid in "abcd":
+            review_label(side.url, rid, False)
+        got = {
+            (dict(lab)["ml_segment_key"], dict(lab)["ml_segment"], dict(lab)["ml_stratum"]): v
+            for lab, v in samples(side.url, "ml_review_labelled_total").items()
+        }
+        assert got == {
+            ("country", "US", "(0.1,0.2]"): 1,
+            ("country", "US", "(0.2,0.3]"): 1,
+            ("__other__", "__other__", "__other__"): 2,
+        }
+    finally:
+        side.stop()
 
 
 # -- rates -------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ At most ``max_items`` rows. A body that does not fit deletes labelled items firs
 labelled first); if it still does not fit, nothing of it is stored (:class:`QueueFull`, a 507 for
 the client to retry) and its items are counted ``dropped{reason="full"}``. Pending items queued
 more than ``max_pending_age`` ago are deleted and counted ``expired``; labelled ones are deleted
-``retention`` after their label. Measured (bench in the report): ~300 bytes on disk per item
-without features.
+``retention`` after their label. Measured (``bench/review_queue.py``): ~200 bytes on disk per
+item without features.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,10 +413,13 @@ class ReviewQueue:
                     out[(model, version)] = float(row[0])
         return out
 
-    def strata(self) -> Iterable[tuple[str, str, str]]:
-        """(model, version, stratum) of every item held: what a restarted sidecar's stratum budget starts from."""
+    def combinations(self) -> set[tuple[str, str, str, str, str]]:
+        """(model, version, segment key, segment, stratum) of every item held or counted: what a
+        restarted sidecar's combination budget starts from."""
         with self._lock:
-            return self._con.execute("SELECT DISTINCT model, version, st FROM items").fetchall()
+            found = set(self._con.execute("SELECT DISTINCT model, version, sk, sg, st FROM items").fetchall())
+        found.update(k[1:6] for k in self.counts if k[0] == "labelled")
+        return found
 
     # ---- the webhook's cursor ----------------------------------------------------------------
     @property

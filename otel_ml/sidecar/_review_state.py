@@ -15,17 +15,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import _names as n
-from .._cardinality import BoundedLabels
+from .._names import OTHER
 from ._model_state import ModelState
 from ._review_config import ReviewSettings
 from ._review_input import ReviewItem
 from ._review_queue import AddResult, Judge, QueueFull, ReviewLabel, ReviewQueue, ReviewQueueError
 from ._series import IngestError
 
-__all__ = ["Reviews", "ReviewCounts", "MAX_STRATA"]
+__all__ = ["Reviews", "ReviewCounts"]
 
 _log = logging.getLogger("otel_ml.sidecar")
-MAX_STRATA = 256  # review bins per model version (the app has score bins + 6 per threshold + "none")
+Combination = tuple[str, str, str]  # (segment key, segment, stratum)
+_FOLDED: Combination = (OTHER, OTHER, OTHER)
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,14 @@ class ReviewCounts:
 class Reviews:
     """The queue (or why it is not open) and the per-model stratum budgets."""
 
-    def __init__(self, settings: ReviewSettings) -> None:
+    def __init__(self, settings: ReviewSettings, max_combinations: int = 5000) -> None:
         self.settings = settings
         self.error: str | None = None
         self.queue = self._open()
-        self._strata: dict[tuple[str, str], BoundedLabels] = {}
-        for model, version, stratum in self.queue.strata():
-            self._stratum(model, version, stratum)
+        self.max_combinations = max_combinations
+        self._combinations: dict[tuple[str, str], set[Combination]] = {}
+        for model, version, *rest in self.queue.combinations():
+            self._combinations.setdefault((model, version), set()).add((rest[0], rest[1], rest[2]))
 
     def _open(self) -> ReviewQueue:
         s = self.settings
@@ -63,11 +65,18 @@ class Reviews:
             _log.error("%s: review items are refused with 503 until it is fixed", exc)
             return ReviewQueue(None, **kwargs)
 
-    def _stratum(self, model: str, version: str, stratum: str) -> str:
-        budget = self._strata.get((model, version))
-        if budget is None:
-            budget = self._strata[(model, version)] = BoundedLabels(MAX_STRATA)
-        return budget.label(budget.index(stratum))
+    def _combination(self, model: str, version: str, combination: Combination) -> Combination:
+        """The (segment key, segment, stratum) of an item, or ``__other__`` thrice once the model's
+        budget of combinations is spent: ``ml_review_labelled_total`` has at most
+        2 x (max_combinations + 1) series per model version, whatever arrives."""
+        seen = self._combinations.setdefault((model, version), set())
+        if combination in seen:
+            return combination
+        if len(seen) >= self.max_combinations:
+            seen.add(_FOLDED)
+            return _FOLDED
+        seen.add(combination)
+        return combination
 
     def _available(self) -> None:
         if self.error is not None:
@@ -80,10 +89,12 @@ class Reviews:
         bounded = []
         for item in items:
             model = models[(item.model, item.version)]
-            segment = model.bound_segment(item.segment_key, item.segment)
-            stratum = self._stratum(item.model, item.version, item.stratum)
-            if (segment, stratum) != (item.segment, item.stratum):
-                item = replace(item, segment=segment, stratum=stratum)
+            segment = model.bound_segment(item.segment_key, item.segment)  # as the population series fold
+            key, segment, stratum = self._combination(
+                item.model, item.version, (item.segment_key, segment, item.stratum)
+            )
+            if (key, segment, stratum) != (item.segment_key, item.segment, item.stratum):
+                item = replace(item, segment_key=key, segment=segment, stratum=stratum)
             bounded.append(item)
         try:
             return self.queue.add(bounded, now)

@@ -112,7 +112,7 @@ class SidecarState:
         self.join_store_error: str | None = None  # why the configured store file is not in use
         self.joins = LabelJoin(self._open_store(), baselines, self.settings.token_keys)
         self.seed_combinations()
-        self.reviews = Reviews(self.settings.review)
+        self.reviews = Reviews(self.settings.review, self.settings.limits.max_segment_combinations)
         self.review_judge = review_judge(
             self.settings.outputs.positive_decision, self.vocabulary.positive, self.settings.multiclass
         )
