@@ -6,6 +6,7 @@ against a real receiver across a restart, and the app's gauges pushed over OTLP.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,8 @@ import pytest
 import requests
 import yaml
 from conftest import SidecarProcess, free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -29,10 +32,10 @@ from otel_ml import Baseline
 from otel_ml import _names as n
 from otel_ml.sidecar import Sidecar, SidecarConfig
 from otel_ml.sidecar._review_config import ReviewSettings
-from otel_ml.sidecar._review_input import ReviewItem
+from otel_ml.sidecar._review_input import ReviewItem, parse_review_items
 from otel_ml.sidecar._review_queue import ReviewQueue
 from otel_ml.sidecar._review_rates import RateSettings
-from otel_ml.sidecar._series import LimitSettings
+from otel_ml.sidecar._series import IngestError, LimitSettings
 from otel_ml.sidecar._state import StateSettings
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -150,6 +153,27 @@ def test_queue_survives_kill_9_with_no_loss(
     assert review_label(second.url, ids[0], True).json() == {"joined": 0, "unmatched": 1}  # a duplicate now
     assert one(second.url, "ml_review_labelled_total", ml_outcome="error") == 7
     assert one(second.url, "ml_labels_unmatched_total", reason="duplicate") == 1
+
+
+def test_an_unusable_queue_file_refuses_with_503_until_moved_away(baseline_file: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "review.sqlite"
+    garbage.write_bytes(b"not a database at all, but someone's notes")
+    side = start(baseline_file, tmp_path, ReviewSettings(queue_file=garbage))
+    try:
+        r = post_items(side.url, [item("a")])
+        assert r.status_code == 503 and "not an SQLite database" in r.text
+        assert requests.get(side.url + "/v1/review/queue").status_code == 503
+        assert review_label(side.url, "a", True).status_code == 503
+        ready = requests.get(side.url + "/readyz")
+        assert ready.status_code == 503 and "review" in ready.text
+        assert not side.state.reviews.retry()  # an existing file is never replaced
+        assert garbage.read_bytes().startswith(b"not a database")
+        garbage.unlink()  # the operator moves it away
+        assert side.state.reviews.retry()
+        assert post_items(side.url, [item("a")]).json() == {"accepted": 1, "duplicates": 0}
+        assert requests.get(side.url + "/readyz").status_code == 200
+    finally:
+        side.stop()
 
 
 # -- cursor, duplicates, full, expiry ----------------------------------------------------------
@@ -469,6 +493,7 @@ HOSTILE: list[tuple[str, bytes, int]] = [
         400,
     ),
     ("features list", json.dumps({"items": [item("h", features=[1, 2])]}).encode(), 400),
+    ("feature nested list", json.dumps({"items": [item("h", features={"v": [[1.0]]})]}).encode(), 400),
     ("deep json", b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
     ("not json", b"items=1", 400),
     ("items a string", b'{"items": "all of them"}', 400),
@@ -480,9 +505,10 @@ HOSTILE: list[tuple[str, bytes, int]] = [
 
 def test_hostile_bodies_are_4xx_and_change_nothing(sidecar: Sidecar) -> None:
     url = sidecar.url
-    assert post_items(url, [item("kept", features={"amount": 12.5, "country": "US"})]).status_code == 200
+    features = {"amount": 12.5, "country": "US", "embedding": [0.1, -2.0, None], "flag": True}
+    assert post_items(url, [item("kept", features=features)]).status_code == 200
     before = read_all(url)
-    assert before[0]["features"] == {"amount": 12.5, "country": "US"}
+    assert before[0]["features"] == features
     for name, body, status in HOSTILE:
         r = requests.post(url + "/v1/review/items", data=body, headers={"Content-Type": "application/json"})
         assert r.status_code == status, (name, r.status_code, r.text)
@@ -615,3 +641,27 @@ def test_exposition_with_review_series_is_promtool_clean(sidecar: Sidecar) -> No
     assert "ml_review_labelled_total" in text and "ml_price_config_info" in text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(item("h"))) | st.just("features"), _JSON, max_size=4))
+def test_any_field_value_is_a_4xx_or_a_sane_item(fields: dict[str, Any]) -> None:
+    body = json.dumps({"items": [{**item("h"), **fields}]}).encode()
+    try:
+        (parsed,) = parse_review_items(body, 10, {("fraud", "v3")})
+    except IngestError as exc:
+        assert 400 <= exc.status < 500 and len(str(exc)) < 300
+        return
+    assert 0.0 < parsed.pi <= 1.0 and math.isfinite(parsed.pi)
+    assert parsed.score is None or math.isfinite(parsed.score)
+    assert parsed.request_id and len(parsed.request_id.encode("utf-8", "surrogatepass")) <= 256
+    for text in (parsed.model, parsed.version, parsed.segment_key, parsed.segment, parsed.stratum):
+        assert 0 < len(text) <= 256
+    assert parsed.features is None or len(parsed.features) <= 16 * 1024

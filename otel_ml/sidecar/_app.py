@@ -128,8 +128,11 @@ class Sidecar:
                 self.persist()
                 try:
                     self.state.retry_join_store()
+                    with self.state.lock:  # the webhook holds the queue it was given: it follows the swap
+                        if self.state.reviews.retry() and self.webhook is not None:
+                            self.webhook.queue = self.state.reviews.queue
                 except Exception:  # never the end of the tick thread
-                    _log.exception("reopening the join store failed")
+                    _log.exception("reopening the join store or the review queue failed")
                 last_persist = time.monotonic()
 
     def persist(self) -> bool:

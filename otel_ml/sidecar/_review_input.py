@@ -22,12 +22,20 @@ from ._label_input import _json, _objects, _request_id, _score, _timestamp
 from ._outcomes import describe_kind, normalize_outcome
 from ._series import IngestError
 
-__all__ = ["ReviewItem", "parse_review_items", "MAX_FEATURES", "MAX_FEATURES_BYTES", "MAX_STRATUM_CHARS"]
+__all__ = [
+    "ReviewItem",
+    "parse_review_items",
+    "MAX_FEATURES",
+    "MAX_FEATURES_BYTES",
+    "MAX_STRATUM_CHARS",
+    "MAX_FEATURE_LIST",
+]
 
 BAD = "bad_review_item"
 MAX_STRATUM_CHARS = 64
 MAX_FEATURES = 256  # feature values per item (only sent when the monitor has review_features=True)
 MAX_FEATURES_BYTES = 16 * 1024  # of one item's features as stored JSON
+MAX_FEATURE_LIST = 1024  # values of one list feature (scalars only: no nesting)
 _NUMBER = r"(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 # "(-Inf,0.1]", "(0.65,0.7]", "(0.9,+Inf)": a review bin spelled like ``le`` (S's stratum_labels), or "none"
 _STRATUM = re.compile(rf"\((?:-Inf|{_NUMBER}),(?:{_NUMBER}\]|\+Inf\))|none")
@@ -101,7 +109,13 @@ def _features(value: Any, where: str) -> str | None:
     for key, v in value.items():
         if len(key) > MAX_LABEL_VALUE_CHARS:
             raise _bad(where, f"feature names have at most {MAX_LABEL_VALUE_CHARS} characters")
-        _feature_value(v, f"{where}.{key[:64]}")
+        if isinstance(v, list):  # a vector feature (the app turns numpy arrays into lists)
+            if len(v) > MAX_FEATURE_LIST:
+                raise _bad(f"{where}.{key[:64]}", f"a list feature has at most {MAX_FEATURE_LIST} values")
+            for x in v:
+                _feature_value(x, f"{where}.{key[:64]}")
+        else:
+            _feature_value(v, f"{where}.{key[:64]}")
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     if len(text) > MAX_FEATURES_BYTES:
         raise _bad(where, f"feature values take more than {MAX_FEATURES_BYTES} bytes")

@@ -153,6 +153,17 @@ class ReviewQueue:
 
     # ---- opening ---------------------------------------------------------------------------
     def _connect(self, synchronous: str) -> sqlite3.Connection:
+        existed = self.path is not None and self.path.exists()
+        try:
+            return self._connect_file(synchronous)
+        except BaseException:
+            if self.path is not None and not existed:  # a file this open created (e.g. on a full disk)
+                for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink(missing_ok=True)
+            raise
+
+    def _connect_file(self, synchronous: str) -> sqlite3.Connection:
         if self.path is not None and self.path.exists():
             with open(self.path, "rb") as f:
                 head = f.read(16)

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
 
 from .. import _names as n
 from .._names import OTHER
@@ -50,20 +50,40 @@ class Reviews:
         for model, version, *rest in self.queue.combinations():
             self._combinations.setdefault((model, version), set()).add((rest[0], rest[1], rest[2]))
 
-    def _open(self) -> ReviewQueue:
+    def _queue(self, path: Path | None) -> ReviewQueue:
         s = self.settings
-        kwargs: dict[str, Any] = {
-            "max_items": s.max_items,
-            "retention": s.retention,
-            "max_pending_age": s.max_pending_age,
-            "synchronous": s.synchronous,
-        }
+        return ReviewQueue(
+            path,
+            max_items=s.max_items,
+            retention=s.retention,
+            max_pending_age=s.max_pending_age,
+            synchronous=s.synchronous,
+        )
+
+    def _open(self) -> ReviewQueue:
         try:
-            return ReviewQueue(s.queue_file, **kwargs)
+            return self._queue(self.settings.queue_file)
         except (ReviewQueueError, OSError) as exc:
             self.error = str(exc)
-            _log.error("%s: review items are refused with 503 until it is fixed", exc)
-            return ReviewQueue(None, **kwargs)
+            _log.error("%s: review items and labels are refused with 503 until it opens", exc)
+            return self._queue(None)
+
+    def retry(self) -> bool:
+        """Open the configured file once it can be created (the volume was fixed). Nothing was
+        accepted meanwhile (every review request was a 503), so nothing moves; a file that exists
+        (corrupt, foreign) is never replaced: an operator moves it."""
+        path = self.settings.queue_file
+        if self.error is None or path is None or path.exists():
+            return self.error is None
+        try:
+            opened = self._queue(path)
+        except (ReviewQueueError, OSError) as exc:
+            self.error = str(exc)
+            return False
+        old, self.queue, self.error = self.queue, opened, None
+        old.close()
+        _log.info("review queue %s is in use again", path)
+        return True
 
     def _combination(self, model: str, version: str, combination: Combination) -> Combination:
         """The (segment key, segment, stratum) of an item, or ``__other__`` thrice once the model's

@@ -291,7 +291,7 @@ class SidecarState:
         The store logs every label durably before this returns (and so before the HTTP answer):
         a restart replays what the last state snapshot did not cover yet."""
         now = time.time() if now is None else now
-        if not self.labels_durable:
+        if not self.labels_durable and any(e.source != n.REVIEW_SOURCE for e in events):
             raise IngestError(503, "join_store_unavailable", f"{self.join_store_error}; send the labels again later")
         outcomes = []
         for i, event in enumerate(events):  # the whole request is a 400 before anything changes
@@ -324,10 +324,11 @@ class SidecarState:
         now = time.time() if now is None else now
         with self.lock:
             try:
-                return self.reviews.add(items, self.models, now)
+                result = self.reviews.add(items, self.models, now)
             finally:
-                self._count_ingested("review")
-                self._changed()
+                self._changed()  # a refused body counted its items as dropped
+            self._count_ingested("review")
+            return result
 
     def apply_app_gauges(self, points: Sequence[AppGaugePoint], now: float | None = None) -> int:
         """Keep the last value of each app gauge per source (never summed like the counters)."""
