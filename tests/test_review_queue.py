@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline
 from otel_ml import _names as n
-from otel_ml.sidecar import Sidecar, SidecarConfig
+from otel_ml.sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from otel_ml.sidecar._review_config import ReviewSettings
 from otel_ml.sidecar._review_input import ReviewItem, parse_review_items
 from otel_ml.sidecar._review_queue import ReviewQueue
@@ -422,6 +422,49 @@ def test_rates_from_the_ingested_population(baseline_file: Path, tmp_path: Path,
         assert answer["default"] == pytest.approx(2 * len(got) / sum(daily.values()))
     finally:
         side.stop()
+
+
+class _App(BaseHTTPRequestHandler):
+    """An app's /metrics as prometheus_client exposes the review population counter."""
+
+    text = ""
+
+    def do_GET(self) -> None:
+        body = self.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_rates_from_a_scraped_population(baseline_file: Path, tmp_path: Path) -> None:
+    name = n.REVIEW_POPULATION.series
+    _App.text = (
+        f"# TYPE {n.REVIEW_POPULATION.prometheus} counter\n"
+        f'{name}{{ml_model_name="fraud",ml_model_version="v3",ml_segment_key="__all__",ml_segment="__all__",'
+        f'ml_stratum="(0.1,0.2]"}} 4800\n'
+        f'{name}{{ml_model_name="fraud",ml_model_version="v3",ml_segment_key="__all__",ml_segment="__all__",'
+        f'ml_stratum="(0.7,0.71]"}} 10\n'
+    )
+    app = ThreadingHTTPServer(("127.0.0.1", free_port()), _App)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    side = start(baseline_file, tmp_path)
+    try:
+        started = side.state.models[("fraud", "v3")].rings["10m"].times[0]
+        side.state.clock = lambda: started + 2 * 3600.0  # two hours: x 12 per day
+        side.scrape_once(ScrapeTarget(f"http://127.0.0.1:{app.server_port}/metrics", 1, 2))
+        answer = requests.get(side.url + "/v1/review/rates", params={"model": "fraud", "version": "v3"}).json()
+        got = {x["stratum"]: (x["volume"], x["pi"]) for x in answer["rates"]}
+        # 57,600 a day at quota 20; 120 a day touching the threshold 0.7 at quota 50
+        assert got == {"(0.1,0.2]": (57_600.0, pytest.approx(20 / 57_600)), "(0.7,0.71]": (120.0, 50 / 120)}
+    finally:
+        side.stop()
+        app.shutdown()
+        app.server_close()
 
 
 def test_bad_queries_are_400(sidecar: Sidecar) -> None:

@@ -1,4 +1,4 @@
-"""HTTP endpoints of the sidecar: OTLP/HTTP ingest, labels, /metrics, /healthz, /readyz.
+"""HTTP endpoints of the sidecar: OTLP/HTTP ingest, labels, review, /metrics, /healthz, /readyz.
 
 A starlette application served by uvicorn (:mod:`._listener`). The event loop only moves
 bytes: decoding, applying and rendering the exposition run in worker threads, so a large
@@ -8,7 +8,8 @@ touched, and every rejection is a 4xx with a one-line reason, a log line without
 content, and a count in ``ml_sidecar_ingest_errors_total{reason}``.
 
 With ``metrics_address`` a second listener serves only ``GET /metrics``, ``/healthz`` and
-``/readyz`` (for the pod IP), while the main one (loopback) also takes ingest.
+``/readyz`` (for the pod IP), while the main one (loopback) also takes ingest and serves the
+review queue and rates (``GET /v1/review/...``, behind the ingest token: they hold request ids).
 """
 
 from __future__ import annotations
