@@ -361,6 +361,12 @@ REVIEW_OLDEST_PENDING: Final = Instrument(
     "ml_review_oldest_pending_age_seconds",
     "Age of the oldest review item not yet labelled (0 when none is pending).",
 )
+# the sidecar's review queue: why an item left it unreviewed, and why a review label found none
+REVIEW_QUEUE_FULL: Final = "full"
+REVIEW_QUEUE_EXPIRED: Final = "expired"
+REVIEW_QUEUE_DROP_REASONS: Final = (REVIEW_QUEUE_FULL, REVIEW_QUEUE_EXPIRED)
+REVIEW_NOT_QUEUED: Final = "not_queued"  # ml_labels_unmatched_total reason: a review label for no queued item
+REVIEW_NO_DECISION: Final = "no_decision"  # ... for an item whose prediction had no decision to judge
 
 # --- cost and review recording rules and alerts (the mixin's; add new ones below this line) ---
 COST_RATE_RECORD: Final = "ml:cost_usd_per_second"  # by model, version, ml_cost_source, ml_cost_basis

@@ -22,6 +22,7 @@ from ..baseline import Baseline
 from ._collector import Exposition, SidecarCollector
 from ._config import ScrapeTarget, SidecarConfig
 from ._persist import load_state, save_state
+from ._review_webhook import ReviewWebhook
 from ._scrape import fetch_exposition, parse_exposition
 from ._series import IngestError
 from ._server import SidecarServer
@@ -47,6 +48,8 @@ class Sidecar:
         self.restored = False
         self.persist_error: str | None = None
         self._log_throttle = Throttle()  # state-write failures; scrape failures per target and reason
+        hook = self.state.settings.review.webhook
+        self.webhook = None if hook is None else ReviewWebhook(self.state.reviews.queue, hook)
 
     @property
     def url(self) -> str:
@@ -81,6 +84,8 @@ class Sidecar:
         self._spawn("otel-ml-ticker", self._tick_loop)
         for target in self.config.scrape:
             self._spawn(f"otel-ml-scrape-{target.url}", self._scrape_loop, target)
+        if self.webhook is not None:
+            self._spawn("otel-ml-review-webhook", self.webhook.run, self._stop)
         self.state.ready = True
         _log.info("otel-ml sidecar listening on %s for %d model version(s)", self.url, len(self.state.models))
         return self
@@ -123,8 +128,11 @@ class Sidecar:
                 self.persist()
                 try:
                     self.state.retry_join_store()
+                    with self.state.lock:  # the webhook holds the queue it was given: it follows the swap
+                        if self.state.reviews.retry() and self.webhook is not None:
+                            self.webhook.queue = self.state.reviews.queue
                 except Exception:  # never the end of the tick thread
-                    _log.exception("reopening the join store failed")
+                    _log.exception("reopening the join store or the review queue failed")
                 last_persist = time.monotonic()
 
     def persist(self) -> bool:
@@ -158,6 +166,9 @@ class Sidecar:
         if self.state.join_store_error is not None:
             ready = False
             notes.append(f"error: {self.state.join_store_error} (labels are refused with 503 until it opens)")
+        if self.state.reviews.error is not None:
+            ready = False
+            notes.append(f"error: {self.state.reviews.error} (review items and labels are refused with 503)")
         with self.state.lock:
             unmatched = sorted(self.state.unmatched_models.items())
             known = sorted(self.state.models)
@@ -179,6 +190,7 @@ class Sidecar:
         if not self.persist():
             _log.error("exiting without saving the state: %s", self.persist_error)
         self.state.joins.store.close()
+        self.state.reviews.queue.close()
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; save the state on the way out."""

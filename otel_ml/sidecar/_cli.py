@@ -85,6 +85,12 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="HMAC key(s) of signed prediction tokens, one per line, newest first (labels by token need no store)",
     )
+    p.add_argument(
+        "--review-queue",
+        metavar="FILE",
+        help="SQLite file of items waiting for human review (default: beside --state-file; in memory without one)",
+    )
+    p.add_argument("--review-webhook", metavar="URL", help="POST new review items here (at least once, in seq order)")
     p.set_defaults(func=_run)
 
 
@@ -158,4 +164,10 @@ def _join_flags(args: argparse.Namespace, config: Any) -> Any:
         state = replace(state, limits=replace(limits, join_max_bytes=args.join_max_bytes))
     if args.token_key_file:
         state = replace(state, token_keys=token_keys(Path(args.token_key_file)))
+    if args.review_queue:
+        state = replace(state, review=replace(state.review, queue_file=Path(args.review_queue)))
+    if args.review_webhook:
+        from ._review_webhook import WebhookSettings
+
+        state = replace(state, review=replace(state.review, webhook=WebhookSettings(args.review_webhook)))
     return state

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import math
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -27,6 +28,7 @@ from ..instrument._families import prometheus_families
 from ..instrument._points import Attributes, HistogramPoint, InstrumentPoints, NumberPoint
 from ._exposition import Encoded, PageWriter, encode_families, encode_gauges, encode_page, fast_format
 from ._join_store import STATUSES
+from ._review_state import ReviewCounts
 from ._series import Gauge, Labels, SeriesKey
 from ._state import OutputPart, SidecarState
 
@@ -39,7 +41,8 @@ _ACCEPT_VARIANTS = 8
 
 # Known reasons start at 0, so rate() and increase() see the first one happen (client_python's
 # advice); the store's eviction counts always carry both of theirs.
-_UNMATCHED_ZERO = dict.fromkeys((s for s in STATUSES if s != "joined"), 0)
+_UNMATCHED_ZERO = dict.fromkeys((*(s for s in STATUSES if s != "joined"), n.REVIEW_NOT_QUEUED), 0)
+_MODEL_LABELS = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
 
 _ModelCounts = tuple[str, str, bool, list[SeriesKey], npt.NDArray[np.float64]]
 
@@ -58,6 +61,9 @@ class _OwnCounts:
     join_evicted: dict[str, int]
     join_sample_ratio: float
     compute_seconds: float
+    models: list[tuple[str, str]]
+    reviews: ReviewCounts
+    app_gauges: list[Gauge]
 
 
 @dataclass
@@ -106,6 +112,9 @@ class SidecarCollector:
                 dict(store.evicted),
                 store.sample_ratio,
                 state.compute_seconds,
+                list(state.models),
+                state.reviews.counts(),
+                state.app_gauges.gauges(),
             )
             due: list[tuple[tuple[str, str], tuple[Any, ...], _ModelCounts]] = []
             keys: list[tuple[tuple[str, str], tuple[Any, ...]]] = []
@@ -128,11 +137,12 @@ class SidecarCollector:
         return PageParts(gauges, list(self._own_counters(own)), counters, current)
 
     def _own_counters(self, state: _OwnCounts) -> Iterator[Metric]:
+        unmatched, received = _with_review_labels(state)
         for inst, label, counts in (
             (n.SIDECAR_INGEST_ERRORS, n.LABEL_REASON, state.ingest_errors),
             (n.SIDECAR_INGESTED, n.LABEL_SOURCE, state.ingested),
-            (n.LABELS_UNMATCHED, n.LABEL_REASON, {**_UNMATCHED_ZERO, **state.unmatched_labels}),
-            (n.LABELS_RECEIVED, n.LABEL_SOURCE, state.labels_received),
+            (n.LABELS_UNMATCHED, n.LABEL_REASON, {**_UNMATCHED_ZERO, **unmatched}),
+            (n.LABELS_RECEIVED, n.LABEL_SOURCE, received),
             (n.JOIN_STORE_EVICTED, n.LABEL_REASON, state.join_evicted),
         ):
             family = CounterMetricFamily(inst.prometheus, inst.description, labels=[label])
@@ -157,6 +167,50 @@ class SidecarCollector:
         yield GaugeMetricFamily(
             n.SIDECAR_COMPUTE_DURATION.prometheus, n.SIDECAR_COMPUTE_DURATION.description, value=state.compute_seconds
         )
+        yield from _review_families(state.models, state.reviews, time.time())
+        yield from _gauge_families(state.app_gauges)
+
+
+def _with_review_labels(state: _OwnCounts) -> tuple[dict[str, int], dict[str, int]]:
+    """The label counters with the review labels the queue counted (they never reach the join store)."""
+    unmatched, received = dict(state.unmatched_labels), dict(state.labels_received)
+    for key, count in state.reviews.counts.items():
+        if key[0] == "labels":
+            received[n.REVIEW_SOURCE] = received.get(n.REVIEW_SOURCE, 0) + count
+            if key[1] != "labelled":
+                unmatched[key[1]] = unmatched.get(key[1], 0) + count
+        elif key[0] == "labelled" and key[-1] == n.REVIEW_NO_DECISION:
+            unmatched[n.REVIEW_NO_DECISION] = unmatched.get(n.REVIEW_NO_DECISION, 0) + count
+    return unmatched, received
+
+
+def _review_families(models: list[tuple[str, str]], reviews: ReviewCounts, now: float) -> Iterator[Metric]:
+    """The review queue's counters (cumulative, from its file) and gauges, per model version."""
+    queued = CounterMetricFamily(n.REVIEW_QUEUED.prometheus, n.REVIEW_QUEUED.description, labels=_MODEL_LABELS)
+    dropped = CounterMetricFamily(
+        n.REVIEW_QUEUE_DROPPED.prometheus, n.REVIEW_QUEUE_DROPPED.description, labels=[*_MODEL_LABELS, n.LABEL_REASON]
+    )
+    labelled = CounterMetricFamily(
+        n.REVIEW_LABELLED.prometheus,
+        n.REVIEW_LABELLED.description,
+        labels=[*_MODEL_LABELS, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT, n.LABEL_STRATUM, n.LABEL_OUTCOME],
+    )
+    pending = GaugeMetricFamily(n.REVIEW_PENDING.prometheus, n.REVIEW_PENDING.description, labels=_MODEL_LABELS)
+    oldest = GaugeMetricFamily(
+        n.REVIEW_OLDEST_PENDING.prometheus, n.REVIEW_OLDEST_PENDING.description, labels=_MODEL_LABELS
+    )
+    counts = reviews.counts
+    for model in sorted(models):
+        queued.add_metric(list(model), counts.get(("queued", *model), 0))
+        for reason in n.REVIEW_QUEUE_DROP_REASONS:  # known reasons start at 0
+            dropped.add_metric([*model, reason], counts.get(("dropped", *model, reason), 0))
+        pending.add_metric(list(model), reviews.pending.get(model, 0))
+        oldest.add_metric(list(model), max(0.0, now - reviews.oldest[model]) if model in reviews.oldest else 0.0)
+    known = set(models)
+    for key, count in sorted(counts.items()):
+        if key[0] == "labelled" and key[1:3] in known and key[-1] != n.REVIEW_NO_DECISION:
+            labelled.add_metric(list(key[1:]), count)
+    yield from (queued, dropped, labelled, pending, oldest)
 
 
 def _model_families(counts: _ModelCounts) -> list[Metric]:

@@ -11,6 +11,9 @@ Example (``exporters/sidecar.yaml`` is the annotated version)::
         interval: 15s
     windows: [1h, 24h, 7d]
     state_file: /var/lib/otel-ml/sidecar.npz
+    review:                        # optional: the human-review queue and quotas
+      max_items: 100000
+      quota: 20
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 from .._durations import parse_duration
 from ..drift import MULTIPLICITY, DecisionSettings, Multiplicity
 from ._outputs import OutputSettings
+from ._review_config import ReviewSettings
+from ._review_rates import RateSettings
+from ._review_webhook import WebhookSettings
 from ._series import LimitSettings
 from ._server import HttpLimits
 from ._state import StateSettings
@@ -83,7 +89,10 @@ class SidecarConfig:
         join_store = self.state.join_store
         if join_store is None and self.state_file is not None:
             join_store = self.state_file.with_name(self.state_file.stem + ".joins.sqlite")
-        return replace(self.state, windows=self.window_specs(), join_store=join_store)
+        review = self.state.review
+        if review.queue_file is None and self.state_file is not None:
+            review = replace(review, queue_file=self.state_file.with_name(self.state_file.stem + ".review.sqlite"))
+        return replace(self.state, windows=self.window_specs(), join_store=join_store, review=review)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> SidecarConfig:
@@ -115,6 +124,7 @@ class SidecarConfig:
             "decisions",
             "labels",
             "source_ttl",
+            "review",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -229,8 +239,65 @@ def _section_settings(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if rest:
             raise ConfigError(f"{section}: unknown settings {sorted(rest)}")
     outputs.update(_decision_settings(data))
+    if "review" in data:
+        state["review"] = review_settings(_section(data, "review"), base)
     settings = StateSettings(limits=LimitSettings(**budgets), outputs=OutputSettings(**outputs), **state)
     return {"http": HttpLimits(**http), "state": settings}
+
+
+def _positive(section: dict[str, Any], kind: type, where: str, *keys: str) -> dict[str, Any]:
+    try:
+        out = _pop(section, kind, *keys)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {', '.join(keys)} must be numbers") from None
+    for key, value in out.items():
+        if not value > 0:
+            raise ConfigError(f"{where}.{key} must be > 0, got {value}")
+    return out
+
+
+def review_settings(section: dict[str, Any], base: Path) -> ReviewSettings:
+    """The ``review:`` section: the queue's file and bounds, the daily quotas, the webhook."""
+    kwargs: dict[str, Any] = _positive(section, int, "review", "max_items", "max_items_per_request")
+    if "queue_file" in section:
+        kwargs["queue_file"] = (base / str(section.pop("queue_file"))).resolve()
+    for key in ("retention", "max_pending_age"):
+        if key in section:
+            kwargs[key] = _seconds(section.pop(key), f"review.{key}")
+    if "synchronous" in section:
+        kwargs["synchronous"] = str(section.pop("synchronous")).upper()
+        if kwargs["synchronous"] not in ("NORMAL", "FULL"):
+            raise ConfigError("review.synchronous must be NORMAL or FULL")
+    rates = _positive(section, float, "review", "quota", "threshold_quota", "segment_floor")
+    if "window" in section:
+        rates["window"] = _seconds(section.pop("window"), "review.window")
+    kwargs["rates"] = RateSettings(**rates)
+    webhook = section.pop("webhook", None)
+    if webhook:
+        kwargs["webhook"] = _webhook(webhook, base)
+    if section:
+        raise ConfigError(f"review: unknown settings {sorted(section)}")
+    return ReviewSettings(**kwargs)
+
+
+def _webhook(value: Any, base: Path) -> WebhookSettings:
+    hook = {"url": value} if isinstance(value, str) else value
+    if not isinstance(hook, dict) or not str(hook.get("url", "")).startswith(("http://", "https://")):
+        raise ConfigError("review.webhook: expected {url: http(s)://..., batch: 100, timeout: 5s}")
+    hook = dict(hook)
+    kwargs: dict[str, Any] = {"url": str(hook.pop("url"))}
+    kwargs.update(_positive(hook, int, "review.webhook", "batch"))
+    for key in ("timeout", "interval", "max_backoff"):
+        if key in hook:
+            kwargs[key] = _seconds(hook.pop(key), f"review.webhook.{key}")
+    if "token_file" in hook:
+        try:
+            kwargs["token"] = (base / str(hook.pop("token_file"))).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"review.webhook.token_file: {exc}") from None
+    if hook:
+        raise ConfigError(f"review.webhook: unknown settings {sorted(hook)}")
+    return WebhookSettings(**kwargs)
 
 
 def token_keys(path: Path) -> tuple[bytes, ...]:

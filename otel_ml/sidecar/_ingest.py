@@ -24,6 +24,7 @@ from ._label_input import parse_label_events, parse_predictions
 from ._otlp_input import (
     JSON,
     PROTOBUF,
+    app_gauge_points,
     decode_body,
     decompress,
     metric_batches,
@@ -59,6 +60,7 @@ def handle_metrics(state: SidecarState, limit: int, body: bytes, headers: Mappin
     if unlabelled:
         state.count_error("missing_model_labels", unlabelled)
     result = state.apply_metrics(batches, "otlp")
+    state.apply_app_gauges(app_gauge_points(request))
     response = ExportMetricsServiceResponse()
     rejected = sum(result.rejected.values()) + unlabelled
     if rejected:

@@ -16,7 +16,7 @@ import io
 import math
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -28,6 +28,8 @@ from .._label_hygiene import MAX_LABEL_NAME_CHARS, MAX_LABEL_VALUE_CHARS, label_
 from ._series import MAX_SEGMENTS, IngestError, Labels, MetricBatch, Prediction
 
 __all__ = [
+    "AppGaugePoint",
+    "app_gauge_points",
     "decompress",
     "decode_body",
     "metric_batches",
@@ -240,6 +242,43 @@ def metric_batches(request: ExportMetricsServiceRequest) -> tuple[list[MetricBat
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
                         batch.samples.append((instrument.series, attrs, float(value)))
     return list(batches.values()), unlabelled
+
+
+_GAUGES = {i.otel_name: i for i in n.APP_GAUGES}
+
+
+class AppGaugePoint(NamedTuple):
+    """The last value of one of the app's gauges (``n.APP_GAUGES``) from one source."""
+
+    source: str
+    model: str
+    version: str
+    instrument: n.Instrument
+    labels: Labels
+    value: float
+
+
+def app_gauge_points(request: ExportMetricsServiceRequest) -> list[AppGaugePoint]:
+    """The app's gauges in a metrics request (gauge points, or non-monotonic sums of these names):
+    per-process facts such as the price table in use, kept apart from the counters, never summed."""
+    out = []
+    for rm in request.resource_metrics:
+        source = _source_id(_attributes(rm.resource.attributes))
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                instrument = _GAUGES.get(metric.name)
+                kind = metric.WhichOneof("data")
+                if instrument is None or kind not in ("gauge", "sum"):
+                    continue
+                data = metric.gauge if kind == "gauge" else metric.sum
+                if kind == "sum" and metric.sum.is_monotonic:
+                    continue
+                for point in data.data_points:
+                    model, version, attrs = _point_labels(point.attributes, {})
+                    value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+                    if model and version and math.isfinite(value):
+                        out.append(AppGaugePoint(source, model, version, instrument, tuple(sorted(attrs)), value))
+    return out
 
 
 def predictions_from_traces(request: ExportTraceServiceRequest) -> list[Prediction]:

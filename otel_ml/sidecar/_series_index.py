@@ -226,6 +226,10 @@ class SeriesIndex:
             )
         return labels.label(labels.index(value))
 
+    def bound_segment(self, key: str, value: str) -> str:
+        """A segment value folded into this model's budget for its key, as its series are."""
+        return self._bound(n.LABEL_SEGMENT, key, value)
+
     def bounded_prediction(self, p: Prediction) -> Prediction:
         """The prediction with its decision and segments folded into this model's label budgets,
         as its counters will be: ids interned by the join store stay as bounded as the series."""

@@ -1,4 +1,4 @@
-"""HTTP endpoints of the sidecar: OTLP/HTTP ingest, labels, /metrics, /healthz, /readyz.
+"""HTTP endpoints of the sidecar: OTLP/HTTP ingest, labels, review, /metrics, /healthz, /readyz.
 
 A starlette application served by uvicorn (:mod:`._listener`). The event loop only moves
 bytes: decoding, applying and rendering the exposition run in worker threads, so a large
@@ -8,7 +8,8 @@ touched, and every rejection is a 4xx with a one-line reason, a log line without
 content, and a count in ``ml_sidecar_ingest_errors_total{reason}``.
 
 With ``metrics_address`` a second listener serves only ``GET /metrics``, ``/healthz`` and
-``/readyz`` (for the pod IP), while the main one (loopback) also takes ingest.
+``/readyz`` (for the pod IP), while the main one (loopback) also takes ingest and serves the
+review queue and rates (``GET /v1/review/...``, behind the ingest token: they hold request ids).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._collector import Exposition
 from ._ingest import handle_labels, handle_metrics, handle_predictions, handle_traces
 from ._listener import Listeners, bind
 from ._otlp_input import JSON, PROTOBUF
+from ._review_http import handle_review_items, handle_review_queue, handle_review_rates
 from ._series import IngestError
 from ._state import SidecarState
 from ._throttle import Throttle
@@ -50,6 +52,9 @@ _INDEX = (
     "POST /v1/traces    OTLP/HTTP traces (ml.predict spans, for joining labels)\n"
     'POST /v1/labels    delayed labels: {{"request_id": ..., "label": ...}} (or "token": ...), or a list\n'
     'POST /v1/predictions  batch predictions: {{"model", "version", "request_ids": [...], "scores": [...]}}\n'
+    'POST /v1/review/items items sampled for human review: {{"items": [...]}}\n'
+    "GET  /v1/review/queue pending review items: ?cursor=<seq>&limit=<n<=1000>&model=&version=\n"
+    "GET  /v1/review/rates inclusion probabilities for the app's review sampler: ?model=&version=\n"
 )
 Readiness = Callable[[], tuple[bool, list[str]]]
 
@@ -143,6 +148,10 @@ class SidecarServer:
                 Route("/v1/traces", self._ingest(handle_traces), methods=["POST"]),
                 Route("/v1/labels", self._ingest(handle_labels), methods=["POST"]),
                 Route("/v1/predictions", self._ingest(handle_predictions), methods=["POST"]),
+                Route("/v1/review/items", self._ingest(handle_review_items), methods=["POST"]),
+                # request ids (and features when configured): the ingest listener and its token only
+                Route("/v1/review/queue", self._query(handle_review_queue), methods=["GET"]),
+                Route("/v1/review/rates", self._query(handle_review_rates), methods=["GET"]),
             ]
         return Starlette(routes=routes, exception_handlers={404: self._not_found})
 
@@ -155,7 +164,9 @@ class SidecarServer:
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         if request.method == "POST":
             return Response(
-                "not found: POST /v1/metrics, /v1/traces, /v1/labels or /v1/predictions\n", 404, media_type=_TEXT
+                "not found: POST /v1/metrics, /v1/traces, /v1/labels, /v1/predictions or /v1/review/items\n",
+                404,
+                media_type=_TEXT,
             )
         return Response("not found\n", 404, media_type=_TEXT)
 
@@ -196,6 +207,28 @@ class SidecarServer:
                     )
                 finally:
                     self._inflight -= len(body)
+                return Response(payload, status, media_type=content_type)
+            except IngestError as exc:
+                return self._reject(request, exc)
+            except Exception:
+                _errors.exception("internal error on %s", request.url.path)
+                self.state.count_error("internal_error")
+                return Response("internal error\n", 500, media_type=_TEXT)
+
+        return endpoint
+
+    def _query(self, handler: Callable[..., tuple[int, bytes, str]]) -> Callable[[Request], Any]:
+        """A GET endpoint behind the ingest token; its work runs in a worker thread."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                params = dict(request.query_params)
+                if len(request.query_params.multi_items()) != len(params):
+                    raise IngestError(400, "bad_review_query", "a query parameter is given twice")
+                status, payload, content_type = await anyio.to_thread.run_sync(
+                    handler, self.state, params, limiter=self._limiter("ingest", 4)
+                )
                 return Response(payload, status, media_type=content_type)
             except IngestError as exc:
                 return self._reject(request, exc)

@@ -25,12 +25,18 @@ from .._cardinality import BoundedLabels
 from .._label_hygiene import label_value
 from .._names import OTHER
 from ..baseline import Baseline
+from ._app_gauges import AppGauges
 from ._join_store import DAY, JoinStoreError, SqliteJoinStore
 from ._label_input import LabelEvent, request_id_ok
 from ._label_join import JoinResult, LabelJoin, joined_by_model
 from ._model_state import ModelState
+from ._otlp_input import AppGaugePoint
 from ._outcomes import OutcomeCounts, OutcomeVocabulary, pair_samples
 from ._outputs import OutputSettings, model_outputs, reference_outputs
+from ._review_config import ReviewSettings
+from ._review_input import ReviewItem
+from ._review_queue import AddResult
+from ._review_state import Reviews, review_judge
 from ._series import SUM_SERIES, ApplyResult, Gauge, IngestError, LimitSettings, MetricBatch, Prediction
 from ._throttle import Throttle
 from ._windows import DEFAULT_WINDOWS, WindowSpec
@@ -67,6 +73,7 @@ class StateSettings:
     multiclass: bool = False  # other label values are classes of their own (else a 400)
     compute_ttl: float = 1.0
     outputs: OutputSettings = field(default_factory=OutputSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
 
 
 def check_values(batches: Sequence[MetricBatch], max_count: float) -> None:
@@ -105,6 +112,11 @@ class SidecarState:
         self.join_store_error: str | None = None  # why the configured store file is not in use
         self.joins = LabelJoin(self._open_store(), baselines, self.settings.token_keys)
         self.seed_combinations()
+        self.reviews = Reviews(self.settings.review, self.settings.limits.max_segment_combinations)
+        self.review_judge = review_judge(
+            self.settings.outputs.positive_decision, self.vocabulary.positive, self.settings.multiclass
+        )
+        self.app_gauges = AppGauges(self.settings.limits.max_sources_per_model)
         self.outcome_counts = {
             key: OutcomeCounts(m.baseline.score.edges if m.baseline.score else None, self.vocabulary.positive)
             for key, m in self.models.items()
@@ -279,7 +291,7 @@ class SidecarState:
         The store logs every label durably before this returns (and so before the HTTP answer):
         a restart replays what the last state snapshot did not cover yet."""
         now = time.time() if now is None else now
-        if not self.labels_durable:
+        if not self.labels_durable and any(e.source != n.REVIEW_SOURCE for e in events):
             raise IngestError(503, "join_store_unavailable", f"{self.join_store_error}; send the labels again later")
         outcomes = []
         for i, event in enumerate(events):  # the whole request is a 400 before anything changes
@@ -292,14 +304,41 @@ class SidecarState:
                     " labels.multiclass: true takes any value)",
                 )
             outcomes.append(canonical)
+        review = [(e.request_id, o) for e, o in zip(events, outcomes) if e.source == n.REVIEW_SOURCE]
+        others = [(e, o) for e, o in zip(events, outcomes) if e.source != n.REVIEW_SOURCE]
         with self.lock:
-            bounded = [b for b in map(self._bounded, events, outcomes) if b is not None]
-            if len(bounded) < len(events):
-                self._error("unknown_model", len(events) - len(bounded))
-            result = self.joins.label(bounded, now)
+            # review labels only mark their queued items and count by stratum: never the unweighted
+            # outcome counters (a sample drawn around the threshold would bias them)
+            reviewed = self.reviews.label(review, now, self.review_judge) if review else []
+            bounded = [b for b in (self._bounded(e, o) for e, o in others) if b is not None]
+            if len(bounded) < len(others):
+                self._error("unknown_model", len(others) - len(bounded))
+            result = self.joins.label(bounded, now) if bounded else JoinResult(last_seq=self.label_seq)
             self._count_joined(result, now)
             self._count_ingested("labels")
-        return len(result.joined), sum(result.unmatched.values())
+        labelled = sum(r.status == "labelled" for r in reviewed)
+        return len(result.joined) + labelled, sum(result.unmatched.values()) + len(reviewed) - labelled
+
+    def add_review_items(self, items: Sequence[ReviewItem], now: float | None = None) -> AddResult:
+        """Queue validated review items (committed before this returns); 507 when the queue is full."""
+        now = time.time() if now is None else now
+        with self.lock:
+            try:
+                result = self.reviews.add(items, self.models, now)
+            finally:
+                self._changed()  # a refused body counted its items as dropped
+            self._count_ingested("review")
+            return result
+
+    def apply_app_gauges(self, points: Sequence[AppGaugePoint], now: float | None = None) -> int:
+        """Keep the last value of each app gauge per source (never summed like the counters)."""
+        if not points:
+            return 0
+        now = time.time() if now is None else now
+        with self.lock:
+            kept = self.app_gauges.apply(points, self.models, now)
+            self._changed()
+            return kept
 
     def _bounded(self, event: LabelEvent, outcome: str) -> LabelEvent | None:
         """The event with its canonical ``outcome`` and what becomes a label or an interned id held
@@ -376,6 +415,8 @@ class SidecarState:
             for model in self.models.values():
                 changed |= model.take_snapshots(window_now)
                 changed |= model.expire_sources(wall, self.settings.source_ttl) > 0
+            changed |= self.app_gauges.expire(wall, self.settings.source_ttl)
+            changed |= self.reviews.expire(wall)
             if changed:
                 self._changed()
         if self.joins.store.expire(wall):  # the store has its own lock: ingest does not wait for a drop
@@ -421,7 +462,7 @@ class SidecarState:
 
     def _page_key(self, now: float) -> tuple[Any, ...]:
         windows = tuple(m.output_key(now)[1] for m in self.models.values())
-        return (self.generation, windows, math.floor(time.time() / DAY))
+        return (self.generation, windows, math.floor(time.time() / DAY), self.reviews.page_key(time.time()))
 
     def outputs(self, now: float | None = None) -> list[Gauge]:
         """Every gauge for every model and window, then the label-coverage gauges (see
