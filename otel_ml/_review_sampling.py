@@ -59,6 +59,7 @@ _GAMMA: Final = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment: 2^64 / 
 _MIX1: Final = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2: Final = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_blake2b: Final = hashlib.blake2b
 _SIGNIFICANT: Final = 12  # digits an edge is rounded to: 0.65 + 0.05 is 0.7, not 0.7000000000000001
 
 
@@ -68,8 +69,12 @@ def hash64(salt: bytes, request_id: str) -> int:
 
     Lone surrogates are encoded as they are (``surrogatepass``) instead of raising: any ``str``
     hashes, and a valid string hashes as its UTF-8 bytes."""
-    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), key=salt[:64], digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    try:
+        data = request_id.encode()
+    except UnicodeEncodeError:
+        data = request_id.encode("utf-8", "surrogatepass")
+    key = salt if len(salt) <= 64 else salt[:64]
+    return int.from_bytes(_blake2b(data, key=key, digest_size=8).digest(), "little")
 
 
 def salt_id(salt: bytes) -> str:
