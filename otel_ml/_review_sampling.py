@@ -32,6 +32,7 @@ __all__ = [
     "hash64",
     "inclusion_probabilities",
     "near_threshold",
+    "neyman_quotas",
     "review_edges",
     "row_hashes",
     "row_id",
@@ -225,6 +226,53 @@ def _floor_scale(volumes: Sequence[float], quotas: Sequence[float], floor: float
     return (floor - saturated) / rest if rest > 0 else math.inf
 
 
+def _quota(
+    key: K, quotas: Mapping[K, float] | None, near: Collection[K], quota: float, threshold_quota: float
+) -> float:
+    if quotas is not None and key in quotas:
+        return quotas[key]
+    return threshold_quota if key in near else quota
+
+
+def neyman_quotas(
+    volume: Mapping[K, float],
+    reviewed: Mapping[K, float],
+    errors: Mapping[K, float],
+    budget: float,
+    *,
+    minimum: float = 2.0,
+) -> dict[K, float]:
+    """Daily quotas that spend ``budget`` reviews where they cut the estimate's variance most:
+    Neyman allocation, ``k_h`` proportional to ``N_h sqrt(p_h (1 - p_h))``, each ``k_h`` between
+    ``minimum`` (every stratum stays in view) and ``N_h``; the minimums win over a smaller budget.
+
+    ``p_h = (e_h + 1/2) / (r_h + 1)`` from the previous window's reviews (``reviewed``,
+    ``errors``; the Jeffreys prior's posterior mean): with 20 reviews and no error a stratum has
+    not shown a zero error rate, and one without reviews gets 1/2, the most uncertain.
+
+    Fixed quotas put reviews near the threshold whatever the errors do; where most errors sit
+    in the big outer bins (a confident, calibrated model) they can be worse than simple random
+    sampling, and this is the remedy."""
+    keys = list(volume)
+    ns = [max(float(volume[k]), 0.0) for k in keys]
+    rates = [(max(float(errors.get(k, 0.0)), 0.0) + 0.5) / (max(float(reviewed.get(k, 0.0)), 0.0) + 1.0) for k in keys]
+    weights = [n * math.sqrt(min(p, 1.0) * (1.0 - min(p, 1.0))) for n, p in zip(ns, rates)]
+    floors = [min(n, minimum) for n in ns]
+
+    def spent(c: float) -> float:
+        return sum(min(n, max(m, c * w)) for n, m, w in zip(ns, floors, weights))
+
+    lo, hi = 0.0, max((n / w for n, w in zip(ns, weights) if w > 0), default=0.0)  # at hi all are at N_h
+    if budget <= spent(lo) or budget >= spent(hi):
+        c = lo if budget <= spent(lo) else hi
+    else:
+        for _ in range(200):  # bisection: spent() is continuous and non-decreasing in c
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if spent(mid) < budget else (lo, mid)
+        c = hi
+    return {k: min(n, max(m, c * w)) for k, n, m, w in zip(keys, ns, floors, weights)}
+
+
 def inclusion_probabilities(
     volume: Mapping[K, float],
     *,
@@ -233,9 +281,11 @@ def inclusion_probabilities(
     near: Collection[K] = (),
     segment_floor: float = 10.0,
     segment_of: Mapping[K, Hashable] | None = None,
+    quotas: Mapping[K, float] | None = None,
 ) -> dict[K, float]:
     """``pi_h = min(1, k_h / N_h)`` per stratum: ``N_h`` its expected daily volume, ``k_h`` the
-    daily quota (``threshold_quota`` for the strata in ``near``, where errors concentrate).
+    daily quota (``threshold_quota`` for the strata in ``near``, where errors concentrate; a
+    stratum in ``quotas``, e.g. from :func:`neyman_quotas`, takes its own).
 
     A segment (strata grouped by ``segment_of[key]``; without it all strata are one segment)
     whose expected reviews ``sum_h N_h pi_h`` fall below ``segment_floor`` has its quotas scaled
@@ -248,7 +298,7 @@ def inclusion_probabilities(
     out: dict[K, float] = {}
     for keys in groups.values():
         ns = [max(float(volume[k]), 0.0) for k in keys]
-        ks = [max(float(threshold_quota if k in near else quota), 0.0) for k in keys]
+        ks = [max(float(_quota(k, quotas, near, quota, threshold_quota)), 0.0) for k in keys]
         expected = sum(min(n, k) for n, k in zip(ns, ks))
         scale = _floor_scale(ns, ks, segment_floor) if expected < segment_floor else 1.0
         for key, n, k in zip(keys, ns, ks):
