@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def drops() -> list[tuple[str, int]]:
 
 
 def _client(sidecar: FakeSidecar, drops: list[tuple[str, int]], **kw: Any) -> ReviewClient:
-    options: dict[str, Any] = {"interval": 0.05, "refresh": 300.0, "timeout": 2.0, **kw}
+    options: dict[str, Any] = {"interval": 0.2, "refresh": 300.0, "timeout": 2.0, **kw}
     return ReviewClient(sidecar.url, model="m", version="1", on_drop=lambda r, n: drops.append((r, n)), **options)
 
 
@@ -127,7 +128,7 @@ def test_items_are_posted_in_batches_in_order(sidecar: FakeSidecar, drops: list[
     client = _client(sidecar, drops, batch=10, token="s3cret")
     for i in range(25):
         assert client.submit(_item(i, score=math.nan if i == 3 else 0.495, features={"x": np.float32(1.5)}))
-    _wait(lambda: len(sidecar.accepted()) == 25)
+    _wait(lambda: client.sent == 25)  # the server records a POST before the client reads its answer
     assert sidecar.accepted() == [f"req-{i}" for i in range(25)]
     sizes = [len(items) for _, _, items, _ in sidecar.posts]
     assert max(sizes) == 10 and sum(sizes) == 25
@@ -147,11 +148,11 @@ def test_a_503_is_retried_with_growing_backoff_and_the_batch_kept(
     client = _client(sidecar, drops)
     for i in range(5):
         client.submit(_item(i))
-    _wait(lambda: len(sidecar.posts) == 3)
+    _wait(lambda: len(sidecar.accepted()) == 5)
     statuses = [s for s, *_ in sidecar.posts]
     times = [t for _, t, _, _ in sidecar.posts]
-    assert statuses == [503, 503, 200]
-    assert [[i["request_id"] for i in items] for _, _, items, _ in sidecar.posts][0] == sidecar.accepted()
+    ids = [[i["request_id"] for i in items] for _, _, items, _ in sidecar.posts]
+    assert statuses[:3] == [503, 503, 200] and ids[0] == ids[1] == ids[2]  # the same batch, kept
     # backoff 0.5 s * 2^(attempt - 1), jittered into [d/2, d]
     assert times[1] - times[0] >= 0.25 and times[2] - times[1] >= 0.5
     assert sorted(sidecar.accepted()) == sorted(f"req-{i}" for i in range(5))
@@ -194,7 +195,7 @@ def test_a_400_drops_the_batch_as_rejected_and_sending_goes_on(
 
 def test_a_413_halves_the_batch(sidecar: FakeSidecar, drops: list[tuple[str, int]]) -> None:
     sidecar.script = [413]
-    client = _client(sidecar, drops, batch=10, interval=5.0)
+    client = _client(sidecar, drops, batch=10)
     for i in range(10):
         client.submit(_item(i))
     _wait(lambda: len(sidecar.accepted()) == 10)
@@ -225,6 +226,7 @@ def test_an_unserialisable_item_is_dropped_alone(sidecar: FakeSidecar, drops: li
     _wait(lambda: "req-2" in sidecar.accepted())
     assert sidecar.accepted() == ["req-0", "req-2"]  # an unknown object is sent as its str()
     assert drops == [("rejected", 1)]
+    _wait(lambda: client.sent == 2)  # what reached the sidecar, the dropped item not among it
     client.close()
 
 
@@ -244,14 +246,27 @@ def test_a_forked_child_starts_empty_and_sends_its_own(sidecar: FakeSidecar, dro
     client.close()
 
 
+def _child_submits(client: ReviewClient) -> None:
+    client.submit(_item(10))  # the child's thread would send them in an hour: only its exit can
+    client.submit(_item(11))
+
+
+def test_a_multiprocessing_child_flushes_when_it_ends(sidecar: FakeSidecar, drops: list[tuple[str, int]]) -> None:
+    """multiprocessing ends a forked child with os._exit: no atexit; its finalizers flush instead."""
+    client = _client(sidecar, drops, interval=3600.0)
+    child = multiprocessing.get_context("fork").Process(target=_child_submits, args=(client,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert sorted(sidecar.accepted()) == ["req-10", "req-11"]
+    client.close()
+
+
 EXIT_SCRIPT = """
-import sys, time
+import sys
 from otel_ml.instrument._review_client import ReviewClient
 client = ReviewClient(sys.argv[1], model="m", version="1", interval=3600.0)
-client.submit({"request_id": "exit-0", "pi": 1.0})
-while client.sent < 1:  # the thread's first round; its next is an hour away
-    time.sleep(0.01)
-for i in range(1, 7):
+for i in range(7):  # the thread would send them in an hour: only the exit can
     client.submit({"request_id": f"exit-{i}", "pi": 1.0})
 print("submitted", client.pending(), flush=True)
 """
@@ -263,7 +278,7 @@ def test_the_buffer_is_flushed_when_the_process_exits(sidecar: FakeSidecar) -> N
     out = subprocess.run(
         [sys.executable, "-c", EXIT_SCRIPT, sidecar.url], env=env, capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 0 and "submitted 6" in out.stdout, out.stderr  # 6 left for the exit flush
+    assert out.returncode == 0 and "submitted 7" in out.stdout, out.stderr
     assert sorted(sidecar.accepted()) == [f"exit-{i}" for i in range(7)]
     assert time.monotonic() - start < 30
 
@@ -272,7 +287,7 @@ def test_rates_are_fetched_refreshed_and_a_bad_answer_keeps_the_last(
     sidecar: FakeSidecar, drops: list[tuple[str, int]], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = _client(sidecar, drops, refresh=0.1)
-    assert client.rates() is None  # starts the thread; nothing fetched yet
+    client.rates()  # None until the first answer; the first call starts the thread
     _wait(lambda: client.rates() is not None)
     rates = client.rates()
     assert rates is not None and sidecar.rate_queries[0] == {"model": "m", "version": "1"}

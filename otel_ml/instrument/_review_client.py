@@ -18,8 +18,9 @@ rates (:meth:`ReviewClient.rates`); one daemon thread does all the I/O with stdl
   once per kind of fault).
 
 Fork-safe: a forked child gets an empty buffer and starts its own thread on first use (the
-parent's items are the parent's to send). At exit the buffer is flushed with a short deadline;
-what is left is reported as ``send_failed``. Nothing here raises into the caller.
+parent's items are the parent's to send). At exit (and when a ``multiprocessing`` child ends,
+which skips atexit) the buffer is flushed with a short deadline; what is left is reported as
+``send_failed``. Nothing here raises into the caller.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import collections
 import json
 import logging
 import math
+import multiprocessing.util
 import os
 import random
 import threading
@@ -201,7 +203,8 @@ class ReviewClient:
 
     def _run(self) -> None:
         stop, wake = self._stop, self._wake  # this thread's, even if a fork resets the client
-        next_rates = next_send = time.monotonic()
+        next_rates = time.monotonic()  # rates at once; items after an interval, so they batch
+        next_send = next_rates + self.interval
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_rates:  # a failed fetch is retried sooner: the app starts before its sidecar
@@ -223,6 +226,7 @@ class ReviewClient:
         if self._held:
             return self._held
         out: list[dict[str, Any]] = []
+        self._held = out  # filled in place: pending() never misses more than the item in hand
         while self._items and len(out) < self._limit:
             out.append(self._items.popleft())
         return out
@@ -245,13 +249,13 @@ class ReviewClient:
                 return True
             self._held = batch
             timeout = min(self.timeout, max(0.05, deadline - time.monotonic()))
-            status = self._post(batch, timeout)
+            status, n = self._post(batch, timeout)
             if status == 200:
-                self._held, self._attempt, self.sent = [], 0, self.sent + len(batch)
+                self._held, self._attempt, self.sent = [], 0, self.sent + n
             elif status == 413 and len(batch) > 1:  # too big a body: halve and go on
                 self._limit = max(1, len(batch) // 2)
-                self._held = []
                 self._items.extendleft(reversed(batch))
+                self._held = []
             elif (status is not None and 400 <= status < 500 and status != 429) or status in _GIVE_UP:
                 self._held, self._attempt = [], 0
                 self._dropped("rejected", len(batch))
@@ -262,8 +266,9 @@ class ReviewClient:
                 return False
         return False
 
-    def _post(self, batch: list[dict[str, Any]], timeout: float) -> int | None:
-        """One POST; the HTTP status, or None for a connection error or timeout."""
+    def _post(self, batch: list[dict[str, Any]], timeout: float) -> tuple[int | None, int]:
+        """One POST: the HTTP status (None for a connection error or timeout) and the number of
+        items in it (an item JSON cannot encode is dropped as ``rejected`` first)."""
         parts = []
         for item in batch:
             encoded = _encode(item)
@@ -273,11 +278,11 @@ class ReviewClient:
             else:
                 parts.append(encoded)
         if not parts:
-            return 200
+            return 200, 0
         body = ('{"items":[' + ",".join(parts) + "]}").encode()
         request = urllib.request.Request(self.url + "/v1/review/items", data=body, method="POST")
         request.add_header("Content-Type", "application/json")
-        return self._status(request, timeout)[0]
+        return self._status(request, timeout)[0], len(parts)
 
     def _status(self, request: urllib.request.Request, timeout: float) -> tuple[int | None, bytes]:
         if self.token:
@@ -365,5 +370,14 @@ def _close_all() -> None:
         client.close(_EXIT_DEADLINE)
 
 
+class _ChildExit:
+    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so close in its finalizers."""
+
+    def __call__(self, _: object) -> None:
+        multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
+
+
+_CHILD_EXIT = _ChildExit()
 os.register_at_fork(after_in_child=_after_fork_in_child)
+multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
 atexit.register(_close_all)
