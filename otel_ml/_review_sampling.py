@@ -23,7 +23,7 @@ from typing import Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ._names import format_le
+from ._names import STRATUM_NO_SCORE, format_le
 
 __all__ = [
     "DEFAULT_NEAR",
@@ -53,7 +53,7 @@ FULL: Final = 1 << 64
 """``threshold64(1.0)``: one more than the largest hash, so every id is selected."""
 DEFAULT_NEAR: Final[tuple[float, ...]] = (0.01, 0.02, 0.05)
 """Distances from a decision threshold that get their own bin edges (``t - d``, ``t + d``)."""
-NO_SCORE_STRATUM: Final = "none"
+NO_SCORE_STRATUM: Final = STRATUM_NO_SCORE
 """The last stratum: calls without a finite score (never mixed into a score bin)."""
 
 _GAMMA: Final = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment: 2^64 / golden ratio, odd

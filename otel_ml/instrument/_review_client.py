@@ -43,11 +43,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._names import ALL, REVIEW_DROP_REJECTED, REVIEW_DROP_SEND_FAILED
+
 __all__ = ["Rates", "ReviewClient", "parse_rates"]
 
 _log = logging.getLogger("otel_ml.review")
 
-ALL: Final = "__all__"
 _BACKOFF_BASE: Final = 0.5  # s, the first retry's delay
 _BACKOFF_CAP: Final = 30.0  # s, the longest wait between retries
 _EXIT_DEADLINE: Final = 2.0  # s an exiting process waits for its review items
@@ -258,7 +259,7 @@ class ReviewClient:
                 self._held = []
             elif (status is not None and 400 <= status < 500 and status != 429) or status in _GIVE_UP:
                 self._held, self._attempt = [], 0
-                self._dropped("rejected", len(batch))
+                self._dropped(REVIEW_DROP_REJECTED, len(batch))
                 self._log_once(f"http{status}", f"otel-ml: the sidecar refused review items (HTTP {status})")
             else:
                 self.failures += 1
@@ -273,7 +274,7 @@ class ReviewClient:
         for item in batch:
             encoded = _encode(item)
             if encoded is None:
-                self._dropped("rejected", 1)
+                self._dropped(REVIEW_DROP_REJECTED, 1)
                 self._log_once("encode", "otel-ml: a review item is not JSON-serialisable; dropped")
             else:
                 parts.append(encoded)
@@ -354,7 +355,7 @@ class ReviewClient:
         left = self.pending()
         self._items.clear()
         self._held = []
-        self._dropped("send_failed", left)
+        self._dropped(REVIEW_DROP_SEND_FAILED, left)
 
 
 _clients: weakref.WeakSet[ReviewClient] = weakref.WeakSet()
