@@ -127,7 +127,8 @@ def _client(sidecar: FakeSidecar, drops: list[tuple[str, int]], **kw: Any) -> Re
 def test_items_are_posted_in_batches_in_order(sidecar: FakeSidecar, drops: list[tuple[str, int]]) -> None:
     client = _client(sidecar, drops, batch=10, token="s3cret")
     for i in range(25):
-        assert client.submit(_item(i, score=math.nan if i == 3 else 0.495, features={"x": np.float32(1.5)}))
+        features = {"x": np.float32(1.5), "v": np.arange(2)}
+        assert client.submit(_item(i, score=math.nan if i == 3 else 0.495, features=features))
     _wait(lambda: client.sent == 25)  # the server records a POST before the client reads its answer
     assert sidecar.accepted() == [f"req-{i}" for i in range(25)]
     sizes = [len(items) for _, _, items, _ in sidecar.posts]
@@ -136,7 +137,7 @@ def test_items_are_posted_in_batches_in_order(sidecar: FakeSidecar, drops: list[
     assert headers["authorization"] == "Bearer s3cret" and headers["content-type"] == "application/json"
     by_id = {i["request_id"]: i for _, _, batch, _ in sidecar.posts for i in batch}
     assert by_id["req-3"]["score"] is None and by_id["req-4"]["score"] == 0.495  # NaN is not JSON: null
-    assert by_id["req-4"]["features"] == {"x": 1.5}
+    assert by_id["req-4"]["features"] == {"x": 1.5, "v": [0, 1]}
     assert drops == [] and client.sent == 25 and client.pending() == 0
     client.close()
 

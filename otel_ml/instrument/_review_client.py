@@ -105,7 +105,7 @@ def _finite(value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     """``json`` fallback for numpy scalars and arrays (features may hold them)."""
-    for method in ("item", "tolist"):
+    for method in ("tolist", "item"):  # an array's item() refuses more than one element
         if callable(getattr(value, method, None)):
             return getattr(value, method)()
     return str(value)
@@ -125,7 +125,13 @@ def _encode(item: Mapping[str, Any]) -> str | None:
 
 
 class ReviewClient:
-    """Background sender of review items and poller of review rates (see the module docstring)."""
+    """Background sender of review items and poller of review rates (see the module docstring).
+
+    ``url`` is the sidecar's base URL; ``model``/``version`` select the rates; ``token`` is sent
+    as a bearer token; ``buffer`` bounds the items held (queued plus one batch awaiting a retry);
+    ``batch`` items go in one POST, every ``interval`` s; the rates are fetched every ``refresh``
+    s; ``timeout`` bounds each request; ``on_drop(reason, n)`` hears of items lost (``rejected``,
+    ``send_failed``; ``buffer_full`` is the caller's to count when :meth:`submit` says False)."""
 
     def __init__(
         self,
@@ -208,12 +214,16 @@ class ReviewClient:
         next_send = next_rates + self.interval
         while not stop.is_set():
             now = time.monotonic()
-            if now >= next_rates:  # a failed fetch is retried sooner: the app starts before its sidecar
-                ok = self._fetch_rates()
-                next_rates = time.monotonic() + (self.refresh if ok else min(self.refresh, _RATES_RETRY))
-            if now >= next_send:
-                ok = self._send_all()
-                next_send = time.monotonic() + (self.interval if ok else self._backoff())
+            try:
+                if now >= next_rates:  # a failed fetch is retried sooner: the app starts before its sidecar
+                    ok = self._fetch_rates()
+                    next_rates = time.monotonic() + (self.refresh if ok else min(self.refresh, _RATES_RETRY))
+                if now >= next_send:
+                    ok = self._send_all()
+                    next_send = time.monotonic() + (self.interval if ok else self._backoff())
+            except Exception:  # the thread must outlive any fault, or the buffer only fills
+                self._log_once("thread", "otel-ml: the review client's thread hit an error; going on")
+                next_rates, next_send = max(next_rates, now + 1.0), max(next_send, now + 1.0)
             wake.wait(max(0.0, min(next_rates, next_send) - time.monotonic()))
             wake.clear()
 
