@@ -301,10 +301,14 @@ REVIEW_CORRECT: Final = "correct"
 REVIEW_ERROR: Final = "error"
 REVIEW_OUTCOMES: Final = (REVIEW_CORRECT, REVIEW_ERROR)
 REVIEW_SOURCE: Final = "review"  # the ml_source of labels that answer a review item
+STRATUM_NO_SCORE: Final = "none"  # the ml_stratum of calls without a finite score (the last stratum)
+REVIEW_DROP_BUFFER_FULL: Final = "buffer_full"  # the app's review client had no room (submit() -> False)
+REVIEW_DROP_SEND_FAILED: Final = "send_failed"  # still unsent when the process exited
+REVIEW_DROP_REJECTED: Final = "rejected"  # the sidecar answered 4xx/507, or the item is not JSON
 # span-only
 ATTR_REVIEW_SAMPLED: Final = "ml.review.sampled"
 ATTR_REVIEW_PROBABILITY: Final = "ml.review.inclusion_probability"
-REVIEW_DROP_REASONS: Final = ("buffer_full", "send_failed", "rejected")
+REVIEW_DROP_REASONS: Final = (REVIEW_DROP_BUFFER_FULL, REVIEW_DROP_SEND_FAILED, REVIEW_DROP_REJECTED)
 REVIEW_POPULATION: Final = Instrument(
     "ml.review.population",
     "{prediction}",
