@@ -42,7 +42,7 @@ from ._counting import scalar_label
 if TYPE_CHECKING:
     from ._context import CallState
     from ._counters import ModelCounters
-    from ._review_client import ReviewClient
+    from ._review_client import Rates, ReviewClient
 
 __all__ = ["Review", "ReviewSampler"]
 
@@ -54,8 +54,9 @@ class Review:
     """Human-review sampling for one monitor (``@monitor(review=Review(...))``).
 
     ``sidecar`` is the sidecar's base URL (``http://127.0.0.1:9464``): selected predictions go to
-    its review queue and the inclusion probabilities come from it. ``rate`` is the probability
-    used for every stratum until the sidecar has answered, or always without a sidecar.
+    its review queue and the inclusion probabilities come from it (its ``GET /v1/review/rates``,
+    refreshed every 5 minutes). ``rate`` is the probability used for every stratum until the
+    sidecar has rates from the model's volume (0: none until then), or always without a sidecar.
     ``segment`` is the segment key (one of the monitor's ``segments``) whose values are strata;
     the score is cut into ``bins`` bins (at the baseline's score edges, evenly spaced among
     them), split further ``near`` a threshold decision, where the errors are: with the defaults,
@@ -106,9 +107,9 @@ class ReviewSampler:
         self.client = client
         self._segment_labels = counters.segment_labels[counters.review_key] if counters.review_key else None
         self._feature_names = tuple(feature_names)
-        self._rates: Any = None  # the client's rates object the cache below was built from
+        self._rates: Rates | None = None  # the client's rates the cache below was built from
         self._pi: dict[tuple[int, int], float] = {}
-        self._table: tuple[Any, npt.NDArray[np.float64]] | None = None
+        self._table: tuple[Rates | None, npt.NDArray[np.float64]] | None = None
 
     @staticmethod
     def edges_for(
@@ -121,13 +122,15 @@ class ReviewSampler:
         return review_edges(picked, () if threshold is None else (threshold,), tuple(near))
 
     # -- inclusion probabilities ---------------------------------------------------------------
-    def _current_rates(self) -> Any:
+    def _current_rates(self) -> Rates | None:
         rates = None if self.client is None else self.client.rates()
+        if rates is not None and not rates.table:  # the sidecar has seen no volume yet: keep ``rate``
+            rates = None
         if rates is not self._rates:
             self._rates = rates
             self._pi = {}
             if rates is not None:
-                values = list(getattr(rates, "values", lambda: [])())
+                values = list(rates.table.values())
                 _log.info(
                     "otel-ml: %s %s review rates from the sidecar in use: %d strata, pi %s",
                     self.counters.model_name,
@@ -152,7 +155,7 @@ class ReviewSampler:
         if pi is None:
             pi = self.config.rate
             if rates is not None:
-                pi = rates.get(self._segment_of(slot), self.labels[stratum])
+                pi = rates.pi(self.labels[stratum], self._segment_of(slot), self.config.segment or ALL)
             pi = self._pi[key] = min(1.0, max(0.0, float(pi)))
         return pi
 

@@ -8,7 +8,8 @@ baseline's decision threshold, raised for segments below ``segment_floor``.
 
 ``default`` is the pi for a stratum the sidecar has not seen yet: ``quota x strata seen / daily
 volume of the model`` (a new stratum is assumed to be an average one, not a flood), or 1.0 while
-the model has no volume at all (nothing to flood with; the first scrape or push gives one).
+the model has no volume at all; the app then keeps its own configured rate (an empty table
+says nothing about the traffic to come, and pi = 1 would queue every call until the next refresh).
 Known bias: the first report of a cumulative counter after the sidecar starts counts the app's
 whole history as an increase, so right after a sidecar start the volume (and so ``1/pi``)
 may be overestimated for one window; pi is then lower than needed, never a flood.
@@ -19,18 +20,19 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import _names as n
+from .._review_sampling import DEFAULT_NEAR, inclusion_probabilities
 from ._model_state import ModelState
 from ._windows import POOLED_WINDOWS
 
 __all__ = ["RateSettings", "review_rates", "population_volume", "near_strata", "NEAR_WIDTH"]
 
 DAY = 86400.0
-NEAR_WIDTH = 0.05  # max of _review_sampling.DEFAULT_NEAR: bins overlapping (t - w, t + w) are "near"
+NEAR_WIDTH = max(DEFAULT_NEAR)  # bins overlapping (t - w, t + w) are "near" the threshold
 _INTERVAL = re.compile(r"\(([^,]+),([^\]\)]+)[\]\)]")
 K = TypeVar("K", bound=Hashable)
 Stratum = tuple[str, str, str]  # (segment key, segment, stratum)
@@ -84,38 +86,6 @@ def near_strata(strata: Collection[Stratum], thresholds: Sequence[float], width:
     return out
 
 
-def _inclusion_probabilities(
-    volume: Mapping[K, float],
-    *,
-    quota: float = 20.0,
-    threshold_quota: float = 50.0,
-    near: Collection[K] = (),
-    segment_floor: float = 10.0,
-    segment_of: Mapping[K, Hashable] | None = None,
-) -> dict[K, float]:
-    """STAND-IN for ``otel_ml._review_sampling.inclusion_probabilities`` (helper S), same signature:
-    the lead replaces this body with that import. ``pi_h = min(1, k_h / N_h)``; a segment whose
-    expected reviews fall below ``segment_floor`` has its quotas scaled up to reach it."""
-    groups: dict[Hashable, list[K]] = {}
-    for key in volume:
-        groups.setdefault(None if segment_of is None else segment_of[key], []).append(key)
-    out: dict[K, float] = {}
-    for keys in groups.values():
-        ns = [max(float(volume[k]), 0.0) for k in keys]
-        ks = [threshold_quota if k in near else quota for k in keys]
-        target = min(segment_floor, sum(ns))
-        lo, hi = 1.0, 1.0
-        if sum(min(nv, kv) for nv, kv in zip(ns, ks)) < target:
-            while sum(min(nv, hi * kv) for nv, kv in zip(ns, ks)) < target and hi < 1e12:
-                hi *= 2
-            for _ in range(60):  # bisection on the scale of the quotas
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if sum(min(nv, mid * kv) for nv, kv in zip(ns, ks)) < target else (lo, mid)
-        for key, nv, kv in zip(keys, ns, ks):
-            out[key] = 1.0 if nv <= 0 else min(1.0, hi * kv / nv)
-    return out
-
-
 def review_rates(model: ModelState, settings: RateSettings, now: float) -> dict[str, Any]:
     """The ``/v1/review/rates`` answer for one model version (call under the state's lock)."""
     counted, elapsed = population_volume(model, settings.window, now)
@@ -124,7 +94,7 @@ def review_rates(model: ModelState, settings: RateSettings, now: float) -> dict[
     score = model.baseline.score
     threshold = None if score is None else score.decision_threshold
     near = near_strata(daily, () if threshold is None else (float(threshold),))
-    pis = _inclusion_probabilities(
+    pis = inclusion_probabilities(
         daily,
         quota=settings.quota,
         threshold_quota=settings.threshold_quota,
