@@ -239,7 +239,8 @@ def test_dashboards_are_a_function_of_the_config() -> None:
         alert_window="24h",
     )
     boards = build_dashboards(config)
-    app_series = {s for i in n.APP_INSTRUMENTS for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
+    app = n.APP_INSTRUMENTS + n.APP_GAUGES  # the app's gauges (price table) are scraped from the app too
+    app_series = {s for i in app for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
     for board in boards.values():
         assert board["tags"] == ["x"] and board["refresh"] == "30s"
         for title, expr in panel_queries(board):
