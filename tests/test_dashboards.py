@@ -760,7 +760,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": recording,  # the versions row reads recording rules
                 "scrape_configs": [
-                    {  # namespace and pod as Kubernetes service discovery would add them (the allocation rule joins on them)
+                    {  # namespace and pod as Kubernetes service discovery adds them (the allocation joins on them)
                         "job_name": "otel-ml-app",
                         "static_configs": [
                             {"targets": [f"127.0.0.1:{app_port}"], "labels": {"namespace": "ml", "pod": "app-0"}}

@@ -25,6 +25,7 @@ from _rule_vocabulary import NO_PROMTOOL, PROMTOOL, ROOT
 RULES = ROOT / "alert_rules" / "otel-ml-recording.yaml"
 HAND = ROOT / "tests" / "rules" / "review_test.yaml"
 SC, APP = 'job="otel-ml-sidecar"', 'job="app"'
+MODEL = 'ml_model_name="m", ml_model_version="1"'
 SEGMENTS = ("EU", "US", "APAC")
 STRATA = ("(-Inf,0.2]", "(0.2,0.45]", "(0.45,0.5]", "(0.5,0.55]", "(0.55,0.8]", "(0.8,+Inf)", "none")
 
@@ -36,7 +37,11 @@ def numpy_estimate(population: Any, reviewed: Any, errors: Any) -> tuple[float, 
     w = n[keep] / n[keep].sum()
     p_h, s_h = e[keep] / r[keep], (e[keep] + 0.5) / (r[keep] + 1)
     p = float(np.sum(w * p_h))
-    return p, float(np.sqrt(np.sum(w**2 * p_h * (1 - p_h) / r[keep]))), float(np.sqrt(np.sum(w**2 * s_h * (1 - s_h) / r[keep])))
+    return (
+        p,
+        float(np.sqrt(np.sum(w**2 * p_h * (1 - p_h) / r[keep]))),
+        float(np.sqrt(np.sum(w**2 * s_h * (1 - s_h) / r[keep]))),
+    )
 
 
 def _reference() -> Any:
@@ -68,7 +73,7 @@ def _series(d: dict[str, np.ndarray]) -> list[dict[str, str]]:
     out = []
     for i, segment in enumerate(SEGMENTS):
         for j, stratum in enumerate(STRATA):
-            h = f'ml_model_name="m", ml_model_version="1", ml_segment_key="region", ml_segment="{segment}", ml_stratum="{stratum}"'
+            h = f'{MODEL}, ml_segment_key="region", ml_segment="{segment}", ml_stratum="{stratum}"'
             n, r, e = (int(d[k][i, j]) for k in ("population", "reviewed", "errors"))
             out.append(_counter(f'ml_review_population_total{{{APP}, instance="a", {h}}}', n - n // 4))
             out.append(_counter(f'ml_review_population_total{{{APP}, instance="b", {h}}}', n // 4))
@@ -79,12 +84,17 @@ def _series(d: dict[str, np.ndarray]) -> list[dict[str, str]]:
 
 
 def _expected(d: dict[str, np.ndarray]) -> dict[tuple[str, str], tuple[float, float, float]]:
-    out = {("region", s): numpy_estimate(*(d[k][i] for k in ("population", "reviewed", "errors"))) for i, s in enumerate(SEGMENTS)}
+    out = {
+        ("region", s): numpy_estimate(*(d[k][i] for k in ("population", "reviewed", "errors")))
+        for i, s in enumerate(SEGMENTS)
+    }
     out[("__all__", "__all__")] = numpy_estimate(*(d[k].ravel() for k in ("population", "reviewed", "errors")))
     return out
 
 
-def _promtool(tmp_path: Path, series: list[dict[str, str]], cases: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+def _promtool(
+    tmp_path: Path, series: list[dict[str, str]], cases: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
     doc = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
@@ -102,10 +112,15 @@ def test_recorded_estimate_equals_numpy(tmp_path: Path, seed: int) -> None:
     d = _data(seed)
     expected = _expected(d)
     cases = []
-    for index, record in enumerate(("ml:review_error_rate", "ml:review_error_rate_stderr", "ml:review_error_rate_test_stderr")):
+    for index, record in enumerate(
+        ("ml:review_error_rate", "ml:review_error_rate_stderr", "ml:review_error_rate_test_stderr")
+    ):
         for window in ("24h", "7d"):
             samples = [
-                {"labels": f'{{ml_model_name="m", ml_model_version="1", ml_segment_key="{k}", ml_segment="{s}"}}', "value": round(v[index], 6)}
+                {
+                    "labels": f'{{ml_model_name="m", ml_model_version="1", ml_segment_key="{k}", ml_segment="{s}"}}',
+                    "value": round(v[index], 6),
+                }
                 for (k, s), v in expected.items()
             ]
             cases.append({"expr": f"round({record}:{window}, 0.000001)", "eval_time": "5m", "exp_samples": samples})
@@ -151,7 +166,9 @@ def test_hand_worked_example_agrees_with_numpy() -> None:
     for case in doc["tests"][0]["promql_expr_test"][:3]:
         for sample in case["exp_samples"]:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', sample["labels"]))
-            got.setdefault((labels["ml_model_name"], labels["ml_segment_key"], labels["ml_segment"]), []).append(sample["value"])
+            got.setdefault((labels["ml_model_name"], labels["ml_segment_key"], labels["ml_segment"]), []).append(
+                sample["value"]
+            )
     assert len(got) == 4
     for (model, key, segment), values in got.items():
         cells = [v for k, v in counts.items() if k[0] == model and (key == "__all__" or (k[1], k[2]) == (key, segment))]

@@ -38,7 +38,11 @@ def _over_budget(c: MixinConfig) -> list[Rule]:
     ]
     once = q.app(c, f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"')
     predictions = f"sum by ({m_on}) (increase({n.PREDICTIONS.series}{once}[{w}]))"
-    expr = "(\n  " + "\n  or\n  ".join(checks) + f"\n)\nand on ({m_on})\n{predictions} >= {c.cost_budget_min_predictions}\n"
+    expr = (
+        "(\n  "
+        + "\n  or\n  ".join(checks)
+        + f"\n)\nand on ({m_on})\n{predictions} >= {c.cost_budget_min_predictions}\n"
+    )
     listed = ", ".join(f"{basis} ${q.num(budget)}" for basis, budget in sorted(budgets.items()))
     return [
         alert(

@@ -35,7 +35,7 @@ def _right_axis(panel: p.PanelBuilder, regexp: str, unit: str) -> p.PanelBuilder
         dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
         dm.DynamicConfigValue(id_val="unit", value=unit),
     ]
-    return panel.override_by_regexp(regexp, properties)  # type: ignore[union-attr]
+    return panel.override_by_regexp(regexp, properties)
 
 
 def _recorded(e: Exprs, record: str, by: str, *extra: str) -> str:
@@ -105,7 +105,7 @@ def cost_panels(config: MixinConfig, e: Exprs) -> Items:
 def _frontier(config: MixinConfig, e: Exprs, by_basis: str) -> Items:
     """Cost beside quality and beside latency, over time: is a cheaper version as good and as fast?"""
     overall = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
-    p99 = f'ml:{n.PREDICTION_DURATION.prometheus.removeprefix("ml_")}:quantile_rate{config.recording_window}'
+    p99 = f"ml:{n.PREDICTION_DURATION.prometheus.removeprefix('ml_')}:quantile_rate{config.recording_window}"
     frontier = p.timeseries_panel(
         804,
         "Cost per 1K vs accuracy",
@@ -256,4 +256,3 @@ def _strata(config: MixinConfig, e: Exprs) -> p.PanelBuilder:
         labels=labels,
         sort_by="Population",
     )
-

@@ -99,7 +99,9 @@ def allocation_rules(c: MixinConfig) -> list[Rule]:
     pod_cost = n.POD_ALLOCATION_COST_RECORD
     return [
         record(share, f"{per_pod}\n/ on ({pod}) group_left ()\n(sum by ({pod}) ({per_pod}) > 0)"),
-        record(n.ALLOCATION_COST_RECORD, f"sum by ({m_on}) (\n  {share}\n  * on ({pod}) group_left ()\n  {pod_cost}\n)"),
+        record(
+            n.ALLOCATION_COST_RECORD, f"sum by ({m_on}) (\n  {share}\n  * on ({pod}) group_left ()\n  {pod_cost}\n)"
+        ),
         record(
             n.ALLOCATION_PREDICTIONS_RECORD,
             f"sum by ({m_on}) (\n  {per_pod}\n  and on ({pod})\n  {pod_cost}\n) > 0",

@@ -15,8 +15,8 @@ from grafana_foundation_sdk.models import units
 
 from .. import _names as n
 from . import _panels as p
-from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
 from ._cost_review import cost_panels, review_panels
+from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
 from ._versions import version_panels
 from .config import MixinConfig
 

@@ -87,7 +87,8 @@ def _window_rules(c: MixinConfig, w: str) -> list[Rule]:
         ),
         record(
             n.windowed(n.REVIEW_ERRORS_RECORD, w),
-            f"sum by ({h}) (increase({labelled.series}{errors}[{w}]))\nor\n0 * {n.windowed(n.REVIEW_LABELLED_RECORD, w)}",
+            f"sum by ({h}) (increase({labelled.series}{errors}[{w}]))\n"
+            f"or\n0 * {n.windowed(n.REVIEW_LABELLED_RECORD, w)}",
         ),
     ]
     per_segment = _estimate(c, w, q.SEGMENT, "")

@@ -5,7 +5,8 @@ sidecar's verdicts), :mod:`otel_ml.mixin._evaluation_alerts` (realised and estim
 label coverage and delay, the join store), :mod:`otel_ml.mixin._version_alerts` (shadow and
 canary comparison), :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
 itself), :mod:`otel_ml.mixin._cost_alerts` (cost per 1K, prices) and
-:mod:`otel_ml.mixin._review_alerts` (review backlog, weighted error rate), with an abstract level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
+:mod:`otel_ml.mixin._review_alerts` (review backlog, weighted error rate), with an abstract
+level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
 :func:`alert_groups` then passes over every alert once (:func:`_finish`) to set ``severity``,
 ``team``, the extra and overridden labels and ``runbook_url``, and to check that ``summary``
 and ``description`` exist, so no alert can ship without them (the kubernetes-mixin
