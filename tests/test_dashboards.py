@@ -621,9 +621,10 @@ class _SidecarStandIn:
 
 
 class _CostReviewStandIn:
-    """What the app's cost capture and review sampler, the sidecar's review queue and OpenCost's exporter
-    expose (issue 16), for the Cost and Review rows: counters grow with time, names and labels from
-    ``_names``. ``side`` picks the half: "app" (registered with the app's registry) or "sidecar"."""
+    """What the app's cost capture (with a price table) and review sampler, the sidecar's review queue and
+    OpenCost's exporter expose (issue 16), for the Cost and Review rows: counters grow with time, names and
+    labels from ``_names``. ``side`` picks the half: "app" (registered with the app's registry) or "sidecar".
+    The monitor below has no price table and no review=, so none of these clash with its own series."""
 
     STRATA = ("(-Inf,0.65]", "(0.65,0.7]", "(0.7,+Inf)")
 
@@ -667,8 +668,7 @@ class _CostReviewStandIn:
                     ([n.COST_TOKENS, n.BASIS_CONFIGURED_RATE, "country", "DE"], 0.001),
                 ],
             )
-            yield counter(n.PREDICTION_CPU, [], [([], 0.3)])
-            yield counter(n.PROCESS_CPU, [], [([], 0.5)])
+            # CPU time (ml_prediction_cpu_seconds_total, ml_process_cpu_seconds_total): the real @monitor's
             yield counter(n.TOKENS, [n.LABEL_TOKEN_TYPE], [([t], 40.0) for t in n.TOKEN_TYPES])
             yield counter(n.REVIEW_POPULATION, strata, [(h, 100.0 / (i + 1)) for i, h in enumerate(per_stratum)])
             yield counter(n.REVIEW_SAMPLED, strata, [(h, 2.0) for h in per_stratum])
