@@ -22,7 +22,7 @@ from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, V, matchers
 from ._review_rules import STRATUM
 from .config import MixinConfig
 
-__all__ = ["cost_panels", "review_panels"]
+__all__ = ["cost_panels", "fleet_economics_panels", "review_panels"]
 
 BASIS, SOURCE = n.LABEL_COST_BASIS, n.LABEL_COST_SOURCE
 SEGMENT = f"{p.legend(n.LABEL_SEGMENT_KEY)}={p.legend(n.LABEL_SEGMENT)}"
@@ -256,3 +256,31 @@ def _strata(config: MixinConfig, e: Exprs) -> p.PanelBuilder:
         labels=labels,
         sort_by="Population",
     )
+
+
+def fleet_economics_panels(config: MixinConfig, e: Exprs) -> Items:
+    """The fleet's Cost and review row (ids 700-799): every model version side by side."""
+    w = cost_windows(config)[0]
+    mv_legend = p.legend(n.LABEL_MODEL_NAME, V)
+    per_1k = _recorded(e, n.windowed(n.COST_PER_1K_RECORD, w), f"{MV}, {BASIS}", f'{SOURCE}="{n.ALL}"')
+    review = n.windowed(n.REVIEW_ERROR_RATE_RECORD, config.review_error_rate_window)
+    overall = f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"'
+    return [
+        p.row(700, "Cost and review"),
+        p.timeseries_panel(
+            701,
+            f"Cost per 1K predictions by model and basis ({w})",
+            "USD per 1,000 predictions of every model version, per basis (configured_rate, allocation, billed; "
+            "never summed). The model view's Cost row breaks it down by source and segment.",
+            [p.Query(per_1k, f"{mv_legend} {p.legend(BASIS)}")],
+            unit=units.Dollars,
+            min_val=0,
+        ),
+        p.share_panel(
+            702,
+            f"Reviewed error rate by model ({config.review_error_rate_window})",
+            "Share of predictions human reviewers judge wrong, weighted by stratum population, per model version "
+            "(all review segments). The model view's Review row shows its standard error and strata.",
+            [p.Query(_recorded(e, review, MV, overall), mv_legend)],
+        ),
+    ]
