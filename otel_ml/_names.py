@@ -383,6 +383,32 @@ ALERT_COST_OVER_BUDGET: Final = "MLCostOverBudget"
 ALERT_PRICES_STALE: Final = "MLPricesStale"
 ALERT_REVIEW_BACKLOG: Final = "MLReviewBacklogGrowing"
 ALERT_REVIEW_ERROR_RATE: Final = "MLReviewErrorRateOutOfBand"
+# (helper M, issue 16) the per-segment cost, the allocation cost's pieces and the review estimate's inputs
+SEGMENT_COST_PER_1K_RECORD: Final = "ml:segment_cost_per_1k_predictions"  # where ml_cost_usd_total has segment labels
+POD_PREDICTION_SHARE_RECORD: Final = "ml:pod_prediction_share"  # the model's share of its pod's predictions
+# per model, instant (recorded each evaluation): the pods' allocated cost and the predictions it pays for
+ALLOCATION_COST_RECORD: Final = "ml:allocation_cost_usd_per_second"
+ALLOCATION_PREDICTIONS_RECORD: Final = "ml:allocation_predictions_per_second"
+REVIEW_POPULATION_RECORD: Final = "ml:review_population"  # N_h: increase over the window, per stratum
+REVIEW_LABELLED_RECORD: Final = "ml:review_labelled"  # r_h
+REVIEW_ERRORS_RECORD: Final = "ml:review_errors"  # e_h (0 where a reviewed stratum had no error)
+REVIEW_REVIEWED_RECORD: Final = "ml:review_reviewed"  # sum of r_h per model, version and segment
+# the z-test's standard error: each stratum's rate smoothed to (e_h + 0.5) / (r_h + 1), so it is never 0
+REVIEW_ERROR_RATE_TEST_STDERR_RECORD: Final = "ml:review_error_rate_test_stderr"
+# OpenCost's exporter series the allocation rule prices pods with (opencost/opencost, pkg/costmodel
+# metrics.go): containers carry namespace, pod, container, node (and instance, deprecated, holding
+# the node name too); node prices carry node (and instance, instance_type, region, ...). The join is
+# on node: Prometheus overwrites instance with the scrape target unless honor_labels is set.
+OPENCOST_CPU_ALLOCATION: Final = "container_cpu_allocation"  # CPUs, max(request, usage)
+OPENCOST_MEMORY_ALLOCATION: Final = "container_memory_allocation_bytes"
+OPENCOST_GPU_ALLOCATION: Final = "container_gpu_allocation"
+OPENCOST_NODE_CPU_COST: Final = "node_cpu_hourly_cost"  # USD per CPU-hour
+OPENCOST_NODE_RAM_COST: Final = "node_ram_hourly_cost"  # USD per GiB-hour
+OPENCOST_NODE_GPU_COST: Final = "node_gpu_hourly_cost"  # USD per GPU-hour
+LABEL_NODE: Final = "node"
+LABEL_NAMESPACE: Final = "namespace"  # Kubernetes service discovery puts these on the app's series too
+LABEL_POD: Final = "pod"
+LABEL_CONTAINER: Final = "container"
 
 APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     FEATURE_VALUE,

@@ -292,6 +292,16 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
         ({"version_flip_budget": 0.0}, "between 0 and 1"),
         ({"version_min_pairs": 0}, ">= 1"),
         ({"version_reference_window": "1 day"}, "not a Prometheus duration"),
+        ({"cost_budget_usd_per_1k": {"allocaton": 1.0}}, "unknown ml_cost_basis"),
+        ({"cost_budget_usd_per_1k": {"billed": 0.0}}, "budgets must be > 0"),
+        ({"cost_budget_min_predictions": 0}, ">= 1"),
+        ({"cost_windows": ("1 hour",)}, "not a Prometheus duration"),
+        ({"review_windows": ("7 days",)}, "not a Prometheus duration"),
+        ({"prices_max_age_seconds": 0.0}, "must be > 0"),
+        ({"review_error_rate_band": (0.2, 0.1)}, "0 <= lower <= upper <= 1"),
+        ({"review_error_rate_tolerance": -0.01}, "must be >= 0"),
+        ({"review_error_rate_z": 0.0}, "review_error_rate_z must be > 0"),
+        ({"review_pending_sla_seconds": 0.0, "review_backlog_growth_ratio": 0.0}, "nothing to alert on"),
     ],
 )
 def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:
@@ -525,3 +535,48 @@ def test_the_readme_overrides_example_generates(tmp_path: Path) -> None:
 
 def _by_name_in(path: Path) -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for r in _alerts(_load(path)["groups"])}
+
+
+# (j) cost and review (issue 16) --------------------------------------------------------------
+@needs_promtool
+def test_cost_and_review_variants_are_valid_promql(tmp_path: Path) -> None:
+    """A configured review band, a tolerance, one budgeted basis, no budget at all, extra labels."""
+    variants = {
+        "band": DEFAULT_CONFIG.with_overrides(
+            review_error_rate_band=(0.02, 0.1), cost_budget_usd_per_1k={"billed": 0.5}, aggregation_labels=("cluster",)
+        ),
+        "tolerance": DEFAULT_CONFIG.with_overrides(
+            review_error_rate_tolerance=0.02, opencost_selector='job="opencost"'
+        ),
+        "no-budget": DEFAULT_CONFIG.with_overrides(cost_budget_usd_per_1k={}, review_backlog_growth_ratio=0.0),
+    }
+    for name, config in variants.items():
+        paths = write_rule_files(config, tmp_path / name)
+        result = _promtool("check", "rules", *(str(p) for p in paths[:2]))
+        assert result.returncode == 0, (name, result.stdout + result.stderr)
+    alerts = {name: _by_name(config) for name, config in variants.items()}
+    band = alerts["band"]["MLReviewErrorRateOutOfBand"]["expr"]
+    assert "(ml:review_error_rate:24h - 0.1)" in band and "(0.02 - ml:review_error_rate:24h)" in band
+    assert "ml_reference_performance" not in band and "cluster" in band
+    cost = alerts["band"]["MLCostOverBudget"]["expr"]
+    assert 'ml_cost_basis="billed"} > 0.5' in cost and "configured_rate" not in cost
+    tolerance = alerts["tolerance"]["MLReviewErrorRateOutOfBand"]["expr"]
+    assert "- 0.02)" in tolerance and "+ 0.02)" in tolerance and 'ml_metric="accuracy"' in tolerance
+    assert "MLCostOverBudget" not in alerts["no-budget"] and "MLPricesStale" in alerts["no-budget"]
+    assert "offset" not in alerts["no-budget"]["MLReviewBacklogGrowing"]["expr"]
+    recording = "\n".join(r["expr"] for g in recording_groups(variants["tolerance"]) for r in g["rules"])
+    assert 'container_cpu_allocation{job="opencost"}' in recording and "on (node)" in recording
+
+
+def test_review_band_and_budgets_load_from_a_config_file(tmp_path: Path) -> None:
+    from otel_ml.mixin.config import load_config
+
+    path = tmp_path / "overrides.yaml"
+    path.write_text("review_error_rate_band: [0.02, 0.1]\ncost_budget_usd_per_1k: {billed: 2}\n")
+    config = load_config(path)
+    assert config.review_error_rate_band == (0.02, 0.1) and config.cost_budget_usd_per_1k == {"billed": 2.0}
+    path.write_text("review_error_rate_band: null\n")
+    assert load_config(path).review_error_rate_band is None
+    path.write_text("review_error_rate_band: [0.1]\n")
+    with pytest.raises(ValueError, match="expected a list of 2 items"):
+        load_config(path)

@@ -239,7 +239,8 @@ def test_dashboards_are_a_function_of_the_config() -> None:
         alert_window="24h",
     )
     boards = build_dashboards(config)
-    app_series = {s for i in n.APP_INSTRUMENTS for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
+    app = n.APP_INSTRUMENTS + n.APP_GAUGES  # the app's gauges (price table) are scraped from the app too
+    app_series = {s for i in app for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
     for board in boards.values():
         assert board["tags"] == ["x"] and board["refresh"] == "30s"
         for title, expr in panel_queries(board):
@@ -619,6 +620,74 @@ class _SidecarStandIn:
             yield GaugeMetricFamily(inst.series, inst.description, value=value)
 
 
+class _CostReviewStandIn:
+    """What the app's cost capture (with a price table) and review sampler, the sidecar's review queue and
+    OpenCost's exporter expose (issue 16), for the Cost and Review rows: counters grow with time, names and
+    labels from ``_names``. ``side`` picks the half: "app" (registered with the app's registry) or "sidecar".
+    The monitor below has no price table and no review=, so none of these clash with its own series."""
+
+    STRATA = ("(-Inf,0.65]", "(0.65,0.7]", "(0.7,+Inf)")
+
+    def __init__(self, baseline: Any, side: str) -> None:
+        import time as _time
+
+        self.baseline, self.side, self.started = baseline, side, _time.time()
+
+    def collect(self) -> Iterator[Any]:
+        import time as _time
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        ticks = 1 + _time.time() - self.started
+        mv = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
+        model = [self.baseline.model_name, self.baseline.model_version]
+        strata = [n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT, n.LABEL_STRATUM]
+
+        def counter(inst: n.Instrument, labels: list[str], rows: list[tuple[list[str], float]]) -> Any:
+            family = CounterMetricFamily(inst.prometheus, inst.description, labels=[*mv, *labels])
+            for values, per_second in rows:
+                family.add_metric([*model, *values], per_second * ticks)
+            return family
+
+        def gauge(name: str, labels: list[str], rows: list[tuple[list[str], float]], with_model: bool = True) -> Any:
+            family = GaugeMetricFamily(name, name, labels=[*(mv if with_model else []), *labels])
+            for values, value in rows:
+                family.add_metric([*(model if with_model else []), *values], value)
+            return family
+
+        per_stratum = [[n.ALL, n.ALL, h] for h in self.STRATA]
+        if self.side == "app":
+            cost = [n.LABEL_COST_SOURCE, n.LABEL_COST_BASIS, n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT]
+            yield counter(
+                n.COST,
+                cost,
+                [
+                    ([n.COST_COMPUTE, n.BASIS_CONFIGURED_RATE, "country", "US"], 0.002),
+                    ([n.COST_COMPUTE, n.BASIS_CONFIGURED_RATE, "country", "DE"], 0.001),
+                    ([n.COST_API, n.BASIS_BILLED, "country", "US"], 0.003),
+                    ([n.COST_TOKENS, n.BASIS_CONFIGURED_RATE, "country", "DE"], 0.001),
+                ],
+            )
+            # CPU time (ml_prediction_cpu_seconds_total, ml_process_cpu_seconds_total): the real @monitor's
+            yield counter(n.TOKENS, [n.LABEL_TOKEN_TYPE], [([t], 40.0) for t in n.TOKEN_TYPES])
+            yield counter(n.REVIEW_POPULATION, strata, [(h, 100.0 / (i + 1)) for i, h in enumerate(per_stratum)])
+            yield counter(n.REVIEW_SAMPLED, strata, [(h, 2.0) for h in per_stratum])
+            yield gauge(n.PRICE_CONFIG_UPDATED.series, [], [([], self.started - 86400 * 30)])
+            return
+        labelled = [(h + [o], 1.0 if o == n.REVIEW_CORRECT else 0.2) for h in per_stratum for o in n.REVIEW_OUTCOMES]
+        yield counter(n.REVIEW_LABELLED, [*strata, n.LABEL_OUTCOME], labelled)
+        yield gauge(n.REVIEW_PENDING.series, [], [([], 42.0)])
+        yield gauge(n.REVIEW_OLDEST_PENDING.series, [], [([], 3600.0)])
+        yield gauge(n.REFERENCE_PERFORMANCE.series, [n.LABEL_METRIC], [(["accuracy"], 0.9)])
+        window = {n.LABEL_WINDOW: "1h"}
+        yield gauge(n.ESTIMATED_ACCURACY.series, list(window), [(list(window.values()), 0.88)])
+        pod = [n.LABEL_NAMESPACE, n.LABEL_POD, n.LABEL_CONTAINER, n.LABEL_NODE]
+        for name, value in ((n.OPENCOST_CPU_ALLOCATION, 2.0), (n.OPENCOST_MEMORY_ALLOCATION, 2.0**31)):
+            yield gauge(name, pod, [(["ml", "app-0", "app", "n1"], value)], with_model=False)
+        for name, value in ((n.OPENCOST_NODE_CPU_COST, 0.03), (n.OPENCOST_NODE_RAM_COST, 0.004)):
+            yield gauge(name, [n.LABEL_NODE], [(["n1"], value)], with_model=False)
+
+
 def _prometheus_query(port: int, expr: str) -> list[Any]:
     import urllib.parse
     import urllib.request
@@ -658,6 +727,8 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
     app_registry, sidecar_registry = CollectorRegistry(), CollectorRegistry()
     candidate = dataclasses.replace(baseline, model_version=baseline.model_version + "-candidate")
     sidecar_registry.register(_SidecarStandIn(baseline, candidate))
+    app_registry.register(_CostReviewStandIn(baseline, "app"))
+    sidecar_registry.register(_CostReviewStandIn(baseline, "sidecar"))
     rows = training_frame.drop(columns=["score"])
 
     def predict_v2(frame: Any) -> Any:  # a candidate in shadow: the versions row needs its pairs and series
@@ -689,7 +760,12 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": recording,  # the versions row reads recording rules
                 "scrape_configs": [
-                    {"job_name": "otel-ml-app", "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]},
+                    {  # namespace and pod as Kubernetes service discovery adds them (the allocation joins on them)
+                        "job_name": "otel-ml-app",
+                        "static_configs": [
+                            {"targets": [f"127.0.0.1:{app_port}"], "labels": {"namespace": "ml", "pod": "app-0"}}
+                        ],
+                    },
                     {"job_name": "otel-ml-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]},
                 ],
             }

@@ -2,7 +2,8 @@
 
 An on-call engineer lands here from an alert or a pager and needs, per model version: is
 anything drifting, is it serving (prediction rate, decisions), is it healthy (p99 latency,
-errors, fallbacks) and is the sidecar still receiving its data. Each row links to the model view.
+errors, fallbacks), is the sidecar still receiving its data, and what a prediction costs and how
+often reviewers find it wrong. Each row links to the model view.
 One function per row; a row's panel ids are its own id plus 1, 2, ... and stay stable.
 """
 
@@ -14,6 +15,7 @@ from grafana_foundation_sdk.models import units
 
 from .. import _names as n
 from . import _panels as p
+from ._cost_review import fleet_economics_panels
 from ._promql import ALL_SEGMENTS, MV, Exprs, M, V
 from .config import MixinConfig
 
@@ -34,6 +36,7 @@ def fleet_panels(config: MixinConfig, e: Exprs) -> Items:
         *_traffic(e),
         *_latency_and_errors(config, e),
         *_sidecar(config, e),
+        *fleet_economics_panels(config, e),
     ]
 
 

@@ -3,8 +3,10 @@
 The groups are written in :mod:`otel_ml.mixin._data_alerts` (drift, coverage, decisions: the
 sidecar's verdicts), :mod:`otel_ml.mixin._evaluation_alerts` (realised and estimated performance,
 label coverage and delay, the join store), :mod:`otel_ml.mixin._version_alerts` (shadow and
-canary comparison) and :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
-itself), with an abstract level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
+canary comparison), :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
+itself), :mod:`otel_ml.mixin._cost_alerts` (cost per 1K, prices) and
+:mod:`otel_ml.mixin._review_alerts` (review backlog, weighted error rate), with an abstract
+level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
 :func:`alert_groups` then passes over every alert once (:func:`_finish`) to set ``severity``,
 ``team``, the extra and overridden labels and ``runbook_url``, and to check that ``summary``
 and ``description`` exist, so no alert can ship without them (the kubernetes-mixin
@@ -16,8 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._alert_helpers import PAGE, TICKET, Rule
+from ._cost_alerts import cost_alerts
 from ._data_alerts import coverage_alerts, decision_alerts, drift_alerts
 from ._evaluation_alerts import evaluation_alerts
+from ._review_alerts import review_alerts
 from ._serving_alerts import serving_alerts, sidecar_alerts
 from ._version_alerts import version_alerts
 from .config import MixinConfig
@@ -33,6 +37,8 @@ _GROUPS = (
     ("otel-ml.versions", version_alerts),
     ("otel-ml.serving", serving_alerts),
     ("otel-ml.sidecar", sidecar_alerts),
+    ("otel-ml.cost", cost_alerts),
+    ("otel-ml.review", review_alerts),
 )
 
 _REQUIRED_ANNOTATIONS = ("summary", "description")

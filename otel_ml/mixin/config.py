@@ -154,6 +154,42 @@ class MixinConfig:
     shadow_drop_window: str = "15m"
     shadow_drop_min_requests: int = 100  # pairs + drops in the window before it may fire
     shadow_drop_for: str = "15m"
+    # -- unit economics: cost per 1K predictions (ml:cost_per_1k_predictions:<w>) ----------------------
+    # Windows of the cost recording rules; the budget alert's window is always added.
+    cost_windows: tuple[str, ...] = ("1h", "24h")
+    # OpenCost's exporter series (container_*_allocation, node_*_hourly_cost), e.g. 'job="opencost"';
+    # empty = every job. The allocation rule joins them on(node) and splits each pod's cost by the
+    # models' shares of its predictions (the app's series need namespace and pod from Kubernetes SD).
+    opencost_selector: str = ""
+    # MLCostOverBudget: USD per 1,000 predictions per ml_cost_basis, all sources of the basis summed;
+    # a basis not listed never pages ({} = no budget alert at all). Bases are never summed together.
+    cost_budget_usd_per_1k: dict[str, float] = field(
+        default_factory=lambda: {"configured_rate": 1.0, "allocation": 1.0, "billed": 1.0}
+    )
+    cost_budget_window: str = "24h"
+    cost_budget_min_predictions: int = 1000  # predictions in the window before cost per 1K may page
+    cost_budget_for: str = "1h"
+    # MLPricesStale: the price table's own "updated" date older than this (0 = off is not allowed).
+    prices_max_age_seconds: float = 7776000.0  # 90 days
+    prices_stale_for: str = "1h"
+    # -- human review: the stratified error-rate estimate (ml:review_error_rate:<w>) -----------------------
+    review_windows: tuple[str, ...] = ("24h", "7d")  # the alert's window is always added
+    # MLReviewBacklogGrowing: the oldest pending review older than the SLA (0 = off) and/or the
+    # pending count review_backlog_growth_ratio times what it was review_backlog_window ago (0 = off).
+    review_pending_sla_seconds: float = 172800.0  # 2 days
+    review_backlog_growth_ratio: float = 2.0
+    review_backlog_window: str = "24h"
+    review_backlog_min_pending: int = 100  # pending items before growth may page
+    review_backlog_for: str = "1h"
+    # MLReviewErrorRateOutOfBand: z-test of the weighted error rate against its band, per model,
+    # version and review segment. The band is review_error_rate_band (lower, upper) when set, else the
+    # baseline's error rate 1 - ml_reference_performance{ml_metric="accuracy"} +- review_error_rate_tolerance.
+    review_error_rate_window: str = "24h"
+    review_error_rate_band: tuple[float, float] | None = None
+    review_error_rate_tolerance: float = 0.0  # absolute, around the baseline's error rate
+    review_error_rate_z: float = 3.29  # two-sided, alpha 0.1 % per model, segment and window
+    review_error_rate_min_reviews: int = 200  # labelled reviews in the window (all strata of the segment)
+    review_error_rate_for: str = "1h"
     # -- the sidecar itself ------------------------------------------------------------------------------
     sidecar_down_for: str = "5m"
     ingest_stale_seconds: int = 600  # no data for a model version this long: not scraping / not receiving
@@ -233,6 +269,11 @@ _REPLACED = {
 def _coerce(where: str, hint: Any, value: Any) -> Any:
     """``value`` from YAML as the field's declared type, or a ValueError naming ``where``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is types.UnionType and type(None) in args:  # X | None
+        if value is None:
+            return None
+        (hint,) = (a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint in (str, int) and isinstance(value, hint) and not isinstance(value, bool):

@@ -4,8 +4,9 @@ Recording rules exist for two reasons: the dashboards' heavier queries (rates, d
 shares, latency quantiles over many replicas) and computations Prometheus can do fleet-wide
 that the sidecar only sees per pod, mainly PSI from the summed bin counters of every replica,
 with the same 1e-4 smoothing of empty bins as the sidecar, and the realised and estimated
-performance of :mod:`otel_ml.mixin._evaluation_rules` and the version comparison of
-:mod:`otel_ml.mixin._version_rules`. The alerting rules of
+performance of :mod:`otel_ml.mixin._evaluation_rules`, the version comparison of
+:mod:`otel_ml.mixin._version_rules`, cost per 1K predictions (:mod:`otel_ml.mixin._cost_rules`)
+and the stratified review error rate (:mod:`otel_ml.mixin._review_rules`). The alerting rules of
 :mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together;
 :mod:`otel_ml.mixin.generate` writes them.
 """
@@ -17,7 +18,9 @@ from typing import Any
 from .. import _names as n
 from .._durations import prometheus_duration
 from . import _rule_helpers as q
+from ._cost_rules import cost_rules
 from ._evaluation_rules import evaluation_rules
+from ._review_rules import review_rules
 from ._rule_helpers import Rule, latency_burn_rate_record, ratio_record, record
 from ._version_rules import version_rules
 from .config import MixinConfig
@@ -242,4 +245,6 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
         {"name": "otel-ml.fleet-psi.rules", "rules": fleet_psi_rules(config)},
         {"name": "otel-ml.evaluation.rules", "rules": evaluation_rules(config)},
         {"name": "otel-ml.versions.rules", "rules": version_rules(config)},
+        {"name": "otel-ml.cost.rules", "rules": cost_rules(config)},
+        {"name": "otel-ml.review.rules", "rules": review_rules(config)},
     ]
