@@ -184,6 +184,17 @@ def test_a_batch_divides_its_cost_by_rows_and_splits_it_by_segment() -> None:
     assert predictions(values) == 4
 
 
+def test_a_cost_without_a_segment_value_goes_to_missing_not_to_a_segment() -> None:
+    registry = CollectorRegistry()
+    mon = ModelMonitor("m", "v1", segments=["region"], cost_segment="region", registry=registry)
+    predict = mon(lambda row: add_cost(0.25) or 0.5)
+    predict({"region": "EU"})
+    mon.add_cost(1.0)  # outside a call: no segment to bill
+    values = samples(registry)
+    assert cost(values, n.COST_API, n.BASIS_BILLED, key="region", value="EU") == 0.25
+    assert cost(values, n.COST_API, n.BASIS_BILLED, key="region", value="__missing__") == 1.0
+
+
 def test_gpu_cost_is_wall_time_times_the_declared_share() -> None:
     registry = CollectorRegistry()
     mon = ModelMonitor("m", "v1", prices=Prices.from_dict(PRICES), gpu_share=0.25, registry=registry)

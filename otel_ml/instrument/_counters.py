@@ -509,30 +509,38 @@ class ModelCounters:
         """A call counted outside the row path (a batch, a call without readable input): its CPU
         and wall time, split over cost slots by rows (a batch's cost divides by rows)."""
         wall = 0 if seconds is None or not math.isfinite(seconds) or seconds < 0 else round(seconds * 1e9)
-        cpu = cpu_ns
+        if slot_rows is not None and slot_rows.sum():  # exact integer shares, the remainder to the largest
+            cpu, wall_ns = _shares(cpu_ns, slot_rows), _shares(wall, slot_rows)
+            with self._lock:
+                self.cpu_ns += cpu
+                self.wall_ns += wall_ns
+            return
+        whole = self._no_segment_slot()
         with self._lock:
-            if slot_rows is None or not slot_rows.sum():
-                self.cpu_ns[0] += cpu
-                self.wall_ns[0] += wall
-            else:  # exact integer shares: the remainder goes to the largest slot
-                self.cpu_ns += _shares(cpu, slot_rows)
-                self.wall_ns += _shares(wall, slot_rows)
+            self.cpu_ns[whole] += cpu_ns
+            self.wall_ns[whole] += wall
 
     def add_reported(self, usage: CallUsage, slot: int | npt.NDArray[np.int64] | None) -> list[str]:
         """Costs and tokens the app reported inside one call, on its cost slot (a batch's by rows);
         returns the LLM names whose tokens the price table does not price."""
         reported, unpriced = usage.reported(self.prices)
+        split = isinstance(slot, np.ndarray) and bool(slot.sum())
+        i = slot if isinstance(slot, int) else (0 if split else self._no_segment_slot())
         with self._lock:
-            if isinstance(slot, np.ndarray) and slot.sum():
+            if split:
                 for (j, b), nano in reported:
-                    self.reported_nano[:, j, b] += _shares(nano, slot)
+                    self.reported_nano[:, j, b] += _shares(nano, slot)  # type: ignore[arg-type]
             else:
-                i = slot if isinstance(slot, int) else 0
                 for (j, b), nano in reported:
                     self.reported_nano[i, j, b] += nano
             self.tokens[0] += usage.input_tokens
             self.tokens[1] += usage.output_tokens
         return unpriced
+
+    def _no_segment_slot(self) -> int:
+        """Where a cost with no segment value goes: the model's one slot, or the cost segment's
+        ``__missing__`` (a call whose input could not be read, a cost added outside a call)."""
+        return self.segment_labels[self.cost_key].index(None) if self.cost_key else 0
 
     def add_review(self, slot: int, stratum: int, sampled: bool) -> None:
         """One prediction in a review stratum, and whether it was selected for review."""

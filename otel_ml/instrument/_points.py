@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import _names as n
 from .._label_hygiene import label_value
 from ._snapshot import CountsSnapshot
-from ._usage import add_usage_points
+from ._usage import NANO, ReviewCounts, UsageCounts
 
 __all__ = ["Attributes", "HistogramPoint", "InstrumentPoints", "NumberPoint", "snapshot_points"]
 
@@ -129,6 +129,39 @@ def _add_comparison(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]
     out[n.SHADOW_DROPPED].numbers.extend(
         NumberPoint((*pair, (n.ATTR_DROP_REASON, reason)), s.shadow_dropped.get(reason, 0))
         for reason in n.SHADOW_DROP_REASONS
+    )
+
+
+def add_usage_points(
+    model: Attributes, usage: UsageCounts, review: ReviewCounts | None, out: dict[n.Instrument, InstrumentPoints]
+) -> None:
+    """The cost, token, price and review series of one model snapshot."""
+    out[n.PREDICTION_CPU].numbers.append(NumberPoint(model, usage.cpu_ns * 1e-9))
+    out[n.PROCESS_CPU].numbers.append(NumberPoint(model, usage.process_cpu_ns * 1e-9))
+    for key, segment, source, basis, nano in usage.costs:
+        seg: Attributes = ()
+        if key is not None:
+            seg = ((n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment or ""))
+        attrs = (*model, *seg, (n.ATTR_COST_SOURCE, source), (n.ATTR_COST_BASIS, basis))
+        out[n.COST].numbers.append(NumberPoint(attrs, nano / NANO))
+    if any(usage.tokens):
+        out[n.TOKENS].numbers.extend(
+            NumberPoint((*model, (n.ATTR_TOKEN_TYPE, kind)), count) for kind, count in zip(n.TOKEN_TYPES, usage.tokens)
+        )
+    for price_hash, updated, _ in usage.prices:
+        info = (*model, (n.ATTR_PRICE_HASH, price_hash), (n.ATTR_PRICE_UPDATED, label_value(updated)))
+        out[n.PRICE_CONFIG_INFO].numbers.append(NumberPoint(info, 1.0))
+    if usage.prices:  # the stalest table decides
+        out[n.PRICE_CONFIG_UPDATED].numbers.append(NumberPoint(model, min(ts for _, _, ts in usage.prices)))
+    if review is None:
+        return
+    for key, segment, stratum, population, sampled in review.rows:
+        attrs = (*model, (n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment), (n.ATTR_STRATUM, stratum))
+        out[n.REVIEW_POPULATION].numbers.append(NumberPoint(attrs, population))
+        out[n.REVIEW_SAMPLED].numbers.append(NumberPoint(attrs, sampled))
+    out[n.REVIEW_DROPPED].numbers.extend(
+        NumberPoint((*model, (n.ATTR_DROP_REASON, reason)), review.dropped.get(reason, 0))
+        for reason in n.REVIEW_DROP_REASONS
     )
 
 

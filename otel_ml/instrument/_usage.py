@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import _names as n
-from .._label_hygiene import label_value
+from .._review_sampling import stratum_labels
 
 if TYPE_CHECKING:
     from .._prices import Prices
     from ._multiproc import Spec
-    from ._points import Attributes, InstrumentPoints
     from ._snapshot import CounterLayout
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "REPORTED_SOURCES",
     "ReviewCounts",
     "UsageCounts",
-    "add_usage_points",
     "merge_review",
     "merge_usage",
     "review_from_json",
@@ -224,8 +221,6 @@ def review_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[s
     """The review part of a snapshot, or None for a model without review sampling."""
     if layout.review_edges is None:
         return None
-    from .._review_sampling import stratum_labels
-
     strata = stratum_labels(layout.review_edges)
     population, sampled = arrays["review_population"], arrays["review_sampled"]
     slots = _slot_labels(layout, layout.review_segment, vocab)
@@ -305,44 +300,3 @@ def review_from_json(data: Mapping[str, Any] | None) -> ReviewCounts | None:
         return None
     rows = tuple((str(k), str(s), str(h), int(p), int(c)) for k, s, h, p, c in data["rows"])
     return ReviewCounts(rows, {str(k): int(v) for k, v in data["dropped"].items()})
-
-
-# -- points ----------------------------------------------------------------------------------------
-def add_usage_points(
-    model: Attributes, usage: UsageCounts, review: ReviewCounts | None, out: dict[n.Instrument, InstrumentPoints]
-) -> None:
-    """The cost, token, price and review series of one model snapshot."""
-    from ._points import NumberPoint
-
-    out[n.PREDICTION_CPU].numbers.append(NumberPoint(model, usage.cpu_ns * 1e-9))
-    out[n.PROCESS_CPU].numbers.append(NumberPoint(model, usage.process_cpu_ns * 1e-9))
-    for key, segment, source, basis, nano in usage.costs:
-        seg: Attributes = ()
-        if key is not None:
-            seg = ((n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment or ""))
-        attrs = (*model, *seg, (n.ATTR_COST_SOURCE, source), (n.ATTR_COST_BASIS, basis))
-        out[n.COST].numbers.append(NumberPoint(attrs, nano / NANO))
-    if any(usage.tokens):
-        out[n.TOKENS].numbers.extend(
-            NumberPoint((*model, (n.ATTR_TOKEN_TYPE, kind)), count) for kind, count in zip(n.TOKEN_TYPES, usage.tokens)
-        )
-    for price_hash, updated, _ in usage.prices:
-        info = (*model, (n.ATTR_PRICE_HASH, price_hash), (n.ATTR_PRICE_UPDATED, label_value(updated)))
-        out[n.PRICE_CONFIG_INFO].numbers.append(NumberPoint(info, 1.0))
-    if usage.prices:  # the stalest table decides
-        out[n.PRICE_CONFIG_UPDATED].numbers.append(NumberPoint(model, min(ts for _, _, ts in usage.prices)))
-    if review is None:
-        return
-    for key, segment, stratum, population, sampled in review.rows:
-        attrs = (*model, (n.ATTR_SEGMENT_KEY, label_value(key)), (n.ATTR_SEGMENT, segment), (n.ATTR_STRATUM, stratum))
-        out[n.REVIEW_POPULATION].numbers.append(NumberPoint(attrs, population))
-        out[n.REVIEW_SAMPLED].numbers.append(NumberPoint(attrs, sampled))
-    out[n.REVIEW_DROPPED].numbers.extend(
-        NumberPoint((*model, (n.ATTR_DROP_REASON, reason)), review.dropped.get(reason, 0))
-        for reason in n.REVIEW_DROP_REASONS
-    )
-
-
-def slot_rows(slots: npt.NDArray[np.intp], size: int) -> npt.NDArray[np.int64]:
-    """Rows per slot of a batch: how its cost is split (a batch's cost divides by rows)."""
-    return np.bincount(slots, minlength=size).astype(np.int64, copy=False)
