@@ -556,7 +556,12 @@ def test_cost_and_review_variants_are_valid_promql(tmp_path: Path) -> None:
         assert result.returncode == 0, (name, result.stdout + result.stderr)
     alerts = {name: _by_name(config) for name, config in variants.items()}
     band = alerts["band"]["MLReviewErrorRateOutOfBand"]["expr"]
-    assert "(ml:review_error_rate:24h - 0.1)" in band and "(0.02 - ml:review_error_rate:24h)" in band
+    model, segment = (
+        'ml:review_error_rate:24h{ml_segment_key="__all__"}',
+        'ml:review_error_rate:24h{ml_segment_key!="__all__"}',
+    )
+    assert f"({model} - 0.1)" in band and f"(0.02 - {model})" in band  # the model's estimate at z
+    assert f"({segment} - 0.1)" in band and "> 4.055" in band  # each segment's at the Bonferroni z
     assert "ml_reference_performance" not in band and "cluster" in band
     cost = alerts["band"]["MLCostOverBudget"]["expr"]
     assert 'ml_cost_basis="billed"} > 0.5' in cost and "configured_rate" not in cost

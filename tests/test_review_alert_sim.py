@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from otel_ml.mixin._review_alerts import segment_z
 from otel_ml.mixin.config import DEFAULT_CONFIG
 
 WINDOWS = 10_000
@@ -80,8 +81,11 @@ def windows(errors: FloatArray, budget: int, seed: int) -> tuple[FloatArray, Flo
     return population, reviewed, wrong
 
 
-def fires(population: FloatArray, reviewed: FloatArray, wrong: FloatArray, lower: float, upper: float) -> FloatArray:
-    """The alert's expression on every window (rows): the rules' p, smoothed stderr, band and minimum."""
+def fires(
+    population: FloatArray, reviewed: FloatArray, wrong: FloatArray, lower: float, upper: float, z: float = Z
+) -> FloatArray:
+    """The alert's expression on every window (rows): the rules' p, smoothed stderr, band and minimum
+    (``z``: the model's estimate's; a segment's is the Bonferroni one)."""
     used = reviewed > 0
     n_used = np.sum(np.where(used, population, 0.0), axis=1, keepdims=True)
     weight = np.where(used, population, 0.0) / np.maximum(n_used, 1)
@@ -89,7 +93,7 @@ def fires(population: FloatArray, reviewed: FloatArray, wrong: FloatArray, lower
     p = np.sum(weight * rate, axis=1)
     smoothed = (wrong + 0.5) / (reviewed + 1)
     se = np.sqrt(np.sum(np.where(used, weight**2 * smoothed * (1 - smoothed) / np.maximum(reviewed, 1), 0.0), axis=1))
-    out = ((p - upper) / se > Z) | ((lower - p) / se > Z)
+    out = ((p - upper) / se > z) | ((lower - p) / se > z)
     return np.asarray(out & (reviewed.sum(axis=1) >= MIN_REVIEWS), dtype=np.float64)
 
 
@@ -109,6 +113,23 @@ def test_false_alarms_at_an_unchanged_error_rate() -> None:
     rates = _rates(BASE_ERRORS, 1)
     assert max(rates.values()) <= 0.001, f"false-alarm rate per model, segment and window: {rates}"
     print(f"false alarms (reviews per window: rate): {rates}")
+
+
+def test_many_review_segments_do_not_multiply_false_alarms() -> None:
+    """20 review segments (the config's family), each reviewed like a model of its own: with each
+    segment tested at the Bonferroni z, some segment of the model pages falsely in <= 0.1 % of
+    windows, not 20 x 0.1 %; at the model's z it would be several times that."""
+    k = DEFAULT_CONFIG.review_error_rate_segments
+    z_segment = segment_z(DEFAULT_CONFIG)
+    e0 = reference_error()
+    for budget in (500, 1000):
+        per_segment = [fires(*windows(BASE_ERRORS, budget, 100 + j), e0, e0, z_segment) for j in range(k)]
+        naive = [fires(*windows(BASE_ERRORS, budget, 100 + j), e0, e0) for j in range(k)]
+        any_segment = float(np.max(per_segment, axis=0).mean())
+        uncorrected = float(np.max(naive, axis=0).mean())
+        assert any_segment <= 0.001, f"{k} segments, {budget} reviews each: {any_segment}"
+        assert uncorrected > any_segment, (uncorrected, any_segment)
+        print(f"{k} segments x {budget} reviews: any segment pages in {any_segment:.4%} (uncorrected {uncorrected:.4%})")
 
 
 def test_power_when_the_error_rate_rises_by_half() -> None:

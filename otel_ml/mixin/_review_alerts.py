@@ -20,7 +20,7 @@ from . import _rule_helpers as q
 from ._alert_helpers import MODEL_TEXT, SEGMENT_TEXT, TICKET, Rule, alert
 from .config import MixinConfig
 
-__all__ = ["review_alerts", "review_band"]
+__all__ = ["review_alerts", "review_band", "segment_z"]
 
 
 def review_band(c: MixinConfig) -> tuple[str, str]:
@@ -41,30 +41,45 @@ def review_band(c: MixinConfig) -> tuple[str, str]:
     return f"({error} - {tolerance})", f"({error} + {tolerance})"
 
 
-def _error_rate(c: MixinConfig) -> Rule:
-    if not c.review_error_rate_z > 0 or c.review_error_rate_min_reviews < 1:
-        raise ValueError("review_error_rate_z must be > 0 and review_error_rate_min_reviews >= 1")
+def segment_z(c: MixinConfig) -> float:
+    """The z a segment's estimate must exceed: Bonferroni over ``review_error_rate_segments``."""
+    alpha = 2 * (1 - NormalDist().cdf(c.review_error_rate_z))
+    return round(NormalDist().inv_cdf(1 - alpha / (2 * c.review_error_rate_segments)), 3)
+
+
+def _out_of_band(c: MixinConfig, matcher: str, z: float) -> str:
+    """The test on the estimates whose ``ml_segment_key`` matches: p confidently outside the band."""
     w = c.review_error_rate_window
     s_on, m_on = q.labels(c, *q.SEGMENT), q.labels(c, *q.MODEL)
-    p = n.windowed(n.REVIEW_ERROR_RATE_RECORD, w)
+    p = n.windowed(n.REVIEW_ERROR_RATE_RECORD, w) + "{" + matcher + "}"
     se = n.windowed(n.REVIEW_ERROR_RATE_TEST_STDERR_RECORD, w)
     lower, upper = review_band(c)
-    z = q.num(c.review_error_rate_z)
     configured = c.review_error_rate_band is not None
     above = f"({p} - {upper})" if configured else f"({p} - on ({m_on}) group_left () {upper})"
     below = f"({lower} - {p})" if configured else f"({lower} - on ({m_on}) group_right () {p})"
-    expr = f"""
-{p}
+    return f"""{p}
 and on ({s_on})
 (
-  {above} / on ({s_on}) {se} > {z}
+  {above} / on ({s_on}) {se} > {q.num(z)}
   or
-  {below} / on ({s_on}) {se} > {z}
+  {below} / on ({s_on}) {se} > {q.num(z)}
 )
 and on ({s_on})
-{n.windowed(n.REVIEW_REVIEWED_RECORD, w)} >= {c.review_error_rate_min_reviews}
-"""
-    if configured:
+{n.windowed(n.REVIEW_REVIEWED_RECORD, w)} >= {c.review_error_rate_min_reviews}"""
+
+
+def _error_rate(c: MixinConfig) -> Rule:
+    if not c.review_error_rate_z > 0 or c.review_error_rate_min_reviews < 1 or c.review_error_rate_segments < 1:
+        raise ValueError(
+            "review_error_rate_z must be > 0, review_error_rate_min_reviews and review_error_rate_segments >= 1"
+        )
+    w = c.review_error_rate_window
+    lower, upper = review_band(c)
+    z, zs = q.num(c.review_error_rate_z), q.num(segment_z(c))
+    model = _out_of_band(c, f'{n.LABEL_SEGMENT_KEY}="{n.ALL}"', c.review_error_rate_z)
+    segments = _out_of_band(c, f'{n.LABEL_SEGMENT_KEY}!="{n.ALL}"', segment_z(c))
+    expr = f"(\n{model}\n)\nor\n(\n{segments}\n)\n"
+    if c.review_error_rate_band is not None:
         band = f"the configured band [{lower}, {upper}]"
     elif c.review_error_rate_tolerance > 0:
         band = f"the baseline's error rate (1 - reference accuracy) +- {q.num(c.review_error_rate_tolerance)}"
@@ -81,10 +96,12 @@ and on ({s_on})
         f"reviewers found {{{{ $value | humanizePercentage }}}} of the predictions of {SEGMENT_TEXT} wrong over "
         f"the last {w}, confidently outside {band}, with at least {c.review_error_rate_min_reviews} reviews, for "
         f"{c.review_error_rate_for}. Test: two-sided z-test of the stratified estimate against the band's "
-        f"edges (|z| > {z}, nominal alpha {alpha}%), standard error sum_h (N_h/N)^2 p_h (1 - p_h) / r_h with "
-        "p_h smoothed to (e_h + 0.5) / (r_h + 1); simulated (20 strata, errors concentrated near the threshold "
-        "and oversampled there, 10,000 windows of 200-2,000 reviews): false alarms <= 0.1% per model, segment "
-        "and window at an unchanged error rate; an error rate up from 8% to 12% is caught in 57% of windows "
+        f"edges (|z| > {z} for the model's estimate, nominal alpha {alpha}%; |z| > {zs} for each segment's, "
+        f"Bonferroni over {c.review_error_rate_segments} segments), standard error sum_h (N_h/N)^2 p_h (1 - p_h) "
+        "/ r_h with p_h smoothed to (e_h + 0.5) / (r_h + 1); simulated (20 strata, errors concentrated near the "
+        "threshold and oversampled there, 10,000 windows of 200-2,000 reviews): false alarms <= 0.1% per model "
+        "and window from the model's estimate and <= 0.1% more from 20 segments' at an unchanged error rate; "
+        "the model's error rate up from 8% to 12% is caught in 57% of windows "
         "with 1,000 reviews and 99% with 2,000, a doubling to 16% in 88% with 500 and 100% with 1,000 (200 "
         "reviews see only larger changes). Above the band: the model errs more than on its reference data; "
         "below it: check that reviewers still review.",

@@ -187,7 +187,10 @@ class MixinConfig:
     review_error_rate_window: str = "24h"
     review_error_rate_band: tuple[float, float] | None = None
     review_error_rate_tolerance: float = 0.0  # absolute, around the baseline's error rate
-    review_error_rate_z: float = 3.29  # two-sided, alpha 0.1 % per model, segment and window
+    review_error_rate_z: float = 3.29  # two-sided, alpha 0.1 % per model and window (the __all__ estimate)
+    # Segments' estimates are tested at alpha / review_error_rate_segments each (Bonferroni), so a
+    # model with that many review segments still pages falsely at most alpha more often, not 20x.
+    review_error_rate_segments: int = 20
     review_error_rate_min_reviews: int = 200  # labelled reviews in the window (all strata of the segment)
     review_error_rate_for: str = "1h"
     # -- the sidecar itself ------------------------------------------------------------------------------
