@@ -28,6 +28,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .. import _names as n
+from .._prices import Prices
+from .._review_sampling import stratified_error_rate
 from ..mixin import DEFAULT_CONFIG, MixinConfig
 from ..sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from ..sidecar._config import parse_listen
@@ -47,6 +49,9 @@ STATUS = {
     n.DRIFT_STATUS_WARN: "[yellow]warn[/]",
     n.DRIFT_STATUS_DRIFT: "[bold red]DRIFT[/]",
 }
+
+
+DEMO_CPU_HOUR = 0.0464  # $ per vCPU-hour: an on-demand general-purpose cloud instance's
 
 
 def _console() -> Console:
@@ -109,6 +114,7 @@ class Demo:
         self.started = time.monotonic()
         self.stack: PrometheusStack | None = None
         self.webhook: WebhookReceiver | None = None
+        self.app: ModelServer | None = None
         self.ledger = PageLedger(FAULTS)
 
     # -- views ------------------------------------------------------------------------------------
@@ -188,8 +194,30 @@ class Demo:
         }
         if perf:
             parts.append(f"online recall (delayed labels, window {self.o.window}): {perf.get(n.ALL, float('nan')):.0%}")
+        parts.append(self._economics(traffic))
         parts.append(self._pages_table())
         return Group(*parts)
+
+    def _economics(self, traffic: Traffic) -> str:
+        """Cost per 1K predictions (CPU at the demo's price) and the reviewers' weighted error rate."""
+        app = self.app
+        if app is None:
+            return ""
+        snapshot = app.monitor.counters.snapshot()
+        served = sum(count for key, _, _, count in snapshot.predictions if key == n.ALL)
+        compute = sum(c[4] for c in snapshot.usage.costs if c[2] == n.COST_COMPUTE) / 1e9
+        line = f"cost: ${1000 * compute / served:.5f} per 1K predictions (CPU at ${DEMO_CPU_HOUR}/h)" if served else ""
+        population = {(seg, stratum): p for _, seg, stratum, p, _ in (snapshot.review.rows if snapshot.review else ())}
+        strata = [k for k in traffic.reviews if k in population]
+        if strata:
+            p, se = stratified_error_rate(
+                [population[k] for k in strata],
+                [traffic.reviews[k][0] for k in strata],
+                [traffic.reviews[k][1] for k in strata],
+            )
+            reviewed = sum(traffic.reviews[k][0] for k in strata)
+            line += f"   human review: {reviewed:,} reviewed, weighted error rate {p:.1%} +- {se:.1%}"
+        return line
 
     def _pages_table(self) -> Any:
         if self.webhook is None:
@@ -232,9 +260,13 @@ class Demo:
         tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
-        app = ModelServer(model, tracer_provider=tracer_provider).start()
+        prices = Prices.from_dict({"updated": time.strftime("%Y-%m-%d"), "compute": {"cpu_hour": DEMO_CPU_HOUR}})
+        app = ModelServer(model, tracer_provider=tracer_provider, review_url=sidecar_url, prices=prices).start()
+        self.app = app
         sidecar = self._sidecar(workdir, baseline_paths, sidecar_url, app.url)
-        traffic = Traffic(model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels").start()
+        traffic = Traffic(
+            model, app.url, rate=o.rate, labels_url=sidecar.url + "/v1/labels", review_url=sidecar.url
+        ).start()
         try:
             if o.use_prometheus and stack_binaries():
                 self._start_stack(workdir, app.url, sidecar.url)

@@ -17,7 +17,8 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ..instrument import ModelMonitor, Shadow, current_request_id
+from .._prices import Prices
+from ..instrument import ModelMonitor, Review, Shadow, current_request_id
 from ._model import SEGMENT, THRESHOLD, DemoModel
 
 __all__ = ["ModelServer"]
@@ -27,8 +28,16 @@ class ModelServer:
     """Serves one model on 127.0.0.1; ``start()`` returns self, ``url`` is its base URL."""
 
     def __init__(
-        self, model: DemoModel, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None, port: int = 0
+        self,
+        model: DemoModel,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracer_provider: Any = None,
+        port: int = 0,
+        review_url: str | None = None,
+        prices: Prices | None = None,
     ) -> None:
+        """``review_url`` (the sidecar) turns on review sampling; ``prices`` prices the calls."""
         self.model = model
         self.registry = registry or CollectorRegistry()
         # Every request: v2's windows then hold what v1's do (the sidecar's simulated drift
@@ -44,6 +53,9 @@ class ModelServer:
             tracer_provider=tracer_provider,
             registry=self.registry,
             shadow=shadow,
+            prices=prices,
+            # a tenth of the calls until the sidecar's rates arrive (then its quotas decide)
+            review=None if review_url is None else Review(sidecar=review_url, rate=0.1, segment=SEGMENT),
         )
         self.predict = self.monitor(self._predict)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))

@@ -2,7 +2,10 @@
 
 One background thread posts single-row requests at a steady rate and, a little later, posts
 the true outcome of some of them to the sidecar's ``/v1/labels`` (the delayed label), so the
-online precision/recall panels have data. Faults are switched on while it runs.
+online precision/recall panels have data. Faults are switched on while it runs. With
+``review_url`` it is also the review team: every two seconds it pages the sidecar's review
+queue and answers each item with the true outcome (``source: review``), keeping a tally per
+stratum for the weighted error rate the demo shows.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Traffic:
         labels_url: str | None = None,
         label_share: float = 0.5,
         label_delay: float = 2.0,
+        review_url: str | None = None,
         seed: int = 1,
     ) -> None:
         self.rows: list[dict[str, Any]] = model.frame.to_dict("records")
@@ -47,6 +51,11 @@ class Traffic:
         self.labelled = 0
         self._rng = random.Random(seed)
         self._pending: deque[tuple[float, str, int]] = deque()
+        self.review_url = review_url
+        self.reviews: dict[tuple[str, str], list[int]] = {}  # (segment, stratum): [reviewed, errors]
+        self._truth_of: dict[str, int] = {}  # request id -> outcome, the last 100k requests
+        self._cursor = 0
+        self._next_review = time.monotonic() + 2.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -82,9 +91,14 @@ class Traffic:
                 rid = response.json().get("request_id")
                 if self.labels_url and rid and self._rng.random() < self.label_share:
                     self._pending.append((time.monotonic() + self.label_delay, rid, int(self.truth[i])))
+                if self.review_url and rid:
+                    self._remember(rid, int(self.truth[i]))
             except requests.RequestException:
                 self.failed += 1
             self._post_due_labels(session)
+            if self.review_url and time.monotonic() >= self._next_review:
+                self._next_review = time.monotonic() + 2.0
+                self._review(session)
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             if time.monotonic() - next_at > 1.0:  # fell behind: do not burst to catch up
@@ -102,3 +116,30 @@ class Traffic:
                 self.labelled += len(due)
             except requests.RequestException:
                 self.failed += 1
+
+    def _remember(self, rid: str, truth: int) -> None:
+        self._truth_of[rid] = truth
+        if len(self._truth_of) > 100_000:
+            del self._truth_of[next(iter(self._truth_of))]
+
+    def _review(self, session: requests.Session) -> None:
+        """Answer the queued review items: the true outcome, as a reviewer would find it."""
+        assert self.review_url is not None
+        try:
+            page = session.get(
+                self.review_url + "/v1/review/queue", params={"cursor": self._cursor, "limit": 500}, timeout=5
+            ).json()
+            answers = []
+            for item in page["items"]:
+                truth = self._truth_of.get(item["request_id"])
+                if truth is None:
+                    continue
+                answers.append({"request_id": item["request_id"], "label": truth, "source": "review"})
+                tally = self.reviews.setdefault((item["segment"], item["stratum"]), [0, 0])
+                tally[0] += 1
+                tally[1] += str(bool(truth)).lower() != item["decision"]
+            if answers:
+                session.post(self.labels_url or "", json={"labels": answers}, timeout=5).raise_for_status()
+            self._cursor = page["next_cursor"]
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            self.failed += 1
