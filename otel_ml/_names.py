@@ -351,6 +351,13 @@ REVIEW_QUEUE_DROPPED: Final = Instrument(
     "ml_review_queue_dropped",
     "Review items the sidecar's queue refused or let go unreviewed, by reason (full, expired).",
 )
+REVIEW_WEBHOOK_FAILURES: Final = Instrument(
+    "ml.review.webhook.failures",
+    "{request}",
+    "counter",
+    "ml_review_webhook_failures",
+    "Failed deliveries to the review webhook (connection, timeout, non-2xx); the batch is sent again.",
+)
 REVIEW_PENDING: Final = Instrument(
     "ml.review.pending",
     "{prediction}",

@@ -623,6 +623,7 @@ def test_webhook_delivers_at_least_once_across_kill_9(
         processes.append(first)
         assert post_items(first.url, [item(f"r{i}") for i in range(10)]).status_code == 200
         _wait(lambda: len(_Receiver.batches) >= 3)  # failing: retried with backoff, the cursor stays
+        _wait(lambda: (one(first.url, "ml_review_webhook_failures_total") or 0) >= 3)  # and counted
         first.kill(signal.SIGKILL)
         _Receiver.failing = False
         second = SidecarProcess("--config", str(config))
@@ -633,6 +634,7 @@ def test_webhook_delivers_at_least_once_across_kill_9(
         delivered = [b for b in _Receiver.batches if b]
         assert all(b == sorted(b) and len(b) <= 4 for b in delivered)  # seq order, the configured batch
         assert [s for b in delivered for s in b] == list(range(1, 16))  # the 2xx moved the cursor: no resend
+        assert one(second.url, "ml_review_webhook_failures_total") == 0  # a new process, none failed
     finally:
         server.shutdown()
         server.server_close()

@@ -49,7 +49,8 @@ class Sidecar:
         self.persist_error: str | None = None
         self._log_throttle = Throttle()  # state-write failures; scrape failures per target and reason
         hook = self.state.settings.review.webhook
-        self.webhook = None if hook is None else ReviewWebhook(self.state.reviews.queue, hook)
+        reviews = self.state.reviews
+        self.webhook = None if hook is None else ReviewWebhook(reviews.queue, hook, on_failure=reviews.webhook_failed)
 
     @property
     def url(self) -> str:

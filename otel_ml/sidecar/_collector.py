@@ -211,6 +211,10 @@ def _review_families(models: list[tuple[str, str]], reviews: ReviewCounts, now: 
         if key[0] == "labelled" and key[1:3] in known and key[-1] != n.REVIEW_NO_DECISION:
             labelled.add_metric(list(key[1:]), count)
     yield from (queued, dropped, labelled, pending, oldest)
+    if reviews.webhook_failures is not None:
+        failures = CounterMetricFamily(n.REVIEW_WEBHOOK_FAILURES.prometheus, n.REVIEW_WEBHOOK_FAILURES.description)
+        failures.add_metric([], reviews.webhook_failures)
+        yield failures
 
 
 def _model_families(counts: _ModelCounts) -> list[Metric]:

@@ -36,6 +36,7 @@ class ReviewCounts:
     counts: dict[tuple[str, ...], int]
     pending: dict[tuple[str, str], int]
     oldest: dict[tuple[str, str], float]
+    webhook_failures: int | None = None  # None: no webhook configured
 
 
 class Reviews:
@@ -46,6 +47,7 @@ class Reviews:
         self.error: str | None = None
         self.queue = self._open()
         self.max_combinations = max_combinations
+        self.webhook_failures: int | None = None if settings.webhook is None else 0  # since this process started
         self._combinations: dict[tuple[str, str], set[Combination]] = {}
         for model, version, *rest in self.queue.combinations():
             self._combinations.setdefault((model, version), set()).add((rest[0], rest[1], rest[2]))
@@ -131,11 +133,16 @@ class Reviews:
 
     def page_key(self, now: float) -> tuple[int, int]:
         """Changes, and the second while items are pending (their oldest age grows with time)."""
-        return self.queue.changes, math.floor(now) if any(self.queue.pending.values()) else 0
+        changes = self.queue.changes + (self.webhook_failures or 0)
+        return changes, math.floor(now) if any(self.queue.pending.values()) else 0
+
+    def webhook_failed(self) -> None:
+        """One failed webhook delivery (called by the webhook's thread)."""
+        self.webhook_failures = (self.webhook_failures or 0) + 1
 
     def counts(self) -> ReviewCounts:
         queue = self.queue
-        return ReviewCounts(dict(queue.counts), dict(queue.pending), queue.oldest_pending())
+        return ReviewCounts(dict(queue.counts), dict(queue.pending), queue.oldest_pending(), self.webhook_failures)
 
 
 def review_judge(positive_decision: str, positive_outcome: str, multiclass: bool) -> Judge:

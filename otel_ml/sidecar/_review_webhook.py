@@ -15,6 +15,7 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._review_queue import ReviewQueue
@@ -38,9 +39,13 @@ class WebhookSettings:
 class ReviewWebhook:
     """The sender; ``run(stop)`` in a thread until ``stop`` is set, or ``send_once()``."""
 
-    def __init__(self, queue: ReviewQueue, settings: WebhookSettings) -> None:
+    def __init__(
+        self, queue: ReviewQueue, settings: WebhookSettings, on_failure: Callable[[], None] | None = None
+    ) -> None:
+        """``on_failure`` is told of every failed delivery (the sidecar counts them on /metrics)."""
         self.queue = queue
         self.settings = settings
+        self._on_failure = on_failure
         self.sent = 0
         self.failures = 0
         self._throttle = Throttle()
@@ -72,6 +77,8 @@ class ReviewWebhook:
                 delivered = self.send_once()
             except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, a bad URL
                 self.failures += 1
+                if self._on_failure is not None:
+                    self._on_failure()
                 backoff = min(self.settings.max_backoff, max(self.settings.interval, 2 * backoff))
                 if self._throttle.allow("webhook"):
                     _log.warning("review webhook %s failed (%s); retrying in %gs", self.settings.url, exc, backoff)
