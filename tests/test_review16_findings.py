@@ -1,0 +1,210 @@
+"""Adversarial review of issue 16 (cost and human review): each test demonstrates one defect.
+
+These tests FAIL on the code under review; each docstring says what is promised and where.
+Real servers only (an in-process Sidecar, a stdlib HTTP server for a slow sidecar).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_ml import Baseline, ModelMonitor, Review
+from otel_ml import _names as n
+from otel_ml.instrument._review_client import ReviewClient
+from otel_ml.sidecar import Sidecar, SidecarConfig
+from otel_ml.sidecar._state import StateSettings
+
+
+def _rule(salt: bytes, rid: str, pi: float) -> bool:
+    """The README's rule, independently: blake2b(request_id, key=salt) as u64 < pi * 2^64."""
+    h = int.from_bytes(hashlib.blake2b(rid.encode(), key=salt, digest_size=8).digest(), "little")
+    return Fraction(h) < Fraction(pi) * 2**64
+
+
+def _sampled(registry: CollectorRegistry) -> float:
+    total = 0.0
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            if s.name == n.REVIEW_SAMPLED.series:
+                total += s.value
+    return total
+
+
+@pytest.fixture
+def sidecar(baseline: Baseline, tmp_path: Path) -> Iterator[Sidecar]:
+    path = baseline.save(tmp_path / "fraud-v3.baseline.json")
+    config = SidecarConfig(
+        baselines=(path,),
+        listen=("127.0.0.1", 0),
+        windows=("10m",),
+        state_file=tmp_path / "state.npz",
+        state=StateSettings(),
+    )
+    side = Sidecar(config).start()
+    yield side
+    side.stop()
+
+
+def _queued(url: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        page = requests.get(url + "/v1/review/queue", params={"cursor": cursor, "limit": 1000}, timeout=10).json()
+        if not page["items"]:
+            return items
+        items += page["items"]
+        cursor = page["next_cursor"]
+
+
+def _row(i: int, rid: str) -> dict[str, Any]:
+    return {"id": rid, "amount": 10.0 + i, "balance_z": 0.1, "n_items": 1, "country": "US", "device": "ios"}
+
+
+def test_one_long_request_id_makes_the_sidecar_refuse_and_the_client_drop_the_whole_batch(
+    sidecar: Sidecar, baseline: Baseline
+) -> None:
+    """_review_client.py _send_batches: a 4xx drops the whole batch as ``rejected``; the sidecar
+    validates a body all or nothing (_review_input.py parse_review_items) and refuses a request id
+    over 256 bytes (_label_input.py MAX_REQUEST_ID_BYTES). The app never checks the ids it samples,
+    so one prediction whose request id is long (a URL, a composite key) silently loses every other
+    sampled prediction posted with it. Expected: the 20 ordinary ids are queued (the bad one dropped
+    or shortened on the app side)."""
+    mon = ModelMonitor(
+        baseline=baseline,
+        request_id=lambda row: row["id"],
+        review=Review(sidecar=sidecar.url, rate=1.0),
+        registry=CollectorRegistry(),
+    )
+    predict = mon(lambda row: 0.5)
+    for i in range(20):
+        predict(_row(i, f"ok-{i}"))
+    predict(_row(99, "x" * 300))  # one long id among them
+    assert mon.review is not None and mon.review.client is not None
+    mon.review.client.flush(10)
+    queued = {item["request_id"] for item in _queued(sidecar.url)}
+    mon.close()
+    assert {f"ok-{i}" for i in range(20)} <= queued, f"{len(queued)} of 20 ordinary sampled ids were queued"
+
+
+def test_batch_rows_are_not_selected_by_the_hash_of_their_review_id(sidecar: Sidecar, baseline: Baseline) -> None:
+    """README "Human review" 3.: selection is ``hash64(salt, request_id) < pi * 2^64``, "recomputable
+    by an auditor", and "batch rows are ``<request_id>#<row>``". The queue holds ids ``r#i``, but
+    _review.py batch() selects them by ``row_hashes`` (splitmix64 of hash64(salt, r) + (i+1) gamma,
+    _review_sampling.py row_hashes), not by hash64(salt, "r#i"): an auditor applying the stated
+    rule to the queued ids gets another sample. Expected: queued ids == ids the stated rule selects."""
+    pi, salt = 0.3, "audit"
+    frame = pd.DataFrame([_row(i, "batch-1") for i in range(400)])
+    mon = ModelMonitor(
+        baseline=baseline,
+        request_id=lambda df: "batch-1",
+        review=Review(sidecar=sidecar.url, rate=pi, salt=salt),
+        registry=CollectorRegistry(),
+    )
+    predict = mon(lambda df: np.full(len(df), 0.5))
+    predict(frame)
+    assert mon.review is not None and mon.review.client is not None
+    mon.review.client.flush(10)
+    queued = {item["request_id"] for item in _queued(sidecar.url)}
+    mon.close()
+    assert queued, "nothing queued: the batch path did not run"
+    by_rule = {f"batch-1#{i}" for i in range(400) if _rule(salt.encode(), f"batch-1#{i}", pi)}
+    assert queued == by_rule, f"{len(queued ^ by_rule)} ids differ from the stated rule"
+
+
+def test_salts_that_differ_after_64_bytes_draw_the_same_sample() -> None:
+    """_review_sampling.py hash64: ``key = salt[:64]``. Review's docstring: "change it and a new set
+    of ids is drawn", and the default salt is ``otel-ml/<model>/<version>``: for a model name of
+    56+ characters every version of the model (and any two user salts sharing 64 bytes) selects
+    exactly the same ids, while salt_id (sha256 of the whole salt) says they are different salts.
+    Expected: two different salts select different ids (about pi of them in common)."""
+
+    def chosen(model: str, version: str) -> tuple[set[str], float]:
+        registry = CollectorRegistry()
+        mon = ModelMonitor(model, version, review=Review(rate=0.5), request_id=lambda r: r["id"], registry=registry)
+        picked: set[str] = set()
+        predict = mon(lambda row: 0.3)
+        for i in range(400):
+            predict({"id": f"q{i}"})
+        sampler = mon.review
+        assert sampler is not None
+        for i in range(400):
+            from otel_ml._review_sampling import hash64, threshold64
+
+            if hash64(sampler.salt, f"q{i}") < threshold64(0.5):
+                picked.add(f"q{i}")
+        assert _sampled(registry) == len(picked)
+        mon.close()
+        return picked, 0.0
+
+    name = "recommendation-ranker-for-the-european-storefront-search"  # 57 characters
+    v1, _ = chosen(name, "v1")
+    v2, _ = chosen(name, "v2")
+    assert v1 != v2, "versions v1 and v2 of the model draw the identical review sample"
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """A sidecar that is slow but alive: the rates answer trickles one byte every 0.25 s."""
+
+    posted = 0
+
+    def do_GET(self) -> None:
+        body = b'{"default": 0.1, "rates": []}' + b" " * 60
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for b in body:
+            self.wfile.write(bytes([b]))
+            self.wfile.flush()
+            time.sleep(0.25)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        type(self).posted += 1
+        body = b'{"accepted": 1, "duplicates": 0}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_rates_answer_blocks_item_delivery_far_beyond_the_timeout() -> None:
+    """_review_client.py _status: ``urlopen(timeout=)`` bounds each socket read, not the request,
+    and the one thread fetches rates before sending items. A sidecar (or a proxy) that answers the
+    rates slowly (a byte every 0.25 s, ~22 s) holds every review item for as long, with timeout=0.5
+    ("``timeout`` bounds each request", ReviewClient docstring). Expected: the item is POSTed within
+    a few timeouts; here it waits for the whole trickle (and a pathological server forever)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ReviewClient(
+        f"http://127.0.0.1:{server.server_address[1]}", model="m", version="v", interval=0.1, timeout=0.5
+    )
+    try:
+        client.submit({"request_id": "a"})
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline and client.sent == 0:
+            time.sleep(0.05)
+        assert client.sent == 1, "the item was not delivered within 4 s (8x the timeout)"
+    finally:
+        client._closed = True
+        client._stop.set()
+        server.shutdown()
+        server.server_close()
