@@ -7,6 +7,7 @@ Real servers only (an in-process Sidecar, a stdlib HTTP server for a slow sideca
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -208,3 +209,56 @@ def test_a_slow_rates_answer_blocks_item_delivery_far_beyond_the_timeout() -> No
         client._stop.set()
         server.shutdown()
         server.server_close()
+
+
+def _item(rid: str) -> dict[str, Any]:
+    return {
+        "request_id": rid,
+        "model": "fraud",
+        "version": "v3",
+        "segment_key": "__all__",
+        "segment": "__all__",
+        "stratum": "none",
+        "pi": 0.5,
+        "salt_id": "0badc0de",
+    }
+
+
+def test_a_lone_surrogate_request_id_is_a_500_on_review_items_and_review_labels(sidecar: Sidecar) -> None:
+    """_review_input.py accepts any str request id (request_id_ok encodes with surrogatepass, and
+    the app's hash64 hashes lone surrogates on purpose), but _review_queue.py binds it to SQLite as
+    UTF-8, which raises UnicodeEncodeError: POST /v1/review/items and a review label answer 500
+    ``internal error`` (counted internal_error) instead of a 4xx or accepting the id. Expected: 2xx
+    (stored) or 400 with a reason, never 500."""
+    body = '{"items": [' + json.dumps(_item("a\ud800b")) + "]}"
+    r = requests.post(
+        sidecar.url + "/v1/review/items", data=body.encode(), headers={"Content-Type": "application/json"}, timeout=10
+    )
+    label = '{"request_id": "a\\ud800b", "label": "true", "source": "review"}'
+    r2 = requests.post(
+        sidecar.url + "/v1/labels", data=label.encode(), headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert r.status_code < 500 and r2.status_code < 500, (r.status_code, r.text, r2.status_code, r2.text)
+
+
+def test_a_lone_surrogate_request_id_stalls_every_later_review_item(sidecar: Sidecar, baseline: Baseline) -> None:
+    """The same id through @monitor: the sidecar's 500 is retried (5xx) with the batch held
+    (_review_client.py _send_batches), so the batch and every item after it never reach the queue
+    while the app keeps running: the buffer fills and later selections are dropped as buffer_full.
+    Expected: the 30 ordinary ids sampled after it are queued."""
+    mon = ModelMonitor(
+        baseline=baseline,
+        request_id=lambda row: row["id"],
+        review=Review(sidecar=sidecar.url, rate=1.0),
+        registry=CollectorRegistry(),
+    )
+    predict = mon(lambda row: 0.5)
+    predict(_row(0, "bad\ud800id"))
+    assert mon.review is not None and mon.review.client is not None
+    mon.review.client.flush(3)
+    for i in range(30):
+        predict(_row(i, f"later-{i}"))
+    mon.review.client.flush(5)
+    queued = {item["request_id"] for item in _queued(sidecar.url)}
+    mon.close()
+    assert {f"later-{i}" for i in range(30)} <= queued, f"{len(queued)} of the 30 later ids were queued"
