@@ -262,3 +262,81 @@ def test_a_lone_surrogate_request_id_stalls_every_later_review_item(sidecar: Sid
     queued = {item["request_id"] for item in _queued(sidecar.url)}
     mon.close()
     assert {f"later-{i}" for i in range(30)} <= queued, f"{len(queued)} of the 30 later ids were queued"
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    total = 0.0
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def test_add_cost_counts_a_decimal_amount() -> None:
+    """_usage.py CallUsage.add_cost: the comment says "a number (int, float, numpy, Decimal)", but
+    the check is ``isinstance(usd, numbers.Real)`` and Decimal is not a numbers.Real: a Decimal
+    bill (how money is usually kept) is dropped as ``invalid_usage``. Expected: $0.25 counted."""
+    import decimal
+
+    from otel_ml import add_cost
+
+    registry = CollectorRegistry()
+    mon = ModelMonitor("m", "v1", registry=registry)
+
+    @mon
+    def predict(row: dict[str, Any]) -> float:
+        add_cost(decimal.Decimal("0.25"))
+        return 0.5
+
+    predict({"x": 1.0})
+    got = _value(registry, n.COST.series, ml_cost_source=n.COST_API, ml_cost_basis=n.BASIS_BILLED)
+    mon.close()
+    assert got == pytest.approx(0.25)
+
+
+def test_add_cost_never_raises_into_the_app_on_a_hostile_basis() -> None:
+    """_usage.py add_cost compares ``basis == n.BASIS_BILLED`` in an ``elif``: a numpy array basis
+    raises ValueError (truth value of an array) out of ``otel_ml.add_cost`` into the app's call.
+    Expected: counted as invalid_usage, the call unaffected (the docstring's promise)."""
+    from otel_ml import add_cost
+
+    registry = CollectorRegistry()
+    mon = ModelMonitor("m", "v1", registry=registry)
+
+    @mon
+    def predict(row: dict[str, Any]) -> float:
+        add_cost(0.1, basis=np.array(["billed", "x"]))  # type: ignore[arg-type]
+        return 0.5
+
+    try:
+        assert predict({"x": 1.0}) == 0.5
+    finally:
+        mon.close()
+
+
+def test_a_nested_monitored_call_bills_its_cpu_to_both_models() -> None:
+    """Suspected double count (_call.py: each Call reads the thread clock at entry and exit, with no
+    notion of a nested monitored call): an ensemble ``outer`` calling monitored ``inner`` bills the
+    inner CPU to both, so the process's compute cost summed over its models is twice the CPU the
+    calls used. Expected: 0.2 s of CPU is billed once (outer's own CPU excludes the nested call's)."""
+    registry = CollectorRegistry()
+    outer_mon = ModelMonitor("outer", "v1", registry=registry)
+    inner_mon = ModelMonitor("inner", "v1", registry=registry)
+
+    @inner_mon
+    def inner(row: dict[str, Any]) -> float:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.2:
+            pass
+        return 0.5
+
+    @outer_mon
+    def outer(row: dict[str, Any]) -> float:
+        return inner(row)
+
+    outer({"x": 1.0})
+    billed = _value(registry, n.PREDICTION_CPU.series)
+    outer_mon.close()
+    inner_mon.close()
+    assert billed == pytest.approx(0.2, rel=0.25), f"{billed:.3f} CPU-seconds billed for 0.2 s of CPU"
