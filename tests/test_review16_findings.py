@@ -340,3 +340,75 @@ def test_a_nested_monitored_call_bills_its_cpu_to_both_models() -> None:
     outer_mon.close()
     inner_mon.close()
     assert billed == pytest.approx(0.2, rel=0.25), f"{billed:.3f} CPU-seconds billed for 0.2 s of CPU"
+
+
+def _population(volumes: dict[tuple[str, str, str], float]) -> bytes:
+    """ml.review.population as the OTel SDK pushes it (cumulative, monotonic), model fraud v3."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    def kv(key: str, value: str) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    metric = metrics_pb2.Metric(name=n.REVIEW_POPULATION.otel_name, unit=n.REVIEW_POPULATION.unit)
+    metric.sum.is_monotonic = True
+    metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+    for (key, segment, stratum), value in volumes.items():
+        point = metric.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2, as_int=int(value))
+        point.attributes.extend(
+            [
+                kv(n.ATTR_MODEL_NAME, "fraud"),
+                kv(n.ATTR_MODEL_VERSION, "v3"),
+                kv(n.ATTR_SEGMENT_KEY, key),
+                kv(n.ATTR_SEGMENT, segment),
+                kv(n.ATTR_STRATUM, stratum),
+            ]
+        )
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.append(kv("service.instance.id", "app-1"))
+    rm.scope_metrics.add().metrics.append(metric)
+    return request.SerializeToString()
+
+
+def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_returns(
+    baseline: Baseline, tmp_path: Path
+) -> None:
+    """_review_rates.py review_rates: every stratum with a population series is in the table, and
+    a stratum whose volume over the window is 0 gets pi = 1 (_review_sampling.py
+    inclusion_probabilities: "a stratum without volume gets pi = 1"). The app uses a table entry
+    over the default, so when traffic returns to a stratum that was quiet for one window (the
+    high-score bin in an incident, a segment's nightly batch) every call of it is queued until the
+    next refresh (5 min). The module's own docstring says pi = 1 "would queue every call until the
+    next refresh" and gives unseen strata the average pi instead. Expected: the quiet stratum gets
+    no more than the default (an average stratum's) pi, never 1."""
+    from otel_ml.sidecar._review_config import ReviewSettings
+    from otel_ml.sidecar._review_rates import RateSettings
+
+    path = baseline.save(tmp_path / "fraud-v3.baseline.json")
+    rates = RateSettings(quota=20, threshold_quota=50, segment_floor=10, window=600.0)
+    config = SidecarConfig(
+        baselines=(path,),
+        listen=("127.0.0.1", 0),
+        windows=("10m",),
+        state_file=tmp_path / "state.npz",
+        state=StateSettings(review=ReviewSettings(rates=rates)),
+    )
+    side = Sidecar(config).start()
+    try:
+        started = side.state.models[("fraud", "v3")].rings["10m"].times[0]
+        busy, quiet = ("__all__", "__all__", "(-Inf,0.5]"), ("__all__", "__all__", "(0.9,+Inf)")
+        pb = {"Content-Type": "application/x-protobuf"}
+        for step in range(40):  # 40 minutes: the quiet stratum's only traffic is in the first minute
+            side.state.clock = lambda t=started + 60.0 * (step + 1): t
+            volumes = {busy: 10_000.0 * (step + 1), quiet: 50_000.0}
+            r = requests.post(side.url + "/v1/metrics", data=_population(volumes), headers=pb, timeout=10)
+            assert r.status_code == 200, r.text
+            side.state.tick()
+        answer = requests.get(side.url + "/v1/review/rates", params={"model": "fraud", "version": "v3"}).json()
+        got = {(x["segment_key"], x["segment"], x["stratum"]): x["pi"] for x in answer["rates"]}
+        assert got[busy] < 0.01  # 10,000 a minute: a small pi
+        assert got.get(quiet, answer["default"]) <= max(answer["default"], got[busy]), (got, answer["default"])
+    finally:
+        side.stop()
