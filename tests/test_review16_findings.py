@@ -412,3 +412,20 @@ def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_return
         assert got.get(quiet, answer["default"]) <= max(answer["default"], got[busy]), (got, answer["default"])
     finally:
         side.stop()
+
+
+def test_a_tiny_pi_makes_every_queue_page_with_it_a_500(sidecar: Sidecar) -> None:
+    """_review_input.py _pi accepts any pi in (0, 1], 1e-310 included; _review_queue.py as_json
+    computes ``weight = 1.0 / pi`` = inf and _review_http.py dumps with ``allow_nan=False``: every
+    GET /v1/review/queue page holding that item is a 500 from then on, so reviewers cannot page
+    past it (the items after it are unreachable until it expires, 30 days), and the webhook, which
+    dumps the same objects, retries the same failing batch forever. Expected: the POST is a 400
+    (pi too small for a finite weight) or the page is a 200; the next item stays readable."""
+    body = {"items": [{**_item("tiny"), "pi": 1e-310}, _item("after")]}
+    r = requests.post(sidecar.url + "/v1/review/items", json=body, timeout=10)
+    page = requests.get(sidecar.url + "/v1/review/queue", params={"cursor": 0, "limit": 10}, timeout=10)
+    if r.status_code == 200:
+        assert page.status_code == 200, (page.status_code, page.text)
+        assert "after" in {item["request_id"] for item in page.json()["items"]}
+    else:
+        assert r.status_code == 400
