@@ -429,3 +429,54 @@ def test_a_tiny_pi_makes_every_queue_page_with_it_a_500(sidecar: Sidecar) -> Non
         assert "after" in {item["request_id"] for item in page.json()["items"]}
     else:
         assert r.status_code == 400
+
+
+_ALLOCATION_TEST = """
+rule_files:
+- {rules}
+evaluation_interval: 1m
+tests:
+- interval: 1m
+  input_series:
+  - series: ml_predictions_total{{job="app", instance="a", namespace="ml", pod="app-0", ml_model_name="steady", ml_model_version="v1", ml_segment_key="__all__", ml_segment="__all__", ml_decision="true"}}
+    values: 0+10x200
+  - series: ml_predictions_total{{job="app", instance="a", namespace="ml", pod="app-0", ml_model_name="bursty", ml_model_version="v1", ml_segment_key="__all__", ml_segment="__all__", ml_decision="true"}}
+    values: 0+10x130 1300x70
+  - series: container_cpu_allocation{{job="opencost", instance="oc-0", namespace="ml", pod="app-0", container="app", node="n1"}}
+    values: 1x200
+  - series: node_cpu_hourly_cost{{job="opencost", instance="oc-0", node="n1"}}
+    values: 3.6x200
+  promql_expr_test:
+  - expr: ml:cost_per_1k_predictions:1h{{ml_model_name="bursty", ml_cost_source="compute", ml_cost_basis="allocation"}}
+    eval_time: 160m
+    exp_samples:
+    - labels: 'ml:cost_per_1k_predictions:1h{{ml_model_name="bursty", ml_model_version="v1", ml_cost_source="compute", ml_cost_basis="allocation"}}'
+      value: -1
+"""
+
+
+def test_allocation_cost_per_1k_of_a_model_idle_part_of_the_window_is_halved(tmp_path: Path) -> None:
+    """_cost_rules.py allocation_rules: ``ml:allocation_cost_usd_per_second`` is recorded at every
+    evaluation (0 while the model has no traffic but its pod has: share 0), while
+    ``ml:allocation_predictions_per_second`` carries ``> 0`` and is absent then; the per-1K rule
+    divides their ``avg_over_time``, which no longer average the same instants (the docstring's
+    premise), so a model idle for part of the window in a shared pod gets its cost per 1K scaled by
+    the share of the window it was busy. Here: one pod at $0.001/s, two models at 10/min each until
+    bursty stops at 130m; over [100m, 160m] bursty is allocated half the pod for 30-36 minutes
+    ($0.90-1.08) and made 300 predictions: $2.9-3.7 per 1K. The rule says about half."""
+    import re
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    rules = Path(__file__).resolve().parents[1] / "alert_rules" / "otel-ml-recording.yaml"
+    test = tmp_path / "alloc_test.yaml"
+    test.write_text(_ALLOCATION_TEST.format(rules=rules))
+    out = subprocess.run([promtool, "test", "rules", str(test)], capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    got = re.search(r"got: \{[^}]*\} ([-0-9.Ee+]+)", text)
+    assert got is not None, text[-2000:]
+    value = float(got.group(1))
+    assert 2.9 <= value <= 3.7, f"cost per 1K of the bursty model: {value:.3f} (expected 2.9-3.7)"
