@@ -480,3 +480,29 @@ def test_allocation_cost_per_1k_of_a_model_idle_part_of_the_window_is_halved(tmp
     assert got is not None, text[-2000:]
     value = float(got.group(1))
     assert 2.9 <= value <= 3.7, f"cost per 1K of the bursty model: {value:.3f} (expected 2.9-3.7)"
+
+
+@pytest.mark.parametrize("share", [float("nan"), -1.0])
+def test_a_bad_gpu_share_is_refused_not_a_broken_scrape_or_a_falling_counter(share: float) -> None:
+    """_monitor.py / _counters.py take ``gpu_share=`` unchecked: NaN makes _usage.py usage_of's
+    ``round(cpu x rate + wall x NaN)`` raise ValueError on every collect, so the registry's whole
+    exposition fails (every model's series lost, not just the cost); a negative share makes
+    ``ml_cost_usd_total`` negative and falling with every call (a counter Prometheus reads as
+    resets). Expected: ValueError at construction (as ``Review(rate=)`` does), or a sane counter."""
+    from otel_ml import Prices
+
+    prices = Prices.from_dict({"updated": "2026-11-20", "compute": {"cpu_hour": 1.0, "gpu_hour": 3600.0}})
+    registry = CollectorRegistry()
+    try:
+        mon = ModelMonitor("m", "v1", registry=registry, prices=prices, gpu_share=share)
+    except ValueError:
+        return  # refused: fine
+    predict = mon(lambda row: 0.5)
+    values = []
+    try:
+        for _ in range(3):
+            predict({"x": 1.0})
+            values.append(_value(registry, n.COST.series, ml_cost_source=n.COST_COMPUTE))
+    finally:
+        mon.close()
+    assert values == sorted(values) and values[0] >= 0, values
