@@ -506,3 +506,44 @@ def test_a_bad_gpu_share_is_refused_not_a_broken_scrape_or_a_falling_counter(sha
     finally:
         mon.close()
     assert values == sorted(values) and values[0] >= 0, values
+
+
+def test_a_body_refused_as_full_spends_the_stratum_budget(baseline: Baseline, tmp_path: Path) -> None:
+    """_review_state.py Reviews.add folds each item's (segment key, segment, stratum) into the
+    model's combination budget *before* the queue refuses the body (507, nothing stored), so
+    refused bodies, retried by any client, use up ``max_segment_combinations``: later items of new
+    strata are stored and counted as ``__other__`` although the budget only ever held one stored
+    combination. "Nothing held changes on a bad body" (the module docstrings). Expected: after the
+    507, a new stratum still gets its own combination."""
+    from otel_ml.sidecar._review_config import ReviewSettings
+    from otel_ml.sidecar._series import LimitSettings
+
+    path = baseline.save(tmp_path / "fraud-v3.baseline.json")
+    config = SidecarConfig(
+        baselines=(path,),
+        listen=("127.0.0.1", 0),
+        windows=("10m",),
+        state_file=tmp_path / "state.npz",
+        state=StateSettings(
+            review=ReviewSettings(max_items=1), limits=LimitSettings(max_segment_combinations=2)
+        ),
+    )
+    side = Sidecar(config).start()
+
+    def post(rid: str, stratum: str) -> int:
+        body = {"items": [{**_item(rid), "segment_key": "country", "segment": "US", "stratum": stratum}]}
+        return requests.post(side.url + "/v1/review/items", json=body, timeout=10).status_code
+
+    try:
+        assert post("a", "(0.1,0.2]") == 200  # the queue is now full (max_items=1)
+        assert post("b", "(0.2,0.3]") == 507  # refused: nothing stored
+        assert post("c", "(0.3,0.4]") == 507
+        r = requests.post(
+            side.url + "/v1/labels", json={"request_id": "a", "label": "true", "source": "review"}, timeout=10
+        )
+        assert r.status_code == 200  # "a" labelled: its row may make room
+        assert post("d", "(0.4,0.5]") == 200
+        held = {item["request_id"]: item for item in _queued(side.url)}
+        assert held["d"]["stratum"] == "(0.4,0.5]", held["d"]
+    finally:
+        side.stop()
