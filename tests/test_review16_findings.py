@@ -547,3 +547,29 @@ def test_a_body_refused_as_full_spends_the_stratum_budget(baseline: Baseline, tm
         assert held["d"]["stratum"] == "(0.4,0.5]", held["d"]
     finally:
         side.stop()
+
+
+def test_exit_flush_deadline_is_per_client_so_shutdown_waits_n_times_two_seconds() -> None:
+    """_review_client.py _close_all (atexit, and a multiprocessing child's finalizer) closes each
+    client in turn with its own 2 s deadline: an app with several reviewed monitors and a sidecar
+    that accepts connections but does not answer (overloaded, half-dead) waits about 2 s per
+    monitor at exit, past a pod's termination grace for a dozen models. The module promises "a
+    short deadline". Expected: all clients flushed within one deadline (~2 s in all)."""
+    import socket
+
+    from otel_ml.instrument._review_client import _close_all
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts into the backlog, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    clients = [ReviewClient(url, model="m", version=f"v{i}", interval=30.0, timeout=5.0) for i in range(4)]
+    try:
+        for c in clients:
+            c.submit({"request_id": "a"})
+        started = time.monotonic()
+        _close_all()
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert took < 3.0, f"exit flush of 4 review clients took {took:.1f} s"
