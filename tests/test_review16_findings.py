@@ -573,3 +573,35 @@ def test_exit_flush_deadline_is_per_client_so_shutdown_waits_n_times_two_seconds
     finally:
         silent.close()
     assert took < 3.0, f"exit flush of 4 review clients took {took:.1f} s"
+
+
+def _forked_worker(mon: Any, calls: int) -> None:
+    predict = mon(lambda row: 0.5)
+    for i in range(calls):
+        predict(_row(i, "unused"))
+    assert mon.review.client.flush(10)
+
+
+def test_forked_workers_generate_the_same_request_ids_and_the_queue_drops_half(
+    sidecar: Sidecar, baseline: Baseline
+) -> None:
+    """_context.py: generated request ids are ``<_ID_PREFIX>-<counter>`` with the prefix drawn once
+    at import ("unique across processes and restarts") and no re-draw after fork. Workers forked
+    from a preloaded app (gunicorn --preload, multiprocessing fork) generate identical ids, review
+    selection picks them alike, and the sidecar's queue, unique on (model, version, request id),
+    answers the second worker's items as duplicates: their reviews are lost while both workers
+    count them in ml_review_population_total / ml_review_sampled_total. Expected: 2 workers x 5
+    selected calls give 10 queued items."""
+    import multiprocessing
+
+    mon = ModelMonitor(baseline=baseline, review=Review(sidecar=sidecar.url, rate=1.0), registry=None)
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_forked_worker, args=(mon, 5)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    queued = _queued(sidecar.url)
+    mon.close()
+    assert len(queued) == 10, sorted(item["request_id"] for item in queued)
