@@ -605,3 +605,32 @@ def test_forked_workers_generate_the_same_request_ids_and_the_queue_drops_half(
     queued = _queued(sidecar.url)
     mon.close()
     assert len(queued) == 10, sorted(item["request_id"] for item in queued)
+
+
+def _labelled(url: str) -> dict[str, float]:
+    text = requests.get(url + "/metrics", timeout=10).text
+    return {
+        s.labels[n.LABEL_OUTCOME]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == n.REVIEW_LABELLED.series
+    }
+
+
+def test_a_strata_error_series_starts_at_0_so_increase_sees_its_first_error(sidecar: Sidecar) -> None:
+    """_collector.py _review_families emits ``ml_review_labelled_total`` only for (stratum, outcome)
+    pairs already counted, so a stratum's ``ml_outcome="error"`` series first appears at 1:
+    ``increase()`` (the ``ml:review_errors`` rule) never sees that first error, and every stratum's
+    e_h is one short for its first window, biasing the weighted error rate low where reviews are
+    few (the floors' rare segments). The same collector starts its other counters at 0 "so rate()
+    and increase() see the first one happen". Expected: once a stratum has a review, both of its
+    outcome series are exposed (the one not seen yet at 0)."""
+    body = {"items": [{**_item("r1"), "decision": "true"}, {**_item("r2"), "decision": "true"}]}
+    assert requests.post(sidecar.url + "/v1/review/items", json=body, timeout=10).status_code == 200
+    r = requests.post(
+        sidecar.url + "/v1/labels", json={"request_id": "r1", "label": "true", "source": "review"}, timeout=10
+    )
+    assert r.status_code == 200
+    first = _labelled(sidecar.url)
+    assert first.get(n.REVIEW_CORRECT) == 1.0
+    assert first.get(n.REVIEW_ERROR) == 0.0, f"before the first error: {first}"
