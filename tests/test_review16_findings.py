@@ -634,3 +634,41 @@ def test_a_strata_error_series_starts_at_0_so_increase_sees_its_first_error(side
     first = _labelled(sidecar.url)
     assert first.get(n.REVIEW_CORRECT) == 1.0
     assert first.get(n.REVIEW_ERROR) == 0.0, f"before the first error: {first}"
+
+
+def test_a_review_label_naming_its_model_also_labels_another_models_item(
+    baseline: Baseline, training_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """_state.py label_events passes review labels on as ``(request_id, outcome)`` only, and
+    _review_queue.py label() marks every pending item with that id, whatever model: two models
+    that use the same business id (the README's ``request_id=lambda row: row["order_id"]``) share
+    a reviewer's verdict, the second judged against its own decision with the first's label, even
+    when the label names its model and version (``/v1/labels`` accepts them). Expected: the churn
+    model's item stays pending when the label says fraud v3."""
+    from otel_ml import fit_baseline
+
+    fraud = baseline.save(tmp_path / "fraud-v3.baseline.json")
+    churn = fit_baseline(
+        training_frame, model="churn", version="v1", score_column="score", segments=["country"], decision=0.5
+    ).save(tmp_path / "churn-v1.baseline.json")
+    config = SidecarConfig(
+        baselines=(fraud, churn),
+        listen=("127.0.0.1", 0),
+        windows=("10m",),
+        state_file=tmp_path / "state.npz",
+        state=StateSettings(),
+    )
+    side = Sidecar(config).start()
+    try:
+        items = [
+            {**_item("order-1"), "decision": "true"},
+            {**_item("order-1"), "model": "churn", "version": "v1", "decision": "false"},
+        ]
+        assert requests.post(side.url + "/v1/review/items", json={"items": items}, timeout=10).status_code == 200
+        label = {"request_id": "order-1", "label": "true", "source": "review", "model": "fraud", "version": "v3"}
+        r = requests.post(side.url + "/v1/labels", json=label, timeout=10)
+        assert r.status_code == 200, r.text
+        pending = {(i["model"], i["request_id"]) for i in _queued(side.url)}
+        assert ("churn", "order-1") in pending, f"still pending: {pending}"
+    finally:
+        side.stop()
