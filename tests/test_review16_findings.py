@@ -4,6 +4,7 @@ These tests FAIL on the code under review; each docstring says what is promised 
 Real servers only (an in-process Sidecar, a stdlib HTTP server for a slow sidecar).
 """
 
+# ruff: noqa: E501  (the promtool test series below are one line each)
 from __future__ import annotations
 
 import hashlib
@@ -133,27 +134,23 @@ def test_salts_that_differ_after_64_bytes_draw_the_same_sample() -> None:
     exactly the same ids, while salt_id (sha256 of the whole salt) says they are different salts.
     Expected: two different salts select different ids (about pi of them in common)."""
 
-    def chosen(model: str, version: str) -> tuple[set[str], float]:
+    from otel_ml._review_sampling import hash64, threshold64
+
+    def chosen(model: str, version: str) -> set[str]:
         registry = CollectorRegistry()
         mon = ModelMonitor(model, version, review=Review(rate=0.5), request_id=lambda r: r["id"], registry=registry)
-        picked: set[str] = set()
         predict = mon(lambda row: 0.3)
         for i in range(400):
             predict({"id": f"q{i}"})
         sampler = mon.review
         assert sampler is not None
-        for i in range(400):
-            from otel_ml._review_sampling import hash64, threshold64
-
-            if hash64(sampler.salt, f"q{i}") < threshold64(0.5):
-                picked.add(f"q{i}")
-        assert _sampled(registry) == len(picked)
+        picked = {f"q{i}" for i in range(400) if hash64(sampler.salt, f"q{i}") < threshold64(0.5)}
+        assert _sampled(registry) == len(picked)  # the monitor selected by this hash
         mon.close()
-        return picked, 0.0
+        return picked
 
     name = "recommendation-ranker-for-the-european-storefront-search"  # 57 characters
-    v1, _ = chosen(name, "v1")
-    v2, _ = chosen(name, "v2")
+    v1, v2 = chosen(name, "v1"), chosen(name, "v2")
     assert v1 != v2, "versions v1 and v2 of the model draw the identical review sample"
 
 
@@ -524,9 +521,7 @@ def test_a_body_refused_as_full_spends_the_stratum_budget(baseline: Baseline, tm
         listen=("127.0.0.1", 0),
         windows=("10m",),
         state_file=tmp_path / "state.npz",
-        state=StateSettings(
-            review=ReviewSettings(max_items=1), limits=LimitSettings(max_segment_combinations=2)
-        ),
+        state=StateSettings(review=ReviewSettings(max_items=1), limits=LimitSettings(max_segment_combinations=2)),
     )
     side = Sidecar(config).start()
 
