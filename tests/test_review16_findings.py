@@ -46,6 +46,25 @@ def _sampled(registry: CollectorRegistry) -> float:
     return total
 
 
+def _half(row: Any) -> float:
+    return 0.5
+
+
+def _low(row: Any) -> float:
+    return 0.3
+
+
+def _halves(frame: Any) -> Any:
+    return np.full(len(frame), 0.5)
+
+
+def _frozen(t: float) -> Any:
+    def clock() -> float:
+        return t
+
+    return clock
+
+
 @pytest.fixture
 def sidecar(baseline: Baseline, tmp_path: Path) -> Iterator[Sidecar]:
     path = baseline.save(tmp_path / "fraud-v3.baseline.json")
@@ -91,7 +110,7 @@ def test_one_long_request_id_makes_the_sidecar_refuse_and_the_client_drop_the_wh
         review=Review(sidecar=sidecar.url, rate=1.0),
         registry=CollectorRegistry(),
     )
-    predict = mon(lambda row: 0.5)
+    predict = mon(_half)
     for i in range(20):
         predict(_row(i, f"ok-{i}"))
     predict(_row(99, "x" * 300))  # one long id among them
@@ -116,7 +135,7 @@ def test_batch_rows_are_not_selected_by_the_hash_of_their_review_id(sidecar: Sid
         review=Review(sidecar=sidecar.url, rate=pi, salt=salt),
         registry=CollectorRegistry(),
     )
-    predict = mon(lambda df: np.full(len(df), 0.5))
+    predict = mon(_halves)
     predict(frame)
     assert mon.review is not None and mon.review.client is not None
     mon.review.client.flush(10)
@@ -139,7 +158,7 @@ def test_salts_that_differ_after_64_bytes_draw_the_same_sample() -> None:
     def chosen(model: str, version: str) -> set[str]:
         registry = CollectorRegistry()
         mon = ModelMonitor(model, version, review=Review(rate=0.5), request_id=lambda r: r["id"], registry=registry)
-        predict = mon(lambda row: 0.3)
+        predict = mon(_low)
         for i in range(400):
             predict({"id": f"q{i}"})
         sampler = mon.review
@@ -249,7 +268,7 @@ def test_a_lone_surrogate_request_id_stalls_every_later_review_item(sidecar: Sid
         review=Review(sidecar=sidecar.url, rate=1.0),
         registry=CollectorRegistry(),
     )
-    predict = mon(lambda row: 0.5)
+    predict = mon(_half)
     predict(_row(0, "bad\ud800id"))
     assert mon.review is not None and mon.review.client is not None
     mon.review.client.flush(3)
@@ -283,7 +302,7 @@ def test_add_cost_counts_a_decimal_amount() -> None:
 
     @mon
     def predict(row: dict[str, Any]) -> float:
-        add_cost(decimal.Decimal("0.25"))
+        add_cost(decimal.Decimal("0.25"))  # type: ignore[arg-type]
         return 0.5
 
     predict({"x": 1.0})
@@ -366,7 +385,7 @@ def _population(volumes: dict[tuple[str, str, str], float]) -> bytes:
     rm = request.resource_metrics.add()
     rm.resource.attributes.append(kv("service.instance.id", "app-1"))
     rm.scope_metrics.add().metrics.append(metric)
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_returns(
@@ -398,7 +417,7 @@ def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_return
         busy, quiet = ("__all__", "__all__", "(-Inf,0.5]"), ("__all__", "__all__", "(0.9,+Inf)")
         pb = {"Content-Type": "application/x-protobuf"}
         for step in range(40):  # 40 minutes: the quiet stratum's only traffic is in the first minute
-            side.state.clock = lambda t=started + 60.0 * (step + 1): t
+            side.state.clock = _frozen(started + 60.0 * (step + 1))
             volumes = {busy: 10_000.0 * (step + 1), quiet: 50_000.0}
             r = requests.post(side.url + "/v1/metrics", data=_population(volumes), headers=pb, timeout=10)
             assert r.status_code == 200, r.text
@@ -494,7 +513,7 @@ def test_a_bad_gpu_share_is_refused_not_a_broken_scrape_or_a_falling_counter(sha
         mon = ModelMonitor("m", "v1", registry=registry, prices=prices, gpu_share=share)
     except ValueError:
         return  # refused: fine
-    predict = mon(lambda row: 0.5)
+    predict = mon(_half)
     values = []
     try:
         for _ in range(3):
@@ -571,7 +590,7 @@ def test_exit_flush_deadline_is_per_client_so_shutdown_waits_n_times_two_seconds
 
 
 def _forked_worker(mon: Any, calls: int) -> None:
-    predict = mon(lambda row: 0.5)
+    predict = mon(_half)
     for i in range(calls):
         predict(_row(i, "unused"))
     assert mon.review.client.flush(10)
