@@ -686,3 +686,24 @@ def test_a_review_label_naming_its_model_also_labels_another_models_item(
         assert ("churn", "order-1") in pending, f"still pending: {pending}"
     finally:
         side.stop()
+
+
+def test_batch_rows_never_carry_their_features_even_with_features_true(sidecar: Sidecar, baseline: Baseline) -> None:
+    """Low severity. README "Human review" 4.: selected ids go with "feature values only with
+    ``Review(features=True)``"; _review.py batch() always passes ``features=None`` to _send, so a
+    batch-scoring app that opts in gets no feature values for any of its items (single rows do).
+    Expected: with features=True, a batch row's item carries its row's features."""
+    frame = pd.DataFrame([_row(i, "b") for i in range(5)])
+    mon = ModelMonitor(
+        baseline=baseline,
+        request_id=lambda df: "batch-f",
+        review=Review(sidecar=sidecar.url, rate=1.0, features=True),
+        registry=CollectorRegistry(),
+    )
+    mon(_halves)(frame)
+    assert mon.review is not None and mon.review.client is not None
+    mon.review.client.flush(10)
+    queued = _queued(sidecar.url)
+    mon.close()
+    assert len(queued) == 5
+    assert all("features" in item for item in queued), queued[0]
