@@ -26,14 +26,17 @@ from ._names import (
 __all__ = [
     "MAX_LABEL_NAME_CHARS",
     "MAX_LABEL_VALUE_CHARS",
+    "MAX_REQUEST_ID_BYTES",
     "REPLACEMENT",
     "RESERVED_LABEL_NAMES",
     "label_name",
     "label_value",
+    "storable_request_id",
 ]
 
 
 MAX_LABEL_VALUE_CHARS: Final = 256
+MAX_REQUEST_ID_BYTES: Final = 256  # longer request ids are refused: an id is an id, not a document
 REPLACEMENT: Final = "\ufffd"
 _UNSAFE_VALUE: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _LABEL_NAME: Final = re.compile("[a-zA-Z_][a-zA-Z0-9_]*")
@@ -58,6 +61,16 @@ RESERVED_LABEL_NAMES: Final = frozenset(
 )
 # ``reason`` is not reserved: the sidecar's own reason-labelled counters are families no input
 # may send, and an app family declares it (ml_shadow_dropped_total{reason}).
+
+
+def storable_request_id(rid: str) -> bool:
+    """Whether a request id can be queued for review: at most 256 bytes of valid UTF-8 (a lone
+    surrogate cannot be stored or sent as JSON text). The app checks before it sends, the sidecar
+    when it receives, with this one rule."""
+    try:
+        return len(rid) <= MAX_REQUEST_ID_BYTES and len(rid.encode("utf-8")) <= MAX_REQUEST_ID_BYTES
+    except UnicodeEncodeError:
+        return False
 
 
 def label_value(value: str) -> str:

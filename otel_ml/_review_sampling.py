@@ -69,13 +69,19 @@ def hash64(salt: bytes, request_id: str) -> int:
     process (no PYTHONHASHSEED) and nobody without the salt can steer an id into the sample.
 
     Lone surrogates are encoded as they are (``surrogatepass``) instead of raising: any ``str``
-    hashes, and a valid string hashes as its UTF-8 bytes."""
+    hashes, and a valid string hashes as its UTF-8 bytes. BLAKE2b takes a key of at most 64
+    bytes: a longer salt is first hashed to 64 (never cut, so salts differing late still differ)."""
     try:
         data = request_id.encode()
     except UnicodeEncodeError:
         data = request_id.encode("utf-8", "surrogatepass")
-    key = salt if len(salt) <= 64 else salt[:64]
+    key = salt if len(salt) <= 64 else _long_key(salt)
     return int.from_bytes(_blake2b(data, key=key, digest_size=8).digest(), "little")
+
+
+@lru_cache(maxsize=64)
+def _long_key(salt: bytes) -> bytes:
+    return hashlib.blake2b(salt, digest_size=64).digest()
 
 
 def salt_id(salt: bytes) -> str:

@@ -129,7 +129,7 @@ def test_many_review_segments_do_not_multiply_false_alarms() -> None:
         uncorrected = float(np.max(naive, axis=0).mean())
         assert any_segment <= 0.001, f"{k} segments, {budget} reviews each: {any_segment}"
         assert uncorrected > any_segment, (uncorrected, any_segment)
-        print(f"{k} segments x {budget} reviews: any segment pages in {any_segment:.4%} (uncorrected {uncorrected:.4%})")
+        print(f"{k} segments x {budget} reviews: any pages in {any_segment:.4%} (uncorrected {uncorrected:.4%})")
 
 
 def test_power_when_the_error_rate_rises_by_half() -> None:

@@ -249,7 +249,7 @@ def test_expiry_and_retention(tmp_path: Path) -> None:
     t0 = 1.8e9
     queue.add(_items("old", 3), t0)
     queue.add(_items("new", 2), t0 + 20 * day)
-    queue.label([("old0", "true")], t0 + 1 * day, _judge)  # labelled on day 1: kept until day 8
+    queue.label([("old0", "true", None)], t0 + 1 * day, _judge)  # labelled on day 1: kept until day 8
     assert queue.expire(t0 + 7 * day) == (0, 0)
     assert queue.expire(t0 + 8 * day + 1) == (0, 1)  # retention over: deleted, not "expired"
     assert queue.expire(t0 + 30 * day + 1) == (2, 0)  # old1, old2 pending for 30 days
@@ -345,10 +345,12 @@ def test_labelled_series_are_bounded_across_restarts(baseline_file: Path, tmp_pa
         post_items(side.url, [item("c", stratum="(0.3,0.4]"), item("d", stratum="(0.1,0.2]", segment="DE")])
         for rid in "abcd":
             review_label(side.url, rid, False)
-        got = {
-            (dict(lab)["ml_segment_key"], dict(lab)["ml_segment"], dict(lab)["ml_stratum"]): v
-            for lab, v in samples(side.url, "ml_review_labelled_total").items()
-        }
+        series = samples(side.url, "ml_review_labelled_total")
+        got: dict[tuple[str, str, str], float] = {}
+        for lab, v in series.items():  # both outcomes per stratum (from 0): summed here
+            key = (dict(lab)["ml_segment_key"], dict(lab)["ml_segment"], dict(lab)["ml_stratum"])
+            got[key] = got.get(key, 0) + v
+        assert len(series) == 2 * len(got)
         assert got == {
             ("country", "US", "(0.1,0.2]"): 1,
             ("country", "US", "(0.2,0.3]"): 1,

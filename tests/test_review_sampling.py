@@ -51,11 +51,15 @@ EDGES = review_edges(DEFAULT_SCORE_EDGES, (0.5,))
 # --- hashing -------------------------------------------------------------------------------
 
 
-def test_hash64_is_keyed_blake2b_little_endian_with_the_key_cut_to_64_bytes() -> None:
-    long_salt = bytes(range(100))
-    digest = hashlib.blake2b(b"req-1", key=long_salt[:64], digest_size=8).digest()
-    assert hash64(long_salt, "req-1") == int.from_bytes(digest, "little")
-    assert hash64(long_salt, "req-1") == hash64(long_salt[:64], "req-1")
+def test_hash64_is_keyed_blake2b_little_endian_and_a_long_salt_is_hashed_to_its_key() -> None:
+    digest = hashlib.blake2b(b"req-1", key=SALT, digest_size=8).digest()
+    assert hash64(SALT, "req-1") == int.from_bytes(digest, "little")
+    long_salt = bytes(range(100))  # over BLAKE2b's 64-byte key: its own 64-byte BLAKE2b digest is the key
+    key = hashlib.blake2b(long_salt, digest_size=64).digest()
+    assert hash64(long_salt, "req-1") == int.from_bytes(
+        hashlib.blake2b(b"req-1", key=key, digest_size=8).digest(), "little"
+    )
+    assert hash64(long_salt, "req-1") != hash64(long_salt[:64], "req-1")  # never cut: a late difference counts
     assert hash64(SALT, "req-1") != hash64(SALT + b"x", "req-1")
     assert 0 <= hash64(SALT, "\ud800 lone surrogate") < FULL  # any str hashes, none raises
 

@@ -283,6 +283,13 @@ class Call:
         cpu = _thread_time_ns() - self._cpu if self._cpu > 0 else 0
         if cpu < 0:  # left on another thread than it entered (a generator resumed elsewhere): unknown
             cpu = 0
+        if cpu:  # self time: an enclosing call of another model does not bill this call's CPU again
+            outer = self._tokens[0].old_value
+            if isinstance(outer, CallState):
+                outer.nested_cpu += cpu
+            nested = state.nested_cpu
+            if nested:
+                cpu = cpu - nested if cpu > nested else 0
         if exc is None:
             self._detach()
             try:

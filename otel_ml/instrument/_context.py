@@ -38,10 +38,20 @@ _ids = count(1)
 _ID_PREFIX = os.urandom(6).hex()  # request ids stay unique across processes and restarts
 
 
+def _new_prefix_after_fork() -> None:
+    """A forked worker (gunicorn --preload, multiprocessing fork) draws its own prefix: else every
+    worker would make the parent's ids, and review and label joins would mix their predictions."""
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_new_prefix_after_fork)
+
+
 class CallState:
     """Per-call state reachable from inside the wrapped function (request id, fallback, token)."""
 
-    __slots__ = ("_request_id", "fallback", "review_pi", "token", "usage")
+    __slots__ = ("_request_id", "fallback", "nested_cpu", "review_pi", "token", "usage")
 
     def __init__(self, request_id: str | None = None) -> None:
         self._request_id = request_id
@@ -49,6 +59,7 @@ class CallState:
         self.token: str | None = None  # set only by monitors that mint tokens
         self.usage: CallUsage | None = None  # costs and tokens reported inside the call
         self.review_pi: float | None = None  # review sampling: pi if selected, 0.0 if not, None: not sampled
+        self.nested_cpu = 0  # CPU time of monitored calls of other models inside this one (billed to them)
 
     def reported(self) -> CallUsage:
         if self.usage is None:
@@ -63,7 +74,7 @@ class CallState:
     def request_id(self) -> str:
         """The id given by the ``request_id=`` callback, else a generated one (made on first use)."""
         if self._request_id is None:
-            self._request_id = f"{_ID_PREFIX}-{next(_ids):x}"
+            self._request_id = f"{_ID_PREFIX}-{next(_ids):x}"  # the module global: new in a forked child
         return self._request_id
 
     @request_id.setter
@@ -157,7 +168,10 @@ def add_cost(usd: float, *, basis: str = BASIS_BILLED) -> None:
     """
     call = CURRENT.get()
     if call is not None:
-        call.reported().add_cost(usd, basis)
+        try:
+            call.reported().add_cost(usd, basis)
+        except Exception:  # never into the app: the call's report is marked invalid instead
+            call.reported().invalid = "add_cost() failed on its arguments"
 
 
 def add_tokens(input: int = 0, output: int = 0, *, model: str | None = None) -> None:
@@ -172,4 +186,7 @@ def add_tokens(input: int = 0, output: int = 0, *, model: str | None = None) -> 
     """
     call = CURRENT.get()
     if call is not None:
-        call.reported().add_tokens(input, output, model)
+        try:
+            call.reported().add_tokens(input, output, model)
+        except Exception:
+            call.reported().invalid = "add_tokens() failed on its arguments"

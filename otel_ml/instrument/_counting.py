@@ -122,7 +122,7 @@ class CallCounter:
                 try:
                     key = self.review.config.segment
                     segment = columns.raw(key) if key is not None else None
-                    self.review.batch(call, scores, decisions, segment, columns.n_rows)
+                    self.review.batch(call, scores, decisions, segment, columns.n_rows, columns)
                 except Exception as exc:
                     self._errors.report("review", exc)
         return columns.n_rows, scores, decisions, duration, slots

@@ -90,6 +90,13 @@ def _review_layout(
     return edges, config.segment
 
 
+def _gpu_share(share: float) -> float:
+    """The GPUs a call holds for its wall time: finite and between 0 and 64 (a share, or several GPUs)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 64.0:
+        raise ValueError(f"gpu_share={share!r}: the GPUs a call holds, a number between 0 and 64")
+    return float(share)
+
+
 def _prices_of(prices: Prices | str | os.PathLike[str] | None) -> Prices | None:
     """The monitor's price table: given, a file, else ``OTEL_ML_PRICES`` (a bad file there is
     logged and the model runs unpriced: an environment variable must not stop the app)."""
@@ -246,7 +253,7 @@ class ModelMonitor:
             token_key=token_key,
             tracer_provider=tracer_provider,
             registry=registry,
-            usage=_Usage(_prices_of(prices), gpu_share, cost_segment),
+            usage=_Usage(_prices_of(prices), _gpu_share(gpu_share), cost_segment),
             review_layout=None if review is None else _review_layout(review, segments, baseline, decision),
         )
         if review is not None:
@@ -350,6 +357,12 @@ class ModelMonitor:
     def _start_review(self, config: Review) -> None:
         """Start review sampling over the strata the counters were laid out with."""
         edges = self.counters.layout.review_edges or ()
+        if self._settings[0] is None:
+            _log.warning(
+                "otel-ml: %r samples predictions for review without decision=: a review answer cannot be "
+                "judged right or wrong without the served decision (counted unmatched, no_decision)",
+                self,
+            )
         client = None
         if config.sidecar is not None:
             from ._review_client import ReviewClient

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .._label_hygiene import label_value
-from .._names import ALL
+from .._frame import Columns
+from .._label_hygiene import MAX_REQUEST_ID_BYTES, label_value, storable_request_id
+from .._names import ALL, REVIEW_DROP_REJECTED
 from .._review_sampling import (
     hash64,
     review_edges,
@@ -110,6 +111,7 @@ class ReviewSampler:
         self._rates: Rates | None = None  # the client's rates the cache below was built from
         self._pi: dict[tuple[int, int], float] = {}
         self._table: tuple[Rates | None, npt.NDArray[np.float64]] | None = None
+        self._warned_id = False
 
     @staticmethod
     def edges_for(
@@ -197,6 +199,19 @@ class ReviewSampler:
     ) -> None:
         if self.client is None:
             return
+        if not storable_request_id(request_id):  # the sidecar refuses the whole body for one such id
+            self.counters.add_review_dropped(REVIEW_DROP_REJECTED, 1)
+            if not self._warned_id:
+                self._warned_id = True
+                _log.warning(
+                    "otel-ml: %s %s: a request id selected for review is not storable (over %d bytes of "
+                    "UTF-8, or a lone surrogate); not sent, counted in ml_review_dropped_total{reason=%r}",
+                    self.counters.model_name,
+                    self.counters.model_version,
+                    MAX_REQUEST_ID_BYTES,
+                    REVIEW_DROP_REJECTED,
+                )
+            return
         item: dict[str, Any] = {
             "request_id": request_id,
             "model": self.counters.model_name,
@@ -217,9 +232,16 @@ class ReviewSampler:
 
     # -- a batch ---------------------------------------------------------------------------------
     def batch(
-        self, call: CallState, scores: npt.NDArray[np.float64] | None, decisions: Any, segment: Any, n: int
+        self,
+        call: CallState,
+        scores: npt.NDArray[np.float64] | None,
+        decisions: Any,
+        segment: Any,
+        n: int,
+        columns: Columns | None = None,
     ) -> None:
-        """Count a batch's predictions per stratum and queue the selected rows (ids ``<id>#<row>``)."""
+        """Count a batch's predictions per stratum and queue the selected rows (ids ``<id>#<row>``,
+        their hashes :func:`~otel_ml._review_sampling.row_hashes`), with their features when asked."""
         if scores is None:
             strata = np.full(n, len(self.edges) + 1, dtype=np.intp)
         else:
@@ -235,7 +257,20 @@ class ReviewSampler:
         for i in np.flatnonzero(sampled).tolist():  # the selected rows only: a few per batch
             score = None if scores is None else float(scores[i])
             decision = None if labels is None else scalar_label(labels[i])
-            self._send(row_id(call.request_id, i), int(slots[i]), int(strata[i]), float(pis[i]), score, decision, None)
+            features = self._row_of(columns, i) if self.config.features and columns is not None else None
+            self._send(
+                row_id(call.request_id, i), int(slots[i]), int(strata[i]), float(pis[i]), score, decision, features
+            )
+
+    def _row_of(self, columns: Columns, i: int) -> dict[str, Any]:
+        """Row ``i`` of a batch as the item's features (the monitor's feature names)."""
+        row: dict[str, Any] = {}
+        for name in self._feature_names:
+            column = columns.raw(name)
+            if column is not None:  # positional: a pandas Series by iloc, anything else by index
+                value = column.iloc[i] if hasattr(column, "iloc") else column[i]
+                row[name] = value.item() if isinstance(value, np.generic) else value
+        return self._features(row)
 
     def _probabilities(self, slots: npt.NDArray[np.intp], strata: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """pi of each row from a (slot x stratum) table, rebuilt when the rates or slots change."""

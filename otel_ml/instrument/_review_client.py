@@ -298,9 +298,10 @@ class ReviewClient:
     def _status(self, request: urllib.request.Request, timeout: float) -> tuple[int | None, bytes]:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        deadline = time.monotonic() + timeout
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return int(response.status), bytes(response.read())
+                return int(response.status), _read_by(response, deadline)
         except urllib.error.HTTPError as error:
             error.close()
             return int(error.code), b""
@@ -368,6 +369,22 @@ class ReviewClient:
         self._dropped(REVIEW_DROP_SEND_FAILED, left)
 
 
+def _read_by(response: Any, deadline: float, limit: int = 1 << 20) -> bytes:
+    """The body, read in chunks until ``deadline`` (``urlopen``'s timeout bounds each socket read,
+    not the whole answer: a sidecar trickling bytes must not hold the items) and at most 1 MiB."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer took longer than the timeout")
+        chunk = response.read1(min(65536, limit - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    raise ValueError("the answer is larger than 1 MiB")
+
+
 _clients: weakref.WeakSet[ReviewClient] = weakref.WeakSet()
 
 
@@ -377,8 +394,11 @@ def _after_fork_in_child() -> None:
 
 
 def _close_all() -> None:
+    """At exit: every client's flush shares one deadline, so many monitors cannot add up to more
+    than a termination grace period allows."""
+    deadline = time.monotonic() + _EXIT_DEADLINE
     for client in list(_clients):
-        client.close(_EXIT_DEADLINE)
+        client.close(max(0.0, deadline - time.monotonic()))
 
 
 class _ChildExit:

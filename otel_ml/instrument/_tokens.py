@@ -98,6 +98,7 @@ class TokenCallState(CallState):
         self.token = None
         self.usage = None
         self.review_pi = None
+        self.nested_cpu = 0
         self._minter = minter
         self._errors = errors
         self._read = read  # the call's features are read(args, kwargs); no reference to the Call (no cycle)

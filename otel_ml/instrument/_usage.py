@@ -15,6 +15,7 @@ without a finite score), every prediction (``population``) and those selected fo
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -80,32 +81,26 @@ class CallUsage:
         """The cost the app reported for the call (``ml.cost.usd`` on its span)."""
         return self.billed_usd + self.configured_usd
 
-    def add_cost(self, usd: Any, basis: str) -> None:
-        try:  # a number (int, float, numpy, Decimal), never a string or a bool
-            value = float(usd) if isinstance(usd, numbers.Real) and not isinstance(usd, bool) else math.nan
-        except (TypeError, ValueError, OverflowError):
-            value = math.nan
-        if not (0.0 <= value <= MAX_CALL_USD):
-            self.invalid = f"add_cost({usd!r:.40}): expected US dollars between 0 and {MAX_CALL_USD:g}"
+    def add_cost(self, usd: Any, basis: Any) -> None:
+        """Add an amount (int, float, numpy, Decimal, Fraction; never a str or a bool) on a basis."""
+        value = _dollars(usd)
+        if type(basis) is not str or basis not in (n.BASIS_BILLED, n.BASIS_CONFIGURED_RATE):
+            self.invalid = f"add_cost(basis=...): expected {n.BASIS_BILLED!r} or {n.BASIS_CONFIGURED_RATE!r}"
+        elif not (0.0 <= value <= MAX_CALL_USD):
+            self.invalid = f"add_cost(): expected US dollars between 0 and {MAX_CALL_USD:g}"
         elif basis == n.BASIS_BILLED:
             self.billed_usd += value
-        elif basis == n.BASIS_CONFIGURED_RATE:
-            self.configured_usd += value
         else:
-            self.invalid = f"add_cost(basis={basis!r:.40}): expected {n.BASIS_BILLED!r} or {n.BASIS_CONFIGURED_RATE!r}"
+            self.configured_usd += value
 
-    def add_tokens(self, input_tokens: Any, output_tokens: Any, llm: str | None) -> None:
-        counts = []
-        for value in (input_tokens, output_tokens):
-            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value <= MAX_CALL_TOKENS
-            counts.append(int(value) if ok else -1)
-        if min(counts) < 0:
-            given = f"{input_tokens!r:.20}, {output_tokens!r:.20}"
-            self.invalid = f"add_tokens({given}): expected counts 0..{MAX_CALL_TOKENS:g}"
+    def add_tokens(self, input_tokens: Any, output_tokens: Any, llm: Any) -> None:
+        counts = [_count(value) for value in (input_tokens, output_tokens)]
+        if min(counts) < 0 or (llm is not None and type(llm) is not str):
+            self.invalid = f"add_tokens(): expected counts 0..{MAX_CALL_TOKENS:g} and a str model name"
             return
         self.input_tokens += counts[0]
         self.output_tokens += counts[1]
-        self.token_uses.append((None if llm is None else str(llm), counts[0], counts[1]))
+        self.token_uses.append((llm, counts[0], counts[1]))
 
     def reported(self, prices: Prices | None) -> tuple[list[tuple[tuple[int, int], int]], list[str]]:
         """Nano-dollars per (source, basis) index pair, and the LLMs whose tokens have no price."""
@@ -125,6 +120,26 @@ class CallUsage:
         if tokens:
             out.append(((1, 0), round(tokens)))
         return out, unpriced
+
+
+def _dollars(usd: Any) -> float:
+    """A reported amount as a float, NaN when it is not a number (never raises)."""
+    try:
+        if isinstance(usd, (numbers.Real, decimal.Decimal)) and not isinstance(usd, bool):
+            return float(usd)
+    except Exception:  # a hostile __float__
+        pass
+    return math.nan
+
+
+def _count(value: Any) -> int:
+    """A token count, -1 when it is not an integer in 0..MAX_CALL_TOKENS (never raises)."""
+    try:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value <= MAX_CALL_TOKENS:
+            return int(value)
+    except Exception:
+        pass
+    return -1
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,8 @@ def _slot_labels(layout: CounterLayout, key: str | None, vocab: Mapping[str, Any
 def usage_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[str, Any]) -> UsageCounts:
     """The usage part of a snapshot of one set of arrays (copies)."""
     cpu, wall = arrays["cpu_ns"], arrays["wall_ns"]
-    cpu_rate, wall_rate = (float(r) for r in arrays["rates"])
+    # a file's rates as its process wrote them; anything but a finite price is none (a reader never raises)
+    cpu_rate, wall_rate = (float(r) if math.isfinite(r) and r >= 0 else 0.0 for r in arrays["rates"].tolist())
     reported = arrays["reported_nano"]
     labels = _slot_labels(layout, layout.cost_segment, vocab)
     costs: list[Cost] = []

@@ -102,9 +102,12 @@ def allocation_rules(c: MixinConfig) -> list[Rule]:
         record(
             n.ALLOCATION_COST_RECORD, f"sum by ({m_on}) (\n  {share}\n  * on ({pod}) group_left ()\n  {pod_cost}\n)"
         ),
+        # the same instants as the cost above (0 while the model idles in a busy pod), so that their
+        # avg_over_time ratio is cost / predictions; the rules of a group see the ones before them
         record(
             n.ALLOCATION_PREDICTIONS_RECORD,
-            f"sum by ({m_on}) (\n  {per_pod}\n  and on ({pod})\n  {pod_cost}\n) > 0",
+            f"sum by ({m_on}) (\n  {per_pod}\n  and on ({pod})\n  {pod_cost}\n)\n"
+            f"and on ({m_on})\n{n.ALLOCATION_COST_RECORD}",
         ),
     ]
 
@@ -131,7 +134,9 @@ def _window_rules(c: MixinConfig, w: str) -> list[Rule]:
     app_basis = q.selector("", f'{n.LABEL_COST_BASIS}!="{n.BASIS_ALLOCATION}"')
     app_cost = f"sum by ({q.labels(c, *COST)}) (rate({n.COST.series}{q.app(c)}[{w}]))"
     allocated = f"avg_over_time({n.ALLOCATION_COST_RECORD}[{w}])"
-    per_1k_allocated = f"1000 * {allocated}\n  / on ({m_on})\n  avg_over_time({n.ALLOCATION_PREDICTIONS_RECORD}[{w}])"
+    per_1k_allocated = (
+        f"1000 * {allocated}\n  / on ({m_on})\n  (avg_over_time({n.ALLOCATION_PREDICTIONS_RECORD}[{w}]) > 0)"
+    )
     app_per_1k = (
         f"1000 * {_with_all_sources(c, rate + app_basis, COST)}\n"
         f"/ on ({m_on}) group_left ()\n({_predictions(c, w, q.MODEL)} > 0)"

@@ -207,9 +207,12 @@ def _review_families(models: list[tuple[str, str]], reviews: ReviewCounts, now: 
         pending.add_metric(list(model), reviews.pending.get(model, 0))
         oldest.add_metric(list(model), max(0.0, now - reviews.oldest[model]) if model in reviews.oldest else 0.0)
     known = set(models)
-    for key, count in sorted(counts.items()):
-        if key[0] == "labelled" and key[1:3] in known and key[-1] != n.REVIEW_NO_DECISION:
-            labelled.add_metric(list(key[1:]), count)
+    strata = sorted(
+        {key[1:-1] for key in counts if key[0] == "labelled" and key[1:3] in known and key[-1] != n.REVIEW_NO_DECISION}
+    )
+    for stratum in strata:  # both outcomes from 0, so increase() sees a stratum's first error too
+        for outcome in n.REVIEW_OUTCOMES:
+            labelled.add_metric([*stratum, outcome], counts.get(("labelled", *stratum, outcome), 0))
     yield from (queued, dropped, labelled, pending, oldest)
     if reviews.webhook_failures is not None:
         failures = CounterMetricFamily(n.REVIEW_WEBHOOK_FAILURES.prometheus, n.REVIEW_WEBHOOK_FAILURES.description)

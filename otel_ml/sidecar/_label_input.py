@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .._label_hygiene import MAX_LABEL_VALUE_CHARS, label_value
+from .._label_hygiene import MAX_LABEL_VALUE_CHARS, MAX_REQUEST_ID_BYTES, label_value
 from ._outcomes import describe_kind, normalize_outcome
 from ._series import MAX_SEGMENTS, IngestError, Prediction
 
@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_LABEL_SOURCE",
 ]
 
-MAX_REQUEST_ID_BYTES = 256  # longer ids are refused: a request id is an id, not a document
 MAX_TOKEN_CHARS = 512
 MAX_SOURCE_CHARS = 64
 DEFAULT_LABEL_SOURCE = "api"

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .._label_hygiene import MAX_LABEL_VALUE_CHARS, label_value
+from .._label_hygiene import MAX_LABEL_VALUE_CHARS, label_value, storable_request_id
 from ._label_input import _json, _objects, _request_id, _score, _timestamp
 from ._outcomes import describe_kind, normalize_outcome
 from ._series import IngestError
@@ -40,6 +40,7 @@ _NUMBER = r"(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 # "(-Inf,0.1]", "(0.65,0.7]", "(0.9,+Inf)": a review bin spelled like ``le`` (S's stratum_labels), or "none"
 _STRATUM = re.compile(rf"\((?:-Inf|{_NUMBER}),(?:{_NUMBER}\]|\+Inf\))|none")
 _SALT_ID = re.compile(r"[0-9a-f]{8}")
+_MIN_PI = 2.0**-64  # threshold64 of anything smaller is 0: such a pi selects nothing, and 1 / pi may overflow
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ def _pi(value: Any, where: str) -> float:
         pi = float(value)
     except OverflowError:
         pi = math.inf
-    if not 0.0 < pi <= 1.0:  # NaN fails too
-        raise _bad(where, "an inclusion probability must be in (0, 1]")
+    if not _MIN_PI <= pi <= 1.0:  # NaN fails too
+        raise _bad(where, "an inclusion probability must be in [2^-64, 1] (below it no hash is selected)")
     return pi
 
 
@@ -137,6 +138,8 @@ def _item(item: Any, where: str) -> ReviewItem:
     rid = _request_id(item.get("request_id"), where + ".request_id", BAD)
     if rid is None or not isinstance(item.get("request_id"), str):
         raise _bad(where + ".request_id", "expected a non-empty string")
+    if not storable_request_id(rid):
+        raise _bad(where + ".request_id", "expected valid UTF-8 (no lone surrogates)")
     stratum = _text(item, "stratum", where, MAX_STRATUM_CHARS)
     if _STRATUM.fullmatch(stratum) is None:
         raise _bad(where + ".stratum", 'expected a review bin like "(0.65,0.7]", "(0.9,+Inf)" or "none"')

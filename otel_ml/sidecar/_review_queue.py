@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _names as n
+from .._label_hygiene import storable_request_id
 from ._review_input import ReviewItem
 
 __all__ = ["ReviewQueue", "ReviewQueueError", "QueueFull", "AddResult", "ReviewLabel", "Judge", "LABELLED", "DUPLICATE"]
@@ -329,22 +330,19 @@ class ReviewQueue:
         return [as_json(r) for r in rows]
 
     # ---- review labels -----------------------------------------------------------------------
-    def label(self, events: Sequence[tuple[str | None, str]], now: float, judge: Judge) -> list[ReviewLabel]:
-        """Mark the pending items of each (request id, label) labelled, and count them by stratum and
-        outcome, in one transaction; returns after COMMIT. A request id queued for several model
-        versions labels each of them (one human verdict on one request)."""
+    def label(
+        self, events: Sequence[tuple[str | None, str, tuple[str, str] | None]], now: float, judge: Judge
+    ) -> list[ReviewLabel]:
+        """Mark the pending items of each (request id, label, model and version or None) labelled,
+        and count them by stratum and outcome, in one transaction; returns after COMMIT. A label
+        naming no model labels the request id's items of every model version (one human verdict
+        on one request); one naming its model, only that model version's."""
         out: list[ReviewLabel] = []
         pending: dict[tuple[str, str], int] = {}
 
         def work(con: sqlite3.Connection, deltas: dict[tuple[str, ...], int]) -> None:
-            for rid, label in events:
-                rows = (
-                    []
-                    if rid is None
-                    else con.execute(
-                        "SELECT seq, model, version, sk, sg, st, decision, labelled FROM items WHERE rid = ?", (rid,)
-                    ).fetchall()
-                )
+            for rid, label, model_version in events:
+                rows = [] if rid is None or not storable_request_id(rid) else _rows_of(con, rid, model_version)
                 fresh = [r for r in rows if r[7] is None]
                 if not fresh:
                     status = DUPLICATE if rows else n.REVIEW_NOT_QUEUED
@@ -449,3 +447,11 @@ class ReviewQueue:
             pages = self._con.execute("PRAGMA page_count").fetchone()[0]
             size = self._con.execute("PRAGMA page_size").fetchone()[0]
         return int(pages) * int(size)
+
+
+def _rows_of(con: sqlite3.Connection, rid: str, model_version: tuple[str, str] | None) -> list[Any]:
+    """The queued items of one request id (of one model version, when the label names it)."""
+    columns = "SELECT seq, model, version, sk, sg, st, decision, labelled FROM items WHERE rid = ?"
+    if model_version is None:
+        return con.execute(columns, (rid,)).fetchall()
+    return con.execute(columns + " AND model = ? AND version = ?", (rid, *model_version)).fetchall()

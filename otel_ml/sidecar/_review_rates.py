@@ -103,7 +103,8 @@ def review_rates(model: ModelState, settings: RateSettings, now: float) -> dict[
         segment_of={key: key[:2] for key in daily},
     )
     total = sum(daily.values())
-    default = min(1.0, settings.quota * len(daily) / total) if total > 0 else 1.0
+    seen = sum(1 for volume in daily.values() if volume > 0)
+    default = min(1.0, settings.quota * seen / total) if total > 0 else 1.0
     rates = [
         {
             "segment_key": key[0],
@@ -114,6 +115,7 @@ def review_rates(model: ModelState, settings: RateSettings, now: float) -> dict[
             "quota": settings.threshold_quota if key in near else settings.quota,
         }
         for key in sorted(daily)
+        if daily[key] > 0  # a stratum quiet over the window gets the default, not pi = 1 (a flood when it returns)
     ]
     return {
         "model": model.model,

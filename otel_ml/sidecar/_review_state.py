@@ -87,17 +87,20 @@ class Reviews:
         _log.info("review queue %s is in use again", path)
         return True
 
-    def _combination(self, model: str, version: str, combination: Combination) -> Combination:
+    def _combination(
+        self, model: str, version: str, combination: Combination, new: set[tuple[str, str, Combination]]
+    ) -> Combination:
         """The (segment key, segment, stratum) of an item, or ``__other__`` thrice once the model's
         budget of combinations is spent: ``ml_review_labelled_total`` has at most
-        2 x (max_combinations + 1) series per model version, whatever arrives."""
+        2 x (max_combinations + 1) series per model version, whatever arrives. Combinations a body
+        would add are collected in ``new``: the budget is spent only once the body is stored."""
         seen = self._combinations.setdefault((model, version), set())
-        if combination in seen:
+        if combination in seen or (model, version, combination) in new:
             return combination
-        if len(seen) >= self.max_combinations:
-            seen.add(_FOLDED)
+        if len(seen) + sum(1 for m, v, _ in new if (m, v) == (model, version)) >= self.max_combinations:
+            new.add((model, version, _FOLDED))
             return _FOLDED
-        seen.add(combination)
+        new.add((model, version, combination))
         return combination
 
     def _available(self) -> None:
@@ -109,21 +112,27 @@ class Reviews:
         same folding as the app's population series); 507 when the queue is full."""
         self._available()
         bounded = []
+        new: set[tuple[str, str, Combination]] = set()
         for item in items:
             model = models[(item.model, item.version)]
             segment = model.bound_segment(item.segment_key, item.segment)  # as the population series fold
             key, segment, stratum = self._combination(
-                item.model, item.version, (item.segment_key, segment, item.stratum)
+                item.model, item.version, (item.segment_key, segment, item.stratum), new
             )
             if (key, segment, stratum) != (item.segment_key, item.segment, item.stratum):
                 item = replace(item, segment_key=key, segment=segment, stratum=stratum)
             bounded.append(item)
         try:
-            return self.queue.add(bounded, now)
+            result = self.queue.add(bounded, now)
         except QueueFull as full:
             raise IngestError(507, "review_queue_full", f"{full}; retry later or review faster") from None
+        for model_name, version, combination in new:  # stored: now they count against the budget
+            self._combinations.setdefault((model_name, version), set()).add(combination)
+        return result
 
-    def label(self, events: Sequence[tuple[str | None, str]], now: float, judge: Judge) -> list[ReviewLabel]:
+    def label(
+        self, events: Sequence[tuple[str | None, str, tuple[str, str] | None]], now: float, judge: Judge
+    ) -> list[ReviewLabel]:
         self._available()
         return self.queue.label(events, now, judge)
 

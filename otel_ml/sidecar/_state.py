@@ -304,7 +304,11 @@ class SidecarState:
                     " labels.multiclass: true takes any value)",
                 )
             outcomes.append(canonical)
-        review = [(e.request_id, o) for e, o in zip(events, outcomes) if e.source == n.REVIEW_SOURCE]
+        review = [  # a review label that names its model and version answers that model's item only
+            (e.request_id, o, None if e.inline is None else (e.inline.model, e.inline.version))
+            for e, o in zip(events, outcomes)
+            if e.source == n.REVIEW_SOURCE
+        ]
         others = [(e, o) for e, o in zip(events, outcomes) if e.source != n.REVIEW_SOURCE]
         with self.lock:
             # review labels only mark their queued items and count by stratum: never the unweighted

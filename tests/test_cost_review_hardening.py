@@ -1,7 +1,7 @@
-"""Adversarial review of issue 16 (cost and human review): each test demonstrates one defect.
+"""Cost and human review under hostile input and real deployments: one test per defect an
+adversarial review found (each docstring says what was broken and what is promised now).
 
-These tests FAIL on the code under review; each docstring says what is promised and where.
-Real servers only (an in-process Sidecar, a stdlib HTTP server for a slow sidecar).
+Real servers only (an in-process Sidecar, a stdlib HTTP server for a slow sidecar, promtool).
 """
 
 # ruff: noqa: E501  (the promtool test series below are one line each)
@@ -95,7 +95,7 @@ def _row(i: int, rid: str) -> dict[str, Any]:
     return {"id": rid, "amount": 10.0 + i, "balance_z": 0.1, "n_items": 1, "country": "US", "device": "ios"}
 
 
-def test_one_long_request_id_makes_the_sidecar_refuse_and_the_client_drop_the_whole_batch(
+def test_a_long_request_id_is_not_sent_and_the_rest_of_the_batch_is_queued(
     sidecar: Sidecar, baseline: Baseline
 ) -> None:
     """_review_client.py _send_batches: a 4xx drops the whole batch as ``rejected``; the sidecar
@@ -121,12 +121,22 @@ def test_one_long_request_id_makes_the_sidecar_refuse_and_the_client_drop_the_wh
     assert {f"ok-{i}" for i in range(20)} <= queued, f"{len(queued)} of 20 ordinary sampled ids were queued"
 
 
-def test_batch_rows_are_not_selected_by_the_hash_of_their_review_id(sidecar: Sidecar, baseline: Baseline) -> None:
-    """README "Human review" 3.: selection is ``hash64(salt, request_id) < pi * 2^64``, "recomputable
-    by an auditor", and "batch rows are ``<request_id>#<row>``". The queue holds ids ``r#i``, but
-    _review.py batch() selects them by ``row_hashes`` (splitmix64 of hash64(salt, r) + (i+1) gamma,
-    _review_sampling.py row_hashes), not by hash64(salt, "r#i"): an auditor applying the stated
-    rule to the queued ids gets another sample. Expected: queued ids == ids the stated rule selects."""
+def _row_rule(salt: bytes, request_id: str, i: int, pi: float) -> bool:
+    """README "Human review" 3., the batch rule, in Python integers: splitmix64 of the call's keyed
+    BLAKE2b hash plus (row + 1) x the golden gamma, below floor(pi x 2^64)."""
+    mask = 2**64 - 1
+    base = int.from_bytes(hashlib.blake2b(request_id.encode(), key=salt, digest_size=8).digest(), "little")
+    z = (base + (i + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z < int(pi * 2**64)
+
+
+def test_batch_rows_are_selected_by_the_documented_row_rule(sidecar: Sidecar, baseline: Baseline) -> None:
+    """Found in review: the README stated hash64(salt, "<id>#<row>") for batch rows while the code
+    uses one keyed hash per call and splitmix64 per row (vectorised). The README now states the
+    row rule; an auditor recomputing it from the queued ids gets exactly the queued sample."""
     pi, salt = 0.3, "audit"
     frame = pd.DataFrame([_row(i, "batch-1") for i in range(400)])
     mon = ModelMonitor(
@@ -142,11 +152,11 @@ def test_batch_rows_are_not_selected_by_the_hash_of_their_review_id(sidecar: Sid
     queued = {item["request_id"] for item in _queued(sidecar.url)}
     mon.close()
     assert queued, "nothing queued: the batch path did not run"
-    by_rule = {f"batch-1#{i}" for i in range(400) if _rule(salt.encode(), f"batch-1#{i}", pi)}
+    by_rule = {f"batch-1#{i}" for i in range(400) if _row_rule(salt.encode(), "batch-1", i, pi)}
     assert queued == by_rule, f"{len(queued ^ by_rule)} ids differ from the stated rule"
 
 
-def test_salts_that_differ_after_64_bytes_draw_the_same_sample() -> None:
+def test_salts_that_differ_after_64_bytes_draw_different_samples() -> None:
     """_review_sampling.py hash64: ``key = salt[:64]``. Review's docstring: "change it and a new set
     of ids is drawn", and the default salt is ``otel-ml/<model>/<version>``: for a model name of
     56+ characters every version of the model (and any two user salts sharing 64 bytes) selects
@@ -203,7 +213,7 @@ class _Trickle(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_slow_rates_answer_blocks_item_delivery_far_beyond_the_timeout() -> None:
+def test_a_slow_rates_answer_does_not_hold_item_delivery() -> None:
     """_review_client.py _status: ``urlopen(timeout=)`` bounds each socket read, not the request,
     and the one thread fetches rates before sending items. A sidecar (or a proxy) that answers the
     rates slowly (a byte every 0.25 s, ~22 s) holds every review item for as long, with timeout=0.5
@@ -240,7 +250,7 @@ def _item(rid: str) -> dict[str, Any]:
     }
 
 
-def test_a_lone_surrogate_request_id_is_a_500_on_review_items_and_review_labels(sidecar: Sidecar) -> None:
+def test_a_lone_surrogate_request_id_is_a_4xx_on_items_and_not_queued_on_labels(sidecar: Sidecar) -> None:
     """_review_input.py accepts any str request id (request_id_ok encodes with surrogatepass, and
     the app's hash64 hashes lone surrogates on purpose), but _review_queue.py binds it to SQLite as
     UTF-8, which raises UnicodeEncodeError: POST /v1/review/items and a review label answer 500
@@ -257,7 +267,7 @@ def test_a_lone_surrogate_request_id_is_a_500_on_review_items_and_review_labels(
     assert r.status_code < 500 and r2.status_code < 500, (r.status_code, r.text, r2.status_code, r2.text)
 
 
-def test_a_lone_surrogate_request_id_stalls_every_later_review_item(sidecar: Sidecar, baseline: Baseline) -> None:
+def test_a_lone_surrogate_request_id_does_not_stall_later_review_items(sidecar: Sidecar, baseline: Baseline) -> None:
     """The same id through @monitor: the sidecar's 500 is retried (5xx) with the batch held
     (_review_client.py _send_batches), so the batch and every item after it never reach the queue
     while the app keeps running: the buffer fills and later selections are dropped as buffer_full.
@@ -331,7 +341,7 @@ def test_add_cost_never_raises_into_the_app_on_a_hostile_basis() -> None:
         mon.close()
 
 
-def test_a_nested_monitored_call_bills_its_cpu_to_both_models() -> None:
+def test_a_nested_monitored_call_bills_its_cpu_once() -> None:
     """Suspected double count (_call.py: each Call reads the thread clock at entry and exit, with no
     notion of a nested monitored call): an ensemble ``outer`` calling monitored ``inner`` bills the
     inner CPU to both, so the process's compute cost summed over its models is twice the CPU the
@@ -388,9 +398,7 @@ def _population(volumes: dict[tuple[str, str, str], float]) -> bytes:
     return bytes(request.SerializeToString())
 
 
-def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_returns(
-    baseline: Baseline, tmp_path: Path
-) -> None:
+def test_a_stratum_quiet_for_one_window_gets_the_default_not_pi_1(baseline: Baseline, tmp_path: Path) -> None:
     """_review_rates.py review_rates: every stratum with a population series is in the table, and
     a stratum whose volume over the window is 0 gets pi = 1 (_review_sampling.py
     inclusion_probabilities: "a stratum without volume gets pi = 1"). The app uses a table entry
@@ -430,7 +438,7 @@ def test_a_stratum_quiet_for_one_window_gets_pi_1_and_floods_when_traffic_return
         side.stop()
 
 
-def test_a_tiny_pi_makes_every_queue_page_with_it_a_500(sidecar: Sidecar) -> None:
+def test_a_pi_too_small_to_select_anything_is_refused(sidecar: Sidecar) -> None:
     """_review_input.py _pi accepts any pi in (0, 1], 1e-310 included; _review_queue.py as_json
     computes ``weight = 1.0 / pi`` = inf and _review_http.py dumps with ``allow_nan=False``: every
     GET /v1/review/queue page holding that item is a 500 from then on, so reviewers cannot page
@@ -471,7 +479,7 @@ tests:
 """
 
 
-def test_allocation_cost_per_1k_of_a_model_idle_part_of_the_window_is_halved(tmp_path: Path) -> None:
+def test_allocation_cost_per_1k_of_a_model_idle_part_of_the_window(tmp_path: Path) -> None:
     """_cost_rules.py allocation_rules: ``ml:allocation_cost_usd_per_second`` is recorded at every
     evaluation (0 while the model has no traffic but its pod has: share 0), while
     ``ml:allocation_predictions_per_second`` carries ``> 0`` and is absent then; the per-1K rule
@@ -524,7 +532,7 @@ def test_a_bad_gpu_share_is_refused_not_a_broken_scrape_or_a_falling_counter(sha
     assert values == sorted(values) and values[0] >= 0, values
 
 
-def test_a_body_refused_as_full_spends_the_stratum_budget(baseline: Baseline, tmp_path: Path) -> None:
+def test_a_body_refused_as_full_spends_no_stratum_budget(baseline: Baseline, tmp_path: Path) -> None:
     """_review_state.py Reviews.add folds each item's (segment key, segment, stratum) into the
     model's combination budget *before* the queue refuses the body (507, nothing stored), so
     refused bodies, retried by any client, use up ``max_segment_combinations``: later items of new
@@ -563,7 +571,7 @@ def test_a_body_refused_as_full_spends_the_stratum_budget(baseline: Baseline, tm
         side.stop()
 
 
-def test_exit_flush_deadline_is_per_client_so_shutdown_waits_n_times_two_seconds() -> None:
+def test_exit_flush_shares_one_deadline_across_clients() -> None:
     """_review_client.py _close_all (atexit, and a multiprocessing child's finalizer) closes each
     client in turn with its own 2 s deadline: an app with several reviewed monitors and a sidecar
     that accepts connections but does not answer (overloaded, half-dead) waits about 2 s per
@@ -596,9 +604,7 @@ def _forked_worker(mon: Any, calls: int) -> None:
     assert mon.review.client.flush(10)
 
 
-def test_forked_workers_generate_the_same_request_ids_and_the_queue_drops_half(
-    sidecar: Sidecar, baseline: Baseline
-) -> None:
+def test_forked_workers_generate_their_own_request_ids(sidecar: Sidecar, baseline: Baseline) -> None:
     """_context.py: generated request ids are ``<_ID_PREFIX>-<counter>`` with the prefix drawn once
     at import ("unique across processes and restarts") and no re-draw after fork. Workers forked
     from a preloaded app (gunicorn --preload, multiprocessing fork) generate identical ids, review
@@ -650,7 +656,7 @@ def test_a_strata_error_series_starts_at_0_so_increase_sees_its_first_error(side
     assert first.get(n.REVIEW_ERROR) == 0.0, f"before the first error: {first}"
 
 
-def test_a_review_label_naming_its_model_also_labels_another_models_item(
+def test_a_review_label_naming_its_model_labels_only_that_models_item(
     baseline: Baseline, training_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     """_state.py label_events passes review labels on as ``(request_id, outcome)`` only, and
@@ -688,7 +694,7 @@ def test_a_review_label_naming_its_model_also_labels_another_models_item(
         side.stop()
 
 
-def test_batch_rows_never_carry_their_features_even_with_features_true(sidecar: Sidecar, baseline: Baseline) -> None:
+def test_batch_rows_carry_their_features_with_features_true(sidecar: Sidecar, baseline: Baseline) -> None:
     """Low severity. README "Human review" 4.: selected ids go with "feature values only with
     ``Review(features=True)``"; _review.py batch() always passes ``features=None`` to _send, so a
     batch-scoring app that opts in gets no feature values for any of its items (single rows do).
