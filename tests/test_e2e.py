@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otel_ml import OtlpMetricsPusher
 from otel_ml.demo._faults import FAULTS
 from otel_ml.demo._model import SEGMENT, THRESHOLD, DemoModel, train_demo_model
-from otel_ml.demo._run import demo_mixin_config
+from otel_ml.demo._run import demo_mixin_config, demo_prices
 from otel_ml.demo._server import ModelServer
 from otel_ml.demo._stack import PrometheusStack, free_port, stack_binaries
 from otel_ml.demo._traffic import Traffic
@@ -68,7 +68,9 @@ class Loop:
         self.tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
-        self.app = ModelServer(model, tracer_provider=self.tracer_provider).start()
+        self.app = ModelServer(
+            model, tracer_provider=self.tracer_provider, review_url=sidecar_url, prices=demo_prices()
+        ).start()
         self.parts.append(self.app.stop)
         self.parts.append(self.tracer_provider.shutdown)
         scrape = (ScrapeTarget(self.app.url + "/metrics", 1.0, 1.0),) if mode == "scrape" else ()
@@ -98,7 +100,9 @@ class Loop:
         self.stack = PrometheusStack(tmp / "stack", targets=targets, rule_files=rules, webhook_url=self.webhook.url)
         self.parts.append(self.stack.stop)
         self.stack.start()
-        self.traffic = Traffic(model, self.app.url, rate=RATE, labels_url=sidecar_url + "/v1/labels").start()
+        self.traffic = Traffic(
+            model, self.app.url, rate=RATE, labels_url=sidecar_url + "/v1/labels", review_url=sidecar_url
+        ).start()
         self.parts.append(self.traffic.stop)
 
     def close(self) -> None:

@@ -285,7 +285,13 @@ class TestJoinHealth:
         state.apply_labels(skewed, now=T0 + 130)
         shown = exposition(state)
         reasons = {dict(k[1])["reason"]: v for k, v in shown.items() if k[0] == "ml_labels_unmatched_total"}
-        assert reasons == {"duplicate": 1.0, "unknown_request_id": 1.0, "expired": 1.0, "sampled_out": 0.0}
+        assert reasons == {
+            "duplicate": 1.0,
+            "unknown_request_id": 1.0,
+            "expired": 1.0,
+            "sampled_out": 0.0,
+            "not_queued": 0.0,  # review labels for ids not in the review queue: none here
+        }
         delay = {dict(k[1])["le"]: v for k, v in shown.items() if k[0] == "ml_label_delay_seconds_bucket"}
         assert delay["60.0"] == 1.0 and delay["300.0"] == 3.0, "cumulative: the clamped one and two at 2 minutes"
         assert (

@@ -35,7 +35,7 @@ from ..sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from ..sidecar._config import parse_listen
 from ._faults import FAULTS, Fault
 from ._model import MODEL_VERSION, SEGMENT, train_demo_model
-from ._server import ModelServer
+from ._server import EXPLAIN_LLM, ModelServer
 from ._stack import PrometheusStack, free_port, stack_binaries
 from ._traffic import Traffic
 from ._verdict import PageLedger
@@ -52,6 +52,17 @@ STATUS = {
 
 
 DEMO_CPU_HOUR = 0.0464  # $ per vCPU-hour: an on-demand general-purpose cloud instance's
+
+
+def demo_prices() -> Prices:
+    """A price table checked today: CPU at a cloud price, the explanation LLM's tokens."""
+    return Prices.from_dict(
+        {
+            "updated": time.strftime("%Y-%m-%d"),
+            "compute": {"cpu_hour": DEMO_CPU_HOUR},
+            "tokens": {EXPLAIN_LLM: {"input": 0.15, "output": 0.60}},
+        }
+    )
 
 
 def _console() -> Console:
@@ -206,7 +217,13 @@ class Demo:
         snapshot = app.monitor.counters.snapshot()
         served = sum(count for key, _, _, count in snapshot.predictions if key == n.ALL)
         compute = sum(c[4] for c in snapshot.usage.costs if c[2] == n.COST_COMPUTE) / 1e9
-        line = f"cost: ${1000 * compute / served:.5f} per 1K predictions (CPU at ${DEMO_CPU_HOUR}/h)" if served else ""
+        tokens = sum(c[4] for c in snapshot.usage.costs if c[2] == n.COST_TOKENS) / 1e9
+        line = (
+            f"cost per 1K predictions: CPU ${1000 * compute / served:.5f} (at ${DEMO_CPU_HOUR}/h),"
+            f" explanation tokens ${1000 * tokens / served:.4f}"
+            if served
+            else ""
+        )
         population = {(seg, stratum): p for _, seg, stratum, p, _ in (snapshot.review.rows if snapshot.review else ())}
         strata = [k for k in traffic.reviews if k in population]
         if strata:
@@ -260,7 +277,7 @@ class Demo:
         tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
-        prices = Prices.from_dict({"updated": time.strftime("%Y-%m-%d"), "compute": {"cpu_hour": DEMO_CPU_HOUR}})
+        prices = demo_prices()
         app = ModelServer(model, tracer_provider=tracer_provider, review_url=sidecar_url, prices=prices).start()
         self.app = app
         sidecar = self._sidecar(workdir, baseline_paths, sidecar_url, app.url)

@@ -18,10 +18,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .._prices import Prices
-from ..instrument import ModelMonitor, Review, Shadow, current_request_id
+from ..instrument import ModelMonitor, Review, Shadow, add_tokens, current_request_id
 from ._model import SEGMENT, THRESHOLD, DemoModel
 
-__all__ = ["ModelServer"]
+__all__ = ["EXPLAIN_LLM", "ModelServer"]
+
+EXPLAIN_LLM = "demo-llm"  # the (simulated) LLM that writes an explanation for each flagged case
+EXPLAIN_TOKENS = (120, 40)  # its input and output tokens per explanation
 
 
 class ModelServer:
@@ -54,6 +57,7 @@ class ModelServer:
             registry=self.registry,
             shadow=shadow,
             prices=prices,
+            cost_segment=None if prices is None else SEGMENT,
             # a tenth of the calls until the sidecar's rates arrive (then its quotas decide)
             review=None if review_url is None else Review(sidecar=review_url, rate=0.1, segment=SEGMENT),
         )
@@ -64,6 +68,8 @@ class ModelServer:
 
     def _predict(self, features: dict[str, Any]) -> dict[str, Any]:
         score = float(self.model.score(pd.DataFrame([features]))[0])
+        if score > THRESHOLD:  # a flagged case gets a written explanation: simulated, no LLM is called
+            add_tokens(input=EXPLAIN_TOKENS[0], output=EXPLAIN_TOKENS[1], model=EXPLAIN_LLM)
         return {"score": score, "flagged": score > THRESHOLD, "request_id": current_request_id()}
 
     def _predict_candidate(self, features: dict[str, Any]) -> dict[str, Any]:
