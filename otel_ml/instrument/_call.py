@@ -216,6 +216,7 @@ class Call:
         "_args",
         "_cpu",
         "_ctx",
+        "_outer",
         "_kwargs",
         "_parent",
         "_read",
@@ -250,6 +251,7 @@ class Call:
         self.state: CallState | None = state  # None after entering: a nested call
         self._parent = parent
         self._cpu = 0 if cpu else -1  # the thread's CPU clock at entry; -1: not measured
+        self._outer: CallState | None = None  # the enclosing call of another model, if any
         self.counted: Counted | None = None  # rows, scores and decisions, once a successful call is counted
 
     def __enter__(self) -> Call:
@@ -264,6 +266,8 @@ class Call:
             self.state = state = CallState()
         else:
             self.state = state = TokenCallState(rec.minter, rec.errors, self._read, self._args, self._kwargs)
+        if active:  # inside a monitored call of another model: it must not bill this call's CPU again
+            self._outer = CURRENT.get()
         self._tokens = (CURRENT.set(state), ACTIVE.set(active | rec.alone if active else rec.alone))
         if rec._noop and rec.request_id is None and self._parent is None:  # nothing to start (see untraced)
             self._span = self._ctx = None
@@ -283,13 +287,12 @@ class Call:
         cpu = _thread_time_ns() - self._cpu if self._cpu > 0 else 0
         if cpu < 0:  # left on another thread than it entered (a generator resumed elsewhere): unknown
             cpu = 0
-        if cpu:  # self time: an enclosing call of another model does not bill this call's CPU again
-            outer = self._tokens[0].old_value
-            if isinstance(outer, CallState):
-                outer.nested_cpu += cpu
-            nested = state.nested_cpu
-            if nested:
-                cpu = cpu - nested if cpu > nested else 0
+        outer = self._outer  # self time: an enclosing call of another model does not bill it again
+        if outer is not None:
+            outer.nested_cpu += cpu
+        nested = state.nested_cpu
+        if nested:
+            cpu = cpu - nested if cpu > nested else 0
         if exc is None:
             self._detach()
             try:
