@@ -99,7 +99,9 @@ class ModelCounters:
     ) -> None:
         """``cost_segment`` (one of ``segments``) splits costs by its values; ``review_edges``
         (with ``review_segment``, one of ``segments`` or None) lays out the review strata;
-        ``prices`` and ``gpu_share`` (of one GPU, held for a call's wall time) price compute."""
+        ``prices`` and ``gpu_share`` (of one GPU, held for a call's wall time) price compute.
+        Over 60 lines because the order is the point: the layout (and every option folded into
+        it) before the labels, the labels before the arrays, the arrays before the row buffer."""
         self.model_name = model_name
         self.model_version = model_version
         self._lock = threading.Lock()

@@ -98,6 +98,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._token import request_id_hash
+from ._sqlite_files import open_cleanly
 
 __all__ = [
     "DAY",
@@ -255,15 +256,7 @@ class SqliteJoinStore:
         return JoinStoreError(f"join store {self.path}: {why}; move it away or point the store elsewhere")
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
-        existed = self.path is not None and self.path.exists()
-        try:
-            return self._connect(synchronous)
-        except BaseException:
-            if self.path is not None and not existed:  # a file this open created (e.g. on a full disk)
-                for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink(missing_ok=True)
-            raise
+        return open_cleanly(self.path, lambda: self._connect(synchronous))
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         fresh = True

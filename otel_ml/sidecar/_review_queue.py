@@ -42,6 +42,7 @@ from typing import Any
 from .. import _names as n
 from .._label_hygiene import storable_request_id
 from ._review_input import ReviewItem
+from ._sqlite_files import open_cleanly
 
 __all__ = ["ReviewQueue", "ReviewQueueError", "QueueFull", "AddResult", "ReviewLabel", "Judge", "LABELLED", "DUPLICATE"]
 
@@ -154,15 +155,7 @@ class ReviewQueue:
 
     # ---- opening ---------------------------------------------------------------------------
     def _connect(self, synchronous: str) -> sqlite3.Connection:
-        existed = self.path is not None and self.path.exists()
-        try:
-            return self._connect_file(synchronous)
-        except BaseException:
-            if self.path is not None and not existed:  # a file this open created (e.g. on a full disk)
-                for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink(missing_ok=True)
-            raise
+        return open_cleanly(self.path, lambda: self._connect_file(synchronous))
 
     def _connect_file(self, synchronous: str) -> sqlite3.Connection:
         if self.path is not None and self.path.exists():
