@@ -18,7 +18,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,11 +193,10 @@ class SidecarServer:
     # -- ingest -------------------------------------------------------------------------------
     def _ingest(self, handler: Callable[..., tuple[int, bytes, str]]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            try:
-                self._authorize(request)
+            async def work() -> tuple[int, bytes, str]:
                 body = await self._body(request)
                 try:
-                    status, payload, content_type = await anyio.to_thread.run_sync(
+                    return await anyio.to_thread.run_sync(
                         handler,
                         self.state,
                         self.max_body_bytes,
@@ -207,13 +206,8 @@ class SidecarServer:
                     )
                 finally:
                     self._inflight -= len(body)
-                return Response(payload, status, media_type=content_type)
-            except IngestError as exc:
-                return self._reject(request, exc)
-            except Exception:
-                _errors.exception("internal error on %s", request.url.path)
-                self.state.count_error("internal_error")
-                return Response("internal error\n", 500, media_type=_TEXT)
+
+            return await self._answer(request, work)
 
         return endpoint
 
@@ -221,23 +215,29 @@ class SidecarServer:
         """A GET endpoint behind the ingest token; its work runs in a worker thread."""
 
         async def endpoint(request: Request) -> Response:
-            try:
-                self._authorize(request)
+            async def work() -> tuple[int, bytes, str]:
                 params = dict(request.query_params)
                 if len(request.query_params.multi_items()) != len(params):
                     raise IngestError(400, "bad_review_query", "a query parameter is given twice")
-                status, payload, content_type = await anyio.to_thread.run_sync(
-                    handler, self.state, params, limiter=self._limiter("ingest", 4)
-                )
-                return Response(payload, status, media_type=content_type)
-            except IngestError as exc:
-                return self._reject(request, exc)
-            except Exception:
-                _errors.exception("internal error on %s", request.url.path)
-                self.state.count_error("internal_error")
-                return Response("internal error\n", 500, media_type=_TEXT)
+                return await anyio.to_thread.run_sync(handler, self.state, params, limiter=self._limiter("ingest", 4))
+
+            return await self._answer(request, work)
 
         return endpoint
+
+    async def _answer(self, request: Request, work: Callable[[], Awaitable[tuple[int, bytes, str]]]) -> Response:
+        """Authorize, run an endpoint's work, and answer: a rejection is its 4xx with a counter, any
+        other failure a counted 500 (logged, never the payload)."""
+        try:
+            self._authorize(request)
+            status, payload, content_type = await work()
+            return Response(payload, status, media_type=content_type)
+        except IngestError as exc:
+            return self._reject(request, exc)
+        except Exception:
+            _errors.exception("internal error on %s", request.url.path)
+            self.state.count_error("internal_error")
+            return Response("internal error\n", 500, media_type=_TEXT)
 
     def _authorize(self, request: Request) -> None:
         if not self.token:
