@@ -16,12 +16,16 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 import requests
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from otel_ml import Baseline, fit_baseline
+from otel_ml import _names as n
 
 
 def free_port() -> int:
@@ -148,3 +152,31 @@ def processes() -> Iterator[list[SidecarProcess]]:
     yield started
     for p in started:
         p.kill()
+
+
+# -- OTLP requests the review tests push -------------------------------------------------------
+def otlp_kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def population_request(volumes: dict[tuple[str, str, str], float], source: str = "app-1") -> bytes:
+    """ml.review.population as the OTel SDK pushes a cumulative monotonic sum."""
+    metric = metrics_pb2.Metric(name=n.REVIEW_POPULATION.otel_name, unit=n.REVIEW_POPULATION.unit)
+    metric.sum.is_monotonic = True
+    metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+    for (key, segment, stratum), value in volumes.items():
+        point = metric.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2, as_int=int(value))
+        point.attributes.extend(
+            [
+                otlp_kv(n.ATTR_MODEL_NAME, "fraud"),
+                otlp_kv(n.ATTR_MODEL_VERSION, "v3"),
+                otlp_kv(n.ATTR_SEGMENT_KEY, key),
+                otlp_kv(n.ATTR_SEGMENT, segment),
+                otlp_kv(n.ATTR_STRATUM, stratum),
+            ]
+        )
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.append(otlp_kv("service.instance.id", source))
+    rm.scope_metrics.add().metrics.append(metric)
+    return request.SerializeToString()

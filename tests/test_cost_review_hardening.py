@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from conftest import population_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -368,36 +369,6 @@ def test_a_nested_monitored_call_bills_its_cpu_once() -> None:
     assert billed == pytest.approx(0.2, rel=0.25), f"{billed:.3f} CPU-seconds billed for 0.2 s of CPU"
 
 
-def _population(volumes: dict[tuple[str, str, str], float]) -> bytes:
-    """ml.review.population as the OTel SDK pushes it (cumulative, monotonic), model fraud v3."""
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.metrics.v1 import metrics_pb2
-
-    def kv(key: str, value: str) -> KeyValue:
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-
-    metric = metrics_pb2.Metric(name=n.REVIEW_POPULATION.otel_name, unit=n.REVIEW_POPULATION.unit)
-    metric.sum.is_monotonic = True
-    metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-    for (key, segment, stratum), value in volumes.items():
-        point = metric.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2, as_int=int(value))
-        point.attributes.extend(
-            [
-                kv(n.ATTR_MODEL_NAME, "fraud"),
-                kv(n.ATTR_MODEL_VERSION, "v3"),
-                kv(n.ATTR_SEGMENT_KEY, key),
-                kv(n.ATTR_SEGMENT, segment),
-                kv(n.ATTR_STRATUM, stratum),
-            ]
-        )
-    request = ExportMetricsServiceRequest()
-    rm = request.resource_metrics.add()
-    rm.resource.attributes.append(kv("service.instance.id", "app-1"))
-    rm.scope_metrics.add().metrics.append(metric)
-    return bytes(request.SerializeToString())
-
-
 def test_a_stratum_quiet_for_one_window_gets_the_default_not_pi_1(baseline: Baseline, tmp_path: Path) -> None:
     """_review_rates.py review_rates: every stratum with a population series is in the table, and
     a stratum whose volume over the window is 0 gets pi = 1 (_review_sampling.py
@@ -427,7 +398,7 @@ def test_a_stratum_quiet_for_one_window_gets_the_default_not_pi_1(baseline: Base
         for step in range(40):  # 40 minutes: the quiet stratum's only traffic is in the first minute
             side.state.clock = _frozen(started + 60.0 * (step + 1))
             volumes = {busy: 10_000.0 * (step + 1), quiet: 50_000.0}
-            r = requests.post(side.url + "/v1/metrics", data=_population(volumes), headers=pb, timeout=10)
+            r = requests.post(side.url + "/v1/metrics", data=population_request(volumes), headers=pb, timeout=10)
             assert r.status_code == 200, r.text
             side.state.tick()
         answer = requests.get(side.url + "/v1/review/rates", params={"model": "fraud", "version": "v3"}).json()

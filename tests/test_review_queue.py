@@ -21,11 +21,11 @@ import pytest
 import requests
 import yaml
 from conftest import SidecarProcess, free_port
+from conftest import otlp_kv as _kv
+from conftest import population_request as _population_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_ml import Baseline
@@ -361,33 +361,6 @@ def test_labelled_series_are_bounded_across_restarts(baseline_file: Path, tmp_pa
 
 
 # -- rates -------------------------------------------------------------------------------------
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
-def _population_request(volumes: dict[tuple[str, str, str], float], source: str = "app-1") -> bytes:
-    """ml.review.population as the OTel SDK pushes a cumulative monotonic sum."""
-    metric = metrics_pb2.Metric(name=n.REVIEW_POPULATION.otel_name, unit=n.REVIEW_POPULATION.unit)
-    metric.sum.is_monotonic = True
-    metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-    for (key, segment, stratum), value in volumes.items():
-        point = metric.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2, as_int=int(value))
-        point.attributes.extend(
-            [
-                _kv(n.ATTR_MODEL_NAME, "fraud"),
-                _kv(n.ATTR_MODEL_VERSION, "v3"),
-                _kv(n.ATTR_SEGMENT_KEY, key),
-                _kv(n.ATTR_SEGMENT, segment),
-                _kv(n.ATTR_STRATUM, stratum),
-            ]
-        )
-    request = ExportMetricsServiceRequest()
-    rm = request.resource_metrics.add()
-    rm.resource.attributes.append(_kv("service.instance.id", source))
-    rm.scope_metrics.add().metrics.append(metric)
-    return request.SerializeToString()
-
-
 def test_rates_from_the_ingested_population(baseline_file: Path, tmp_path: Path, baseline: Baseline) -> None:
     assert baseline.score is not None and baseline.score.decision_threshold == 0.7
     rates = RateSettings(quota=2, threshold_quota=5, segment_floor=10, window=DAY)
