@@ -417,6 +417,109 @@ LABEL_NAMESPACE: Final = "namespace"  # Kubernetes service discovery puts these 
 LABEL_POD: Final = "pod"
 LABEL_CONTAINER: Final = "container"
 
+# --- training/serving skew: serving capture (the app's) and replays (pushed by ``otel-ml skew``) ----
+CAPTURE_RECORDS: Final = Instrument(
+    "ml.capture.records",
+    "{record}",
+    "counter",
+    "ml_capture_records",
+    "Served calls written to the capture spool (raw request, served features, score, decision), opt-in.",
+)
+CAPTURE_WRITTEN: Final = Instrument(
+    "ml.capture.written",
+    "By",
+    "counter",
+    "ml_capture_written_bytes",
+    "Bytes written to the capture spool's files, headers included.",
+)
+CAPTURE_DROPPED: Final = Instrument(
+    "ml.capture.dropped",
+    "{record}",
+    "counter",
+    "ml_capture_dropped",
+    "Sampled calls not in the spool, by reason: queue_full, too_large, unserializable, write_error, evicted.",
+)
+CAPTURE_DROP_QUEUE_FULL: Final = "queue_full"  # the writer thread is behind: never block the call
+CAPTURE_DROP_TOO_LARGE: Final = "too_large"  # one record over Capture(max_record_bytes=)
+CAPTURE_DROP_UNSERIALIZABLE: Final = "unserializable"  # the raw request or a feature is no JSON value
+CAPTURE_DROP_WRITE_ERROR: Final = "write_error"  # the disk refused (full, read-only, quota)
+CAPTURE_DROP_EVICTED: Final = "evicted"  # in a finished file deleted to keep the spool under its size cap
+CAPTURE_DROP_REASONS: Final = (
+    CAPTURE_DROP_QUEUE_FULL,
+    CAPTURE_DROP_TOO_LARGE,
+    CAPTURE_DROP_UNSERIALIZABLE,
+    CAPTURE_DROP_WRITE_ERROR,
+    CAPTURE_DROP_EVICTED,
+)
+ATTR_CAPTURED: Final = "ml.capture.sampled"  # span-only: the call's record went to the capture spool
+
+# A replay's counts describe that replay (each push replaces the job's group on the Pushgateway).
+ATTR_SKEW_RESULT: Final = "ml.skew.result"
+LABEL_SKEW_RESULT: Final = prometheus_label(ATTR_SKEW_RESULT)
+SKEW_MATCH: Final = "match"  # equal, or within --rtol/--atol for numbers; both missing counts as a match
+SKEW_MISMATCH: Final = "mismatch"  # different values in the same baseline bin (or no baseline)
+SKEW_MISSING_SERVING: Final = "missing_serving"  # the training pipeline has a value, serving had none
+SKEW_MISSING_TRAINING: Final = "missing_training"  # serving had a value, the training pipeline gives none
+SKEW_BIN_CHANGE: Final = "bin_change"  # different values in different baseline bins: the drift view moves
+SKEW_RESULTS: Final = (SKEW_MATCH, SKEW_MISMATCH, SKEW_MISSING_SERVING, SKEW_MISSING_TRAINING, SKEW_BIN_CHANGE)
+ATTR_SKEW_STAGE: Final = "ml.skew.stage"
+LABEL_SKEW_STAGE: Final = prometheus_label(ATTR_SKEW_STAGE)
+SKEW_STAGES: Final = ("pipeline", "model", "record")  # where a row failed: raised, raised, unreadable
+SKEW_ROWS: Final = Instrument(
+    "ml.skew.rows",
+    "{row}",
+    "counter",
+    "ml_skew_rows",
+    "Captured rows the last replay ran through the training pipeline and re-scored, by segment.",
+)
+SKEW_FEATURE: Final = Instrument(
+    "ml.skew.feature",
+    "{value}",
+    "counter",
+    "ml_skew_feature",
+    "Feature values of the last replay by ml_skew_result: served vs the training pipeline's.",
+)
+SKEW_SCORE_DIFFERENCE: Final = Instrument(
+    "ml.skew.score_difference",
+    "{score}",
+    "histogram",
+    "ml_skew_score_difference",
+    "Replayed score minus served score per row of the last replay (symmetric buckets around 0).",
+)
+SKEW_DECISION_FLIPS: Final = Instrument(
+    "ml.skew.decision_flips",
+    "{row}",
+    "counter",
+    "ml_skew_decision_flips",
+    "Rows of the last replay whose replayed decision differs from the served one, by segment and ml_flip.",
+)
+SKEW_ROW_ERRORS: Final = Instrument(
+    "ml.skew.row_errors",
+    "{row}",
+    "counter",
+    "ml_skew_row_errors",
+    "Rows the last replay could not compare, by ml_skew_stage (pipeline or model raised, record unreadable).",
+)
+SKEW_LAST_RUN: Final = Instrument(
+    "ml.skew.last_run.timestamp",
+    "s",
+    "gauge",
+    "ml_skew_last_run_timestamp_seconds",
+    "Unix time the last replay of the model version finished.",
+)
+SKEW_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
+    SKEW_ROWS,
+    SKEW_FEATURE,
+    SKEW_SCORE_DIFFERENCE,
+    SKEW_DECISION_FLIPS,
+    SKEW_ROW_ERRORS,
+    SKEW_LAST_RUN,
+)
+SKEW_JOB: Final = "otel_ml_skew"  # the Pushgateway job of replays; grouped by model and version
+SKEW_FLIP_RATIO_RECORD: Final = "ml:skew_decision_flip_ratio"  # flips / rows of the last replay, per model
+ALERT_SKEW_FLIPS: Final = "MLSkewDecisionFlipsOverBudget"
+ALERT_SKEW_STALE: Final = "MLSkewReplayStale"
+
 APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     FEATURE_VALUE,
     FEATURE_CATEGORY,
@@ -438,6 +541,9 @@ APP_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     REVIEW_POPULATION,
     REVIEW_SAMPLED,
     REVIEW_DROPPED,
+    CAPTURE_RECORDS,
+    CAPTURE_WRITTEN,
+    CAPTURE_DROPPED,
 )
 # The app's gauges: per-process facts (not summable counts). A scrape reads them from each
 # process; the sidecar re-exposes the last value each source pushed over OTLP.
