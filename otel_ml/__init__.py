@@ -15,6 +15,7 @@ from ._prices import PriceError, Prices, TokenPrice
 from ._version import __version__ as __version__
 from .baseline import Baseline, BaselineError
 from .instrument import (
+    Capture,
     ModelMonitor,
     Observation,
     PredictionCapture,
@@ -29,6 +30,7 @@ from .instrument import (
     export_predictions,
     mark_fallback,
     monitor,
+    raw_request,
     start_http_server,
 )
 
@@ -45,6 +47,7 @@ _LAZY = {
 __all__ = [
     "Baseline",
     "BaselineError",
+    "Capture",
     "ModelMonitor",
     "Observation",
     "OtlpMetricsPusher",
@@ -64,6 +67,7 @@ __all__ = [
     "fit_baseline",
     "mark_fallback",
     "monitor",
+    "raw_request",
     "start_http_server",
     "start_otlp_exporter",
 ]

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from requests import get as http_get
 from requests import post as http_post
 
-from otel_ml import Baseline, ModelMonitor, OtlpMetricsPusher, Prices, Review, Shadow, add_cost, add_tokens
+from otel_ml import Baseline, Capture, ModelMonitor, OtlpMetricsPusher, Prices, Review, Shadow, add_cost, add_tokens
 from otel_ml import _names as n
 from otel_ml.instrument import counts_metrics_data
 from otel_ml.sidecar import Sidecar, SidecarConfig
@@ -75,7 +75,7 @@ def test_negative_feature_values_survive(fed_monitor: ModelMonitor, training_fra
 
 
 def test_every_app_instrument_is_exported(
-    fed_monitor: ModelMonitor, baseline: Baseline, training_frame: pd.DataFrame
+    fed_monitor: ModelMonitor, baseline: Baseline, training_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     fed_monitor.counters.add_error("TimeoutError")
     fed_monitor.counters.add_fallback("rules")
@@ -92,6 +92,7 @@ def test_every_app_instrument_is_exported(
         shadow=[shadow],
         prices=prices,
         review=Review(rate=0.5),
+        capture=Capture(tmp_path / "capture", rate=0.5),
         registry=CollectorRegistry(),
     )
 

@@ -6,6 +6,7 @@ The OTLP path (``_otlp``: the OTel metrics SDK) is imported on first use of its 
 import typing
 
 from .._lazy import lazy_names as _lazy_names
+from ._capture import Capture, raw_request
 from ._context import add_cost, add_tokens
 from ._counters import ModelCounters
 from ._export import PredictionExportError, export_predictions
@@ -39,6 +40,7 @@ _LAZY = dict.fromkeys(("OtlpMetricsPusher", "counts_metrics_data", "start_otlp_e
 
 __all__ = [
     "MULTIPROC_DIR_ENV",
+    "Capture",
     "CountersCollector",
     "CountsSnapshot",
     "ModelCounters",
@@ -63,6 +65,7 @@ __all__ = [
     "mark_fallback",
     "monitor",
     "multiproc_dir",
+    "raw_request",
     "set_multiproc_dir",
     "start_http_server",
     "start_otlp_exporter",

@@ -37,7 +37,10 @@ Slot = int | npt.NDArray[np.int64] | None  # a call's cost slot: a row's, a batc
 
 
 class ShadowSink(Protocol):
-    """Where a finished primary call hands its input and answer for a shadow to score (``_shadow``)."""
+    """Where a finished call hands its input and answer: a shadow to score (``_shadow``), the skew
+    capture to write (``_capture``). ``stage`` names its failures in ``ml_instrumentation_errors_total``."""
+
+    stage: str
 
     def submit(
         self,
@@ -197,7 +200,7 @@ class CallRecorder:
                 try:
                     shadow.submit(call, span, features, inputs, (n, scores, decisions))
                 except Exception as exc:
-                    self.errors.report("shadow", exc)
+                    self.errors.report(shadow.stage, exc)
         if span is not None:
             self._spans.end(span, call, features, n, scores, decisions, error)
         return n, scores, decisions

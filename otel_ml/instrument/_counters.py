@@ -43,6 +43,7 @@ from .._cardinality import BoundedLabels
 from .._frame import Columns, as_labels
 from .._names import (
     ALL,
+    CAPTURE_DROP_REASONS,
     DURATION_BUCKETS,
     REVIEW_DROP_REASONS,
 )
@@ -54,7 +55,7 @@ from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
 from ._row_batch import Row, RowCounts, RowPlan, RowWriter, count_rows, row_floats
 from ._snapshot import CounterLayout, CountsSnapshot, offsets, snapshot_of
-from ._usage import NANO, REVIEW_ARRAYS, USAGE_ARRAYS, CallUsage
+from ._usage import CAPTURE_ARRAYS, NANO, REVIEW_ARRAYS, USAGE_ARRAYS, CallUsage
 
 __all__ = ["NO_DECISION", "ROW_BATCH", "ModelCounters", "flush_all"]
 
@@ -95,11 +96,13 @@ class ModelCounters:
         review_segment: str | None = None,
         prices: Prices | None = None,
         gpu_share: float = 0.0,
+        capture: bool = False,
         multiproc_dir: str | os.PathLike[str] | None | Any = _DEFAULT,
     ) -> None:
         """``cost_segment`` (one of ``segments``) splits costs by its values; ``review_edges``
         (with ``review_segment``, one of ``segments`` or None) lays out the review strata;
-        ``prices`` and ``gpu_share`` (of one GPU, held for a call's wall time) price compute.
+        ``prices`` and ``gpu_share`` (of one GPU, held for a call's wall time) price compute;
+        ``capture`` adds the skew capture spool's counters.
         Over 60 lines because the order is the point: the layout (and every option folded into
         it) before the labels, the labels before the arrays, the arrays before the row buffer."""
         self.model_name = model_name
@@ -136,6 +139,7 @@ class ModelCounters:
             cost_segment=cost_segment,
             review_edges=None if review_edges is None else tuple(float(e) for e in review_edges),
             review_segment=review_segment if review_edges is not None else None,
+            capture=True if capture else None,
         )
         self.prices = prices
         self._rates = (
@@ -253,6 +257,7 @@ class ModelCounters:
         self.tokens: IntArray = arrays["tokens"]
         arrays["rates"][:] = self._rates  # a reader prices this file's times with its process's rates
         self._review = tuple(arrays[name] for name in REVIEW_ARRAYS) if self.layout.review_edges is not None else None
+        self._capture = (arrays["capture"], arrays["capture_dropped"]) if self.layout.capture else None
         self._writer: RowWriter | None = None  # built on first use, over these arrays
         self.pairs: PairCounts | None = None  # a shadow's comparison with its primary
         if self.flip_labels is not None:
@@ -578,6 +583,23 @@ class ModelCounters:
         with self._lock:
             review[2][_DROP_REASONS[reason]] += count
 
+    def add_captured(self, records: int, written_bytes: int) -> None:
+        """Rows and bytes the capture spool's writer put on disk."""
+        capture = self._capture
+        if capture is None:
+            return
+        with self._lock:
+            capture[0][0] += records
+            capture[0][1] += written_bytes
+
+    def add_capture_dropped(self, reason: str, count: int) -> None:
+        """Sampled rows the capture spool did not write, or deleted to stay under its size cap."""
+        capture = self._capture
+        if capture is None or reason not in _CAPTURE_DROP_REASONS:
+            return
+        with self._lock:
+            capture[1][_CAPTURE_DROP_REASONS[reason]] += count
+
     def add_duration(self, seconds: float) -> None:
         i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
@@ -598,6 +620,8 @@ class ModelCounters:
             arrays["rates"] = np.asarray(self._rates, dtype=np.float64)
             if self._review is not None:
                 arrays.update({name: a.copy() for name, a in zip(REVIEW_ARRAYS, self._review)})
+            if self._capture is not None:
+                arrays.update({name: a.copy() for name, a in zip(CAPTURE_ARRAYS, self._capture)})
             if self.pairs is not None:
                 for name, attr in _PAIR_ATTRS.items():
                     arrays[name] = getattr(self.pairs, attr).copy()
@@ -630,6 +654,7 @@ _PAIR_ATTRS = {
 
 
 _DROP_REASONS = {reason: i for i, reason in enumerate(REVIEW_DROP_REASONS)}
+_CAPTURE_DROP_REASONS = {reason: i for i, reason in enumerate(CAPTURE_DROP_REASONS)}
 
 
 def _shares(total: int, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

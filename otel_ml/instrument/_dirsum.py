@@ -38,7 +38,15 @@ from ._multiproc import (
     read_counter_file,
 )
 from ._snapshot import CounterLayout, CountsSnapshot, merge_snapshots, snapshot_of, specs_of
-from ._usage import UsageCounts, review_from_json, review_json, usage_from_json, usage_json
+from ._usage import (
+    UsageCounts,
+    capture_from_json,
+    capture_json,
+    review_from_json,
+    review_json,
+    usage_from_json,
+    usage_json,
+)
 
 __all__ = ["DirSummer"]
 
@@ -98,6 +106,7 @@ def _archive_json(layout: Mapping[str, Any], digest: str, absorbed: Sequence[str
         **_shadow_json(s),
         "usage": usage_json(s.usage),
         "review": review_json(s.review),
+        "capture": capture_json(s.capture),
     }
 
 
@@ -165,6 +174,7 @@ def _archive_part(data: Mapping[str, Any], path: Path) -> tuple[_Part, frozenset
         # an archive written before costs were counted has none: its other counts still add up
         usage=usage_from_json(data["usage"]) if "usage" in data else UsageCounts(),
         review=review_from_json(data.get("review")),
+        capture=capture_from_json(data.get("capture")),
     )
     part = _Part(data["digest"], data["layout"], snapshot, exact, path.stat().st_mtime, path)
     return part, frozenset(str(name) for name in data["absorbed"])

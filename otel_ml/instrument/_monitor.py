@@ -33,6 +33,7 @@ from .._prices import PRICES_ENV, PriceError, Prices, prices_from_env
 from .._version import __version__
 from ..baseline import Baseline
 from ._call import Call, CallRecorder
+from ._capture import Capture, CaptureSink
 from ._context import (
     CURRENT,
     CallState,
@@ -197,6 +198,10 @@ class ModelMonitor:
     the request id against each stratum's inclusion probability, counts per stratum, and the
     selected ids sent to the sidecar's review queue with their probabilities.
 
+    ``capture`` (a :class:`~otel_ml.Capture`, off by default: it copies what users sent) writes a
+    hash-sampled share of rows (raw request, served features, score, decision) to a bounded spool
+    for ``otel-ml skew replay``; see :class:`~otel_ml.Capture`.
+
     A single row's counts are buffered (up to 512 rows) and counted in one vectorised step
     before anything in this process reads them (a scrape, an OTLP export, ``counters.snapshot()``),
     before a fork and at exit; in multiprocess mode also every 0.5 s, the most a scrape served
@@ -205,6 +210,7 @@ class ModelMonitor:
 
     counters: ModelCounters
     shadows: tuple[Shadow, ...]
+    capture: CaptureSink | None
     _recorder: CallRecorder
 
     def __init__(
@@ -228,6 +234,7 @@ class ModelMonitor:
         gpu_share: float = 0.0,
         cost_segment: str | None = None,
         review: Review | None = None,
+        capture: Capture | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
@@ -255,9 +262,12 @@ class ModelMonitor:
             registry=registry,
             usage=_Usage(_prices_of(prices), _gpu_share(gpu_share), cost_segment),
             review_layout=None if review is None else _review_layout(review, segments, baseline, decision),
+            capture=capture is not None,
         )
         if review is not None:
             self._start_review(review)
+        if capture is not None:
+            self.capture = self._start_capture(capture, decision)
         try:
             for sh in bind_shadows(shadow):
                 _attach_shadow(self, sh)
@@ -265,7 +275,7 @@ class ModelMonitor:
         except BaseException:
             self.close()  # a bad shadow= registers nothing
             raise
-        self._recorder.shadows = self.shadows
+        self._recorder.shadows = (*self.shadows, *(() if self.capture is None else (self.capture,)))
 
     def _setup(
         self,
@@ -286,6 +296,7 @@ class ModelMonitor:
         usage: _Usage,
         shadow_of: str | None = None,
         review_layout: tuple[Sequence[float], str | None] | None = None,
+        capture: bool = False,
     ) -> None:
         """Counters, recorder and registration; a shadow's (``shadow_of``) mint no tokens and
         carry the primary's version on their spans."""
@@ -312,9 +323,11 @@ class ModelMonitor:
             review_segment=None if review_layout is None else review_layout[1],
             prices=usage.prices,
             gpu_share=usage.gpu_share,
+            capture=capture,
         )
         self.prices = usage.prices
         self.review: ReviewSampler | None = None
+        self.capture = None
         errors = InstrumentationErrors(self.counters, self)
         names = tuple(feature_names) if feature_names is not None else (baseline.feature_names if baseline else ())
         self.feature_names = names
@@ -379,6 +392,19 @@ class ModelMonitor:
         self._counting.review = self.review
         self._recorder.reviewed = True
 
+    def _start_capture(self, config: Capture, decision: Decision | None) -> CaptureSink:
+        """The capture sink, after the recorder names every call (the id is what is sampled)."""
+        if not isinstance(config, Capture):
+            raise TypeError(f"capture= takes an otel_ml.Capture, not {type(config).__name__}")
+        plain = isinstance(decision, (int, float)) and not isinstance(decision, bool)
+        return CaptureSink(
+            config,
+            self.counters,
+            segments=self.segments,
+            feature_names=self.feature_names,
+            threshold=float(decision) if plain else None,  # type: ignore[arg-type]
+        )
+
     def add_cost(self, usd: float, *, basis: str = BASIS_BILLED) -> None:
         """Add a cost of this model known only outside a call (a nightly bill, a batch job's API
         spend): ``ml_cost_usd_total{ml_cost_source="api", ml_cost_basis=basis}``, no segment."""
@@ -396,6 +422,8 @@ class ModelMonitor:
         """Stop exposing this model's metrics (e.g. when a model version is unloaded), and its shadows'."""
         if self.review is not None and self.review.client is not None:
             self.review.client.close()
+        if self.capture is not None:
+            self.capture.close()
         for sh in self.shadows:
             sh.close()
             if sh.monitor is not None:
@@ -557,6 +585,7 @@ def monitor(
     gpu_share: float = 0.0,
     cost_segment: str | None = None,
     review: Review | None = None,
+    capture: Capture | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = REGISTRY,
 ) -> ModelMonitor:
@@ -587,6 +616,7 @@ def monitor(
         gpu_share=gpu_share,
         cost_segment=cost_segment,
         review=review,
+        capture=capture,
         tracer_provider=tracer_provider,
         registry=registry,
     )

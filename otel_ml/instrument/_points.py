@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import _names as n
 from .._label_hygiene import label_value
 from ._snapshot import CountsSnapshot
-from ._usage import NANO, ReviewCounts, UsageCounts
+from ._usage import NANO, CaptureCounts, ReviewCounts, UsageCounts
 
 __all__ = ["Attributes", "HistogramPoint", "InstrumentPoints", "NumberPoint", "snapshot_points"]
 
@@ -103,6 +103,8 @@ def _add_snapshot(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]) 
             NumberPoint((*model, (key, label)), count) for label, count in sorted(counts.items())
         )
     add_usage_points(model, s.usage, s.review, out)
+    if s.capture is not None:
+        _add_capture(model, s.capture, out)
     if s.shadow_of is not None:
         _add_comparison(s, out)
 
@@ -129,6 +131,16 @@ def _add_comparison(s: CountsSnapshot, out: dict[n.Instrument, InstrumentPoints]
     out[n.SHADOW_DROPPED].numbers.extend(
         NumberPoint((*pair, (n.ATTR_DROP_REASON, reason)), s.shadow_dropped.get(reason, 0))
         for reason in n.SHADOW_DROP_REASONS
+    )
+
+
+def _add_capture(model: Attributes, capture: CaptureCounts, out: dict[n.Instrument, InstrumentPoints]) -> None:
+    """The skew capture spool's series (every drop reason from 0)."""
+    out[n.CAPTURE_RECORDS].numbers.append(NumberPoint(model, capture.records))
+    out[n.CAPTURE_WRITTEN].numbers.append(NumberPoint(model, capture.written_bytes))
+    out[n.CAPTURE_DROPPED].numbers.extend(
+        NumberPoint((*model, (n.ATTR_DROP_REASON, reason)), capture.dropped.get(reason, 0))
+        for reason in n.CAPTURE_DROP_REASONS
     )
 
 

@@ -102,6 +102,8 @@ class Shadow:
     input changes the app's batch too; its pairs still count by the segments as served.
     """
 
+    stage = "shadow"  # how its failures are counted
+
     def __init__(
         self,
         fn: Callable[..., Any],

@@ -28,7 +28,18 @@ from .._names import (
     SHADOW_DROP_REASONS,
 )
 from ._multiproc import Spec
-from ._usage import ReviewCounts, UsageCounts, merge_review, merge_usage, review_of, usage_of, usage_specs
+from ._usage import (
+    CaptureCounts,
+    ReviewCounts,
+    UsageCounts,
+    capture_of,
+    merge_capture,
+    merge_review,
+    merge_usage,
+    review_of,
+    usage_of,
+    usage_specs,
+)
 
 __all__ = ["CounterLayout", "CountsSnapshot", "by_label", "merge_snapshots", "offsets", "snapshot_of", "specs_of"]
 
@@ -69,6 +80,7 @@ class CountsSnapshot:
     shadow_dropped: Mapping[str, int] = field(default_factory=dict)  # every reason, zeros included
     usage: UsageCounts = field(default_factory=UsageCounts)  # CPU time, costs, tokens, prices
     review: ReviewCounts | None = None  # review sampling per stratum (None: the model samples none)
+    capture: CaptureCounts | None = None  # the skew capture spool (None: the model captures nothing)
 
 
 def _split(flat: IntArray, offsets: Sequence[int]) -> tuple[IntArray, ...]:
@@ -107,6 +119,8 @@ class CounterLayout:
     # human-review sampling: the review bins' edges and the segment key of the strata (None: __all__)
     review_edges: tuple[float, ...] | None = None
     review_segment: str | None = None
+    # the skew capture spool's counters (None: the model captures nothing)
+    capture: bool | None = None
 
     def segment_slots(self, key: str | None) -> int:
         """Slots of one segment key's values (its budget and ``__other__``); 1 for no key (``__all__``)."""
@@ -170,7 +184,12 @@ class CounterLayout:
 
 
 # options whose keys a layout JSON has only when the option is used (the first key says whether)
-_OPTIONAL_KEYS = (("shadow_of", "flip_budget"), ("cost_segment",), ("review_edges", "review_segment"))
+_OPTIONAL_KEYS = (
+    ("shadow_of", "flip_budget"),
+    ("cost_segment",),
+    ("review_edges", "review_segment"),
+    ("capture",),
+)
 
 
 def _jsonable(value: Any) -> Any:
@@ -262,6 +281,7 @@ def snapshot_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping
         **shadow,
         usage=usage_of(layout, arrays, vocab),
         review=review_of(layout, arrays, vocab),
+        capture=capture_of(layout, arrays),
     )
 
 
@@ -336,4 +356,5 @@ def merge_snapshots(snapshots: Sequence[CountsSnapshot]) -> CountsSnapshot:
         **shadow,
         usage=merge_usage([s.usage for s in snapshots]),
         review=merge_review([s.review for s in snapshots]),
+        capture=merge_capture([s.capture for s in snapshots]),
     )

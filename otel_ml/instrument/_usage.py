@@ -10,7 +10,9 @@ records the rates its process priced CPU and GPU time with, so its compute cost 
 call), exact and never decreasing, even when processes of one model priced with different tables.
 
 The review arrays count, per stratum (review segment slot x review bin, the last bin for calls
-without a finite score), every prediction (``population``) and those selected for review.
+without a finite score), every prediction (``population``) and those selected for review. The
+capture arrays (only with ``capture=``) count the skew spool's records and bytes written and
+the sampled rows it dropped, by reason.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ if TYPE_CHECKING:
     from ._snapshot import CounterLayout
 
 __all__ = [
+    "CAPTURE_ARRAYS",
     "CallUsage",
+    "CaptureCounts",
+    "capture_from_json",
+    "capture_json",
+    "capture_of",
+    "merge_capture",
     "NANO",
     "REPORTED_BASES",
     "REPORTED_SOURCES",
@@ -154,6 +162,15 @@ class UsageCounts:
 
 
 @dataclass(frozen=True)
+class CaptureCounts:
+    """The skew capture spool of one model: rows and bytes written, sampled rows dropped by reason."""
+
+    records: int = 0
+    written_bytes: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)  # every reason, zeros included
+
+
+@dataclass(frozen=True)
 class ReviewCounts:
     """Predictions and review selections per stratum (segment key, segment, stratum label)."""
 
@@ -179,9 +196,12 @@ def usage_specs(layout: CounterLayout) -> list[Spec]:
             ("review_sampled", "i8", strata),
             ("review_dropped", "i8", (len(n.REVIEW_DROP_REASONS),)),
         ]
+    if layout.capture:
+        specs += [("capture", "i8", (2,)), ("capture_dropped", "i8", (len(n.CAPTURE_DROP_REASONS),))]
     return specs
 
 
+CAPTURE_ARRAYS = ("capture", "capture_dropped")  # capture: records, bytes
 USAGE_ARRAYS = ("cpu_ns", "wall_ns", "process_cpu_ns", "reported_nano", "tokens", "rates")
 REVIEW_ARRAYS = ("review_population", "review_sampled", "review_dropped")
 
@@ -247,6 +267,37 @@ def review_of(layout: CounterLayout, arrays: Mapping[str, Any], vocab: Mapping[s
             rows.append((slot[0], slot[1], strata[b], int(population[i, b]), int(sampled[i, b])))
     dropped = arrays["review_dropped"].tolist()
     return ReviewCounts(tuple(rows), dict(zip(n.REVIEW_DROP_REASONS, (int(d) for d in dropped))))
+
+
+def capture_of(layout: CounterLayout, arrays: Mapping[str, Any]) -> CaptureCounts | None:
+    """The capture part of a snapshot, or None for a model that captures nothing."""
+    if not layout.capture:
+        return None
+    records, written = (int(v) for v in arrays["capture"].tolist())
+    dropped = arrays["capture_dropped"].tolist()
+    return CaptureCounts(records, written, dict(zip(n.CAPTURE_DROP_REASONS, (int(d) for d in dropped))))
+
+
+def merge_capture(parts: Sequence[CaptureCounts | None]) -> CaptureCounts | None:
+    given = [c for c in parts if c is not None]
+    if not given:
+        return None
+    return CaptureCounts(
+        sum(c.records for c in given),
+        sum(c.written_bytes for c in given),
+        {reason: sum(c.dropped.get(reason, 0) for c in given) for reason in n.CAPTURE_DROP_REASONS},
+    )
+
+
+def capture_json(c: CaptureCounts | None) -> dict[str, Any] | None:
+    return None if c is None else {"records": c.records, "written_bytes": c.written_bytes, "dropped": dict(c.dropped)}
+
+
+def capture_from_json(data: Mapping[str, Any] | None) -> CaptureCounts | None:
+    if data is None:
+        return None
+    dropped = {str(k): int(v) for k, v in data["dropped"].items()}
+    return CaptureCounts(int(data["records"]), int(data["written_bytes"]), dropped)
 
 
 def _sum_keyed(tables: Sequence[Sequence[tuple[Any, ...]]], width: int) -> tuple[tuple[Any, ...], ...]:
