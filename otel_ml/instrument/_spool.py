@@ -55,14 +55,14 @@ class SpoolLimits:
             )
         if not 1.0 <= file_seconds <= 86400.0:
             raise ValueError(f"Capture(file_seconds={file_seconds!r}): between 1 s and a day")
-        if not 256 <= max_record_bytes <= file_bytes:
-            raise ValueError(f"Capture(max_record_bytes={max_record_bytes}): between 256 bytes and file_bytes")
+        if not 256 <= max_record_bytes:
+            raise ValueError(f"Capture(max_record_bytes={max_record_bytes}): at least 256 bytes")
         if not 1 <= queue_size <= 1_000_000:
             raise ValueError(f"Capture(queue_size={queue_size}): between 1 and 1,000,000 rows")
         self.max_bytes = max_bytes
         self.file_bytes = file_bytes
         self.file_seconds = float(file_seconds)
-        self.max_record_bytes = max_record_bytes
+        self.max_record_bytes = min(max_record_bytes, file_bytes)  # a row never outgrows its file
         self.queue_size = queue_size
 
 
@@ -145,32 +145,46 @@ class Spool:
         return max(0.05, f.opened + self.limits.file_seconds - time.monotonic())
 
     def _write(self, lines: list[bytes]) -> None:
-        """Write drained rows as one ``os.write`` and rotate when due; the disk's refusal is counted."""
+        """Write drained rows, one ``os.write`` per file they fill, and rotate when due."""
         if not self._recovered:
             self._recovered = True
             self._recover_orphans()
-        if lines:
+        start = 0
+        while start < len(lines):
             f = self._file or self._open()
             if f is None:
-                self._on_dropped(n.CAPTURE_DROP_WRITE_ERROR, len(lines))
+                self._on_dropped(n.CAPTURE_DROP_WRITE_ERROR, len(lines) - start)
                 return
-            data = b"".join(lines)
-            try:
-                _write_all(f.fd, data)
-            except OSError as exc:
-                self._warn("write", f"cannot write to {self.directory} ({exc}); rows counted as write_error")
-                self._on_dropped(n.CAPTURE_DROP_WRITE_ERROR, len(lines))
-                self._cut_back(f)
+            end, size = start, f.size
+            while end < len(lines) and (end == start or size + len(lines[end]) <= self.limits.file_bytes):
+                size += len(lines[end])
+                end += 1
+            if not self._append(f, lines[start:end]):
+                if end < len(lines):  # the rest of the drained rows: the disk just said no
+                    self._on_dropped(n.CAPTURE_DROP_WRITE_ERROR, len(lines) - end)
+                return
+            start = end
+            if f.size + (len(lines[end]) if end < len(lines) else 0) > self.limits.file_bytes:
                 self._finish()
-                return
-            f.size += len(data)
-            f.rows += len(lines)
-            self._on_written(len(lines), len(data))
         f = self._file
-        if f is not None and (
-            f.size >= self.limits.file_bytes or time.monotonic() - f.opened >= self.limits.file_seconds
-        ):
+        if f is not None and time.monotonic() - f.opened >= self.limits.file_seconds:
             self._finish()
+
+    def _append(self, f: _OpenFile, chunk: list[bytes]) -> bool:
+        """One ``os.write`` of rows; the disk's refusal counts them (and cuts the file back)."""
+        data = b"".join(chunk)
+        try:
+            _write_all(f.fd, data)
+        except OSError as exc:
+            self._warn("write", f"cannot write to {self.directory} ({exc}); rows counted as write_error")
+            self._on_dropped(n.CAPTURE_DROP_WRITE_ERROR, len(chunk))
+            self._cut_back(f)
+            self._finish()
+            return False
+        f.size += len(data)
+        f.rows += len(chunk)
+        self._on_written(len(chunk), len(data))
+        return True
 
     def _open(self) -> _OpenFile | None:
         """A new open file with its header line; ``None`` (logged) when the directory refuses."""
