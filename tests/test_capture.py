@@ -334,3 +334,34 @@ def test_files_finish_after_file_seconds_even_when_traffic_stops(tmp_path: Path)
         time.sleep(0.05)
     assert [f.records for f in capture_files(tmp_path)] == [1]
     mon.close()
+
+
+def _worker_predicts(predict: Any, start: int) -> None:
+    for i in range(start, start + 150):
+        predict({"x": float(i)})
+
+
+def test_workers_capture_into_one_spool_and_their_counts_sum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from prometheus_client import generate_latest
+
+    monkeypatch.setenv(otel_ml.instrument.MULTIPROC_DIR_ENV, str(tmp_path / "mp"))
+    (tmp_path / "mp").mkdir()
+    registry = CollectorRegistry()
+    mon = ModelMonitor("m", "v1", capture=Capture(tmp_path / "spool", rate=1.0), registry=registry)
+    predict = mon(lambda row: 0.5)
+    ctx = multiprocessing.get_context("fork")
+    for k in range(3):  # multiprocessing children leave with os._exit: their spools close in its finalizers
+        child = ctx.Process(target=_worker_predicts, args=(predict, 1000 * k))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    _worker_predicts(predict, 5000)
+    assert mon.capture is not None
+    mon.capture.close()  # this process's spool: its last rows written and counted, the model still exposed
+    text = generate_latest(registry).decode()
+    mon.close()
+    xs = sorted(row["features"]["x"] for _, row in rows_of(tmp_path / "spool"))
+    assert xs == sorted(float(i) for k in (0, 1, 2, 5) for i in range(1000 * k, 1000 * k + 150))
+    assert f'{n.CAPTURE_RECORDS.series}{{ml_model_name="m",ml_model_version="v1"}} 600.0' in text

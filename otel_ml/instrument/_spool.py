@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import secrets
 import socket
@@ -413,5 +414,15 @@ def _close_all() -> None:
         spool.close(max(0.0, deadline - time.monotonic()))
 
 
+class _ChildExit:
+    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so close in its finalizers
+    (before the counters' flush: closing counts the last rows)."""
+
+    def __call__(self, _: object) -> None:
+        multiprocessing.util.Finalize(None, _close_all, exitpriority=101)
+
+
+_CHILD_EXIT = _ChildExit()
 os.register_at_fork(after_in_child=_after_fork_in_child)
+multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
 atexit.register(_close_all)
