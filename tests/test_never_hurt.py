@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import tempfile
 import traceback
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from otel_ml import Baseline, ModelMonitor, Shadow
+from otel_ml import Baseline, Capture, ModelMonitor, Shadow
+from otel_ml._capture_format import capture_files, read_capture
 
 
 class Hostile(Exception):
@@ -163,6 +167,7 @@ callbacks = st.sampled_from(["none", "inputs", "score", "decision", "all"])
     raising=callbacks,
     is_async=st.booleans(),
     shadowed=st.booleans(),
+    captured=st.booleans(),
 )
 def test_decorated_function_behaves_exactly_like_the_original(
     baseline: Baseline,
@@ -173,8 +178,10 @@ def test_decorated_function_behaves_exactly_like_the_original(
     raising: str,
     is_async: bool,
     shadowed: bool,
+    captured: bool,
 ) -> None:
     registry = CollectorRegistry()
+    spool = Path(tempfile.mkdtemp(prefix="otel-ml-never-hurt-")) if captured else None
     # a shadow version sees the same hostile input and result on its worker, and fails the same way
     shadow = Shadow(lambda x: result, version="v4-shadow", timeout=10)
     decision: Any = {"threshold": 0.5, "fn": lambda s: np.where(s > 0.5, "approve", "decline"), "bad": lambda s: 1 / 0}[
@@ -187,6 +194,7 @@ def test_decorated_function_behaves_exactly_like_the_original(
         decision=hooks.get("decision", decision),
         segment_budget=2,
         shadow=[shadow] if shadowed else [],
+        capture=None if spool is None else Capture(spool, rate=1.0),  # every row of the hostile input
         registry=registry,
         **{k: v for k, v in hooks.items() if k != "decision"},
     )
@@ -237,6 +245,11 @@ def test_decorated_function_behaves_exactly_like_the_original(
         assert shadow.drain(10)
         assert "ml_shadow_dropped_total" in generate_latest(registry).decode()
     mon.close()
+    if spool is not None:  # whatever was captured reads back whole, and is all that was counted
+        rows = list(read_capture(capture_files(spool)))
+        capture = mon.counters.snapshot().capture
+        assert capture is not None and capture.records == len(rows)
+        shutil.rmtree(spool)
 
 
 def test_instrumentation_failures_are_counted_not_raised(baseline: Baseline) -> None:
