@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,13 +19,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .._prices import Prices
-from ..instrument import ModelMonitor, Review, Shadow, add_tokens, current_request_id
+from ..instrument import Capture, ModelMonitor, Review, Shadow, add_tokens, current_request_id, raw_request
+from ._features import online_features
 from ._model import SEGMENT, THRESHOLD, DemoModel
 
 __all__ = ["EXPLAIN_LLM", "ModelServer"]
 
 EXPLAIN_LLM = "demo-llm"  # the (simulated) LLM that writes an explanation for each flagged case
 EXPLAIN_TOKENS = (120, 40)  # its input and output tokens per explanation
+CAPTURE_RATE = 0.2  # the share of requests captured for skew replays (a real service: 0.01 or less)
 
 
 class ModelServer:
@@ -39,8 +42,10 @@ class ModelServer:
         port: int = 0,
         review_url: str | None = None,
         prices: Prices | None = None,
+        capture_dir: Path | None = None,
     ) -> None:
-        """``review_url`` (the sidecar) turns on review sampling; ``prices`` prices the calls."""
+        """``review_url`` (the sidecar) turns on review sampling; ``prices`` prices the calls;
+        ``capture_dir`` captures a fifth of the requests for skew replays (raw body, served features)."""
         self.model = model
         self.registry = registry or CollectorRegistry()
         # Every request: v2's windows then hold what v1's do (the sidecar's simulated drift
@@ -60,6 +65,9 @@ class ModelServer:
             cost_segment=None if prices is None else SEGMENT,
             # a tenth of the calls until the sidecar's rates arrive (then its quotas decide)
             review=None if review_url is None else Review(sidecar=review_url, rate=0.1, segment=SEGMENT),
+            capture=None
+            if capture_dir is None
+            else Capture(capture_dir, rate=CAPTURE_RATE, file_seconds=5.0, tags={"pipeline": "demo-online/1"}),
         )
         self.predict = self.monitor(self._predict)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
@@ -120,8 +128,9 @@ def _handler(app: ModelServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"not found\n", "text/plain")
                 return
             try:
-                row = json.loads(body)
-                result = app.predict(row)
+                row = json.loads(body)  # the raw request; the model is served what the online pipeline makes of it
+                with raw_request(row):
+                    result = app.predict(online_features(row))
             except Exception as exc:
                 self._send(500, json.dumps({"error": type(exc).__name__}).encode(), "application/json")
                 return

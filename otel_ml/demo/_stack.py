@@ -3,7 +3,8 @@
 Used by the demo (when Debian's ``prometheus`` and ``prometheus-alertmanager`` are installed)
 and by the end-to-end test. Both servers bind 127.0.0.1 on free ports, keep their data in a
 temporary directory, get ``--web.external-url`` so links carry no hostname, and Alertmanager's
-gossip port is disabled. :meth:`PrometheusStack.stop` terminates both and is safe to call twice.
+gossip port is disabled; a Pushgateway (Debian's ``prometheus-pushgateway``) runs beside them when
+asked. :meth:`PrometheusStack.stop` terminates them all and is safe to call twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 __all__ = ["PrometheusStack", "free_port", "stack_binaries"]
 
 T = TypeVar("T")
+PUSHGATEWAY = "prometheus-pushgateway"  # Debian's name of the Prometheus Pushgateway
 
 
 def free_port() -> int:
@@ -50,7 +52,10 @@ class PrometheusStack:
         webhook_url: str,
         interval: str = "1s",
         group_by: Sequence[str] = ("alertname", "ml_model_name", "ml_model_version", "ml_feature", "ml_segment"),
+        pushgateway: bool = False,
     ) -> None:
+        """``pushgateway`` also runs a Pushgateway (batch jobs such as ``otel-ml skew replay`` push to
+        :attr:`pushgateway_url`), scraped with ``honor_labels`` so the pushed labels stay."""
         binaries = stack_binaries()
         if binaries is None:
             raise FileNotFoundError(
@@ -66,11 +71,19 @@ class PrometheusStack:
         self.group_by = list(group_by)
         self.prom_port = free_port()
         self.am_port = free_port()
+        self.pushgateway_bin = shutil.which(PUSHGATEWAY) if pushgateway else None
+        if pushgateway and self.pushgateway_bin is None:
+            raise FileNotFoundError(f"{PUSHGATEWAY} is not installed (apt-get install {PUSHGATEWAY})")
+        self.pgw_port = free_port() if pushgateway else 0
         self._procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prom_port}"
+
+    @property
+    def pushgateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.pgw_port}"
 
     @property
     def alertmanager_url(self) -> str:
@@ -90,6 +103,14 @@ class PrometheusStack:
                 {"job_name": job, "static_configs": [{"targets": list(hosts)}]} for job, hosts in self.targets.items()
             ],
         }
+        if self.pgw_port:
+            prom["scrape_configs"].append(
+                {
+                    "job_name": "pushgateway",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.pgw_port}"]}],
+                }
+            )
         am = {
             "route": {
                 "receiver": "pager",
@@ -136,7 +157,14 @@ class PrometheusStack:
                     f"--web.external-url={self.prometheus_url}/",
                 ],
             )
-            for url in (self.alertmanager_url, self.prometheus_url):
+            urls = [self.alertmanager_url, self.prometheus_url]
+            if self.pushgateway_bin is not None:
+                self._spawn(
+                    "pushgateway",
+                    [self.pushgateway_bin, f"--web.listen-address=127.0.0.1:{self.pgw_port}"],
+                )
+                urls.append(self.pushgateway_url)
+            for url in urls:
                 self.wait_for(functools.partial(_ready, url), timeout, f"{url}/-/ready")
         except BaseException:
             self.stop()
