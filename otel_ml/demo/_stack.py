@@ -91,7 +91,7 @@ class PrometheusStack:
 
     def _write_configs(self) -> tuple[Path, Path]:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        prom = {
+        prom: dict[str, Any] = {
             "global": {
                 "scrape_interval": self.interval,
                 "evaluation_interval": self.interval,
