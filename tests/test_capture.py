@@ -365,3 +365,30 @@ def test_workers_capture_into_one_spool_and_their_counts_sum(tmp_path: Path, mon
     xs = sorted(row["features"]["x"] for _, row in rows_of(tmp_path / "spool"))
     assert xs == sorted(float(i) for k in (0, 1, 2, 5) for i in range(1000 * k, 1000 * k + 150))
     assert f'{n.CAPTURE_RECORDS.series}{{ml_model_name="m",ml_model_version="v1"}} 600.0' in text
+
+
+def test_async_calls_and_observe_blocks_are_captured_with_their_raw_request(tmp_path: Path) -> None:
+    import asyncio
+
+    mon = ModelMonitor("m", "v1", decision=0.5, capture=Capture(tmp_path, rate=1.0), registry=CollectorRegistry())
+
+    @mon
+    async def predict(row: dict[str, Any]) -> float:
+        await asyncio.sleep(0)
+        return 0.75
+
+    async def serve(i: int) -> None:
+        with raw_request({"body": i}):
+            await predict({"x": float(i)})
+
+    async def main() -> None:
+        await asyncio.gather(*(serve(i) for i in range(50)))  # each task's raw request is its own
+
+    asyncio.run(main())
+    with raw_request({"body": "observed"}), mon.observe({"x": -1.0}) as obs:
+        obs.result = 0.25
+    mon.close()
+    rows = {row["features"]["x"]: row for _, row in rows_of(tmp_path)}
+    assert {x: r["raw"]["body"] for x, r in rows.items() if x >= 0} == {float(i): i for i in range(50)}
+    assert rows[-1.0]["raw"] == {"body": "observed"} and rows[-1.0]["decision"] == "false"
+    assert all(r["decision"] == "true" and r["score"] == 0.75 for x, r in rows.items() if x >= 0)
