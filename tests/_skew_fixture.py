@@ -110,6 +110,11 @@ def predict_fragile(frame: Any) -> np.ndarray:
     return predict(frame)
 
 
+def decide(scores: Any) -> Any:
+    """A decision callable: the served rule, written as a function."""
+    return np.asarray(scores) > THRESHOLD
+
+
 def region(raw: Mapping[str, Any]) -> str:
     return "south" if raw["country"] in ("ES", "IT") else "north"
 

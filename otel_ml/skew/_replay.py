@@ -165,7 +165,10 @@ def _version(vkey: VersionKey, part: _Part, record_errors: int, opts: _Options) 
     names, codes = _compare_all(part, order, opts)
     served = as_float(np.asarray(part.scores, dtype=object)) if part.scores else np.zeros(0)
     rule, rule_name = _rule(part, opts)
-    decisions = decide(replayed, rule)
+    try:
+        decisions = decide(replayed, rule)
+    except Exception as exc:  # the user's decision rule: a bad rule is bad input, not a row error
+        raise SkewInputError(f"the decision rule {rule_name} raised {type(exc).__name__}: {exc}") from None
     if decisions is not None:
         decisions[failed] = None
     ok = ~failed
