@@ -2,7 +2,10 @@
 
 Each push is a PUT of the group ``job=otel_ml_skew, ml_model_name, ml_model_version``, so the
 group then holds exactly the last replay of that version (a rerun replaces, never adds). Results
-and stages are spelled out with zeros, so a query for one always finds a sample.
+and stages are spelled out with zeros, so a query for one always finds a sample. The score
+difference histogram has buckets below 0; ``HistogramMetricFamily`` then leaves out ``_sum`` and
+``_count``, and the Pushgateway would re-expose them as 0 (checked: a count of 0 over 600 rows), so
+they are written explicitly.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ class _VersionCollector:
             n.SKEW_SCORE_DIFFERENCE.prometheus, n.SKEW_SCORE_DIFFERENCE.description, labels=list(_MODEL)
         )
         les = [*(n.format_le(b) for b in d.bucket_bounds), "+Inf"]
-        hist.add_metric(model, list(zip(les, [float(c) for c in d.bucket_counts])), sum_value=d.total)
+        hist.add_metric(model, list(zip(les, [float(c) for c in d.bucket_counts])), sum_value=None)
+        labels = dict(zip(_MODEL, model))
+        hist.add_sample(n.SKEW_SCORE_DIFFERENCE.count_series, labels, float(d.count))
+        hist.add_sample(n.SKEW_SCORE_DIFFERENCE.sum_series, labels, d.total)
         yield hist
         if self._finished:
             last = GaugeMetricFamily(n.SKEW_LAST_RUN.prometheus, n.SKEW_LAST_RUN.description, labels=list(_MODEL))
