@@ -42,6 +42,7 @@ def _boxed(value: Any) -> npt.NDArray[Any]:
 
 _NUMBER_BOXES: Final = tuple(_boxed(t) for t in _NUMBER_TYPES)
 _NONE_TYPE: Final = _boxed(type(None))
+_PLAIN: Final = frozenset({float, int, np.float64, type(None)})
 _type_of = np.frompyfunc(type, 1, 1)
 _canonical = np.frompyfunc(canonical_label, 1, 1)
 
@@ -63,18 +64,13 @@ class Column:
 
 
 def column(values: Sequence[Any]) -> Column:
-    """Classify a feature's values. A list of plain numbers takes the numpy path (no Python work
-    per value); 0 and 1 can hide booleans there (``np.array([True, 0.5])`` is float), so a numeric
-    array holding them is checked value by value once."""
-    try:
-        arr = np.array(values)
-    except (ValueError, TypeError):  # ragged nested values
-        arr = np.empty(0)
-    if arr.ndim == 1 and arr.size == len(values) and arr.dtype.kind in "iuf":
-        floats = arr.astype(np.float64)
-        if not np.any((floats == 0.0) | (floats == 1.0)):
-            missing = np.isnan(floats)
-            return Column(floats, ~missing, missing, None)
+    """Classify a feature's values. When every value is a plain number or None (one pass over the
+    value types, in C) the floats are read with ``np.fromiter`` and nothing else is done per value;
+    otherwise (strings, booleans, numpy scalars mixed in) each value's type is looked at."""
+    if set(map(type, values)) <= _PLAIN:
+        floats = np.fromiter(values, dtype=np.float64, count=len(values))  # None -> NaN: missing either way
+        missing = np.isnan(floats)
+        return Column(floats, ~missing, missing, None)
     return _object_column(values)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -109,15 +110,34 @@ def _profile(baseline: Any, name: str) -> Any:
         return None
 
 
+def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Sequence[Any]]:
+    """The values of ``names`` in every row, one sequence per name (absent: ``None``). A row holding
+    every name is read by one ``itemgetter`` call and the table transposed by ``zip``, both in C; a
+    row missing some name is read name by name."""
+    if not names:
+        return []
+    get = operator.itemgetter(*names)
+    single = len(names) == 1
+
+    def one(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        try:
+            got = get(row)
+            return (got,) if single else got
+        except KeyError:
+            return tuple(row.get(f) for f in names)
+
+    table = list(map(one, rows))
+    return list(zip(*table)) if table else [() for _ in names]
+
+
 def _compare_all(part: _Part, order: Sequence[str], opts: _Options) -> tuple[list[str], npt.NDArray[np.int8]]:
     """Result codes, features x rows, of every compared feature."""
     names = [f for f in order if f not in opts.skip]
     codes = np.zeros((len(names), len(part.ids)), dtype=np.int8)
+    served, trained = _columns(part.served, names), _columns(part.trained, names)
     for i, name in enumerate(names):  # a loop per feature; each comparison is numpy over the rows
-        served = column([d.get(name) for d in part.served])
-        trained = column([d.get(name) for d in part.trained])
         codes[i] = compare_feature(
-            served, trained, rtol=opts.rtol, atol=opts.atol, profile=_profile(opts.baseline, name)
+            column(served[i]), column(trained[i]), rtol=opts.rtol, atol=opts.atol, profile=_profile(opts.baseline, name)
         )
     return names, codes
 
