@@ -11,11 +11,15 @@ from typing import Any
 import _skew_fixture as fx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_ml import _names as n
 from otel_ml import fit_baseline
 from otel_ml._capture_format import CaptureFormatError
+from otel_ml._frame import canonical_label
 from otel_ml.skew import DuplicateKeyError, SkewInputError, SkewReport, VersionSkew, replay
+from otel_ml.skew._compare import column, compare_feature
 
 N = 2000  # a multiple of 100: the unit bug hits exactly 3 %
 
@@ -284,3 +288,77 @@ def test_model_and_version_filter_and_one_report_per_version(tmp_path: Path, raw
     assert [(v.version, v.rows) for v in only.versions] == [("v4", 20)]
     with pytest.raises(SkewInputError, match="no rows for v5"):
         replay(tmp_path, fx.build_features, fx.predict, version="v5")
+
+
+# -- the vectorized comparison against a per-value reference --------------------------------------
+_VALUES = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.sampled_from(["a", "b", "01234", "1234", "1", "1.0", "true", "TRUE", "NL", ""]),
+)
+
+
+def _reference(a: Any, b: Any, rtol: float, atol: float) -> str:
+    """The contract's rule for one pair, written value by value."""
+
+    def missing(v: Any) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if missing(a) or missing(b):
+        return (
+            n.SKEW_MATCH
+            if missing(a) and missing(b)
+            else (n.SKEW_MISSING_SERVING if missing(a) else n.SKEW_MISSING_TRAINING)
+        )
+    if number(a) and number(b):
+        return n.SKEW_MATCH if a == b or abs(a - b) <= atol + rtol * abs(b) else n.SKEW_MISMATCH
+    return n.SKEW_MATCH if canonical_label(a) == canonical_label(b) else n.SKEW_MISMATCH
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_VALUES, _VALUES), min_size=1, max_size=40),
+    st.sampled_from([(1e-6, 1e-9), (0.0, 0.0), (0.1, 0.5)]),
+)
+def test_compare_feature_equals_the_per_value_rule(
+    pairs: list[tuple[Any, Any]], tolerances: tuple[float, float]
+) -> None:
+    rtol, atol = tolerances
+    served, trained = [a for a, _ in pairs], [b for _, b in pairs]
+    codes = compare_feature(column(served), column(trained), rtol=rtol, atol=atol)
+    assert [n.SKEW_RESULTS[c] for c in codes] == [_reference(a, b, rtol, atol) for a, b in pairs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=60), st.floats(-1e-3, 1e-3))
+def test_numeric_columns_take_the_numpy_path_with_isclose_semantics(values: list[float], eps: float) -> None:
+    moved = [v * (1 + eps) for v in values]
+    a, b = column(values), column(moved)
+    assert a.objects is None and b.objects is None  # plain floats: no per-value classification
+    codes = compare_feature(a, b, rtol=1e-6, atol=1e-9)
+    expected = np.isclose(np.array(values), np.array(moved), rtol=1e-6, atol=1e-9)
+    assert ((codes == 0) == expected).all()
+
+
+def test_a_zip_code_that_lost_its_leading_zero_is_a_mismatch() -> None:
+    codes = compare_feature(column(["01234", "5678"]), column([1234, "5678"]), rtol=1e-6, atol=1e-9)
+    assert [n.SKEW_RESULTS[c] for c in codes] == [n.SKEW_MISMATCH, n.SKEW_MATCH]
+    booleans = compare_feature(column([True, 1.0, 0.5]), column([1, 1, 0.5]), rtol=1e-6, atol=1e-9)
+    assert [n.SKEW_RESULTS[c] for c in booleans] == [n.SKEW_MISMATCH, n.SKEW_MATCH, n.SKEW_MATCH]
+
+
+def test_segment_values_beyond_the_budget_fold_into_other(tmp_path: Path) -> None:
+    rows = fx.served_rows(fx.raw_rows(200))
+    for i, r in enumerate(rows):
+        r["segments"] = {"region": f"shop-{i % 80}"}
+    fx.write_capture(tmp_path, rows)
+    v = _only(replay(tmp_path, fx.build_features, fx.predict))
+    regions = [f for f in v.flips if f.key == "region"]
+    assert len(regions) == 51 and regions[-1].segment == n.OTHER
+    assert sum(f.rows for f in regions) == 200
+    assert regions[-1].rows == sum(1 for i in range(200) if i % 80 >= 50)
