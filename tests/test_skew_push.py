@@ -4,6 +4,7 @@ two model versions are two groups; what is pushed passes ``promtool check metric
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -175,3 +176,20 @@ def test_two_model_versions_push_two_groups(pushgateway: str, tmp_path: Path) ->
     groups = requests.get(pushgateway + "/api/v1/metrics", timeout=5).json()["data"]
     assert sorted(g["labels"][n.LABEL_MODEL_VERSION] for g in groups) == ["v3", "v4"]
     assert {g["labels"]["job"] for g in groups} == {n.SKEW_JOB}
+
+
+def test_an_unreachable_pushgateway_fails_the_run_with_exit_2(capture: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    args = ["--capture", str(capture), "--pipeline", "_skew_fixture:build_features", "--model", "_skew_fixture:predict"]
+    out = subprocess.run(
+        [sys.executable, "-m", "otel_ml.cli", "skew", "replay", *args, "--pushgateway", url, "--json", "-"],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2 and f"push to {url} failed" in out.stderr
+    assert json.loads(out.stdout)["versions"][0]["rows"] == 600  # the report is still written

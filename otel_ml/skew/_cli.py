@@ -183,14 +183,6 @@ def _replay(args: argparse.Namespace) -> int:
         return _fail(f"cannot read input: {exc}")
     for note in report.notes:
         print(f"otel-ml skew replay: note: {note}", file=sys.stderr)
-    if args.pushgateway:
-        from ._push import push
-
-        try:
-            push(report, args.pushgateway)
-        except OSError as exc:
-            print(f"otel-ml skew replay: push to {args.pushgateway} failed: {exc}", file=sys.stderr)
-            return 2
     document = json.dumps(report.to_dict(), indent=2, allow_nan=False, sort_keys=False) + "\n"
     if args.json == "-":
         sys.stdout.write(document)
@@ -202,6 +194,13 @@ def _replay(args: argparse.Namespace) -> int:
                     fh.write(document)
             except OSError as exc:
                 return _fail(f"cannot write {args.json}: {exc.strerror}")
+    if args.pushgateway:
+        from ._push import push
+
+        try:
+            push(report, args.pushgateway)
+        except OSError as exc:  # urllib's URLError/HTTPError: the run is not recorded, the job must fail
+            return _fail(f"push to {args.pushgateway} failed: {exc}")
     return 1 if report.failed() else 0
 
 
