@@ -131,6 +131,22 @@ def pytest_free_count(counts: list[list[int]]) -> int:
     return counts[3][1]
 
 
+def _replay_times(served: list[dict[str, float]], count: int, repeats: int) -> tuple[float, float]:
+    """Median seconds to read the spool alone and to replay it, interleaved."""
+    import pandas  # noqa: F401  (imported by the first model call: not the replay's cost per row)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _spool(Path(tmp), served)
+        reads, wholes = [], []
+        for _ in range(repeats):
+            reads.append(median_time(lambda: sum(1 for _ in cf.read_capture(cf.capture_files(tmp))), 1))
+            start = time.perf_counter()
+            report = replay(tmp, lambda raw: raw, _model)
+            wholes.append(time.perf_counter() - start)
+    assert report.versions[0].rows == count
+    return float(np.median(reads)), float(np.median(wholes))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -154,18 +170,7 @@ def main() -> int:
         times["naive_rows"].append(median_time(lambda: naive_rows(served, trained), 1))
         times["kernel_rows"].append(median_time(lambda: kernel_rows(served, trained), 1))
     med = {k: float(np.median(v)) for k, v in times.items()}
-    import pandas  # noqa: F401  (imported by the first model call: not the replay's cost per row)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        _spool(Path(tmp), served)
-        reads, wholes = [], []
-        for _ in range(2 if args.quick else 3):  # reading alone, then the replay, interleaved
-            reads.append(median_time(lambda: sum(1 for _ in cf.read_capture(cf.capture_files(tmp))), 1))
-            start = time.perf_counter()
-            report = replay(tmp, lambda raw: raw, _model)
-            wholes.append(time.perf_counter() - start)
-        read, whole = float(np.median(reads)), float(np.median(wholes))
-    assert report.versions[0].rows == count
+    read, whole = _replay_times(served, count, 2 if args.quick else 3)
     ratio_cols, ratio_rows = med["naive_cols"] / med["kernel_cols"], med["naive_rows"] / med["kernel_rows"]
     replay_rate = count / whole
     values = count * N_FEATURES

@@ -189,3 +189,31 @@ def test_a_long_capture_without_a_terminal_prints_no_progress_bar(tmp_path: Path
     assert "\x1b" not in out.stderr and "replaying" not in out.stderr
     report = replay(tmp_path, fx.build_features_buggy, fx.predict, progress=True)  # the bar itself runs
     assert report.versions[0].rows == 6000
+
+
+def test_the_progress_bar_goes_to_a_terminal_stderr_and_leaves_stdout_clean(tmp_path: Path) -> None:
+    import pty
+
+    fx.write_capture(tmp_path, fx.served_rows(fx.raw_rows(6000)), per_file=3000)
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "otel_ml.cli", "skew", "replay", "--capture", str(tmp_path), *ARGS, "--json", "-"],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        timeout=300,
+        check=False,
+    )
+    os.close(slave)
+    terminal = b""
+    try:
+        while chunk := os.read(master, 65536):
+            terminal += chunk
+    except OSError:  # the pty is drained
+        pass
+    os.close(master)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["versions"][0]["rows"] == 6000
+    assert b"replaying" in terminal  # the bar was drawn, on stderr only

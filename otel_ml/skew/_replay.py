@@ -315,6 +315,17 @@ def replay(
     finally:
         close()
     versions = _versions(stats, parts, opts, capture_dir, model_name, version)
+    return _report(str(capture_dir), stats, versions, opts, baseline_name, fail_on)
+
+
+def _report(
+    capture: str,
+    stats: LoadStats,
+    versions: tuple[VersionSkew, ...],
+    opts: _Options,
+    baseline_name: str | None,
+    fail_on: Sequence[FailOn],
+) -> SkewReport:
     notes = tuple(
         f"{v.model} {v.version}: no decision rule (no --threshold/--decision and no threshold in the capture "
         "header): decision flips not computed"
@@ -322,10 +333,10 @@ def replay(
         if v.decision_rule is None
     )
     return SkewReport(
-        capture=str(capture_dir),
+        capture=capture,
         files=stats.files,
-        rtol=rtol,
-        atol=atol,
+        rtol=opts.rtol,
+        atol=opts.atol,
         baseline=baseline_name,
         versions=versions,
         duplicates=stats.duplicates,
