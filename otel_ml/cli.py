@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "otel_ml.baseline._cli",
     "otel_ml.sidecar._cli",
     "otel_ml.drift._cli",
+    "otel_ml.skew._cli",
     "otel_ml.mixin._cli",
 )
 

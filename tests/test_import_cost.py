@@ -15,7 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ABSENT = ("scipy", "pyarrow", "pandas", "starlette", "uvicorn", "yaml", "httpx", "opentelemetry.sdk.metrics")
-OWN_ABSENT = ("otel_ml.sidecar", "otel_ml.mixin", "otel_ml.cli", "otel_ml.drift", "otel_ml.baseline._fit")
+OWN_ABSENT = (
+    "otel_ml.sidecar",
+    "otel_ml.mixin",
+    "otel_ml.cli",
+    "otel_ml.drift",
+    "otel_ml.baseline._fit",
+    "otel_ml.skew",
+)
 
 APP = """
 import json, sys
