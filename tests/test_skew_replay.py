@@ -364,3 +364,20 @@ def test_segment_values_beyond_the_budget_fold_into_other(tmp_path: Path) -> Non
     assert len(regions) == 51 and regions[-1].segment == n.OTHER
     assert sum(f.rows for f in regions) == 200
     assert regions[-1].rows == sum(1 for i in range(200) if i % 80 >= 50)
+
+
+def test_a_pipeline_with_as_of_gets_each_rows_capture_time(tmp_path: Path) -> None:
+    """Time travel: a feature looked up "now" differs from the one served; as of the row's time it does not."""
+    raws = fx.raw_rows(50, seed=11)
+    rows = fx.served_rows(raws)
+    fx.write_capture(tmp_path, rows)
+    seen: dict[str, float] = {}
+
+    def as_of_pipeline(raw: Any, as_of: float | None = None) -> dict[str, Any]:
+        assert as_of is not None
+        seen[f"r{raw['customer_id']}"] = as_of
+        return fx.build_features(raw)
+
+    report = replay(tmp_path, as_of_pipeline, fx.predict)
+    assert seen == {row["request_id"]: row["time"] for row in rows}
+    assert report.versions[0].rows == 50

@@ -27,11 +27,13 @@ per (row, feature) result:
   missing_training  serving had a value, the training pipeline gives none
 
 --pipeline MOD:FN is called once per captured row with its raw request and returns a mapping
-feature -> value; --model MOD:FN is called on chunks of rows as a pandas DataFrame (columns: the
-capture header's feature names, else the pipeline's keys) and returns scores (1-D, or a binary
-predict_proba). Modules are imported with the current directory first, like python -m. A row
-the pipeline or the model raises on is counted (stage pipeline/model) and the replay goes on.
-Decisions: --decision, else --threshold, else the capture header's threshold ("true" when
+feature -> value (a pipeline with an as_of parameter also gets the row's capture time, Unix
+seconds: look features up as of when the row was served, not as of now); --model MOD:FN is
+called on chunks of rows as a pandas DataFrame (columns: the capture header's feature names,
+else the pipeline's keys) and returns scores (1-D, or a binary predict_proba). Modules are
+imported with the current directory first, like python -m. A row the pipeline or the model
+raises on is counted (stage pipeline/model) and the replay goes on. Decisions: --decision,
+else --threshold, else the capture header's threshold ("true" when
 score > t); a flip is a row whose served and replayed decisions differ.
 
 --json document (schema otel-ml/skew-report, version 1): capture, files, rtol, atol, baseline,

@@ -7,6 +7,7 @@ a raising chunk is retried row by row so one bad row costs one row, not 1,024 (s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -16,7 +17,7 @@ import numpy.typing as npt
 
 from ..instrument._counting import _score_array
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "RowErrors", "decide", "rescore", "run_pipeline"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "RowErrors", "decide", "rescore", "run_pipeline", "takes_as_of"]
 
 DEFAULT_CHUNK_ROWS: Final = 1024
 EXAMPLES_KEPT: Final = 10  # first failing rows reported per stage
@@ -36,13 +37,25 @@ class RowErrors:
             self.examples.append((stage, request_id, why[:500]))
 
 
-def run_pipeline(
-    pipeline: Callable[[Any], Any], raw: Any, request_id: str, errors: RowErrors
-) -> Mapping[str, Any] | None:
-    """The training features of one raw request, or ``None`` (counted) when the pipeline raised or
-    returned something that is not a mapping of feature -> value."""
+def takes_as_of(pipeline: Callable[..., Any]) -> bool:
+    """Whether the pipeline takes ``as_of=``: it then gets each row's capture time, so lookups in a
+    feature store or aggregates over history are made as of when the row was served, not as of now
+    (the replay's time-travel trap)."""
     try:
-        out = pipeline(raw)
+        params = inspect.signature(pipeline).parameters
+    except (TypeError, ValueError):
+        return False
+    return "as_of" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def run_pipeline(
+    pipeline: Callable[..., Any], raw: Any, request_id: str, errors: RowErrors, as_of: float | None = None
+) -> Mapping[str, Any] | None:
+    """The training features of one raw request (``as_of``: its capture time, for a pipeline that
+    takes it), or ``None`` (counted) when the pipeline raised or returned something that is not a
+    mapping of feature -> value."""
+    try:
+        out = pipeline(raw) if as_of is None else pipeline(raw, as_of=as_of)
     except Exception as exc:  # user code: any failure is that row's
         errors.add("pipeline", request_id, exc)
         return None

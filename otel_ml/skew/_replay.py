@@ -22,7 +22,7 @@ from .. import _names as n
 from .._frame import as_float
 from ._compare import MATCH, RESULT_CODE, column, compare_feature
 from ._load import LoadStats, SkewInputError, VersionKey, capture_rows
-from ._pipeline import DEFAULT_CHUNK_ROWS, RowErrors, decide, rescore, run_pipeline
+from ._pipeline import DEFAULT_CHUNK_ROWS, RowErrors, decide, rescore, run_pipeline, takes_as_of
 from ._report import DEFAULT_ATOL, DEFAULT_RTOL, FailOn, FeatureSkew, SkewReport, VersionSkew, WorstRow
 from ._summary import flip_counts, score_difference
 
@@ -71,12 +71,15 @@ def _collect(
 ) -> dict[VersionKey, _Part]:
     """Run the pipeline on every row; keep the served and training features of the rows it ran on."""
     parts: dict[VersionKey, _Part] = {}
+    as_of = takes_as_of(pipeline)
     for vkey, rid, row in rows:
         part = parts.get(vkey)
         if part is None:
             part = parts[vkey] = _Part(stats.headers[vkey])
         part.rows_read += 1
-        trained = run_pipeline(pipeline, row.get("raw"), rid, part.errors)
+        served_at = row.get("time") if as_of else None
+        when = float(served_at) if isinstance(served_at, (int, float)) and not isinstance(served_at, bool) else None
+        trained = run_pipeline(pipeline, row.get("raw"), rid, part.errors, when)
         advance()
         if trained is None:
             continue
@@ -285,7 +288,9 @@ def replay(
     """Replay a capture directory through the training pipeline and the model; report the skew.
 
     ``pipeline(raw)`` is the training-time feature code, called once per captured row with its raw
-    request; it returns feature -> value (a raise is counted at stage ``pipeline``). ``model(frame)``
+    request; it returns feature -> value (a raise is counted at stage ``pipeline``). A pipeline with an
+    ``as_of`` parameter also gets the row's capture time (Unix seconds), for feature-store lookups and
+    aggregates over history made as of when the row was served. ``model(frame)``
     re-scores chunks of ``chunk_rows`` rows (a pandas DataFrame of the replayed features; 1-D scores
     or a binary ``predict_proba``); a raising chunk is retried row by row. Decisions use ``decision``,
     else ``threshold``, else the capture header's threshold (``score > t``); without any rule flips
