@@ -381,3 +381,40 @@ def test_a_pipeline_with_as_of_gets_each_rows_capture_time(tmp_path: Path) -> No
     report = replay(tmp_path, as_of_pipeline, fx.predict)
     assert seen == {row["request_id"]: row["time"] for row in rows}
     assert report.versions[0].rows == 50
+
+
+def test_a_capture_written_by_monitor_replays_to_exactly_the_injected_bugs(tmp_path: Path, raws: list[Any]) -> None:
+    """The whole path: @monitor(capture=...) serves through the training pipeline and writes the spool;
+    the replay through the copy with bugs finds exactly those rows and the offline flips."""
+    from prometheus_client import CollectorRegistry
+
+    from otel_ml import Capture, ModelMonitor, raw_request
+
+    mon = ModelMonitor(
+        "fraud",
+        "v3",
+        segments=["region"],
+        decision=fx.THRESHOLD,
+        request_id=lambda row: f"r{row['customer_id']}",
+        feature_names=list(fx.FEATURES),
+        capture=Capture(tmp_path, rate=1.0, file_bytes=64 * 1024, tags={"pipeline": "features-1.4"}),
+        registry=CollectorRegistry(),
+    )
+
+    @mon
+    def serve(features: dict[str, Any]) -> float:
+        return float(fx.predict({k: [v] for k, v in features.items()})[0])
+
+    for raw in raws:
+        with raw_request(raw):
+            serve({**fx.build_features(raw), "customer_id": raw["customer_id"], "region": fx.region(raw)})
+    mon.close()
+    v = _only(replay(tmp_path, fx.build_features_buggy, fx.predict, skip_features=["request_hour"], worst=N))
+    off = _offline(raws)
+    ids = np.array([f"r{r['customer_id']}" for r in raws])
+    cents, nl = set(ids[off["cents"]]), set(ids[off["nl"]])
+    assert _nonmatching_ids(v) == {"amount_eur": cents, "log_amount": cents, "country": nl}
+    assert v.feature("age").counts[n.SKEW_MATCH] == N
+    flipped = (off["served"] > fx.THRESHOLD) != (off["replayed"] > fx.THRESHOLD)
+    assert v.rows == N and v.flips_total == flipped.sum() > 20
+    assert v.tags == {"pipeline": "features-1.4"}
