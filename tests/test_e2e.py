@@ -9,7 +9,11 @@ sidecar and Prometheus scrape the app, or the app pushes OTLP/HTTP to the sideca
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +31,7 @@ from otel_ml.demo._faults import FAULTS
 from otel_ml.demo._model import SEGMENT, THRESHOLD, DemoModel, train_demo_model
 from otel_ml.demo._run import demo_mixin_config, demo_prices
 from otel_ml.demo._server import ModelServer
-from otel_ml.demo._stack import PrometheusStack, free_port, stack_binaries
+from otel_ml.demo._stack import PUSHGATEWAY, PrometheusStack, free_port, stack_binaries
 from otel_ml.demo._traffic import Traffic
 from otel_ml.demo._webhook import WebhookReceiver
 from otel_ml.mixin import DEFAULT_CONFIG
@@ -38,7 +42,10 @@ from otel_ml.sidecar._config import parse_listen
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(stack_binaries() is None, reason="apt-get install prometheus prometheus-alertmanager"),
+    pytest.mark.skipif(
+        stack_binaries() is None or shutil.which(PUSHGATEWAY) is None,
+        reason="apt-get install prometheus prometheus-alertmanager prometheus-pushgateway",
+    ),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +75,14 @@ class Loop:
         self.tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
+        self.capture_dir = tmp / "capture"
+        self.baseline_file = model.baseline.save(tmp / "risk-v1.baseline.json")
         self.app = ModelServer(
-            model, tracer_provider=self.tracer_provider, review_url=sidecar_url, prices=demo_prices()
+            model,
+            tracer_provider=self.tracer_provider,
+            review_url=sidecar_url,
+            prices=demo_prices(),
+            capture_dir=self.capture_dir,
         ).start()
         self.parts.append(self.app.stop)
         self.parts.append(self.tracer_provider.shutdown)
@@ -77,7 +90,7 @@ class Loop:
         self.sidecar = Sidecar(
             SidecarConfig(
                 baselines=(
-                    model.baseline.save(tmp / "risk-v1.baseline.json"),
+                    self.baseline_file,
                     model.candidate_baseline.save(tmp / "risk-v2.baseline.json"),  # the shadow version
                 ),
                 listen=parse_listen(sidecar_url.removeprefix("http://")),
@@ -97,7 +110,9 @@ class Loop:
         targets = {"otel-ml-sidecar": [sidecar_url.removeprefix("http://")]}
         if mode == "scrape":
             targets["risk-model"] = [self.app.url.removeprefix("http://")]
-        self.stack = PrometheusStack(tmp / "stack", targets=targets, rule_files=rules, webhook_url=self.webhook.url)
+        self.stack = PrometheusStack(
+            tmp / "stack", targets=targets, rule_files=rules, webhook_url=self.webhook.url, pushgateway=True
+        )
         self.parts.append(self.stack.stop)
         self.stack.start()
         self.traffic = Traffic(
@@ -210,6 +225,31 @@ def check_rollout_queries(stack: PrometheusStack) -> None:
             assert len(result) == 1 and float(result[0]["value"][1]) in allowed, (name, candidate, result)
 
 
+def replay_skew(loop: Loop) -> dict[str, Any]:
+    """``otel-ml skew replay`` of what the app captured, through the training pipeline, pushed to the
+    stack's Pushgateway: the online copy's integer ``worst_area`` is the only skew it may find."""
+    from otel_ml._capture_format import capture_files
+    from otel_ml.demo._features import ROUNDED
+
+    loop.stack.wait_for(lambda: sum(f.records for f in capture_files(loop.capture_dir)) >= 200, 60, "captured rows")
+    command = [
+        *(sys.executable, "-m", "otel_ml.cli", "skew", "replay", "--capture", str(loop.capture_dir)),
+        *("--pipeline", "otel_ml.demo._features:training_features", "--model", "otel_ml.demo._features:score"),
+        *("--baseline", str(loop.baseline_file), "--pushgateway", loop.stack.pushgateway_url, "--json", "-"),
+        *("--model-name", "risk", "--version", "v1"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    (version,) = json.loads(done.stdout)["versions"]
+    features = {f["name"]: f for f in version["features"]}
+    assert version["rows"] >= 200 and sum(version["errors"].values()) == 0
+    rounded = features.pop(ROUNDED)
+    assert rounded["mismatch"] + rounded["bin_change"] > 0.9 * rounded["compared"]
+    assert all(f["match"] == f["compared"] for f in features.values()), features  # nothing else differs
+    assert version["score_difference"]["max_abs"] < 0.01  # rounding an area: a small effect
+    return version
+
+
 def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel) -> None:
     stack = loop.stack
     stack.wait_for(lambda: set(stack.target_health().values()) == {"up"}, 60, "every target up")
@@ -237,6 +277,12 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
     assert page["labels"]["ml_segment_key"] == "region"
     assert runbook_file(page["annotations"]["runbook_url"]).is_file()
     assert loop.traffic.failed == 0
+    # -- a skew replay of the captured requests, pushed: its series reach Prometheus ----------------
+    skew = replay_skew(loop)
+    stack.wait_for(
+        lambda: stack.query('ml_skew_rows_total{ml_model_version="v1",ml_segment_key="__all__"}'), 30, "the replay"
+    )
+    assert float(stack.query('ml_skew_rows_total{ml_segment_key="__all__"}')[0]["value"][1]) == skew["rows"]
     # -- every dashboard panel shows data from this Prometheus --------------------------------------
     empty = []
     for file, title, expr in concrete_queries(

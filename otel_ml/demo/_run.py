@@ -34,7 +34,7 @@ from ..mixin import DEFAULT_CONFIG, MixinConfig
 from ..sidecar import ScrapeTarget, Sidecar, SidecarConfig
 from ..sidecar._config import parse_listen
 from ._faults import FAULTS, Fault
-from ._model import MODEL_VERSION, SEGMENT, train_demo_model
+from ._model import MODEL_NAME, MODEL_VERSION, SEGMENT, DemoModel, train_demo_model
 from ._server import EXPLAIN_LLM, ModelServer
 from ._stack import PrometheusStack, free_port, stack_binaries
 from ._traffic import Traffic
@@ -236,6 +236,30 @@ class Demo:
             line += f"   human review: {reviewed:,} reviewed, weighted error rate {p:.1%} +- {se:.1%}"
         return line
 
+    def _skew(self, model: DemoModel, capture: Path, baseline: Path) -> str:
+        """Replay the captured requests through the training pipeline (and push the result to the
+        stack's Pushgateway): the online copy keeps ``worst_area`` as an integer; what does it cost?"""
+        from ..skew import SkewInputError, push, replay
+        from ._features import ROUNDED, training_features
+
+        try:
+            report = replay(capture, training_features, model.score, baseline=baseline, model_name=MODEL_NAME)
+        except SkewInputError as exc:
+            return f"training/serving skew: no replay ({exc})"
+        if self.stack is not None and self.stack.pushgateway_url:
+            push(report, self.stack.pushgateway_url)
+        v = next(v for v in report.versions if v.version == MODEL_VERSION)
+        rounded = v.feature(ROUNDED)
+        differ = rounded.compared - rounded.counts[n.SKEW_MATCH]
+        others = sum(f.compared - f.counts[n.SKEW_MATCH] for f in v.features if f.name != ROUNDED)
+        d = v.score_difference
+        return (
+            f"\n[bold]training/serving skew[/] (otel-ml skew replay of {v.rows:,} captured requests through the "
+            f"training pipeline): {ROUNDED} differs on {differ:,} rows ({rounded.counts[n.SKEW_BIN_CHANGE]:,} in "
+            f"another baseline bin), other features differ on {others:,}; |score difference| p99 "
+            f"{_fmt(d.p99_abs, '{:.5f}')}, max {_fmt(d.max_abs, '{:.5f}')}; decisions flipped: {v.flips_total:,}"
+        )
+
     def _pages_table(self) -> Any:
         if self.webhook is None:
             return (
@@ -278,7 +302,13 @@ class Demo:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sidecar_url + "/v1/traces"), schedule_delay_millis=500)
         )
         prices = demo_prices()
-        app = ModelServer(model, tracer_provider=tracer_provider, review_url=sidecar_url, prices=prices).start()
+        app = ModelServer(
+            model,
+            tracer_provider=tracer_provider,
+            review_url=sidecar_url,
+            prices=prices,
+            capture_dir=workdir / "capture",
+        ).start()
         self.app = app
         sidecar = self._sidecar(workdir, baseline_paths, sidecar_url, app.url)
         traffic = Traffic(
@@ -306,7 +336,9 @@ class Demo:
                         live.update(self.view(sidecar, traffic), refresh=True)
                 self.phase = "done"
                 live.update(self.view(sidecar, traffic), refresh=True)
+            skew = self._skew(model, workdir / "capture", baseline_paths[0])
             status = self._summary()
+            console.print(skew)
         finally:
             traffic.stop()
             app.stop()
