@@ -241,12 +241,15 @@ def test_dashboards_are_a_function_of_the_config() -> None:
     boards = build_dashboards(config)
     app = n.APP_INSTRUMENTS + n.APP_GAUGES  # the app's gauges (price table) are scraped from the app too
     app_series = {s for i in app for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
+    # the last skew replay's series, pushed to a Pushgateway (skew_selector, job="otel_ml_skew" by default)
+    skew_series = {s for i in n.SKEW_INSTRUMENTS for s in (i.series, i.prometheus + "_bucket")}
     for board in boards.values():
         assert board["tags"] == ["x"] and board["refresh"] == "30s"
         for title, expr in panel_queries(board):
             assert "otel-ml-sidecar" not in expr, title
             for series, selector in re.findall(r"\b(ml_\w+)\{([^}]*)\}", expr):
                 wanted = 'namespace="fraud"' if series in app_series else 'job="ml-sc"'
+                wanted = 'job="otel_ml_skew"' if series in skew_series else wanted
                 assert wanted in selector, (title, series, selector)
         window = next(v for v in board["templating"]["list"] if v["name"] == "window")
         assert window["current"]["value"] == "24h"

@@ -49,7 +49,8 @@ def _count(c: MixinConfig, series: str, *matchers: str) -> str:
     own = ", ".join(f"{key}=%q" for key in keys)
     sel = q.skew(c, *matchers, own).replace('"', '\\"')  # inside a template's string literal
     args = " ".join(f"$labels.{key}" for key in keys)
-    return f'{{{{ with printf "sum({series}{sel})" {args} | query }}}}{{{{ . | first | value | printf "%.0f" }}}}{{{{ end }}}}'
+    value = '{{ . | first | value | printf "%.0f" }}'
+    return f'{{{{ with printf "sum({series}{sel})" {args} | query }}}}{value}{{{{ end }}}}'
 
 
 def _flips_over_budget(c: MixinConfig) -> Rule:
