@@ -23,7 +23,7 @@ MV = [n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION]
 SEGMENT = [n.LABEL_SEGMENT_KEY, n.LABEL_SEGMENT]
 
 
-@dataclass
+@dataclass(eq=False)  # a collector: registered by identity
 class Replay:
     """One replay's counts of one model version. ``flips`` maps (key, segment, ml_flip) to a count;
     segments absent from ``rows`` get no series; ``finished`` None = the run did not finish."""
