@@ -80,7 +80,7 @@ def registry(*replays: Replay) -> CollectorRegistry:
     """A registry exposing these replays (one per model version), as one push or one scrape target."""
     out = CollectorRegistry(auto_describe=False)
     for replay in replays:
-        out.register(replay)  # type: ignore[arg-type]
+        out.register(replay)
     return out
 
 

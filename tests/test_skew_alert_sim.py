@@ -57,7 +57,7 @@ def simulated_rate(rows: int, share: float, seed: int) -> float:
 
 def _agrees(simulated: float, exact: float) -> bool:
     """Within 4 Monte-Carlo standard errors (plus one replay) of the exact rate."""
-    return abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / REPLAYS) + 1 / REPLAYS
+    return bool(abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / REPLAYS) + 1 / REPLAYS)
 
 
 def test_the_simulated_test_is_the_shipped_rule() -> None:

@@ -41,13 +41,13 @@ T = TypeVar("T")
 ALL = (n.ALL, n.ALL)
 
 
-def _wait(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
+def _wait(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             value = check()
         except requests.RequestException:
-            value = None  # type: ignore[assignment]
+            value = None
         if value:
             return value
         time.sleep(0.5)
@@ -194,7 +194,7 @@ def test_ratio_alerts_and_dashboard_row_on_a_real_pushgateway(stack: _Stack) -> 
     _capture_counters(stack.app, "breach")
 
     ratio = n.SKEW_FLIP_RATIO_RECORD
-    found = _wait(lambda: len(stack.query(ratio)) == 3 and stack.query(ratio), f"{ratio} for 3 models")
+    found = _wait(lambda: (lambda got: got if len(got) == 3 else None)(stack.query(ratio)), f"{ratio} for 3 models")
     got = {r["metric"][n.LABEL_MODEL_NAME]: round(float(r["value"][1]), 6) for r in found}
     assert got == {"breach": 0.03, "within": 0.01, "old": 0.005}
     assert all(
