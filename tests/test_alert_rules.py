@@ -302,6 +302,10 @@ def test_short_durations_fire_fast(tmp_path: Path) -> None:
         ({"review_error_rate_tolerance": -0.01}, "must be >= 0"),
         ({"review_error_rate_z": 0.0}, "review_error_rate_z must be > 0"),
         ({"review_pending_sla_seconds": 0.0, "review_backlog_growth_ratio": 0.0}, "nothing to alert on"),
+        ({"skew_flip_budget": 0.0}, "skew_flip_budget must be between 0 and 1"),
+        ({"skew_min_rows": 0}, "skew_min_rows >= 1"),
+        ({"skew_replay_max_age": "2 days"}, "not a Prometheus duration"),
+        ({"skew_replay_max_age": "0s"}, "skew_replay_max_age must be > 0"),
     ],
 )
 def test_bad_config_fails_at_generation(changes: dict[str, Any], message: str) -> None:
@@ -585,3 +589,25 @@ def test_review_band_and_budgets_load_from_a_config_file(tmp_path: Path) -> None
     path.write_text("review_error_rate_band: [0.1]\n")
     with pytest.raises(ValueError, match="expected a list of 2 items"):
         load_config(path)
+
+
+def test_skew_rules_follow_the_config() -> None:
+    """The replay's job, the budget, the test's z, the minimum rows and the maximum age come from MixinConfig."""
+    config = DEFAULT_CONFIG.with_overrides(
+        skew_selector='job="replays", env="prod"',
+        skew_flip_budget=0.02,
+        skew_flip_z=2.33,
+        skew_min_rows=2000,
+        skew_replay_max_age="7d",
+        aggregation_labels=("cluster",),
+    )
+    alerts = _by_name(config)
+    flips, stale = alerts["MLSkewDecisionFlipsOverBudget"], alerts["MLSkewReplayStale"]
+    assert "* 0.02 + 0.375" in flips["expr"] and "> 2.33" in flips["expr"] and ">= 2000" in flips["expr"]
+    assert 'ml_skew_rows_total{job="replays", env="prod", ml_segment_key="__all__"}' in flips["expr"]
+    assert "ml_model_name, ml_model_version, cluster" in flips["expr"]
+    assert "cluster=%q" in flips["annotations"]["description"]  # the counts it prints are the alert's own
+    assert "> 604800" in stale["expr"] and 'job="replays", env="prod"' in stale["expr"]
+    assert "7d (skew_replay_max_age)" in stale["annotations"]["description"]
+    recording = {r["record"]: r["expr"] for g in recording_groups(config) for r in g["rules"] if "record" in r}
+    assert 'job="replays", env="prod"' in recording["ml:skew_decision_flip_ratio"]

@@ -241,12 +241,15 @@ def test_dashboards_are_a_function_of_the_config() -> None:
     boards = build_dashboards(config)
     app = n.APP_INSTRUMENTS + n.APP_GAUGES  # the app's gauges (price table) are scraped from the app too
     app_series = {s for i in app for s in (i.series, i.prometheus + "_bucket", i.prometheus + "_count")}
+    # the last skew replay's series, pushed to a Pushgateway (skew_selector, job="otel_ml_skew" by default)
+    skew_series = {s for i in n.SKEW_INSTRUMENTS for s in (i.series, i.prometheus + "_bucket")}
     for board in boards.values():
         assert board["tags"] == ["x"] and board["refresh"] == "30s"
         for title, expr in panel_queries(board):
             assert "otel-ml-sidecar" not in expr, title
             for series, selector in re.findall(r"\b(ml_\w+)\{([^}]*)\}", expr):
                 wanted = 'namespace="fraud"' if series in app_series else 'job="ml-sc"'
+                wanted = 'job="otel_ml_skew"' if series in skew_series else wanted
                 assert wanted in selector, (title, series, selector)
         window = next(v for v in board["templating"]["list"] if v["name"] == "window")
         assert window["current"]["value"] == "24h"
@@ -673,6 +676,10 @@ class _CostReviewStandIn:
             yield counter(n.REVIEW_POPULATION, strata, [(h, 100.0 / (i + 1)) for i, h in enumerate(per_stratum)])
             yield counter(n.REVIEW_SAMPLED, strata, [(h, 2.0) for h in per_stratum])
             yield gauge(n.PRICE_CONFIG_UPDATED.series, [], [([], self.started - 86400 * 30)])
+            # the capture spool (issue 17): the monitor below captures nothing, so these do not clash
+            yield counter(n.CAPTURE_RECORDS, [], [([], 0.5)])
+            yield counter(n.CAPTURE_WRITTEN, [], [([], 1000.0)])
+            yield counter(n.CAPTURE_DROPPED, [n.LABEL_REASON], [([n.CAPTURE_DROP_QUEUE_FULL], 0.01)])
             return
         labelled = [(h + [o], 1.0 if o == n.REVIEW_CORRECT else 0.2) for h in per_stratum for o in n.REVIEW_OUTCOMES]
         yield counter(n.REVIEW_LABELLED, [*strata, n.LABEL_OUTCOME], labelled)
@@ -686,6 +693,27 @@ class _CostReviewStandIn:
             yield gauge(name, pod, [(["ml", "app-0", "app", "n1"], value)], with_model=False)
         for name, value in ((n.OPENCOST_NODE_CPU_COST, 0.03), (n.OPENCOST_NODE_RAM_COST, 0.004)):
             yield gauge(name, [n.LABEL_NODE], [(["n1"], value)], with_model=False)
+
+
+def _skew_replay(baseline: Any) -> Any:
+    """The series of one skew replay of the baseline's model version, for the Training/serving skew row."""
+    import time as _time
+
+    import numpy as np
+    from _skew_series import Replay, registry
+
+    every = (n.ALL, n.ALL)
+    replay = Replay(
+        model=baseline.model_name,
+        version=baseline.model_version,
+        rows={every: 1000, ("country", "US"): 600, ("country", "DE"): 400},
+        flips={(*every, "false_to_true"): 12, ("country", "US", "false_to_true"): 12},
+        features={"balance_z": {n.SKEW_MATCH: 990, n.SKEW_BIN_CHANGE: 10}},
+        errors={"pipeline": 1},
+        deltas=np.random.default_rng(3).normal(0.0, 0.02, 1000),
+        finished=_time.time() - 3600,
+    )
+    return registry(replay)
 
 
 def _prometheus_query(port: int, expr: str) -> list[Any]:
@@ -740,8 +768,10 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
     def predict(frame: Any) -> Any:
         return np.clip(frame["balance_z"].to_numpy() / 4 + 0.5, 0, 1)
 
-    servers = [start_http_server(0, addr="127.0.0.1", registry=r) for r in (app_registry, sidecar_registry)]
-    app_port, sidecar_port = (server.server_port for server, _ in servers)
+    skew_registry = _skew_replay(baseline)
+    registries = (app_registry, sidecar_registry, skew_registry)
+    servers = [start_http_server(0, addr="127.0.0.1", registry=r) for r in registries]
+    app_port, sidecar_port, skew_port = (server.server_port for server, _ in servers)
     stop = threading.Event()
 
     def traffic() -> None:
@@ -767,6 +797,11 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
                         ],
                     },
                     {"job_name": "otel-ml-sidecar", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]},
+                    {  # the last skew replay, as a Pushgateway would expose it (tests/test_skew_rules_live.py pushes)
+                        "job_name": n.SKEW_JOB,
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [f"127.0.0.1:{skew_port}"]}],
+                    },
                 ],
             }
         )

@@ -4,7 +4,8 @@ Rows follow the order an investigation takes: serving health first (a drift aler
 outage is usually the outage), then feature drift sorted by PSI, the score distribution, segment
 decision rates, input coverage, label-based performance once labels arrive, and the comparison
 of a shadow or canary version with the version it would replace (``_versions``), then what a
-prediction costs and what human reviewers find (``_cost_review``). One function per
+prediction costs and what human reviewers find (``_cost_review``), and what the last training/serving
+skew replay found (``_skew_panels``). One function per
 row; a row's panel ids are its own id plus 1, 2, ... and stay stable across regenerations.
 """
 
@@ -17,6 +18,7 @@ from .. import _names as n
 from . import _panels as p
 from ._cost_review import cost_panels, review_panels
 from ._promql import MV, RATE_INTERVAL, SEGMENT_LABELS, Exprs, M, V, matchers
+from ._skew_panels import skew_panels
 from ._versions import version_panels
 from .config import MixinConfig
 
@@ -54,6 +56,7 @@ def model_panels(config: MixinConfig, e: Exprs) -> Items:
         *version_panels(config, e),
         *cost_panels(config, e),
         *review_panels(config, e),
+        *skew_panels(config, e),
     ]
 
 

@@ -63,6 +63,10 @@ class Exprs:
             *extra,
         )
 
+    def skew(self, *extra: str) -> str:
+        """Series of the last training/serving skew replay (pushed to a Pushgateway by ``otel-ml skew``)."""
+        return matchers(self.config.skew_selector, self.model_matcher, self.version_matcher, *extra)
+
     # -- app counters ------------------------------------------------------------------------------
     def rate(self, series: str, by: str, *extra: str) -> str:
         return f"sum by ({by}) (rate({series}{self.app(*extra)}[{RATE_INTERVAL}]))"

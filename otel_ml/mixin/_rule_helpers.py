@@ -32,6 +32,7 @@ __all__ = [
     "selector",
     "short",
     "sidecar",
+    "skew",
 ]
 
 Rule = dict[str, Any]  # one rule as it is written to YAML
@@ -68,6 +69,11 @@ def app(config: MixinConfig, *matchers: str) -> str:
 def sidecar(config: MixinConfig, *matchers: str) -> str:
     """Selector for the sidecar's own outputs."""
     return selector(config.sidecar_selector, *matchers)
+
+
+def skew(config: MixinConfig, *matchers: str) -> str:
+    """Selector for the series ``otel-ml skew replay`` pushes to a Pushgateway (its last replay)."""
+    return selector(config.skew_selector, *matchers)
 
 
 def labels(config: MixinConfig, *names: str) -> str:

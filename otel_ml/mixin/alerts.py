@@ -5,7 +5,8 @@ sidecar's verdicts), :mod:`otel_ml.mixin._evaluation_alerts` (realised and estim
 label coverage and delay, the join store), :mod:`otel_ml.mixin._version_alerts` (shadow and
 canary comparison), :mod:`otel_ml.mixin._serving_alerts` (latency, errors, the sidecar
 itself), :mod:`otel_ml.mixin._cost_alerts` (cost per 1K, prices) and
-:mod:`otel_ml.mixin._review_alerts` (review backlog, weighted error rate), with an abstract
+:mod:`otel_ml.mixin._review_alerts` (review backlog, weighted error rate) and
+:mod:`otel_ml.mixin._skew_alerts` (training/serving skew replays), with an abstract
 level (:data:`PAGE` or :data:`TICKET`) and no team or runbook.
 :func:`alert_groups` then passes over every alert once (:func:`_finish`) to set ``severity``,
 ``team``, the extra and overridden labels and ``runbook_url``, and to check that ``summary``
@@ -23,6 +24,7 @@ from ._data_alerts import coverage_alerts, decision_alerts, drift_alerts
 from ._evaluation_alerts import evaluation_alerts
 from ._review_alerts import review_alerts
 from ._serving_alerts import serving_alerts, sidecar_alerts
+from ._skew_alerts import skew_alerts
 from ._version_alerts import version_alerts
 from .config import MixinConfig
 
@@ -39,6 +41,7 @@ _GROUPS = (
     ("otel-ml.sidecar", sidecar_alerts),
     ("otel-ml.cost", cost_alerts),
     ("otel-ml.review", review_alerts),
+    ("otel-ml.skew", skew_alerts),
 )
 
 _REQUIRED_ANNOTATIONS = ("summary", "description")

@@ -193,6 +193,23 @@ class MixinConfig:
     review_error_rate_segments: int = 20
     review_error_rate_min_reviews: int = 200  # labelled reviews in the window (all strata of the segment)
     review_error_rate_for: str = "1h"
+    # -- training/serving skew: the last replay of each model version (``otel-ml skew replay --pushgateway``) --
+    # The replay pushes its counts to a Pushgateway that Prometheus scrapes with honor_labels: true, so
+    # the series keep this job (and the Pushgateway's instance=""); they describe the last replay of a
+    # model version, not a running count, so rules read them as they are (no rate, no increase).
+    skew_selector: str = 'job="otel_ml_skew"'
+    # MLSkewDecisionFlipsOverBudget: the replayed decisions differ from the served ones in more than
+    # this share of rows, by Anscombe's variance-stabilised one-sided test (flips ~ Poisson(rows x budget)
+    # at the budget): z = 2 (sqrt(flips + 3/8) - sqrt(rows x budget + 3/8)) > skew_flip_z, with at least
+    # skew_min_rows rows replayed (fewer rows cannot tell a few flips from the budget).
+    skew_flip_budget: float = 0.01
+    skew_flip_z: float = 3.09  # one-sided, alpha 0.1 % per model version and replay
+    skew_min_rows: int = 500
+    skew_flips_for: str = "5m"  # a replay's counts stay until the next push: this only rides out a scrape gap
+    # MLSkewReplayStale: no finished replay of a model version for this long (a Prometheus duration):
+    # the scheduled gate (CronJob, systemd timer) has stopped running or keeps failing.
+    skew_replay_max_age: str = "2d"
+    skew_stale_for: str = "1h"
     # -- the sidecar itself ------------------------------------------------------------------------------
     sidecar_down_for: str = "5m"
     ingest_stale_seconds: int = 600  # no data for a model version this long: not scraping / not receiving

@@ -6,7 +6,8 @@ that the sidecar only sees per pod, mainly PSI from the summed bin counters of e
 with the same 1e-4 smoothing of empty bins as the sidecar, and the realised and estimated
 performance of :mod:`otel_ml.mixin._evaluation_rules`, the version comparison of
 :mod:`otel_ml.mixin._version_rules`, cost per 1K predictions (:mod:`otel_ml.mixin._cost_rules`)
-and the stratified review error rate (:mod:`otel_ml.mixin._review_rules`). The alerting rules of
+and the stratified review error rate (:mod:`otel_ml.mixin._review_rules`) and the decision flips of
+the last training/serving skew replay (:mod:`otel_ml.mixin._skew_rules`). The alerting rules of
 :mod:`otel_ml.mixin.alerts` read the serving recordings, so both files are loaded together;
 :mod:`otel_ml.mixin.generate` writes them.
 """
@@ -22,6 +23,7 @@ from ._cost_rules import cost_rules
 from ._evaluation_rules import evaluation_rules
 from ._review_rules import review_rules
 from ._rule_helpers import Rule, latency_burn_rate_record, ratio_record, record
+from ._skew_rules import skew_rules
 from ._version_rules import version_rules
 from .config import MixinConfig
 
@@ -247,4 +249,5 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
         {"name": "otel-ml.versions.rules", "rules": version_rules(config)},
         {"name": "otel-ml.cost.rules", "rules": cost_rules(config)},
         {"name": "otel-ml.review.rules", "rules": review_rules(config)},
+        {"name": "otel-ml.skew.rules", "rules": skew_rules(config)},
     ]
