@@ -12,6 +12,7 @@ Without them the sidecar's verdicts are the show.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from ..sidecar._config import parse_listen
 from ._faults import FAULTS, Fault
 from ._model import MODEL_NAME, MODEL_VERSION, SEGMENT, DemoModel, train_demo_model
 from ._server import EXPLAIN_LLM, ModelServer
-from ._stack import PrometheusStack, free_port, stack_binaries
+from ._stack import PUSHGATEWAY, PrometheusStack, free_port, stack_binaries
 from ._traffic import Traffic
 from ._verdict import PageLedger
 from ._webhook import WebhookReceiver
@@ -246,8 +247,13 @@ class Demo:
             report = replay(capture, training_features, model.score, baseline=baseline, model_name=MODEL_NAME)
         except SkewInputError as exc:
             return f"training/serving skew: no replay ({exc})"
-        if self.stack is not None and self.stack.pushgateway_url:
-            push(report, self.stack.pushgateway_url)
+        pushed = ""
+        if self.stack is not None and self.stack.pgw_port:
+            try:
+                push(report, self.stack.pushgateway_url)
+                pushed = f" (pushed to {self.stack.pushgateway_url})"
+            except OSError as exc:
+                pushed = f" (not pushed: {exc})"
         v = next(v for v in report.versions if v.version == MODEL_VERSION)
         rounded = v.feature(ROUNDED)
         differ = rounded.compared - rounded.counts[n.SKEW_MATCH]
@@ -258,6 +264,7 @@ class Demo:
             f"training pipeline): {ROUNDED} differs on {differ:,} rows ({rounded.counts[n.SKEW_BIN_CHANGE]:,} in "
             f"another baseline bin), other features differ on {others:,}; |score difference| p99 "
             f"{_fmt(d.p99_abs, '{:.5f}')}, max {_fmt(d.max_abs, '{:.5f}')}; decisions flipped: {v.flips_total:,}"
+            f"{pushed}"
         )
 
     def _pages_table(self) -> Any:
@@ -375,6 +382,7 @@ class Demo:
             },
             rule_files=rules,
             webhook_url=self.webhook.url,
+            pushgateway=shutil.which(PUSHGATEWAY) is not None,  # where the skew replay pushes
         ).start()
         self.o.console.print(f"Prometheus {self.stack.prometheus_url}   Alertmanager {self.stack.alertmanager_url}")
 
