@@ -505,3 +505,12 @@ def test_neyman_quotas_from_yesterdays_reviews_beat_simple_random_where_fixed_qu
     )
     assert fixed_ratio > 1.0  # the limitation the Neyman quotas are for (if this changes, so does the advice)
     assert neyman_ratio < 1.0 and neyman_ratio < fixed_ratio - 0.3
+
+
+@given(salt=st.binary(max_size=200), request_id=st.text(max_size=300))
+def test_the_bound_hasher_is_hash64(salt: bytes, request_id: str) -> None:
+    """The request path's copy-per-id hasher gives hash64's value for every salt and id (long salts and
+    lone surrogates included)."""
+    from otel_ml._review_sampling import hasher64
+
+    assert hasher64(salt)(request_id) == hash64(salt, request_id)

@@ -32,7 +32,7 @@ import numpy as np
 from .. import _names as n
 from .._capture_format import encode_line, header
 from .._frame import Columns, to_columns
-from .._review_sampling import hash64, row_hashes, row_id, selected_rows, threshold64
+from .._review_sampling import hasher64, row_hashes, row_id, selected_rows, threshold64
 from .._version import __version__
 from ._counting import scalar_label
 from ._spool import HOST, Spool, SpoolLimits
@@ -126,6 +126,7 @@ class CaptureSink:
         name, version = counters.model_name, counters.model_version
         self.salt = (config.salt if config.salt is not None else f"otel-ml-capture/{name}/{version}").encode()
         self._threshold = threshold64(config.rate)
+        self._hash = hasher64(self.salt)
 
         def file_header() -> dict[str, Any]:
             return header(
@@ -158,8 +159,8 @@ class CaptureSink:
         if rows is None or rows < 1:
             return
         request_id = call.request_id
-        if rows == 1 and isinstance(features, Mapping):
-            if hash64(self.salt, request_id) >= self._threshold:
+        if rows == 1 and (type(features) is dict or isinstance(features, Mapping)):
+            if self._hash(request_id) >= self._threshold:
                 return
             raw = self._raw(inputs)
             score = scores if isinstance(scores, float) else None

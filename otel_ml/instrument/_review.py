@@ -27,7 +27,7 @@ from .._frame import Columns
 from .._label_hygiene import MAX_REQUEST_ID_BYTES, label_value, storable_request_id
 from .._names import ALL, REVIEW_DROP_REJECTED
 from .._review_sampling import (
-    hash64,
+    hasher64,
     review_edges,
     row_hashes,
     row_id,
@@ -105,6 +105,7 @@ class ReviewSampler:
         salt = config.salt if config.salt is not None else f"otel-ml/{counters.model_name}/{counters.model_version}"
         self.salt = salt.encode()
         self.salt_id = salt_id(self.salt)
+        self._hash = hasher64(self.salt)
         self.client = client
         self._segment_labels = counters.segment_labels[counters.review_key] if counters.review_key else None
         self._feature_names = tuple(feature_names)
@@ -170,7 +171,7 @@ class ReviewSampler:
             slot = self._segment_labels.index(scalar_label(row.get(self.config.segment or "")))
         pi = self.probability(slot, stratum)
         request_id = call.request_id
-        sampled = pi > 0.0 and hash64(self.salt, request_id) < threshold64(pi)
+        sampled = pi > 0.0 and self._hash(request_id) < threshold64(pi)
         self.counters.add_review(slot, stratum, sampled)
         call.review_pi = pi if sampled else 0.0
         if sampled:
