@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _names as n
 from .._capture_format import encode_line, header
-from .._frame import Columns, to_columns
+from .._frame import Columns, is_single_row, to_columns
 from .._review_sampling import hash64, row_hashes, row_id, selected_rows, threshold64
 from .._version import __version__
 from ._counting import scalar_label
@@ -158,7 +158,7 @@ class CaptureSink:
         if rows is None or rows < 1:
             return
         request_id = call.request_id
-        if rows == 1 and isinstance(features, Mapping):
+        if rows == 1 and is_single_row(features):  # a dict of 1-row columns is a batch, as counted
             if hash64(self.salt, request_id) >= self._threshold:
                 return
             raw = self._raw(inputs)
@@ -238,7 +238,8 @@ def _per_row(raw: Any, rows: int) -> Callable[[int], Any]:
     if raw is None:
         return lambda i: None
     if hasattr(raw, "iloc") and hasattr(raw, "columns") and len(raw) == rows:
-        return lambda i: {str(k): v for k, v in raw.iloc[i].to_dict().items()}
+        # one row's frame, not ``iloc[i]`` (one Series: an int column next to a float one would be upcast)
+        return lambda i: {str(k): v for k, v in raw.iloc[i : i + 1].to_dict("records")[0].items()}
     if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) == rows:
         return lambda i: raw[i]
     return lambda i: None
