@@ -45,6 +45,7 @@ _NONE_TYPE: Final = _boxed(type(None))
 _PLAIN: Final = frozenset({float, int, np.float64, type(None)})
 _type_of = np.frompyfunc(type, 1, 1)
 _canonical = np.frompyfunc(canonical_label, 1, 1)
+_pandas_missing = np.frompyfunc(lambda t: t.__name__ in ("NAType", "NaTType"), 1, 1)  # one call per type
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ def _object_column(values: Sequence[Any]) -> Column:
             floats[numeric] = [float(v) if abs(v) < 2**1023 else np.copysign(np.inf, v) for v in objects[numeric]]
     nan = np.isnan(floats) & numeric
     missing = np.asarray(types == _NONE_TYPE, dtype=bool) | nan
+    other = np.flatnonzero(~numeric & ~missing)
+    if other.size:  # pandas' missing values (pd.NA, pd.NaT) from a pipeline built on pandas
+        missing[other[np.asarray(_pandas_missing(types[other]), dtype=bool)]] = True
     return Column(floats, numeric & ~nan, missing, objects)
 
 
