@@ -51,9 +51,30 @@ def _key_of(row: dict[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _file_header(f: CaptureFile) -> dict[str, Any]:
-    with open(f.path, "rb") as fh:
-        return _header_of(f.path, fh.readline())
+_VANISHED = "deleted while the replay ran (the app's spool evicts its oldest files at its size cap)"
+
+
+def _file_header(f: CaptureFile, stats: LoadStats) -> dict[str, Any] | None:
+    try:
+        with open(f.path, "rb") as fh:
+            return _header_of(f.path, fh.readline())
+    except FileNotFoundError:
+        stats.unreadable.append((f.path.name, 0, _VANISHED))
+        return None
+
+
+def _rows_of(f: CaptureFile, read: CaptureRead, stats: LoadStats) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The rows of one file; a file the app evicted since it was listed is noted and skipped (a
+    live spool at its cap evicts a file every ``file_bytes``: a long replay must not fail on it)."""
+    rows = read_capture([f], read)
+    try:
+        first = next(rows, None)  # the file is opened here
+    except FileNotFoundError:
+        stats.unreadable.append((f.path.name, 0, _VANISHED))
+        return
+    if first is not None:
+        yield first
+        yield from rows
 
 
 def capture_rows(
@@ -73,7 +94,7 @@ def capture_rows(
     occurrence is kept and the others counted in ``stats``.
     """
     files = capture_files(directory)
-    headers = [(f, _file_header(f)) for f in files]  # every header checked before any work
+    headers = [(f, head) for f in files if (head := _file_header(f, stats)) is not None]  # checked before any work
     stats.files = len(files)
     stats.rows_total = sum(f.records for f in files)
     seen: set[str] = set()
@@ -81,7 +102,7 @@ def capture_rows(
         vkey: VersionKey = (str(head["model"]), str(head["version"]))
         wanted = (model_name is None or vkey[0] == model_name) and (version is None or vkey[1] == version)
         read = CaptureRead()
-        for _, row in read_capture([f], read):
+        for _, row in _rows_of(f, read, stats):
             if not wanted:
                 stats.filtered_out += 1
                 continue
