@@ -31,7 +31,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, Final
 
 from .. import _names as n
-from .._capture_format import OPEN_SUFFIX, capture_files, encode_line, finished_name, open_name
+from .._capture_format import OPEN_SUFFIX, CaptureFile, capture_files, encode_line, finished_name, open_name
 
 __all__ = ["Spool", "SpoolLimits"]
 
@@ -240,13 +240,14 @@ class Spool:
         self._evict()
 
     def _evict(self) -> None:
-        """Delete the oldest finished files until the directory fits ``max_bytes`` (rows counted)."""
+        """Delete the oldest finished files until they and this writer's next file (``file_bytes``:
+        it grows on top of them until the next eviction) fit ``max_bytes`` (rows counted)."""
         try:
-            files = capture_files(self.directory)
-            sizes = [f.path.stat().st_size for f in files]
+            files = _eviction_order(capture_files(self.directory), time.time())
         except OSError:
             return
-        total = sum(sizes) + (self._file.size if self._file is not None else 0)
+        sizes = [_size(f.path) for f in files]
+        total = sum(sizes) + (self._file.size if self._file is not None else self.limits.file_bytes)
         for f, size in zip(files, sizes):
             if total <= self.limits.max_bytes:
                 break
@@ -333,6 +334,29 @@ def _work(ref: weakref.ReferenceType[Spool], queue: SimpleQueue[Any]) -> None:
         if stop:
             return
         del spool
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # evicted by another process since it was listed
+        return 0
+
+
+_CLOCK_SLACK: Final = 60.0  # seconds a file's start may lie ahead of this clock (another host's)
+
+
+def _eviction_order(files: list[CaptureFile], now: float) -> list[CaptureFile]:
+    """Oldest first, by the start time in the names; a file that starts in the future was written
+    before the clock stepped back (or by a host whose clock runs ahead), so it goes first: sorted by
+    name it would outlive every new file, and the cap would delete each new file as it finishes."""
+    ahead = now + _CLOCK_SLACK
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ahead)) + f"{int(ahead * 1000) % 1000:03d}Z"
+    future = [f for f in files if f.path.name[len("capture-") : len("capture-") + len(stamp)] > stamp]
+    if not future:
+        return files
+    first = set(future)
+    return future + [f for f in files if f not in first]
 
 
 def _write_all(fd: int, data: bytes) -> None:
