@@ -17,6 +17,7 @@ with an empty queue and no file (the parent's stays the parent's).
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import multiprocessing.util
 import os
@@ -274,7 +275,10 @@ class Spool:
                 continue
             started, pid, nonce, seq = parts[0], int(parts[1]), parts[2], parts[3]
             try:
-                alive = _alive(pid, nonce) and entry.stat().st_mtime > stale
+                # a pid means something only on this host: another replica's writer on a shared
+                # volume is taken for alive until its file has not changed for a while
+                here = _written_here(Path(entry.path))
+                alive = (_alive(pid, nonce) if here else True) and entry.stat().st_mtime > stale
             except OSError:
                 continue
             if not alive and seq.isdigit():
@@ -378,6 +382,17 @@ def _alive(pid: int, nonce: str) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _written_here(path: Path) -> bool:
+    """Whether an open file's header names this host (an unreadable header: assume so)."""
+    with open(path, "rb") as fh:
+        first = fh.readline(64 * 1024)
+    try:
+        host = json.loads(first).get("host")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(host, str) or host == HOST
 
 
 def _recover(path: Path, started: str, pid: int, nonce: str, seq: int) -> None:
