@@ -76,9 +76,14 @@ class _VersionCollector:
             n.SKEW_FEATURE.description,
             labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_SKEW_RESULT],
         )
+        by_label: dict[str, dict[str, int]] = {}  # names alike once made label-safe are one series
         for f in v.features:
+            counts = by_label.setdefault(label_value(f.name), dict.fromkeys(n.SKEW_RESULTS, 0))
             for result in n.SKEW_RESULTS:
-                feature.add_metric([*model, label_value(f.name), result], f.counts[result])
+                counts[result] += f.counts[result]
+        for label, counts in by_label.items():
+            for result in n.SKEW_RESULTS:
+                feature.add_metric([*model, label, result], counts[result])
         yield feature
         errors = CounterMetricFamily(
             n.SKEW_ROW_ERRORS.prometheus, n.SKEW_ROW_ERRORS.description, labels=[*_MODEL, n.LABEL_SKEW_STAGE]
