@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -288,6 +289,20 @@ def test_ci_gates_do_not_pass_when_no_row_could_be_replayed(tmp_path: Path) -> N
 # -- the pushed series -----------------------------------------------------------------------------------
 
 
+def test_a_replay_that_replayed_no_row_does_not_push_a_fresh_last_run(tmp_path: Path) -> None:
+    """The training pipeline raises on every row (it no longer reads what serving sends): the
+    scheduled replay pushes rows 0 and a fresh ``ml_skew_last_run_timestamp_seconds``. The flips
+    alert needs 500 rows and MLSkewReplayStale sees a replay that "finished", so nothing ever pages
+    while the gate has stopped measuring anything. A run that replayed no row did not finish a
+    replay: it must leave the last-run timestamp out (the stale alert then says so)."""
+    fx.write_capture(tmp_path, fx.served_rows(fx.raw_rows(50)))
+    report = replay(tmp_path, _always_raises, fx.predict)
+    assert report.versions[0].rows == 0  # the premise
+    names = {name for name, _ in _pushed(report)}
+    assert n.SKEW_ROWS.series in names  # what was tried is still pushed
+    assert n.SKEW_LAST_RUN.series not in names
+
+
 def _pushed(report: Any) -> list[tuple[str, frozenset[tuple[str, str]]]]:
     text = generate_latest(registry_for(report.versions[0], report.finished)).decode()
     return [
@@ -390,3 +405,44 @@ def test_after_the_clock_steps_back_the_spool_keeps_capturing_new_rows(tmp_path:
     spool.close()
     kept = [r["request_id"] for r in _rows(tmp_path) if r["request_id"].startswith("new")]
     assert "new199" in kept, f"{len(kept)} of the 200 new rows kept"
+
+
+# -- the capture directory misbehaving -------------------------------------------------------------------
+
+
+def test_a_capture_directory_that_is_a_file_does_not_stop_the_service(tmp_path: Path) -> None:
+    """``@monitor(capture=Capture(path))`` runs when the service's module is imported. A path that
+    cannot be a directory (a file there, a volume not mounted yet, no permission for its parent)
+    raises from ``mkdir`` in the monitor's constructor, so an optional copy of the traffic keeps the
+    service from starting. The disk refusing must be counted (``write_error``), like a full disk."""
+    spot = tmp_path / "capture"
+    spot.write_text("not a directory")
+    mon = ModelMonitor("m", "v1", capture=Capture(spot, rate=1.0), registry=CollectorRegistry())
+    predict = mon(_half)
+    assert predict({"x": 1.0}) == 0.5
+    mon.close()
+    assert _dropped(mon)[n.CAPTURE_DROP_WRITE_ERROR] == 1
+
+
+def test_a_capture_directory_deleted_while_running_is_made_again(tmp_path: Path) -> None:
+    """A cleaner (tmpfiles.d, an operator's ``rm -r``) deletes the spool while the app runs. The
+    directory is made only when the monitor starts, so every later file fails to open and the
+    capture is lost (``write_error``) until the process restarts."""
+    spool_dir = tmp_path / "spool"
+    limits = SpoolLimits(max_bytes=1 << 20, file_bytes=4096, file_seconds=3600, max_record_bytes=1024, queue_size=1000)
+    written = _Written()
+    spool = Spool(spool_dir, _header, limits, written, lambda reason, count: None)
+    line = cf.encode_line({"request_id": "before", "features": {"pad": "p" * 150}})
+    for _ in range(10):
+        spool.put(line)
+    _wait_for(written, 10)
+    shutil.rmtree(spool_dir)
+    for i in range(100):  # several files' worth: the open file (now unlinked) is finished, new ones open
+        spool.put(cf.encode_line({"request_id": f"after{i}", "features": {"pad": "p" * 150}}))
+    deadline = time.monotonic() + 10
+    while written.rows < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spool.close()
+    assert spool_dir.is_dir()
+    kept = [r["request_id"] for r in _rows(spool_dir)]
+    assert "after99" in kept, f"{len(kept)} rows in the spool after it was deleted"
