@@ -95,14 +95,14 @@ class Spool:
         on_dropped: Callable[[str, int], None],
     ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._warned: set[str] = set()
+        self._make_directory()  # a refusal is the disk's, counted as write_error, never the app's start
         self.limits = limits
         self._header = header  # the file's first line, made when a file opens (pid, time)
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._lock = threading.Lock()
         self._closed = False
-        self._warned: set[str] = set()
         self._reset()
         _live.add(self)
 
@@ -195,8 +195,13 @@ class Spool:
         self._seq += 1
         name = open_name(started, os.getpid(), self._nonce, self._seq)
         head = encode_line(self._header())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         try:
-            fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            try:
+                fd = os.open(self.directory / name, flags, 0o600)
+            except FileNotFoundError:  # the directory was deleted (a cleaner, an operator): make it again
+                self._make_directory()
+                fd = os.open(self.directory / name, flags, 0o600)
         except OSError as exc:
             self._warn("open", f"cannot create a capture file in {self.directory} ({exc})")
             return None
@@ -210,6 +215,12 @@ class Spool:
         self._on_written(0, len(head))
         self._file = _OpenFile(fd, name, started, self._seq, len(head))
         return self._file
+
+    def _make_directory(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._warn("directory", f"cannot make the capture directory {self.directory} ({exc})")
 
     def _cut_back(self, f: _OpenFile) -> None:
         """After a failed write: the file ends at its last whole row again."""
