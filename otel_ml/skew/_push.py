@@ -64,7 +64,7 @@ class _VersionCollector:
         hist.add_sample(n.SKEW_SCORE_DIFFERENCE.count_series, labels, float(d.count))
         hist.add_sample(n.SKEW_SCORE_DIFFERENCE.sum_series, labels, d.total)
         yield hist
-        if self._finished:
+        if self._finished and v.rows:  # no row replayed (a pipeline raising on all): no replay finished
             last = GaugeMetricFamily(n.SKEW_LAST_RUN.prometheus, n.SKEW_LAST_RUN.description, labels=list(_MODEL))
             last.add_metric(model, self._finished)
             yield last
@@ -103,7 +103,8 @@ def _flip_labels(v: VersionSkew) -> list[str]:
 
 
 def registry_for(version: VersionSkew, finished: float) -> CollectorRegistry:
-    """A fresh registry holding one version's series (``finished`` 0: no last-run timestamp)."""
+    """A fresh registry holding one version's series (``finished`` 0, or no row replayed: no
+    last-run timestamp, so MLSkewReplayStale sees a gate that measures nothing)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_VersionCollector(version, finished))
     return registry
