@@ -10,6 +10,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -446,3 +448,49 @@ def test_a_capture_directory_deleted_while_running_is_made_again(tmp_path: Path)
     assert spool_dir.is_dir()
     kept = [r["request_id"] for r in _rows(spool_dir)]
     assert "after99" in kept, f"{len(kept)} rows in the spool after it was deleted"
+
+
+_FORK_WHILE_STARTING = """
+import os, sys, threading, time
+from otel_ml import _capture_format as cf
+from otel_ml.instrument._spool import Spool, SpoolLimits
+
+written = []
+limits = SpoolLimits(max_bytes=1 << 20, file_bytes=1 << 16, file_seconds=3600, max_record_bytes=1024, queue_size=100)
+header = lambda: cf.header(model="m", version="v1", threshold=None, segments=(), feature_names=(), tags={},
+                           pid=os.getpid(), host="h", started=time.time(), library="0")
+spool = Spool(sys.argv[1], header, limits, lambda rows, nbytes: written.append(rows), lambda reason, count: None)
+holding = threading.Event()
+
+def starting():  # another request thread inside Spool._start (its first put) when the fork happens
+    with spool._lock:
+        holding.set()
+        time.sleep(2)
+
+threading.Thread(target=starting, daemon=True).start()
+holding.wait()
+pid = os.fork()
+if pid == 0:
+    spool.put(cf.encode_line({"request_id": "child", "features": {}}))  # the child's first sampled row
+    spool.close()
+    os._exit(0 if sum(written) == 1 else 3)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(os.waitstatus_to_exitcode(status))
+    time.sleep(0.05)
+os.kill(pid, 9)
+sys.exit(4)  # the child hung
+"""
+
+
+def test_a_child_forked_while_a_thread_starts_the_writer_does_not_hang(tmp_path: Path) -> None:
+    """The fork handler resets the spool's queue, file and thread in the child, but not its lock:
+    a fork while another thread holds it (inside ``_start``, a request's first sampled row) leaves
+    the child a lock nobody will release, and the child's first sampled request blocks forever."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_WHILE_STARTING, str(tmp_path)], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert out.returncode == 0, ("the child hung" if out.returncode == 4 else out.returncode, out.stderr[-2000:])
