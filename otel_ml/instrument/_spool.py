@@ -101,13 +101,14 @@ class Spool:
         self._header = header  # the file's first line, made when a file opens (pid, time)
         self._on_written = on_written
         self._on_dropped = on_dropped
-        self._lock = threading.Lock()
         self._closed = False
         self._reset()
         _live.add(self)
 
     def _reset(self) -> None:
-        """Fresh state: no queue, file or thread (at start and in a forked child)."""
+        """Fresh state: no queue, file or thread (at start and in a forked child, whose copy of the
+        lock may be held by a thread that does not exist there)."""
+        self._lock = threading.Lock()
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._file: _OpenFile | None = None
