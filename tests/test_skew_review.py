@@ -494,3 +494,19 @@ def test_a_child_forked_while_a_thread_starts_the_writer_does_not_hang(tmp_path:
         [sys.executable, "-c", _FORK_WHILE_STARTING, str(tmp_path)], env=env, timeout=60, capture_output=True, text=True
     )
     assert out.returncode == 0, ("the child hung" if out.returncode == 4 else out.returncode, out.stderr[-2000:])
+
+
+def test_a_huge_integer_feature_does_not_abort_the_replay(tmp_path: Path) -> None:
+    """JSON numbers have no size limit: a client sending ``"age": 1e400`` written as digits is an
+    int of 401 digits after ``json.loads``, the online code passes it through and the capture writes
+    it. The all-plain-numbers fast path of ``column`` converts with ``np.fromiter(..., float64)``,
+    which raises ``OverflowError`` (the object path handles it), so one hostile request aborts the
+    whole replay (the CLI: a traceback and exit 1, read as a failed gate) until its file is evicted."""
+    rows = fx.served_rows(fx.raw_rows(20))
+    rows[0]["raw"]["age"] = 10**400
+    rows[0]["features"]["age"] = 10**400
+    fx.write_capture(tmp_path, rows)
+    report = replay(tmp_path, fx.build_features, fx.predict, skip_features=["request_hour"])
+    v = report.versions[0]
+    assert v.rows_compared == 20
+    assert v.feature("age").counts[n.SKEW_MATCH] == 20  # the same number on both sides
