@@ -9,6 +9,7 @@ numeric edges with the app's searchsorted side, or the categorical vocabulary bu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -69,10 +70,21 @@ def column(values: Sequence[Any]) -> Column:
     value types, in C) the floats are read with ``np.fromiter`` and nothing else is done per value;
     otherwise (strings, booleans, numpy scalars mixed in) each value's type is looked at."""
     if set(map(type, values)) <= _PLAIN:
-        floats = np.fromiter(values, dtype=np.float64, count=len(values))  # None -> NaN: missing either way
+        try:
+            floats = np.fromiter(values, dtype=np.float64, count=len(values))  # None -> NaN: missing either way
+        except OverflowError:  # an int beyond float range (JSON numbers have no limit): the object path
+            return _object_column(values)
         missing = np.isnan(floats)
         return Column(floats, ~missing, missing, None)
     return _object_column(values)
+
+
+def _float_or_inf(value: Any) -> float:
+    """``float(value)``, or the infinity of its sign for an int beyond float range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _object_column(values: Sequence[Any]) -> Column:
@@ -86,7 +98,7 @@ def _object_column(values: Sequence[Any]) -> Column:
         try:
             floats[numeric] = objects[numeric].astype(np.float64)
         except OverflowError:  # an int beyond float range: a number that no float equals
-            floats[numeric] = [float(v) if abs(v) < 2**1023 else np.copysign(np.inf, v) for v in objects[numeric]]
+            floats[numeric] = [_float_or_inf(v) for v in objects[numeric]]  # rare: this column only
     nan = np.isnan(floats) & numeric
     missing = np.asarray(types == _NONE_TYPE, dtype=bool) | nan
     other = np.flatnonzero(~numeric & ~missing)
