@@ -510,3 +510,16 @@ def test_a_huge_integer_feature_does_not_abort_the_replay(tmp_path: Path) -> Non
     v = report.versions[0]
     assert v.rows_compared == 20
     assert v.feature("age").counts[n.SKEW_MATCH] == 20  # the same number on both sides
+
+
+def test_one_request_captured_by_two_model_versions_is_no_duplicate(tmp_path: Path) -> None:
+    """``Capture(salt=...)`` shared by two versions makes them capture the same requests ("a request
+    captured by one monitor is the one a replay of another can be joined with"): mirrored traffic
+    to a canary, both writing the model's spool. The replay reports each version apart, but looks
+    for duplicate keys across versions, so the two rows of one request exit 2 as duplicates."""
+    rows = fx.served_rows(fx.raw_rows(30))
+    fx.write_capture(tmp_path, rows, version="v3", seq=1)
+    fx.write_capture(tmp_path, rows, version="v4", seq=2)
+    report = replay(tmp_path, fx.build_features, fx.predict, skip_features=["request_hour"])
+    assert sorted((v.version, v.rows) for v in report.versions) == [("v3", 30), ("v4", 30)]
+    assert report.duplicates == 0
