@@ -89,7 +89,7 @@ def capture_rows(
     """``(model version, key, row)`` for every usable row of the spool, oldest file first.
 
     A file whose header is not a capture header raises ``CaptureFormatError`` naming it. A key
-    seen twice raises :class:`DuplicateKeyError` naming the first duplicated ids (the rest of the
+    seen twice in one model version raises :class:`DuplicateKeyError` naming the first duplicated ids (the rest of the
     spool is scanned for them, without yielding) unless ``allow_duplicates``: then the first
     occurrence is kept and the others counted in ``stats``.
     """
@@ -97,7 +97,7 @@ def capture_rows(
     headers = [(f, head) for f in files if (head := _file_header(f, stats)) is not None]  # checked before any work
     stats.files = len(files)
     stats.rows_total = sum(f.records for f in files)
-    seen: set[str] = set()
+    seen: set[tuple[VersionKey, str]] = set()  # a key repeats within a version: each version is its own replay
     for f, head in headers:
         vkey: VersionKey = (str(head["model"]), str(head["version"]))
         wanted = (model_name is None or vkey[0] == model_name) and (version is None or vkey[1] == version)
@@ -110,12 +110,12 @@ def capture_rows(
             if rid is None:
                 read.bad(f.path, 0, f"no {key!r} in the row or its raw request")
                 continue
-            if rid in seen:
+            if (vkey, rid) in seen:
                 stats.duplicates += 1
                 if len(stats.duplicate_ids) < _DUPLICATES_NAMED and rid not in stats.duplicate_ids:
                     stats.duplicate_ids.append(rid)
                 continue
-            seen.add(rid)
+            seen.add((vkey, rid))
             if stats.duplicates and not allow_duplicates:
                 continue  # failing anyway: only look for more duplicated ids
             stats.headers.setdefault(vkey, head)
