@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_ml import Capture, ModelMonitor
+from otel_ml import Capture, ModelMonitor, raw_request
 from otel_ml import _capture_format as cf
 from otel_ml import _names as n
 from otel_ml.instrument._spool import HOST, Spool, SpoolLimits
@@ -523,3 +523,38 @@ def test_one_request_captured_by_two_model_versions_is_no_duplicate(tmp_path: Pa
     report = replay(tmp_path, fx.build_features, fx.predict, skip_features=["request_hour"])
     assert sorted((v.version, v.rows) for v in report.versions) == [("v3", 30), ("v4", 30)]
     assert report.duplicates == 0
+
+
+def test_features_the_model_changes_in_place_are_captured_as_they_were_served(tmp_path: Path) -> None:
+    """``df.fillna(0, inplace=True)`` inside the model function is common. The capture reads the
+    features after the call, so it writes the model's own fill (0) as the served value, and a
+    replay of a pipeline that leaves the value missing reports ``missing_training`` on every such
+    row: skew that serving did not have. The capture must be of the features as passed in."""
+    mon = ModelMonitor(
+        "m", "v1", feature_names=["income"], capture=Capture(tmp_path, rate=1.0), registry=CollectorRegistry()
+    )
+
+    @mon
+    def predict(frame: pd.DataFrame) -> Any:
+        frame.fillna(0.0, inplace=True)  # the model's own preprocessing
+        return np.full(len(frame), 0.5)
+
+    predict(pd.DataFrame({"income": [np.nan, 1.0]}))
+    mon.close()
+    got = [r["features"]["income"] for r in sorted(_rows(tmp_path), key=lambda r: r["request_id"])]
+    assert got[1] == 1.0 and (got[0] is None or math.isnan(got[0])), got
+
+
+def test_a_raw_request_changed_inside_the_block_is_captured_as_it_arrived(tmp_path: Path) -> None:
+    """README: ``with raw_request(body): return predict(online_features(body))``, "the raw request,
+    before the online feature code". The capture keeps a reference and encodes it after the call,
+    so online code that normalises the body in place (``body["amount"] = float(...)``) is captured
+    already normalised, and the replay cannot see the very transformation it is meant to check."""
+    mon = ModelMonitor("m", "v1", capture=Capture(tmp_path, rate=1.0), registry=CollectorRegistry())
+    predict = mon(_half)
+    body: dict[str, Any] = {"amount": "12.50"}
+    with raw_request(body):
+        body["amount"] = float(body["amount"])  # the online feature code, in place
+        predict({"amount": body["amount"]})
+    mon.close()
+    assert [r["raw"] for r in _rows(tmp_path)] == [{"amount": "12.50"}]
