@@ -96,18 +96,27 @@ def header(
 
 
 def encode_line(obj: Mapping[str, Any]) -> bytes:
-    """One JSON line; ``TypeError``/``ValueError`` when ``obj`` holds something JSON cannot say."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_plain).encode("utf-8") + b"\n"
+    """One JSON line; ``TypeError``/``ValueError`` when ``obj`` holds something JSON cannot say. A
+    string with a lone surrogate (``json.loads`` of a client's ``"\\ud800"`` gives one) is no UTF-8:
+    that line is written with ASCII escapes instead, which every JSON reader turns back into it."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_plain)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=_plain).encode("ascii") + b"\n"
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars and arrays, datetimes, sets and bytes (as text) in their plainest JSON form."""
+    """numpy scalars and arrays, datetimes, sets and bytes (as text) in their plainest JSON form;
+    pandas' missing values (``pd.NA``, ``pd.NaT``) are ``null``, like None and NaN."""
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == ():
         return item()
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
         return tolist()
+    if type(value).__name__ in ("NAType", "NaTType"):  # without importing pandas; NaT has isoformat
+        return None
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
         return isoformat()

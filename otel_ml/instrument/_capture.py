@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _names as n
 from .._capture_format import encode_line, header
-from .._frame import Columns, to_columns
+from .._frame import Columns, is_single_row, to_columns
 from .._review_sampling import hasher64, row_hashes, row_id, selected_rows, threshold64
 from .._version import __version__
 from ._counting import scalar_label
@@ -159,7 +159,7 @@ class CaptureSink:
         if rows is None or rows < 1:
             return
         request_id = call.request_id
-        if rows == 1 and (type(features) is dict or isinstance(features, Mapping)):
+        if rows == 1 and _row(features):  # a dict of 1-row columns is a batch, as counted
             if self._hash(request_id) >= self._threshold:
                 return
             raw = self._raw(inputs)
@@ -226,6 +226,16 @@ class CaptureSink:
         self.spool.close()
 
 
+_SCALARS = frozenset({float, int, str, bool, type(None)})
+
+
+def _row(features: Any) -> bool:
+    """A single row, as ``_counting`` decides it (a plain dict of scalars first, without the ABC check)."""
+    if type(features) is dict:
+        return type(next(iter(features.values()), None)) in _SCALARS or is_single_row(features)
+    return is_single_row(features)
+
+
 def _cell(columns: Columns, name: str, i: int) -> Any:
     column = columns.raw(name)
     if column is None:
@@ -239,7 +249,8 @@ def _per_row(raw: Any, rows: int) -> Callable[[int], Any]:
     if raw is None:
         return lambda i: None
     if hasattr(raw, "iloc") and hasattr(raw, "columns") and len(raw) == rows:
-        return lambda i: {str(k): v for k, v in raw.iloc[i].to_dict().items()}
+        # one row's frame, not ``iloc[i]`` (one Series: an int column next to a float one would be upcast)
+        return lambda i: {str(k): v for k, v in raw.iloc[i : i + 1].to_dict("records")[0].items()}
     if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) == rows:
         return lambda i: raw[i]
     return lambda i: None

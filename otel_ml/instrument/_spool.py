@@ -17,6 +17,7 @@ with an empty queue and no file (the parent's stays the parent's).
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import multiprocessing.util
 import os
@@ -31,7 +32,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, Final
 
 from .. import _names as n
-from .._capture_format import OPEN_SUFFIX, capture_files, encode_line, finished_name, open_name
+from .._capture_format import OPEN_SUFFIX, CaptureFile, capture_files, encode_line, finished_name, open_name
 
 __all__ = ["Spool", "SpoolLimits"]
 
@@ -94,19 +95,20 @@ class Spool:
         on_dropped: Callable[[str, int], None],
     ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._warned: set[str] = set()
+        self._make_directory()  # a refusal is the disk's, counted as write_error, never the app's start
         self.limits = limits
         self._header = header  # the file's first line, made when a file opens (pid, time)
         self._on_written = on_written
         self._on_dropped = on_dropped
-        self._lock = threading.Lock()
         self._closed = False
-        self._warned: set[str] = set()
         self._reset()
         _live.add(self)
 
     def _reset(self) -> None:
-        """Fresh state: no queue, file or thread (at start and in a forked child)."""
+        """Fresh state: no queue, file or thread (at start and in a forked child, whose copy of the
+        lock may be held by a thread that does not exist there)."""
+        self._lock = threading.Lock()
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._file: _OpenFile | None = None
@@ -194,8 +196,13 @@ class Spool:
         self._seq += 1
         name = open_name(started, os.getpid(), self._nonce, self._seq)
         head = encode_line(self._header())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         try:
-            fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            try:
+                fd = os.open(self.directory / name, flags, 0o600)
+            except FileNotFoundError:  # the directory was deleted (a cleaner, an operator): make it again
+                self._make_directory()
+                fd = os.open(self.directory / name, flags, 0o600)
         except OSError as exc:
             self._warn("open", f"cannot create a capture file in {self.directory} ({exc})")
             return None
@@ -209,6 +216,12 @@ class Spool:
         self._on_written(0, len(head))
         self._file = _OpenFile(fd, name, started, self._seq, len(head))
         return self._file
+
+    def _make_directory(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._warn("directory", f"cannot make the capture directory {self.directory} ({exc})")
 
     def _cut_back(self, f: _OpenFile) -> None:
         """After a failed write: the file ends at its last whole row again."""
@@ -240,13 +253,14 @@ class Spool:
         self._evict()
 
     def _evict(self) -> None:
-        """Delete the oldest finished files until the directory fits ``max_bytes`` (rows counted)."""
+        """Delete the oldest finished files until they and this writer's next file (``file_bytes``:
+        it grows on top of them until the next eviction) fit ``max_bytes`` (rows counted)."""
         try:
-            files = capture_files(self.directory)
-            sizes = [f.path.stat().st_size for f in files]
+            files = _eviction_order(capture_files(self.directory), time.time())
         except OSError:
             return
-        total = sum(sizes) + (self._file.size if self._file is not None else 0)
+        sizes = [_size(f.path) for f in files]
+        total = sum(sizes) + (self._file.size if self._file is not None else self.limits.file_bytes)
         for f, size in zip(files, sizes):
             if total <= self.limits.max_bytes:
                 break
@@ -273,7 +287,10 @@ class Spool:
                 continue
             started, pid, nonce, seq = parts[0], int(parts[1]), parts[2], parts[3]
             try:
-                alive = _alive(pid, nonce) and entry.stat().st_mtime > stale
+                # a pid means something only on this host: another replica's writer on a shared
+                # volume is taken for alive until its file has not changed for a while
+                here = _written_here(Path(entry.path))
+                alive = (_alive(pid, nonce) if here else True) and entry.stat().st_mtime > stale
             except OSError:
                 continue
             if not alive and seq.isdigit():
@@ -335,6 +352,29 @@ def _work(ref: weakref.ReferenceType[Spool], queue: SimpleQueue[Any]) -> None:
         del spool
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # evicted by another process since it was listed
+        return 0
+
+
+_CLOCK_SLACK: Final = 60.0  # seconds a file's start may lie ahead of this clock (another host's)
+
+
+def _eviction_order(files: list[CaptureFile], now: float) -> list[CaptureFile]:
+    """Oldest first, by the start time in the names; a file that starts in the future was written
+    before the clock stepped back (or by a host whose clock runs ahead), so it goes first: sorted by
+    name it would outlive every new file, and the cap would delete each new file as it finishes."""
+    ahead = now + _CLOCK_SLACK
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ahead)) + f"{int(ahead * 1000) % 1000:03d}Z"
+    future = [f for f in files if f.path.name[len("capture-") : len("capture-") + len(stamp)] > stamp]
+    if not future:
+        return files
+    first = set(future)
+    return future + [f for f in files if f not in first]
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -354,6 +394,17 @@ def _alive(pid: int, nonce: str) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _written_here(path: Path) -> bool:
+    """Whether an open file's header names this host (an unreadable header: assume so)."""
+    with open(path, "rb") as fh:
+        first = fh.readline(64 * 1024)
+    try:
+        host = json.loads(first).get("host")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(host, str) or host == HOST
 
 
 def _recover(path: Path, started: str, pid: int, nonce: str, seq: int) -> None:

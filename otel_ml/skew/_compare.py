@@ -9,6 +9,7 @@ numeric edges with the app's searchsorted side, or the categorical vocabulary bu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -45,6 +46,7 @@ _NONE_TYPE: Final = _boxed(type(None))
 _PLAIN: Final = frozenset({float, int, np.float64, type(None)})
 _type_of = np.frompyfunc(type, 1, 1)
 _canonical = np.frompyfunc(canonical_label, 1, 1)
+_pandas_missing = np.frompyfunc(lambda t: t.__name__ in ("NAType", "NaTType"), 1, 1)  # one call per type
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,21 @@ def column(values: Sequence[Any]) -> Column:
     value types, in C) the floats are read with ``np.fromiter`` and nothing else is done per value;
     otherwise (strings, booleans, numpy scalars mixed in) each value's type is looked at."""
     if set(map(type, values)) <= _PLAIN:
-        floats = np.fromiter(values, dtype=np.float64, count=len(values))  # None -> NaN: missing either way
+        try:
+            floats = np.fromiter(values, dtype=np.float64, count=len(values))  # None -> NaN: missing either way
+        except OverflowError:  # an int beyond float range (JSON numbers have no limit): the object path
+            return _object_column(values)
         missing = np.isnan(floats)
         return Column(floats, ~missing, missing, None)
     return _object_column(values)
+
+
+def _float_or_inf(value: Any) -> float:
+    """``float(value)``, or the infinity of its sign for an int beyond float range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _object_column(values: Sequence[Any]) -> Column:
@@ -85,9 +98,12 @@ def _object_column(values: Sequence[Any]) -> Column:
         try:
             floats[numeric] = objects[numeric].astype(np.float64)
         except OverflowError:  # an int beyond float range: a number that no float equals
-            floats[numeric] = [float(v) if abs(v) < 2**1023 else np.copysign(np.inf, v) for v in objects[numeric]]
+            floats[numeric] = [_float_or_inf(v) for v in objects[numeric]]  # rare: this column only
     nan = np.isnan(floats) & numeric
     missing = np.asarray(types == _NONE_TYPE, dtype=bool) | nan
+    other = np.flatnonzero(~numeric & ~missing)
+    if other.size:  # pandas' missing values (pd.NA, pd.NaT) from a pipeline built on pandas
+        missing[other[np.asarray(_pandas_missing(types[other]), dtype=bool)]] = True
     return Column(floats, numeric & ~nan, missing, objects)
 
 

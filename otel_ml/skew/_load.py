@@ -51,9 +51,30 @@ def _key_of(row: dict[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _file_header(f: CaptureFile) -> dict[str, Any]:
-    with open(f.path, "rb") as fh:
-        return _header_of(f.path, fh.readline())
+_VANISHED = "deleted while the replay ran (the app's spool evicts its oldest files at its size cap)"
+
+
+def _file_header(f: CaptureFile, stats: LoadStats) -> dict[str, Any] | None:
+    try:
+        with open(f.path, "rb") as fh:
+            return _header_of(f.path, fh.readline())
+    except FileNotFoundError:
+        stats.unreadable.append((f.path.name, 0, _VANISHED))
+        return None
+
+
+def _rows_of(f: CaptureFile, read: CaptureRead, stats: LoadStats) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The rows of one file; a file the app evicted since it was listed is noted and skipped (a
+    live spool at its cap evicts a file every ``file_bytes``: a long replay must not fail on it)."""
+    rows = read_capture([f], read)
+    try:
+        first = next(rows, None)  # the file is opened here
+    except FileNotFoundError:
+        stats.unreadable.append((f.path.name, 0, _VANISHED))
+        return
+    if first is not None:
+        yield first
+        yield from rows
 
 
 def capture_rows(
@@ -68,20 +89,20 @@ def capture_rows(
     """``(model version, key, row)`` for every usable row of the spool, oldest file first.
 
     A file whose header is not a capture header raises ``CaptureFormatError`` naming it. A key
-    seen twice raises :class:`DuplicateKeyError` naming the first duplicated ids (the rest of the
+    seen twice in one model version raises :class:`DuplicateKeyError` naming the first duplicated ids (the rest of the
     spool is scanned for them, without yielding) unless ``allow_duplicates``: then the first
     occurrence is kept and the others counted in ``stats``.
     """
     files = capture_files(directory)
-    headers = [(f, _file_header(f)) for f in files]  # every header checked before any work
+    headers = [(f, head) for f in files if (head := _file_header(f, stats)) is not None]  # checked before any work
     stats.files = len(files)
     stats.rows_total = sum(f.records for f in files)
-    seen: set[str] = set()
+    seen: set[tuple[VersionKey, str]] = set()  # a key repeats within a version: each version is its own replay
     for f, head in headers:
         vkey: VersionKey = (str(head["model"]), str(head["version"]))
         wanted = (model_name is None or vkey[0] == model_name) and (version is None or vkey[1] == version)
         read = CaptureRead()
-        for _, row in read_capture([f], read):
+        for _, row in _rows_of(f, read, stats):
             if not wanted:
                 stats.filtered_out += 1
                 continue
@@ -89,12 +110,12 @@ def capture_rows(
             if rid is None:
                 read.bad(f.path, 0, f"no {key!r} in the row or its raw request")
                 continue
-            if rid in seen:
+            if (vkey, rid) in seen:
                 stats.duplicates += 1
                 if len(stats.duplicate_ids) < _DUPLICATES_NAMED and rid not in stats.duplicate_ids:
                     stats.duplicate_ids.append(rid)
                 continue
-            seen.add(rid)
+            seen.add((vkey, rid))
             if stats.duplicates and not allow_duplicates:
                 continue  # failing anyway: only look for more duplicated ids
             stats.headers.setdefault(vkey, head)

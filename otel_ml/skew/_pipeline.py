@@ -105,14 +105,17 @@ def rescore(
 def decide(scores: npt.NDArray[np.float64], rule: Callable[[Any], Any] | float | None) -> npt.NDArray[Any] | None:
     """Decision labels of replayed scores, exactly as the decorator labels them: a threshold gives
     ``"true"`` when ``score > t``; a callable is applied to the array (or per score, when it was
-    written for one score); ``None`` without a rule."""
+    written for one score); ``None`` without a rule. A score that is not finite has no decision."""
     from ..instrument._counting import scalar_label
 
     if rule is None:
         return None
     if isinstance(rule, (int, float)):
-        return np.where(scores > rule, "true", "false").astype(object)
-    out = np.asarray(rule(scores))
-    if out.shape != scores.shape:
-        out = np.asarray([rule(s) for s in scores.tolist()], dtype=object)
-    return np.asarray([scalar_label(v) for v in out.tolist()], dtype=object)
+        labels = np.where(scores > rule, "true", "false").astype(object)
+    else:
+        out = np.asarray(rule(scores))
+        if out.shape != scores.shape:
+            out = np.asarray([rule(s) for s in scores.tolist()], dtype=object)
+        labels = np.asarray([scalar_label(v) for v in out.tolist()], dtype=object)
+    labels[~np.isfinite(scores)] = None  # the decorator decides finite scores only: no decision, no flip
+    return labels

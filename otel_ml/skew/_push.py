@@ -64,7 +64,7 @@ class _VersionCollector:
         hist.add_sample(n.SKEW_SCORE_DIFFERENCE.count_series, labels, float(d.count))
         hist.add_sample(n.SKEW_SCORE_DIFFERENCE.sum_series, labels, d.total)
         yield hist
-        if self._finished:
+        if self._finished and v.rows:  # no row replayed (a pipeline raising on all): no replay finished
             last = GaugeMetricFamily(n.SKEW_LAST_RUN.prometheus, n.SKEW_LAST_RUN.description, labels=list(_MODEL))
             last.add_metric(model, self._finished)
             yield last
@@ -76,9 +76,14 @@ class _VersionCollector:
             n.SKEW_FEATURE.description,
             labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_SKEW_RESULT],
         )
+        by_label: dict[str, dict[str, int]] = {}  # names alike once made label-safe are one series
         for f in v.features:
+            counts = by_label.setdefault(label_value(f.name), dict.fromkeys(n.SKEW_RESULTS, 0))
             for result in n.SKEW_RESULTS:
-                feature.add_metric([*model, label_value(f.name), result], f.counts[result])
+                counts[result] += f.counts[result]
+        for label, counts in by_label.items():
+            for result in n.SKEW_RESULTS:
+                feature.add_metric([*model, label, result], counts[result])
         yield feature
         errors = CounterMetricFamily(
             n.SKEW_ROW_ERRORS.prometheus, n.SKEW_ROW_ERRORS.description, labels=[*_MODEL, n.LABEL_SKEW_STAGE]
@@ -98,7 +103,8 @@ def _flip_labels(v: VersionSkew) -> list[str]:
 
 
 def registry_for(version: VersionSkew, finished: float) -> CollectorRegistry:
-    """A fresh registry holding one version's series (``finished`` 0: no last-run timestamp)."""
+    """A fresh registry holding one version's series (``finished`` 0, or no row replayed: no
+    last-run timestamp, so MLSkewReplayStale sees a gate that measures nothing)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_VersionCollector(version, finished))
     return registry

@@ -195,9 +195,12 @@ class VersionSkew:
         raise KeyError(name)
 
     def check(self, name: str) -> float | None:
-        """The value a ``--fail-on`` check compares with its threshold."""
+        """The value a ``--fail-on`` check compares with its threshold; ``None`` when it cannot be
+        computed (no decision rule, or no row compared: a pipeline raising on every row)."""
         if name == "flips":
             return self.flip_ratio
+        if name in ("mismatch", "rows_with_mismatch") and self.rows_compared == 0:
+            return None
         if name == "mismatch":
             return self.mismatch_ratio
         if name == "rows_with_mismatch":
@@ -279,7 +282,8 @@ class SkewReport:
         raise KeyError((model, version))
 
     def gate_results(self, gates: Sequence[FailOn] | None = None) -> list[dict[str, Any]]:
-        """Each gate on each version: its value, and whether it fails (``None`` value: not computable)."""
+        """Each gate on each version: its value, and whether it fails (a ``None`` value, not
+        computable because nothing was replayed, fails: a CI gate must not pass on no evidence)."""
         out = []
         for gate in self.gates if gates is None else gates:
             for v in self.versions:
@@ -291,7 +295,7 @@ class SkewReport:
                         "model": v.model,
                         "version": v.version,
                         "value": value,
-                        "failed": value is not None and value > gate.threshold,
+                        "failed": value is None or value > gate.threshold,  # not computable: a gate fails closed
                     }
                 )
         return out
