@@ -52,6 +52,14 @@ class ShadowSink(Protocol):
     ) -> None: ...
 
 
+class CaptureStart(Protocol):
+    """What runs at a call's start for the skew capture (``_capture``): copy the sampled rows."""
+
+    stage: str
+
+    def enter(self, call: CallState, args: tuple[Any, ...], kwargs: dict[str, Any], read: Reader) -> None: ...
+
+
 class CallRecorder:
     """What one monitor does around each call: start its span, then count it and end the span."""
 
@@ -63,6 +71,7 @@ class CallRecorder:
         "_spans",
         "_tracer",
         "alone",
+        "capture",
         "counters",
         "errors",
         "key",
@@ -98,6 +107,7 @@ class CallRecorder:
         self._attributes = attributes
         self.shadows: tuple[ShadowSink, ...] = ()  # shadow versions scoring this model's successful calls
         self.reviewed = False  # review sampling hashes every call's request id: make it from the input
+        self.capture: CaptureStart | None = None  # the skew capture: copies its sampled rows at the start
 
     def untraced(self) -> bool:
         """True when the tracer is a no-op one. Its span would be non-recording and carry the
@@ -276,6 +286,12 @@ class Call:
             self._span = self._ctx = None
         else:
             self._span, self._ctx = rec.start_span(state, self._features, self._parent)
+        capture = rec.capture
+        if capture is not None:
+            try:
+                capture.enter(state, self._args, self._kwargs, self._read)
+            except Exception as exc:
+                rec.errors.report(capture.stage, exc)
         if not self._cpu:
             self._cpu = _thread_time_ns()
         self._start = time.perf_counter()

@@ -40,7 +40,7 @@ from ._spool import HOST, Spool, SpoolLimits
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from ._call import Counted
+    from ._call import Counted, Reader
     from ._context import CallState
     from ._counters import ModelCounters
 
@@ -53,8 +53,9 @@ _RAW: ContextVar[Any] = ContextVar("otel_ml_raw_request", default=None)
 @contextmanager
 def raw_request(raw: Any) -> Iterator[None]:
     """Name the raw request of the monitored calls made inside the block (for skew capture):
-    ``with otel_ml.raw_request(body): score = predict(features(body))``."""
-    token = _RAW.set(raw)
+    ``with otel_ml.raw_request(body): score = predict(features(body))``. A dict or list body is
+    copied (shallowly) as it enters the block: code inside that sets its fields does not change it."""
+    token = _RAW.set(_snapshot(raw))  # as it arrived: online code that normalises it in place comes later
     try:
         yield
     finally:
@@ -146,6 +147,35 @@ class CaptureSink:
             config.directory, file_header, config.limits(), counters.add_captured, counters.add_capture_dropped
         )
 
+    def enter(self, call: CallState, args: tuple[Any, ...], kwargs: dict[str, Any], read: Reader) -> None:
+        """At the call's start: pick its sampled rows and copy them as they are passed in (a model that
+        fills or scales its input in place must not change what was served). Most calls: one hash."""
+        features = read(args, kwargs)
+        request_id = call.request_id
+        if _row(features):
+            if self._hash(request_id) >= self._threshold:
+                return
+            segments = {k: scalar_label(features.get(k)) for k in self._segments}
+            call.capture = [(request_id, -1, self._raw((args, kwargs)), self._row_features(features), segments)]
+            return
+        columns = to_columns(features, self._feature_names)
+        rows = columns.n_rows
+        picked = np.flatnonzero(selected_rows(row_hashes(self.salt, request_id, rows), self.config.rate)).tolist()
+        if not picked:
+            return
+        names = self._feature_names or tuple(columns.names)
+        raw_rows = _per_row(self._raw((args, kwargs)), rows)
+        call.capture = [
+            (
+                row_id(request_id, i),
+                i,
+                raw_rows(i),
+                {name: _cell(columns, name, i) for name in names},
+                {k: scalar_label(_cell(columns, k, i)) for k in self._segments},
+            )
+            for i in picked  # the sampled rows only: a few per batch
+        ]
+
     def submit(
         self,
         call: CallState,
@@ -154,48 +184,31 @@ class CaptureSink:
         inputs: tuple[tuple[Any, ...], dict[str, Any]],
         counted: Counted,
     ) -> None:
-        """Capture the sampled rows of one successful call (most calls: one hash and a compare)."""
-        rows, scores, decisions = counted
-        if rows is None or rows < 1:
+        """At the call's end (a successful one): the sampled rows with their scores and decisions, written."""
+        pending = call.capture
+        if not pending:
             return
-        request_id = call.request_id
-        if rows == 1 and _row(features):  # a dict of 1-row columns is a batch, as counted
-            if self._hash(request_id) >= self._threshold:
-                return
-            raw = self._raw(inputs)
-            score = scores if isinstance(scores, float) else None
-            segments = {k: scalar_label(features.get(k)) for k in self._segments}
-            self._put(request_id, raw, self._row_features(features), score, decisions, segments)
-        else:
-            picked = np.flatnonzero(selected_rows(row_hashes(self.salt, request_id, rows), self.config.rate))
-            if picked.size == 0:
-                return
-            self._batch(request_id, features, self._raw(inputs), scores, decisions, picked.tolist(), rows)
+        call.capture = None
+        _, scores, decisions = counted
+        labels = None if decisions is None or isinstance(decisions, str) else np.asarray(decisions)
+        for request_id, i, raw, row, segments in pending:
+            if i < 0:
+                score = scores if isinstance(scores, float) else None
+                decision = decisions if isinstance(decisions, str) else None
+            else:
+                score = None if scores is None or np.ndim(scores) == 0 else float(scores[i])
+                decision = None if labels is None or labels.ndim == 0 else scalar_label(labels[i])
+            self._put(request_id, raw, row, score, decision, segments)
         if span is not None and span.is_recording():
             span.set_attribute(n.ATTR_CAPTURED, True)
 
     def _raw(self, inputs: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
         pick = self.config.raw
-        return pick(*inputs) if pick is not None else _RAW.get()
+        return _snapshot(pick(*inputs)) if pick is not None else _RAW.get()
 
     def _row_features(self, row: Mapping[str, Any]) -> dict[str, Any]:
         names = self._feature_names or tuple(k for k in row if isinstance(k, str))
         return {name: row.get(name) for name in names}
-
-    def _batch(
-        self, request_id: str, features: Any, raw: Any, scores: Any, decisions: Any, picked: list[int], rows: int
-    ) -> None:
-        """The sampled rows of a batch: each row's features, score, decision, segments and raw element."""
-        columns = to_columns(features, self._feature_names)
-        names = self._feature_names or tuple(columns.names)
-        raw_rows = _per_row(raw, rows)
-        labels = None if decisions is None else np.asarray(decisions)
-        for i in picked:  # the sampled rows only: a few per batch
-            row = {name: _cell(columns, name, i) for name in names}
-            segments = {k: scalar_label(_cell(columns, k, i)) for k in self._segments}
-            score = None if scores is None else float(scores[i])
-            decision = None if labels is None else scalar_label(labels[i])
-            self._put(row_id(request_id, i), raw_rows(i), row, score, decision, segments)
 
     def _put(
         self,
@@ -234,6 +247,15 @@ def _row(features: Any) -> bool:
     if type(features) is dict:
         return type(next(iter(features.values()), None)) in _SCALARS or is_single_row(features)
     return is_single_row(features)
+
+
+def _snapshot(raw: Any) -> Any:
+    """A shallow copy of a raw request (its top-level fields as they are now), else the object."""
+    if type(raw) is dict:
+        return dict(raw)
+    if type(raw) is list:
+        return list(raw)
+    return raw
 
 
 def _cell(columns: Columns, name: str, i: int) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from itertools import count
+from typing import Any
 
 from .._names import BASIS_BILLED
 from ._usage import CallUsage
@@ -25,6 +26,7 @@ __all__ = [
     "CAPTURED",
     "CURRENT",
     "CallState",
+    "CapturedRow",
     "PredictionCapture",
     "add_cost",
     "add_tokens",
@@ -48,10 +50,14 @@ def _new_prefix_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_prefix_after_fork)
 
 
+# one sampled row of a call for the skew capture: its id, row index (-1: a single row), raw, features, segments
+CapturedRow = tuple[str, int, Any, dict[str, Any], dict[str, str | None]]
+
+
 class CallState:
     """Per-call state reachable from inside the wrapped function (request id, fallback, token)."""
 
-    __slots__ = ("_request_id", "fallback", "nested_cpu", "review_pi", "token", "usage")
+    __slots__ = ("_request_id", "capture", "fallback", "nested_cpu", "review_pi", "token", "usage")
 
     def __init__(self, request_id: str | None = None) -> None:
         self._request_id = request_id
@@ -60,6 +66,7 @@ class CallState:
         self.usage: CallUsage | None = None  # costs and tokens reported inside the call
         self.review_pi: float | None = None  # review sampling: pi if selected, 0.0 if not, None: not sampled
         self.nested_cpu = 0  # CPU time of monitored calls of other models inside this one (billed to them)
+        self.capture: list[CapturedRow] | None = None  # the skew capture's rows, copied at the start
 
     def reported(self) -> CallUsage:
         if self.usage is None:

@@ -276,6 +276,7 @@ class ModelMonitor:
             self.close()  # a bad shadow= registers nothing
             raise
         self._recorder.shadows = (*self.shadows, *(() if self.capture is None else (self.capture,)))
+        self._recorder.capture = self.capture
 
     def _setup(
         self,

@@ -23,6 +23,8 @@ from ._report import SkewReport, VersionSkew
 __all__ = ["grouping_key", "push", "registry_for"]
 
 _MODEL = (n.LABEL_MODEL_NAME, n.LABEL_MODEL_VERSION)
+# ml_feature values pushed besides the capture header's feature names; the rest are summed as __other__
+EXTRA_FEATURE_BUDGET = 100
 
 
 class _VersionCollector:
@@ -77,8 +79,16 @@ class _VersionCollector:
             labels=[*_MODEL, n.LABEL_FEATURE, n.LABEL_SKEW_RESULT],
         )
         by_label: dict[str, dict[str, int]] = {}  # names alike once made label-safe are one series
+        declared = {label_value(name) for name in v.declared_features}
+        extra: set[str] = set()
         for f in v.features:
-            counts = by_label.setdefault(label_value(f.name), dict.fromkeys(n.SKEW_RESULTS, 0))
+            label = label_value(f.name)
+            if label not in declared and label not in extra:
+                if len(extra) >= EXTRA_FEATURE_BUDGET:
+                    label = n.OTHER  # a pipeline keyed by request values (one-hot keys) must not choose the series
+                else:
+                    extra.add(label)
+            counts = by_label.setdefault(label, dict.fromkeys(n.SKEW_RESULTS, 0))
             for result in n.SKEW_RESULTS:
                 counts[result] += f.counts[result]
         for label, counts in by_label.items():

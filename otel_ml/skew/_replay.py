@@ -220,6 +220,7 @@ def _version(vkey: VersionKey, part: _Part, record_errors: int, opts: _Options) 
         errors=errors,
         error_examples=tuple(part.errors.examples),
         worst=_worst(part, names, codes, served, np.where(ok, replayed, np.nan), opts.worst),
+        declared_features=tuple(str(f) for f in part.header.get("feature_names") or ()),
     )
 
 

@@ -165,6 +165,7 @@ class VersionSkew:
     errors: Mapping[str, int]  # every stage of n.SKEW_STAGES
     error_examples: tuple[tuple[str, str, str], ...]
     worst: tuple[WorstRow, ...]
+    declared_features: tuple[str, ...] = ()  # the capture header's feature names: always pushed by name
 
     @property
     def flips_total(self) -> int | None:
