@@ -516,6 +516,7 @@ SKEW_INSTRUMENTS: Final[tuple[Instrument, ...]] = (
     SKEW_LAST_RUN,
 )
 SKEW_JOB: Final = "otel_ml_skew"  # the Pushgateway job of replays; grouped by model and version
+PUSHGATEWAY_PUSH_TIME: Final = "push_time_seconds"  # the Pushgateway's own gauge: when a group was last pushed
 SKEW_FLIP_RATIO_RECORD: Final = "ml:skew_decision_flip_ratio"  # flips / rows of the last replay, per model
 ALERT_SKEW_FLIPS: Final = "MLSkewDecisionFlipsOverBudget"
 ALERT_SKEW_STALE: Final = "MLSkewReplayStale"

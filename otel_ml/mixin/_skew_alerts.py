@@ -102,14 +102,18 @@ def _replay_stale(c: MixinConfig) -> Rule:
         raise ValueError(f"skew_replay_max_age must be > 0, got {c.skew_replay_max_age!r}")
     m_on = q.labels(c, *q.MODEL)
     last = f"max by ({m_on}) ({n.SKEW_LAST_RUN.series}{q.skew(c)})"
+    # a replay of no row (the pipeline raised on every one) pushes no finish time: its PUT leaves the
+    # group with the Pushgateway's push_time_seconds alone, and that is stale from the push on
+    pushed = f"max by ({m_on}) ({n.PUSHGATEWAY_PUSH_TIME}{q.skew(c)})"
     return alert(
         n.ALERT_SKEW_STALE,
-        f"time() - {last} > {q.num(max_age)}",
+        f"time() - {last} > {q.num(max_age)}\nor\n(time() - {pushed} unless on ({m_on}) {last})",
         c.skew_stale_for,
         TICKET,
         f"No training/serving skew replay of {MODEL_TEXT} has finished for {c.skew_replay_max_age}.",
         f"The last finished training/serving skew replay of {MODEL_TEXT} is {{{{ $value | humanizeDuration }}}} "
-        f"old, more than {c.skew_replay_max_age} (skew_replay_max_age), for {c.skew_stale_for}. No statistical "
+        f"old, more than {c.skew_replay_max_age} (skew_replay_max_age), or its last push replayed no row "
+        f"({{{{ $value | humanizeDuration }}}} is then the push's age), for {c.skew_stale_for}. No statistical "
         "test: the replay's own finish time against a maximum age. The scheduled replay (`otel-ml skew replay "
         "--pushgateway`, from a CronJob or a systemd timer) stopped running or fails before it finishes; until it "
         "runs, the skew row and MLSkewDecisionFlipsOverBudget show the old replay. A retired model version keeps "
