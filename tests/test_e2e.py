@@ -287,7 +287,11 @@ def test_drift_and_unknown_categories_page_on_call(loop: Loop, model: DemoModel)
     stack.wait_for(
         lambda: stack.query('ml_skew_rows_total{ml_model_version="v1",ml_segment_key="__all__"}'), 30, "the replay"
     )
-    assert float(stack.query('ml_skew_rows_total{ml_segment_key="__all__"}')[0]["value"][1]) == skew["rows"]
+    pushed = stack.query('ml_skew_rows_total{ml_segment_key="__all__"}')
+    assert [(s["metric"]["ml_model_version"], float(s["value"][1])) for s in pushed] == [("v1", skew["rows"])], (
+        pushed,
+        {k: skew[k] for k in ("rows_read", "rows", "rows_compared", "errors", "flips_by_segment")},
+    )
     # -- every dashboard panel shows data from this Prometheus --------------------------------------
     empty = []
     for file, title, expr in concrete_queries(
