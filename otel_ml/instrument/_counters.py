@@ -16,12 +16,10 @@ they write into must be read together: splitting them would hide which array a c
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import math
 import multiprocessing
-import multiprocessing.util
 import os
 import struct
 import sys
@@ -50,6 +48,7 @@ from .._names import (
 from .._prices import Prices
 from ..baseline import Baseline, CategoricalProfile, NumericProfile
 from . import _multiproc
+from ._exit_hooks import at_exit
 from ._label_slots import PublishedLabels, SlotCounts, segment_grids
 from ._multiproc import CounterFile
 from ._pairs import NO_DECISION, PairCounts
@@ -714,17 +713,8 @@ def flush_all() -> None:
             _log.exception("otel-ml: flushing %s counters failed", c.model_name)
 
 
-class _ChildExit:
-    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so flush in its finalizers."""
-
-    def __call__(self, _: object) -> None:
-        multiprocessing.util.Finalize(None, flush_all, exitpriority=100)
-
-
-_CHILD_EXIT = _ChildExit()
 os.register_at_fork(before=flush_all, after_in_child=_reinit_after_fork)
-multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
-atexit.register(flush_all)
+at_exit(flush_all)
 
 
 def _row_label(value: Any) -> str | None:

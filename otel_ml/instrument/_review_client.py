@@ -25,12 +25,10 @@ which skips atexit) the buffer is flushed with a short deadline; what is left is
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import logging
 import math
-import multiprocessing.util
 import os
 import random
 import threading
@@ -44,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .._names import ALL, REVIEW_DROP_REJECTED, REVIEW_DROP_SEND_FAILED
+from ._exit_hooks import at_exit
 
 __all__ = ["Rates", "ReviewClient", "parse_rates"]
 
@@ -401,14 +400,5 @@ def _close_all() -> None:
         client.close(max(0.0, deadline - time.monotonic()))
 
 
-class _ChildExit:
-    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so close in its finalizers."""
-
-    def __call__(self, _: object) -> None:
-        multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
-
-
-_CHILD_EXIT = _ChildExit()
 os.register_at_fork(after_in_child=_after_fork_in_child)
-multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
-atexit.register(_close_all)
+at_exit(_close_all)

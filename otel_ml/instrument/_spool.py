@@ -16,10 +16,8 @@ with an empty queue and no file (the parent's stays the parent's).
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import multiprocessing.util
 import os
 import secrets
 import socket
@@ -33,6 +31,7 @@ from typing import Any, Final
 
 from .. import _names as n
 from .._capture_format import OPEN_SUFFIX, CaptureFile, capture_files, encode_line, finished_name, open_name
+from ._exit_hooks import at_exit
 
 __all__ = ["Spool", "SpoolLimits"]
 
@@ -465,15 +464,5 @@ def _close_all() -> None:
         spool.close(max(0.0, deadline - time.monotonic()))
 
 
-class _ChildExit:
-    """``multiprocessing`` fork children leave with ``os._exit``: no atexit, so close in its finalizers
-    (before the counters' flush: closing counts the last rows)."""
-
-    def __call__(self, _: object) -> None:
-        multiprocessing.util.Finalize(None, _close_all, exitpriority=101)
-
-
-_CHILD_EXIT = _ChildExit()
 os.register_at_fork(after_in_child=_after_fork_in_child)
-multiprocessing.util.register_after_fork(_CHILD_EXIT, _CHILD_EXIT)
-atexit.register(_close_all)
+at_exit(_close_all, priority=101)  # before the counters' flush: closing counts the last rows
