@@ -238,6 +238,8 @@ class ModelMonitor:
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
+        """Over 60 lines because it is the order of set-up: the baseline, then counters laid out with
+        every option, then review and capture over them, then the shadows (a failing one unregisters all)."""
         if isinstance(baseline, (str, os.PathLike, Path)):
             baseline = Baseline.load(baseline)
         self.baseline = baseline

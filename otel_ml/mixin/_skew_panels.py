@@ -87,8 +87,8 @@ def _verdict(config: MixinConfig, e: Exprs) -> Items:
     ]
 
 
-def _where(e: Exprs) -> Items:
-    """Which segments flip, which features differ and how much the score moves, in the last replay."""
+def _segment_flips(e: Exprs) -> p.PanelBuilder:
+    """Rows, flips and the flip ratio per segment of the last replay, worst first."""
     by_segment = f"{MV}, {SEGMENT_LABELS}"
     rows = _sum(e, n.SKEW_ROWS.series, by_segment, e.segment_matcher)
     flips = f"({_sum(e, n.SKEW_DECISION_FLIPS.series, by_segment, e.segment_matcher, NOT_FLIP_TOTAL)} or 0 * {rows})"
@@ -98,24 +98,29 @@ def _where(e: Exprs) -> Items:
         n.LABEL_SEGMENT_KEY: "Segment key",
         n.LABEL_SEGMENT: "Segment",
     }
+    return p.table_panel(
+        1004,
+        "Decision flips per segment (last replay)",
+        "Rows replayed, decisions flipped and the flip ratio per segment (__all__ = every row once), worst "
+        "ratio first: where the serving features change decisions. No alert per segment (many segments "
+        "would page by chance); the replay's --json report lists the worst request ids.",
+        [p.Query(rows), p.Query(flips), p.Query(f"{flips} / ({rows} > 0)")],
+        columns={"A": "Rows", "B": "Flips", "C": "Flip ratio"},
+        labels=segment_labels,
+        sort_by="Flip ratio",
+        overrides={"Flip ratio": [p.unit(units.PercentUnit), p.decimals(2)]},
+        span=12,
+    )
+
+
+def _where(e: Exprs) -> Items:
+    """Which segments flip, which features differ and how much the score moves, in the last replay."""
     by_feature = f"{MV}, {F}"
     results = [p.Query(_sum(e, n.SKEW_FEATURE.series, by_feature, f'{RESULT}="{result}"')) for result in RESULT_TITLES]
     quantiles = {"p1": 0.01, "p50": 0.5, "p99": 0.99}
     buckets = _sum(e, n.SKEW_SCORE_DIFFERENCE.bucket_series, f"{MV}, {n.LABEL_LE}")
     return [
-        p.table_panel(
-            1004,
-            "Decision flips per segment (last replay)",
-            "Rows replayed, decisions flipped and the flip ratio per segment (__all__ = every row once), worst "
-            "ratio first: where the serving features change decisions. No alert per segment (many segments "
-            "would page by chance); the replay's --json report lists the worst request ids.",
-            [p.Query(rows), p.Query(flips), p.Query(f"{flips} / ({rows} > 0)")],
-            columns={"A": "Rows", "B": "Flips", "C": "Flip ratio"},
-            labels=segment_labels,
-            sort_by="Flip ratio",
-            overrides={"Flip ratio": [p.unit(units.PercentUnit), p.decimals(2)]},
-            span=12,
-        ),
+        _segment_flips(e),
         _stacked_bars(
             1005,
             "Feature values not matching, by result (last replay)",
