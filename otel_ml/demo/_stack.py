@@ -161,7 +161,13 @@ class PrometheusStack:
             if self.pushgateway_bin is not None:
                 self._spawn(
                     "pushgateway",
-                    [self.pushgateway_bin, f"--web.listen-address=127.0.0.1:{self.pgw_port}"],
+                    [
+                        self.pushgateway_bin,
+                        f"--web.listen-address=127.0.0.1:{self.pgw_port}",
+                        # its own file: Debian's default (/var/lib/prometheus/pushgateway.data) would hand
+                        # this run the groups an earlier run pushed
+                        f"--persistence.file={self.workdir / 'pushgateway.data'}",
+                    ],
                 )
                 urls.append(self.pushgateway_url)
             for url in urls:
