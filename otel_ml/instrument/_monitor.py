@@ -302,7 +302,8 @@ class ModelMonitor:
         capture: bool = False,
     ) -> None:
         """Counters, recorder and registration; a shadow's (``shadow_of``) mint no tokens and
-        carry the primary's version on their spans."""
+        carry the primary's version on their spans. Over 60 lines because each option (cost, review,
+        capture) must reach the counters' layout before they exist: the order is the point."""
         baseline = self.baseline
         self.model_name: str = name
         self.model_version: str = ver
